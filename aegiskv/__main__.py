@@ -1,0 +1,7 @@
+"""``python -m aegiskv``: the same as the ``aegis`` command."""
+
+import sys
+
+from aegiskv.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Storage engines behind one interface (``base.Backend``), found by entry point."""

@@ -1,0 +1,144 @@
+"""The storage interface every backend implements.
+
+A backend holds one node's whole keyspace. Keys and values are bytes; every
+stored key carries a *version* (an integer that only grows across the whole
+backend, so a key deleted and written again gets a larger version than before)
+and an optional absolute expiry time in wall-clock milliseconds.
+
+Thread-safety: a backend is **not** thread-safe. The node serialises every call
+under its own lock (see ``aegiskv.keyspace``), which keeps the backends simple
+and lets the node group several backend calls into one atomic operation
+(compare-and-set, conditional writes).
+
+Plugin authors: subclass :class:`Backend`, accept ``(options, clock)`` in the
+constructor, and register the class in the ``aegiskv.backends`` entry-point
+group. ``tests/test_backend_contract.py`` is the suite every backend passes;
+run it against yours.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+# A value handed out by a backend. Small values are ``bytes``; large ones may be
+# a ``memoryview`` over the stored buffer so a GET does not copy megabytes.
+Value = bytes | memoryview
+
+# Wall-clock milliseconds. Expiry times are absolute so that a restart (or a
+# replica) never extends or revives a TTL.
+Clock = Callable[[], int]
+
+NO_EXPIRY = 0
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Entry(NamedTuple):
+    value: Value
+    version: int
+    expires_at_ms: int  # NO_EXPIRY (0) when the key has no TTL
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """What a backend is told when it is created."""
+
+    max_memory_bytes: int
+    protected_fraction: float = 0.8  # share of the budget the SLRU protected segment may use
+    data_dir: str | None = None
+    first_version: int = 1  # versions handed out start above this
+    shards: int = 1  # the keyspace is split into this many shards ...
+    shard_of: Callable[[bytes], int] = lambda key: 0  # ... and this says which one holds a key
+
+
+@dataclass(frozen=True)
+class BackendStats:
+    keys: int
+    keys_with_ttl: int
+    used_bytes: int
+    limit_bytes: int
+    evictions: int
+    expirations: int
+
+
+class StorageError(Exception):
+    """Base for errors a backend reports to the caller (never a protocol violation)."""
+
+
+class ValueTooLarge(StorageError):
+    """The entry cannot fit under the memory limit even with everything else evicted."""
+
+
+class Backend(ABC):
+    """One node's keyspace. See the module docstring for the rules."""
+
+    name: str = "abstract"
+
+    @abstractmethod
+    def get(self, key: bytes) -> Value | None:
+        """The live value of ``key`` or ``None``; counts as an access for eviction."""
+
+    @abstractmethod
+    def get_entry(self, key: bytes, touch: bool = True) -> Entry | None:
+        """Value, version and expiry of ``key``; ``touch=False`` leaves eviction order alone."""
+
+    @abstractmethod
+    def put(self, key: bytes, value: bytes, expires_at_ms: int = NO_EXPIRY, version: int | None = None) -> int:
+        """Store ``value`` and return its new version.
+
+        ``version`` lets a caller impose a version (replication, recovery); it
+        must be larger than any version handed out so far or the backend picks
+        the next one itself. Raises :class:`ValueTooLarge` when the entry alone
+        exceeds the memory limit; otherwise evicts what it must.
+        """
+
+    @abstractmethod
+    def delete(self, key: bytes) -> bool:
+        """Remove ``key``; True when a live key was removed."""
+
+    @abstractmethod
+    def set_expiry(self, key: bytes, expires_at_ms: int) -> bool:
+        """Set (or with NO_EXPIRY drop) the key's expiry; False when the key is absent.
+
+        Changing a TTL does not change the key's version: the value is the same.
+        """
+
+    @abstractmethod
+    def expire_step(self, sample_size: int, budget_seconds: float) -> int:
+        """Remove some expired keys, in small steps, within ``budget_seconds``.
+
+        Never scans the whole keyspace; returns how many keys it removed.
+        """
+
+    @abstractmethod
+    def flush(self) -> int:
+        """Remove every key; returns how many were removed."""
+
+    @abstractmethod
+    def keys(self) -> Iterable[bytes]:
+        """Every live key (a snapshot list; the caller may mutate the backend afterwards)."""
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of stored keys (including expired keys not yet removed)."""
+
+    @abstractmethod
+    def stats(self) -> BackendStats: ...
+
+    @abstractmethod
+    def shard_usage(self) -> list[tuple[int, int]]:
+        """(keys, bytes) held for each shard, indexed by shard number."""
+
+    @property
+    @abstractmethod
+    def last_version(self) -> int:
+        """The largest version handed out so far."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release files and threads; the backend is not used afterwards."""

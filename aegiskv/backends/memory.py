@@ -1,0 +1,351 @@
+"""The in-memory backend: a segmented LRU bounded by honest byte accounting.
+
+Segmented LRU (SLRU): a new key enters the *probation* segment; a second hit
+moves it to the *protected* segment, which may hold at most
+``protected_fraction`` of the budget (its least recently used keys are demoted
+back to probation when it overflows). Eviction takes the least recently used
+probation key first and touches protected keys only when probation is empty.
+A scan of once-read keys therefore cannot flush the keys that are read often.
+
+Memory layout, chosen for bytes per key (measured in ``tools/calibrate_memory.py``):
+each segment is an ``OrderedDict`` (C-implemented, O(1) move-to-end and pop of
+the oldest) mapping the whole key to one bytes object holding the 8-byte
+version followed by the value. A separate entry object per key would cost
+about 90 more bytes per key (object header plus a boxed version integer).
+Deadlines of keys with a TTL live in :class:`ExpiryIndex`.
+
+Byte accounting is one function, :func:`entry_cost`: key and value lengths plus
+a per-entry overhead measured with tracemalloc (``tools/calibrate_memory.py``
+measures it again and ``tests/test_memory_accounting.py`` checks it).
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+import time
+from collections import OrderedDict
+
+from aegiskv.backends.base import (
+    NO_EXPIRY,
+    Backend,
+    BackendOptions,
+    BackendStats,
+    Clock,
+    Entry,
+    Value,
+    ValueTooLarge,
+    wall_clock_ms,
+)
+from aegiskv.backends.expiry import ExpiryIndex
+
+VERSION_BYTES = 8  # big-endian unsigned version ahead of the value
+
+# Bytes Python allocates per stored entry beyond len(key) + len(value), measured
+# with tracemalloc on CPython 3.11 for 16-byte keys and 100-byte values
+# (tools/calibrate_memory.py): two bytes-object headers (2 x 33), pymalloc
+# rounding, the 8-byte version, and the OrderedDict's hash-table slot and
+# linked-list node (about 105 bytes).
+ENTRY_OVERHEAD = 190
+# Extra bytes for a key with a TTL: an ExpiryIndex dict slot, the packed deadline
+# integer, and a list slot.
+TTL_OVERHEAD = 110
+
+# Values longer than this are handed out as memoryviews instead of copies.
+_COPY_LIMIT = 64 * 1024
+# When more than this share of an expiry sample was expired, sample again at once.
+_RESAMPLE_RATIO = 0.25
+
+
+def entry_cost(key_length: int, value_length: int, has_ttl: bool = False) -> int:
+    """Bytes charged to the memory budget for one entry."""
+    return key_length + value_length + ENTRY_OVERHEAD + (TTL_OVERHEAD if has_ttl else 0)
+
+
+_VERSION = struct.Struct("!Q")
+
+
+def _pack(version: int, value: bytes) -> bytes:
+    return _VERSION.pack(version) + value
+
+
+class MemoryBackend(Backend):
+    """Segmented LRU under a byte budget, with lazy and sampled active expiry."""
+
+    name = "memory"
+
+    def __init__(
+        self,
+        options: BackendOptions,
+        clock: Clock = wall_clock_ms,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._limit = options.max_memory_bytes
+        self._protected_limit = int(options.max_memory_bytes * options.protected_fraction)
+        self._probation: OrderedDict[bytes, bytes] = OrderedDict()
+        self._protected: OrderedDict[bytes, bytes] = OrderedDict()
+        self._probation_bytes = 0
+        self._protected_bytes = 0
+        self._deadlines = ExpiryIndex()
+        # The index's key -> packed deadline dict, read directly on the hot path
+        # (a membership test through a method call costs three times as much).
+        self._deadline_map = self._deadlines.packed_map
+        self._version = options.first_version
+        # Per-shard totals, kept on every write and removal (one CRC16 each, about
+        # 0.1 us) so INFO and rebalancing know shard sizes without a scan.
+        self._shard_of = options.shard_of
+        self._shard_keys = [0] * options.shards
+        self._shard_bytes = [0] * options.shards
+        self.evictions = 0
+        self.expirations = 0
+
+    # -- reads -------------------------------------------------------------------
+
+    def get(self, key: bytes) -> Value | None:
+        if key in self._deadline_map and self._expired(key):
+            return None
+        blob = self._protected.get(key)
+        if blob is not None:
+            self._protected.move_to_end(key)
+        else:
+            blob = self._probation.get(key)
+            if blob is None:
+                return None
+            self._promote(key, blob)
+        if len(blob) - VERSION_BYTES > _COPY_LIMIT:
+            return memoryview(blob)[VERSION_BYTES:]
+        return blob[VERSION_BYTES:]
+
+    def get_entry(self, key: bytes, touch: bool = True) -> Entry | None:
+        packed_deadline = self._deadline_map.get(key)
+        if packed_deadline is not None and self._expired(key):
+            return None
+        blob = self._protected.get(key)
+        if blob is not None:
+            if touch:
+                self._protected.move_to_end(key)
+        else:
+            blob = self._probation.get(key)
+            if blob is None:
+                return None
+            if touch:
+                self._promote(key, blob)
+        return Entry(
+            memoryview(blob)[VERSION_BYTES:] if len(blob) - VERSION_BYTES > _COPY_LIMIT else blob[VERSION_BYTES:],
+            _VERSION.unpack_from(blob)[0],
+            NO_EXPIRY if packed_deadline is None else ExpiryIndex.unpack_deadline(packed_deadline),
+        )
+
+    # -- writes ------------------------------------------------------------------
+
+    def put(self, key: bytes, value: bytes, expires_at_ms: int = NO_EXPIRY, version: int | None = None) -> int:
+        cost = entry_cost(len(key), len(value), expires_at_ms != NO_EXPIRY)
+        if cost > self._limit:
+            raise ValueTooLarge(f"entry of {cost} bytes exceeds max-memory of {self._limit} bytes")
+        self._remove(key)
+        if version is None or version <= self._version:
+            version = self._version + 1
+        self._version = version
+        # A rewritten key starts over in probation: it is a new value that has
+        # not been read yet. (Redis and most SLRU variants do the same.)
+        self._probation[key] = _pack(version, value)
+        self._probation_bytes += cost
+        shard = self._shard_of(key)
+        self._shard_keys[shard] += 1
+        self._shard_bytes[shard] += cost
+        if expires_at_ms != NO_EXPIRY:
+            self._deadlines.set(key, expires_at_ms)
+        if self._probation_bytes + self._protected_bytes > self._limit:
+            self._evict(keep=key)
+        return version
+
+    def delete(self, key: bytes) -> bool:
+        if key in self._deadline_map and self._expired(key):
+            return False
+        return self._remove(key)
+
+    def set_expiry(self, key: bytes, expires_at_ms: int) -> bool:
+        if key in self._deadline_map and self._expired(key):
+            return False
+        blob = self._protected.get(key)
+        segment_is_protected = blob is not None
+        if blob is None:
+            blob = self._probation.get(key)
+            if blob is None:
+                return False
+        had_ttl = key in self._deadline_map
+        has_ttl = expires_at_ms != NO_EXPIRY
+        if has_ttl:
+            self._deadlines.set(key, expires_at_ms)
+        else:
+            self._deadlines.discard(key)
+        delta = (TTL_OVERHEAD if has_ttl else 0) - (TTL_OVERHEAD if had_ttl else 0)
+        if segment_is_protected:
+            self._protected_bytes += delta
+        else:
+            self._probation_bytes += delta
+        self._shard_bytes[self._shard_of(key)] += delta
+        if delta > 0 and self._probation_bytes + self._protected_bytes > self._limit:
+            self._evict(keep=key)
+        return True
+
+    def flush(self) -> int:
+        removed = len(self._probation) + len(self._protected)
+        self._probation.clear()
+        self._protected.clear()
+        self._deadlines.clear()
+        self._probation_bytes = self._protected_bytes = 0
+        self._shard_keys = [0] * len(self._shard_keys)
+        self._shard_bytes = [0] * len(self._shard_bytes)
+        return removed
+
+    # -- expiry ------------------------------------------------------------------
+
+    def expire_step(self, sample_size: int, budget_seconds: float) -> int:
+        removed = 0
+        give_up_at = time.perf_counter() + budget_seconds
+        deadlines = self._deadlines
+        while len(deadlines):
+            now = self._clock()
+            sample = deadlines.sample(sample_size, self._rng)
+            expired = 0
+            for key, deadline in sample:
+                if deadline <= now and key in deadlines:
+                    self._remove(key)
+                    self.expirations += 1
+                    expired += 1
+            removed += expired
+            if expired <= len(sample) * _RESAMPLE_RATIO or time.perf_counter() >= give_up_at:
+                break
+        return removed
+
+    def _expired(self, key: bytes) -> bool:
+        """Lazy expiry: True (and the key removed) when its deadline has passed."""
+        deadline = self._deadlines.deadline(key)
+        if deadline is not None and deadline <= self._clock():
+            self._remove(key)
+            self.expirations += 1
+            return True
+        return False
+
+    # -- segments ------------------------------------------------------------------
+
+    def _promote(self, key: bytes, blob: bytes) -> None:
+        """Second hit: probation -> protected, demoting protected LRU keys on overflow."""
+        cost = entry_cost(len(key), len(blob) - VERSION_BYTES, key in self._deadline_map)
+        del self._probation[key]
+        self._probation_bytes -= cost
+        self._protected[key] = blob
+        self._protected_bytes += cost
+        protected = self._protected
+        while self._protected_bytes > self._protected_limit and len(protected) > 1:
+            old_key, old_blob = protected.popitem(last=False)
+            old_cost = entry_cost(len(old_key), len(old_blob) - VERSION_BYTES, old_key in self._deadline_map)
+            self._protected_bytes -= old_cost
+            self._probation[old_key] = old_blob
+            self._probation_bytes += old_cost
+
+    def _remove(self, key: bytes) -> bool:
+        blob = self._probation.pop(key, None)
+        if blob is not None:
+            cost = entry_cost(len(key), len(blob) - VERSION_BYTES, key in self._deadline_map)
+            self._probation_bytes -= cost
+        else:
+            blob = self._protected.pop(key, None)
+            if blob is None:
+                return False
+            cost = entry_cost(len(key), len(blob) - VERSION_BYTES, key in self._deadline_map)
+            self._protected_bytes -= cost
+        self._forget(key, cost)
+        return True
+
+    def _forget(self, key: bytes, cost: int) -> None:
+        """Bookkeeping shared by every removal path (delete, expiry, eviction)."""
+        shard = self._shard_of(key)
+        self._shard_keys[shard] -= 1
+        self._shard_bytes[shard] -= cost
+        self._deadlines.discard(key)
+
+    def _evict(self, keep: bytes) -> None:
+        """Evict least recently used entries, probation first, until under the limit.
+
+        ``keep`` (the entry being written) is evicted never: it fits on its own,
+        so removing everything else always makes enough room.
+        """
+        probation, protected = self._probation, self._protected
+        while self._probation_bytes + self._protected_bytes > self._limit:
+            segment = probation if probation else protected
+            if not segment:
+                break
+            key = next(iter(segment))
+            if key == keep:
+                if len(segment) > 1:
+                    segment.move_to_end(keep)
+                    continue
+                segment = protected if segment is probation else probation
+                if not segment:
+                    break
+                key = next(iter(segment))
+            blob = segment.pop(key)
+            cost = entry_cost(len(key), len(blob) - VERSION_BYTES, key in self._deadline_map)
+            if segment is probation:
+                self._probation_bytes -= cost
+            else:
+                self._protected_bytes -= cost
+            self._forget(key, cost)
+            self.evictions += 1
+
+    # -- introspection -------------------------------------------------------------
+
+    def keys(self) -> list[bytes]:
+        now = self._clock()
+        deadlines = self._deadlines
+        result = []
+        for segment in (self._probation, self._protected):
+            for key in segment:
+                deadline = deadlines.deadline(key) if len(deadlines) else None
+                if deadline is None or deadline > now:
+                    result.append(key)
+        return result
+
+    def __len__(self) -> int:
+        return len(self._probation) + len(self._protected)
+
+    def stats(self) -> BackendStats:
+        return BackendStats(
+            keys=len(self),
+            keys_with_ttl=len(self._deadlines),
+            used_bytes=self._probation_bytes + self._protected_bytes,
+            limit_bytes=self._limit,
+            evictions=self.evictions,
+            expirations=self.expirations,
+        )
+
+    def shard_usage(self) -> list[tuple[int, int]]:
+        return list(zip(self._shard_keys, self._shard_bytes))
+
+    @property
+    def last_version(self) -> int:
+        return self._version
+
+    def segments(self) -> tuple[list[bytes], list[bytes]]:
+        """(probation, protected) keys, least recently used first. For tests and INFO."""
+        return list(self._probation), list(self._protected)
+
+    def check(self) -> None:
+        """Assert the internal invariants (used by stress and property tests)."""
+        self._deadlines.check()
+        assert not (self._probation.keys() & self._protected.keys())
+        for segment, counted in ((self._probation, self._probation_bytes), (self._protected, self._protected_bytes)):
+            total = sum(
+                entry_cost(len(key), len(blob) - VERSION_BYTES, key in self._deadline_map)
+                for key, blob in segment.items()
+            )
+            assert total == counted, (total, counted)
+        assert self._probation_bytes + self._protected_bytes <= self._limit
+        for key, _deadline in self._deadlines:
+            assert key in self._probation or key in self._protected
+        assert sum(self._shard_keys) == len(self)
+        assert sum(self._shard_bytes) == self._probation_bytes + self._protected_bytes

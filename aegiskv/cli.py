@@ -1,0 +1,53 @@
+"""Command line: ``aegis [flags]`` runs a node; ``aegis plugins`` lists plugins.
+
+Every flag maps to a setting in :mod:`aegiskv.config`; only flags actually given
+override the file and the environment. Errors are one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+import aegiskv
+from aegiskv import config as config_module
+from aegiskv import plugins
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        print(f"aegis: command line: {message}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(
+        prog="aegis",
+        description="AegisKV node. With no flags it serves one node on 0.0.0.0:7700 with an in-memory store.",
+        epilog="'aegis plugins' lists the installed plugins. Settings come from defaults < --config file < "
+        "AEGIS_* environment < flags.",
+    )
+    parser.add_argument("--version", action="version", version=f"aegis {aegiskv.__version__}")
+    parser.add_argument("--config", default=None, metavar="FILE", help="TOML file with any setting (snake_case keys)")
+    config_module.add_flags(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["plugins"]:
+        for line in plugins.describe_all():
+            print(line)
+        return 0
+    namespace = vars(build_parser().parse_args(args))
+    config_path = namespace.pop("config")
+    try:
+        config = config_module.build(file_path=config_path, flags=namespace)
+    except config_module.ConfigError as error:
+        print(f"aegis: {error}", file=sys.stderr, flush=True)
+        return 2
+    from aegiskv import daemon
+
+    return daemon.run(config)

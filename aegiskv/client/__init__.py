@@ -1,0 +1,36 @@
+"""The AegisKV Python client: ``from aegiskv.client import Client, Config``."""
+
+from aegiskv.client.client import Client, Config, Pipeline, ValueWithTTL
+from aegiskv.client.errors import (
+    AegisError,
+    AegisTimeoutError,
+    AuthenticationError,
+    ConditionNotMetError,
+    ConnectionClosedError,
+    NotFoundError,
+    OutOfMemoryError,
+    ProtocolViolationError,
+    RateLimitedError,
+    RetriesExhaustedError,
+    ServerError,
+    VersionMismatchError,
+)
+
+__all__ = [
+    "AegisError",
+    "AegisTimeoutError",
+    "AuthenticationError",
+    "Client",
+    "ConditionNotMetError",
+    "Config",
+    "ConnectionClosedError",
+    "NotFoundError",
+    "OutOfMemoryError",
+    "Pipeline",
+    "ProtocolViolationError",
+    "RateLimitedError",
+    "RetriesExhaustedError",
+    "ServerError",
+    "ValueWithTTL",
+    "VersionMismatchError",
+]

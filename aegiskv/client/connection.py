@@ -1,0 +1,138 @@
+"""One blocking client connection speaking the native protocol.
+
+Not thread-safe on its own: the pool hands a connection to one thread at a
+time. Supports pipelining (send several frames, then read their replies in
+order); a reply whose request id does not match is a protocol violation and
+the connection is discarded.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Sequence
+
+from aegiskv.client.errors import AegisTimeoutError, ConnectionClosedError, ProtocolViolationError
+from aegiskv.net import native
+from aegiskv.net.native import Frame, FrameDecoder
+
+_RECV_SIZE = 262144
+# A client accepts whatever the server sends back (up to 4 GiB frames); limits
+# protect servers from clients, and the client chose to talk to this server.
+_CLIENT_LIMITS = native.Limits(
+    max_key_bytes=2**32 - 2, max_value_bytes=2**32 - 2, max_items=2**32 - 1, max_frame_bytes=2**40
+)
+
+
+class NativeConnection:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        connect_timeout: float,
+        read_timeout: float,
+        write_timeout: float,
+    ) -> None:
+        self.address = address
+        self._read_timeout = read_timeout
+        self._write_timeout = write_timeout
+        self._decoder = FrameDecoder(_CLIENT_LIMITS)
+        self._next_id = 1
+        self.broken = False
+        self.created = time.monotonic()
+        try:
+            self._sock = socket.create_connection(address, timeout=connect_timeout)
+        except TimeoutError as error:
+            raise AegisTimeoutError(f"connecting to {_show(address)} timed out after {connect_timeout}s") from error
+        except OSError as error:
+            raise ConnectionClosedError(f"cannot connect to {_show(address)}: {error.strerror or error}") from error
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._timeout: float | None = connect_timeout
+
+    def next_request_id(self) -> int:
+        request_id = self._next_id
+        self._next_id = request_id + 1 if request_id < 0xFFFFFFFF else 1
+        return request_id
+
+    def _set_timeout(self, timeout: float) -> None:
+        if timeout != self._timeout:
+            self._sock.settimeout(timeout)
+            self._timeout = timeout
+
+    def send(self, payload: bytes) -> None:
+        try:
+            self._set_timeout(self._write_timeout)
+            self._sock.sendall(payload)
+        except TimeoutError as error:
+            self.close()
+            raise AegisTimeoutError(f"sending to {_show(self.address)} timed out") from error
+        except OSError as error:
+            self.close()
+            raise ConnectionClosedError(f"connection to {_show(self.address)} lost while sending: {error}") from error
+
+    def receive(self, request_id: int) -> Frame:
+        """The reply to ``request_id`` (replies arrive in request order)."""
+        decoder = self._decoder
+        deadline = time.monotonic() + self._read_timeout
+        while True:
+            try:
+                frame = decoder.next_frame() if decoder.buffered else None
+            except native.ProtocolError as error:
+                self.close()
+                raise ProtocolViolationError(f"bad reply from {_show(self.address)}: {error}") from error
+            if frame is not None:
+                if frame.status == native.Status.PROTOCOL_ERROR or frame.status == native.Status.BUSY:
+                    self.close()  # the server closes after these
+                    if frame.request_id in (0, request_id):
+                        return frame
+                if frame.request_id != request_id:
+                    self.close()
+                    raise ProtocolViolationError(
+                        f"reply for request {frame.request_id} from {_show(self.address)} "
+                        f"while waiting for {request_id}"
+                    )
+                return frame
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.close()
+                raise AegisTimeoutError(f"no reply from {_show(self.address)} within {self._read_timeout}s")
+            try:
+                # Re-arm the timeout only when a previous wait used part of it.
+                self._set_timeout(self._read_timeout if remaining >= self._read_timeout * 0.999 else remaining)
+                data = self._sock.recv(_RECV_SIZE)
+            except TimeoutError as error:
+                self.close()
+                raise AegisTimeoutError(f"no reply from {_show(self.address)} within {self._read_timeout}s") from error
+            except OSError as error:
+                self.close()
+                raise ConnectionClosedError(f"connection to {_show(self.address)} lost: {error}") from error
+            if not data:
+                self.close()
+                raise ConnectionClosedError(f"connection closed by {_show(self.address)}")
+            decoder.receive_data(data)
+
+    def call(self, opcode: int, **fields: object) -> Frame:
+        request_id = self.next_request_id()
+        self.send(native.encode_frame(opcode, request_id, **fields))  # type: ignore[arg-type]
+        return self.receive(request_id)
+
+    def call_many(self, requests: Sequence[tuple[int, dict[str, object]]]) -> list[Frame]:
+        """Pipelining: send every request in one write, then read the replies in order."""
+        ids = []
+        payload = []
+        for opcode, fields in requests:
+            request_id = self.next_request_id()
+            ids.append(request_id)
+            payload.append(native.encode_frame(opcode, request_id, **fields))  # type: ignore[arg-type]
+        self.send(b"".join(payload))
+        return [self.receive(request_id) for request_id in ids]
+
+    def close(self) -> None:
+        self.broken = True
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+
+def _show(address: tuple[str, int]) -> str:
+    return f"{address[0]}:{address[1]}"

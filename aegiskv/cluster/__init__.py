@@ -1,0 +1,1 @@
+"""Who owns what: key -> slot -> shard mapping (and, later, membership and placement)."""

@@ -1,0 +1,45 @@
+"""The command table: every operation the node serves, described once.
+
+Protocols map their own syntax (a native opcode, a RESP command name) to an
+entry here plus a small adapter that parses arguments, calls the one
+:class:`~aegiskv.node.Node` method that implements the operation, and encodes
+the result. What a command *means* lives in ``Node``; what the server must know
+about it to schedule it (may it run before AUTH, may it run inline on the
+reactor, is it a write) lives here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str  # lower-case; the label in metrics and logs
+    index: int  # position in COMMANDS; statistics are arrays indexed by it
+    write: bool = False
+    before_auth: bool = False  # allowed on a connection that has not authenticated
+    # Work that grows with the number of keys (MGET, MSET, DEL of many keys, FLUSH):
+    # above ``inline_batch_limit`` keys it runs in the worker pool, so one large
+    # batch cannot hold the reactor (and every other client) for its whole duration.
+    batch: bool = False
+
+
+_SPECS: list[tuple[str, dict[str, bool]]] = [
+    ("ping", {"before_auth": True}),
+    ("auth", {"before_auth": True}),
+    ("info", {}),
+    ("get", {}),
+    ("get_ttl", {}),
+    ("set", {"write": True}),
+    ("del", {"write": True, "batch": True}),
+    ("expire", {"write": True}),
+    ("persist", {"write": True}),
+    ("mget", {"batch": True}),
+    ("mset", {"write": True, "batch": True}),
+]
+
+COMMANDS: dict[str, Command] = {
+    name: Command(name=name, index=index, **flags) for index, (name, flags) in enumerate(_SPECS)
+}
+COMMAND_LIST: list[Command] = list(COMMANDS.values())

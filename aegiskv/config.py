@@ -1,0 +1,504 @@
+"""Daemon configuration: one table of settings, four sources, one-line errors.
+
+Precedence is built-in defaults < TOML file < ``AEGIS_*`` environment < flags
+that were actually given on the command line. Every setting is declared once in
+``SETTINGS`` (name, default, parser, help); the TOML loader, the environment
+loader, the flag parser and ``conf/aegiskv.toml`` all derive from that table, so
+they cannot drift apart (a test compares the documented file with the table).
+
+Any bad input raises :class:`ConfigError` whose message is a single line naming
+the source (file and key, variable, or flag), the value, and what was expected.
+The daemon prints it and exits with status 2 before binding anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import socket
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+ENV_PREFIX = "AEGIS_"
+# Environment variables with the prefix that are not settings.
+ENV_NOT_SETTINGS = frozenset({"AEGIS_CONFIG", "AEGIS_DISABLE_PLUGIN_AUTOLOAD"})
+
+
+class ConfigError(Exception):
+    """Bad configuration; ``str(error)`` is the one line shown to the operator."""
+
+
+class _Invalid(ValueError):
+    """Raised by a parser; carries only the 'expected ...' part of the message."""
+
+
+# ---------------------------------------------------------------------------
+# Value parsers. Each takes the raw value (a TOML value, or a string from the
+# environment or a flag) and returns the typed value or raises _Invalid with a
+# description of what was expected.
+# ---------------------------------------------------------------------------
+
+Parser = Callable[[Any], Any]
+
+
+def _integer(minimum: int | None = None, maximum: int | None = None, what: str = "an integer") -> Parser:
+    def parse(raw: Any) -> int:
+        expected = what
+        if minimum is not None and maximum is not None:
+            expected = f"{what} from {minimum} to {maximum}"
+        elif minimum is not None:
+            expected = f"{what} >= {minimum}"
+        if isinstance(raw, bool):
+            raise _Invalid(expected)
+        if isinstance(raw, str):
+            try:
+                raw = int(raw.strip().replace("_", ""), 10)
+            except ValueError:
+                raise _Invalid(expected) from None
+        if not isinstance(raw, int):
+            raise _Invalid(expected)
+        if (minimum is not None and raw < minimum) or (maximum is not None and raw > maximum):
+            raise _Invalid(expected)
+        return raw
+
+    return parse
+
+
+def _number(minimum: float = 0.0, what: str = "a number") -> Parser:
+    def parse(raw: Any) -> float:
+        expected = f"{what} >= {minimum:g}"
+        if isinstance(raw, bool):
+            raise _Invalid(expected)
+        if isinstance(raw, str):
+            try:
+                raw = float(raw.strip())
+            except ValueError:
+                raise _Invalid(expected) from None
+        if not isinstance(raw, (int, float)) or raw != raw or raw < minimum or raw == float("inf"):
+            raise _Invalid(expected)
+        return float(raw)
+
+    return parse
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+
+
+def _duration(allow_zero: bool = True) -> Parser:
+    """Seconds as a number, or a string such as ``"30s"``, ``"500ms"``, ``"5m"``."""
+
+    def parse(raw: Any) -> float:
+        expected = "a duration such as 30s, 500ms or 5m" + (" (0 turns it off)" if allow_zero else ", above 0")
+        if isinstance(raw, bool):
+            raise _Invalid(expected)
+        if isinstance(raw, (int, float)):
+            seconds = float(raw)
+        elif isinstance(raw, str):
+            match = _DURATION_RE.match(raw)
+            if not match:
+                raise _Invalid(expected)
+            seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
+        else:
+            raise _Invalid(expected)
+        if seconds < 0 or seconds != seconds or seconds == float("inf") or (seconds == 0 and not allow_zero):
+            raise _Invalid(expected)
+        return seconds
+
+    return parse
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
+
+
+def _size(minimum: int = 1, maximum: int = 2**32 - 1) -> Parser:
+    """Bytes as an integer, or a string such as ``"64MiB"`` or ``"4KB"``."""
+
+    def parse(raw: Any) -> int:
+        expected = f"a size in bytes (e.g. 65535, 64KiB, 64MiB) from {minimum} to {maximum}"
+        if isinstance(raw, bool):
+            raise _Invalid(expected)
+        if isinstance(raw, int):
+            value = raw
+        elif isinstance(raw, str):
+            match = _SIZE_RE.match(raw)
+            if not match or match.group(2).lower() not in _SIZE_UNITS:
+                raise _Invalid(expected)
+            value = int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+        else:
+            raise _Invalid(expected)
+        if not minimum <= value <= maximum:
+            raise _Invalid(expected)
+        return value
+
+    return parse
+
+
+def _text(allow_empty: bool = False, what: str = "a non-empty string") -> Parser:
+    def parse(raw: Any) -> str:
+        if not isinstance(raw, str) or (not allow_empty and not raw.strip()):
+            raise _Invalid(what)
+        return raw
+
+    return parse
+
+
+def _optional(inner: Parser) -> Parser:
+    """``""`` (or an absent value) means unset; anything else goes to ``inner``."""
+
+    def parse(raw: Any) -> Any:
+        if raw is None or raw == "":
+            return None
+        return inner(raw)
+
+    return parse
+
+
+def _choice(*choices: str) -> Parser:
+    def parse(raw: Any) -> str:
+        if not isinstance(raw, str) or raw.strip().lower() not in choices:
+            raise _Invalid("one of " + ", ".join(choices))
+        return raw.strip().lower()
+
+    return parse
+
+
+def parse_address(raw: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6). Port 0 asks the OS for a free port."""
+    text = raw.strip()
+    if text.startswith("["):
+        host, sep, port_text = text[1:].partition("]:")
+    else:
+        host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise _Invalid("an address host:port with a port from 0 to 65535")
+    return host, int(port_text)
+
+
+def _address(raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise _Invalid("an address host:port with a port from 0 to 65535")
+    host, port = parse_address(raw)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _probability(raw: Any) -> float:
+    value: float = _number(0.0, "a fraction")(raw)
+    if not 0.0 < value < 1.0:
+        raise _Invalid("a fraction between 0 and 1 (exclusive)")
+    return value
+
+
+# ---------------------------------------------------------------------------
+# The settings table.
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # snake_case key in TOML; AEGIS_<NAME> in the environment
+    default: Any
+    parse: Parser
+    help: str
+    flag: bool = False  # also a command-line flag --name-with-dashes
+    metavar: str | None = None
+    documented_default: str | None = None  # how conf/aegiskv.toml shows a computed default
+
+    @property
+    def flag_name(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env_name(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+MIB = 1024 * 1024
+
+SETTINGS: tuple[Setting, ...] = (
+    # -- identity and addresses -------------------------------------------------
+    Setting(
+        "node_id",
+        None,
+        _optional(_text()),
+        "node identity (default: the host name)",
+        flag=True,
+        documented_default="host name",
+    ),
+    Setting("bind", "0.0.0.0:7700", _address, "client address (native protocol), host:port", flag=True),
+    Setting("data_dir", "./data", _text(), "directory for node state (locked by one daemon at a time)", flag=True),
+    # -- memory and keyspace ----------------------------------------------------
+    Setting(
+        "max_memory",
+        1024,
+        _integer(1, 1024 * 1024, "megabytes as an integer"),
+        "memory bound for stored data in MB; eviction starts there",
+        flag=True,
+    ),
+    Setting(
+        "shards", 256, _integer(1, 16384, "an integer"), "number of shards the 16384 slots are split into", flag=True
+    ),
+    Setting("backend", "memory", _text(), "storage backend, by its aegiskv.backends entry-point name"),
+    Setting("slru_protected_fraction", 0.8, _probability, "share of --max-memory the SLRU protected segment may hold"),
+    Setting("max_key_bytes", 65535, _size(1, 2**32 - 1), "largest key accepted"),
+    Setting("max_value_bytes", 64 * MIB, _size(0, 2**31 - 1), "largest value accepted"),
+    Setting("max_batch_keys", 100_000, _integer(1, 10_000_000), "most keys in one MGET or MSET"),
+    Setting("expiry_interval", 0.1, _duration(allow_zero=False), "how often the active expiry sampler runs"),
+    Setting("expiry_sample_size", 20, _integer(1, 10_000), "keys with a TTL sampled per expiry step"),
+    Setting(
+        "expiry_step_budget", 0.001, _duration(allow_zero=False), "longest time one run of the expiry sampler may take"
+    ),
+    # -- security and limits ----------------------------------------------------
+    Setting(
+        "auth_token",
+        None,
+        _optional(_text()),
+        "token clients must AUTH with (default: no auth)",
+        flag=True,
+        metavar="TOKEN",
+    ),
+    Setting("max_auth_failures", 3, _integer(1, 1000), "wrong AUTH attempts before the connection is closed"),
+    Setting(
+        "unauthenticated_max_frame",
+        4096,
+        _size(64, MIB),
+        "largest request accepted before a connection has authenticated",
+    ),
+    Setting(
+        "rate_limit",
+        0.0,
+        _number(0.0, "requests per second"),
+        "per-connection requests per second (0 = unlimited)",
+        flag=True,
+    ),
+    Setting("rate_burst", 10, _integer(1, 10_000_000), "per-connection burst above --rate-limit", flag=True),
+    Setting("max_connections", 10_000, _integer(1, 1_000_000), "client connections accepted at once"),
+    Setting("idle_timeout", 300.0, _duration(), "close client connections idle this long (0 = never)"),
+    Setting(
+        "output_high_water",
+        4 * MIB,
+        _size(4096, 2**31 - 1),
+        "stop reading a connection while this many reply bytes wait to be sent",
+    ),
+    # -- server internals -------------------------------------------------------
+    Setting("worker_threads", 4, _integer(1, 256), "threads in the worker pool for work that may block"),
+    Setting(
+        "inline_batch_limit",
+        256,
+        _integer(1, 10_000_000),
+        "MGET/MSET with more keys than this run in the worker pool instead of the reactor",
+    ),
+    # -- operations ---------------------------------------------------------------
+    Setting(
+        "health_addr",
+        None,
+        _optional(_address),
+        "HTTP address for /health, /ready and /metrics (default: off)",
+        flag=True,
+    ),
+    Setting("log_level", "info", _choice("debug", "info", "warn", "error"), "log level", flag=True),
+    Setting("log_format", "text", _choice("text", "json"), "log lines as text, or one JSON object per line"),
+    Setting("drain_timeout", 30.0, _duration(), "longest graceful shutdown on SIGTERM", flag=True),
+    Setting("pid_file", None, _optional(_text()), "write the PID here and remove it on exit", flag=True),
+)
+
+SETTINGS_BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated configuration of one node. Durations are seconds, sizes bytes."""
+
+    node_id: str
+    bind: str
+    data_dir: str
+    max_memory: int
+    shards: int
+    backend: str
+    slru_protected_fraction: float
+    max_key_bytes: int
+    max_value_bytes: int
+    max_batch_keys: int
+    expiry_interval: float
+    expiry_sample_size: int
+    expiry_step_budget: float
+    auth_token: str | None
+    max_auth_failures: int
+    unauthenticated_max_frame: int
+    rate_limit: float
+    rate_burst: int
+    max_connections: int
+    idle_timeout: float
+    output_high_water: int
+    worker_threads: int
+    inline_batch_limit: int
+    health_addr: str | None
+    log_level: str
+    log_format: str
+    drain_timeout: float
+    pid_file: str | None
+    # Where each value came from ("default", "file x.toml", "environment", "flag"),
+    # for `aegis` start-up logs and error messages.
+    sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def max_memory_bytes(self) -> int:
+        return self.max_memory * MIB
+
+    @property
+    def bind_address(self) -> tuple[str, int]:
+        return parse_address(self.bind)
+
+    @property
+    def health_address(self) -> tuple[str, int] | None:
+        return parse_address(self.health_addr) if self.health_addr else None
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+def defaults() -> dict[str, Any]:
+    """Built-in default of every setting, keyed by name."""
+    return {setting.name: setting.default for setting in SETTINGS}
+
+
+def _parse(setting: Setting, raw: Any, source: str) -> Any:
+    try:
+        return setting.parse(raw)
+    except _Invalid as invalid:
+        raise ConfigError(f"{source}: {setting.name} = {raw!r}: expected {invalid}") from None
+
+
+def load_file(path: str) -> dict[str, Any]:
+    """Parse a TOML file into validated values (only the keys it sets)."""
+    try:
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path}: cannot read: no such file") from None
+    except OSError as error:
+        raise ConfigError(f"config file {path}: cannot read: {error.strerror or error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path}: not valid TOML: {error}") from None
+    values: dict[str, Any] = {}
+    for key, raw in document.items():
+        setting = SETTINGS_BY_NAME.get(key)
+        if setting is None:
+            raise ConfigError(
+                f"config file {path}: unknown key {key!r}: expected one of the settings in conf/aegiskv.toml"
+            )
+        values[key] = _parse(setting, raw, f"config file {path}")
+    return values
+
+
+def load_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Validated values from ``AEGIS_<NAME>`` variables; unknown ``AEGIS_*`` names are errors."""
+    values: dict[str, Any] = {}
+    for variable, raw in sorted(environ.items()):
+        if not variable.startswith(ENV_PREFIX) or variable in ENV_NOT_SETTINGS:
+            continue
+        setting = SETTINGS_BY_NAME.get(variable[len(ENV_PREFIX) :].lower())
+        if setting is None:
+            raise ConfigError(f"environment variable {variable}: unknown setting: expected an AEGIS_<SETTING> name")
+        values[setting.name] = _parse(setting, raw, f"environment variable {variable}")
+    return values
+
+
+def build(
+    file_path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Config:
+    """Merge defaults < file < environment < flags into a validated :class:`Config`.
+
+    ``flags`` holds only the flags the user actually gave (raw strings, keyed by
+    setting name). ``file_path`` falls back to ``AEGIS_CONFIG`` in ``environ``.
+    """
+    environ = os.environ if environ is None else environ
+    merged = defaults()
+    sources = {name: "default" for name in merged}
+    file_path = file_path or environ.get("AEGIS_CONFIG") or None
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if file_path:
+        layers.append((f"file {file_path}", load_file(file_path)))
+    layers.append(("environment", load_environment(environ)))
+    flag_values = {}
+    for name, raw in (flags or {}).items():
+        setting = SETTINGS_BY_NAME[name]
+        flag_values[name] = _parse(setting, raw, f"flag {setting.flag_name}")
+    layers.append(("flag", flag_values))
+    for source, values in layers:
+        for name, value in values.items():
+            merged[name] = value
+            sources[name] = source
+    if merged["node_id"] is None:
+        merged["node_id"] = socket.gethostname() or "aegis"
+    return Config(**merged, sources=sources)
+
+
+def add_flags(parser: Any) -> None:
+    """Add every flag setting to an ``argparse`` parser; absent flags stay absent."""
+    import argparse
+
+    for setting in SETTINGS:
+        if setting.flag:
+            parser.add_argument(
+                setting.flag_name,
+                dest=setting.name,
+                default=argparse.SUPPRESS,
+                metavar=setting.metavar or setting.name.upper(),
+                help=f"{setting.help} (default: {describe_default(setting)})",
+            )
+
+
+def describe_default(setting: Setting) -> str:
+    if setting.documented_default is not None:
+        return setting.documented_default
+    if setting.default is None:
+        return "unset"
+    return str(setting.default)
+
+
+def flag_settings() -> Sequence[Setting]:
+    return [setting for setting in SETTINGS if setting.flag]
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def documented_config() -> str:
+    """The text of ``conf/aegiskv.toml``: every setting, its help, and its default.
+
+    Settings without a literal default (unset, or computed like the host name)
+    appear commented out. ``tests/test_config.py`` keeps the file equal to this.
+    """
+    lines = [
+        "# AegisKV node configuration: every setting with its built-in default.",
+        "# Precedence: defaults < this file (--config) < AEGIS_<NAME> environment variables < flags.",
+        '# Durations are seconds or strings such as "500ms", "30s", "5m"; sizes are bytes or "64KiB", "64MiB".',
+        "# Generated from aegiskv/config.py by documented_config(); tests/test_config.py keeps them equal.",
+        "",
+    ]
+    for setting in SETTINGS:
+        flag = f" (flag {setting.flag_name})" if setting.flag else ""
+        lines.append(f"# {setting.help}{flag}")
+        if setting.default is None or setting.documented_default is not None:
+            lines.append(f"# {setting.name} = <{describe_default(setting)}>")
+        else:
+            lines.append(f"{setting.name} = {_toml_value(setting.default)}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,127 @@
+"""The ``aegis`` daemon: configuration in, a serving node out, clean exit on SIGTERM.
+
+Exit codes: 0 after a normal or drained shutdown; 2 when start-up is refused
+(bad configuration, unusable data directory, missing or broken plugin), always
+with one line on stderr naming the problem and before any port is bound;
+1 when a port cannot be bound or the server fails while running.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import sys
+from types import FrameType
+
+from loguru import logger
+
+from aegiskv import plugins
+from aegiskv.backends.base import BackendOptions, wall_clock_ms
+from aegiskv.cluster.slots import ShardMapper
+from aegiskv.config import Config, parse_address
+from aegiskv.datadir import DataDir, DataDirError
+from aegiskv.node import Limits, Node, first_version
+from aegiskv.server import Server
+
+EXIT_REFUSED = 2
+EXIT_FAILED = 1
+
+_LOGURU_LEVELS = {"debug": "DEBUG", "info": "INFO", "warn": "WARNING", "error": "ERROR"}
+
+
+def setup_logging(level: str, log_format: str) -> None:
+    logger.remove()
+    if log_format == "json":
+        logger.add(sys.stderr, level=_LOGURU_LEVELS[level], serialize=True)
+    else:
+        logger.add(
+            sys.stderr,
+            level=_LOGURU_LEVELS[level],
+            format="{time:YYYY-MM-DDTHH:mm:ss.SSSZ} {level: <7} {name}: {message}",
+        )
+
+
+def refuse(message: str) -> int:
+    print(f"aegis: {message}", file=sys.stderr, flush=True)
+    return EXIT_REFUSED
+
+
+def build_server(config: Config) -> tuple[Server, DataDir]:
+    """Everything short of binding: raises DataDirError or PluginError on refusal."""
+    data_dir = DataDir.open(config.data_dir, config.node_id)
+    try:
+        backend_class = plugins.load_backend(config.backend).obj
+        mapper = ShardMapper(config.shards)
+        backend = backend_class(
+            BackendOptions(
+                max_memory_bytes=config.max_memory_bytes,
+                protected_fraction=config.slru_protected_fraction,
+                data_dir=data_dir.path,
+                first_version=first_version(wall_clock_ms()),
+                shards=config.shards,
+                shard_of=mapper.shard_of_key,
+            )
+        )
+        node = Node(
+            backend,
+            Limits(config.max_key_bytes, config.max_value_bytes, config.max_batch_keys),
+            mapper,
+            node_id=config.node_id,
+        )
+        return Server(config, node), data_dir
+    except BaseException:
+        data_dir.close()
+        raise
+
+
+def _warn_if_exposed(config: Config) -> None:
+    host, _ = parse_address(config.bind)
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback and not config.auth_token:
+        logger.warning(
+            "SECURITY: listening on {} with no --auth-token: anyone who can reach this address can read and "
+            "write every key. Set --auth-token (and TLS) or bind to 127.0.0.1.",
+            config.bind,
+        )
+
+
+def run(config: Config) -> int:
+    setup_logging(config.log_level, config.log_format)
+    try:
+        server, data_dir = build_server(config)
+    except (DataDirError, plugins.PluginError) as error:
+        return refuse(str(error))
+    pid_written = False
+    try:
+        try:
+            server.start()
+        except OSError as error:
+            print(f"aegis: cannot listen: {error.strerror or error}", file=sys.stderr, flush=True)
+            return EXIT_FAILED
+        _warn_if_exposed(config)
+        if config.pid_file:
+            with open(config.pid_file, "w") as handle:
+                handle.write(f"{os.getpid()}\n")
+            pid_written = True
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            logger.info("received {}; draining", signal.Signals(signum).name)
+            server.reactor.call_soon(server.drain)
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        server.run()
+        logger.info("stopped")
+        return 0
+    finally:
+        server.node.backend.close()
+        data_dir.close()
+        if pid_written and config.pid_file:
+            try:
+                os.unlink(config.pid_file)
+            except FileNotFoundError:
+                pass

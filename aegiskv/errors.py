@@ -1,0 +1,35 @@
+"""Errors a command reports to its client, independent of the wire protocol.
+
+Each protocol maps :class:`ErrorKind` to its own representation (a native
+status code, a RESP error prefix), so the same failure reads the same way on
+every port.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorKind(enum.Enum):
+    INVALID = "invalid"  # a bad argument; the connection stays open
+    NOAUTH = "noauth"  # the connection must authenticate first
+    AUTH_FAILED = "auth_failed"  # wrong token
+    RATE_LIMITED = "rate_limited"  # the connection's token bucket is empty
+    OUT_OF_MEMORY = "out_of_memory"  # the value cannot fit under --max-memory
+    UNKNOWN_COMMAND = "unknown_command"
+    WRONG_TYPE = "wrong_type"  # e.g. INCR on a value that is not an integer
+    INTERNAL = "internal"  # a bug or an unexpected failure on the server
+
+
+class CommandError(Exception):
+    """A command failed in a way the client should be told about.
+
+    ``close`` asks the protocol to close the connection after sending the error
+    (too many failed AUTH attempts, for instance).
+    """
+
+    def __init__(self, kind: ErrorKind, message: str, close: bool = False) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.close = close

@@ -1,0 +1,88 @@
+"""The operations port: GET /health, /ready and /metrics, served by the reactor.
+
+``/health`` answers 200 while the process runs; ``/ready`` 200 while the node
+serves clients and 503 before it listens and while it drains; ``/metrics`` the
+Prometheus text format. Rendering metrics walks every counter and takes the
+node lock, so it runs in the worker pool, not on the reactor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from loguru import logger
+
+from aegiskv.net.http import HttpError, HttpRequest, RequestReader, encode_response
+from aegiskv.net.reactor import Connection, Protocol
+
+
+class HealthProtocol(Protocol):
+    def __init__(self, is_ready: Callable[[], bool], render_metrics: Callable[[], tuple[bytes, str]]) -> None:
+        self._reader = RequestReader()
+        self._is_ready = is_ready
+        self._render_metrics = render_metrics
+        self._answered = False
+        self._in_pool = False
+        self.connection: Connection | None = None
+
+    def connection_made(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def busy(self) -> bool:
+        return self._in_pool
+
+    def data_received(self, data: bytes) -> None:
+        if self._answered:
+            return
+        self._reader.receive_data(data)
+        try:
+            request = self._reader.next_request()
+        except HttpError as error:
+            self._respond(error.status, f"{error}\n".encode())
+            return
+        if request is not None:
+            self._answered = True
+            self._handle(request)
+
+    def _handle(self, request: HttpRequest) -> None:
+        head_only = request.method == "HEAD"
+        if request.method not in ("GET", "HEAD"):
+            self._respond(405, b"only GET and HEAD\n")
+        elif request.path == "/health":
+            self._respond(200, b"ok\n", head_only=head_only)
+        elif request.path == "/ready":
+            if self._is_ready():
+                self._respond(200, b"ready\n", head_only=head_only)
+            else:
+                self._respond(503, b"not ready\n", head_only=head_only)
+        elif request.path == "/metrics":
+            self._serve_metrics(head_only)
+        else:
+            self._respond(404, b"try /health, /ready or /metrics\n")
+
+    def _serve_metrics(self, head_only: bool) -> None:
+        connection = self.connection
+        assert connection is not None
+        self._in_pool = True
+        connection.pause_reading()
+
+        def done(result: tuple[bytes, str] | None, error: BaseException | None) -> None:
+            self._in_pool = False
+            if error is not None or result is None:
+                logger.error("rendering /metrics failed: {}", error)
+                self._respond(503, b"metrics unavailable\n")
+            else:
+                body, content_type = result
+                self._respond(200, body, content_type, head_only)
+
+        connection.submit(self._render_metrics, done)
+
+    def _respond(
+        self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8", head_only: bool = False
+    ) -> None:
+        connection = self.connection
+        if connection is None or connection.closed:
+            return
+        self._answered = True
+        connection.write(encode_response(status, body, content_type, head_only))
+        connection.close()

@@ -1,0 +1,137 @@
+"""Start real ``aegis`` processes on this machine: for tests, benchmarks and local clusters.
+
+``LocalNode(data_dir, ...)`` runs ``python -m aegiskv`` with the given flags,
+waits until the node logs the addresses it bound (port 0 works: the OS picks a
+free port and the node reports it), and keeps reading its log so the pipe never
+fills. ``stop()`` sends SIGTERM and waits for the drain; ``kill()`` is SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+
+_SERVING = re.compile(
+    r"serving native protocol on (?P<host>[^ ,]+):(?P<port>\d+)(?:, health on (?P<hhost>[^ ,]+):(?P<hport>\d+))?"
+)
+
+
+class NodeStartError(RuntimeError):
+    """The process exited (or stayed silent) before it was serving."""
+
+
+class LocalNode:
+    def __init__(
+        self,
+        data_dir: str,
+        args: Sequence[str] = (),
+        *,
+        bind: str = "127.0.0.1:0",
+        health_addr: str | None = "127.0.0.1:0",
+        env: Mapping[str, str] | None = None,
+        start_timeout: float = 20.0,
+        python: str = sys.executable,
+    ) -> None:
+        command = [python, "-m", "aegiskv", "--bind", bind, "--data-dir", data_dir]
+        if health_addr:
+            command += ["--health-addr", health_addr]
+        command += list(args)
+        environment = dict(os.environ if env is None else env)
+        environment.setdefault("AEGIS_LOG_FORMAT", "text")
+        self.command = command
+        self.lines: list[str] = []
+        self._lines_lock = threading.Condition()
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=environment,
+            text=True,
+            errors="replace",
+        )
+        self._reader = threading.Thread(target=self._read_log, name=f"log-{self.process.pid}", daemon=True)
+        self._reader.start()
+        self.address, self.health_address = self._wait_serving(start_timeout)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def address_text(self) -> str:
+        return f"{self.address[0]}:{self.address[1]}"
+
+    def _read_log(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            with self._lines_lock:
+                self.lines.append(line.rstrip("\n"))
+                self._lines_lock.notify_all()
+        with self._lines_lock:
+            self._lines_lock.notify_all()
+
+    def _wait_serving(self, timeout: float) -> tuple[tuple[str, int], tuple[str, int] | None]:
+        deadline = time.monotonic() + timeout
+        with self._lines_lock:
+            while True:
+                for line in self.lines:
+                    match = _SERVING.search(line)
+                    if match:
+                        health = (match["hhost"], int(match["hport"])) if match["hport"] else None
+                        return (match["host"], int(match["port"])), health
+                if self.process.poll() is not None and not self._reader.is_alive():
+                    raise NodeStartError(
+                        f"aegis exited with code {self.process.returncode} before serving:\n" + "\n".join(self.lines)
+                    )
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self.kill()
+                    raise NodeStartError("aegis did not report serving in time:\n" + "\n".join(self.lines))
+                self._lines_lock.wait(min(remaining, 0.1))
+
+    def wait_for_log(self, pattern: str, timeout: float = 10.0) -> str:
+        """The first log line matching ``pattern`` (a regex), waiting for it to appear."""
+        compiled = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._lines_lock:
+            while True:
+                for line in self.lines:
+                    if compiled.search(line):
+                        return line
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.process.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError(f"no log line matching {pattern!r}:\n" + "\n".join(self.lines))
+                self._lines_lock.wait(min(remaining, 0.1))
+
+    def log_text(self) -> str:
+        with self._lines_lock:
+            return "\n".join(self.lines)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM (graceful drain) and wait; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+    def __enter__(self) -> LocalNode:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.process.poll() is None:
+            self.stop()

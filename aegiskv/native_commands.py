@@ -1,0 +1,254 @@
+"""The native protocol's adapter: opcodes -> command table -> Node, and replies back.
+
+Each handler reads the fields of a :class:`~aegiskv.net.native.Frame`, calls
+one ``Node`` method (the semantics live there) and encodes the reply. Field
+rules that are specific to this protocol (which flags go together, how many
+items an opcode takes) are checked here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aegiskv.backends.base import NO_EXPIRY
+from aegiskv.commands import COMMANDS, Command
+from aegiskv.connection import Violation
+from aegiskv.errors import CommandError, ErrorKind
+from aegiskv.net import native
+from aegiskv.net.native import Frame, FrameDecoder, Opcode, Status
+from aegiskv.node import Condition
+from aegiskv.session import Session
+
+if TYPE_CHECKING:
+    from aegiskv.server import Server
+
+NativeHandler = Callable[[Any, Session, Frame], bytes]
+
+_ERROR_STATUS = {
+    ErrorKind.INVALID: Status.ERROR,
+    ErrorKind.NOAUTH: Status.NOAUTH,
+    ErrorKind.AUTH_FAILED: Status.AUTH_FAILED,
+    ErrorKind.RATE_LIMITED: Status.RATE_LIMITED,
+    ErrorKind.OUT_OF_MEMORY: Status.OUT_OF_MEMORY,
+    ErrorKind.UNKNOWN_COMMAND: Status.ERROR,
+    ErrorKind.WRONG_TYPE: Status.ERROR,
+    ErrorKind.INTERNAL: Status.ERROR,
+}
+
+_OK = Status.OK
+_NOT_FOUND = Status.NOT_FOUND
+
+
+def _one_key(frame: Frame) -> bytes:
+    if len(frame.items) != 1:
+        raise CommandError(
+            ErrorKind.INVALID, f"{Opcode(frame.opcode).name} takes exactly one item, got {len(frame.items)}"
+        )
+    return frame.items[0][0]
+
+
+def _no_flags(frame: Frame) -> None:
+    if frame.flags:
+        raise CommandError(ErrorKind.INVALID, f"{Opcode(frame.opcode).name} takes no flags, got 0x{frame.flags:x}")
+
+
+def _ttl_or_none(frame: Frame) -> int | None:
+    if frame.ttl_ms < 0:
+        raise CommandError(ErrorKind.INVALID, f"ttl_ms must be >= 0, got {frame.ttl_ms}")
+    return frame.ttl_ms or None
+
+
+def _condition_held(condition: Condition, key_exists: bool) -> bool:
+    if condition is Condition.IF_ABSENT:
+        return not key_exists
+    if condition is Condition.IF_PRESENT:
+        return key_exists
+    return True
+
+
+# -- handlers -------------------------------------------------------------------------
+
+
+def handle_ping(server: Server, session: Session, frame: Frame) -> bytes:
+    return native.encode_frame(Opcode.PING, frame.request_id, items=frame.items[:1])
+
+
+def handle_auth(server: Server, session: Session, frame: Frame) -> bytes:
+    server.authenticator.check(session, _one_key(frame))
+    return native.encode_status_reply(Opcode.AUTH, frame.request_id, _OK)
+
+
+def handle_get(server: Server, session: Session, frame: Frame) -> bytes:
+    items = frame.items
+    if len(items) != 1 or frame.flags:
+        _one_key(frame)
+        _no_flags(frame)
+    entry = server.node.get_entry(items[0][0])
+    if entry is None:
+        return native.encode_status_reply(Opcode.GET, frame.request_id, _NOT_FOUND)
+    return native.encode_value_reply(Opcode.GET, frame.request_id, entry.value, entry.version)
+
+
+def handle_get_ttl(server: Server, session: Session, frame: Frame) -> bytes:
+    _no_flags(frame)
+    node = server.node
+    entry = node.get_entry(_one_key(frame))
+    if entry is None:
+        return native.encode_status_reply(Opcode.GET_TTL, frame.request_id, _NOT_FOUND)
+    ttl = -1 if entry.expires_at_ms == NO_EXPIRY else max(0, entry.expires_at_ms - node.now_ms())
+    return native.encode_value_reply(Opcode.GET_TTL, frame.request_id, entry.value, entry.version, ttl)
+
+
+def handle_set(server: Server, session: Session, frame: Frame) -> bytes:
+    items = frame.items
+    if len(items) != 1 or items[0][1] is None:
+        raise CommandError(ErrorKind.INVALID, "SET takes exactly one item with a value")
+    key, value = items[0]
+    assert value is not None
+    flags = frame.flags
+    ttl = _ttl_or_none(frame)
+    node = server.node
+    if not flags:
+        version = node.put(key, value, ttl)
+        return native.encode_status_reply(Opcode.SET, frame.request_id, _OK, version)
+    if flags & ~native.SET_FLAGS:
+        raise CommandError(ErrorKind.INVALID, f"unknown SET flags 0x{flags & ~native.SET_FLAGS:x}")
+    if flags & native.SET_IF_ABSENT and flags & native.SET_IF_PRESENT:
+        raise CommandError(ErrorKind.INVALID, "SET_IF_ABSENT and SET_IF_PRESENT exclude each other")
+    keep_ttl = bool(flags & native.SET_KEEP_TTL)
+    if keep_ttl and ttl is not None:
+        raise CommandError(ErrorKind.INVALID, "SET_KEEP_TTL cannot be combined with a ttl")
+    condition = (
+        Condition.IF_ABSENT
+        if flags & native.SET_IF_ABSENT
+        else Condition.IF_PRESENT
+        if flags & native.SET_IF_PRESENT
+        else Condition.ALWAYS
+    )
+    result = node.set(
+        key,
+        value,
+        ttl_ms=ttl,
+        condition=condition,
+        expected_version=frame.version if flags & native.SET_CAS else None,
+        keep_ttl=keep_ttl,
+    )
+    if result.stored:
+        status = _OK
+    elif flags & native.SET_CAS and _condition_held(condition, key_exists=result.version != 0):
+        status = Status.VERSION_MISMATCH  # only the version can have failed
+    else:
+        status = Status.NOT_STORED
+    return native.encode_status_reply(Opcode.SET, frame.request_id, status, result.version)
+
+
+def handle_del(server: Server, session: Session, frame: Frame) -> bytes:
+    _no_flags(frame)
+    if not frame.items:
+        raise CommandError(ErrorKind.INVALID, "DEL takes at least one key")
+    removed = server.node.delete_many([key for key, _ in frame.items])
+    # One key: OK / NOT_FOUND. Several: OK, with the number removed in the version field.
+    status = _OK if removed or len(frame.items) > 1 else _NOT_FOUND
+    return native.encode_status_reply(Opcode.DEL, frame.request_id, status, removed)
+
+
+def handle_expire(server: Server, session: Session, frame: Frame) -> bytes:
+    _no_flags(frame)
+    found = server.node.expire(_one_key(frame), frame.ttl_ms)
+    return native.encode_status_reply(Opcode.EXPIRE, frame.request_id, _OK if found else _NOT_FOUND)
+
+
+def handle_persist(server: Server, session: Session, frame: Frame) -> bytes:
+    _no_flags(frame)
+    exists, _had_ttl = server.node.persist(_one_key(frame))
+    return native.encode_status_reply(Opcode.PERSIST, frame.request_id, _OK if exists else _NOT_FOUND)
+
+
+def handle_mget(server: Server, session: Session, frame: Frame) -> bytes:
+    _no_flags(frame)
+    keys = [key for key, _ in frame.items]
+    values = server.node.mget(keys)
+    return native.encode_frame(Opcode.MGET, frame.request_id, items=list(zip(keys, values)))
+
+
+def handle_mset(server: Server, session: Session, frame: Frame) -> bytes:
+    if frame.flags & ~native.SET_IF_ABSENT:
+        raise CommandError(ErrorKind.INVALID, "MSET takes only the SET_IF_ABSENT flag (all keys must be absent)")
+    pairs = []
+    for key, value in frame.items:
+        if value is None:
+            raise CommandError(ErrorKind.INVALID, "every MSET item needs a value")
+        pairs.append((key, value))
+    if not pairs:
+        raise CommandError(ErrorKind.INVALID, "MSET takes at least one pair")
+    version = server.node.mset(pairs, _ttl_or_none(frame), only_if_none_exist=bool(frame.flags))
+    status = _OK if version else Status.NOT_STORED
+    return native.encode_status_reply(Opcode.MSET, frame.request_id, status, version)
+
+
+def handle_info(server: Server, session: Session, frame: Frame) -> bytes:
+    _no_flags(frame)
+    sections = [key.decode("utf-8", "replace").lower() for key, _ in frame.items] or None
+    items = [
+        (f"{section}.{field}".encode(), str(value).encode())
+        for section, fields in server.info(sections).items()
+        for field, value in fields.items()
+    ]
+    return native.encode_frame(Opcode.INFO, frame.request_id, items=items)
+
+
+ROUTES: dict[int, tuple[Command, NativeHandler]] = {
+    Opcode.PING: (COMMANDS["ping"], handle_ping),
+    Opcode.AUTH: (COMMANDS["auth"], handle_auth),
+    Opcode.GET: (COMMANDS["get"], handle_get),
+    Opcode.GET_TTL: (COMMANDS["get_ttl"], handle_get_ttl),
+    Opcode.SET: (COMMANDS["set"], handle_set),
+    Opcode.DEL: (COMMANDS["del"], handle_del),
+    Opcode.EXPIRE: (COMMANDS["expire"], handle_expire),
+    Opcode.PERSIST: (COMMANDS["persist"], handle_persist),
+    Opcode.MGET: (COMMANDS["mget"], handle_mget),
+    Opcode.MSET: (COMMANDS["mset"], handle_mset),
+    Opcode.INFO: (COMMANDS["info"], handle_info),
+}
+
+
+class NativeAdapter:
+    """Connects :class:`FrameDecoder` to the pipeline (a ``WireAdapter``)."""
+
+    __slots__ = ("_decoder", "_limits")
+
+    def __init__(self, limits: native.Limits, unauthenticated_limits: native.Limits | None) -> None:
+        self._limits = limits
+        self._decoder = FrameDecoder(unauthenticated_limits or limits)
+
+    def receive_data(self, data: bytes) -> None:
+        self._decoder.receive_data(data)
+
+    def next_request(self) -> Frame | None:
+        try:
+            return self._decoder.next_frame()
+        except native.ProtocolError as error:
+            reply = native.encode_error(0, error.request_id, Status.PROTOCOL_ERROR, error.code, error.message)
+            raise Violation(reply, str(error)) from None
+
+    def route(self, request: Frame) -> tuple[Command, NativeHandler]:
+        return ROUTES[request.opcode]  # the decoder admits only known opcodes
+
+    def batch_size(self, request: Frame) -> int:
+        return len(request.items)
+
+    def error_reply(self, request: Frame | None, error: CommandError) -> bytes:
+        opcode = request.opcode if request is not None else 0
+        request_id = request.request_id if request is not None else 0
+        return native.encode_error(
+            opcode, request_id, _ERROR_STATUS[error.kind], error.kind.value.upper(), error.message
+        )
+
+    def authenticated(self) -> None:
+        self._decoder.limits = self._limits
+
+
+def refusal(reason: str) -> bytes:
+    """What a connection refused at accept time receives."""
+    return native.encode_error(0, 0, Status.BUSY, "BUSY", reason)

@@ -1,0 +1,493 @@
+"""The selectors reactor: one thread owns every socket and never blocks.
+
+Protocols (native, RESP, HTTP) plug in through :class:`Protocol`; the reactor
+gives each connection a :class:`Connection` (its transport) to write replies,
+pause reading, and hand work to the worker pool. Workers never touch sockets:
+their results come back through the :class:`Waker` and run on this thread.
+
+Back-pressure, after waitress: a connection is not read while its unsent output
+is above ``output_high_water`` or while its protocol has paused it (work in the
+pool, rate limit); a listener stops accepting at ``max_connections`` and the
+extra connection gets the protocol's refusal message before it is closed.
+
+Methods are grouped by the thread that may call them. Everything here is
+reactor-thread only except :meth:`Reactor.call_soon` and
+:meth:`Reactor.call_from_worker`.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import itertools
+import selectors
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from loguru import logger
+
+from aegiskv.net.waker import Waker
+from aegiskv.net.workers import Done, Task, WorkerPool
+
+READ = selectors.EVENT_READ
+WRITE = selectors.EVENT_WRITE
+
+RECV_SIZE = 65536
+# Output is joined into one send() below this size; above it, sendmsg() avoids copying large values.
+_JOIN_LIMIT = 256 * 1024
+_SENDMSG_MAX_BUFFERS = 512
+_ACCEPTS_PER_EVENT = 64
+_SOFT_ERRORS = (BlockingIOError, InterruptedError)
+
+
+class Protocol:
+    """What the reactor drives for each connection. Subclasses override the hooks."""
+
+    def connection_made(self, connection: Connection) -> None:
+        """The connection is accepted; keep ``connection`` to write replies."""
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes arrived. Decode, execute and write replies."""
+
+    def output_drained(self) -> None:
+        """Unsent output fell back below the high-water mark; resume processing buffered requests."""
+
+    def connection_lost(self) -> None:
+        """The connection is closed (by either side); release what it holds."""
+
+    def busy(self) -> bool:
+        """True while the connection has work in flight (drain waits for it)."""
+        return False
+
+
+@dataclass
+class ListenerOptions:
+    name: str  # "native", "resp", "http": for logs and metrics
+    protocol_factory: Callable[[], Protocol]
+    max_connections: int
+    idle_timeout: float  # seconds; 0 = never
+    output_high_water: int
+    refusal: Callable[[str], bytes] | None = None  # bytes to send a refused connection, given the reason
+    counts_as_client: bool = True  # shares the client-connection limit
+
+
+class Listener:
+    def __init__(self, reactor: Reactor, sock: socket.socket, options: ListenerOptions) -> None:
+        self.reactor = reactor
+        self.sock = sock
+        self.options = options
+        self.accepting = True
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.sock.getsockname()[:2]
+        return host, port
+
+    def handle_read(self) -> None:
+        for _ in range(_ACCEPTS_PER_EVENT):
+            try:
+                sock, peer = self.sock.accept()
+            except _SOFT_ERRORS:
+                return
+            except OSError as error:
+                # EMFILE and friends: log and keep serving the connections we have.
+                logger.warning("accept on {} failed: {}", self.options.name, error)
+                return
+            self.reactor._accepted(self, sock, peer)
+
+    def handle_write(self) -> None:  # pragma: no cover - listeners never ask for writes
+        pass
+
+
+class Connection:
+    """One accepted socket: buffers, interest set, and the transport API for its protocol."""
+
+    __slots__ = (
+        "reactor",
+        "sock",
+        "peer",
+        "listener",
+        "protocol",
+        "_out",
+        "out_size",
+        "_events",
+        "_paused",
+        "_closing",
+        "closed",
+        "last_activity",
+        "connection_id",
+        "created",
+        "high_water",
+        "_dirty",
+    )
+
+    def __init__(self, reactor: Reactor, sock: socket.socket, peer: Any, listener: Listener, connection_id: int):
+        self.reactor = reactor
+        self.sock = sock
+        self.peer = peer
+        self.listener = listener
+        self.protocol: Protocol = Protocol()
+        self._out: list[bytes | memoryview] = []
+        self.out_size = 0
+        self._events = 0
+        self._paused = False
+        self._closing = False
+        self.closed = False
+        self.last_activity = reactor.now
+        self.created = reactor.now
+        self.connection_id = connection_id
+        self.high_water = listener.options.output_high_water
+        self._dirty = False  # queued in reactor.dirty for a send at the end of this loop turn
+
+    # -- transport API for protocols (reactor thread) --------------------------------
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self.closed or not data:
+            return
+        self._out.append(data)
+        self.out_size += len(data)
+        if not self._dirty:
+            self._dirty = True
+            self.reactor.dirty.append(self)
+
+    def close(self, flush: bool = True) -> None:
+        """Close now, or after the pending output has been sent."""
+        if self.closed:
+            return
+        if flush and self.out_size:
+            self._closing = True
+            self._paused = True
+            self._update_interest()
+        else:
+            self._close_now()
+
+    def pause_reading(self) -> None:
+        self._paused = True
+        self._update_interest()
+
+    def resume_reading(self) -> None:
+        if self._closing:
+            return
+        self._paused = False
+        self._update_interest()
+
+    @property
+    def over_high_water(self) -> bool:
+        return self.out_size >= self.high_water
+
+    def submit(self, task: Task, done: Done) -> None:
+        """Run ``task`` in the worker pool; ``done(result, error)`` runs later on this thread."""
+        self.reactor.submit(task, done)
+
+    def flush(self) -> None:
+        """Send what can be sent now without blocking (the reactor calls it once per loop turn)."""
+        self._dirty = False
+        if self.out_size and not self.closed:
+            self._send()
+
+    # -- reactor side --------------------------------------------------------------
+
+    def handle_read(self) -> None:
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except _SOFT_ERRORS:
+            return
+        except OSError:
+            self._close_now()
+            return
+        if not data:
+            self._close_now()
+            return
+        self.last_activity = self.reactor.now
+        try:
+            self.protocol.data_received(data)
+        except Exception:
+            logger.exception("protocol {} failed on data from {}; closing", self.listener.options.name, self.peer)
+            self._close_now()
+            return
+        if not self._dirty:
+            self._update_interest()  # a pause may have changed what we wait for
+
+    def handle_write(self) -> None:
+        self._send()
+
+    def _send(self) -> None:
+        if self.closed:
+            return
+        out = self._out
+        try:
+            if len(out) == 1:
+                sent = self.sock.send(out[0])
+            elif self.out_size <= _JOIN_LIMIT:
+                joined = b"".join(out)
+                out[:] = [joined]
+                sent = self.sock.send(joined)
+            else:
+                sent = self.sock.sendmsg(out[:_SENDMSG_MAX_BUFFERS])
+        except _SOFT_ERRORS:
+            sent = 0
+        except OSError as error:
+            if error.errno not in (errno.EPIPE, errno.ECONNRESET):
+                logger.debug("send to {} failed: {}", self.peer, error)
+            self._close_now()
+            return
+        if sent:
+            self.last_activity = self.reactor.now
+            was_above = self.out_size >= self.high_water
+            self.out_size -= sent
+            while sent:
+                head = out[0]
+                if sent >= len(head):
+                    sent -= len(head)
+                    out.pop(0)
+                else:
+                    out[0] = memoryview(head)[sent:]
+                    sent = 0
+            if not self.out_size and self._closing:
+                self._close_now()
+                return
+            if was_above and self.out_size < self.high_water and not self._closing:
+                try:
+                    self.protocol.output_drained()
+                except Exception:
+                    logger.exception("protocol {} failed resuming {}; closing", self.listener.options.name, self.peer)
+                    self._close_now()
+                    return
+        self._update_interest()
+
+    def _update_interest(self) -> None:
+        if self.closed:
+            return
+        events = 0
+        if not self._paused and self.out_size < self.high_water:
+            events |= READ
+        if self.out_size:
+            events |= WRITE
+        if events != self._events:
+            selector = self.reactor.selector
+            if self._events == 0:
+                selector.register(self.sock, events, self)
+            elif events == 0:
+                selector.unregister(self.sock)
+            else:
+                selector.modify(self.sock, events, self)
+            self._events = events
+
+    def _close_now(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._events:
+            self.reactor.selector.unregister(self.sock)
+            self._events = 0
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self._out.clear()
+        self.out_size = 0
+        self.reactor._connection_closed(self)
+        try:
+            self.protocol.connection_lost()
+        except Exception:
+            logger.exception("protocol {} failed on close", self.listener.options.name)
+
+
+class Reactor:
+    """The event loop. Create, add listeners, then :meth:`run` on the thread that owns it."""
+
+    def __init__(self, worker_threads: int = 4) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.now = time.monotonic()
+        self.waker = Waker()
+        self.selector.register(self.waker.fileno(), READ, self.waker)
+        self.pool = WorkerPool(worker_threads, self._done_from_worker)
+        self.listeners: list[Listener] = []
+        self.connections: dict[int, Connection] = {}
+        self.dirty: list[Connection] = []  # connections written to during this loop turn
+        self.client_connections = 0
+        self.max_client_connections = 1 << 30
+        self.accepted_total = 0
+        self.rejected_total = 0
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timer_sequence = itertools.count()
+        self._connection_ids = itertools.count(1)
+        self._running = False
+        self._stopped = False
+        self._idle_check_interval = 1.0
+        self.call_later(self._idle_check_interval, self._close_idle)
+
+    # -- any thread ------------------------------------------------------------------
+
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        self.waker.call_soon(callback)
+
+    def _done_from_worker(self, done: Done, result: Any, error: BaseException | None) -> None:
+        self.waker.call_soon(lambda: done(result, error))
+
+    # -- reactor thread ----------------------------------------------------------------
+
+    def listen(self, address: tuple[str, int], options: ListenerOptions, backlog: int = 1024) -> Listener:
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+        sock.setblocking(False)
+        listener = Listener(self, sock, options)
+        self.selector.register(sock, READ, listener)
+        self.listeners.append(listener)
+        return listener
+
+    def stop_accepting(self) -> None:
+        """Close every listener (drain): no new connections, existing ones keep going."""
+        for listener in self.listeners:
+            if listener.accepting:
+                listener.accepting = False
+                self.selector.unregister(listener.sock)
+                listener.sock.close()
+
+    def submit(self, task: Task, done: Done) -> None:
+        self.pool.submit(task, done)
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (self.now + delay, next(self._timer_sequence), callback))
+
+    def call_every(self, interval: float, callback: Callable[[], None]) -> None:
+        """Run ``callback`` every ``interval`` seconds on the reactor thread (errors logged)."""
+
+        def tick() -> None:
+            try:
+                callback()
+            finally:
+                self.call_later(interval, tick)
+
+        self.call_later(interval, tick)
+
+    def run(self, until: Callable[[], bool] | None = None) -> None:
+        """Serve until :meth:`stop` (or ``until()`` returns True, checked every loop)."""
+        self._running = True
+        select = self.selector.select
+        try:
+            while self._running:
+                timeout = 1.0
+                if self._timers:
+                    timeout = min(timeout, max(0.0, self._timers[0][0] - time.monotonic()))
+                events = select(timeout)
+                self.now = time.monotonic()
+                for key, mask in events:
+                    handler = key.data
+                    if handler is self.waker:
+                        self._run_callbacks()
+                        continue
+                    if mask & READ:
+                        handler.handle_read()
+                    if mask & WRITE and not getattr(handler, "closed", False):
+                        handler.handle_write()
+                if self._timers and self._timers[0][0] <= self.now:
+                    self._run_timers()
+                if self.dirty:
+                    self._flush_dirty()
+                if until is not None and until():
+                    break
+        finally:
+            self._running = False
+
+    def stop(self) -> None:
+        """Make :meth:`run` return (from the reactor thread, or via :meth:`call_soon`)."""
+        self._running = False
+
+    def close(self) -> None:
+        """Close every socket and stop the pool. After :meth:`run` returned."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.stop_accepting()
+        for connection in list(self.connections.values()):
+            connection.close(flush=False)
+        self.pool.shutdown(cancel_pending=True, timeout=2.0)
+        self.selector.close()
+        self.waker.close()
+
+    def _run_callbacks(self) -> None:
+        for callback in self.waker.drain():
+            try:
+                callback()
+            except Exception:
+                logger.exception("reactor callback failed")
+
+    def _flush_dirty(self) -> None:
+        # Replies are sent once per loop turn, after every event was handled, so
+        # a burst of pipelined requests costs one send() per connection.
+        dirty = self.dirty
+        self.dirty = []
+        for connection in dirty:
+            connection.flush()
+
+    def _run_timers(self) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= self.now:
+            _, _, callback = heapq.heappop(timers)
+            try:
+                callback()
+            except Exception:
+                logger.exception("reactor timer failed")
+
+    def _accepted(self, listener: Listener, sock: socket.socket, peer: Any) -> None:
+        options = listener.options
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        reason = None
+        if options.counts_as_client and self.client_connections >= self.max_client_connections:
+            reason = f"max number of clients reached ({self.max_client_connections})"
+        elif not options.counts_as_client and self._count(listener) >= options.max_connections:
+            reason = f"max number of connections reached ({options.max_connections})"
+        if reason is not None:
+            self.rejected_total += 1
+            if options.refusal is not None:
+                try:
+                    sock.send(options.refusal(reason))
+                except OSError:
+                    pass
+            sock.close()
+            logger.warning("refused {} connection from {}: {}", options.name, peer, reason)
+            return
+        connection = Connection(self, sock, peer, listener, next(self._connection_ids))
+        self.connections[connection.connection_id] = connection
+        self.accepted_total += 1
+        if options.counts_as_client:
+            self.client_connections += 1
+        connection.protocol = options.protocol_factory()
+        connection.protocol.connection_made(connection)
+        connection._update_interest()
+
+    def _count(self, listener: Listener) -> int:
+        return sum(1 for connection in self.connections.values() if connection.listener is listener)
+
+    def _connection_closed(self, connection: Connection) -> None:
+        removed = self.connections.pop(connection.connection_id, None) is not None
+        if removed and connection.listener.options.counts_as_client:
+            self.client_connections -= 1
+
+    def _close_idle(self) -> None:
+        try:
+            now = self.now
+            for connection in list(self.connections.values()):
+                idle_timeout = connection.listener.options.idle_timeout
+                if idle_timeout and now - connection.last_activity > idle_timeout and not connection.protocol.busy():
+                    logger.debug("closing idle connection from {}", connection.peer)
+                    connection.close(flush=False)
+        finally:
+            self.call_later(self._idle_check_interval, self._close_idle)
+
+    def busy_connections(self) -> int:
+        """Client connections with work in flight or output not yet sent (for drain)."""
+        return sum(
+            1
+            for connection in self.connections.values()
+            if connection.listener.options.counts_as_client and (connection.protocol.busy() or connection.out_size)
+        )

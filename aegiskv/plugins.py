@@ -1,0 +1,123 @@
+"""Entry-point plugins: find, load and check them, in that order.
+
+Built-in parts register through the same entry points as third-party ones
+(see ``setup.cfg``), so there is one way in. Discovery follows flake8's plugin
+finder: each stage returns small named tuples; a plugin that cannot be
+imported, or whose object is not what the group expects, becomes a
+:class:`PluginError` that names its distribution; results are sorted so the
+listing is stable.
+
+Setting ``AEGIS_DISABLE_PLUGIN_AUTOLOAD=1`` loads only AegisKV's own plugins
+(third-party distributions are ignored), for tests and for ruling a plugin out.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Mapping
+from importlib import metadata
+from typing import Any, NamedTuple
+
+BACKENDS_GROUP = "aegiskv.backends"
+GROUPS = (BACKENDS_GROUP,)
+OWN_DISTRIBUTION = "aegiskv"
+
+# Used only when AegisKV runs from a source tree that was never installed (no
+# entry-point metadata at all); an installed AegisKV always goes through entry points.
+_BUILTIN_FALLBACK: Mapping[str, Mapping[str, str]] = {
+    BACKENDS_GROUP: {"memory": "aegiskv.backends.memory:MemoryBackend"},
+}
+
+
+class PluginError(Exception):
+    """A plugin is missing or broken; the message names it and its distribution."""
+
+
+class FoundPlugin(NamedTuple):
+    group: str
+    name: str
+    value: str  # "module:attribute"
+    distribution: str
+    version: str
+
+
+class LoadedPlugin(NamedTuple):
+    plugin: FoundPlugin
+    obj: Any
+
+
+def _autoload_disabled() -> bool:
+    return os.environ.get("AEGIS_DISABLE_PLUGIN_AUTOLOAD", "") not in ("", "0")
+
+
+def find(group: str) -> list[FoundPlugin]:
+    """Every plugin registered in ``group``, sorted by name then distribution."""
+    found: list[FoundPlugin] = []
+    own_installed = False
+    for distribution in metadata.distributions():
+        dist_name = distribution.metadata["Name"] or "unknown"
+        is_own = dist_name.lower() == OWN_DISTRIBUTION
+        own_installed = own_installed or is_own
+        if not is_own and _autoload_disabled():
+            continue
+        for entry_point in distribution.entry_points:
+            if entry_point.group == group:
+                found.append(FoundPlugin(group, entry_point.name, entry_point.value, dist_name, distribution.version))
+    if not own_installed:
+        import aegiskv
+
+        for name, value in _BUILTIN_FALLBACK.get(group, {}).items():
+            found.append(FoundPlugin(group, name, value, OWN_DISTRIBUTION, aegiskv.__version__))
+    # Deduplicate (the same distribution can be visible twice on sys.path).
+    unique = {(plugin.name, plugin.distribution): plugin for plugin in found}
+    return sorted(unique.values(), key=lambda plugin: (plugin.name, plugin.distribution))
+
+
+def load(plugin: FoundPlugin) -> LoadedPlugin:
+    module_name, _, attribute = plugin.value.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in filter(None, attribute.split(".")):
+            obj = getattr(obj, part)
+    except Exception as error:
+        raise PluginError(
+            f"plugin {plugin.name!r} in group {plugin.group} from distribution "
+            f"{plugin.distribution} {plugin.version} failed to load {plugin.value}: {type(error).__name__}: {error}"
+        ) from error
+    return LoadedPlugin(plugin, obj)
+
+
+def load_backend(name: str) -> LoadedPlugin:
+    """The backend class registered as ``name``, checked to be a ``Backend`` subclass."""
+    from aegiskv.backends.base import Backend
+
+    candidates = [plugin for plugin in find(BACKENDS_GROUP) if plugin.name == name]
+    if not candidates:
+        known = ", ".join(sorted({plugin.name for plugin in find(BACKENDS_GROUP)})) or "none"
+        raise PluginError(f"backend {name!r} is not installed (group {BACKENDS_GROUP}; installed: {known})")
+    if len(candidates) > 1:
+        sources = ", ".join(plugin.distribution for plugin in candidates)
+        raise PluginError(f"backend {name!r} is registered by several distributions: {sources}")
+    loaded = load(candidates[0])
+    if not (isinstance(loaded.obj, type) and issubclass(loaded.obj, Backend)):
+        plugin = loaded.plugin
+        raise PluginError(
+            f"plugin {plugin.name!r} in group {plugin.group} from distribution {plugin.distribution} "
+            f"{plugin.version}: {plugin.value} is not a subclass of aegiskv.backends.base.Backend"
+        )
+    return loaded
+
+
+def describe_all() -> list[str]:
+    """One line per plugin in every group, loaded and checked (for ``aegis plugins``)."""
+    lines = []
+    for group in GROUPS:
+        for plugin in find(group):
+            try:
+                load(plugin)
+                state = "ok"
+            except PluginError as error:
+                state = f"BROKEN: {error}"
+            lines.append(f"{group}\t{plugin.name}\t{plugin.distribution} {plugin.version}\t{plugin.value}\t{state}")
+    return lines

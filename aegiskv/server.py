@@ -1,0 +1,243 @@
+"""One node's server: listeners, the reactor, timers, INFO, metrics and drain.
+
+This is the wiring layer between the reactor (``net``), the operations
+(``node``) and the protocols' adapters. ``daemon`` builds a ``Server`` from the
+configuration and runs it; tests can build one in-process as well.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+from loguru import logger
+
+import aegiskv
+from aegiskv.backends.base import BackendStats
+from aegiskv.config import Config, parse_address
+from aegiskv.connection import CommandConnection
+from aegiskv.health import HealthProtocol
+from aegiskv.metrics import build_registry, render
+from aegiskv.native_commands import NativeAdapter, refusal
+from aegiskv.net import native
+from aegiskv.net.http import encode_response
+from aegiskv.net.reactor import Listener, ListenerOptions, Reactor
+from aegiskv.node import Node
+from aegiskv.session import Authenticator
+from aegiskv.stats import StatsRegistry
+
+_HEALTH_MAX_CONNECTIONS = 64
+_HEALTH_IDLE_TIMEOUT = 10.0
+_DRAIN_CHECK_INTERVAL = 0.05
+# Bytes around the largest key and value a single frame may also carry (headers,
+# item lengths, further small items of an MSET).
+_FRAME_SLACK = 1024 * 1024
+
+
+class Server:
+    def __init__(self, config: Config, node: Node) -> None:
+        self.config = config
+        self.node = node
+        self.reactor = Reactor(config.worker_threads)
+        self.reactor.max_client_connections = config.max_connections
+        self.stats = StatsRegistry()
+        self.authenticator = Authenticator(config.auth_token, config.max_auth_failures)
+        self.rate_limit = config.rate_limit
+        self.rate_burst = config.rate_burst
+        self.inline_batch_limit = config.inline_batch_limit
+        self.ready = False
+        self.draining = False
+        self.started = time.time()
+        self.native_limits = native.Limits(
+            max_key_bytes=config.max_key_bytes,
+            max_value_bytes=config.max_value_bytes,
+            max_items=config.max_batch_keys,
+            max_frame_bytes=config.max_key_bytes + config.max_value_bytes + _FRAME_SLACK,
+        )
+        self.unauthenticated_limits = (
+            self.native_limits._replace(max_frame_bytes=config.unauthenticated_max_frame, max_items=1)
+            if self.authenticator.required
+            else None
+        )
+        self.metrics_registry = build_registry(self)
+        self.native_listener: Listener | None = None
+        self.health_listener: Listener | None = None
+        self._drain_deadline = 0.0
+        self.on_stopped: Callable[[], None] | None = None
+
+    # -- start-up --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind every port and schedule the timers. On the thread that will run the reactor."""
+        config = self.config
+        inline_stats = self.stats.for_this_thread()
+        self.native_listener = self.reactor.listen(
+            parse_address(config.bind),
+            ListenerOptions(
+                name="native",
+                protocol_factory=lambda: CommandConnection(
+                    self, NativeAdapter(self.native_limits, self.unauthenticated_limits), inline_stats
+                ),
+                max_connections=config.max_connections,
+                idle_timeout=config.idle_timeout,
+                output_high_water=config.output_high_water,
+                refusal=refusal,
+            ),
+        )
+        if config.health_addr:
+            self.health_listener = self.reactor.listen(
+                parse_address(config.health_addr),
+                ListenerOptions(
+                    name="http",
+                    protocol_factory=lambda: HealthProtocol(lambda: self.ready, self.render_metrics),
+                    max_connections=_HEALTH_MAX_CONNECTIONS,
+                    idle_timeout=_HEALTH_IDLE_TIMEOUT,
+                    output_high_water=1 << 20,
+                    refusal=lambda reason: encode_response(503, f"{reason}\n".encode()),
+                    counts_as_client=False,
+                ),
+            )
+        self.reactor.call_every(config.expiry_interval, self._expire_step)
+        self.ready = True
+        logger.info(
+            "node {} serving native protocol on {}:{}{}",
+            config.node_id,
+            *self.native_listener.address,
+            f", health on {self.health_listener.address[0]}:{self.health_listener.address[1]}"
+            if self.health_listener
+            else "",
+        )
+
+    def run(self) -> None:
+        """Serve until drained or stopped; then release every socket."""
+        try:
+            self.reactor.run()
+        finally:
+            self.reactor.close()
+            if self.on_stopped is not None:
+                self.on_stopped()
+
+    # -- timers --------------------------------------------------------------------------
+
+    def _expire_step(self) -> None:
+        self.node.expire_step(self.config.expiry_sample_size, self.config.expiry_step_budget)
+
+    # -- drain ---------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Graceful shutdown (reactor thread): stop accepting, become not ready,
+        finish in-flight requests, close, and stop within ``drain_timeout``."""
+        if self.draining:
+            return
+        self.draining = True
+        self.ready = False
+        self._drain_deadline = time.monotonic() + self.config.drain_timeout
+        logger.info(
+            "draining: {} client connections, up to {:.1f}s", self.reactor.client_connections, self.config.drain_timeout
+        )
+        for listener in self.reactor.listeners:
+            if listener is not self.health_listener and listener.accepting:
+                listener.accepting = False
+                self.reactor.selector.unregister(listener.sock)
+                listener.sock.close()
+        self._drain_step()
+
+    def _drain_step(self) -> None:
+        reactor = self.reactor
+        for connection in list(reactor.connections.values()):
+            if connection.listener.options.counts_as_client and not connection.protocol.busy():
+                connection.close(flush=True)  # closes once its replies have been sent
+        remaining = reactor.client_connections
+        if remaining == 0:
+            logger.info("drained; stopping")
+            reactor.stop()
+        elif time.monotonic() >= self._drain_deadline:
+            logger.warning("drain timeout with {} connections still busy; stopping", remaining)
+            reactor.stop()
+        else:
+            reactor.call_later(_DRAIN_CHECK_INTERVAL, self._drain_step)
+
+    def stop(self) -> None:
+        """Stop at once (from any thread)."""
+        self.reactor.call_soon(self.reactor.stop)
+
+    # -- introspection -------------------------------------------------------------------
+
+    @property
+    def native_address(self) -> tuple[str, int]:
+        assert self.native_listener is not None
+        return self.native_listener.address
+
+    @property
+    def health_address(self) -> tuple[str, int] | None:
+        return self.health_listener.address if self.health_listener else None
+
+    def node_stats(self) -> BackendStats:
+        return self.node.backend_stats()
+
+    def render_metrics(self) -> tuple[bytes, str]:
+        return render(self.metrics_registry)
+
+    def info(self, sections: list[str] | None = None) -> dict[str, dict[str, Any]]:
+        """INFO, by section (server, clients, memory, stats, keyspace). Any thread."""
+        wanted = set(sections) if sections else {"server", "clients", "memory", "stats", "keyspace"}
+        result: dict[str, dict[str, Any]] = {}
+        backend = self.node_stats() if wanted & {"memory", "stats", "keyspace"} else None
+        if "server" in wanted:
+            _host, port = self.native_address if self.native_listener else ("", 0)
+            result["server"] = {
+                "aegis_version": aegiskv.__version__,
+                "node_id": self.config.node_id,
+                "process_id": os.getpid(),
+                "python_version": platform.python_version(),
+                "tcp_port": port,
+                "uptime_in_seconds": int(time.time() - self.started),
+                "backend": self.config.backend,
+            }
+        if "clients" in wanted:
+            result["clients"] = {
+                "connected_clients": self.reactor.client_connections,
+                "maxclients": self.config.max_connections,
+                "total_connections_received": self.reactor.accepted_total,
+                "rejected_connections": self.reactor.rejected_total,
+            }
+        if backend is not None and "memory" in wanted:
+            result["memory"] = {
+                "used_memory": backend.used_bytes,
+                "maxmemory": backend.limit_bytes,
+                "used_memory_rss": _rss_bytes(),
+                "maxmemory_policy": "slru",
+            }
+        if backend is not None and "stats" in wanted:
+            totals = self.stats.totals()
+            result["stats"] = {
+                "total_commands_processed": sum(totals.calls),
+                "rejected_commands": sum(totals.rejected),
+                "keyspace_hits": self.node.hits,
+                "keyspace_misses": self.node.misses,
+                "evicted_keys": backend.evictions,
+                "expired_keys": backend.expirations,
+            }
+        if backend is not None and "keyspace" in wanted:
+            usage = self.node.shard_usage()
+            shard_keys = [keys for keys, _ in usage]
+            result["keyspace"] = {
+                "keys": backend.keys,
+                "expires": backend.keys_with_ttl,
+                "shards": len(usage),
+                "shard_keys_min": min(shard_keys),
+                "shard_keys_max": max(shard_keys),
+                "shard_bytes_max": max(size for _, size in usage),
+            }
+        return result
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0

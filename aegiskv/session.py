@@ -1,0 +1,81 @@
+"""Per-connection state shared by every protocol: authentication and rate limit."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Callable
+
+from aegiskv.errors import CommandError, ErrorKind
+
+
+class TokenBucket:
+    """Allows ``rate`` requests per second with bursts of ``burst``. Not thread-safe.
+
+    Refilled lazily from a monotonic clock on each call, so an idle connection
+    costs nothing.
+    """
+
+    __slots__ = ("rate", "burst", "_tokens", "_last", "_clock")
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._clock = clock
+        self._last = clock()
+
+    def take(self) -> bool:
+        now = self._clock()
+        tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if tokens >= 1.0:
+            self._tokens = tokens - 1.0
+            return True
+        self._tokens = tokens
+        return False
+
+
+class Authenticator:
+    """Checks tokens in constant time. Immutable, thread-safe.
+
+    Both sides are hashed first and the digests compared with
+    ``hmac.compare_digest``, so neither the comparison time nor an early exit on
+    length tells a guesser anything about the token.
+    """
+
+    def __init__(self, token: str | None, max_failures: int) -> None:
+        self._digest = hashlib.sha256(token.encode()).digest() if token else None
+        self.max_failures = max_failures
+
+    @property
+    def required(self) -> bool:
+        return self._digest is not None
+
+    def check(self, session: Session, offered: bytes) -> None:
+        """Authenticate ``session`` or raise; the error asks to close after too many failures."""
+        if self._digest is None:
+            raise CommandError(ErrorKind.INVALID, "AUTH called without any password configured for the default user")
+        if hmac.compare_digest(hashlib.sha256(offered).digest(), self._digest):
+            session.authenticated = True
+            session.auth_failures = 0
+            return
+        session.auth_failures += 1
+        raise CommandError(
+            ErrorKind.AUTH_FAILED,
+            "invalid password",
+            close=session.auth_failures >= self.max_failures,
+        )
+
+
+class Session:
+    """What the server remembers about one client connection."""
+
+    __slots__ = ("authenticated", "auth_failures", "rate", "peer")
+
+    def __init__(self, authenticated: bool, rate: TokenBucket | None, peer: object = None) -> None:
+        self.authenticated = authenticated
+        self.auth_failures = 0
+        self.rate = rate
+        self.peer = peer
