@@ -23,20 +23,40 @@ class Command:
     # above ``inline_batch_limit`` keys it runs in the worker pool, so one large
     # batch cannot hold the reactor (and every other client) for its whole duration.
     batch: bool = False
+    # Work that takes long whatever its arguments (FLUSHALL frees every key): always the pool.
+    slow: bool = False
 
 
 _SPECS: list[tuple[str, dict[str, bool]]] = [
-    ("ping", {"before_auth": True}),
+    ("ping", {}),
     ("auth", {"before_auth": True}),
+    ("hello", {"before_auth": True}),  # HELLO ... AUTH authenticates; without it, refused before AUTH
+    ("quit", {"before_auth": True}),
+    ("echo", {}),
+    ("select", {}),
     ("info", {}),
     ("get", {}),
     ("get_ttl", {}),
+    ("getdel", {"write": True}),
+    ("getex", {"write": True}),
     ("set", {"write": True}),
+    ("append", {"write": True}),
+    ("incr", {"write": True}),
     ("del", {"write": True, "batch": True}),
+    ("exists", {"batch": True}),
     ("expire", {"write": True}),
     ("persist", {"write": True}),
+    ("ttl", {}),
+    ("type", {}),
+    ("strlen", {}),
     ("mget", {"batch": True}),
     ("mset", {"write": True, "batch": True}),
+    ("dbsize", {}),
+    ("flush", {"write": True, "slow": True}),
+    ("scan", {}),
+    ("command", {}),
+    ("client", {}),
+    ("config", {}),
 ]
 
 COMMANDS: dict[str, Command] = {

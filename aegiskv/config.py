@@ -59,8 +59,11 @@ def _integer(minimum: int | None = None, maximum: int | None = None, what: str =
         if isinstance(raw, bool):
             raise _Invalid(expected)
         if isinstance(raw, str):
+            text = raw.strip().replace("_", "")
             try:
-                raw = int(raw.strip().replace("_", ""), 10)
+                if not text.lstrip("-").isascii():
+                    raise ValueError(text)
+                raw = int(text, 10)
             except ValueError:
                 raise _Invalid(expected) from None
         if not isinstance(raw, int):
@@ -82,15 +85,21 @@ def _number(minimum: float = 0.0, what: str = "a number") -> Parser:
                 raw = float(raw.strip())
             except ValueError:
                 raise _Invalid(expected) from None
-        if not isinstance(raw, (int, float)) or raw != raw or raw < minimum or raw == float("inf"):
+        if not isinstance(raw, (int, float)):
             raise _Invalid(expected)
-        return float(raw)
+        try:
+            value = float(raw)  # a TOML integer has no size limit; float() may overflow
+        except OverflowError:
+            raise _Invalid(expected) from None
+        if value != value or value < minimum or value == float("inf"):
+            raise _Invalid(expected)
+        return value
 
     return parse
 
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*$")
 
 
 def _duration(allow_zero: bool = True) -> Parser:
@@ -101,7 +110,10 @@ def _duration(allow_zero: bool = True) -> Parser:
         if isinstance(raw, bool):
             raise _Invalid(expected)
         if isinstance(raw, (int, float)):
-            seconds = float(raw)
+            try:
+                seconds = float(raw)
+            except OverflowError:
+                raise _Invalid(expected) from None
         elif isinstance(raw, str):
             match = _DURATION_RE.match(raw)
             if not match:
@@ -117,7 +129,7 @@ def _duration(allow_zero: bool = True) -> Parser:
 
 
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
+_SIZE_RE = re.compile(r"^\s*([0-9]+)\s*([a-zA-Z]*)\s*$")
 
 
 def _size(minimum: int = 1, maximum: int = 2**32 - 1) -> Parser:
@@ -179,7 +191,8 @@ def parse_address(raw: str) -> tuple[str, int]:
         host, sep, port_text = text[1:].partition("]:")
     else:
         host, sep, port_text = text.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+    # isascii(): str.isdigit() also accepts digits such as "²" that int() refuses.
+    if not sep or not host or not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
         raise _Invalid("an address host:port with a port from 0 to 65535")
     return host, int(port_text)
 
@@ -189,6 +202,15 @@ def _address(raw: Any) -> str:
         raise _Invalid("an address host:port with a port from 0 to 65535")
     host, port = parse_address(raw)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _address_or_off(raw: Any) -> str | None:
+    if isinstance(raw, str) and raw.strip().lower() in ("off", "none", ""):
+        return None
+    try:
+        return _address(raw)
+    except _Invalid:
+        raise _Invalid("an address host:port with a port from 0 to 65535, or off") from None
 
 
 def _probability(raw: Any) -> float:
@@ -235,6 +257,7 @@ SETTINGS: tuple[Setting, ...] = (
         documented_default="host name",
     ),
     Setting("bind", "0.0.0.0:7700", _address, "client address (native protocol), host:port", flag=True),
+    Setting("resp_bind", "0.0.0.0:7379", _address_or_off, "RESP (Redis protocol) address, or off", flag=True),
     Setting("data_dir", "./data", _text(), "directory for node state (locked by one daemon at a time)", flag=True),
     # -- memory and keyspace ----------------------------------------------------
     Setting(
@@ -281,6 +304,13 @@ SETTINGS: tuple[Setting, ...] = (
         flag=True,
     ),
     Setting("rate_burst", 10, _integer(1, 10_000_000), "per-connection burst above --rate-limit", flag=True),
+    Setting(
+        "resp_parser",
+        "auto",
+        _choice("auto", "hiredis", "python"),
+        "RESP request parser: hiredis when installed (auto), or the pure-Python one",
+    ),
+    Setting("resp_max_multibulk", 1024 * 1024, _integer(1, 2**31 - 1), "most arguments in one RESP request"),
     Setting("max_connections", 10_000, _integer(1, 1_000_000), "client connections accepted at once"),
     Setting("idle_timeout", 300.0, _duration(), "close client connections idle this long (0 = never)"),
     Setting(
@@ -320,6 +350,7 @@ class Config:
 
     node_id: str
     bind: str
+    resp_bind: str | None
     data_dir: str
     max_memory: int
     shards: int
@@ -336,6 +367,8 @@ class Config:
     unauthenticated_max_frame: int
     rate_limit: float
     rate_burst: int
+    resp_parser: str
+    resp_max_multibulk: int
     max_connections: int
     idle_timeout: float
     output_high_water: int
@@ -389,6 +422,8 @@ def load_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: cannot read: {error.strerror or error}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config file {path}: not valid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path}: not valid TOML: not UTF-8 at byte {error.start}") from None
     values: dict[str, Any] = {}
     for key, raw in document.items():
         setting = SETTINGS_BY_NAME.get(key)
@@ -426,7 +461,10 @@ def build(
     environ = os.environ if environ is None else environ
     merged = defaults()
     sources = {name: "default" for name in merged}
-    file_path = file_path or environ.get("AEGIS_CONFIG") or None
+    if file_path is None:
+        file_path = environ.get("AEGIS_CONFIG") or None  # an empty variable means no file
+    elif not file_path.strip():
+        raise ConfigError("flag --config: config = '': expected the path of a TOML file")
     layers: list[tuple[str, dict[str, Any]]] = []
     if file_path:
         layers.append((f"file {file_path}", load_file(file_path)))

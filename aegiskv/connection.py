@@ -96,7 +96,13 @@ class CommandConnection(Protocol, Generic[RequestT]):
 
     def connection_made(self, connection: Connection) -> None:
         self.connection = connection
-        self.session.peer = connection.peer
+        session = self.session
+        session.peer = connection.peer
+        session.connection_id = connection.connection_id
+        try:
+            session.local = connection.sock.getsockname()
+        except OSError:
+            session.local = None
 
     def data_received(self, data: bytes) -> None:
         self.adapter.receive_data(data)
@@ -131,7 +137,10 @@ class CommandConnection(Protocol, Generic[RequestT]):
             except CommandError as error:
                 connection.write(adapter.error_reply(request, error))
                 continue
-            if command.batch and adapter.batch_size(request) > limit:
+            except Violation as violation:
+                self._violation(violation)
+                return
+            if command.slow or (command.batch and adapter.batch_size(request) > limit):
                 self._hand_off(command, handler, request)
                 return
             connection.write(self._execute(command, handler, request, stats))
@@ -159,7 +168,7 @@ class CommandConnection(Protocol, Generic[RequestT]):
         except CommandError as error:
             stats.errors[command.index] += 1
             if error.close:
-                self._closing = True
+                session.close_requested = True
             reply = self.adapter.error_reply(request, error)
         except Exception:
             logger.exception("command {} failed", command.name)
@@ -167,6 +176,8 @@ class CommandConnection(Protocol, Generic[RequestT]):
             reply = self.adapter.error_reply(request, CommandError(ErrorKind.INTERNAL, "internal error"))
         if not was_authenticated and session.authenticated:
             self.adapter.authenticated()
+        if session.close_requested:
+            self._closing = True
         stats.record(command.index, time.perf_counter_ns() - started)
         return reply
 
@@ -188,6 +199,9 @@ class CommandConnection(Protocol, Generic[RequestT]):
                 batch.append((*self.adapter.route(following), following))
             except CommandError as error:
                 batch.append(error)
+            except Violation as error:
+                violation = error
+                break
         self._in_pool = True
         connection.pause_reading()
         registry = self.server.stats

@@ -21,6 +21,7 @@ from aegiskv.backends.base import BackendOptions, wall_clock_ms
 from aegiskv.cluster.slots import ShardMapper
 from aegiskv.config import Config, parse_address
 from aegiskv.datadir import DataDir, DataDirError
+from aegiskv.net.resp import HIREDIS_AVAILABLE
 from aegiskv.node import Limits, Node, first_version
 from aegiskv.server import Server
 
@@ -49,9 +50,12 @@ def refuse(message: str) -> int:
 
 def build_server(config: Config) -> tuple[Server, DataDir]:
     """Everything short of binding: raises DataDirError or PluginError on refusal."""
+    # The plugin first: a missing backend must not leave a data dir behind.
+    backend_class = plugins.load_backend(config.backend).obj
+    if config.resp_parser == "hiredis" and not HIREDIS_AVAILABLE:
+        raise plugins.PluginError("resp_parser = hiredis, but the hiredis package is not installed")
     data_dir = DataDir.open(config.data_dir, config.node_id)
     try:
-        backend_class = plugins.load_backend(config.backend).obj
         mapper = ShardMapper(config.shards)
         backend = backend_class(
             BackendOptions(
@@ -89,6 +93,20 @@ def _warn_if_exposed(config: Config) -> None:
         )
 
 
+def announcement(server: Server) -> str:
+    """The one stdout line printed once every port is bound, whatever the log level.
+
+    Scripts (and aegiskv.localnode) read it to learn the ports chosen for port 0.
+    """
+    parts = [f"{name}={_show(address)}" for name, address in server.addresses().items()]
+    return f"aegis ready: node={server.config.node_id} pid={os.getpid()} " + " ".join(parts)
+
+
+def _show(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def run(config: Config) -> int:
     setup_logging(config.log_level, config.log_format)
     try:
@@ -97,23 +115,29 @@ def run(config: Config) -> int:
         return refuse(str(error))
     pid_written = False
     try:
-        try:
-            server.start()
-        except OSError as error:
-            print(f"aegis: cannot listen: {error.strerror or error}", file=sys.stderr, flush=True)
-            return EXIT_FAILED
-        _warn_if_exposed(config)
         if config.pid_file:
-            with open(config.pid_file, "w") as handle:
-                handle.write(f"{os.getpid()}\n")
+            # Before binding: an unwritable pid file is a refusal, not a crash after start.
+            try:
+                with open(config.pid_file, "w") as handle:
+                    handle.write(f"{os.getpid()}\n")
+            except OSError as error:
+                return refuse(f"pid file {config.pid_file}: cannot write: {error.strerror or error}")
             pid_written = True
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:
             logger.info("received {}; draining", signal.Signals(signum).name)
             server.reactor.call_soon(server.drain)
 
+        # Handlers before the ready line: a supervisor may signal as soon as it sees it.
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        try:
+            server.start()
+        except OSError as error:
+            print(f"aegis: cannot listen: {error.strerror or error}", file=sys.stderr, flush=True)
+            return EXIT_FAILED
+        _warn_if_exposed(config)
+        print(announcement(server), flush=True)
         server.run()
         logger.info("stopped")
         return 0

@@ -17,7 +17,8 @@ class ErrorKind(enum.Enum):
     RATE_LIMITED = "rate_limited"  # the connection's token bucket is empty
     OUT_OF_MEMORY = "out_of_memory"  # the value cannot fit under --max-memory
     UNKNOWN_COMMAND = "unknown_command"
-    WRONG_TYPE = "wrong_type"  # e.g. INCR on a value that is not an integer
+    WRONG_TYPE = "wrong_type"  # an operation on a value of the wrong kind
+    NOPROTO = "noproto"  # HELLO asked for a protocol version we do not speak
     INTERNAL = "internal"  # a bug or an unexpected failure on the server
 
 

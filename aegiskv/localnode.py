@@ -2,7 +2,7 @@
 
 ``LocalNode(data_dir, ...)`` runs ``python -m aegiskv`` with the given flags,
 waits until the node logs the addresses it bound (port 0 works: the OS picks a
-free port and the node reports it), and keeps reading its log so the pipe never
+free port and the node prints it on its ``aegis ready:`` line), and keeps reading its output so the pipe never
 fills. ``stop()`` sends SIGTERM and waits for the drain; ``kill()`` is SIGKILL.
 """
 
@@ -17,9 +17,8 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 
-_SERVING = re.compile(
-    r"serving native protocol on (?P<host>[^ ,]+):(?P<port>\d+)(?:, health on (?P<hhost>[^ ,]+):(?P<hport>\d+))?"
-)
+_READY = re.compile(r"^aegis ready: .*$")
+_ADDRESS = re.compile(r"(?P<name>\w+)=\[?(?P<host>[^\s\]]+?)\]?:(?P<port>\d+)(?=\s|$)")
 
 
 class NodeStartError(RuntimeError):
@@ -33,12 +32,13 @@ class LocalNode:
         args: Sequence[str] = (),
         *,
         bind: str = "127.0.0.1:0",
+        resp_bind: str = "127.0.0.1:0",
         health_addr: str | None = "127.0.0.1:0",
         env: Mapping[str, str] | None = None,
         start_timeout: float = 20.0,
         python: str = sys.executable,
     ) -> None:
-        command = [python, "-m", "aegiskv", "--bind", bind, "--data-dir", data_dir]
+        command = [python, "-m", "aegiskv", "--bind", bind, "--resp-bind", resp_bind, "--data-dir", data_dir]
         if health_addr:
             command += ["--health-addr", health_addr]
         command += list(args)
@@ -50,15 +50,18 @@ class LocalNode:
         self.process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             env=environment,
             text=True,
             errors="replace",
         )
         self._reader = threading.Thread(target=self._read_log, name=f"log-{self.process.pid}", daemon=True)
         self._reader.start()
-        self.address, self.health_address = self._wait_serving(start_timeout)
+        self.addresses = self._wait_ready(start_timeout)
+        self.address = self.addresses["native"]
+        self.health_address = self.addresses.get("health")
+        self.resp_address = self.addresses.get("resp")
 
     @property
     def pid(self) -> int:
@@ -69,23 +72,22 @@ class LocalNode:
         return f"{self.address[0]}:{self.address[1]}"
 
     def _read_log(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
             with self._lines_lock:
                 self.lines.append(line.rstrip("\n"))
                 self._lines_lock.notify_all()
         with self._lines_lock:
             self._lines_lock.notify_all()
 
-    def _wait_serving(self, timeout: float) -> tuple[tuple[str, int], tuple[str, int] | None]:
+    def _wait_ready(self, timeout: float) -> dict[str, tuple[str, int]]:
+        """Addresses from the daemon's ``aegis ready:`` line, by name (native, health, ...)."""
         deadline = time.monotonic() + timeout
         with self._lines_lock:
             while True:
                 for line in self.lines:
-                    match = _SERVING.search(line)
-                    if match:
-                        health = (match["hhost"], int(match["hport"])) if match["hport"] else None
-                        return (match["host"], int(match["port"])), health
+                    if _READY.match(line):
+                        return {match["name"]: (match["host"], int(match["port"])) for match in _ADDRESS.finditer(line)}
                 if self.process.poll() is not None and not self._reader.is_alive():
                     raise NodeStartError(
                         f"aegis exited with code {self.process.returncode} before serving:\n" + "\n".join(self.lines)

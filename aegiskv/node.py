@@ -16,18 +16,30 @@ from __future__ import annotations
 import enum
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from aegiskv.backends.base import NO_EXPIRY, Backend, BackendStats, Clock, Entry, Value, ValueTooLarge, wall_clock_ms
 from aegiskv.cluster.slots import ShardMapper
 from aegiskv.errors import CommandError, ErrorKind
+from aegiskv.pattern import glob_match
 
 
 class Condition(enum.Enum):
     ALWAYS = "always"
     IF_ABSENT = "if_absent"  # NX
     IF_PRESENT = "if_present"  # XX
+
+
+class ExpireCondition(enum.Enum):
+    """EXPIRE options (Redis 7): apply the new deadline only if ..."""
+
+    ALWAYS = "always"
+    NX = "nx"  # ... the key has no TTL
+    XX = "xx"  # ... the key has a TTL
+    GT = "gt"  # ... the new deadline is later (no TTL counts as infinitely late)
+    LT = "lt"  # ... the new deadline is earlier
 
 
 class SetResult(NamedTuple):
@@ -40,6 +52,22 @@ class Limits(NamedTuple):
     max_key_bytes: int
     max_value_bytes: int
     max_batch_keys: int
+
+
+_MAX_SCANS = 64
+_MAX_SCAN_ID = 2**31 - 1
+
+
+def parse_integer(text: bytes) -> int | None:
+    """A signed 64-bit decimal integer written the way Redis accepts it, else None."""
+    if not text or len(text) > 20:
+        return None
+    negative = text[:1] == b"-"
+    digits = text[1:] if negative else text
+    if not digits.isdigit() or (digits[:1] == b"0" and (len(digits) > 1 or negative)):
+        return None
+    value = int(text)
+    return value if -(2**63) <= value < 2**63 else None
 
 
 def first_version(clock_ms: int) -> int:
@@ -75,6 +103,8 @@ class Node:
         self.started = time.time()
         self.hits = 0
         self.misses = 0
+        self._scans: OrderedDict[int, list[bytes]] = OrderedDict()  # SCAN snapshots by id
+        self._next_scan_id = 1
 
     # -- reads -----------------------------------------------------------------------
 
@@ -121,6 +151,36 @@ class Node:
             self.hits += found
             self.misses += len(values) - found
             return values
+
+    def getdel(self, key: bytes) -> Value | None:
+        with self._lock:
+            entry = self.backend.get_entry(key, touch=False)
+            if entry is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+            self.backend.delete(key)
+            return entry.value
+
+    def getex(
+        self, key: bytes, *, ttl_ms: int | None = None, expires_at_ms: int | None = None, persist: bool = False
+    ) -> Value | None:
+        """GET that also sets (or with ``persist`` drops) the key's TTL."""
+        deadline = self._deadline(ttl_ms) if ttl_ms is not None else expires_at_ms
+        with self._lock:
+            entry = self.backend.get_entry(key)
+            if entry is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+            if persist:
+                self.backend.set_expiry(key, NO_EXPIRY)
+            elif deadline is not None:
+                if deadline <= self._clock():
+                    self.backend.delete(key)
+                else:
+                    self.backend.set_expiry(key, deadline)
+            return entry.value
 
     def exists(self, keys: Iterable[bytes]) -> int:
         with self._lock:
@@ -202,6 +262,40 @@ class Node:
                 raise CommandError(ErrorKind.OUT_OF_MEMORY, str(error)) from None
             return version
 
+    def append(self, key: bytes, suffix: bytes) -> int:
+        """Append to the value (creating it); keeps the TTL; returns the new length."""
+        with self._lock:
+            entry = self.backend.get_entry(key, touch=False)
+            value = suffix if entry is None else bytes(entry.value) + suffix
+            self._check_sizes(key, value)
+            expires_at = NO_EXPIRY if entry is None else entry.expires_at_ms
+            try:
+                self.backend.put(key, value, expires_at)
+            except ValueTooLarge as error:
+                raise CommandError(ErrorKind.OUT_OF_MEMORY, str(error)) from None
+            return len(value)
+
+    def incr_by(self, key: bytes, delta: int) -> int:
+        """Add ``delta`` to an integer value (absent counts as 0); keeps the TTL."""
+        with self._lock:
+            entry = self.backend.get_entry(key, touch=False)
+            current = 0
+            expires_at = NO_EXPIRY
+            if entry is not None:
+                expires_at = entry.expires_at_ms
+                current_or_none = parse_integer(bytes(entry.value))
+                if current_or_none is None:
+                    raise CommandError(ErrorKind.INVALID, "value is not an integer or out of range")
+                current = current_or_none
+            result = current + delta
+            if not -(2**63) <= result < 2**63:
+                raise CommandError(ErrorKind.INVALID, "increment or decrement would overflow")
+            try:
+                self.backend.put(key, b"%d" % result, expires_at)
+            except ValueTooLarge as error:
+                raise CommandError(ErrorKind.OUT_OF_MEMORY, str(error)) from None
+            return result
+
     def delete(self, key: bytes) -> bool:
         with self._lock:
             return self.backend.delete(key)
@@ -211,12 +305,28 @@ class Node:
             delete = self.backend.delete
             return sum(1 for key in keys if delete(key))
 
-    def expire(self, key: bytes, ttl_ms: int) -> bool:
+    def expire(self, key: bytes, ttl_ms: int, condition: ExpireCondition = ExpireCondition.ALWAYS) -> bool:
         """Give ``key`` a TTL; a TTL <= 0 deletes it (as Redis). False when the key is absent."""
-        return self.expire_at(key, self._deadline(ttl_ms) if ttl_ms > 0 else 0)
+        return self.expire_at(key, self._clock() + ttl_ms if ttl_ms > 0 else 0, condition)
 
-    def expire_at(self, key: bytes, deadline_ms: int) -> bool:
+    def expire_at(self, key: bytes, deadline_ms: int, condition: ExpireCondition = ExpireCondition.ALWAYS) -> bool:
+        """Set an absolute deadline; False when the key is absent or ``condition`` fails.
+
+        A deadline in the past deletes the key (as Redis does).
+        """
         with self._lock:
+            if condition is not ExpireCondition.ALWAYS:
+                entry = self.backend.get_entry(key, touch=False)
+                if entry is None:
+                    return False
+                current = entry.expires_at_ms
+                if (
+                    (condition is ExpireCondition.NX and current != NO_EXPIRY)
+                    or (condition is ExpireCondition.XX and current == NO_EXPIRY)
+                    or (condition is ExpireCondition.GT and (current == NO_EXPIRY or deadline_ms <= current))
+                    or (condition is ExpireCondition.LT and current != NO_EXPIRY and deadline_ms >= current)
+                ):
+                    return False
             if deadline_ms <= self._clock():
                 return self.backend.delete(key)
             return self.backend.set_expiry(key, deadline_ms)
@@ -235,6 +345,44 @@ class Node:
     def flush(self) -> int:
         with self._lock:
             return self.backend.flush()
+
+    def scan(self, cursor: int, count: int, pattern: bytes | None = None) -> tuple[int, list[bytes]]:
+        """One SCAN step: (next cursor, keys). Cursor 0 starts; a returned 0 means done.
+
+        Guarantee (as Redis): a key present for the whole scan is returned at
+        least once; keys added or removed meanwhile may or may not be. A scan
+        starting at 0 takes a snapshot of the key references (a C-speed list
+        copy, 8 bytes per key while the scan lasts) and later calls page through
+        it, skipping keys deleted since. The cursor is ``snapshot << 32 | offset``;
+        the last 64 snapshots are kept, and an older cursor is refused.
+        """
+        with self._lock:
+            if cursor == 0:
+                snapshot_id = self._next_scan_id
+                self._next_scan_id = (self._next_scan_id % _MAX_SCAN_ID) + 1
+                snapshot = self.backend.key_snapshot()
+                self._scans[snapshot_id] = snapshot
+                while len(self._scans) > _MAX_SCANS:
+                    self._scans.popitem(last=False)
+                offset = 0
+            else:
+                snapshot_id, offset = cursor >> 32, cursor & 0xFFFFFFFF
+                found = self._scans.get(snapshot_id)
+                if found is None:
+                    raise CommandError(ErrorKind.INVALID, "invalid cursor")
+                snapshot = found
+            page = snapshot[offset : offset + count]
+            offset += len(page)
+            peek = self.backend.get_entry
+            keys = [key for key in page if peek(key, touch=False) is not None]
+            if offset >= len(snapshot):
+                self._scans.pop(snapshot_id, None)
+                next_cursor = 0
+            else:
+                next_cursor = snapshot_id << 32 | offset
+        if pattern is not None:
+            keys = [key for key in keys if glob_match(pattern, key)]
+        return next_cursor, keys
 
     # -- housekeeping ----------------------------------------------------------------
 

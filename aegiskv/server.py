@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,13 +17,14 @@ from typing import Any
 from loguru import logger
 
 import aegiskv
+from aegiskv import resp_commands
 from aegiskv.backends.base import BackendStats
 from aegiskv.config import Config, parse_address
 from aegiskv.connection import CommandConnection
 from aegiskv.health import HealthProtocol
 from aegiskv.metrics import build_registry, render
 from aegiskv.native_commands import NativeAdapter, refusal
-from aegiskv.net import native
+from aegiskv.net import native, resp
 from aegiskv.net.http import encode_response
 from aegiskv.net.reactor import Listener, ListenerOptions, Reactor
 from aegiskv.node import Node
@@ -62,8 +64,16 @@ class Server:
             if self.authenticator.required
             else None
         )
+        self.resp_limits = resp.RespLimits(
+            max_bulk=max(config.max_value_bytes, config.max_key_bytes),
+            max_multibulk=config.resp_max_multibulk,
+        )
+        # None lets the parser use hiredis when it is installed.
+        self.resp_use_hiredis = {"auto": None, "hiredis": True, "python": False}[config.resp_parser]
+        self.run_id = secrets.token_hex(20)
         self.metrics_registry = build_registry(self)
         self.native_listener: Listener | None = None
+        self.resp_listener: Listener | None = None
         self.health_listener: Listener | None = None
         self._drain_deadline = 0.0
         self.on_stopped: Callable[[], None] | None = None
@@ -87,6 +97,23 @@ class Server:
                 refusal=refusal,
             ),
         )
+        if config.resp_bind:
+            authenticated = not self.authenticator.required
+            self.resp_listener = self.reactor.listen(
+                parse_address(config.resp_bind),
+                ListenerOptions(
+                    name="resp",
+                    protocol_factory=lambda: CommandConnection(
+                        self,
+                        resp_commands.RespAdapter(self.resp_limits, authenticated, self.resp_use_hiredis),
+                        inline_stats,
+                    ),
+                    max_connections=config.max_connections,
+                    idle_timeout=config.idle_timeout,
+                    output_high_water=config.output_high_water,
+                    refusal=resp_commands.refusal,
+                ),
+            )
         if config.health_addr:
             self.health_listener = self.reactor.listen(
                 parse_address(config.health_addr),
@@ -103,12 +130,9 @@ class Server:
         self.reactor.call_every(config.expiry_interval, self._expire_step)
         self.ready = True
         logger.info(
-            "node {} serving native protocol on {}:{}{}",
+            "node {} serving: {}",
             config.node_id,
-            *self.native_listener.address,
-            f", health on {self.health_listener.address[0]}:{self.health_listener.address[1]}"
-            if self.health_listener
-            else "",
+            ", ".join(f"{name} on {host}:{port}" for name, (host, port) in self.addresses().items()),
         )
 
     def run(self) -> None:
@@ -174,6 +198,23 @@ class Server:
     @property
     def health_address(self) -> tuple[str, int] | None:
         return self.health_listener.address if self.health_listener else None
+
+    @property
+    def resp_address(self) -> tuple[str, int]:
+        assert self.resp_listener is not None
+        return self.resp_listener.address
+
+    def addresses(self) -> dict[str, tuple[str, int]]:
+        """Every bound port by name: native, resp, health."""
+        found = {}
+        for name, listener in (
+            ("native", self.native_listener),
+            ("resp", self.resp_listener),
+            ("health", self.health_listener),
+        ):
+            if listener is not None:
+                found[name] = listener.address
+        return found
 
     def node_stats(self) -> BackendStats:
         return self.node.backend_stats()

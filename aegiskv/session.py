@@ -72,10 +72,31 @@ class Authenticator:
 class Session:
     """What the server remembers about one client connection."""
 
-    __slots__ = ("authenticated", "auth_failures", "rate", "peer")
+    __slots__ = (
+        "authenticated",
+        "auth_failures",
+        "rate",
+        "peer",
+        "local",
+        "connection_id",
+        "created",
+        "close_requested",
+        "protocol",
+        "name",
+        "library_name",
+        "library_version",
+    )
 
     def __init__(self, authenticated: bool, rate: TokenBucket | None, peer: object = None) -> None:
         self.authenticated = authenticated
         self.auth_failures = 0
         self.rate = rate
         self.peer = peer
+        self.local: object = None  # our address of this connection
+        self.connection_id = 0
+        self.created = time.time()
+        self.close_requested = False  # close once the current reply is sent (QUIT, too many AUTH failures)
+        self.protocol = 2  # RESP version chosen with HELLO
+        self.name: bytes | None = None  # CLIENT SETNAME
+        self.library_name = b""  # CLIENT SETINFO LIB-NAME
+        self.library_version = b""

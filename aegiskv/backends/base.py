@@ -125,6 +125,10 @@ class Backend(ABC):
         """Every live key (a snapshot list; the caller may mutate the backend afterwards)."""
 
     @abstractmethod
+    def key_snapshot(self) -> list[bytes]:
+        """Every stored key, fast: may include keys whose TTL passed but that were not yet removed."""
+
+    @abstractmethod
     def __len__(self) -> int:
         """Number of stored keys (including expired keys not yet removed)."""
 

@@ -310,6 +310,9 @@ class MemoryBackend(Backend):
                     result.append(key)
         return result
 
+    def key_snapshot(self) -> list[bytes]:
+        return [*self._probation, *self._protected]
+
     def __len__(self) -> int:
         return len(self._probation) + len(self._protected)
 

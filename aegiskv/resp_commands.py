@@ -1,0 +1,969 @@
+"""The RESP port's adapter: Redis command syntax -> command table -> Node -> RESP replies.
+
+Argument forms and error texts follow Redis 7.0, so Redis clients behave the
+same against AegisKV. What each operation *means* lives in :class:`Node`;
+these handlers parse Redis's syntax, call it, and encode the reply (RESP2, or
+RESP3 after ``HELLO 3``).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
+
+import aegiskv
+from aegiskv.commands import COMMANDS, Command
+from aegiskv.connection import Violation
+from aegiskv.errors import CommandError, ErrorKind
+from aegiskv.net import resp
+from aegiskv.node import Condition, ExpireCondition, parse_integer
+from aegiskv.pattern import glob_match
+from aegiskv.session import Session
+
+if TYPE_CHECKING:
+    from aegiskv.server import Server
+
+Args = list[bytes]
+RespHandler = Callable[["Server", Session, Args], bytes]
+
+# The Redis version whose commands and replies this port follows.
+REDIS_COMPATIBLE_VERSION = "7.0.0"
+
+_NOT_INTEGER = "value is not an integer or out of range"
+_SYNTAX = "syntax error"
+_MS_LIMIT = 2**63 - 1
+
+
+def _invalid(message: str) -> CommandError:
+    return CommandError(ErrorKind.INVALID, message)
+
+
+def _integer(text: bytes) -> int:
+    value = parse_integer(text)
+    if value is None:
+        raise _invalid(_NOT_INTEGER)
+    return value
+
+
+def _nullable(value: bytes | memoryview | None, session: Session) -> bytes:
+    if value is None:
+        return resp.NULL3 if session.protocol == 3 else resp.NULL_BULK
+    return b"$%d\r\n" % len(value) + value + b"\r\n"
+
+
+def _expire_milliseconds(amount: int, unit_ms: int, command: str) -> int:
+    """TTL argument -> milliseconds, refusing what Redis refuses (<= 0, overflow)."""
+    if amount <= 0 or amount > _MS_LIMIT // unit_ms:
+        raise _invalid(f"invalid expire time in '{command}' command")
+    return amount * unit_ms
+
+
+# -- connection ----------------------------------------------------------------------------
+
+
+def cmd_ping(server: Server, session: Session, args: Args) -> bytes:
+    if len(args) == 1:
+        return resp.PONG
+    return resp.bulk(args[1])
+
+
+def cmd_echo(server: Server, session: Session, args: Args) -> bytes:
+    return resp.bulk(args[1])
+
+
+def cmd_quit(server: Server, session: Session, args: Args) -> bytes:
+    session.close_requested = True
+    return resp.OK
+
+
+def cmd_select(server: Server, session: Session, args: Args) -> bytes:
+    if _integer(args[1]) != 0:
+        raise _invalid("DB index is out of range")
+    return resp.OK
+
+
+def _authenticate(server: Server, session: Session, user: bytes | None, token: bytes) -> None:
+    authenticator = server.authenticator
+    if not authenticator.required:
+        if user is None:
+            raise _invalid(
+                "AUTH <password> called without any password configured for the default user. "
+                "Are you sure your configuration is correct?"
+            )
+        if user == b"default":
+            return  # the default user has no password: any password is accepted, as in Redis
+    if user is not None and user != b"default":
+        session.auth_failures += 1
+        raise CommandError(
+            ErrorKind.AUTH_FAILED,
+            "invalid username-password pair or user is disabled.",
+            close=session.auth_failures >= authenticator.max_failures,
+        )
+    authenticator.check(session, token)
+
+
+def cmd_auth(server: Server, session: Session, args: Args) -> bytes:
+    if len(args) == 2:
+        _authenticate(server, session, None, args[1])
+    elif len(args) == 3:
+        _authenticate(server, session, args[1], args[2])
+    else:
+        raise _invalid(_SYNTAX)
+    return resp.OK
+
+
+def cmd_hello(server: Server, session: Session, args: Args) -> bytes:
+    protocol = session.protocol
+    index = 1
+    if len(args) > 1:
+        version = parse_integer(args[1])
+        if version is None:
+            raise CommandError(ErrorKind.INVALID, "Protocol version is not an integer or out of range")
+        if version not in (2, 3):
+            raise CommandError(ErrorKind.NOPROTO, "unsupported protocol version")
+        protocol = version
+        index = 2
+    name: bytes | None = None
+    authenticated_here = False
+    while index < len(args):
+        option = args[index].lower()
+        remaining = len(args) - index - 1
+        if option == b"auth" and remaining >= 2:
+            _authenticate(server, session, args[index + 1], args[index + 2])
+            authenticated_here = True
+            index += 3
+        elif option == b"setname" and remaining >= 1:
+            name = _client_name(args[index + 1])
+            index += 2
+        else:
+            raise _invalid(f"Syntax error in HELLO option '{args[index].decode('utf-8', 'replace')}'")
+    if not session.authenticated and not authenticated_here:
+        raise CommandError(
+            ErrorKind.NOAUTH,
+            "HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH "
+            "<user> <pass> option can be used to authenticate the client and select the RESP protocol "
+            "version at the same time",
+        )
+    session.protocol = protocol
+    if name is not None:
+        session.name = name or None
+    fields = [
+        (b"server", resp.bulk(b"redis")),
+        (b"version", resp.bulk(REDIS_COMPATIBLE_VERSION.encode())),
+        (b"proto", resp.integer(protocol)),
+        (b"id", resp.integer(session.connection_id)),
+        (b"mode", resp.bulk(b"standalone")),
+        (b"role", resp.bulk(b"master")),
+        (b"modules", resp.EMPTY_ARRAY),
+    ]
+    return resp.mapping([(resp.bulk(key), value) for key, value in fields], protocol)
+
+
+# -- strings -------------------------------------------------------------------------------
+
+
+def cmd_get(server: Server, session: Session, args: Args) -> bytes:
+    value = server.node.get(args[1])
+    if value is None:
+        return resp.NULL3 if session.protocol == 3 else resp.NULL_BULK
+    return b"$%d\r\n" % len(value) + value + b"\r\n"
+
+
+class _Expiry(NamedTuple):
+    ttl_ms: int | None = None
+    at_ms: int | None = None
+    keep: bool = False
+    persist: bool = False
+
+
+def _parse_expiry_options(args: Args, start: int, command: str, allow: set[bytes]) -> tuple[_Expiry, set[bytes]]:
+    """EX/PX/EXAT/PXAT/KEEPTTL/PERSIST plus flag words in ``allow``; Redis's conflict rules."""
+    expiry = _Expiry()
+    flags: set[bytes] = set()
+    index = start
+    expiry_given = False
+    while index < len(args):
+        option = args[index].upper()
+        if option in (b"EX", b"PX", b"EXAT", b"PXAT") and option in allow and index + 1 < len(args):
+            if expiry_given:
+                raise _invalid(_SYNTAX)
+            expiry_given = True
+            amount = _integer(args[index + 1])
+            unit = 1000 if option in (b"EX", b"EXAT") else 1
+            milliseconds = _expire_milliseconds(amount, unit, command)
+            expiry = _Expiry(ttl_ms=milliseconds) if option in (b"EX", b"PX") else _Expiry(at_ms=milliseconds)
+            index += 2
+            continue
+        if option in (b"KEEPTTL", b"PERSIST") and option in allow:
+            if expiry_given:
+                raise _invalid(_SYNTAX)
+            expiry_given = True
+            expiry = _Expiry(keep=option == b"KEEPTTL", persist=option == b"PERSIST")
+        elif option in allow and option not in (b"EX", b"PX", b"EXAT", b"PXAT"):
+            flags.add(option)
+        else:
+            raise _invalid(_SYNTAX)
+        index += 1
+    return expiry, flags
+
+
+_SET_OPTIONS = {b"EX", b"PX", b"EXAT", b"PXAT", b"KEEPTTL", b"NX", b"XX", b"GET"}
+
+
+def cmd_set(server: Server, session: Session, args: Args) -> bytes:
+    if len(args) == 3:
+        server.node.put(args[1], args[2])
+        return resp.OK
+    expiry, flags = _parse_expiry_options(args, 3, "set", _SET_OPTIONS)
+    if b"NX" in flags and b"XX" in flags:
+        raise _invalid(_SYNTAX)
+    condition = Condition.IF_ABSENT if b"NX" in flags else Condition.IF_PRESENT if b"XX" in flags else Condition.ALWAYS
+    want_old = b"GET" in flags
+    result = server.node.set(
+        args[1],
+        args[2],
+        ttl_ms=expiry.ttl_ms,
+        expires_at_ms=expiry.at_ms,
+        condition=condition,
+        keep_ttl=expiry.keep,
+        return_old=want_old,
+    )
+    if want_old:
+        return _nullable(result.old_value, session)
+    if not result.stored:
+        return _nullable(None, session)
+    return resp.OK
+
+
+def cmd_setnx(server: Server, session: Session, args: Args) -> bytes:
+    return resp.ONE if server.node.set(args[1], args[2], condition=Condition.IF_ABSENT).stored else resp.ZERO
+
+
+def cmd_setex(server: Server, session: Session, args: Args) -> bytes:
+    ttl = _expire_milliseconds(_integer(args[2]), 1000, "setex")
+    server.node.put(args[1], args[3], ttl)
+    return resp.OK
+
+
+def cmd_psetex(server: Server, session: Session, args: Args) -> bytes:
+    ttl = _expire_milliseconds(_integer(args[2]), 1, "psetex")
+    server.node.put(args[1], args[3], ttl)
+    return resp.OK
+
+
+def cmd_getdel(server: Server, session: Session, args: Args) -> bytes:
+    return _nullable(server.node.getdel(args[1]), session)
+
+
+_GETEX_OPTIONS = {b"EX", b"PX", b"EXAT", b"PXAT", b"PERSIST"}
+
+
+def cmd_getex(server: Server, session: Session, args: Args) -> bytes:
+    expiry, _ = _parse_expiry_options(args, 2, "getex", _GETEX_OPTIONS)
+    value = server.node.getex(args[1], ttl_ms=expiry.ttl_ms, expires_at_ms=expiry.at_ms, persist=expiry.persist)
+    return _nullable(value, session)
+
+
+def cmd_mget(server: Server, session: Session, args: Args) -> bytes:
+    return resp.bulk_array(server.node.mget(args[1:]), session.protocol)
+
+
+def _pairs(args: Args, command: str) -> list[tuple[bytes, bytes]]:
+    if len(args) % 2 == 0:
+        raise _invalid(f"wrong number of arguments for '{command}' command")
+    return list(zip(args[1::2], args[2::2]))
+
+
+def cmd_mset(server: Server, session: Session, args: Args) -> bytes:
+    server.node.mset(_pairs(args, "mset"))
+    return resp.OK
+
+
+def cmd_msetnx(server: Server, session: Session, args: Args) -> bytes:
+    return resp.ONE if server.node.mset(_pairs(args, "msetnx"), only_if_none_exist=True) else resp.ZERO
+
+
+def cmd_append(server: Server, session: Session, args: Args) -> bytes:
+    return resp.integer(server.node.append(args[1], args[2]))
+
+
+def cmd_strlen(server: Server, session: Session, args: Args) -> bytes:
+    entry = server.node.peek(args[1])
+    return resp.integer(0 if entry is None else len(entry.value))
+
+
+def _incr_handler(sign: int, takes_amount: bool) -> RespHandler:
+    def handler(server: Server, session: Session, args: Args) -> bytes:
+        amount = _integer(args[2]) if takes_amount else 1
+        if sign < 0 and amount == -(2**63):
+            raise _invalid("decrement would overflow")
+        return resp.integer(server.node.incr_by(args[1], sign * amount))
+
+    return handler
+
+
+# -- keys ----------------------------------------------------------------------------------
+
+
+def cmd_del(server: Server, session: Session, args: Args) -> bytes:
+    if len(args) == 2:
+        return resp.ONE if server.node.delete(args[1]) else resp.ZERO
+    return resp.integer(server.node.delete_many(args[1:]))
+
+
+def cmd_exists(server: Server, session: Session, args: Args) -> bytes:
+    return resp.integer(server.node.exists(args[1:]))
+
+
+def cmd_type(server: Server, session: Session, args: Args) -> bytes:
+    return b"+string\r\n" if server.node.peek(args[1]) is not None else b"+none\r\n"
+
+
+def _ttl_handler(unit_ms: int) -> RespHandler:
+    def handler(server: Server, session: Session, args: Args) -> bytes:
+        remaining = server.node.remaining_ttl_ms(args[1])
+        if remaining < 0 or unit_ms == 1:
+            return resp.integer(remaining)
+        return resp.integer((remaining + 500) // 1000)  # Redis rounds TTL to the nearest second
+
+    return handler
+
+
+_EXPIRE_CONDITIONS = {
+    b"NX": ExpireCondition.NX,
+    b"XX": ExpireCondition.XX,
+    b"GT": ExpireCondition.GT,
+    b"LT": ExpireCondition.LT,
+}
+
+
+def _expire_condition(options: Args) -> ExpireCondition:
+    chosen: set[bytes] = set()
+    for option in options:
+        upper = option.upper()
+        if upper not in _EXPIRE_CONDITIONS:
+            raise _invalid(f"Unsupported option {option.decode('utf-8', 'replace')}")
+        chosen.add(upper)
+    if b"NX" in chosen and len(chosen) > 1:
+        raise _invalid("NX and XX, GT or LT options at the same time are not compatible")
+    if b"GT" in chosen and b"LT" in chosen:
+        raise _invalid("GT and LT options at the same time are not compatible")
+    if not chosen:
+        return ExpireCondition.ALWAYS
+    # XX combines with GT/LT: "XX GT" means "has a TTL and the new one is later" == GT alone.
+    for name in (b"NX", b"GT", b"LT", b"XX"):
+        if name in chosen:
+            return _EXPIRE_CONDITIONS[name]
+    return ExpireCondition.ALWAYS  # pragma: no cover - unreachable
+
+
+def _expire_handler(command: str, unit_ms: int, absolute: bool) -> RespHandler:
+    def handler(server: Server, session: Session, args: Args) -> bytes:
+        amount = _integer(args[2])
+        condition = _expire_condition(args[3:])
+        if amount > _MS_LIMIT // unit_ms or amount < -(_MS_LIMIT // unit_ms):
+            raise _invalid(f"invalid expire time in '{command}' command")
+        milliseconds = amount * unit_ms
+        node = server.node
+        if absolute:
+            deadline = milliseconds
+        else:
+            now = node.now_ms()
+            if milliseconds > _MS_LIMIT - now:
+                raise _invalid(f"invalid expire time in '{command}' command")
+            deadline = now + milliseconds
+        return resp.ONE if node.expire_at(args[1], deadline, condition) else resp.ZERO
+
+    return handler
+
+
+def cmd_persist(server: Server, session: Session, args: Args) -> bytes:
+    _exists, had_ttl = server.node.persist(args[1])
+    return resp.ONE if had_ttl else resp.ZERO
+
+
+def cmd_dbsize(server: Server, session: Session, args: Args) -> bytes:
+    return resp.integer(server.node.key_count())
+
+
+def cmd_flush(server: Server, session: Session, args: Args) -> bytes:
+    if len(args) > 2 or (len(args) == 2 and args[1].upper() not in (b"ASYNC", b"SYNC")):
+        raise _invalid(_SYNTAX)
+    server.node.flush()
+    return resp.OK
+
+
+def cmd_scan(server: Server, session: Session, args: Args) -> bytes:
+    cursor = parse_integer(args[1]) if args[1][:1] != b"-" else None
+    if cursor is None:
+        raise _invalid("invalid cursor")
+    count = 10
+    pattern: bytes | None = None
+    wanted_type: bytes | None = None
+    index = 2
+    while index < len(args):
+        option = args[index].upper()
+        if index + 1 >= len(args):
+            raise _invalid(_SYNTAX)
+        if option == b"COUNT":
+            count = _integer(args[index + 1])
+            if count < 1:
+                raise _invalid(_SYNTAX)
+        elif option == b"MATCH":
+            pattern = args[index + 1]
+        elif option == b"TYPE":
+            wanted_type = args[index + 1].lower()
+        else:
+            raise _invalid(_SYNTAX)
+        index += 2
+    next_cursor, keys = server.node.scan(cursor, count, pattern)
+    if wanted_type is not None and wanted_type != b"string":
+        keys = []  # every AegisKV value is a string
+    return b"*2\r\n" + resp.bulk(b"%d" % next_cursor) + resp.bulk_array(list(keys), session.protocol)
+
+
+# -- server --------------------------------------------------------------------------------
+
+
+def _human(size: int) -> str:
+    for unit, scale in (("G", 2**30), ("M", 2**20), ("K", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.2f}{unit}"
+    return f"{size}B"
+
+
+def render_info(server: Server, sections: list[str] | None) -> bytes:
+    """INFO text in Redis's layout (``# Section`` then ``field:value`` lines)."""
+    wanted = {section.lower() for section in sections} if sections else None
+    if wanted and wanted & {"all", "everything", "default"}:
+        wanted = None
+    info = server.info(None)
+    rendered: list[tuple[str, list[tuple[str, object]]]] = []
+    general = info["server"]
+    rendered.append(
+        (
+            "Server",
+            [
+                ("redis_version", REDIS_COMPATIBLE_VERSION),
+                ("aegis_version", aegiskv.__version__),
+                ("redis_mode", "standalone"),
+                ("os", f"{platform.system()} {platform.release()} {platform.machine()}"),
+                ("arch_bits", 64),
+                ("process_id", general["process_id"]),
+                ("run_id", server.run_id),
+                ("tcp_port", server.resp_address[1] if server.resp_listener else 0),
+                ("uptime_in_seconds", general["uptime_in_seconds"]),
+                ("uptime_in_days", int(general["uptime_in_seconds"]) // 86400),
+                ("executable", "aegis"),
+                ("node_id", general["node_id"]),
+            ],
+        )
+    )
+    clients = info["clients"]
+    rendered.append(
+        (
+            "Clients",
+            [
+                ("connected_clients", clients["connected_clients"]),
+                ("maxclients", clients["maxclients"]),
+                ("blocked_clients", 0),
+            ],
+        )
+    )
+    memory = info["memory"]
+    rendered.append(
+        (
+            "Memory",
+            [
+                ("used_memory", memory["used_memory"]),
+                ("used_memory_human", _human(int(memory["used_memory"]))),
+                ("used_memory_rss", memory["used_memory_rss"]),
+                ("used_memory_rss_human", _human(int(memory["used_memory_rss"]))),
+                ("maxmemory", memory["maxmemory"]),
+                ("maxmemory_human", _human(int(memory["maxmemory"]))),
+                ("maxmemory_policy", memory["maxmemory_policy"]),
+            ],
+        )
+    )
+    stats = info["stats"]
+    rendered.append(
+        (
+            "Stats",
+            [
+                ("total_connections_received", clients["total_connections_received"]),
+                ("total_commands_processed", stats["total_commands_processed"]),
+                ("rejected_connections", clients["rejected_connections"]),
+                ("expired_keys", stats["expired_keys"]),
+                ("evicted_keys", stats["evicted_keys"]),
+                ("keyspace_hits", stats["keyspace_hits"]),
+                ("keyspace_misses", stats["keyspace_misses"]),
+            ],
+        )
+    )
+    keyspace = info["keyspace"]
+    rendered.append(
+        (
+            "Keyspace",
+            [("db0", f"keys={keyspace['keys']},expires={keyspace['expires']},avg_ttl=0")] if keyspace["keys"] else [],
+        )
+    )
+    blocks = []
+    for title, fields in rendered:
+        if wanted is not None and title.lower() not in wanted:
+            continue
+        lines = [f"# {title}"] + [f"{name}:{value}" for name, value in fields]
+        blocks.append("\r\n".join(lines) + "\r\n")
+    return "\r\n".join(blocks).encode()
+
+
+def cmd_info(server: Server, session: Session, args: Args) -> bytes:
+    text = render_info(server, [arg.decode("utf-8", "replace") for arg in args[1:]] or None)
+    return resp.verbatim(text, session.protocol)
+
+
+_CLIENT_NAME_FORBIDDEN = set(range(0, 33)) | {127}
+
+
+def _client_name(name: bytes) -> bytes:
+    if any(byte in _CLIENT_NAME_FORBIDDEN for byte in name):
+        raise _invalid("Client names cannot contain spaces, newlines or special characters.")
+    return name
+
+
+def _show_address(address: object) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return "?"
+
+
+def client_info_line(session: Session) -> bytes:
+    now = time.time()
+    fields = [
+        ("id", session.connection_id),
+        ("addr", _show_address(session.peer)),
+        ("laddr", _show_address(session.local)),
+        ("name", (session.name or b"").decode("utf-8", "replace")),
+        ("age", int(now - session.created)),
+        ("idle", 0),
+        ("flags", "N"),
+        ("db", 0),
+        ("cmd", "client|info"),  # the command being run: this one
+        ("user", "default"),
+        ("resp", session.protocol),
+        ("lib-name", session.library_name.decode("utf-8", "replace")),
+        ("lib-ver", session.library_version.decode("utf-8", "replace")),
+    ]
+    return (" ".join(f"{name}={value}" for name, value in fields) + "\n").encode()
+
+
+def cmd_client(server: Server, session: Session, args: Args) -> bytes:
+    sub = args[1].upper()
+    if sub == b"SETNAME" and len(args) == 3:
+        session.name = _client_name(args[2]) or None
+        return resp.OK
+    if sub == b"GETNAME" and len(args) == 2:
+        return _nullable(session.name, session)
+    if sub == b"ID" and len(args) == 2:
+        return resp.integer(session.connection_id)
+    if sub == b"INFO" and len(args) == 2:
+        return resp.verbatim(client_info_line(session), session.protocol)
+    if sub == b"SETINFO" and len(args) == 4:
+        attribute = args[2].upper()
+        if attribute not in (b"LIB-NAME", b"LIB-VER"):
+            raise _invalid(f"Unrecognized option '{args[2].decode('utf-8', 'replace')}'")
+        if any(byte in _CLIENT_NAME_FORBIDDEN for byte in args[3]):
+            raise _invalid(f"{attribute.decode().lower()} cannot contain spaces, newlines or special characters.")
+        if attribute == b"LIB-NAME":
+            session.library_name = args[3]
+        else:
+            session.library_version = args[3]
+        return resp.OK
+    if sub in (b"SETNAME", b"GETNAME", b"ID", b"INFO", b"SETINFO"):
+        raise _invalid(f"wrong number of arguments for 'client|{sub.decode().lower()}' command")
+    raise _invalid(f"unknown subcommand '{args[1].decode('utf-8', 'replace')}'. Try CLIENT HELP.")
+
+
+def _config_values(server: Server) -> dict[bytes, bytes]:
+    config = server.config
+    return {
+        b"maxmemory": b"%d" % config.max_memory_bytes,
+        b"maxmemory-policy": b"allkeys-lru",
+        b"maxclients": b"%d" % config.max_connections,
+        b"timeout": b"%d" % int(config.idle_timeout),
+        b"databases": b"1",
+        b"save": b"",
+        b"appendonly": b"no",
+        b"port": b"%d" % (server.resp_address[1] if server.resp_listener else 0),
+        b"bind": (server.resp_address[0] if server.resp_listener else "").encode(),
+        b"proto-max-bulk-len": b"%d" % config.max_value_bytes,
+        b"cluster-enabled": b"no",
+    }
+
+
+def cmd_config(server: Server, session: Session, args: Args) -> bytes:
+    sub = args[1].upper()
+    if sub == b"GET":
+        if len(args) < 3:
+            raise _invalid("wrong number of arguments for 'config|get' command")
+        values = _config_values(server)
+        matched: dict[bytes, bytes] = {}
+        for pattern in args[2:]:
+            for name, value in values.items():
+                if glob_match(pattern.lower(), name):
+                    matched[name] = value
+        return resp.mapping([(resp.bulk(name), resp.bulk(value)) for name, value in matched.items()], session.protocol)
+    if sub == b"SET":
+        raise _invalid(
+            "CONFIG SET is not supported: AegisKV reads its settings at start-up (change them and restart the node)"
+        )
+    if sub == b"RESETSTAT":
+        raise _invalid("CONFIG RESETSTAT is not supported")
+    raise _invalid(f"unknown subcommand '{args[1].decode('utf-8', 'replace')}'. Try CONFIG HELP.")
+
+
+# -- COMMAND -------------------------------------------------------------------------------
+
+
+class Spec(NamedTuple):
+    command: Command
+    handler: RespHandler
+    arity: int  # as Redis: N exactly, -N at least N (the name counts)
+    flags: tuple[str, ...]
+    first_key: int
+    last_key: int
+    key_step: int
+    group: str
+    summary: str
+
+
+def cmd_command(server: Server, session: Session, args: Args) -> bytes:
+    if len(args) == 1:
+        return resp.array([_command_entry(name, spec) for name, spec in sorted(SPECS.items())])
+    sub = args[1].upper()
+    if sub == b"COUNT" and len(args) == 2:
+        return resp.integer(len(SPECS))
+    if sub == b"INFO":
+        entries = []
+        for name in args[2:]:
+            spec = SPECS.get(name.lower())
+            entries.append(_command_entry(name.lower(), spec) if spec else resp.null(session.protocol))
+        return resp.array(entries)
+    if sub == b"DOCS":
+        names = [name.lower() for name in args[2:]] or sorted(SPECS)
+        pairs = []
+        for name in names:
+            spec = SPECS.get(name)
+            if spec is None:
+                continue
+            doc = resp.mapping(
+                [
+                    (resp.bulk(b"summary"), resp.bulk(spec.summary.encode())),
+                    (resp.bulk(b"since"), resp.bulk(b"1.0.0")),
+                    (resp.bulk(b"group"), resp.bulk(spec.group.encode())),
+                ],
+                session.protocol,
+            )
+            pairs.append((resp.bulk(name), doc))
+        return resp.mapping(pairs, session.protocol)
+    if sub == b"LIST":
+        return resp.bulk_array(list(sorted(SPECS)), session.protocol)
+    raise _invalid(f"unknown subcommand '{args[1].decode('utf-8', 'replace')}'. Try COMMAND HELP.")
+
+
+def _command_entry(name: bytes, spec: Spec) -> bytes:
+    return resp.array(
+        [
+            resp.bulk(name),
+            resp.integer(spec.arity),
+            resp.array([resp.simple(flag) for flag in spec.flags]),
+            resp.integer(spec.first_key),
+            resp.integer(spec.last_key),
+            resp.integer(spec.key_step),
+            resp.array([resp.simple(f"@{spec.group}")]),
+            resp.EMPTY_ARRAY,  # tips
+            resp.EMPTY_ARRAY,  # key specifications (first/last/step above describe the keys)
+            resp.EMPTY_ARRAY,  # subcommands
+        ]
+    )
+
+
+def _spec(
+    name: str,
+    handler: RespHandler,
+    arity: int,
+    flags: str,
+    keys: tuple[int, int, int],
+    group: str,
+    summary: str,
+) -> Spec:
+    return Spec(COMMANDS[name], handler, arity, tuple(flags.split()), *keys, group, summary)
+
+
+_NO_KEYS = (0, 0, 0)
+_ONE_KEY = (1, 1, 1)
+_ALL_KEYS = (1, -1, 1)
+_PAIRS = (1, -1, 2)
+
+SPECS: dict[bytes, Spec] = {
+    b"ping": _spec("ping", cmd_ping, -1, "fast stale", _NO_KEYS, "connection", "Ping the server"),
+    b"echo": _spec("echo", cmd_echo, 2, "fast stale", _NO_KEYS, "connection", "Echo the given string"),
+    b"auth": _spec(
+        "auth",
+        cmd_auth,
+        -2,
+        "noscript loading stale fast no_auth",
+        _NO_KEYS,
+        "connection",
+        "Authenticate to the server",
+    ),
+    b"hello": _spec(
+        "hello",
+        cmd_hello,
+        -1,
+        "noscript loading stale fast no_auth",
+        _NO_KEYS,
+        "connection",
+        "Handshake with the server",
+    ),
+    b"quit": _spec("quit", cmd_quit, -1, "fast no_auth", _NO_KEYS, "connection", "Close the connection"),
+    b"select": _spec(
+        "select",
+        cmd_select,
+        2,
+        "loading stale fast",
+        _NO_KEYS,
+        "connection",
+        "Change the selected database (only 0 exists)",
+    ),
+    b"client": _spec(
+        "client",
+        cmd_client,
+        -2,
+        "noscript loading stale",
+        _NO_KEYS,
+        "connection",
+        "Connection commands: SETNAME, GETNAME, ID, INFO, SETINFO",
+    ),
+    b"get": _spec("get", cmd_get, 2, "readonly fast", _ONE_KEY, "string", "Get the value of a key"),
+    b"set": _spec("set", cmd_set, -3, "write denyoom", _ONE_KEY, "string", "Set the string value of a key"),
+    b"setnx": _spec(
+        "set",
+        cmd_setnx,
+        3,
+        "write denyoom fast",
+        _ONE_KEY,
+        "string",
+        "Set the value of a key, only if the key does not exist",
+    ),
+    b"setex": _spec("set", cmd_setex, 4, "write denyoom", _ONE_KEY, "string", "Set the value and expiration of a key"),
+    b"psetex": _spec(
+        "set",
+        cmd_psetex,
+        4,
+        "write denyoom",
+        _ONE_KEY,
+        "string",
+        "Set the value and expiration in milliseconds of a key",
+    ),
+    b"getdel": _spec("getdel", cmd_getdel, 2, "write fast", _ONE_KEY, "string", "Get the value of a key and delete it"),
+    b"getex": _spec(
+        "getex",
+        cmd_getex,
+        -2,
+        "write fast",
+        _ONE_KEY,
+        "string",
+        "Get the value of a key and optionally set its expiration",
+    ),
+    b"mget": _spec("mget", cmd_mget, -2, "readonly fast", _ALL_KEYS, "string", "Get the values of all the given keys"),
+    b"mset": _spec("mset", cmd_mset, -3, "write denyoom", _PAIRS, "string", "Set multiple keys to multiple values"),
+    b"msetnx": _spec(
+        "mset", cmd_msetnx, -3, "write denyoom", _PAIRS, "string", "Set multiple keys, only if none of the keys exist"
+    ),
+    b"append": _spec("append", cmd_append, 3, "write denyoom fast", _ONE_KEY, "string", "Append a value to a key"),
+    b"strlen": _spec(
+        "strlen", cmd_strlen, 2, "readonly fast", _ONE_KEY, "string", "Get the length of the value stored in a key"
+    ),
+    b"incr": _spec(
+        "incr",
+        _incr_handler(1, False),
+        2,
+        "write denyoom fast",
+        _ONE_KEY,
+        "string",
+        "Increment the integer value of a key by one",
+    ),
+    b"incrby": _spec(
+        "incr",
+        _incr_handler(1, True),
+        3,
+        "write denyoom fast",
+        _ONE_KEY,
+        "string",
+        "Increment the integer value of a key by the given amount",
+    ),
+    b"decr": _spec(
+        "incr",
+        _incr_handler(-1, False),
+        2,
+        "write denyoom fast",
+        _ONE_KEY,
+        "string",
+        "Decrement the integer value of a key by one",
+    ),
+    b"decrby": _spec(
+        "incr",
+        _incr_handler(-1, True),
+        3,
+        "write denyoom fast",
+        _ONE_KEY,
+        "string",
+        "Decrement the integer value of a key by the given number",
+    ),
+    b"del": _spec("del", cmd_del, -2, "write", _ALL_KEYS, "keyspace", "Delete keys"),
+    b"unlink": _spec("del", cmd_del, -2, "write fast", _ALL_KEYS, "keyspace", "Delete keys"),
+    b"exists": _spec("exists", cmd_exists, -2, "readonly fast", _ALL_KEYS, "keyspace", "Count the keys that exist"),
+    b"type": _spec("type", cmd_type, 2, "readonly fast", _ONE_KEY, "keyspace", "Determine the type stored at key"),
+    b"ttl": _spec(
+        "ttl", _ttl_handler(1000), 2, "readonly fast", _ONE_KEY, "keyspace", "Get the time to live in seconds"
+    ),
+    b"pttl": _spec(
+        "ttl", _ttl_handler(1), 2, "readonly fast", _ONE_KEY, "keyspace", "Get the time to live in milliseconds"
+    ),
+    b"expire": _spec(
+        "expire",
+        _expire_handler("expire", 1000, False),
+        -3,
+        "write fast",
+        _ONE_KEY,
+        "keyspace",
+        "Set a key's time to live in seconds",
+    ),
+    b"pexpire": _spec(
+        "expire",
+        _expire_handler("pexpire", 1, False),
+        -3,
+        "write fast",
+        _ONE_KEY,
+        "keyspace",
+        "Set a key's time to live in milliseconds",
+    ),
+    b"expireat": _spec(
+        "expire",
+        _expire_handler("expireat", 1000, True),
+        -3,
+        "write fast",
+        _ONE_KEY,
+        "keyspace",
+        "Set the expiration for a key as a UNIX timestamp",
+    ),
+    b"pexpireat": _spec(
+        "expire",
+        _expire_handler("pexpireat", 1, True),
+        -3,
+        "write fast",
+        _ONE_KEY,
+        "keyspace",
+        "Set the expiration for a key as a UNIX timestamp in milliseconds",
+    ),
+    b"persist": _spec("persist", cmd_persist, 2, "write fast", _ONE_KEY, "keyspace", "Remove the expiration"),
+    b"scan": _spec("scan", cmd_scan, -2, "readonly", _NO_KEYS, "keyspace", "Incrementally iterate the keys space"),
+    b"dbsize": _spec("dbsize", cmd_dbsize, 1, "readonly fast", _NO_KEYS, "server", "Number of keys"),
+    b"flushdb": _spec("flush", cmd_flush, -1, "write", _NO_KEYS, "server", "Remove all keys"),
+    b"flushall": _spec("flush", cmd_flush, -1, "write", _NO_KEYS, "server", "Remove all keys"),
+    b"info": _spec("info", cmd_info, -1, "loading stale", _NO_KEYS, "server", "Information and statistics"),
+    b"config": _spec(
+        "config",
+        cmd_config,
+        -2,
+        "admin noscript loading stale",
+        _NO_KEYS,
+        "server",
+        "CONFIG GET (CONFIG SET is refused)",
+    ),
+    b"command": _spec(
+        "command",
+        cmd_command,
+        -1,
+        "loading stale",
+        _NO_KEYS,
+        "server",
+        "Details about commands: COUNT, INFO, DOCS, LIST",
+    ),
+}
+
+# Lookup keyed by the name exactly as sent: lower and upper case hit directly,
+# mixed case falls back to .lower().
+_ROUTES: dict[bytes, tuple[Spec, int]] = {}
+for _name, _spec_entry in SPECS.items():
+    _ROUTES[_name] = _ROUTES[_name.upper()] = (_spec_entry, _spec_entry.arity)
+
+# Redis closes connections that look like HTTP requests sent to the port.
+_SECURITY_ATTACK = {b"host:", b"post"}
+
+
+def _unknown(args: Args) -> CommandError:
+    name = args[0][:128].decode("utf-8", "replace")
+    shown = "".join(f"'{arg[:128].decode('utf-8', 'replace')}' " for arg in args[1:])
+    return CommandError(ErrorKind.UNKNOWN_COMMAND, f"unknown command '{name}', with args beginning with: {shown}")
+
+
+_ERROR_PREFIX = {
+    ErrorKind.INVALID: "ERR",
+    ErrorKind.NOAUTH: "NOAUTH",
+    ErrorKind.AUTH_FAILED: "WRONGPASS",
+    ErrorKind.RATE_LIMITED: "ERR",
+    ErrorKind.OUT_OF_MEMORY: "OOM",
+    ErrorKind.UNKNOWN_COMMAND: "ERR",
+    ErrorKind.WRONG_TYPE: "WRONGTYPE",
+    ErrorKind.NOPROTO: "NOPROTO",
+    ErrorKind.INTERNAL: "ERR",
+}
+
+
+class RespAdapter:
+    """Connects :class:`resp.RequestParser` to the pipeline (a ``WireAdapter``)."""
+
+    __slots__ = ("_parser",)
+
+    def __init__(self, limits: resp.RespLimits, authenticated: bool, use_hiredis: bool | None = None) -> None:
+        self._parser = resp.RequestParser(limits, authenticated=authenticated, use_hiredis=use_hiredis)
+
+    def receive_data(self, data: bytes) -> None:
+        self._parser.receive_data(data)
+
+    def next_request(self) -> Args | None:
+        try:
+            return self._parser.next_command()
+        except resp.RespProtocolError as error:
+            raise Violation(resp.error(f"ERR {error}"), str(error)) from None
+
+    def route(self, request: Args) -> tuple[Command, RespHandler]:
+        found = _ROUTES.get(request[0])
+        if found is None:
+            found = _ROUTES.get(request[0].lower())
+            if found is None:
+                if request[0].lower() in _SECURITY_ATTACK:
+                    raise Violation(b"", "looks like an HTTP request (possible cross-protocol attack)")
+                raise _unknown(request)
+        spec, arity = found
+        count = len(request)
+        if count != arity and (arity > 0 or count < -arity):
+            raise _invalid(f"wrong number of arguments for '{request[0].lower().decode('utf-8', 'replace')}' command")
+        return spec.command, spec.handler
+
+    def batch_size(self, request: Args) -> int:
+        return len(request) - 1
+
+    def error_reply(self, request: Args | None, error: CommandError) -> bytes:
+        return resp.error(f"{_ERROR_PREFIX[error.kind]} {error.message}")
+
+    def authenticated(self) -> None:
+        self._parser.authenticated = True
+
+
+def refusal(reason: str) -> bytes:
+    return resp.error(f"ERR {reason}")
