@@ -229,7 +229,7 @@ class NativeAdapter:
         try:
             return self._decoder.next_frame()
         except native.ProtocolError as error:
-            reply = native.encode_error(0, error.request_id, Status.PROTOCOL_ERROR, error.code, error.message)
+            reply = native.encode_error(Opcode.NONE, error.request_id, Status.PROTOCOL_ERROR, error.code, error.message)
             raise Violation(reply, str(error)) from None
 
     def route(self, request: Frame) -> tuple[Command, NativeHandler]:
@@ -239,7 +239,7 @@ class NativeAdapter:
         return len(request.items)
 
     def error_reply(self, request: Frame | None, error: CommandError) -> bytes:
-        opcode = request.opcode if request is not None else 0
+        opcode = request.opcode if request is not None else Opcode.NONE
         request_id = request.request_id if request is not None else 0
         return native.encode_error(
             opcode, request_id, _ERROR_STATUS[error.kind], error.kind.value.upper(), error.message
@@ -251,4 +251,4 @@ class NativeAdapter:
 
 def refusal(reason: str) -> bytes:
     """What a connection refused at accept time receives."""
-    return native.encode_error(0, 0, Status.BUSY, "BUSY", reason)
+    return native.encode_error(Opcode.NONE, 0, Status.BUSY, "BUSY", reason)

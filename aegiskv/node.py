@@ -17,7 +17,7 @@ import enum
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from aegiskv.backends.base import NO_EXPIRY, Backend, BackendStats, Clock, Entry, Value, ValueTooLarge, wall_clock_ms
@@ -54,6 +54,11 @@ class Limits(NamedTuple):
     max_batch_keys: int
 
 
+# Batch operations (MGET, MSET, DEL of many keys) take the lock for at most this
+# many keys at a time. Large batches run in the worker pool so the reactor can
+# serve other clients meanwhile; if a batch held the lock throughout, the
+# reactor would block on the lock instead and nothing would be gained.
+BATCH_CHUNK = 256
 _MAX_SCANS = 64
 _MAX_SCAN_ID = 2**31 - 1
 
@@ -143,14 +148,18 @@ class Node:
         return max(0, entry.expires_at_ms - self._clock())
 
     def mget(self, keys: Sequence[bytes]) -> list[Value | None]:
+        """Values in order. Each chunk of BATCH_CHUNK keys is read under one lock hold (see BATCH_CHUNK)."""
         self._check_batch(len(keys))
-        with self._lock:
-            get = self.backend.get
-            values = [get(key) for key in keys]
-            found = sum(1 for value in values if value is not None)
-            self.hits += found
-            self.misses += len(values) - found
-            return values
+        values: list[Value | None] = []
+        get = self.backend.get
+        for start in range(0, len(keys), BATCH_CHUNK):
+            with self._lock:
+                chunk = [get(key) for key in keys[start : start + BATCH_CHUNK]]
+                found = sum(1 for value in chunk if value is not None)
+                self.hits += found
+                self.misses += len(chunk) - found
+            values.extend(chunk)
+        return values
 
     def getdel(self, key: bytes) -> Value | None:
         with self._lock:
@@ -182,9 +191,13 @@ class Node:
                     self.backend.set_expiry(key, deadline)
             return entry.value
 
-    def exists(self, keys: Iterable[bytes]) -> int:
-        with self._lock:
-            return sum(1 for key in keys if self.backend.get_entry(key, touch=False) is not None)
+    def exists(self, keys: Sequence[bytes]) -> int:
+        count = 0
+        peek = self.backend.get_entry
+        for start in range(0, len(keys), BATCH_CHUNK):
+            with self._lock:
+                count += sum(1 for key in keys[start : start + BATCH_CHUNK] if peek(key, touch=False) is not None)
+        return count
 
     # -- writes ----------------------------------------------------------------------
 
@@ -245,22 +258,30 @@ class Node:
     def mset(
         self, pairs: Sequence[tuple[bytes, bytes]], ttl_ms: int | None = None, only_if_none_exist: bool = False
     ) -> int:
-        """Store every pair atomically; returns the last version (0 when ``only_if_none_exist`` failed)."""
+        """Store every pair; returns the last version (0 when ``only_if_none_exist`` failed).
+
+        Each chunk of BATCH_CHUNK pairs is stored under one lock hold, so a
+        reader may see a large MSET partly applied (never a torn key). With
+        ``only_if_none_exist`` (MSETNX) the check and every write happen under
+        one hold, so it is all or nothing.
+        """
         self._check_batch(len(pairs))
         for key, value in pairs:
             self._check_sizes(key, value)
         expires_at = NO_EXPIRY if ttl_ms is None else self._deadline(ttl_ms)
-        with self._lock:
-            backend = self.backend
-            if only_if_none_exist and any(backend.get_entry(key, touch=False) is not None for key, _ in pairs):
-                return 0
-            version = 0
-            try:
-                for key, value in pairs:
-                    version = backend.put(key, value, expires_at)
-            except ValueTooLarge as error:
-                raise CommandError(ErrorKind.OUT_OF_MEMORY, str(error)) from None
-            return version
+        backend = self.backend
+        chunk_size = len(pairs) if only_if_none_exist else BATCH_CHUNK
+        version = 0
+        try:
+            for start in range(0, len(pairs), chunk_size):
+                with self._lock:
+                    if only_if_none_exist and any(backend.get_entry(key, touch=False) is not None for key, _ in pairs):
+                        return 0
+                    for key, value in pairs[start : start + chunk_size]:
+                        version = backend.put(key, value, expires_at)
+        except ValueTooLarge as error:
+            raise CommandError(ErrorKind.OUT_OF_MEMORY, str(error)) from None
+        return version
 
     def append(self, key: bytes, suffix: bytes) -> int:
         """Append to the value (creating it); keeps the TTL; returns the new length."""
@@ -300,10 +321,13 @@ class Node:
         with self._lock:
             return self.backend.delete(key)
 
-    def delete_many(self, keys: Iterable[bytes]) -> int:
-        with self._lock:
-            delete = self.backend.delete
-            return sum(1 for key in keys if delete(key))
+    def delete_many(self, keys: Sequence[bytes]) -> int:
+        removed = 0
+        delete = self.backend.delete
+        for start in range(0, len(keys), BATCH_CHUNK):
+            with self._lock:
+                removed += sum(1 for key in keys[start : start + BATCH_CHUNK] if delete(key))
+        return removed
 
     def expire(self, key: bytes, ttl_ms: int, condition: ExpireCondition = ExpireCondition.ALWAYS) -> bool:
         """Give ``key`` a TTL; a TTL <= 0 deletes it (as Redis). False when the key is absent."""
@@ -387,9 +411,17 @@ class Node:
     # -- housekeeping ----------------------------------------------------------------
 
     def expire_step(self, sample_size: int, budget_seconds: float) -> int:
-        """One bounded run of the active expiry sampler (called by a reactor timer)."""
-        with self._lock:
+        """One bounded run of the active expiry sampler (called by a reactor timer).
+
+        Skipped when a worker holds the lock: the reactor must never wait for
+        it, and the sampler loses nothing by running on the next tick.
+        """
+        if not self._lock.acquire(blocking=False):
+            return 0
+        try:
             return self.backend.expire_step(sample_size, budget_seconds)
+        finally:
+            self._lock.release()
 
     def key_count(self) -> int:
         with self._lock:

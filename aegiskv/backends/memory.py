@@ -63,9 +63,12 @@ def entry_cost(key_length: int, value_length: int, has_ttl: bool = False) -> int
 
 
 _VERSION = struct.Struct("!Q")
+_MAX_VERSION = 2**64 - 1
 
 
 def _pack(version: int, value: bytes) -> bytes:
+    if version > _MAX_VERSION:
+        raise ValueError(f"version {version} does not fit in 64 bits")
     return _VERSION.pack(version) + value
 
 
@@ -144,13 +147,14 @@ class MemoryBackend(Backend):
         cost = entry_cost(len(key), len(value), expires_at_ms != NO_EXPIRY)
         if cost > self._limit:
             raise ValueTooLarge(f"entry of {cost} bytes exceeds max-memory of {self._limit} bytes")
-        self._remove(key)
         if version is None or version <= self._version:
             version = self._version + 1
+        blob = _pack(version, value)  # before any change: an out-of-range version raises here
+        self._remove(key)
         self._version = version
         # A rewritten key starts over in probation: it is a new value that has
         # not been read yet. (Redis and most SLRU variants do the same.)
-        self._probation[key] = _pack(version, value)
+        self._probation[key] = blob
         self._probation_bytes += cost
         shard = self._shard_of(key)
         self._shard_keys[shard] += 1

@@ -374,6 +374,8 @@ class Client:
                 frame = connection.call(Opcode.AUTH, items=((config.auth_token.encode(), b""),))
                 _raise_for_status(frame)
         except BaseException:
+            if connection is not None:
+                connection.close()
             with self._lock:
                 pool.lent -= 1
                 self._lock.notify()

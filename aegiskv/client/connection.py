@@ -35,7 +35,7 @@ class NativeConnection:
         self.address = address
         self._read_timeout = read_timeout
         self._write_timeout = write_timeout
-        self._decoder = FrameDecoder(_CLIENT_LIMITS)
+        self._decoder = FrameDecoder(_CLIENT_LIMITS, native.RESPONSE_OPCODES)
         self._next_id = 1
         self.broken = False
         self.created = time.monotonic()

@@ -56,6 +56,9 @@ _U32_MAX = 2**32 - 1
 
 
 class Opcode(enum.IntEnum):
+    # Only in server-to-client frames that answer no particular request: a
+    # protocol error found before a request could be read, or a refused connection.
+    NONE = 0
     PING = 1
     AUTH = 2
     GET = 3
@@ -69,7 +72,8 @@ class Opcode(enum.IntEnum):
     INFO = 11
 
 
-_OPCODES = frozenset(int(op) for op in Opcode)
+REQUEST_OPCODES = frozenset(int(op) for op in Opcode if op != Opcode.NONE)
+RESPONSE_OPCODES = frozenset(int(op) for op in Opcode)
 
 
 class Status(enum.IntEnum):
@@ -158,7 +162,7 @@ class FrameDecoder:
 
     __slots__ = ("limits", "_buffer", "_offset", "_opcodes")
 
-    def __init__(self, limits: Limits = DEFAULT_LIMITS, opcodes: frozenset[int] = _OPCODES) -> None:
+    def __init__(self, limits: Limits = DEFAULT_LIMITS, opcodes: frozenset[int] = REQUEST_OPCODES) -> None:
         self.limits = limits  # may be replaced between frames (raised after AUTH)
         self._buffer = bytearray()
         self._offset = 0
@@ -266,11 +270,20 @@ def encode_frame(
     items: Sequence[tuple[bytes, bytes | memoryview | None]] = (),
 ) -> bytes:
     """Serialise one frame. Raises ``ValueError`` for fields out of range (a caller bug)."""
-    if not (0 <= request_id <= _U32_MAX and _TTL_MIN <= ttl_ms <= _TTL_MAX and 0 <= version <= _U64_MAX):
-        raise ValueError("request_id, ttl_ms or version out of range")
+    if not (
+        0 <= request_id <= _U32_MAX
+        and _TTL_MIN <= ttl_ms <= _TTL_MAX
+        and 0 <= version <= _U64_MAX
+        and 0 <= opcode <= 0xFF
+        and 0 <= flags <= 0xFFFF
+        and 0 <= status <= 0xFFFF
+    ):
+        raise ValueError("opcode, flags, status, request_id, ttl_ms or version out of range")
     parts: list[bytes | memoryview] = []
     body_length = 0
     for key, value in items:
+        if type(value) is memoryview and value.itemsize != 1:
+            value = value.cast("B")  # lengths below count bytes, not wider elements
         if value is None:
             parts.append(_ITEM_HEADER.pack(len(key), NULL_LENGTH))
             parts.append(key)
@@ -297,7 +310,7 @@ def encode_frame(
 
 def encode_value_reply(opcode: int, request_id: int, value: bytes | memoryview, version: int, ttl_ms: int = 0) -> bytes:
     """Fast path for the commonest reply: OK with one value (GET, GET_TTL)."""
-    value_length = len(value)
+    value_length = len(value) if type(value) is bytes else memoryview(value).nbytes
     return b"".join(
         (
             _HEADER.pack(
