@@ -26,6 +26,11 @@ class Command:
     # Work that takes long whatever its arguments (FLUSHALL frees every key): always the pool.
     slow: bool = False
 
+    @property
+    def may_leave_reactor(self) -> bool:
+        """Whether the pipeline must look closer before running this inline."""
+        return self.slow or self.batch
+
 
 _SPECS: list[tuple[str, dict[str, bool]]] = [
     ("ping", {}),
@@ -34,7 +39,7 @@ _SPECS: list[tuple[str, dict[str, bool]]] = [
     ("quit", {"before_auth": True}),
     ("echo", {}),
     ("select", {}),
-    ("info", {}),
+    ("info", {"slow": True}),  # may walk every key (INFO shards)
     ("get", {}),
     ("get_ttl", {}),
     ("getdel", {"write": True}),

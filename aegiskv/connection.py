@@ -28,9 +28,10 @@ from loguru import logger
 
 from aegiskv.commands import Command
 from aegiskv.errors import CommandError, ErrorKind
+from aegiskv.net.errors import PeerProtocolError
 from aegiskv.net.reactor import Connection, Protocol
 from aegiskv.session import Authenticator, Session, TokenBucket
-from aegiskv.stats import RequestStats, StatsRegistry
+from aegiskv.stats import LATENCY_BUCKETS, RequestStats, StatsRegistry
 
 RequestT = TypeVar("RequestT")
 
@@ -53,7 +54,10 @@ class WireAdapter(TypingProtocol[RequestT]):
     def receive_data(self, data: bytes) -> None: ...
 
     def next_request(self) -> RequestT | None:
-        """The next complete request, ``None`` for more data; raises :class:`Violation`."""
+        """The next complete request, ``None`` for more data; raises PeerProtocolError."""
+
+    def violation_reply(self, error: PeerProtocolError) -> bytes:
+        """What to send before closing a connection that broke the protocol."""
 
     def route(self, request: RequestT) -> tuple[Command, Handler]:
         """The command and its handler; raises CommandError for an unknown command."""
@@ -119,33 +123,65 @@ class CommandConnection(Protocol, Generic[RequestT]):
     # -- the pipeline ----------------------------------------------------------------
 
     def _process(self) -> None:
+        # The hot loop of the server: everything it touches is bound to a local,
+        # and the common case (authenticated, no rate limit, small command) runs
+        # the handler right here instead of through _execute.
         connection = self.connection
         assert connection is not None
         adapter = self.adapter
+        next_request = adapter.next_request
+        route = adapter.route
+        write = connection.write
+        server = self.server
+        session = self.session
         stats = self._inline_stats
-        limit = self.server.inline_batch_limit
-        while not self._closing and connection.out_size < connection.high_water:
+        calls, latency, latency_sum = stats.calls, stats.latency, stats.latency_sum_ns
+        limit = server.inline_batch_limit
+        clock = time.perf_counter_ns
+        arrived = clock()  # every request decoded in this call arrived with this read
+        high_water = connection.high_water
+        while not self._closing and connection.out_size < high_water:
             try:
-                request = adapter.next_request()
+                request = next_request()
+                if request is None:
+                    return
+                command, handler = route(request)
+            except PeerProtocolError as error:
+                self._violation(Violation(adapter.violation_reply(error), str(error)))
+                return
             except Violation as violation:
                 self._violation(violation)
                 return
-            if request is None:
-                return
-            try:
-                command, handler = adapter.route(request)
             except CommandError as error:
-                connection.write(adapter.error_reply(request, error))
+                write(adapter.error_reply(request, error))
                 continue
-            except Violation as violation:
-                self._violation(violation)
-                return
-            if command.slow or (command.batch and adapter.batch_size(request) > limit):
+            if command.may_leave_reactor and (command.slow or adapter.batch_size(request) > limit):
                 self._hand_off(command, handler, request)
                 return
-            connection.write(self._execute(command, handler, request, stats))
+            if not session.authenticated or session.rate is not None:
+                write(self._execute(command, handler, request, stats))
+            else:
+                try:
+                    write(handler(server, session, request))
+                except CommandError as error:
+                    stats.errors[command.index] += 1
+                    if error.close:
+                        session.close_requested = True
+                    write(adapter.error_reply(request, error))
+                except Exception:
+                    logger.exception("command {} failed", command.name)
+                    stats.errors[command.index] += 1
+                    write(adapter.error_reply(request, CommandError(ErrorKind.INTERNAL, "internal error")))
+                index = command.index
+                elapsed = clock() - arrived
+                calls[index] += 1
+                latency_sum[index] += elapsed
+                bucket = (elapsed // 1000).bit_length()
+                latency[index][bucket if bucket < LATENCY_BUCKETS else LATENCY_BUCKETS - 1] += 1
+                if session.close_requested:
+                    self._closing = True
             if self._closing:
-                connection.close()  # after the error reply has been sent
+                connection.close()  # after the last reply has been sent
                 return
         # Above the high-water mark: the reactor stops reading and calls
         # output_drained() once the client has taken enough of its replies.
@@ -190,8 +226,8 @@ class CommandConnection(Protocol, Generic[RequestT]):
         while True:
             try:
                 following = self.adapter.next_request()
-            except Violation as error:
-                violation = error
+            except PeerProtocolError as error:
+                violation = Violation(self.adapter.violation_reply(error), str(error))
                 break
             if following is None:
                 break

@@ -63,8 +63,6 @@ def build_server(config: Config) -> tuple[Server, DataDir]:
                 protected_fraction=config.slru_protected_fraction,
                 data_dir=data_dir.path,
                 first_version=first_version(wall_clock_ms()),
-                shards=config.shards,
-                shard_of=mapper.shard_of_key,
             )
         )
         node = Node(

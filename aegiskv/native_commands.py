@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from aegiskv.backends.base import NO_EXPIRY
 from aegiskv.commands import COMMANDS, Command
-from aegiskv.connection import Violation
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.net import native
+from aegiskv.net.errors import PeerProtocolError
 from aegiskv.net.native import Frame, FrameDecoder, Opcode, Status
 from aegiskv.node import Condition
 from aegiskv.session import Session
@@ -216,21 +216,18 @@ ROUTES: dict[int, tuple[Command, NativeHandler]] = {
 class NativeAdapter:
     """Connects :class:`FrameDecoder` to the pipeline (a ``WireAdapter``)."""
 
-    __slots__ = ("_decoder", "_limits")
+    __slots__ = ("_decoder", "_limits", "receive_data", "next_request")
 
     def __init__(self, limits: native.Limits, unauthenticated_limits: native.Limits | None) -> None:
         self._limits = limits
         self._decoder = FrameDecoder(unauthenticated_limits or limits)
+        # The decoder's own methods, without a wrapper call per request.
+        self.receive_data = self._decoder.receive_data
+        self.next_request = self._decoder.next_frame
 
-    def receive_data(self, data: bytes) -> None:
-        self._decoder.receive_data(data)
-
-    def next_request(self) -> Frame | None:
-        try:
-            return self._decoder.next_frame()
-        except native.ProtocolError as error:
-            reply = native.encode_error(Opcode.NONE, error.request_id, Status.PROTOCOL_ERROR, error.code, error.message)
-            raise Violation(reply, str(error)) from None
+    def violation_reply(self, error: PeerProtocolError) -> bytes:
+        assert isinstance(error, native.ProtocolError)
+        return native.encode_error(Opcode.NONE, error.request_id, Status.PROTOCOL_ERROR, error.code, error.message)
 
     def route(self, request: Frame) -> tuple[Command, NativeHandler]:
         return ROUTES[request.opcode]  # the decoder admits only known opcodes

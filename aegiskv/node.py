@@ -203,7 +203,9 @@ class Node:
 
     def put(self, key: bytes, value: bytes, ttl_ms: int | None = None) -> int:
         """Unconditional SET (the hot path); returns the new version."""
-        self._check_sizes(key, value)
+        limits = self.limits
+        if len(key) > limits.max_key_bytes or len(value) > limits.max_value_bytes:
+            self._check_sizes(key, value)  # raises with the message
         expires_at = NO_EXPIRY if ttl_ms is None else self._deadline(ttl_ms)
         with self._lock:
             try:
@@ -431,10 +433,20 @@ class Node:
         with self._lock:
             return self.backend.stats()
 
-    def shard_usage(self) -> list[tuple[int, int]]:
-        """(keys, bytes) per shard."""
+    def keys_per_shard(self) -> list[int]:
+        """Keys held in each shard, counted from a snapshot.
+
+        O(keys): the snapshot is a C-speed copy under the lock, the counting
+        (one CRC16 per key) runs outside it. Keeping counters on every write
+        was the alternative; it cost a CRC per SET on the hot path.
+        """
         with self._lock:
-            return self.backend.shard_usage()
+            keys = self.backend.key_snapshot()
+        counts = [0] * self.shards.shards
+        shard_of = self.shards.shard_of_key
+        for key in keys:
+            counts[shard_of(key)] += 1
+        return counts
 
     def now_ms(self) -> int:
         return self._clock()

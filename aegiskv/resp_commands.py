@@ -18,6 +18,7 @@ from aegiskv.commands import COMMANDS, Command
 from aegiskv.connection import Violation
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.net import resp
+from aegiskv.net.errors import PeerProtocolError
 from aegiskv.node import Condition, ExpireCondition, parse_integer
 from aegiskv.pattern import glob_match
 from aegiskv.session import Session
@@ -927,19 +928,16 @@ _ERROR_PREFIX = {
 class RespAdapter:
     """Connects :class:`resp.RequestParser` to the pipeline (a ``WireAdapter``)."""
 
-    __slots__ = ("_parser",)
+    __slots__ = ("_parser", "receive_data", "next_request")
 
     def __init__(self, limits: resp.RespLimits, authenticated: bool, use_hiredis: bool | None = None) -> None:
         self._parser = resp.RequestParser(limits, authenticated=authenticated, use_hiredis=use_hiredis)
+        # The parser's own methods, without a wrapper call per request.
+        self.receive_data = self._parser.receive_data
+        self.next_request = self._parser.next_command
 
-    def receive_data(self, data: bytes) -> None:
-        self._parser.receive_data(data)
-
-    def next_request(self) -> Args | None:
-        try:
-            return self._parser.next_command()
-        except resp.RespProtocolError as error:
-            raise Violation(resp.error(f"ERR {error}"), str(error)) from None
+    def violation_reply(self, error: PeerProtocolError) -> bytes:
+        return resp.error(f"ERR {error}")
 
     def route(self, request: Args) -> tuple[Command, RespHandler]:
         found = _ROUTES.get(request[0])

@@ -263,15 +263,19 @@ class Server:
                 "expired_keys": backend.expirations,
             }
         if backend is not None and "keyspace" in wanted:
-            usage = self.node.shard_usage()
-            shard_keys = [keys for keys, _ in usage]
             result["keyspace"] = {
                 "keys": backend.keys,
                 "expires": backend.keys_with_ttl,
-                "shards": len(usage),
-                "shard_keys_min": min(shard_keys),
-                "shard_keys_max": max(shard_keys),
-                "shard_bytes_max": max(size for _, size in usage),
+                "shards": self.node.shards.shards,
+            }
+        if "shards" in wanted:
+            # Only when asked for by name: it walks every key (see Node.keys_per_shard).
+            shard_keys = self.node.keys_per_shard()
+            result["shards"] = {
+                "shards": len(shard_keys),
+                "keys_min": min(shard_keys),
+                "keys_max": max(shard_keys),
+                "keys_mean": round(sum(shard_keys) / len(shard_keys), 1),
             }
         return result
 

@@ -7,6 +7,8 @@ Tests that need a clean keyspace or special settings start their own node.
 
 from __future__ import annotations
 
+import os
+
 import threading
 import time
 from collections.abc import Iterator
@@ -468,8 +470,20 @@ def test_batches_above_inline_limit_are_correct_and_ordered(kv: Client, shared_n
     assert [value for _, value in replies[3].items] == [value for _, value in batch[:-1]] + [b"overwritten"]
 
 
+_POOLED_BATCH_KEYS = 400_000
+
+
+@pytest.fixture(scope="module")
+def big_batch_node(tmp_path_factory) -> Iterator[LocalNode]:
+    """A node that accepts batches large enough to keep a worker busy for most of a second."""
+    env = {**os.environ, "AEGIS_MAX_BATCH_KEYS": str(_POOLED_BATCH_KEYS)}
+    node = LocalNode(str(tmp_path_factory.mktemp("big-batch-node")), env=env)
+    yield node
+    assert node.stop() == 0
+
+
 def _latencies_during_pooled_batch(node: LocalNode, probe_opcode: int) -> tuple[float, list[float]]:
-    """Run a 100,000-key MSET in the worker pool and probe the reactor on another connection meanwhile.
+    """Run a 400,000-key MSET in the worker pool and probe the reactor on another connection meanwhile.
 
     Returns (seconds the pool worked on the batch, latency of each probe sent
     while it did). The reactor decodes a frame and hands it to the pool in the
@@ -477,7 +491,7 @@ def _latencies_during_pooled_batch(node: LocalNode, probe_opcode: int) -> tuple[
     server has read every byte, then the first probe's reply marks the hand-off
     and every later probe measures the reactor while a worker runs the batch.
     """
-    items = [(b"pooled:%06d" % index, b"v" * 16) for index in range(100_000)]
+    items = [(b"pooled:%06d" % index, b"v" * 16) for index in range(_POOLED_BATCH_KEYS)]
     probe_items = ((b"pooled:probe", b""),) if probe_opcode == Opcode.GET else ()
     with RawConnection(node.address, timeout=20) as batch, RawConnection(node.address) as probe:
         batch_reply: list[tuple[float, object]] = []
@@ -506,8 +520,8 @@ def _latencies_during_pooled_batch(node: LocalNode, probe_opcode: int) -> tuple[
 
 
 @pytest.mark.parametrize("probe", [Opcode.PING, Opcode.GET], ids=["ping", "get"])
-def test_pooled_batch_does_not_hold_the_reactor(shared_node: LocalNode, probe: Opcode) -> None:
-    pool_seconds, latencies = _latencies_during_pooled_batch(shared_node, probe)
+def test_pooled_batch_does_not_hold_the_reactor(big_batch_node: LocalNode, probe: Opcode) -> None:
+    pool_seconds, latencies = _latencies_during_pooled_batch(big_batch_node, probe)
     # Without a batch long enough to tell a stall from scheduling noise this test proves nothing.
     assert pool_seconds > 0.2, f"batch ran only {pool_seconds:.3f}s in the pool"
     assert latencies, "no probe was answered while the pool worked on the batch"

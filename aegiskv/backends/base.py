@@ -53,8 +53,6 @@ class BackendOptions:
     protected_fraction: float = 0.8  # share of the budget the SLRU protected segment may use
     data_dir: str | None = None
     first_version: int = 1  # versions handed out start above this
-    shards: int = 1  # the keyspace is split into this many shards ...
-    shard_of: Callable[[bytes], int] = lambda key: 0  # ... and this says which one holds a key
 
 
 @dataclass(frozen=True)
@@ -134,10 +132,6 @@ class Backend(ABC):
 
     @abstractmethod
     def stats(self) -> BackendStats: ...
-
-    @abstractmethod
-    def shard_usage(self) -> list[tuple[int, int]]:
-        """(keys, bytes) held for each shard, indexed by shard number."""
 
     @property
     @abstractmethod

@@ -14,9 +14,10 @@ version followed by the value. A separate entry object per key would cost
 about 90 more bytes per key (object header plus a boxed version integer).
 Deadlines of keys with a TTL live in :class:`ExpiryIndex`.
 
-Byte accounting is one function, :func:`entry_cost`: key and value lengths plus
-a per-entry overhead measured with tracemalloc (``tools/calibrate_memory.py``
-measures it again and ``tests/test_memory_accounting.py`` checks it).
+Byte accounting is one formula, :func:`entry_cost` (``put`` spells it out
+inline because it is the hot path): key and value lengths plus a per-entry
+overhead measured with tracemalloc (``tools/calibrate_memory.py`` measures it
+again and ``tests/test_memory_accounting.py`` checks it).
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ _COPY_LIMIT = 64 * 1024
 _RESAMPLE_RATIO = 0.25
 
 
+_ENTRY_WITH_TTL = ENTRY_OVERHEAD + TTL_OVERHEAD
+
+
 def entry_cost(key_length: int, value_length: int, has_ttl: bool = False) -> int:
     """Bytes charged to the memory budget for one entry."""
     return key_length + value_length + ENTRY_OVERHEAD + (TTL_OVERHEAD if has_ttl else 0)
@@ -64,12 +68,6 @@ def entry_cost(key_length: int, value_length: int, has_ttl: bool = False) -> int
 
 _VERSION = struct.Struct("!Q")
 _MAX_VERSION = 2**64 - 1
-
-
-def _pack(version: int, value: bytes) -> bytes:
-    if version > _MAX_VERSION:
-        raise ValueError(f"version {version} does not fit in 64 bits")
-    return _VERSION.pack(version) + value
 
 
 class MemoryBackend(Backend):
@@ -96,11 +94,6 @@ class MemoryBackend(Backend):
         # (a membership test through a method call costs three times as much).
         self._deadline_map = self._deadlines.packed_map
         self._version = options.first_version
-        # Per-shard totals, kept on every write and removal (one CRC16 each, about
-        # 0.1 us) so INFO and rebalancing know shard sizes without a scan.
-        self._shard_of = options.shard_of
-        self._shard_keys = [0] * options.shards
-        self._shard_bytes = [0] * options.shards
         self.evictions = 0
         self.expirations = 0
 
@@ -144,23 +137,39 @@ class MemoryBackend(Backend):
     # -- writes ------------------------------------------------------------------
 
     def put(self, key: bytes, value: bytes, expires_at_ms: int = NO_EXPIRY, version: int | None = None) -> int:
-        cost = entry_cost(len(key), len(value), expires_at_ms != NO_EXPIRY)
+        # The hot path of every SET: one pop to find and drop an old value,
+        # one insert, no helper calls unless a TTL or an eviction is involved.
+        has_ttl = expires_at_ms != NO_EXPIRY
+        cost = len(key) + len(value) + (_ENTRY_WITH_TTL if has_ttl else ENTRY_OVERHEAD)
         if cost > self._limit:
             raise ValueTooLarge(f"entry of {cost} bytes exceeds max-memory of {self._limit} bytes")
         if version is None or version <= self._version:
             version = self._version + 1
-        blob = _pack(version, value)  # before any change: an out-of-range version raises here
-        self._remove(key)
+        elif version > _MAX_VERSION:
+            raise ValueError(f"version {version} does not fit in 64 bits")
+        blob = _VERSION.pack(version) + value
+        deadlines = self._deadline_map
+        probation = self._probation
+        old = probation.pop(key, None)
+        if old is not None:
+            self._probation_bytes -= (
+                len(key) + len(old) - VERSION_BYTES + (_ENTRY_WITH_TTL if key in deadlines else ENTRY_OVERHEAD)
+            )
+        else:
+            old = self._protected.pop(key, None)
+            if old is not None:
+                self._protected_bytes -= (
+                    len(key) + len(old) - VERSION_BYTES + (_ENTRY_WITH_TTL if key in deadlines else ENTRY_OVERHEAD)
+                )
+        if has_ttl:
+            self._deadlines.set(key, expires_at_ms)
+        elif old is not None and key in deadlines:
+            self._deadlines.discard(key)
         self._version = version
         # A rewritten key starts over in probation: it is a new value that has
         # not been read yet. (Redis and most SLRU variants do the same.)
-        self._probation[key] = blob
+        probation[key] = blob
         self._probation_bytes += cost
-        shard = self._shard_of(key)
-        self._shard_keys[shard] += 1
-        self._shard_bytes[shard] += cost
-        if expires_at_ms != NO_EXPIRY:
-            self._deadlines.set(key, expires_at_ms)
         if self._probation_bytes + self._protected_bytes > self._limit:
             self._evict(keep=key)
         return version
@@ -190,7 +199,6 @@ class MemoryBackend(Backend):
             self._protected_bytes += delta
         else:
             self._probation_bytes += delta
-        self._shard_bytes[self._shard_of(key)] += delta
         if delta > 0 and self._probation_bytes + self._protected_bytes > self._limit:
             self._evict(keep=key)
         return True
@@ -201,8 +209,6 @@ class MemoryBackend(Backend):
         self._protected.clear()
         self._deadlines.clear()
         self._probation_bytes = self._protected_bytes = 0
-        self._shard_keys = [0] * len(self._shard_keys)
-        self._shard_bytes = [0] * len(self._shard_bytes)
         return removed
 
     # -- expiry ------------------------------------------------------------------
@@ -262,15 +268,8 @@ class MemoryBackend(Backend):
                 return False
             cost = entry_cost(len(key), len(blob) - VERSION_BYTES, key in self._deadline_map)
             self._protected_bytes -= cost
-        self._forget(key, cost)
-        return True
-
-    def _forget(self, key: bytes, cost: int) -> None:
-        """Bookkeeping shared by every removal path (delete, expiry, eviction)."""
-        shard = self._shard_of(key)
-        self._shard_keys[shard] -= 1
-        self._shard_bytes[shard] -= cost
         self._deadlines.discard(key)
+        return True
 
     def _evict(self, keep: bytes) -> None:
         """Evict least recently used entries, probation first, until under the limit.
@@ -298,7 +297,7 @@ class MemoryBackend(Backend):
                 self._probation_bytes -= cost
             else:
                 self._protected_bytes -= cost
-            self._forget(key, cost)
+            self._deadlines.discard(key)
             self.evictions += 1
 
     # -- introspection -------------------------------------------------------------
@@ -330,9 +329,6 @@ class MemoryBackend(Backend):
             expirations=self.expirations,
         )
 
-    def shard_usage(self) -> list[tuple[int, int]]:
-        return list(zip(self._shard_keys, self._shard_bytes))
-
     @property
     def last_version(self) -> int:
         return self._version
@@ -354,5 +350,3 @@ class MemoryBackend(Backend):
         assert self._probation_bytes + self._protected_bytes <= self._limit
         for key, _deadline in self._deadlines:
             assert key in self._probation or key in self._protected
-        assert sum(self._shard_keys) == len(self)
-        assert sum(self._shard_bytes) == self._probation_bytes + self._protected_bytes

@@ -39,6 +39,8 @@ import struct
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from aegiskv.net.errors import PeerProtocolError
+
 MAGIC = 0xAE6B
 PROTOCOL_VERSION = 1
 
@@ -147,7 +149,7 @@ class Frame:
         return f"Frame({fields})"
 
 
-class ProtocolError(Exception):
+class ProtocolError(PeerProtocolError):
     """The peer broke the protocol. ``code`` names the problem; ``request_id`` is 0 if unknown."""
 
     def __init__(self, code: str, message: str, request_id: int = 0) -> None:

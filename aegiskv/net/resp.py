@@ -46,6 +46,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, NamedTuple
 
+from aegiskv.net.errors import PeerProtocolError
+
 _hiredis: Any
 try:  # optional C accelerator, see the module docstring
     import hiredis as _hiredis
@@ -73,7 +75,7 @@ class RespLimits(NamedTuple):
 DEFAULT_LIMITS = RespLimits()
 
 
-class RespProtocolError(Exception):
+class RespProtocolError(PeerProtocolError):
     """The client broke the protocol; ``str(error)`` is Redis's wording without the ``ERR`` prefix."""
 
 
@@ -108,6 +110,8 @@ class RequestParser:
         "_returned_before_claim",
         "_skip",
         "_check_at",
+        "_max_bulk",
+        "_max_multibulk",
     )
 
     def __init__(
@@ -126,6 +130,8 @@ class RequestParser:
         self._returned_before_claim = 0  # commands hiredis returned out of _claimed
         self._skip = 0  # commands the exact parser must drop (hiredis returned them already)
         self._check_at = _TAIL_CHECK
+        self._max_bulk = limits.max_bulk
+        self._max_multibulk = limits.max_multibulk
         self._maybe_start_hiredis()
 
     @property
@@ -206,18 +212,20 @@ class RequestParser:
                 return None
             if command is None or command == []:
                 continue  # "*-1" and "*0": empty commands, skipped like Redis (and by the exact parser)
-            if type(command) is list and all(type(argument) is bytes for argument in command):
-                if len(command) > self.limits.max_multibulk or (
-                    self.limits.max_bulk < _TAIL_CHECK + 65536 and max(map(len, command)) > self.limits.max_bulk
-                ):
-                    self._fall_back()
-                    return None
-                if self._claimed is not None:
-                    self._verify_claim(len(command))
-                self._returned += 1
-                return command
-            self._fall_back()  # nested arrays, integers, nulls: Redis's wording comes from the exact parser
-            return None
+            try:
+                # bytes.__len__ refuses anything that is not bytes (integers, nulls,
+                # nested arrays) at C speed; the exact parser words Redis's error.
+                largest = max(map(bytes.__len__, command))
+            except TypeError:
+                self._fall_back()
+                return None
+            if len(command) > self._max_multibulk or largest > self._max_bulk:
+                self._fall_back()
+                return None
+            if self._claimed is not None:
+                self._verify_claim(len(command))
+            self._returned += 1
+            return command  # type: ignore[no-any-return]  # checked above: a list of bytes
 
     def _claim_boundary(self) -> None:
         """hiredis holds no unparsed byte: probably between commands (verified by the next one)."""
