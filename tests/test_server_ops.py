@@ -8,7 +8,6 @@ Tests that need a clean keyspace or special settings start their own node.
 from __future__ import annotations
 
 import os
-
 import threading
 import time
 from collections.abc import Iterator
