@@ -320,6 +320,12 @@ SETTINGS: tuple[Setting, ...] = (
         "stop reading a connection while this many reply bytes wait to be sent",
     ),
     # -- server internals -------------------------------------------------------
+    Setting(
+        "memory_trim_interval",
+        10.0,
+        _duration(),
+        "how often freed heap memory is handed back to the OS with malloc_trim (0 = never)",
+    ),
     Setting("worker_threads", 4, _integer(1, 256), "threads in the worker pool for work that may block"),
     Setting(
         "inline_batch_limit",
@@ -372,6 +378,7 @@ class Config:
     max_connections: int
     idle_timeout: float
     output_high_water: int
+    memory_trim_interval: float
     worker_threads: int
     inline_batch_limit: int
     health_addr: str | None

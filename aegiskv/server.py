@@ -22,6 +22,7 @@ from aegiskv.backends.base import BackendStats
 from aegiskv.config import Config, parse_address
 from aegiskv.connection import CommandConnection
 from aegiskv.health import HealthProtocol
+from aegiskv.memtrim import find_malloc_trim
 from aegiskv.metrics import build_registry, render
 from aegiskv.native_commands import NativeAdapter, refusal
 from aegiskv.net import native, resp
@@ -77,6 +78,7 @@ class Server:
         self.health_listener: Listener | None = None
         self._drain_deadline = 0.0
         self.on_stopped: Callable[[], None] | None = None
+        self._trim_pending = False
 
     # -- start-up --------------------------------------------------------------------
 
@@ -128,6 +130,9 @@ class Server:
                 ),
             )
         self.reactor.call_every(config.expiry_interval, self._expire_step)
+        release_memory = find_malloc_trim()
+        if config.memory_trim_interval and release_memory is not None:
+            self.reactor.call_every(config.memory_trim_interval, lambda: self._trim_memory(release_memory))
         self.ready = True
         logger.info(
             "node {} serving: {}",
@@ -148,6 +153,14 @@ class Server:
 
     def _expire_step(self) -> None:
         self.node.expire_step(self.config.expiry_sample_size, self.config.expiry_step_budget)
+
+    def _trim_memory(self, release: Callable[[], int]) -> None:
+        if not self._trim_pending:  # never queue a second trim behind a slow one
+            self._trim_pending = True
+            self.reactor.submit(release, self._trim_done)
+
+    def _trim_done(self, _released: object, _error: BaseException | None) -> None:
+        self._trim_pending = False
 
     # -- drain ---------------------------------------------------------------------------
 

@@ -53,6 +53,10 @@ class BackendOptions:
     protected_fraction: float = 0.8  # share of the budget the SLRU protected segment may use
     data_dir: str | None = None
     first_version: int = 1  # versions handed out start above this
+    # Charge the tables (dicts, indexes) as well as the entries. Always on in the
+    # server; off only where a test needs eviction points that depend on entry
+    # sizes alone (the SLRU model test).
+    count_structures: bool = True
 
 
 @dataclass(frozen=True)

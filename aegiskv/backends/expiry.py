@@ -15,6 +15,7 @@ stale entries for keys whose TTL changed, which grow without bound under churn.
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Iterator
 
 _POSITION_BITS = 32
@@ -72,6 +73,10 @@ class ExpiryIndex:
             # Move the last key into the hole left by the removed one.
             self._keys[position] = last
             self._packed[last] = (self._packed[last] & ~_POSITION_MASK) | position
+
+    def table_bytes(self) -> int:
+        """Bytes of the index's own tables (the dict and the list, not the keys)."""
+        return sys.getsizeof(self._packed) + sys.getsizeof(self._keys)
 
     def clear(self) -> None:
         self._packed.clear()

@@ -14,16 +14,26 @@ version followed by the value. A separate entry object per key would cost
 about 90 more bytes per key (object header plus a boxed version integer).
 Deadlines of keys with a TTL live in :class:`ExpiryIndex`.
 
-Byte accounting is one formula, :func:`entry_cost` (``put`` spells it out
-inline because it is the hot path): key and value lengths plus a per-entry
-overhead measured with tracemalloc (``tools/calibrate_memory.py`` measures it
-again and ``tests/test_memory_accounting.py`` checks it).
+Byte accounting, checked against tracemalloc in ``tests/test_memory_accounting.py``
+and against RSS by ``bench/native_client.py``, has two parts:
+
+* every entry is charged what the allocator hands out for its objects
+  (:func:`entry_cost`: the key and the version+value bytes objects, rounded as
+  pymalloc and malloc round them; a key with a TTL also pays for the deadline
+  integer and for a second key object, since the expiry index may hold its own);
+* the tables themselves (the two OrderedDicts and the expiry index) are
+  charged what ``sys.getsizeof`` reports, re-read every 64 writes. Under churn
+  a dict keeps its deleted slots until it resizes, so the tables cost 100 to
+  160 bytes per live key; a per-entry constant either under-charged that
+  (RSS went to 1.4x the limit when writing twice the limit) or over-charged a
+  fresh table.
 """
 
 from __future__ import annotations
 
 import random
 import struct
+import sys
 import time
 from collections import OrderedDict
 
@@ -42,15 +52,11 @@ from aegiskv.backends.expiry import ExpiryIndex
 
 VERSION_BYTES = 8  # big-endian unsigned version ahead of the value
 
-# Bytes Python allocates per stored entry beyond len(key) + len(value), measured
-# with tracemalloc on CPython 3.11 for 16-byte keys and 100-byte values
-# (tools/calibrate_memory.py): two bytes-object headers (2 x 33), pymalloc
-# rounding, the 8-byte version, and the OrderedDict's hash-table slot and
-# linked-list node (about 105 bytes).
-ENTRY_OVERHEAD = 190
-# Extra bytes for a key with a TTL: an ExpiryIndex dict slot, the packed deadline
-# integer, and a list slot.
-TTL_OVERHEAD = 110
+_BYTES_HEADER = 33  # sys.getsizeof(b"")
+_PYMALLOC_LIMIT = 512  # larger objects come from malloc, with a 16-byte chunk header
+_TTL_INT_BYTES = 48  # the packed deadline integer (36 bytes, rounded)
+# Re-read the tables' sizes after this many writes (getsizeof is O(1) but not free).
+_STRUCTURE_REFRESH = 64
 
 # Values longer than this are handed out as memoryviews instead of copies.
 _COPY_LIMIT = 64 * 1024
@@ -58,12 +64,23 @@ _COPY_LIMIT = 64 * 1024
 _RESAMPLE_RATIO = 0.25
 
 
-_ENTRY_WITH_TTL = ENTRY_OVERHEAD + TTL_OVERHEAD
+def object_bytes(data_length: int) -> int:
+    """Bytes the allocator hands out for a bytes object holding ``data_length`` bytes."""
+    size = _BYTES_HEADER + data_length
+    if size <= _PYMALLOC_LIMIT:
+        return (size + 15) & -16
+    return (size + 16 + 15) & -16
 
 
 def entry_cost(key_length: int, value_length: int, has_ttl: bool = False) -> int:
-    """Bytes charged to the memory budget for one entry."""
-    return key_length + value_length + ENTRY_OVERHEAD + (TTL_OVERHEAD if has_ttl else 0)
+    """Bytes charged to the memory budget for one entry's objects (tables are charged apart)."""
+    key_bytes = object_bytes(key_length)
+    cost = key_bytes + object_bytes(VERSION_BYTES + value_length)
+    return cost + key_bytes + _TTL_INT_BYTES if has_ttl else cost
+
+
+def _ttl_cost(key_length: int) -> int:
+    return object_bytes(key_length) + _TTL_INT_BYTES
 
 
 _VERSION = struct.Struct("!Q")
@@ -94,8 +111,12 @@ class MemoryBackend(Backend):
         # (a membership test through a method call costs three times as much).
         self._deadline_map = self._deadlines.packed_map
         self._version = options.first_version
+        self._count_structures = options.count_structures
+        self._structure_bytes = 0
+        self._writes_since_measure = 0
         self.evictions = 0
         self.expirations = 0
+        self._measure_structures()
 
     # -- reads -------------------------------------------------------------------
 
@@ -137,10 +158,15 @@ class MemoryBackend(Backend):
     # -- writes ------------------------------------------------------------------
 
     def put(self, key: bytes, value: bytes, expires_at_ms: int = NO_EXPIRY, version: int | None = None) -> int:
-        # The hot path of every SET: one pop to find and drop an old value,
-        # one insert, no helper calls unless a TTL or an eviction is involved.
+        # The hot path of every SET: one pop to find and drop an old value, one
+        # insert; entry_cost is spelled out for the common small sizes.
         has_ttl = expires_at_ms != NO_EXPIRY
-        cost = len(key) + len(value) + (_ENTRY_WITH_TTL if has_ttl else ENTRY_OVERHEAD)
+        key_size = len(key) + 48  # header 33 + rounding 15
+        blob_size = len(value) + 56  # header 33 + version 8 + rounding 15
+        if key_size <= _PYMALLOC_LIMIT + 15 and blob_size <= _PYMALLOC_LIMIT + 15 and not has_ttl:
+            cost = (key_size & -16) + (blob_size & -16)
+        else:
+            cost = entry_cost(len(key), len(value), has_ttl)
         if cost > self._limit:
             raise ValueTooLarge(f"entry of {cost} bytes exceeds max-memory of {self._limit} bytes")
         if version is None or version <= self._version:
@@ -152,15 +178,11 @@ class MemoryBackend(Backend):
         probation = self._probation
         old = probation.pop(key, None)
         if old is not None:
-            self._probation_bytes -= (
-                len(key) + len(old) - VERSION_BYTES + (_ENTRY_WITH_TTL if key in deadlines else ENTRY_OVERHEAD)
-            )
+            self._probation_bytes -= entry_cost(len(key), len(old) - VERSION_BYTES, key in deadlines)
         else:
             old = self._protected.pop(key, None)
             if old is not None:
-                self._protected_bytes -= (
-                    len(key) + len(old) - VERSION_BYTES + (_ENTRY_WITH_TTL if key in deadlines else ENTRY_OVERHEAD)
-                )
+                self._protected_bytes -= entry_cost(len(key), len(old) - VERSION_BYTES, key in deadlines)
         if has_ttl:
             self._deadlines.set(key, expires_at_ms)
         elif old is not None and key in deadlines:
@@ -170,7 +192,10 @@ class MemoryBackend(Backend):
         # not been read yet. (Redis and most SLRU variants do the same.)
         probation[key] = blob
         self._probation_bytes += cost
-        if self._probation_bytes + self._protected_bytes > self._limit:
+        self._writes_since_measure += 1
+        if self._writes_since_measure >= _STRUCTURE_REFRESH:
+            self._measure_structures()
+        if self._probation_bytes + self._protected_bytes + self._structure_bytes > self._limit:
             self._evict(keep=key)
         return version
 
@@ -190,16 +215,18 @@ class MemoryBackend(Backend):
                 return False
         had_ttl = key in self._deadline_map
         has_ttl = expires_at_ms != NO_EXPIRY
+        delta = (_ttl_cost(len(key)) if has_ttl else 0) - (_ttl_cost(len(key)) if had_ttl else 0)
+        if delta > 0 and entry_cost(len(key), len(blob) - VERSION_BYTES, True) > self._limit:
+            raise ValueTooLarge(f"entry of {len(key) + len(blob)} bytes with a TTL exceeds max-memory")
         if has_ttl:
             self._deadlines.set(key, expires_at_ms)
         else:
             self._deadlines.discard(key)
-        delta = (TTL_OVERHEAD if has_ttl else 0) - (TTL_OVERHEAD if had_ttl else 0)
         if segment_is_protected:
             self._protected_bytes += delta
         else:
             self._probation_bytes += delta
-        if delta > 0 and self._probation_bytes + self._protected_bytes > self._limit:
+        if delta > 0 and self._probation_bytes + self._protected_bytes + self._structure_bytes > self._limit:
             self._evict(keep=key)
         return True
 
@@ -209,6 +236,7 @@ class MemoryBackend(Backend):
         self._protected.clear()
         self._deadlines.clear()
         self._probation_bytes = self._protected_bytes = 0
+        self._measure_structures()
         return removed
 
     # -- expiry ------------------------------------------------------------------
@@ -249,6 +277,12 @@ class MemoryBackend(Backend):
         self._probation_bytes -= cost
         self._protected[key] = blob
         self._protected_bytes += cost
+        # An insert into the protected table may grow it, like a write.
+        self._writes_since_measure += 1
+        if self._writes_since_measure >= _STRUCTURE_REFRESH:
+            self._measure_structures()
+            if self._probation_bytes + self._protected_bytes + self._structure_bytes > self._limit:
+                self._evict(keep=key)
         protected = self._protected
         while self._protected_bytes > self._protected_limit and len(protected) > 1:
             old_key, old_blob = protected.popitem(last=False)
@@ -274,31 +308,39 @@ class MemoryBackend(Backend):
     def _evict(self, keep: bytes) -> None:
         """Evict least recently used entries, probation first, until under the limit.
 
-        ``keep`` (the entry being written) is evicted never: it fits on its own,
-        so removing everything else always makes enough room.
+        ``keep`` (the entry being written or changed) is never evicted and never
+        moved: it fits on its own, so removing everything else makes room.
         """
+        self._measure_structures()
         probation, protected = self._probation, self._protected
-        while self._probation_bytes + self._protected_bytes > self._limit:
-            segment = probation if probation else protected
-            if not segment:
-                break
-            key = next(iter(segment))
-            if key == keep:
-                if len(segment) > 1:
-                    segment.move_to_end(keep)
-                    continue
-                segment = protected if segment is probation else probation
-                if not segment:
+        while self._probation_bytes + self._protected_bytes + self._structure_bytes > self._limit:
+            victim = None
+            for segment in (probation, protected):
+                for key in segment:
+                    if key != keep:
+                        victim = key
+                        break
+                    # keep is this segment's oldest: take the next one, if any
+                if victim is not None:
                     break
-                key = next(iter(segment))
-            blob = segment.pop(key)
-            cost = entry_cost(len(key), len(blob) - VERSION_BYTES, key in self._deadline_map)
-            if segment is probation:
+            if victim is None:
+                break
+            in_probation = segment is probation
+            blob = segment.pop(victim)
+            cost = entry_cost(len(victim), len(blob) - VERSION_BYTES, victim in self._deadline_map)
+            if in_probation:
                 self._probation_bytes -= cost
             else:
                 self._protected_bytes -= cost
-            self._deadlines.discard(key)
+            self._deadlines.discard(victim)
             self.evictions += 1
+
+    def _measure_structures(self) -> None:
+        self._writes_since_measure = 0
+        if self._count_structures:
+            self._structure_bytes = (
+                sys.getsizeof(self._probation) + sys.getsizeof(self._protected) + self._deadlines.table_bytes()
+            )
 
     # -- introspection -------------------------------------------------------------
 
@@ -320,10 +362,12 @@ class MemoryBackend(Backend):
         return len(self._probation) + len(self._protected)
 
     def stats(self) -> BackendStats:
+        # The tables' size as last measured (at most 64 writes old), the same
+        # figure eviction works with, so used_bytes <= limit holds as reported.
         return BackendStats(
             keys=len(self),
             keys_with_ttl=len(self._deadlines),
-            used_bytes=self._probation_bytes + self._protected_bytes,
+            used_bytes=self._probation_bytes + self._protected_bytes + self._structure_bytes,
             limit_bytes=self._limit,
             evictions=self.evictions,
             expirations=self.expirations,
@@ -347,6 +391,6 @@ class MemoryBackend(Backend):
                 for key, blob in segment.items()
             )
             assert total == counted, (total, counted)
-        assert self._probation_bytes + self._protected_bytes <= self._limit
+        assert self._probation_bytes + self._protected_bytes + self._structure_bytes <= self._limit or len(self) <= 1
         for key, _deadline in self._deadlines:
             assert key in self._probation or key in self._protected
