@@ -34,8 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aegiskv.client import Client, Config  # noqa: E402
-from aegiskv.localnode import LocalNode  # noqa: E402
+from aegiskv.client import Client, Config
+from aegiskv.localnode import LocalNode
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VALUE = b"v" * 100
@@ -86,9 +86,7 @@ def _connection_loop(address: str, op: str, duration: float, interval: float, ou
 def _load_process(address: str, op: str, threads: int, duration: float, interval: float, seed: int, queue) -> None:
     results: list[list[float]] = [[] for _ in range(threads)]
     workers = [
-        threading.Thread(
-            target=_connection_loop, args=(address, op, duration, interval, results[i], seed * 1000 + i)
-        )
+        threading.Thread(target=_connection_loop, args=(address, op, duration, interval, results[i], seed * 1000 + i))
         for i in range(threads)
     ]
     for worker in workers:
@@ -170,7 +168,9 @@ def memory_per_key(workdir: str, keys: int) -> dict[str, float]:
 
 
 def rss_at_twice_limit(workdir: str, max_memory_mb: int, value_size: int) -> dict[str, float]:
-    with LocalNode(os.path.join(workdir, f"limit{value_size}"), ["--max-memory", str(max_memory_mb), "--log-level", "warn"]) as node:
+    with LocalNode(
+        os.path.join(workdir, f"limit{value_size}"), ["--max-memory", str(max_memory_mb), "--log-level", "warn"]
+    ) as node:
         idle = rss_bytes(node.pid)
         volume = 2 * max_memory_mb * 2**20
         fill(node.address_text, volume // (value_size + 16), value_size)

@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aegiskv.localnode import LocalNode  # noqa: E402
+from aegiskv.localnode import LocalNode
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHAPES = [
@@ -83,13 +83,30 @@ class Server:
 def start_redis(workdir: str) -> Server:
     port = free_port()
     process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir, "--protected-mode", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+            "--protected-mode",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True).stdout.strip() == "PONG":
+        if (
+            subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True).stdout.strip()
+            == "PONG"
+        ):
             break
         time.sleep(0.05)
 
@@ -102,8 +119,12 @@ def start_redis(workdir: str) -> Server:
 
 def start_aegis(workdir: str, parser: str) -> Server:
     env = {**os.environ, "AEGIS_RESP_PARSER": parser}
-    node = LocalNode(os.path.join(workdir, f"aegis-{parser}"), ["--log-level", "warn", "--max-memory", "4096"],
-                     health_addr=None, env=env)
+    node = LocalNode(
+        tempfile.mkdtemp(prefix=f"aegis-{parser}-", dir=workdir),
+        ["--log-level", "warn", "--max-memory", "4096"],
+        health_addr=None,
+        env=env,
+    )
     assert node.resp_address is not None
     return Server(f"aegis-{parser}", node.resp_address[1], node.pid, node.stop)
 
@@ -121,8 +142,24 @@ def percentile_from(output: str, wanted: float) -> float:
 
 
 def run_benchmark(server: Server, op: str, shape: list[str], requests: int) -> dict[str, float]:
-    command = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(server.port), "-t", op, "-d", "100",
-               "-r", "100000", "-n", str(requests), "--precision", "3", *shape]
+    command = [
+        "redis-benchmark",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(server.port),
+        "-t",
+        op,
+        "-d",
+        "100",
+        "-r",
+        "100000",
+        "-n",
+        str(requests),
+        "--precision",
+        "3",
+        *shape,
+    ]
     before = cpu_seconds(server.pid)
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     after = cpu_seconds(server.pid)
@@ -146,8 +183,9 @@ def mass_insert(port: int, keys: int, path: str) -> None:
             key = b"key:%012d" % index
             out.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$100\r\n%b\r\n" % (len(key), key, value))
     with open(path, "rb") as data:
-        result = subprocess.run(["redis-cli", "-p", str(port), "--pipe"], stdin=data, capture_output=True,
-                                text=True, timeout=900)
+        result = subprocess.run(
+            ["redis-cli", "-p", str(port), "--pipe"], stdin=data, capture_output=True, text=True, timeout=900
+        )
     if "errors: 0" not in result.stdout:
         raise RuntimeError(f"mass insert failed: {result.stdout[-500:]} {result.stderr[-500:]}")
 
@@ -160,17 +198,20 @@ def info_field(port: int, section: str, field: str) -> int:
     raise RuntimeError(f"no {field} in INFO {section}")
 
 
-def memory_comparison(workdir: str, keys: int, servers: dict[str, Server]) -> dict[str, dict[str, float]]:
+def memory_comparison(workdir: str, keys: int) -> dict[str, dict[str, float]]:
+    """Bytes per key on fresh servers (a server that served the benchmarks keeps its freed memory)."""
     result = {}
     data_path = os.path.join(workdir, "mass.resp")
-    for name, server in servers.items():
-        subprocess.run(["redis-cli", "-p", str(server.port), "flushall"], capture_output=True)
-        time.sleep(0.5)
-        used_before = info_field(server.port, "memory", "used_memory")
-        rss_before = rss_bytes(server.pid)
-        mass_insert(server.port, keys, data_path)
-        used_after = info_field(server.port, "memory", "used_memory")
-        rss_after = rss_bytes(server.pid)
+    for name, start in (("redis", lambda: start_redis(workdir)), ("aegis", lambda: start_aegis(workdir, "hiredis"))):
+        server = start()
+        try:
+            used_before = info_field(server.port, "memory", "used_memory")
+            rss_before = rss_bytes(server.pid)
+            mass_insert(server.port, keys, data_path)
+            used_after = info_field(server.port, "memory", "used_memory")
+            rss_after = rss_bytes(server.pid)
+        finally:
+            server.stop()  # type: ignore[operator]
         result[name] = {
             "keys": keys,
             "used_memory_bytes_per_key": (used_after - used_before) / keys,
@@ -208,10 +249,10 @@ def main() -> int:
                             figures = run_benchmark(server, op, shape, requests // scale)
                             raw.setdefault(shape_name, {}).setdefault(op, {}).setdefault(name, []).append(figures)
                             print(f"{shape_name} {op} {name}: {figures['rps']:.0f} req/s", flush=True)
-            memory = memory_comparison(workdir, keys, servers)
         finally:
             for server in servers.values():
                 server.stop()  # type: ignore[operator]
+        memory = memory_comparison(workdir, keys)
 
     medians: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     for shape_name, by_op in raw.items():
@@ -244,7 +285,8 @@ def main() -> int:
     for name, figures in memory.items():
         figures["rss_ratio_to_redis"] = figures["rss_bytes_per_key"] / reference_memory["rss_bytes_per_key"]
         lines.append(
-            f"  {name:<15} used_memory {figures['used_memory_bytes_per_key']:>7.0f}   RSS {figures['rss_bytes_per_key']:>7.0f}"
+            f"  {name:<15} used_memory {figures['used_memory_bytes_per_key']:>7.0f}"
+            f"   RSS {figures['rss_bytes_per_key']:>7.0f}"
             f"   RSS ratio to redis {figures['rss_ratio_to_redis']:.2f}"
         )
     text = "\n".join(lines)

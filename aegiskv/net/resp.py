@@ -48,11 +48,11 @@ from typing import Any, NamedTuple
 
 from aegiskv.net.errors import PeerProtocolError
 
-_hiredis: Any
+_hiredis: Any = None
 try:  # optional C accelerator, see the module docstring
-    import hiredis as _hiredis
+    import hiredis as _hiredis  # type: ignore[no-redef, unused-ignore]
 except ImportError:  # pragma: no cover - depends on the environment
-    _hiredis = None
+    pass
 
 HIREDIS_AVAILABLE = _hiredis is not None
 
