@@ -105,6 +105,8 @@ class Node:
         self.node_id = node_id
         self._clock = clock
         self._lock = threading.Lock()
+        self._acquire = self._lock.acquire
+        self._release = self._lock.release
         self.started = time.time()
         self.hits = 0
         self.misses = 0
@@ -114,13 +116,17 @@ class Node:
     # -- reads -----------------------------------------------------------------------
 
     def get(self, key: bytes) -> Value | None:
-        with self._lock:
+        # acquire()/release() rather than "with": half the cost on this hot path.
+        self._acquire()
+        try:
             value = self.backend.get(key)
             if value is None:
                 self.misses += 1
             else:
                 self.hits += 1
             return value
+        finally:
+            self._release()
 
     def get_entry(self, key: bytes) -> Entry | None:
         """Value, version and absolute deadline (NO_EXPIRY when none)."""
@@ -207,11 +213,13 @@ class Node:
         if len(key) > limits.max_key_bytes or len(value) > limits.max_value_bytes:
             self._check_sizes(key, value)  # raises with the message
         expires_at = NO_EXPIRY if ttl_ms is None else self._deadline(ttl_ms)
-        with self._lock:
-            try:
-                return self.backend.put(key, value, expires_at)
-            except ValueTooLarge as error:
-                raise CommandError(ErrorKind.OUT_OF_MEMORY, str(error)) from None
+        self._acquire()
+        try:
+            return self.backend.put(key, value, expires_at)
+        except ValueTooLarge as error:
+            raise CommandError(ErrorKind.OUT_OF_MEMORY, str(error)) from None
+        finally:
+            self._release()
 
     def set(
         self,

