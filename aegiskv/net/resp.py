@@ -32,8 +32,8 @@ reads a simple string (``+PING``) where a bulk string belongs as that string,
 where Redis refuses it.
 
 hiredis does not say where a command ends, so boundaries are inferred: when
-it holds no unparsed byte after a read, the kept bytes are set aside as
-*claimed* complete; the next command hiredis returns must then start exactly
+it holds no unparsed byte after a read and more than 4 KiB are kept, they are
+set aside as *claimed* complete; the next command hiredis returns must then start exactly
 at the first new byte (its ``*<n>`` header). If it does not, hiredis had
 consumed part of a command into its own state, the claim was wrong, and the
 set-aside bytes are joined back. One check per read, not per command.
@@ -63,6 +63,10 @@ _DOLLAR = 36  # ord("$")
 # The fast path re-validates the incomplete tail only once it is this large;
 # smaller tails cannot have buffered anything worth refusing.
 _TAIL_CHECK = 16 * 1024
+# With hiredis, kept bytes are set aside at a likely command boundary once they
+# pass this size: often enough to bound the memory, rarely enough that small
+# unpipelined requests do not pay for it on every read.
+_CLAIM_AT = 4096
 
 
 class RespLimits(NamedTuple):
@@ -206,7 +210,8 @@ class RequestParser:
                 return None
             if command is False:
                 if not reader.has_data():
-                    self._claim_boundary()
+                    if len(self._retained) >= _CLAIM_AT:
+                        self._claim_boundary()
                 elif len(self._retained) >= self._check_at:
                     self._validate_retained()
                 return None
@@ -243,6 +248,10 @@ class RequestParser:
         self._retained = bytearray()
         self._returned = 0
         self._check_at = _TAIL_CHECK
+        if len(self._claimed) >= _TAIL_CHECK:
+            # Claims that are never verified keep growing only while hiredis
+            # assembles one long command from small parts: check its limits.
+            self._validate_retained()
 
     def _verify_claim(self, arguments: int) -> None:
         claimed = self._claimed
@@ -282,7 +291,9 @@ class RequestParser:
         self._retained = probe._buffer  # the incomplete command, from its first byte
         self._claimed = None
         self._returned_before_claim = self._returned = 0
-        self._check_at = len(self._retained) + _TAIL_CHECK
+        # Geometric: a legitimately large command being assembled is re-checked
+        # after it doubles, so the checks cost O(n) in all, not O(n^2).
+        self._check_at = max(2 * len(self._retained), len(self._retained) + _TAIL_CHECK)
 
     # -- fast path -------------------------------------------------------------------
 
