@@ -213,6 +213,14 @@ def _address_or_off(raw: Any) -> str | None:
         raise _Invalid("an address host:port with a port from 0 to 65535, or off") from None
 
 
+def _boolean(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return raw.strip().lower() in ("true", "yes", "on", "1")
+    raise _Invalid("true or false")
+
+
 def _probability(raw: Any) -> float:
     value: float = _number(0.0, "a fraction")(raw)
     if not 0.0 < value < 1.0:
@@ -289,6 +297,25 @@ SETTINGS: tuple[Setting, ...] = (
         flag=True,
         metavar="TOKEN",
     ),
+    Setting(
+        "tls_cert",
+        None,
+        _optional(_text()),
+        "PEM certificate: turns on TLS for the client ports",
+        flag=True,
+        metavar="FILE",
+    ),
+    Setting("tls_key", None, _optional(_text()), "PEM private key of --tls-cert", flag=True, metavar="FILE"),
+    Setting(
+        "tls_ca",
+        None,
+        _optional(_text()),
+        "PEM CA file: clients must present a certificate it signed (mutual TLS)",
+        flag=True,
+        metavar="FILE",
+    ),
+    Setting("tls_handshake_timeout", 10.0, _duration(allow_zero=False), "longest a TLS handshake may take"),
+    Setting("health_tls", False, _boolean, "serve /health, /ready and /metrics over HTTPS with --tls-cert"),
     Setting("max_auth_failures", 3, _integer(1, 1000), "wrong AUTH attempts before the connection is closed"),
     Setting(
         "unauthenticated_max_frame",
@@ -318,6 +345,25 @@ SETTINGS: tuple[Setting, ...] = (
         4 * MIB,
         _size(4096, 2**31 - 1),
         "stop reading a connection while this many reply bytes wait to be sent",
+    ),
+    Setting(
+        "output_limit",
+        0,
+        _size(0, 2**62),
+        "disconnect a client whose unsent replies pass this many bytes "
+        "(0 = max_value_bytes + output_high_water + 1 MiB)",
+    ),
+    Setting(
+        "send_timeout",
+        60.0,
+        _duration(),
+        "disconnect a client that takes none of its waiting replies for this long (0 = never)",
+    ),
+    Setting(
+        "request_timeout",
+        30.0,
+        _duration(),
+        "disconnect a client whose request stays incomplete this long, e.g. slow-loris (0 = never)",
     ),
     # -- server internals -------------------------------------------------------
     Setting(
@@ -369,6 +415,11 @@ class Config:
     expiry_sample_size: int
     expiry_step_budget: float
     auth_token: str | None
+    tls_cert: str | None
+    tls_key: str | None
+    tls_ca: str | None
+    tls_handshake_timeout: float
+    health_tls: bool
     max_auth_failures: int
     unauthenticated_max_frame: int
     rate_limit: float
@@ -378,6 +429,9 @@ class Config:
     max_connections: int
     idle_timeout: float
     output_high_water: int
+    output_limit: int
+    send_timeout: float
+    request_timeout: float
     memory_trim_interval: float
     worker_threads: int
     inline_batch_limit: int
@@ -401,6 +455,10 @@ class Config:
     @property
     def health_address(self) -> tuple[str, int] | None:
         return parse_address(self.health_addr) if self.health_addr else None
+
+    @property
+    def effective_output_limit(self) -> int:
+        return self.output_limit or self.max_value_bytes + self.output_high_water + MIB
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)

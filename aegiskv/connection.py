@@ -70,6 +70,9 @@ class WireAdapter(TypingProtocol[RequestT]):
     def authenticated(self) -> None:
         """The connection just authenticated: lift the small pre-auth limits."""
 
+    def buffered(self) -> int:
+        """Bytes received but not yet consumed as requests."""
+
 
 class ServingContext(TypingProtocol):
     """What handlers and the pipeline need from the server (see aegiskv.server.Server)."""
@@ -119,6 +122,9 @@ class CommandConnection(Protocol, Generic[RequestT]):
 
     def busy(self) -> bool:
         return self._in_pool
+
+    def partial_request(self) -> bool:
+        return self.adapter.buffered() > 0
 
     # -- the pipeline ----------------------------------------------------------------
 

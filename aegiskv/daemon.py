@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import signal
+import ssl
 import sys
 from types import FrameType
 
@@ -24,6 +25,7 @@ from aegiskv.datadir import DataDir, DataDirError
 from aegiskv.net.resp import HIREDIS_AVAILABLE
 from aegiskv.node import Limits, Node, first_version
 from aegiskv.server import Server
+from aegiskv.tls import TlsConfigError, server_context
 
 EXIT_REFUSED = 2
 EXIT_FAILED = 1
@@ -50,8 +52,9 @@ def refuse(message: str) -> int:
 
 def build_server(config: Config) -> tuple[Server, DataDir]:
     """Everything short of binding: raises DataDirError or PluginError on refusal."""
-    # The plugin first: a missing backend must not leave a data dir behind.
+    # The plugin and the TLS files first: a refusal must not leave a data dir behind.
     backend_class = plugins.load_backend(config.backend).obj
+    ssl_context = tls_context(config)
     if config.resp_parser == "hiredis" and not HIREDIS_AVAILABLE:
         raise plugins.PluginError("resp_parser = hiredis, but the hiredis package is not installed")
     data_dir = DataDir.open(config.data_dir, config.node_id)
@@ -71,10 +74,21 @@ def build_server(config: Config) -> tuple[Server, DataDir]:
             mapper,
             node_id=config.node_id,
         )
-        return Server(config, node), data_dir
+        return Server(config, node, ssl_context), data_dir
     except BaseException:
         data_dir.close()
         raise
+
+
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    """The server's TLS context, or None without --tls-cert; raises TlsConfigError."""
+    if not (config.tls_cert or config.tls_key or config.tls_ca):
+        if config.health_tls:
+            raise TlsConfigError("health_tls = true needs --tls-cert and --tls-key")
+        return None
+    if not (config.tls_cert and config.tls_key):
+        raise TlsConfigError("TLS needs both --tls-cert and --tls-key (and optionally --tls-ca)")
+    return server_context(config.tls_cert, config.tls_key, config.tls_ca)
 
 
 def _warn_if_exposed(config: Config) -> None:
@@ -109,7 +123,7 @@ def run(config: Config) -> int:
     setup_logging(config.log_level, config.log_format)
     try:
         server, data_dir = build_server(config)
-    except (DataDirError, plugins.PluginError) as error:
+    except (DataDirError, plugins.PluginError, TlsConfigError) as error:
         return refuse(str(error))
     pid_written = False
     try:

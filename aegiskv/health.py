@@ -31,6 +31,9 @@ class HealthProtocol(Protocol):
     def busy(self) -> bool:
         return self._in_pool
 
+    def partial_request(self) -> bool:
+        return not self._answered and self._reader.buffered > 0
+
     def data_received(self, data: bytes) -> None:
         if self._answered:
             return

@@ -225,6 +225,9 @@ class NativeAdapter:
         self.receive_data = self._decoder.receive_data
         self.next_request = self._decoder.next_frame
 
+    def buffered(self) -> int:
+        return self._decoder.buffered
+
     def violation_reply(self, error: PeerProtocolError) -> bytes:
         assert isinstance(error, native.ProtocolError)
         return native.encode_error(Opcode.NONE, error.request_id, Status.PROTOCOL_ERROR, error.code, error.message)

@@ -939,6 +939,9 @@ class RespAdapter:
     def violation_reply(self, error: PeerProtocolError) -> bytes:
         return resp.error(f"ERR {error}")
 
+    def buffered(self) -> int:
+        return self._parser.buffered
+
     def route(self, request: Args) -> tuple[Command, RespHandler]:
         found = _ROUTES.get(request[0])
         if found is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import secrets
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,8 +42,9 @@ _FRAME_SLACK = 1024 * 1024
 
 
 class Server:
-    def __init__(self, config: Config, node: Node) -> None:
+    def __init__(self, config: Config, node: Node, ssl_context: ssl.SSLContext | None = None) -> None:
         self.config = config
+        self.ssl_context = ssl_context  # TLS on the client ports (and /health with health_tls)
         self.node = node
         self.reactor = Reactor(config.worker_threads)
         self.reactor.max_client_connections = config.max_connections
@@ -93,10 +95,8 @@ class Server:
                 protocol_factory=lambda: CommandConnection(
                     self, NativeAdapter(self.native_limits, self.unauthenticated_limits), inline_stats
                 ),
-                max_connections=config.max_connections,
-                idle_timeout=config.idle_timeout,
-                output_high_water=config.output_high_water,
                 refusal=refusal,
+                **self._client_port_options(),
             ),
         )
         if config.resp_bind:
@@ -110,10 +110,8 @@ class Server:
                         resp_commands.RespAdapter(self.resp_limits, authenticated, self.resp_use_hiredis),
                         inline_stats,
                     ),
-                    max_connections=config.max_connections,
-                    idle_timeout=config.idle_timeout,
-                    output_high_water=config.output_high_water,
                     refusal=resp_commands.refusal,
+                    **self._client_port_options(),
                 ),
             )
         if config.health_addr:
@@ -127,6 +125,9 @@ class Server:
                     output_high_water=1 << 20,
                     refusal=lambda reason: encode_response(503, f"{reason}\n".encode()),
                     counts_as_client=False,
+                    ssl_context=self.ssl_context if config.health_tls else None,
+                    handshake_timeout=config.tls_handshake_timeout,
+                    request_timeout=_HEALTH_IDLE_TIMEOUT,
                 ),
             )
         self.reactor.call_every(config.expiry_interval, self._expire_step)
@@ -139,6 +140,20 @@ class Server:
             config.node_id,
             ", ".join(f"{name} on {host}:{port}" for name, (host, port) in self.addresses().items()),
         )
+
+    def _client_port_options(self) -> dict[str, Any]:
+        """Limits and TLS shared by the native and RESP ports."""
+        config = self.config
+        return {
+            "max_connections": config.max_connections,
+            "idle_timeout": config.idle_timeout,
+            "output_high_water": config.output_high_water,
+            "ssl_context": self.ssl_context,
+            "handshake_timeout": config.tls_handshake_timeout,
+            "request_timeout": config.request_timeout,
+            "output_limit": config.effective_output_limit,
+            "send_timeout": config.send_timeout,
+        }
 
     def run(self) -> None:
         """Serve until drained or stopped; then release every socket."""

@@ -300,7 +300,7 @@ def test_log_level_debug_logs_debug_and_info(start_node) -> None:
     node = start_node("--log-level", "debug", env=clean_env(AEGIS_IDLE_TIMEOUT="50ms"))
     node.wait_for_log(r"INFO .*serving: native on")
     with socket.create_connection(node.address, timeout=5):
-        node.wait_for_log(r"DEBUG .*closing idle connection")
+        node.wait_for_log(r"DEBUG .*closing native connection from .*: idle")
     ping(node)
     assert node.stop() == 0
     node.wait_for_log(r"INFO .*stopped")

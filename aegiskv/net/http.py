@@ -30,6 +30,10 @@ class RequestReader:
     def __init__(self) -> None:
         self._buffer = bytearray()
 
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
     def receive_data(self, data: bytes) -> None:
         self._buffer += data
 

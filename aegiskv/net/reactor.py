@@ -22,6 +22,7 @@ import heapq
 import itertools
 import selectors
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,16 +63,29 @@ class Protocol:
         """True while the connection has work in flight (drain waits for it)."""
         return False
 
+    def partial_request(self) -> bool:
+        """True while bytes of an incomplete request are buffered (for the request timeout)."""
+        return False
+
 
 @dataclass
 class ListenerOptions:
     name: str  # "native", "resp", "http": for logs and metrics
     protocol_factory: Callable[[], Protocol]
     max_connections: int
-    idle_timeout: float  # seconds; 0 = never
-    output_high_water: int
+    idle_timeout: float  # seconds without any traffic; 0 = never
+    output_high_water: int  # stop reading while this many reply bytes wait
     refusal: Callable[[str], bytes] | None = None  # bytes to send a refused connection, given the reason
     counts_as_client: bool = True  # shares the client-connection limit
+    ssl_context: ssl.SSLContext | None = None  # TLS on this port
+    handshake_timeout: float = 10.0  # seconds a TLS handshake may take
+    # A request that stays incomplete this long is a slow-loris (a byte now and
+    # then keeps the idle timer happy); 0 = never.
+    request_timeout: float = 0.0
+    # Replies the client does not take: disconnect when this many bytes wait, or
+    # when waiting replies made no progress for send_timeout seconds.
+    output_limit: int = 1 << 62
+    send_timeout: float = 0.0
 
 
 class Listener:
@@ -122,6 +136,12 @@ class Connection:
         "created",
         "high_water",
         "_dirty",
+        "_tls",
+        "_handshaking",
+        "_handshake_events",
+        "partial_since",
+        "last_send",
+        "close_reason",
     )
 
     def __init__(self, reactor: Reactor, sock: socket.socket, peer: Any, listener: Listener, connection_id: int):
@@ -141,12 +161,20 @@ class Connection:
         self.connection_id = connection_id
         self.high_water = listener.options.output_high_water
         self._dirty = False  # queued in reactor.dirty for a send at the end of this loop turn
+        self._tls = isinstance(sock, ssl.SSLSocket)
+        self._handshaking = self._tls
+        self._handshake_events = READ  # what the TLS handshake waits for
+        self.partial_since: float | None = None  # when the incomplete request now buffered began
+        self.last_send = reactor.now  # last time replies made progress (or there were none)
+        self.close_reason = ""  # why the server closed it (metrics and logs)
 
     # -- transport API for protocols (reactor thread) --------------------------------
 
     def write(self, data: bytes | memoryview) -> None:
         if self.closed or not data:
             return
+        if not self.out_size:
+            self.last_send = self.reactor.now  # the send timeout counts from the first waiting reply
         self._out.append(data)
         self.out_size += len(data)
         if not self._dirty:
@@ -191,43 +219,106 @@ class Connection:
     # -- reactor side --------------------------------------------------------------
 
     def handle_read(self) -> None:
+        if self._handshaking:
+            self._handshake()
+            return
+        sock = self.sock
         try:
-            data = self.sock.recv(RECV_SIZE)
+            data = sock.recv(RECV_SIZE)
+            if self._tls and data:
+                # TLS: decrypted bytes can wait inside the SSL object where epoll
+                # cannot see them; take them now.
+                pending = sock.pending()  # type: ignore[attr-defined]
+                if pending:
+                    data += sock.recv(pending)
         except _SOFT_ERRORS:
             return
-        except OSError:
+        except ssl.SSLWantReadError:
+            return
+        except ssl.SSLWantWriteError:
+            return
+        except (OSError, ssl.SSLError):
             self._close_now()
             return
         if not data:
             self._close_now()
             return
-        self.last_activity = self.reactor.now
+        now = self.reactor.now
+        self.last_activity = now
+        protocol = self.protocol
         try:
-            self.protocol.data_received(data)
+            protocol.data_received(data)
         except Exception:
             logger.exception("protocol {} failed on data from {}; closing", self.listener.options.name, self.peer)
             self._close_now()
             return
+        if protocol.partial_request():
+            if self.partial_since is None:
+                self.partial_since = now
+        else:
+            self.partial_since = None
         if not self._dirty:
             self._update_interest()  # a pause may have changed what we wait for
 
+    def _handshake(self) -> None:
+        sock = self.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._handshake_events = READ
+        except ssl.SSLWantWriteError:
+            self._handshake_events = WRITE
+        except (ssl.SSLError, OSError) as error:
+            self.reactor.tls_failures += 1
+            logger.info("TLS handshake with {} on {} failed: {}", self.peer, self.listener.options.name, error)
+            self.close_reason = "tls"
+            self._close_now()
+            return
+        else:
+            self._handshaking = False
+            self.last_activity = self.reactor.now
+        self._update_interest()
+
     def handle_write(self) -> None:
+        if self._handshaking:
+            self._handshake()
+            return
         self._send()
 
     def _send(self) -> None:
         if self.closed:
             return
+        if self._handshaking:
+            return  # replies wait for the handshake (none are produced before it)
         out = self._out
+        if self.out_size > self.listener.options.output_limit:
+            logger.warning(
+                "closing {} connection from {}: {} reply bytes not taken (limit {})",
+                self.listener.options.name,
+                self.peer,
+                self.out_size,
+                self.listener.options.output_limit,
+            )
+            self.close_reason = "output_limit"
+            self._close_now()
+            return
         try:
             if len(out) == 1:
                 sent = self.sock.send(out[0])
-            elif self.out_size <= _JOIN_LIMIT:
-                joined = b"".join(out)
-                out[:] = [joined]
+            elif self.out_size <= _JOIN_LIMIT or self._tls:
+                # Small replies are joined into one send; TLS sockets have no
+                # sendmsg(), so they send the joined head (at most _JOIN_LIMIT).
+                joined: bytes | memoryview
+                if self.out_size <= _JOIN_LIMIT:
+                    joined = b"".join(out)
+                    out[:] = [joined]
+                else:
+                    joined = out[0]
                 sent = self.sock.send(joined)
             else:
                 sent = self.sock.sendmsg(out[:_SENDMSG_MAX_BUFFERS])
-        except _SOFT_ERRORS:
+        except (*_SOFT_ERRORS, ssl.SSLWantWriteError, ssl.SSLWantReadError):
             sent = 0
         except OSError as error:
             if error.errno not in (errno.EPIPE, errno.ECONNRESET):
@@ -235,7 +326,7 @@ class Connection:
             self._close_now()
             return
         if sent:
-            self.last_activity = self.reactor.now
+            self.last_activity = self.last_send = self.reactor.now
             was_above = self.out_size >= self.high_water
             self.out_size -= sent
             while sent:
@@ -261,11 +352,14 @@ class Connection:
     def _update_interest(self) -> None:
         if self.closed:
             return
-        events = 0
-        if not self._paused and self.out_size < self.high_water:
-            events |= READ
-        if self.out_size:
-            events |= WRITE
+        if self._handshaking:
+            events = self._handshake_events
+        else:
+            events = 0
+            if not self._paused and self.out_size < self.high_water:
+                events |= READ
+            if self.out_size:
+                events |= WRITE
         if events != self._events:
             selector = self.reactor.selector
             if self._events == 0:
@@ -317,8 +411,10 @@ class Reactor:
         self._connection_ids = itertools.count(1)
         self._running = False
         self._stopped = False
-        self._idle_check_interval = 1.0
-        self.call_later(self._idle_check_interval, self._close_idle)
+        self._sweep_interval = 1.0
+        self.tls_failures = 0  # handshakes that failed or timed out
+        self.timeouts: dict[str, int] = {}  # connections closed by the sweep, by reason
+        self.call_later(self._sweep_interval, self._sweep)
 
     # -- any thread ------------------------------------------------------------------
 
@@ -448,7 +544,7 @@ class Reactor:
             reason = f"max number of connections reached ({options.max_connections})"
         if reason is not None:
             self.rejected_total += 1
-            if options.refusal is not None:
+            if options.refusal is not None and options.ssl_context is None:  # no plaintext on a TLS port
                 try:
                     sock.send(options.refusal(reason))
                 except OSError:
@@ -456,6 +552,13 @@ class Reactor:
             sock.close()
             logger.warning("refused {} connection from {}: {}", options.name, peer, reason)
             return
+        if options.ssl_context is not None:
+            try:
+                sock = options.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            except (ssl.SSLError, OSError) as error:
+                logger.info("cannot start TLS with {}: {}", peer, error)
+                sock.close()
+                return
         connection = Connection(self, sock, peer, listener, next(self._connection_ids))
         self.connections[connection.connection_id] = connection
         self.accepted_total += 1
@@ -473,16 +576,43 @@ class Reactor:
         if removed and connection.listener.options.counts_as_client:
             self.client_connections -= 1
 
-    def _close_idle(self) -> None:
+    def _sweep(self) -> None:
+        """Once a second: close connections that broke a time limit.
+
+        A handshake that does not finish, a connection with no traffic, a
+        request that stays incomplete (slow-loris: a byte now and then keeps
+        the idle timer happy), and replies the client stopped taking.
+        """
         try:
             now = self.now
             for connection in list(self.connections.values()):
-                idle_timeout = connection.listener.options.idle_timeout
-                if idle_timeout and now - connection.last_activity > idle_timeout and not connection.protocol.busy():
-                    logger.debug("closing idle connection from {}", connection.peer)
+                options = connection.listener.options
+                reason = ""
+                if connection._handshaking:
+                    if now - connection.created > options.handshake_timeout:
+                        reason = "tls_handshake_timeout"
+                        self.tls_failures += 1
+                elif (
+                    options.request_timeout
+                    and connection.partial_since is not None
+                    and (now - connection.partial_since > options.request_timeout)
+                ):
+                    reason = "request_timeout"
+                elif options.send_timeout and connection.out_size and now - connection.last_send > options.send_timeout:
+                    reason = "send_timeout"
+                elif (
+                    options.idle_timeout
+                    and now - connection.last_activity > options.idle_timeout
+                    and not connection.protocol.busy()
+                ):
+                    reason = "idle"
+                if reason:
+                    logger.debug("closing {} connection from {}: {}", options.name, connection.peer, reason)
+                    connection.close_reason = reason
+                    self.timeouts[reason] = self.timeouts.get(reason, 0) + 1
                     connection.close(flush=False)
         finally:
-            self.call_later(self._idle_check_interval, self._close_idle)
+            self.call_later(self._sweep_interval, self._sweep)
 
     def busy_connections(self) -> int:
         """Client connections with work in flight or output not yet sent (for drain)."""
