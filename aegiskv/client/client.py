@@ -15,6 +15,7 @@ are never retried: the first attempt may have been applied.
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from aegiskv.client.connection import NativeConnection
+from aegiskv.tls import client_context
 from aegiskv.client.errors import (
     AegisError,
     AegisTimeoutError,
@@ -55,6 +57,20 @@ class Config:
     write_timeout: float = 2.0
     max_retries: int = 2
     auth_token: str | None = None
+    # TLS: an ssl.SSLContext of your own, or the simple form below (CA to trust,
+    # and a certificate and key to present when the server wants mutual TLS).
+    tls: ssl.SSLContext | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The context connections use: ``tls`` as given, or one built from the file names."""
+        if self.tls is not None:
+            return self.tls
+        if self.tls_ca or self.tls_cert:
+            return client_context(self.tls_ca, self.tls_cert, self.tls_key)
+        return None
 
     def __post_init__(self) -> None:
         if isinstance(self.seeds, str):
@@ -147,6 +163,7 @@ class Client:
 
     def __init__(self, config: Config | None = None) -> None:
         self.config = config or Config()
+        self._ssl_context = self.config.ssl_context()
         self._lock = threading.Condition()
         self._pools: dict[tuple[str, int], _ServerPool] = {}
         self._order: list[tuple[str, int]] = []
@@ -369,7 +386,9 @@ class Client:
         if connection is not None:
             return connection
         try:
-            connection = NativeConnection(address, config.conn_timeout, config.read_timeout, config.write_timeout)
+            connection = NativeConnection(
+                address, config.conn_timeout, config.read_timeout, config.write_timeout, self._ssl_context
+            )
             if config.auth_token:
                 frame = connection.call(Opcode.AUTH, items=((config.auth_token.encode(), b""),))
                 _raise_for_status(frame)

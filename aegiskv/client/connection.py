@@ -9,6 +9,7 @@ the connection is discarded.
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections.abc import Sequence
 
@@ -31,6 +32,7 @@ class NativeConnection:
         connect_timeout: float,
         read_timeout: float,
         write_timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.address = address
         self._read_timeout = read_timeout
@@ -40,11 +42,21 @@ class NativeConnection:
         self.broken = False
         self.created = time.monotonic()
         try:
-            self._sock = socket.create_connection(address, timeout=connect_timeout)
+            sock = socket.create_connection(address, timeout=connect_timeout)
         except TimeoutError as error:
             raise AegisTimeoutError(f"connecting to {_show(address)} timed out after {connect_timeout}s") from error
         except OSError as error:
             raise ConnectionClosedError(f"cannot connect to {_show(address)}: {error.strerror or error}") from error
+        if ssl_context is not None:
+            try:
+                sock = ssl_context.wrap_socket(sock, server_hostname=address[0])
+            except TimeoutError as error:
+                sock.close()
+                raise AegisTimeoutError(f"TLS handshake with {_show(address)} timed out") from error
+            except (ssl.SSLError, OSError) as error:
+                sock.close()
+                raise ConnectionClosedError(f"TLS handshake with {_show(address)} failed: {error}") from error
+        self._sock = sock
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._timeout: float | None = connect_timeout
 
