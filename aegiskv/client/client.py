@@ -23,7 +23,6 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from aegiskv.client.connection import NativeConnection
-from aegiskv.tls import client_context
 from aegiskv.client.errors import (
     AegisError,
     AegisTimeoutError,
@@ -40,6 +39,7 @@ from aegiskv.client.errors import (
 )
 from aegiskv.net import native
 from aegiskv.net.native import Frame, Opcode, Status
+from aegiskv.tls import client_context
 
 Key = bytes | str
 Value = bytes | str
