@@ -278,7 +278,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "shards", 256, _integer(1, 16384, "an integer"), "number of shards the 16384 slots are split into", flag=True
     ),
-    Setting("backend", "memory", _text(), "storage backend, by its aegiskv.backends entry-point name"),
+    Setting(
+        "backend",
+        "auto",
+        _text(),
+        "storage backend by its aegiskv.backends entry-point name; auto = memory, or snapshot with --wal",
+    ),
+    Setting(
+        "wal",
+        "off",
+        _choice("off", "write", "fsync"),
+        "write-ahead log: off, write (survives a process crash), fsync (survives power loss)",
+        flag=True,
+    ),
+    Setting("wal_segment_bytes", 64 * MIB, _size(4096, 2**40), "write-ahead log segment size before rotation"),
+    Setting(
+        "wal_salvage",
+        False,
+        _boolean,
+        "on a corrupt log record, start from the records before it and drop the rest (else refuse to start)",
+    ),
     Setting("slru_protected_fraction", 0.8, _probability, "share of --max-memory the SLRU protected segment may hold"),
     Setting("max_key_bytes", 65535, _size(1, 2**32 - 1), "largest key accepted"),
     Setting("max_value_bytes", 64 * MIB, _size(0, 2**31 - 1), "largest value accepted"),
@@ -407,6 +426,9 @@ class Config:
     max_memory: int
     shards: int
     backend: str
+    wal: str
+    wal_segment_bytes: int
+    wal_salvage: bool
     slru_protected_fraction: float
     max_key_bytes: int
     max_value_bytes: int

@@ -20,6 +20,7 @@ encode errors; this class decides *where* and *when* each request runs:
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 from typing import Protocol as TypingProtocol
@@ -27,6 +28,7 @@ from typing import Protocol as TypingProtocol
 from loguru import logger
 
 from aegiskv.commands import Command
+from aegiskv.durability import Durability
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.net.errors import PeerProtocolError
 from aegiskv.net.reactor import Connection, Protocol
@@ -77,6 +79,7 @@ class WireAdapter(TypingProtocol[RequestT]):
 class ServingContext(TypingProtocol):
     """What handlers and the pipeline need from the server (see aegiskv.server.Server)."""
 
+    durability: Durability | None
     stats: StatsRegistry
     authenticator: Authenticator
     rate_limit: float
@@ -98,6 +101,11 @@ class CommandConnection(Protocol, Generic[RequestT]):
         self._in_pool = False
         self._closing = False
         self.connection: Connection | None = None
+        # fsync mode: replies held until the write-ahead log is durable past them,
+        # as (sequence number needed, reply); later replies queue behind them.
+        self._durability = server.durability if server.durability is not None and server.durability.fsync else None
+        self._held: deque[tuple[int, bytes]] = deque()
+        self._held_bytes = 0
 
     # -- reactor hooks -------------------------------------------------------------
 
@@ -119,6 +127,45 @@ class CommandConnection(Protocol, Generic[RequestT]):
     def output_drained(self) -> None:
         if not self._in_pool:
             self._process()
+
+    def connection_lost(self) -> None:
+        if self._durability is not None:
+            self._durability.forget(self)
+        self._held.clear()
+
+    # -- held replies (fsync mode) -----------------------------------------------------
+
+    def _emit(self, reply: bytes, is_write: bool) -> None:
+        """Send ``reply`` now, or hold it until the log is durable (and keep order)."""
+        durability = self._durability
+        assert durability is not None and self.connection is not None
+        seq = durability.log.appended_seq if is_write else 0
+        if self._held or seq > durability.log.durable_seq:
+            self._held.append((seq, reply))
+            self._held_bytes += len(reply)
+            durability.wait(self)
+        else:
+            self.connection.write(reply)
+
+    def release(self, durable_seq: int) -> None:
+        """The log is durable up to ``durable_seq``: send the replies that waited for it."""
+        connection = self.connection
+        held = self._held
+        if connection is None or connection.closed:
+            held.clear()
+            return
+        while held and held[0][0] <= durable_seq:
+            _seq, reply = held.popleft()
+            self._held_bytes -= len(reply)
+            connection.write(reply)
+        if not held:
+            assert self._durability is not None
+            self._durability.forget(self)
+            if self._closing:
+                connection.close()  # QUIT or a fatal error waited for its earlier replies
+            elif not self._in_pool:
+                connection.resume_reading()
+                self._process()  # it may have stopped at the high-water mark
 
     def busy(self) -> bool:
         return self._in_pool
@@ -146,7 +193,8 @@ class CommandConnection(Protocol, Generic[RequestT]):
         clock = time.perf_counter_ns
         arrived = clock()  # every request decoded in this call arrived with this read
         high_water = connection.high_water
-        while not self._closing and connection.out_size < high_water:
+        durable = self._durability is not None
+        while not self._closing and connection.out_size + self._held_bytes < high_water:
             try:
                 request = next_request()
                 if request is None:
@@ -164,8 +212,12 @@ class CommandConnection(Protocol, Generic[RequestT]):
             if command.may_leave_reactor and (command.slow or adapter.batch_size(request) > limit):
                 self._hand_off(command, handler, request)
                 return
-            if not session.authenticated or session.rate is not None:
-                write(self._execute(command, handler, request, stats))
+            if durable or not session.authenticated or session.rate is not None:
+                reply = self._execute(command, handler, request, stats)
+                if durable:
+                    self._emit(reply, command.write)
+                else:
+                    write(reply)
             else:
                 try:
                     write(handler(server, session, request))
@@ -187,8 +239,13 @@ class CommandConnection(Protocol, Generic[RequestT]):
                 if session.close_requested:
                     self._closing = True
             if self._closing:
-                connection.close()  # after the last reply has been sent
-                return
+                if not self._held:
+                    connection.close()  # after the last reply has been sent
+                return  # with replies held, release() closes once they are out
+        if self._held_bytes and connection.out_size + self._held_bytes >= high_water:
+            # Held replies count against the high-water mark too: stop reading
+            # until the log catches up (release() resumes).
+            connection.pause_reading()
         # Above the high-water mark: the reactor stops reading and calls
         # output_drained() once the client has taken enough of its replies.
 
@@ -268,14 +325,21 @@ class CommandConnection(Protocol, Generic[RequestT]):
                 connection.write(self.adapter.error_reply(None, CommandError(ErrorKind.INTERNAL, "internal error")))
                 connection.close()
                 return
-            for reply in replies:
-                connection.write(reply)
+            if self._durability is not None:
+                for reply in replies:
+                    self._emit(reply, True)  # the batch's writes are all behind the log's current end
+            else:
+                for reply in replies:
+                    connection.write(reply)
             if violation is not None:
                 self._violation(violation)
                 return
             if self._closing:
-                connection.close()
+                if not self._held:
+                    connection.close()
                 return
+            if self._held and connection.out_size + self._held_bytes >= connection.high_water:
+                return  # release() resumes reading
             connection.resume_reading()
             self._process()
 
@@ -285,7 +349,11 @@ class CommandConnection(Protocol, Generic[RequestT]):
         connection = self.connection
         assert connection is not None
         logger.info("closing connection from {}: {}", connection.peer, violation.reason)
+        self._closing = True
+        if self._held:  # answered (and closed) after the replies the log still holds
+            if violation.reply:
+                self._held.append((0, violation.reply))
+            return
         if violation.reply:
             connection.write(violation.reply)
-        self._closing = True
         connection.close()

@@ -19,6 +19,7 @@ from loguru import logger
 
 from aegiskv import plugins
 from aegiskv.backends.base import BackendOptions, wall_clock_ms
+from aegiskv.backends.wal_log import WalCorruption
 from aegiskv.cluster.slots import ShardMapper
 from aegiskv.config import Config, parse_address
 from aegiskv.datadir import DataDir, DataDirError
@@ -53,7 +54,8 @@ def refuse(message: str) -> int:
 def build_server(config: Config) -> tuple[Server, DataDir]:
     """Everything short of binding: raises DataDirError or PluginError on refusal."""
     # The plugin and the TLS files first: a refusal must not leave a data dir behind.
-    backend_class = plugins.load_backend(config.backend).obj
+    backend_name = resolve_backend(config)
+    backend_class = plugins.load_backend(backend_name).obj
     ssl_context = tls_context(config)
     if config.resp_parser == "hiredis" and not HIREDIS_AVAILABLE:
         raise plugins.PluginError("resp_parser = hiredis, but the hiredis package is not installed")
@@ -66,6 +68,9 @@ def build_server(config: Config) -> tuple[Server, DataDir]:
                 protected_fraction=config.slru_protected_fraction,
                 data_dir=data_dir.path,
                 first_version=first_version(wall_clock_ms()),
+                wal_mode=config.wal,
+                wal_segment_bytes=config.wal_segment_bytes,
+                wal_salvage=config.wal_salvage,
             )
         )
         node = Node(
@@ -78,6 +83,22 @@ def build_server(config: Config) -> tuple[Server, DataDir]:
     except BaseException:
         data_dir.close()
         raise
+
+
+# Backends that keep a write-ahead log; the memory backend would silently ignore --wal.
+_DURABLE_BACKENDS = ("wal", "snapshot")
+
+
+def resolve_backend(config: Config) -> str:
+    """The backend to load: ``auto`` is memory without a log, the WAL backend with one."""
+    if config.backend == "auto":
+        return "wal" if config.wal != "off" else "memory"
+    if config.wal != "off" and config.backend not in _DURABLE_BACKENDS:
+        raise plugins.PluginError(
+            f"--wal {config.wal} needs a backend that keeps a log ({', '.join(_DURABLE_BACKENDS)} or auto), "
+            f"not {config.backend!r}"
+        )
+    return config.backend
 
 
 def tls_context(config: Config) -> ssl.SSLContext | None:
@@ -123,7 +144,7 @@ def run(config: Config) -> int:
     setup_logging(config.log_level, config.log_format)
     try:
         server, data_dir = build_server(config)
-    except (DataDirError, plugins.PluginError, TlsConfigError) as error:
+    except (DataDirError, plugins.PluginError, TlsConfigError, WalCorruption) as error:
         return refuse(str(error))
     pid_written = False
     try:

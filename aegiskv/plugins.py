@@ -26,7 +26,10 @@ OWN_DISTRIBUTION = "aegiskv"
 # Used only when AegisKV runs from a source tree that was never installed (no
 # entry-point metadata at all); an installed AegisKV always goes through entry points.
 _BUILTIN_FALLBACK: Mapping[str, Mapping[str, str]] = {
-    BACKENDS_GROUP: {"memory": "aegiskv.backends.memory:MemoryBackend"},
+    BACKENDS_GROUP: {
+        "memory": "aegiskv.backends.memory:MemoryBackend",
+        "wal": "aegiskv.backends.wal:WalBackend",
+    },
 }
 
 

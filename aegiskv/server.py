@@ -22,6 +22,7 @@ from aegiskv import resp_commands
 from aegiskv.backends.base import BackendStats
 from aegiskv.config import Config, parse_address
 from aegiskv.connection import CommandConnection
+from aegiskv.durability import Durability
 from aegiskv.health import HealthProtocol
 from aegiskv.memtrim import find_malloc_trim
 from aegiskv.metrics import build_registry, render
@@ -74,6 +75,8 @@ class Server:
         # None lets the parser use hiredis when it is installed.
         self.resp_use_hiredis = {"auto": None, "hiredis": True, "python": False}[config.resp_parser]
         self.run_id = secrets.token_hex(20)
+        log = node.backend.log
+        self.durability = Durability(self.reactor, log) if log is not None else None
         self.metrics_registry = build_registry(self)
         self.native_listener: Listener | None = None
         self.resp_listener: Listener | None = None

@@ -22,7 +22,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 # A value handed out by a backend. Small values are ``bytes``; large ones may be
 # a ``memoryview`` over the stored buffer so a GET does not copy megabytes.
@@ -57,6 +57,11 @@ class BackendOptions:
     # server; off only where a test needs eviction points that depend on entry
     # sizes alone (the SLRU model test).
     count_structures: bool = True
+    # Durable backends (aegiskv.backends.wal, .snapshot):
+    wal_mode: str = "off"  # "off", "write" (survives a process crash), "fsync" (survives power loss)
+    wal_segment_bytes: int = 64 * 1024 * 1024
+    wal_salvage: bool = False  # start from the prefix before a corrupt record instead of refusing
+    snapshot_interval: float = 0.0  # seconds between automatic snapshots; 0 = only on command and shutdown
 
 
 @dataclass(frozen=True)
@@ -144,3 +149,30 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release files and threads; the backend is not used afterwards."""
+
+    @property
+    def log(self) -> WriteAheadLogLike | None:
+        """The write-ahead log when this backend keeps one (the server drives its writes and syncs)."""
+        return None
+
+    def begin_snapshot(self) -> Callable[[], str] | None:
+        """Freeze a point-in-time copy (caller holds the node lock; must be quick) and return
+        the job that writes it out (run it without the lock, in a worker), or None when this
+        backend takes no snapshots. The job returns the snapshot's path."""
+        return None
+
+
+class WriteAheadLogLike(Protocol):
+    """What the server needs from a backend's log (aegiskv.backends.wal_log.WriteAheadLog)."""
+
+    mode: str
+    appended_seq: int
+    written_seq: int
+    durable_seq: int
+
+    @property
+    def has_buffered(self) -> bool: ...
+
+    def write_out(self) -> None: ...
+
+    def sync(self) -> int: ...

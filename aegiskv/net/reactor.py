@@ -291,6 +291,9 @@ class Connection:
             return
         if self._handshaking:
             return  # replies wait for the handshake (none are produced before it)
+        pre_send = self.reactor.pre_send
+        if pre_send is not None:
+            pre_send()  # e.g. the write-ahead log goes to the OS before any reply does
         out = self._out
         if self.out_size > self.listener.options.output_limit:
             logger.warning(
@@ -402,6 +405,10 @@ class Reactor:
         self.listeners: list[Listener] = []
         self.connections: dict[int, Connection] = {}
         self.dirty: list[Connection] = []  # connections written to during this loop turn
+        # Called before any connection sends (write-ahead log first), and once at
+        # the end of every loop turn (start group fsyncs). Reactor thread only.
+        self.pre_send: Callable[[], None] | None = None
+        self.end_of_turn: list[Callable[[], None]] = []
         self.client_connections = 0
         self.max_client_connections = 1 << 30
         self.accepted_total = 0
@@ -487,6 +494,8 @@ class Reactor:
                     self._run_timers()
                 if self.dirty:
                     self._flush_dirty()
+                for hook in self.end_of_turn:
+                    hook()
                 if until is not None and until():
                     break
         finally:

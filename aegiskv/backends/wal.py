@@ -1,0 +1,176 @@
+"""The WAL-backed backend: the memory SLRU plus an append-only write-ahead log.
+
+Every change to the keyspace becomes a log record before its reply leaves the
+server: writes, deletes, TTL changes, flushes, and the keys the memory backend
+drops on its own (expiry, eviction), so a replay reproduces the state. On
+start the log under ``<data dir>/wal/`` is replayed into memory (see
+:func:`aegiskv.backends.wal_log.recover` for torn tails and corruption).
+
+Modes (``--wal``): ``write`` hands records to the OS before the reply (a
+process crash loses no acknowledged write), ``fsync`` also waits for the disk
+(power loss loses none); the server does the writing and syncing, see
+aegiskv.durability. With ``off`` this backend keeps no log (snapshots only, in
+the snapshot backend).
+
+Like every backend it is not thread-safe: the node's lock serialises calls.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+from loguru import logger
+
+from aegiskv.backends.base import (
+    NO_EXPIRY,
+    Backend,
+    BackendOptions,
+    BackendStats,
+    Clock,
+    Entry,
+    Value,
+    wall_clock_ms,
+)
+from aegiskv.backends.memory import MemoryBackend
+from aegiskv.backends.wal_format import Record, RecordType
+from aegiskv.backends.wal_log import RecoveryReport, WriteAheadLog, recover
+
+WAL_MODES = ("off", "write", "fsync")
+
+
+class WalBackend(Backend):
+    name = "wal"
+
+    def __init__(
+        self,
+        options: BackendOptions,
+        clock: Clock = wall_clock_ms,
+        rng: random.Random | None = None,
+    ) -> None:
+        if options.wal_mode not in WAL_MODES:
+            raise ValueError(f"wal_mode must be one of {WAL_MODES}, not {options.wal_mode!r}")
+        if options.wal_mode != "off" and not options.data_dir:
+            raise ValueError("a write-ahead log needs a data_dir")
+        self._clock = clock
+        self._memory = MemoryBackend(options, clock, rng, on_drop=self._log_drop)
+        self._replaying = False
+        self._wal: WriteAheadLog | None = None
+        self.recovery = RecoveryReport()
+        start_seq = self._load_snapshot(options)
+        if options.wal_mode != "off":
+            assert options.data_dir is not None
+            directory = os.path.join(options.data_dir, "wal")
+            os.makedirs(directory, exist_ok=True)
+            last_seq = self._replay(directory, start_seq, options.wal_salvage)
+            self._wal = WriteAheadLog(directory, last_seq + 1, options.wal_segment_bytes, options.wal_mode)
+
+    # -- recovery --------------------------------------------------------------------
+
+    def _load_snapshot(self, options: BackendOptions) -> int:
+        """Hook for the snapshot backend: load the newest snapshot, return the WAL seq it covers."""
+        return 0
+
+    def _replay(self, directory: str, after_seq: int, salvage: bool) -> int:
+        now = self._clock()
+        memory = self._memory
+
+        def apply(record: Record) -> None:
+            kind = record.type
+            if kind is RecordType.PUT:
+                if record.expires_at_ms != NO_EXPIRY and record.expires_at_ms <= now:
+                    memory.delete(record.key)  # expired while the node was down: never revived
+                else:
+                    memory.put(record.key, record.value, record.expires_at_ms, version=record.version)
+            elif kind is RecordType.DELETE:
+                memory.delete(record.key)
+            elif kind is RecordType.EXPIRE:
+                if record.expires_at_ms != NO_EXPIRY and record.expires_at_ms <= now:
+                    memory.delete(record.key)
+                else:
+                    memory.set_expiry(record.key, record.expires_at_ms)
+            elif kind is RecordType.FLUSH:
+                memory.flush()
+
+        self._replaying = True
+        try:
+            last_seq, self.recovery = recover(directory, apply, after_seq, salvage)
+        finally:
+            self._replaying = False
+        if self.recovery.records:
+            logger.info(
+                "replayed {} write-ahead log records from {} segments ({} keys)",
+                self.recovery.records,
+                self.recovery.segments,
+                len(memory),
+            )
+        return last_seq
+
+    # -- logging -----------------------------------------------------------------------
+
+    def _log_drop(self, key: bytes) -> None:
+        if self._wal is not None and not self._replaying:
+            self._wal.append(RecordType.DELETE, key)
+
+    @property
+    def log(self) -> WriteAheadLog | None:
+        return self._wal
+
+    # -- the Backend interface ------------------------------------------------------------
+
+    def get(self, key: bytes) -> Value | None:
+        return self._memory.get(key)
+
+    def get_entry(self, key: bytes, touch: bool = True) -> Entry | None:
+        return self._memory.get_entry(key, touch)
+
+    def put(self, key: bytes, value: bytes, expires_at_ms: int = NO_EXPIRY, version: int | None = None) -> int:
+        version = self._memory.put(key, value, expires_at_ms, version)
+        if self._wal is not None:
+            self._wal.append(RecordType.PUT, key, value, version, expires_at_ms)
+        return version
+
+    def delete(self, key: bytes) -> bool:
+        removed = self._memory.delete(key)
+        if removed and self._wal is not None:
+            self._wal.append(RecordType.DELETE, key)
+        return removed
+
+    def set_expiry(self, key: bytes, expires_at_ms: int) -> bool:
+        changed = self._memory.set_expiry(key, expires_at_ms)
+        if changed and self._wal is not None:
+            self._wal.append(RecordType.EXPIRE, key, expires_at_ms=expires_at_ms)
+        return changed
+
+    def expire_step(self, sample_size: int, budget_seconds: float) -> int:
+        return self._memory.expire_step(sample_size, budget_seconds)  # drops are logged by _log_drop
+
+    def flush(self) -> int:
+        removed = self._memory.flush()
+        if self._wal is not None:
+            self._wal.append(RecordType.FLUSH, b"")
+        return removed
+
+    def keys(self) -> list[bytes]:
+        return self._memory.keys()
+
+    def key_snapshot(self) -> list[bytes]:
+        return self._memory.key_snapshot()
+
+    def __len__(self) -> int:
+        return len(self._memory)
+
+    def stats(self) -> BackendStats:
+        return self._memory.stats()
+
+    @property
+    def last_version(self) -> int:
+        return self._memory.last_version
+
+    def close(self) -> None:
+        if self._wal is not None:
+            self._wal.close()
+            self._wal = None
+
+    def check(self) -> None:
+        self._memory.check()
