@@ -32,11 +32,10 @@ import struct
 from collections.abc import Iterator
 from typing import NamedTuple
 
-# What scan() reads: the bytes of a segment, or an mmap of its file.
-Buffer = bytes | memoryview | mmap.mmap
-
 import crcmod.predefined
 
+# What scan() reads: the bytes of a segment, or an mmap of its file.
+Buffer = bytes | memoryview | mmap.mmap
 _crc32c = crcmod.predefined.mkCrcFun("crc-32c")
 
 _HEADER = struct.Struct("!IBQQQI")  # length, type, seq, version, expires_at, key_length
