@@ -58,6 +58,8 @@ _SPECS: list[tuple[str, dict[str, bool]]] = [
     ("mset", {"write": True, "batch": True}),
     ("dbsize", {}),
     ("flush", {"write": True, "slow": True}),
+    ("snapshot", {"slow": True}),  # freezing the keyspace copies every key reference
+    ("lastsave", {}),
     ("scan", {}),
     ("command", {}),
     ("client", {}),

@@ -298,6 +298,12 @@ SETTINGS: tuple[Setting, ...] = (
         _boolean,
         "on a corrupt log record, start from the records before it and drop the rest (else refuse to start)",
     ),
+    Setting(
+        "snapshot_interval",
+        600.0,
+        _duration(),
+        "seconds between automatic snapshots with the snapshot backend (0 = only on command and shutdown)",
+    ),
     Setting("slru_protected_fraction", 0.8, _probability, "share of --max-memory the SLRU protected segment may hold"),
     Setting("max_key_bytes", 65535, _size(1, 2**32 - 1), "largest key accepted"),
     Setting("max_value_bytes", 64 * MIB, _size(0, 2**31 - 1), "largest value accepted"),
@@ -429,6 +435,7 @@ class Config:
     wal: str
     wal_segment_bytes: int
     wal_salvage: bool
+    snapshot_interval: float
     slru_protected_fraction: float
     max_key_bytes: int
     max_value_bytes: int

@@ -19,6 +19,7 @@ from loguru import logger
 
 from aegiskv import plugins
 from aegiskv.backends.base import BackendOptions, wall_clock_ms
+from aegiskv.backends.snapshot_format import SnapshotError
 from aegiskv.backends.wal_log import WalCorruption
 from aegiskv.cluster.slots import ShardMapper
 from aegiskv.config import Config, parse_address
@@ -71,6 +72,7 @@ def build_server(config: Config) -> tuple[Server, DataDir]:
                 wal_mode=config.wal,
                 wal_segment_bytes=config.wal_segment_bytes,
                 wal_salvage=config.wal_salvage,
+                snapshot_interval=config.snapshot_interval,
             )
         )
         node = Node(
@@ -92,7 +94,7 @@ _DURABLE_BACKENDS = ("wal", "snapshot")
 def resolve_backend(config: Config) -> str:
     """The backend to load: ``auto`` is memory without a log, the WAL backend with one."""
     if config.backend == "auto":
-        return "wal" if config.wal != "off" else "memory"
+        return "snapshot" if config.wal != "off" else "memory"
     if config.wal != "off" and config.backend not in _DURABLE_BACKENDS:
         raise plugins.PluginError(
             f"--wal {config.wal} needs a backend that keeps a log ({', '.join(_DURABLE_BACKENDS)} or auto), "
@@ -144,7 +146,7 @@ def run(config: Config) -> int:
     setup_logging(config.log_level, config.log_format)
     try:
         server, data_dir = build_server(config)
-    except (DataDirError, plugins.PluginError, TlsConfigError, WalCorruption) as error:
+    except (DataDirError, plugins.PluginError, TlsConfigError, WalCorruption, SnapshotError) as error:
         return refuse(str(error))
     pid_written = False
     try:
@@ -172,6 +174,7 @@ def run(config: Config) -> int:
         _warn_if_exposed(config)
         print(announcement(server), flush=True)
         server.run()
+        server.final_snapshot()
         logger.info("stopped")
         return 0
     finally:

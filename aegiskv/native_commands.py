@@ -198,6 +198,17 @@ def handle_info(server: Server, session: Session, frame: Frame) -> bytes:
     return native.encode_frame(Opcode.INFO, frame.request_id, items=items)
 
 
+def handle_snapshot(server: Server, session: Session, frame: Frame) -> bytes:
+    """Runs in the worker pool (a slow command). Replies with the snapshot's path."""
+    if frame.flags & ~native.SNAPSHOT_BACKGROUND:
+        raise CommandError(ErrorKind.INVALID, f"unknown SNAPSHOT flags 0x{frame.flags:x}")
+    if frame.flags & native.SNAPSHOT_BACKGROUND:
+        server.snapshot_in_background()
+        return native.encode_status_reply(Opcode.SNAPSHOT, frame.request_id, _OK)
+    path = server.node.start_snapshot()()
+    return native.encode_frame(Opcode.SNAPSHOT, frame.request_id, items=((b"path", path.encode()),))
+
+
 ROUTES: dict[int, tuple[Command, NativeHandler]] = {
     Opcode.PING: (COMMANDS["ping"], handle_ping),
     Opcode.AUTH: (COMMANDS["auth"], handle_auth),
@@ -210,6 +221,7 @@ ROUTES: dict[int, tuple[Command, NativeHandler]] = {
     Opcode.MGET: (COMMANDS["mget"], handle_mget),
     Opcode.MSET: (COMMANDS["mset"], handle_mset),
     Opcode.INFO: (COMMANDS["info"], handle_info),
+    Opcode.SNAPSHOT: (COMMANDS["snapshot"], handle_snapshot),
 }
 
 

@@ -17,7 +17,7 @@ import enum
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from aegiskv.backends.base import NO_EXPIRY, Backend, BackendStats, Clock, Entry, Value, ValueTooLarge, wall_clock_ms
@@ -111,6 +111,8 @@ class Node:
         self.hits = 0
         self.misses = 0
         self._scans: OrderedDict[int, list[bytes]] = OrderedDict()  # SCAN snapshots by id
+        self.snapshot_running = False
+        self.last_snapshot_time = 0.0  # wall-clock seconds of the last snapshot this process wrote
         self._next_scan_id = 1
 
     # -- reads -----------------------------------------------------------------------
@@ -417,6 +419,34 @@ class Node:
         if pattern is not None:
             keys = [key for key in keys if glob_match(pattern, key)]
         return next_cursor, keys
+
+    # -- snapshots ----------------------------------------------------------------------
+
+    def start_snapshot(self) -> Callable[[], str]:
+        """Freeze a point-in-time copy now and return the job that writes it (run it without the lock).
+
+        One snapshot at a time; raises CommandError when one is running or the
+        backend takes none.
+        """
+        with self._lock:
+            if self.snapshot_running:
+                raise CommandError(ErrorKind.INVALID, "Background save already in progress")
+            job = self.backend.begin_snapshot()
+            if job is None:
+                raise CommandError(
+                    ErrorKind.INVALID, 'this node keeps no snapshots (start it with --wal, or backend = "snapshot")'
+                )
+            self.snapshot_running = True
+
+        def run() -> str:
+            try:
+                path = job()
+                self.last_snapshot_time = time.time()
+                return path
+            finally:
+                self.snapshot_running = False
+
+        return run
 
     # -- housekeeping ----------------------------------------------------------------
 

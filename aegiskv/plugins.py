@@ -29,6 +29,7 @@ _BUILTIN_FALLBACK: Mapping[str, Mapping[str, str]] = {
     BACKENDS_GROUP: {
         "memory": "aegiskv.backends.memory:MemoryBackend",
         "wal": "aegiskv.backends.wal:WalBackend",
+        "snapshot": "aegiskv.backends.snapshot:SnapshotBackend",
     },
 }
 

@@ -488,6 +488,23 @@ def render_info(server: Server, sections: list[str] | None) -> bytes:
             ],
         )
     )
+    persistence = info["persistence"]
+    rendered.append(
+        (
+            "Persistence",
+            [
+                ("loading", 0),
+                ("rdb_bgsave_in_progress", persistence["snapshot_in_progress"]),
+                ("rdb_last_save_time", persistence["last_snapshot_time"]),
+                ("aof_enabled", int(persistence["wal"] != "off")),
+                ("aegis_wal", persistence["wal"]),
+                ("aegis_wal_records_written", persistence["wal_records_written"]),
+                ("aegis_wal_bytes_written", persistence["wal_bytes_written"]),
+                ("aegis_wal_syncs", persistence["wal_syncs"]),
+                ("aegis_wal_durable_seq", persistence["wal_durable_seq"]),
+            ],
+        )
+    )
     stats = info["stats"]
     rendered.append(
         (
@@ -595,8 +612,9 @@ def _config_values(server: Server) -> dict[bytes, bytes]:
         b"maxclients": b"%d" % config.max_connections,
         b"timeout": b"%d" % int(config.idle_timeout),
         b"databases": b"1",
-        b"save": b"",
-        b"appendonly": b"no",
+        b"save": b"%d 1" % int(server.node.backend.snapshot_interval) if server.node.backend.snapshot_interval else b"",
+        b"appendonly": b"yes" if config.wal != "off" else b"no",
+        b"appendfsync": {"fsync": b"always", "write": b"no"}.get(config.wal, b"no"),
         b"port": b"%d" % (server.resp_address[1] if server.resp_listener else 0),
         b"bind": (server.resp_address[0] if server.resp_listener else "").encode(),
         b"proto-max-bulk-len": b"%d" % config.max_value_bytes,
@@ -623,6 +641,22 @@ def cmd_config(server: Server, session: Session, args: Args) -> bytes:
     if sub == b"RESETSTAT":
         raise _invalid("CONFIG RESETSTAT is not supported")
     raise _invalid(f"unknown subcommand '{args[1].decode('utf-8', 'replace')}'. Try CONFIG HELP.")
+
+
+def cmd_bgsave(server: Server, session: Session, args: Args) -> bytes:
+    if len(args) == 2 and args[1].upper() != b"SCHEDULE":
+        raise _invalid(_SYNTAX)
+    server.snapshot_in_background()
+    return b"+Background saving started\r\n"
+
+
+def cmd_save(server: Server, session: Session, args: Args) -> bytes:
+    server.node.start_snapshot()()
+    return resp.OK
+
+
+def cmd_lastsave(server: Server, session: Session, args: Args) -> bytes:
+    return resp.integer(int(server.node.last_snapshot_time or server.started))
 
 
 # -- COMMAND -------------------------------------------------------------------------------
@@ -875,6 +909,13 @@ SPECS: dict[bytes, Spec] = {
     b"dbsize": _spec("dbsize", cmd_dbsize, 1, "readonly fast", _NO_KEYS, "server", "Number of keys"),
     b"flushdb": _spec("flush", cmd_flush, -1, "write", _NO_KEYS, "server", "Remove all keys"),
     b"flushall": _spec("flush", cmd_flush, -1, "write", _NO_KEYS, "server", "Remove all keys"),
+    b"save": _spec("snapshot", cmd_save, 1, "admin noscript", _NO_KEYS, "server", "Write a snapshot now"),
+    b"bgsave": _spec(
+        "snapshot", cmd_bgsave, -1, "admin noscript", _NO_KEYS, "server", "Write a snapshot in the background"
+    ),
+    b"lastsave": _spec(
+        "lastsave", cmd_lastsave, 1, "fast", _NO_KEYS, "server", "Unix time of the last snapshot this process wrote"
+    ),
     b"info": _spec("info", cmd_info, -1, "loading stale", _NO_KEYS, "server", "Information and statistics"),
     b"config": _spec(
         "config",

@@ -23,6 +23,7 @@ from aegiskv.backends.base import BackendStats
 from aegiskv.config import Config, parse_address
 from aegiskv.connection import CommandConnection
 from aegiskv.durability import Durability
+from aegiskv.errors import CommandError
 from aegiskv.health import HealthProtocol
 from aegiskv.memtrim import find_malloc_trim
 from aegiskv.metrics import build_registry, render
@@ -134,6 +135,8 @@ class Server:
                 ),
             )
         self.reactor.call_every(config.expiry_interval, self._expire_step)
+        if self.node.backend.snapshot_interval:
+            self.reactor.call_every(self.node.backend.snapshot_interval, self._timed_snapshot)
         release_memory = find_malloc_trim()
         if config.memory_trim_interval and release_memory is not None:
             self.reactor.call_every(config.memory_trim_interval, lambda: self._trim_memory(release_memory))
@@ -171,6 +174,30 @@ class Server:
 
     def _expire_step(self) -> None:
         self.node.expire_step(self.config.expiry_sample_size, self.config.expiry_step_budget)
+
+    def _timed_snapshot(self) -> None:
+        if self.node.snapshot_running:
+            return
+        self.reactor.submit(self.snapshot_in_background, self._snapshot_done)
+
+    def snapshot_in_background(self) -> None:
+        """Freeze the keyspace and write it from another worker (BGSAVE). Any thread but the reactor
+        should call this: freezing takes the node lock for a C-speed copy of the key references."""
+        job = self.node.start_snapshot()
+        self.reactor.submit(job, self._snapshot_done)
+
+    def _snapshot_done(self, _path: object, error: BaseException | None) -> None:
+        if error is not None and not isinstance(error, CommandError):
+            logger.error("snapshot failed: {}", error)
+
+    def final_snapshot(self) -> None:
+        """On graceful shutdown (after the reactor stopped): write a snapshot, synchronously."""
+        try:
+            self.node.start_snapshot()()
+        except CommandError:
+            pass  # no snapshots with this backend
+        except Exception as error:
+            logger.error("snapshot at shutdown failed: {}", error)
 
     def _trim_memory(self, release: Callable[[], int]) -> None:
         if not self._trim_pending:  # never queue a second trim behind a slow one
@@ -255,7 +282,7 @@ class Server:
 
     def info(self, sections: list[str] | None = None) -> dict[str, dict[str, Any]]:
         """INFO, by section (server, clients, memory, stats, keyspace). Any thread."""
-        wanted = set(sections) if sections else {"server", "clients", "memory", "stats", "keyspace"}
+        wanted = set(sections) if sections else {"server", "clients", "memory", "persistence", "stats", "keyspace"}
         result: dict[str, dict[str, Any]] = {}
         backend = self.node_stats() if wanted & {"memory", "stats", "keyspace"} else None
         if "server" in wanted:
@@ -292,6 +319,18 @@ class Server:
                 "keyspace_misses": self.node.misses,
                 "evicted_keys": backend.evictions,
                 "expired_keys": backend.expirations,
+            }
+        if "persistence" in wanted:
+            log = self.node.backend.log
+            result["persistence"] = {
+                "wal": self.config.wal,
+                "wal_records_written": log.records_written if log is not None else 0,
+                "wal_bytes_written": log.bytes_written if log is not None else 0,
+                "wal_syncs": log.syncs if log is not None else 0,
+                "wal_written_seq": log.written_seq if log is not None else 0,
+                "wal_durable_seq": log.durable_seq if log is not None else 0,
+                "snapshot_in_progress": int(self.node.snapshot_running),
+                "last_snapshot_time": int(self.node.last_snapshot_time),
             }
         if backend is not None and "keyspace" in wanted:
             result["keyspace"] = {

@@ -86,6 +86,8 @@ class Backend(ABC):
     """One node's keyspace. See the module docstring for the rules."""
 
     name: str = "abstract"
+    # Seconds between automatic snapshots the server should take (0 = none).
+    snapshot_interval: float = 0.0
 
     @abstractmethod
     def get(self, key: bytes) -> Value | None:
@@ -169,6 +171,9 @@ class WriteAheadLogLike(Protocol):
     appended_seq: int
     written_seq: int
     durable_seq: int
+    records_written: int
+    bytes_written: int
+    syncs: int
 
     @property
     def has_buffered(self) -> bool: ...

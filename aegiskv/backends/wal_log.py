@@ -209,7 +209,10 @@ class WriteAheadLog:
             return self._segment_first
 
     def _rotate_locked(self) -> None:
-        self._unsynced_fds.append(self._fd)
+        if self.mode == "fsync":
+            self._unsynced_fds.append(self._fd)  # the next sync() fsyncs and closes it
+        else:
+            os.close(self._fd)  # write mode never fsyncs: the OS has the bytes already
         self._segment_first = self.appended_seq + 1
         path = os.path.join(self.directory, segment_name(self._segment_first))
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)

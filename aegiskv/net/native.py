@@ -72,6 +72,7 @@ class Opcode(enum.IntEnum):
     MGET = 9
     MSET = 10
     INFO = 11
+    SNAPSHOT = 12  # write a snapshot; flags: SNAPSHOT_BACKGROUND replies once it started
 
 
 REQUEST_OPCODES = frozenset(int(op) for op in Opcode if op != Opcode.NONE)
@@ -98,6 +99,9 @@ SET_IF_PRESENT = 0x2
 SET_CAS = 0x4  # compare-and-set: store only if the key's version equals the request's version field
 SET_KEEP_TTL = 0x8  # keep the key's current TTL instead of clearing it (ttl field must be 0)
 SET_FLAGS = SET_IF_ABSENT | SET_IF_PRESENT | SET_CAS | SET_KEEP_TTL
+
+# SNAPSHOT flags.
+SNAPSHOT_BACKGROUND = 0x1
 
 
 class Limits(NamedTuple):

@@ -1,0 +1,235 @@
+"""The snapshot file format: lz4 blocks with checksums, an index, written atomically.
+
+All integers big-endian. A file is::
+
+    header (48 bytes)
+        8   magic b"AEGISNAP"
+        4   format version (1)
+        8   sequence number of the last write-ahead log record the snapshot covers
+        8   wall-clock ms when the snapshot was taken
+        8   number of entries
+        8   largest version handed out when it was taken (versions keep growing after a load)
+        4   CRC32C of the 44 bytes above
+    blocks, one after another; each:
+        4   compressed length
+        4   raw length
+        4   entries in the block
+        4   CRC32C of the compressed bytes
+        ... lz4 block (lz4.block, size not stored) of the raw bytes:
+            a table of (key length u32, blob length u32, expiry ms u64) per entry,
+            then the keys and blobs (8-byte version + value) back to back
+    index: per block, its file offset (u64) and entry count (u32)
+    footer (24 bytes)
+        8   file offset of the index
+        4   number of blocks
+        4   CRC32C of the index
+        8   magic b"SNAPEND!"
+
+The per-entry table comes first so that loading unpacks it with
+``struct.iter_unpack`` (C speed) and only slices keys and blobs in Python.
+A writer creates ``<name>.tmp``, fsyncs it, renames it into place and fsyncs
+the directory, so a crash leaves either the old snapshot or the new one.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
+
+import crcmod.predefined
+import lz4.block
+
+_crc32c = crcmod.predefined.mkCrcFun("crc-32c")
+
+MAGIC = b"AEGISNAP"
+END_MAGIC = b"SNAPEND!"
+FORMAT_VERSION = 1
+_HEADER_BODY = struct.Struct("!8sIQQQQ")
+_HEADER = struct.Struct("!8sIQQQQI")
+_BLOCK_HEADER = struct.Struct("!IIII")
+_ENTRY = struct.Struct("!IIQ")
+_INDEX_ENTRY = struct.Struct("!QI")
+_FOOTER = struct.Struct("!QII8s")
+BLOCK_RAW_BYTES = 1 << 20  # aim for about 1 MiB of raw entries per block
+
+
+class SnapshotError(Exception):
+    """The snapshot is damaged or not a snapshot; the message names file and place."""
+
+
+class SnapshotInfo(NamedTuple):
+    covered_seq: int
+    created_ms: int
+    entries: int
+    max_version: int
+
+
+def write(
+    path: str,
+    entries: Iterable[tuple[bytes, bytes, int]],
+    covered_seq: int,
+    created_ms: int,
+    max_version: int,
+) -> SnapshotInfo:
+    """Write ``(key, blob, expires_at_ms)`` entries to ``path`` atomically; returns what was written."""
+    temporary = path + ".tmp"
+    count = 0
+    index: list[tuple[int, int]] = []
+    with open(temporary, "wb") as out:
+        out.write(b"\0" * _HEADER.size)  # filled in at the end
+        table: list[bytes] = []
+        data: list[bytes] = []
+        raw_size = 0
+        for key, blob, expires_at in entries:
+            table.append(_ENTRY.pack(len(key), len(blob), expires_at))
+            data.append(key)
+            data.append(blob)
+            raw_size += _ENTRY.size + len(key) + len(blob)
+            count += 1
+            if raw_size >= BLOCK_RAW_BYTES:
+                index.append((out.tell(), len(table)))
+                _write_block(out, table, data)
+                table, data, raw_size = [], [], 0
+        if table:
+            index.append((out.tell(), len(table)))
+            _write_block(out, table, data)
+        index_offset = out.tell()
+        index_bytes = b"".join(_INDEX_ENTRY.pack(offset, entries_in) for offset, entries_in in index)
+        out.write(index_bytes)
+        out.write(_FOOTER.pack(index_offset, len(index), _crc32c(index_bytes), END_MAGIC))
+        header_body = _HEADER_BODY.pack(MAGIC, FORMAT_VERSION, covered_seq, created_ms, count, max_version)
+        out.seek(0)
+        out.write(header_body + struct.pack("!I", _crc32c(header_body)))
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return SnapshotInfo(covered_seq, created_ms, count, max_version)
+
+
+def _write_block(out: object, table: list[bytes], data: list[bytes]) -> None:
+    raw = b"".join(table) + b"".join(data)
+    compressed = lz4.block.compress(raw, store_size=False)
+    header = _BLOCK_HEADER.pack(len(compressed), len(raw), len(table), _crc32c(compressed))
+    out.write(header)  # type: ignore[attr-defined]
+    out.write(compressed)  # type: ignore[attr-defined]
+
+
+def read_info(path: str) -> SnapshotInfo:
+    """Header fields of ``path`` (checked); raises SnapshotError."""
+    with open(path, "rb") as handle:
+        header = handle.read(_HEADER.size)
+    return _parse_header(path, header)
+
+
+def _parse_header(path: str, header: bytes | memoryview) -> SnapshotInfo:
+    if len(header) < _HEADER.size:
+        raise SnapshotError(f"snapshot {path}: shorter than its header")
+    magic, version, covered_seq, created_ms, entries, max_version, crc = _HEADER.unpack_from(header)
+    if magic != MAGIC:
+        raise SnapshotError(f"snapshot {path}: not a snapshot (bad magic)")
+    if version != FORMAT_VERSION:
+        raise SnapshotError(f"snapshot {path}: format version {version}, this build reads {FORMAT_VERSION}")
+    if _crc32c(bytes(header[: _HEADER_BODY.size])) != crc:
+        raise SnapshotError(f"snapshot {path}: header checksum mismatch")
+    return SnapshotInfo(covered_seq, created_ms, entries, max_version)
+
+
+def read(path: str) -> tuple[SnapshotInfo, Iterator[tuple[list[bytes], list[bytes], list[int]]]]:
+    """Open ``path`` (mmap) and check its structure; returns the info and an iterator of blocks.
+
+    Each block comes as parallel lists (keys, blobs, expiry times). Every
+    block's checksum is verified before it is decompressed; any damage raises
+    :class:`SnapshotError` naming the file and offset. The whole file is
+    checked (footer, index, every block) before the first block is returned,
+    so a caller never loads half a damaged snapshot.
+    """
+    handle = open(path, "rb")  # noqa: SIM115 - closed when the iterator finishes
+    try:
+        size = os.fstat(handle.fileno()).st_size
+        if size < _HEADER.size + _FOOTER.size:
+            raise SnapshotError(f"snapshot {path}: {size} bytes, too short")
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    except BaseException:
+        handle.close()
+        raise
+    view = memoryview(mapped)
+    try:
+        info = _parse_header(path, view[: _HEADER.size])
+        index_offset, block_count, index_crc, end_magic = _FOOTER.unpack_from(view, size - _FOOTER.size)
+        if end_magic != END_MAGIC:
+            raise SnapshotError(f"snapshot {path}: missing end marker (incomplete file)")
+        index_end = index_offset + block_count * _INDEX_ENTRY.size
+        if index_offset < _HEADER.size or index_end != size - _FOOTER.size:
+            raise SnapshotError(f"snapshot {path}: index offset {index_offset} does not fit the file")
+        index_view = view[index_offset:index_end]
+        if _crc32c(index_view) != index_crc:
+            raise SnapshotError(f"snapshot {path}: index checksum mismatch at offset {index_offset}")
+        blocks = [_INDEX_ENTRY.unpack_from(index_view, i * _INDEX_ENTRY.size) for i in range(block_count)]
+        total = 0
+        for offset, entries_in in blocks:
+            _check_block(path, view, offset, index_offset)
+            total += entries_in
+        if total != info.entries:
+            raise SnapshotError(f"snapshot {path}: index counts {total} entries, header {info.entries}")
+    except BaseException:
+        view.release()
+        mapped.close()
+        handle.close()
+        raise
+
+    def iterate() -> Iterator[tuple[list[bytes], list[bytes], list[int]]]:
+        try:
+            for offset, _entries_in in blocks:
+                yield _decode_block(path, view, offset)
+        finally:
+            view.release()
+            mapped.close()
+            handle.close()
+
+    return info, iterate()
+
+
+def _check_block(path: str, view: memoryview, offset: int, limit: int) -> None:
+    if offset + _BLOCK_HEADER.size > limit:
+        raise SnapshotError(f"snapshot {path}: block header at offset {offset} runs past the blocks")
+    compressed_length, _raw_length, _entries, crc = _BLOCK_HEADER.unpack_from(view, offset)
+    start = offset + _BLOCK_HEADER.size
+    if start + compressed_length > limit:
+        raise SnapshotError(f"snapshot {path}: block at offset {offset} runs past the blocks")
+    if _crc32c(view[start : start + compressed_length]) != crc:
+        raise SnapshotError(f"snapshot {path}: block checksum mismatch at offset {offset}")
+
+
+def _decode_block(path: str, view: memoryview, offset: int) -> tuple[list[bytes], list[bytes], list[int]]:
+    compressed_length, raw_length, entries, _crc = _BLOCK_HEADER.unpack_from(view, offset)
+    start = offset + _BLOCK_HEADER.size
+    try:
+        raw = lz4.block.decompress(view[start : start + compressed_length], uncompressed_size=raw_length)
+    except lz4.block.LZ4BlockError as error:
+        raise SnapshotError(f"snapshot {path}: block at offset {offset} does not decompress: {error}") from None
+    table_size = entries * _ENTRY.size
+    if table_size > len(raw):
+        raise SnapshotError(f"snapshot {path}: block at offset {offset}: entry table larger than the block")
+    keys: list[bytes] = []
+    blobs: list[bytes] = []
+    deadlines: list[int] = []
+    position = table_size
+    for key_length, blob_length, expires_at in _ENTRY.iter_unpack(raw[:table_size]):
+        key_end = position + key_length
+        blob_end = key_end + blob_length
+        keys.append(raw[position:key_end])
+        blobs.append(raw[key_end:blob_end])
+        deadlines.append(expires_at)
+        position = blob_end
+    if position != len(raw):
+        raise SnapshotError(f"snapshot {path}: block at offset {offset}: entries do not fill the block")
+    return keys, blobs, deadlines
