@@ -35,8 +35,8 @@ import random
 import struct
 import sys
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
 
 from aegiskv.backends.base import (
     NO_EXPIRY,
@@ -367,7 +367,8 @@ class MemoryBackend(Backend):
         return result
 
     def key_snapshot(self) -> list[bytes]:
-        return [*self._probation, *self._protected]
+        # dict.keys walks the table at C speed; iterating an OrderedDict is 20x slower.
+        return [*dict.keys(self._probation), *dict.keys(self._protected)]
 
     def __len__(self) -> int:
         return len(self._probation) + len(self._protected)
@@ -388,45 +389,64 @@ class MemoryBackend(Backend):
     def last_version(self) -> int:
         return self._version
 
-    def export(self) -> tuple[list[tuple[bytes, bytes]], dict[bytes, int]]:
-        """A point-in-time copy for snapshots: (key, version+value blob) pairs and key -> deadline.
+    def export(self) -> tuple[list[bytes], list[bytes], Callable[[bytes], int]]:
+        """A point-in-time copy for snapshots: keys, their version+value blobs (same order), and a
+        function giving a key's deadline (NO_EXPIRY when none).
 
-        Copies references only (C speed, about 16 bytes per key): the blobs are
-        immutable bytes, so the copy stays consistent while the caller writes it
-        out without the lock and the cache keeps changing.
+        Copies references only: the blobs are immutable bytes, so the copy stays
+        consistent while the caller writes it out without the lock and the cache
+        keeps changing. ``dict.keys``/``dict.values`` walk the tables at C speed
+        (0.09 s for 1M keys here, where iterating the OrderedDicts' items took 1.1 s).
         """
-        items = [*self._probation.items(), *self._protected.items()]
-        deadlines = {key: deadline for key, deadline in self._deadlines}
-        return items, deadlines
+        keys = [*dict.keys(self._probation), *dict.keys(self._protected)]
+        blobs = [*dict.values(self._probation), *dict.values(self._protected)]
+        packed = dict(self._deadline_map)
+        unpack = ExpiryIndex.unpack_deadline
 
-    def bulk_load(self, keys: list[bytes], blobs: list[bytes], deadlines: list[int], max_version: int) -> int:
-        """Insert snapshot entries (version+value blobs) into an empty keyspace; returns how many.
+        def deadline(key: bytes) -> int:
+            value = packed.get(key)
+            return NO_EXPIRY if value is None else unpack(value)
 
-        Recovery only: skips put()'s per-entry work (no old values to replace,
-        one eviction pass at the end) so 1M keys load in about a second.
-        Entries whose deadline has passed are skipped: a restart never revives a TTL.
+        return keys, blobs, deadline
+
+    def bulk_load(
+        self,
+        keys: list[bytes],
+        blobs: list[bytes],
+        deadlines: Sequence[int],
+        key_lengths: Sequence[int],
+        blob_lengths: Sequence[int],
+        max_version: int,
+    ) -> int:
+        """Insert snapshot entries (version+value blobs, absent from the keyspace); returns how many.
+
+        Recovery only: one C-level ``update`` instead of put() per entry, one
+        eviction pass at the end. Entries whose deadline has passed are dropped:
+        a restart never revives a TTL.
         """
-        now = self._clock()
         probation = self._probation
-        deadlines_index = self._deadlines
-        added = 0
-        charged = 0
-        for key, blob, deadline in zip(keys, blobs, deadlines):
-            if deadline:
-                if deadline <= now:
-                    continue
-                deadlines_index.set(key, deadline)
-                charged += entry_cost(len(key), len(blob) - VERSION_BYTES, True)
-            else:
-                charged += entry_cost(len(key), len(blob) - VERSION_BYTES, False)
-            probation[key] = blob
-            added += 1
+        before = len(probation)
+        probation.update(zip(keys, blobs))
+        # Count lengths first (Counter counts at C speed): entries of a cache tend
+        # to share a few sizes, so object_bytes() runs per distinct length only.
+        charged = sum(object_bytes(length) * count for length, count in Counter(key_lengths).items())
+        charged += sum(object_bytes(length) * count for length, count in Counter(blob_lengths).items())
         self._probation_bytes += charged
+        dropped = 0
+        if any(deadlines):
+            now = self._clock()
+            for key, deadline, key_length in zip(keys, deadlines, key_lengths):
+                if deadline:
+                    if deadline <= now:
+                        dropped += self._remove(key)
+                    else:
+                        self._deadlines.set(key, deadline)
+                        self._probation_bytes += _ttl_cost(key_length)
         self._version = max(self._version, max_version)
         self._measure_structures()
         if self._probation_bytes + self._protected_bytes + self._structure_bytes > self._limit and probation:
             self._evict(keep=next(reversed(probation)))
-        return added
+        return len(probation) - before
 
     def segments(self) -> tuple[list[bytes], list[bytes]]:
         """(probation, protected) keys, least recently used first. For tests and INFO."""

@@ -79,8 +79,10 @@ class SnapshotBackend(WalBackend):
         started = time.perf_counter()
         info, blocks = snapshot_format.read(path)  # raises SnapshotError on damage
         loaded = 0
-        for keys, blobs, deadlines in blocks:
-            loaded += self._memory.bulk_load(keys, blobs, deadlines, info.max_version)
+        for block in blocks:
+            loaded += self._memory.bulk_load(
+                block.keys, block.blobs, block.deadlines, block.key_lengths, block.blob_lengths, info.max_version
+            )
         logger.info(
             "loaded snapshot {} ({} keys, {} expired while down) in {:.2f}s",
             path,
@@ -95,7 +97,7 @@ class SnapshotBackend(WalBackend):
         """Freeze the keyspace (under the node lock) and return the job that writes it."""
         wal = self._wal
         covered_seq = wal.rotate() - 1 if wal is not None else 0
-        items, deadlines = self._memory.export()
+        keys, blobs, deadline_of = self._memory.export()
         max_version = self._memory.last_version
         # Strictly later than the newest existing name, even within one millisecond.
         existing = list_snapshots(self._snapshot_directory)
@@ -103,9 +105,8 @@ class SnapshotBackend(WalBackend):
         directory = self._snapshot_directory
 
         def entries() -> Iterator[tuple[bytes, bytes, int]]:
-            get_deadline = deadlines.get
-            for key, blob in items:
-                yield key, blob, get_deadline(key, 0)
+            for key, blob in zip(keys, blobs):
+                yield key, blob, deadline_of(key)
 
         def job() -> str:
             path = os.path.join(directory, snapshot_name(created_ms))
