@@ -9,6 +9,7 @@ TLS). Problems with the files are one line for the operator
 
 from __future__ import annotations
 
+import os
 import ssl
 
 # ECDHE key exchange with AEAD ciphers for TLS 1.2 (TLS 1.3 suites are fixed by
@@ -25,10 +26,11 @@ def server_context(cert_file: str, key_file: str, ca_file: str | None = None) ->
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(TLS12_CIPHERS)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    for label, path in (("certificate", cert_file), ("key", key_file)):
+        if not os.path.isfile(path):
+            raise TlsConfigError(f"TLS {label} {path}: no such file")
     try:
         context.load_cert_chain(cert_file, key_file)
-    except FileNotFoundError as error:
-        raise TlsConfigError(f"TLS certificate or key: {error.filename}: no such file") from None
     except ssl.SSLError as error:
         raise TlsConfigError(
             f"TLS certificate {cert_file} / key {key_file}: cannot load ({error.reason or error}): "
@@ -37,6 +39,8 @@ def server_context(cert_file: str, key_file: str, ca_file: str | None = None) ->
     except OSError as error:
         raise TlsConfigError(f"TLS certificate or key: cannot read: {error.strerror or error}") from None
     if ca_file:
+        if not os.path.isfile(ca_file):
+            raise TlsConfigError(f"TLS CA {ca_file}: no such file")
         try:
             context.load_verify_locations(cafile=ca_file)
         except FileNotFoundError:

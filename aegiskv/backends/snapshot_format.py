@@ -39,7 +39,7 @@ import mmap
 import os
 import struct
 from collections.abc import Iterable, Iterator
-from itertools import accumulate
+from itertools import accumulate, pairwise
 from typing import BinaryIO, NamedTuple
 
 import crcmod.predefined
@@ -247,6 +247,6 @@ def _decode_block(path: str, view: memoryview, offset: int) -> Block:
     blob_offsets = list(accumulate(blob_lengths, initial=key_offsets[-1]))
     if blob_offsets[-1] != len(raw):
         raise SnapshotError(f"snapshot {path}: block at offset {offset}: entries do not fill the block")
-    keys = [raw[a:b] for a, b in zip(key_offsets, key_offsets[1:])]
-    blobs = [raw[a:b] for a, b in zip(blob_offsets, blob_offsets[1:])]
+    keys = [raw[a:b] for a, b in pairwise(key_offsets)]
+    blobs = [raw[a:b] for a, b in pairwise(blob_offsets)]
     return Block(keys, blobs, deadlines, key_lengths, blob_lengths)

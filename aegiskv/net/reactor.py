@@ -18,11 +18,14 @@ reactor-thread only except :meth:`Reactor.call_soon` and
 from __future__ import annotations
 
 import errno
+import fcntl
 import heapq
 import itertools
 import selectors
 import socket
 import ssl
+import struct
+import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -141,6 +144,7 @@ class Connection:
         "_handshake_events",
         "partial_since",
         "last_send",
+        "last_queued",
         "close_reason",
     )
 
@@ -166,6 +170,7 @@ class Connection:
         self._handshake_events = READ  # what the TLS handshake waits for
         self.partial_since: float | None = None  # when the incomplete request now buffered began
         self.last_send = reactor.now  # last time replies made progress (or there were none)
+        self.last_queued: int | None = None  # kernel send-queue bytes when the sweep last looked
         self.close_reason = ""  # why the server closed it (metrics and logs)
 
     # -- transport API for protocols (reactor thread) --------------------------------
@@ -351,6 +356,23 @@ class Connection:
                     self._close_now()
                     return
         self._update_interest()
+
+    def kernel_queue_shrank(self) -> bool:
+        """Whether the kernel's send queue for this socket drained since the last look.
+
+        A client that reads slowly keeps the queue moving without our send()
+        succeeding for seconds (Linux reports a socket writable only when a
+        third of its send buffer is free), so the sweep counts this as progress.
+        """
+        try:
+            queued = struct.unpack("i", fcntl.ioctl(self.sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        except OSError:
+            return False
+        shrank = self.last_queued is not None and queued < self.last_queued
+        self.last_queued = queued
+        if shrank:
+            self.last_send = self.reactor.now
+        return shrank
 
     def _update_interest(self) -> None:
         if self.closed:
@@ -547,10 +569,11 @@ class Reactor:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         reason = None
+        # Redis's own words: redis-py recognises this text and raises ConnectionError.
         if options.counts_as_client and self.client_connections >= self.max_client_connections:
-            reason = f"max number of clients reached ({self.max_client_connections})"
+            reason = "max number of clients reached"
         elif not options.counts_as_client and self._count(listener) >= options.max_connections:
-            reason = f"max number of connections reached ({options.max_connections})"
+            reason = "max number of connections reached"
         if reason is not None:
             self.rejected_total += 1
             if options.refusal is not None and options.ssl_context is None:  # no plaintext on a TLS port
@@ -559,7 +582,9 @@ class Reactor:
                 except OSError:
                     pass
             sock.close()
-            logger.warning("refused {} connection from {}: {}", options.name, peer, reason)
+            logger.warning(
+                "refused {} connection from {}: {} ({} open)", options.name, peer, reason, self.client_connections
+            )
             return
         if options.ssl_context is not None:
             try:
@@ -607,7 +632,12 @@ class Reactor:
                     and (now - connection.partial_since > options.request_timeout)
                 ):
                     reason = "request_timeout"
-                elif options.send_timeout and connection.out_size and now - connection.last_send > options.send_timeout:
+                elif (
+                    options.send_timeout
+                    and connection.out_size
+                    and now - connection.last_send > options.send_timeout
+                    and not connection.kernel_queue_shrank()
+                ):
                     reason = "send_timeout"
                 elif (
                     options.idle_timeout
