@@ -1,0 +1,556 @@
+"""SWIM membership with Lifeguard refinements, as a sans-IO state machine.
+
+The core never touches a socket or a clock: :meth:`SwimMembership.tick` and
+:meth:`SwimMembership.receive` take the current time and return the datagrams
+to send as ``(address, payload)`` pairs. The same code runs in a real node
+(aegiskv.cluster.gossip wires it to a UDP socket in the reactor) and in a
+simulation of a thousand nodes stepped by a fake clock (bench/membership_sim.py).
+
+The protocol, after Das et al. (SWIM) and HashiCorp's memberlist/Lifeguard:
+
+* **Probes.** Every ``probe_interval`` a member pings the next member of a
+  shuffled round-robin list. No ack within ``probe_timeout``: it asks
+  ``indirect_checks`` other members to ping the target for it (PING_REQ).
+  No ack by the end of the period: the target becomes *suspect*.
+* **Suspicion** is gossiped to everyone. The suspect refutes it by raising its
+  incarnation number. Otherwise, after a timeout it is declared *dead*. The
+  timeout starts at ``suspicion_max_mult`` times the minimum and shrinks toward
+  the minimum (``suspicion_mult * log10(N) * probe_interval``) as independent
+  members confirm the suspicion (Lifeguard: one slow member cannot kill a
+  healthy one quickly, many agreeing members kill a dead one fast).
+* **Buddy system** (Lifeguard): a ping to a suspect carries the suspicion
+  first, so a live suspect learns of it at once and refutes.
+* **Local health** (Lifeguard): a member that misses acks, or has to refute
+  suspicions of itself, raises its health score and stretches its probe
+  timeout, because the fault is then likely its own.
+* **Dissemination** piggybacks membership updates on every ping, ack and
+  ping-request; each update is sent at most ``retransmit_mult * log10(N+1)``
+  times, least-sent first, so the per-member load does not grow with N.
+* **Tombstones.** Dead and departed members are remembered for
+  ``dead_reclaim_time`` so that an old "alive" message cannot bring them back
+  as ghosts; a restarted node comes back with a higher incarnation (its start
+  time in milliseconds), which does supersede the tombstone.
+* **Full state** (push-pull) is exchanged over TCP on join and every
+  ``push_pull_interval`` (aegiskv.cluster.gossip): :meth:`full_state` and
+  :meth:`merge_state`.
+
+Messages are compact JSON objects (aegiskv.cluster.wire signs them when a
+gossip secret is set). JSON keeps the format readable in a packet capture and
+parsing it cannot execute anything; a binary encoding would save about half
+the bytes, which the simulation shows is not where the cost is.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+Address = tuple[str, int]
+Outbound = list[tuple[Address, bytes]]
+
+
+class State(enum.IntEnum):
+    ALIVE = 0
+    SUSPECT = 1
+    DEAD = 2
+    LEFT = 3
+
+
+@dataclass
+class Member:
+    node_id: str
+    address: Address  # gossip (UDP) address others reach it at
+    incarnation: int
+    state: State = State.ALIVE
+    meta: dict[str, str] = field(default_factory=dict)  # e.g. client and RESP addresses
+    state_since: float = 0.0  # when it entered its current state (our clock)
+
+    @property
+    def live(self) -> bool:
+        return self.state in (State.ALIVE, State.SUSPECT)
+
+
+@dataclass(frozen=True)
+class SwimConfig:
+    """Timing, memberlist's LAN profile by default (seconds)."""
+
+    probe_interval: float = 1.0
+    probe_timeout: float = 0.5
+    suspicion_mult: int = 4
+    suspicion_max_mult: int = 6
+    indirect_checks: int = 3
+    retransmit_mult: int = 4
+    dead_reclaim_time: float = 30.0
+    push_pull_interval: float = 30.0
+    max_updates_per_message: int = 12
+    max_health: int = 8  # local-health score ceiling (probe timeout is multiplied by score + 1)
+
+
+@dataclass
+class _Update:
+    """A membership fact being gossiped, and how often it has been sent."""
+
+    node_id: str
+    state: State
+    incarnation: int
+    address: Address
+    meta: dict[str, str]
+    source: str  # who asserts it (for suspicion confirmations)
+    transmits: int = 0
+
+    def encode(self) -> list[Any]:
+        return [
+            self.node_id,
+            int(self.state),
+            self.incarnation,
+            self.address[0],
+            self.address[1],
+            self.meta,
+            self.source,
+        ]
+
+
+@dataclass
+class _Probe:
+    target: str
+    seq: int
+    started: float
+    indirect_sent: bool = False
+    acked: bool = False
+
+
+@dataclass
+class _Suspicion:
+    started: float
+    confirmations: set[str]
+
+
+class MessageError(ValueError):
+    """A gossip message that cannot be understood; it is dropped and counted."""
+
+
+class SwimMembership:
+    """One member's view of the cluster. Not thread-safe: one owner calls it (the reactor)."""
+
+    def __init__(
+        self,
+        node_id: str,
+        address: Address,
+        *,
+        meta: dict[str, str] | None = None,
+        incarnation: int = 0,
+        config: SwimConfig | None = None,
+        rng: random.Random | None = None,
+        now: float = 0.0,
+    ) -> None:
+        self.config = config or SwimConfig()
+        self.rng = rng or random.Random()
+        self.me = Member(node_id, address, incarnation, State.ALIVE, dict(meta or {}), now)
+        self.members: dict[str, Member] = {node_id: self.me}
+        self._updates: dict[str, _Update] = {}
+        self._probe_order: list[str] = []
+        self._probe: _Probe | None = None
+        self._next_probe_at = now
+        self._seq = 0
+        # PING_REQ relays: our seq -> (requester address, requester's seq)
+        self._relays: dict[int, tuple[Address, int, float]] = {}
+        self._suspicions: dict[str, _Suspicion] = {}
+        self.health = 0
+        self.leaving = False
+        self._size_cache = 0
+        self.listeners: list[Callable[[Member], None]] = []
+        self.counters: dict[str, int] = {
+            "messages_sent": 0,
+            "messages_received": 0,
+            "bytes_sent": 0,
+            "bytes_received": 0,
+            "malformed": 0,
+            "refutations": 0,
+        }
+        self._queue_update(self.me, source=node_id)
+
+    # -- views -----------------------------------------------------------------------
+
+    def live_members(self) -> list[Member]:
+        """Alive and suspect members, this one included, sorted by id."""
+        return sorted((m for m in self.members.values() if m.live), key=lambda m: m.node_id)
+
+    def member(self, node_id: str) -> Member | None:
+        return self.members.get(node_id)
+
+    def _others(self, *states: State) -> list[Member]:
+        wanted = states or (State.ALIVE, State.SUSPECT)
+        return [m for m in self.members.values() if m.node_id != self.me.node_id and m.state in wanted]
+
+    def estimated_size(self) -> int:
+        """Live members, recounted only after a change (it is read for every message sent)."""
+        if not self._size_cache:
+            self._size_cache = max(1, sum(1 for m in self.members.values() if m.live))
+        return self._size_cache
+
+    # -- driving ------------------------------------------------------------------------
+
+    def tick(self, now: float) -> Outbound:
+        """Advance timers: probes, indirect probes, suspicion timeouts, tombstones."""
+        out: Outbound = []
+        if self.leaving:
+            return out
+        probe = self._probe
+        config = self.config
+        if probe is not None and not probe.acked:
+            if not probe.indirect_sent and now >= probe.started + self._probe_timeout():
+                probe.indirect_sent = True
+                out.extend(self._send_indirect(probe, now))
+            if now >= probe.started + config.probe_interval:
+                self._probe = None
+                self._probe_failed(probe.target, now)
+        elif probe is not None and now >= probe.started + config.probe_interval:
+            self._probe = None
+        if now >= self._next_probe_at and self._probe is None:
+            self._next_probe_at = now + config.probe_interval
+            out.extend(self._start_probe(now))
+        self._expire_suspicions(now)
+        self._reclaim_tombstones(now)
+        self._expire_relays(now)
+        return out
+
+    def receive(self, source: Address, payload: bytes, now: float) -> Outbound:
+        """Handle one datagram; returns replies. Malformed input is counted and dropped."""
+        self.counters["messages_received"] += 1
+        self.counters["bytes_received"] += len(payload)
+        try:
+            message = json.loads(payload)
+            if not isinstance(message, dict):
+                raise MessageError("not an object")
+            kind = message.get("t")
+            updates = message.get("u", [])
+            if not isinstance(updates, list):
+                raise MessageError("updates is not a list")
+            for raw in updates:
+                self._apply(_decode_update(raw), now)
+            return self._handle(kind, message, source, now)
+        except (MessageError, ValueError, TypeError, KeyError, IndexError):
+            self.counters["malformed"] += 1
+            return []
+
+    def join(self, seeds: Iterable[Address], now: float) -> Outbound:
+        """Announce ourselves to ``seeds`` (UDP pings carrying our ALIVE); push-pull does the rest."""
+        out: Outbound = []
+        for seed in seeds:
+            if seed != self.me.address:
+                self._seq += 1
+                out.append(self._message(seed, {"t": "ping", "s": self._seq, "to": ""}, now, force_self=True))
+        return out
+
+    def leave(self, now: float) -> Outbound:
+        """Graceful leave: tell a few members (who gossip it on) that we left, then stop probing."""
+        self.me.state = State.LEFT
+        self.me.incarnation += 1
+        self.me.state_since = now
+        self._queue_update(self.me, source=self.me.node_id)
+        self.leaving = True
+        targets = self._others(State.ALIVE)
+        self.rng.shuffle(targets)
+        out: Outbound = []
+        for member in targets[: max(3, self.config.indirect_checks)]:
+            self._seq += 1
+            out.append(self._message(member.address, {"t": "ping", "s": self._seq, "to": member.node_id}, now))
+        return out
+
+    # -- full state (push-pull over TCP) -----------------------------------------------------
+
+    def full_state(self) -> bytes:
+        members = [
+            _Update(m.node_id, m.state, m.incarnation, m.address, m.meta, self.me.node_id).encode()
+            for m in self.members.values()
+        ]
+        return json.dumps({"t": "state", "from": self.me.node_id, "m": members}, separators=(",", ":")).encode()
+
+    def merge_state(self, payload: bytes, now: float, disseminate: bool = False) -> None:
+        """Take in another member's full state (push-pull).
+
+        ``disseminate`` also gossips what was new to us: a seed does when a new
+        member joins through it (the rest of the cluster must hear of the
+        newcomer); the newcomer itself, and the periodic anti-entropy exchange,
+        do not (the others already know what a full state holds, and gossiping
+        a thousand members' entries from one node would flood the cluster).
+        """
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            raise MessageError("state is not JSON") from None
+        if not isinstance(message, dict) or message.get("t") != "state" or not isinstance(message.get("m"), list):
+            raise MessageError("not a state message")
+        for raw in message["m"]:
+            update = _decode_update(raw)
+            # Another member's word that someone is dead is taken as a suspicion
+            # only: we may still reach it (memberlist does the same).
+            if update.state == State.DEAD and update.node_id != self.me.node_id:
+                update.state = State.SUSPECT
+            self._apply(update, now, disseminate)
+
+    # -- probing ---------------------------------------------------------------------------
+
+    def _probe_timeout(self) -> float:
+        return self.config.probe_timeout * (self.health + 1)
+
+    def _start_probe(self, now: float) -> Outbound:
+        target = self._next_target()
+        if target is None:
+            return []
+        self._seq += 1
+        self._probe = _Probe(target.node_id, self._seq, now)
+        return [self._message(target.address, {"t": "ping", "s": self._seq, "to": target.node_id}, now, about=target)]
+
+    def _next_target(self) -> Member | None:
+        for _ in range(2):
+            while self._probe_order:
+                node_id = self._probe_order.pop()
+                member = self.members.get(node_id)
+                if member is not None and member.live and node_id != self.me.node_id:
+                    return member
+            candidates = [m.node_id for m in self._others()]
+            if not candidates:
+                return None
+            self.rng.shuffle(candidates)
+            self._probe_order = candidates
+        return None
+
+    def _send_indirect(self, probe: _Probe, now: float) -> Outbound:
+        target = self.members.get(probe.target)
+        if target is None:
+            return []
+        helpers = [m for m in self._others(State.ALIVE) if m.node_id != probe.target]
+        self.rng.shuffle(helpers)
+        return [
+            self._message(
+                helper.address,
+                {"t": "pingreq", "s": probe.seq, "to": target.node_id, "h": target.address[0], "p": target.address[1]},
+                now,
+            )
+            for helper in helpers[: self.config.indirect_checks]
+        ]
+
+    def _probe_failed(self, node_id: str, now: float) -> None:
+        self.health = min(self.config.max_health, self.health + 1)
+        member = self.members.get(node_id)
+        if member is not None and member.state == State.ALIVE:
+            self._suspect(member, self.me.node_id, member.incarnation, now)
+        elif member is not None and member.state == State.SUSPECT:
+            # Our own failed probe of a suspect is an independent confirmation:
+            # count it and gossip it (with us as the source) so others count it too.
+            suspicion = self._suspicions.get(node_id)
+            if suspicion is not None:
+                suspicion.confirmations.add(self.me.node_id)
+            self._queue_update(member, self.me.node_id)
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def _handle(self, kind: Any, message: dict[str, Any], source: Address, now: float) -> Outbound:
+        if self.leaving:
+            return []
+        seq = int(message.get("s", 0))
+        if kind == "ping":
+            return [self._message(source, {"t": "ack", "s": seq}, now)]
+        if kind == "ack":
+            probe = self._probe
+            if probe is not None and probe.seq == seq:
+                probe.acked = True
+                self.health = max(0, self.health - 1)
+                return []
+            relay = self._relays.pop(seq, None)
+            if relay is not None:
+                requester, their_seq, _expires = relay
+                return [self._message(requester, {"t": "ack", "s": their_seq}, now)]
+            return []
+        if kind == "pingreq":
+            target = (str(message["h"]), int(message["p"]))
+            self._seq += 1
+            self._relays[self._seq] = (source, seq, now + self.config.probe_interval)
+            return [self._message(target, {"t": "ping", "s": self._seq, "to": str(message.get("to", ""))}, now)]
+        raise MessageError(f"unknown message type {kind!r}")
+
+    def _message(
+        self, address: Address, body: dict[str, Any], now: float, about: Member | None = None, force_self: bool = False
+    ) -> tuple[Address, bytes]:
+        body["f"] = self.me.node_id
+        body["u"] = self._piggyback(about, force_self)
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        self.counters["messages_sent"] += 1
+        self.counters["bytes_sent"] += len(payload)
+        return address, payload
+
+    def _piggyback(self, about: Member | None, force_self: bool) -> list[list[Any]]:
+        """Least-sent updates first; the ones about the probe target before all (buddy system)."""
+        updates = self._updates
+        if not updates and not force_self:
+            return []
+        limit = self.config.retransmit_mult * math.ceil(math.log10(self.estimated_size() + 1))
+        chosen: list[_Update] = []
+        if about is not None and about.node_id in updates and updates[about.node_id].state == State.SUSPECT:
+            chosen.append(updates[about.node_id])
+        ordered = sorted((u for u in updates.values() if u not in chosen), key=lambda u: u.transmits)
+        chosen.extend(ordered[: self.config.max_updates_per_message - len(chosen)])
+        if force_self and all(u.node_id != self.me.node_id for u in chosen):
+            chosen.append(
+                _Update(
+                    self.me.node_id, self.me.state, self.me.incarnation, self.me.address, self.me.meta, self.me.node_id
+                )
+            )
+        encoded = []
+        for update in chosen:
+            encoded.append(update.encode())
+            update.transmits += 1
+            if update.transmits >= limit and updates.get(update.node_id) is update:
+                del updates[update.node_id]
+        return encoded
+
+    # -- state changes -------------------------------------------------------------------------
+
+    def _queue_update(self, member: Member, source: str) -> None:
+        self._updates[member.node_id] = _Update(
+            member.node_id, member.state, member.incarnation, member.address, member.meta, source
+        )
+
+    def _apply(self, update: _Update, now: float, disseminate: bool = True) -> None:
+        """SWIM's precedence rules: higher incarnation wins; at equal incarnation dead > suspect > alive."""
+        me = self.me
+        if update.node_id == me.node_id:
+            if (
+                update.state in (State.SUSPECT, State.DEAD)
+                and not self.leaving
+                and update.incarnation >= me.incarnation
+            ):
+                me.incarnation = update.incarnation + 1  # refute
+                self.counters["refutations"] += 1
+                self.health = min(self.config.max_health, self.health + 1)
+                self._queue_update(me, me.node_id)
+            return
+        member = self.members.get(update.node_id)
+        if member is None:
+            if update.state in (State.DEAD, State.LEFT):
+                return  # never heard of it alive: nothing to bury
+            member = Member(update.node_id, update.address, update.incarnation, update.state, update.meta, now)
+            self.members[member.node_id] = member
+            self._size_cache = 0
+            if update.state == State.SUSPECT:
+                self._suspicions[member.node_id] = _Suspicion(now, {update.source})
+            if disseminate:
+                self._queue_update(member, update.source)
+            self._notify(member)
+            return
+        if update.state == State.ALIVE:
+            if update.incarnation <= member.incarnation:
+                return  # old news, or a ghost of a dead member
+            self._set(member, State.ALIVE, update.incarnation, now, update, disseminate)
+        elif update.state == State.SUSPECT:
+            if member.state == State.SUSPECT and update.incarnation == member.incarnation:
+                suspicion = self._suspicions.get(member.node_id)
+                if suspicion is not None and update.source not in suspicion.confirmations:
+                    suspicion.confirmations.add(update.source)  # Lifeguard: shortens the timeout
+                    if disseminate:
+                        self._queue_update(member, update.source)
+                return
+            if update.incarnation < member.incarnation or member.state in (State.DEAD, State.LEFT):
+                return
+            self._suspect(member, update.source, update.incarnation, now)
+        else:  # DEAD or LEFT
+            if member.state in (State.DEAD, State.LEFT) and update.incarnation <= member.incarnation:
+                return
+            if update.incarnation < member.incarnation:
+                return
+            self._set(member, update.state, update.incarnation, now, update, disseminate)
+
+    def _set(
+        self,
+        member: Member,
+        state: State,
+        incarnation: int,
+        now: float,
+        update: _Update | None = None,
+        disseminate: bool = True,
+    ) -> None:
+        changed = member.state != state
+        if changed:
+            self._size_cache = 0
+        member.state = state
+        member.incarnation = incarnation
+        if update is not None:
+            member.address = update.address
+            member.meta = dict(update.meta)
+        if state != State.SUSPECT:
+            self._suspicions.pop(member.node_id, None)
+        if changed:
+            member.state_since = now
+        if disseminate:
+            self._queue_update(member, update.source if update is not None else self.me.node_id)
+        if changed:
+            self._notify(member)
+
+    def _suspect(self, member: Member, source: str, incarnation: int, now: float) -> None:
+        member.incarnation = incarnation
+        self._suspicions[member.node_id] = _Suspicion(now, {source})
+        self._set(member, State.SUSPECT, incarnation, now)
+        self._updates[member.node_id].source = source
+
+    def _suspicion_timeout(self, confirmations: int) -> float:
+        config = self.config
+        size = self.estimated_size()
+        minimum = config.suspicion_mult * max(1.0, math.log10(size)) * config.probe_interval
+        maximum = config.suspicion_max_mult * minimum
+        expected = config.suspicion_mult - 2
+        if size - 2 < expected:  # too few members to wait for confirmations
+            expected = 0
+        if expected <= 0:
+            return minimum
+        fraction = math.log(confirmations + 1) / math.log(expected + 1)
+        return max(minimum, maximum - (maximum - minimum) * min(1.0, fraction))
+
+    def _expire_suspicions(self, now: float) -> None:
+        for node_id, suspicion in list(self._suspicions.items()):
+            member = self.members.get(node_id)
+            if member is None or member.state != State.SUSPECT:
+                del self._suspicions[node_id]
+                continue
+            # The first suspector does not confirm itself; later sources each do.
+            confirmations = max(0, len(suspicion.confirmations) - 1)
+            if now >= suspicion.started + self._suspicion_timeout(confirmations):
+                del self._suspicions[node_id]
+                self._set(member, State.DEAD, member.incarnation, now)
+
+    def _reclaim_tombstones(self, now: float) -> None:
+        reclaim = self.config.dead_reclaim_time
+        for node_id, member in list(self.members.items()):
+            if member.state in (State.DEAD, State.LEFT) and now - member.state_since > reclaim:
+                del self.members[node_id]
+                self._updates.pop(node_id, None)
+                self._size_cache = 0
+
+    def _expire_relays(self, now: float) -> None:
+        for seq, (_requester, _their_seq, expires) in list(self._relays.items()):
+            if now > expires:
+                del self._relays[seq]
+
+    def _notify(self, member: Member) -> None:
+        for listener in self.listeners:
+            listener(member)
+
+
+def _decode_update(raw: Any) -> _Update:
+    if not isinstance(raw, list) or len(raw) != 7:
+        raise MessageError("update is not a 7-element list")
+    node_id, state, incarnation, host, port, meta, source = raw
+    if not isinstance(node_id, str) or not node_id or not isinstance(source, str):
+        raise MessageError("bad node id")
+    if not isinstance(incarnation, int) or incarnation < 0 or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise MessageError("bad incarnation or port")
+    if not isinstance(host, str) or not isinstance(meta, dict):
+        raise MessageError("bad host or meta")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise MessageError("bad meta")
+    return _Update(node_id, State(state), incarnation, (host, port), meta, source)
