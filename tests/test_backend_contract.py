@@ -4,22 +4,40 @@ Every test here goes through the ``Backend`` interface only, so it runs
 unchanged against each backend in ``BACKENDS``. To add a backend, append one
 ``pytest.param(YourBackend, id="yours")`` line: the class is constructed the
 way the plugin loader does it, ``YourBackend(options, clock)``, with a fresh
-``data_dir`` under tmp_path and a fake clock.
+``data_dir`` under tmp_path and a fake clock. A backend that needs options of
+its own (the durable ones: which ``wal_mode``) goes in as ``with_options(...)``,
+which sets them on the options of every instance the suite builds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from aegiskv.backends.base import NO_EXPIRY, Backend, BackendOptions, StorageError, ValueTooLarge
+from aegiskv.backends.base import NO_EXPIRY, Backend, BackendOptions, Clock, StorageError, ValueTooLarge
 from aegiskv.backends.memory import MemoryBackend
+from aegiskv.backends.snapshot import SnapshotBackend
+from aegiskv.backends.wal import WalBackend
 from tests.fake_clock import FakeClock
+
+
+def with_options(backend_class: type[Backend], **defaults) -> Callable[[BackendOptions, Clock], Backend]:
+    """``backend_class`` built with ``defaults`` filled into its options (e.g. a WAL mode)."""
+
+    def build(options: BackendOptions, clock: Clock) -> Backend:
+        return backend_class(dataclasses.replace(options, **defaults), clock)
+
+    return build
+
 
 BACKENDS = [
     pytest.param(MemoryBackend, id="memory"),
+    pytest.param(with_options(WalBackend, wal_mode="write"), id="wal-write"),
+    pytest.param(with_options(WalBackend, wal_mode="fsync"), id="wal-fsync"),
+    pytest.param(with_options(SnapshotBackend, wal_mode="fsync"), id="snapshot"),
 ]
 
 MakeBackend = Callable[..., Backend]

@@ -121,6 +121,9 @@ class MemoryBackend(Backend):
         self._writes_since_measure = 0
         self.evictions = 0
         self.expirations = 0
+        # Replaying a log (see begin_recovery): records are applied as written,
+        # without expiry, eviction or fresh versions.
+        self._recovering = False
         self._measure_structures()
 
     # -- reads -------------------------------------------------------------------
@@ -172,10 +175,11 @@ class MemoryBackend(Backend):
             cost = (key_size & -16) + (blob_size & -16)
         else:
             cost = entry_cost(len(key), len(value), has_ttl)
-        if cost > self._limit:
+        if cost > self._limit and not self._recovering:  # a lowered max-memory: evicted after replay
             raise ValueTooLarge(f"entry of {cost} bytes exceeds max-memory of {self._limit} bytes")
         if version is None or version <= self._version:
-            version = self._version + 1
+            if version is None or not self._recovering:
+                version = self._version + 1
         elif version > _MAX_VERSION:
             raise ValueError(f"version {version} does not fit in 64 bits")
         blob = _VERSION.pack(version) + value
@@ -192,7 +196,8 @@ class MemoryBackend(Backend):
             self._deadlines.set(key, expires_at_ms)
         elif old is not None and key in deadlines:
             self._deadlines.discard(key)
-        self._version = version
+        if version > self._version:
+            self._version = version
         # A rewritten key starts over in probation: it is a new value that has
         # not been read yet. (Redis and most SLRU variants do the same.)
         probation[key] = blob
@@ -200,7 +205,7 @@ class MemoryBackend(Backend):
         self._writes_since_measure += 1
         if self._writes_since_measure >= _STRUCTURE_REFRESH:
             self._measure_structures()
-        if self._probation_bytes + self._protected_bytes + self._structure_bytes > self._limit:
+        if self._probation_bytes + self._protected_bytes + self._structure_bytes > self._limit and not self._recovering:
             self._evict(keep=key)
         return version
 
@@ -231,7 +236,11 @@ class MemoryBackend(Backend):
             self._protected_bytes += delta
         else:
             self._probation_bytes += delta
-        if delta > 0 and self._probation_bytes + self._protected_bytes + self._structure_bytes > self._limit:
+        if (
+            delta > 0
+            and self._probation_bytes + self._protected_bytes + self._structure_bytes > self._limit
+            and not self._recovering
+        ):
             self._evict(keep=key)
         return True
 
@@ -269,7 +278,7 @@ class MemoryBackend(Backend):
     def _expired(self, key: bytes) -> bool:
         """Lazy expiry: True (and the key removed) when its deadline has passed."""
         deadline = self._deadlines.deadline(key)
-        if deadline is not None and deadline <= self._clock():
+        if deadline is not None and deadline <= self._clock() and not self._recovering:
             self._remove(key)
             self.expirations += 1
             if self._on_drop is not None:
@@ -314,11 +323,12 @@ class MemoryBackend(Backend):
         self._deadlines.discard(key)
         return True
 
-    def _evict(self, keep: bytes) -> None:
+    def _evict(self, keep: bytes | None) -> None:
         """Evict least recently used entries, probation first, until under the limit.
 
         ``keep`` (the entry being written or changed) is never evicted and never
         moved: it fits on its own, so removing everything else makes room.
+        ``None`` keeps nothing (the end of a recovery).
         """
         self._measure_structures()
         probation, protected = self._probation, self._protected
@@ -421,8 +431,10 @@ class MemoryBackend(Backend):
         """Insert snapshot entries (version+value blobs, absent from the keyspace); returns how many.
 
         Recovery only: one C-level ``update`` instead of put() per entry, one
-        eviction pass at the end. Entries whose deadline has passed are dropped:
-        a restart never revives a TTL.
+        eviction pass at the end. Entries whose deadline has passed are dropped
+        (a restart never revives a TTL) -- unless a recovery is under way: the
+        log after the snapshot may still change their deadline, so
+        :meth:`finish_recovery` drops them once it has been replayed.
         """
         probation = self._probation
         before = len(probation)
@@ -437,16 +449,55 @@ class MemoryBackend(Backend):
             now = self._clock()
             for key, deadline, key_length in zip(keys, deadlines, key_lengths):
                 if deadline:
-                    if deadline <= now:
+                    if deadline <= now and not self._recovering:
                         dropped += self._remove(key)
                     else:
                         self._deadlines.set(key, deadline)
                         self._probation_bytes += _ttl_cost(key_length)
         self._version = max(self._version, max_version)
         self._measure_structures()
-        if self._probation_bytes + self._protected_bytes + self._structure_bytes > self._limit and probation:
+        over = self._probation_bytes + self._protected_bytes + self._structure_bytes > self._limit
+        if over and probation and not self._recovering:
             self._evict(keep=next(reversed(probation)))
         return len(probation) - before
+
+    # -- recovery ------------------------------------------------------------------
+
+    def begin_recovery(self) -> None:
+        """Replay mode: apply what a log says, exactly as it was logged.
+
+        A log records writes but not reads, so replaying it through the normal
+        paths would evict different keys than the live server did (and the
+        logged evictions would then remove more); and a write whose own deadline
+        has passed may have been given a new one by a later record. So until
+        :meth:`finish_recovery`: no eviction, no expiry, and the versions the
+        records carry are kept (a key's version is its compare-and-set token).
+        """
+        self._recovering = True
+
+    def finish_recovery(self) -> tuple[int, int]:
+        """Leave replay mode: drop what expired meanwhile, evict down to the budget.
+
+        Returns (expired, evicted); both are reported through ``on_drop`` like
+        any other drop, so a log records them.
+        """
+        self._recovering = False
+        now = self._clock()
+        expired_keys = [key for key, deadline in self._deadlines if deadline <= now]
+        for key in expired_keys:
+            self._remove(key)
+            self.expirations += 1
+            if self._on_drop is not None:
+                self._on_drop(key)
+        evictions_before = self.evictions
+        self._measure_structures()
+        # Entries alone over the budget: max-memory was lowered since they were
+        # written. Only the table overhead over it is not a reason to evict: the
+        # server evicted (and logged) by the tables it had, and replay built
+        # differently sized ones; the next write settles that difference.
+        if self._probation_bytes + self._protected_bytes > self._limit:
+            self._evict(keep=None)
+        return len(expired_keys), self.evictions - evictions_before
 
     def segments(self) -> tuple[list[bytes], list[bytes]]:
         """(probation, protected) keys, least recently used first. For tests and INFO."""

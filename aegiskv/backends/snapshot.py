@@ -83,13 +83,9 @@ class SnapshotBackend(WalBackend):
             loaded += self._memory.bulk_load(
                 block.keys, block.blobs, block.deadlines, block.key_lengths, block.blob_lengths, info.max_version
             )
-        logger.info(
-            "loaded snapshot {} ({} keys, {} expired while down) in {:.2f}s",
-            path,
-            loaded,
-            info.entries - loaded,
-            time.perf_counter() - started,
-        )
+        # Keys that expired while the node was down go after the log is replayed
+        # (a record in it may have changed their deadline): see finish_recovery.
+        logger.info("loaded snapshot {} ({} keys) in {:.2f}s", path, loaded, time.perf_counter() - started)
         self.last_snapshot = info
         return info.covered_seq
 

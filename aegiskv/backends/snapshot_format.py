@@ -4,7 +4,7 @@ All integers big-endian. A file is::
 
     header (48 bytes)
         8   magic b"AEGISNAP"
-        4   format version (1)
+        4   format version (2)
         8   sequence number of the last write-ahead log record the snapshot covers
         8   wall-clock ms when the snapshot was taken
         8   number of entries
@@ -14,7 +14,9 @@ All integers big-endian. A file is::
         4   compressed length
         4   raw length
         4   entries in the block
-        4   CRC32C of the compressed bytes
+        4   CRC32C of the 12 bytes above, then of the compressed bytes (a
+            damaged length must not send the loader allocating or reading
+            beyond the block)
         ... lz4 block (lz4.block, size not stored) of the raw bytes:
             every key length (u32 each), every blob length (u32 each), every
             expiry in ms (u64 each, 0 = none), then every key back to back,
@@ -49,10 +51,13 @@ _crc32c = crcmod.predefined.mkCrcFun("crc-32c")
 
 MAGIC = b"AEGISNAP"
 END_MAGIC = b"SNAPEND!"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _HEADER_BODY = struct.Struct("!8sIQQQQ")
 _HEADER = struct.Struct("!8sIQQQQI")
 _BLOCK_HEADER = struct.Struct("!IIII")
+_BLOCK_FIELDS = struct.Struct("!III")  # what the block checksum covers ahead of the data
+# lz4 cannot expand data more than about 255 times; a raw length beyond that is damage.
+_LZ4_MAX_RATIO = 256
 _INDEX_ENTRY = struct.Struct("!QI")
 _FOOTER = struct.Struct("!QII8s")
 BLOCK_RAW_BYTES = 1 << 20  # aim for about 1 MiB of raw entries per block
@@ -130,7 +135,8 @@ def _write_block(out: BinaryIO, keys: list[bytes], blobs: list[bytes], deadlines
         )
     )
     compressed = lz4.block.compress(raw, store_size=False)
-    out.write(_BLOCK_HEADER.pack(len(compressed), len(raw), count, _crc32c(compressed)))
+    fields = _BLOCK_FIELDS.pack(len(compressed), len(raw), count)
+    out.write(fields + struct.pack("!I", _crc32c(compressed, _crc32c(fields))))
     out.write(compressed)
 
 
@@ -173,21 +179,24 @@ def read(path: str) -> tuple[SnapshotInfo, Iterator[Block]]:
         handle.close()
         raise
     view = memoryview(mapped)
+    # Slices of ``view`` are copied out (bytes) or temporary: a live slice
+    # would keep the mmap exported, and closing it on an error would then
+    # raise BufferError instead of the SnapshotError that names the damage.
     try:
-        info = _parse_header(path, view[: _HEADER.size])
+        info = _parse_header(path, bytes(view[: _HEADER.size]))
         index_offset, block_count, index_crc, end_magic = _FOOTER.unpack_from(view, size - _FOOTER.size)
         if end_magic != END_MAGIC:
             raise SnapshotError(f"snapshot {path}: missing end marker (incomplete file)")
         index_end = index_offset + block_count * _INDEX_ENTRY.size
         if index_offset < _HEADER.size or index_end != size - _FOOTER.size:
             raise SnapshotError(f"snapshot {path}: index offset {index_offset} does not fit the file")
-        index_view = view[index_offset:index_end]
-        if _crc32c(index_view) != index_crc:
+        index_bytes = bytes(view[index_offset:index_end])
+        if _crc32c(index_bytes) != index_crc:
             raise SnapshotError(f"snapshot {path}: index checksum mismatch at offset {index_offset}")
-        blocks = [_INDEX_ENTRY.unpack_from(index_view, i * _INDEX_ENTRY.size) for i in range(block_count)]
+        blocks = [_INDEX_ENTRY.unpack_from(index_bytes, i * _INDEX_ENTRY.size) for i in range(block_count)]
         total = 0
         for offset, entries_in in blocks:
-            _check_block(path, view, offset, index_offset)
+            _check_block(path, view, offset, index_offset, entries_in)
             total += entries_in
         if total != info.entries:
             raise SnapshotError(f"snapshot {path}: index counts {total} entries, header {info.entries}")
@@ -209,15 +218,22 @@ def read(path: str) -> tuple[SnapshotInfo, Iterator[Block]]:
     return info, iterate()
 
 
-def _check_block(path: str, view: memoryview, offset: int, limit: int) -> None:
-    if offset + _BLOCK_HEADER.size > limit:
-        raise SnapshotError(f"snapshot {path}: block header at offset {offset} runs past the blocks")
-    compressed_length, _raw_length, _entries, crc = _BLOCK_HEADER.unpack_from(view, offset)
+def _check_block(path: str, view: memoryview, offset: int, limit: int, indexed_entries: int) -> None:
+    if offset < _HEADER.size or offset + _BLOCK_HEADER.size > limit:
+        raise SnapshotError(f"snapshot {path}: block header at offset {offset} is outside the blocks")
+    compressed_length, raw_length, entries, crc = _BLOCK_HEADER.unpack_from(view, offset)
     start = offset + _BLOCK_HEADER.size
     if start + compressed_length > limit:
         raise SnapshotError(f"snapshot {path}: block at offset {offset} runs past the blocks")
-    if _crc32c(view[start : start + compressed_length]) != crc:
+    fields_crc = _crc32c(view[offset : offset + _BLOCK_FIELDS.size])
+    if _crc32c(view[start : start + compressed_length], fields_crc) != crc:
         raise SnapshotError(f"snapshot {path}: block checksum mismatch at offset {offset}")
+    if entries != indexed_entries:
+        raise SnapshotError(
+            f"snapshot {path}: block at offset {offset} holds {entries} entries, the index says {indexed_entries}"
+        )
+    if raw_length > compressed_length * _LZ4_MAX_RATIO + 64:
+        raise SnapshotError(f"snapshot {path}: block at offset {offset}: impossible raw length {raw_length}")
 
 
 class Block(NamedTuple):
@@ -235,7 +251,7 @@ def _decode_block(path: str, view: memoryview, offset: int) -> Block:
     start = offset + _BLOCK_HEADER.size
     try:
         raw = lz4.block.decompress(view[start : start + compressed_length], uncompressed_size=raw_length)
-    except lz4.block.LZ4BlockError as error:
+    except (lz4.block.LZ4BlockError, ValueError, OverflowError, MemoryError) as error:
         raise SnapshotError(f"snapshot {path}: block at offset {offset} does not decompress: {error}") from None
     columns = 16 * entries
     if columns > len(raw):

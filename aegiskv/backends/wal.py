@@ -57,13 +57,20 @@ class WalBackend(Backend):
         self._replaying = False
         self._wal: WriteAheadLog | None = None
         self.recovery = RecoveryReport()
+        self._memory.begin_recovery()
         start_seq = self._load_snapshot(options)
+        last_seq = start_seq
         if options.wal_mode != "off":
             assert options.data_dir is not None
             directory = os.path.join(options.data_dir, "wal")
             os.makedirs(directory, exist_ok=True)
             last_seq = self._replay(directory, start_seq, options.wal_salvage)
             self._wal = WriteAheadLog(directory, last_seq + 1, options.wal_segment_bytes, options.wal_mode)
+        # With the log open, what expired while the node was down (and what no
+        # longer fits a lowered max-memory) is dropped and logged like any drop.
+        expired, evicted = self._memory.finish_recovery()
+        if expired or evicted:
+            logger.info("after recovery: {} keys expired while down, {} evicted to fit max-memory", expired, evicted)
 
     # -- recovery --------------------------------------------------------------------
 
@@ -72,23 +79,18 @@ class WalBackend(Backend):
         return 0
 
     def _replay(self, directory: str, after_seq: int, salvage: bool) -> int:
-        now = self._clock()
+        # The memory backend is in recovery mode: records apply as logged, with
+        # their own versions; expiry and eviction wait until the end.
         memory = self._memory
 
         def apply(record: Record) -> None:
             kind = record.type
             if kind is RecordType.PUT:
-                if record.expires_at_ms != NO_EXPIRY and record.expires_at_ms <= now:
-                    memory.delete(record.key)  # expired while the node was down: never revived
-                else:
-                    memory.put(record.key, record.value, record.expires_at_ms, version=record.version)
+                memory.put(record.key, record.value, record.expires_at_ms, version=record.version)
             elif kind is RecordType.DELETE:
                 memory.delete(record.key)
             elif kind is RecordType.EXPIRE:
-                if record.expires_at_ms != NO_EXPIRY and record.expires_at_ms <= now:
-                    memory.delete(record.key)
-                else:
-                    memory.set_expiry(record.key, record.expires_at_ms)
+                memory.set_expiry(record.key, record.expires_at_ms)
             elif kind is RecordType.FLUSH:
                 memory.flush()
 

@@ -9,19 +9,26 @@ A segment file is a sequence of records, all integers big-endian::
     13      8     version of the key after this record (PUT), else 0
     21      8     absolute expiry, wall-clock ms since the epoch; 0 = none
     29      4     key length
-    33      ...   key, then the value (the rest, up to the checksum)
-    -4      4     CRC32C (crcmod) of every byte from the type to the end of the value
+    33      4     header CRC32C (crcmod) of bytes 0..32: the lengths above are
+                  checked before they are trusted
+    37      ...   key, then the value (the rest, up to the checksum)
+    -4      4     CRC32C of every byte from the type to the end of the value
 
 Expiry times are absolute, so replaying the log later never extends or
 revives a TTL. A scan reports three kinds of ending:
 
 * the clean end of the data;
 * a *torn tail*: the last record runs past the end of the file (a write cut
-  short by a crash), or the very last record's checksum fails (its bytes were
-  only partly written) -- recovery truncates it with a warning;
-* *corruption*: an impossible length or a checksum failure anywhere before the
-  tail -- recovery refuses to start (naming file and offset) unless the
-  operator asked to salvage the prefix. A wrong value is never served.
+  short by a crash), or the very last record is damaged (its bytes were only
+  partly written: its checksum fails, or its header's does while its length
+  still ends exactly at the end of the file) -- recovery truncates it with a
+  warning;
+* *corruption*: a header or record checksum failure, or an impossible length,
+  anywhere before the tail -- recovery refuses to start (naming file and
+  offset) unless the operator asked to salvage the prefix. Without the header
+  checksum a damaged length would send the scan past the end of the file and
+  pass for a torn tail, silently dropping every record after it. A wrong value
+  is never served.
 """
 
 from __future__ import annotations
@@ -38,12 +45,14 @@ import crcmod.predefined
 Buffer = bytes | memoryview | mmap.mmap
 _crc32c = crcmod.predefined.mkCrcFun("crc-32c")
 
-_HEADER = struct.Struct("!IBQQQI")  # length, type, seq, version, expires_at, key_length
-HEADER_SIZE = _HEADER.size  # 33
+_HEADER = struct.Struct("!IBQQQII")  # length, type, seq, version, expires_at, key_length, header crc
+HEADER_SIZE = _HEADER.size  # 37
+_CHECKED_HEADER = struct.Struct("!IBQQQI")  # what the header checksum covers
+_CHECKED_SIZE = _CHECKED_HEADER.size  # 33
 _LENGTH_SIZE = 4
 _CRC = struct.Struct("!I")
 _CRC_SIZE = 4
-# The smallest valid "rest of record": type..key_length plus the checksum.
+# The smallest valid "rest of record": type..header crc plus the record checksum.
 _MIN_REST = HEADER_SIZE - _LENGTH_SIZE + _CRC_SIZE
 # Nothing AegisKV writes is larger (max key + max value + slack); a length above
 # this can only be damage, and must not make recovery allocate gigabytes.
@@ -72,12 +81,10 @@ class Record(NamedTuple):
 def encode(
     record_type: int, seq: int, key: bytes, value: bytes = b"", version: int = 0, expires_at_ms: int = 0
 ) -> bytes:
-    body = _HEADER.pack(0, record_type, seq, version, expires_at_ms, len(key))[_LENGTH_SIZE:] + key + value
-    rest = len(body) + _CRC_SIZE
-    return _LENGTH.pack(rest) + body + _CRC.pack(_crc32c(body))
-
-
-_LENGTH = struct.Struct("!I")
+    rest = _MIN_REST + len(key) + len(value)
+    header = _CHECKED_HEADER.pack(rest, record_type, seq, version, expires_at_ms, len(key))
+    body = header[_LENGTH_SIZE:] + _CRC.pack(_crc32c(header)) + key + value
+    return header[:_LENGTH_SIZE] + body + _CRC.pack(_crc32c(body))
 
 
 class ScanEnd(enum.Enum):
@@ -105,8 +112,14 @@ def scan(data: Buffer, records: list[Record]) -> ScanResult:
     while position < size:
         if size - position < HEADER_SIZE:
             return ScanResult(ScanEnd.TORN, position, f"{size - position} bytes of a record header at the end")
-        rest, record_type, seq, version, expires_at, key_length = unpack_header(view, position)
+        rest, record_type, seq, version, expires_at, key_length, header_crc = unpack_header(view, position)
         end = position + _LENGTH_SIZE + rest
+        if _crc32c(view[position : position + _CHECKED_SIZE]) != header_crc:
+            # The length cannot be trusted. Only when it still ends exactly at
+            # the end of the file is this the last record, partly written.
+            if end == size:
+                return ScanResult(ScanEnd.TORN, position, "header checksum mismatch in the last record")
+            return ScanResult(ScanEnd.CORRUPT, position, "header checksum mismatch")
         if rest < _MIN_REST or rest > MAX_RECORD or key_length > rest - _MIN_REST:
             return ScanResult(ScanEnd.CORRUPT, position, f"impossible record length {rest} (key length {key_length})")
         if end > size:
