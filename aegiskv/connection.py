@@ -42,12 +42,16 @@ Handler = Callable[[Any, Session, Any], bytes]
 
 
 class Violation(Exception):
-    """The peer broke the wire protocol: send ``reply`` (may be empty) and close."""
+    """The peer broke the wire protocol: send ``reply`` (may be empty) and close.
 
-    def __init__(self, reply: bytes, reason: str) -> None:
+    With ``discard`` the connection closes at once, dropping replies not yet sent.
+    """
+
+    def __init__(self, reply: bytes, reason: str, discard: bool = False) -> None:
         super().__init__(reason)
         self.reply = reply
         self.reason = reason
+        self.discard = discard
 
 
 class WireAdapter(TypingProtocol[RequestT]):
@@ -350,6 +354,10 @@ class CommandConnection(Protocol, Generic[RequestT]):
         assert connection is not None
         logger.info("closing connection from {}: {}", connection.peer, violation.reason)
         self._closing = True
+        if violation.discard:
+            self._held.clear()
+            connection.close(flush=False)
+            return
         if self._held:  # answered (and closed) after the replies the log still holds
             if violation.reply:
                 self._held.append((0, violation.reply))

@@ -50,8 +50,10 @@ def compile_pattern(pattern: bytes) -> tuple[Token, ...]:
                     index += 1
                     members.add(pattern[index])
                 elif index + 2 < size and pattern[index + 1] == 45:  # a-z (as Redis: even "a-]")
-                    low, high = sorted((pattern[index], pattern[index + 2]))
-                    members.update(range(low, high + 1))
+                    # Redis compares C chars, which are signed: bytes from 0x80 up
+                    # sort below 0, so "[a-\xff]" is the range -1..97.
+                    low, high = sorted((_signed(pattern[index]), _signed(pattern[index + 2])))
+                    members.update(value & 0xFF for value in range(low, high + 1))
                     index += 2
                 else:
                     members.add(pattern[index])
@@ -62,6 +64,10 @@ def compile_pattern(pattern: bytes) -> tuple[Token, ...]:
             tokens.append(char)
         index += 1
     return tuple(tokens)
+
+
+def _signed(byte: int) -> int:
+    return byte - 256 if byte >= 128 else byte
 
 
 def _matches_one(token: Token, byte: int) -> bool:

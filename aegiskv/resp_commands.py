@@ -54,9 +54,10 @@ def _nullable(value: bytes | memoryview | None, session: Session) -> bytes:
     return b"$%d\r\n" % len(value) + value + b"\r\n"
 
 
-def _expire_milliseconds(amount: int, unit_ms: int, command: str) -> int:
-    """TTL argument -> milliseconds, refusing what Redis refuses (<= 0, overflow)."""
-    if amount <= 0 or amount > _MS_LIMIT // unit_ms:
+def _expire_milliseconds(amount: int, unit_ms: int, command: str, now_ms: int = 0) -> int:
+    """TTL argument -> milliseconds, refusing what Redis refuses: <= 0, or overflow of
+    the milliseconds (or, for a relative TTL, of ``now_ms`` plus them)."""
+    if amount <= 0 or amount > _MS_LIMIT // unit_ms or amount * unit_ms > _MS_LIMIT - now_ms:
         raise _invalid(f"invalid expire time in '{command}' command")
     return amount * unit_ms
 
@@ -67,6 +68,8 @@ def _expire_milliseconds(amount: int, unit_ms: int, command: str) -> int:
 def cmd_ping(server: Server, session: Session, args: Args) -> bytes:
     if len(args) == 1:
         return resp.PONG
+    if len(args) > 2:
+        raise _invalid("wrong number of arguments for 'ping' command")
     return resp.bulk(args[1])
 
 
@@ -179,35 +182,54 @@ class _Expiry(NamedTuple):
     persist: bool = False
 
 
-def _parse_expiry_options(args: Args, start: int, command: str, allow: set[bytes]) -> tuple[_Expiry, set[bytes]]:
+def _parse_expiry_options(
+    args: Args, start: int, command: str, allow: set[bytes], now_ms: int
+) -> tuple[_Expiry, set[bytes]]:
     """EX/PX/EXAT/PXAT/KEEPTTL/PERSIST plus flag words in ``allow``; Redis's conflict rules."""
-    expiry = _Expiry()
+    chosen, amount, flags = _scan_expiry_options(args, start, allow)
+    return _expiry_of(chosen, amount, command, now_ms), flags
+
+
+def _scan_expiry_options(args: Args, start: int, allow: set[bytes]) -> tuple[bytes | None, bytes | None, set[bytes]]:
+    """The options' syntax: (expiry option or None, its amount or None, flag words).
+
+    As Redis: an expiry option conflicts with the *other* expiry options only,
+    so a repeated one is allowed and the last amount wins -- and only that one
+    is validated, later (``SET k v EX x EX 10`` is accepted).
+    """
     flags: set[bytes] = set()
     index = start
-    expiry_given = False
+    chosen: bytes | None = None
+    amount: bytes | None = None
     while index < len(args):
         option = args[index].upper()
-        if option in (b"EX", b"PX", b"EXAT", b"PXAT") and option in allow and index + 1 < len(args):
-            if expiry_given:
-                raise _invalid(_SYNTAX)
-            expiry_given = True
-            amount = _integer(args[index + 1])
-            unit = 1000 if option in (b"EX", b"EXAT") else 1
-            milliseconds = _expire_milliseconds(amount, unit, command)
-            expiry = _Expiry(ttl_ms=milliseconds) if option in (b"EX", b"PX") else _Expiry(at_ms=milliseconds)
-            index += 2
-            continue
-        if option in (b"KEEPTTL", b"PERSIST") and option in allow:
-            if expiry_given:
-                raise _invalid(_SYNTAX)
-            expiry_given = True
-            expiry = _Expiry(keep=option == b"KEEPTTL", persist=option == b"PERSIST")
-        elif option in allow and option not in (b"EX", b"PX", b"EXAT", b"PXAT"):
+        if option in allow and option in _EXPIRY_WORDS and chosen in (None, option):
+            if option in _TIMED:
+                if index + 1 >= len(args):
+                    raise _invalid(_SYNTAX)
+                amount = args[index + 1]
+                index += 1
+            chosen = option
+        elif option in allow and option not in _EXPIRY_WORDS:
             flags.add(option)
         else:
             raise _invalid(_SYNTAX)
         index += 1
-    return expiry, flags
+    return chosen, amount, flags
+
+
+def _expiry_of(chosen: bytes | None, amount: bytes | None, command: str, now_ms: int) -> _Expiry:
+    """Validate the amount (Redis's errors) and make it milliseconds."""
+    if chosen is None or amount is None:
+        return _Expiry(keep=chosen == b"KEEPTTL", persist=chosen == b"PERSIST")
+    unit = 1000 if chosen in (b"EX", b"EXAT") else 1
+    if chosen in (b"EX", b"PX"):
+        return _Expiry(ttl_ms=_expire_milliseconds(_integer(amount), unit, command, now_ms))
+    return _Expiry(at_ms=_expire_milliseconds(_integer(amount), unit, command, 0))
+
+
+_TIMED = {b"EX", b"PX", b"EXAT", b"PXAT"}
+_EXPIRY_WORDS = _TIMED | {b"KEEPTTL", b"PERSIST"}
 
 
 _SET_OPTIONS = {b"EX", b"PX", b"EXAT", b"PXAT", b"KEEPTTL", b"NX", b"XX", b"GET"}
@@ -217,7 +239,7 @@ def cmd_set(server: Server, session: Session, args: Args) -> bytes:
     if len(args) == 3:
         server.node.put(args[1], args[2])
         return resp.OK
-    expiry, flags = _parse_expiry_options(args, 3, "set", _SET_OPTIONS)
+    expiry, flags = _parse_expiry_options(args, 3, "set", _SET_OPTIONS, server.node.now_ms())
     if b"NX" in flags and b"XX" in flags:
         raise _invalid(_SYNTAX)
     condition = Condition.IF_ABSENT if b"NX" in flags else Condition.IF_PRESENT if b"XX" in flags else Condition.ALWAYS
@@ -243,13 +265,13 @@ def cmd_setnx(server: Server, session: Session, args: Args) -> bytes:
 
 
 def cmd_setex(server: Server, session: Session, args: Args) -> bytes:
-    ttl = _expire_milliseconds(_integer(args[2]), 1000, "setex")
+    ttl = _expire_milliseconds(_integer(args[2]), 1000, "setex", server.node.now_ms())
     server.node.put(args[1], args[3], ttl)
     return resp.OK
 
 
 def cmd_psetex(server: Server, session: Session, args: Args) -> bytes:
-    ttl = _expire_milliseconds(_integer(args[2]), 1, "psetex")
+    ttl = _expire_milliseconds(_integer(args[2]), 1, "psetex", server.node.now_ms())
     server.node.put(args[1], args[3], ttl)
     return resp.OK
 
@@ -262,7 +284,14 @@ _GETEX_OPTIONS = {b"EX", b"PX", b"EXAT", b"PXAT", b"PERSIST"}
 
 
 def cmd_getex(server: Server, session: Session, args: Args) -> bytes:
-    expiry, _ = _parse_expiry_options(args, 2, "getex", _GETEX_OPTIONS)
+    chosen, amount, _ = _scan_expiry_options(args, 2, _GETEX_OPTIONS)
+    try:
+        expiry = _expiry_of(chosen, amount, "getex", server.node.now_ms())
+    except CommandError:
+        # Redis looks the key up before it validates the amount: a missing key is nil.
+        if not server.node.exists([args[1]]):
+            return _nullable(None, session)
+        raise
     value = server.node.getex(args[1], ttl_ms=expiry.ttl_ms, expires_at_ms=expiry.at_ms, persist=expiry.persist)
     return _nullable(value, session)
 
@@ -362,9 +391,11 @@ def _expire_condition(options: Args) -> ExpireCondition:
 
 def _expire_handler(command: str, unit_ms: int, absolute: bool) -> RespHandler:
     def handler(server: Server, session: Session, args: Args) -> bytes:
+        condition = _expire_condition(args[3:])  # Redis checks the options first
         amount = _integer(args[2])
-        condition = _expire_condition(args[3:])
-        if amount > _MS_LIMIT // unit_ms or amount < -(_MS_LIMIT // unit_ms):
+        # Redis's overflow checks: the unit conversion, then adding the base time.
+        # A negative amount of milliseconds is never refused (the key just expires).
+        if unit_ms != 1 and (amount > _MS_LIMIT // unit_ms or amount < -(_MS_LIMIT // unit_ms)):
             raise _invalid(f"invalid expire time in '{command}' command")
         milliseconds = amount * unit_ms
         node = server.node
@@ -484,7 +515,8 @@ def render_info(server: Server, sections: list[str] | None) -> bytes:
                 ("used_memory_rss_human", _human(int(memory["used_memory_rss"]))),
                 ("maxmemory", memory["maxmemory"]),
                 ("maxmemory_human", _human(int(memory["maxmemory"]))),
-                ("maxmemory_policy", memory["maxmemory_policy"]),
+                ("maxmemory_policy", "allkeys-lru"),  # the nearest Redis policy; CONFIG GET says the same
+                ("aegis_eviction", memory["maxmemory_policy"]),
             ],
         )
     )
@@ -678,9 +710,13 @@ def cmd_command(server: Server, session: Session, args: Args) -> bytes:
     if len(args) == 1:
         return resp.array([_command_entry(name, spec) for name, spec in sorted(SPECS.items())])
     sub = args[1].upper()
-    if sub == b"COUNT" and len(args) == 2:
+    if sub == b"COUNT":
+        if len(args) != 2:
+            raise _invalid("wrong number of arguments for 'command|count' command")
         return resp.integer(len(SPECS))
     if sub == b"INFO":
+        if len(args) == 2:  # no names: every command, as Redis 7
+            return resp.array([_command_entry(name, spec) for name, spec in sorted(SPECS.items())])
         entries = []
         for name in args[2:]:
             spec = SPECS.get(name.lower())
@@ -948,9 +984,18 @@ _SECURITY_ATTACK = {b"host:", b"post"}
 
 
 def _unknown(args: Args) -> CommandError:
-    name = args[0][:128].decode("utf-8", "replace")
-    shown = "".join(f"'{arg[:128].decode('utf-8', 'replace')}' " for arg in args[1:])
-    return CommandError(ErrorKind.UNKNOWN_COMMAND, f"unknown command '{name}', with args beginning with: {shown}")
+    """Redis 7's text: the name (up to 128 bytes) and quoted arguments until about 128 bytes are shown.
+
+    Redis formats them with ``%.*s``, so each one also ends at its first NUL byte.
+    """
+    name = args[0].split(b"\0", 1)[0][:128]
+    shown = b""
+    for arg in args[1:]:
+        if len(shown) >= 128:
+            break
+        shown += b"'" + arg.split(b"\0", 1)[0][: 128 - len(shown)] + b"' "
+    text = b"unknown command '%b', with args beginning with: %b" % (name, shown)
+    return CommandError(ErrorKind.UNKNOWN_COMMAND, text.decode("utf-8", "surrogateescape"))
 
 
 _ERROR_PREFIX = {
@@ -989,7 +1034,8 @@ class RespAdapter:
             found = _ROUTES.get(request[0].lower())
             if found is None:
                 if request[0].lower() in _SECURITY_ATTACK:
-                    raise Violation(b"", "looks like an HTTP request (possible cross-protocol attack)")
+                    # Like Redis: close at once, discarding replies not yet sent.
+                    raise Violation(b"", "looks like an HTTP request (possible cross-protocol attack)", discard=True)
                 raise _unknown(request)
         spec, arity = found
         count = len(request)

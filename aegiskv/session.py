@@ -64,7 +64,7 @@ class Authenticator:
         session.auth_failures += 1
         raise CommandError(
             ErrorKind.AUTH_FAILED,
-            "invalid password",
+            "invalid username-password pair or user is disabled.",
             close=session.auth_failures >= self.max_failures,
         )
 

@@ -27,9 +27,11 @@ whenever hiredis meets something it cannot judge the way Redis does (an inline
 command, a non-bulk argument, a protocol error) the exact parser takes over
 from that boundary, skipping the commands hiredis already returned, and gives
 Redis's answer. The kept bytes are validated by the exact parser whenever they
-pass 16 KiB, so limits hold with hiredis too. One difference remains: hiredis
-reads a simple string (``+PING``) where a bulk string belongs as that string,
-where Redis refuses it.
+pass 16 KiB, so limits hold with hiredis too, and a count or length with more
+digits than any legal value sends the connection to the exact parser before
+hiredis sees it, and so does any line starting with a type byte other than
+``*`` and ``$`` (RESP3 sets, maps, verbatim strings, simple strings...), which
+Redis refuses where hiredis would read them. So both modes answer alike.
 
 hiredis does not say where a command ends, so boundaries are inferred: when
 it holds no unparsed byte after a read and more than 4 KiB are kept, they are
@@ -43,6 +45,7 @@ All paths produce ``list[bytes]`` commands; a hypothesis test checks they agree.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from typing import Any, NamedTuple
 
@@ -116,6 +119,8 @@ class RequestParser:
         "_check_at",
         "_max_bulk",
         "_max_multibulk",
+        "_error",
+        "_suspicious",
     )
 
     def __init__(
@@ -136,6 +141,18 @@ class RequestParser:
         self._check_at = _TAIL_CHECK
         self._max_bulk = limits.max_bulk
         self._max_multibulk = limits.max_multibulk
+        self._error: RespProtocolError | None = None  # raised once the commands before it are out
+        # What hiredis must never see: a count or length with more digits than any
+        # allowed value (it would allocate first and ask later), and a line that
+        # starts with a type byte other than * and $ (hiredis would read RESP3
+        # sets, maps, verbatim strings... where Redis refuses them). A value that
+        # merely looks like one costs a detour through the exact parser, no more.
+        # Also a count or length line ended by a lone CR: Redis ends a line at
+        # its CR and skips the next byte unchecked, where hiredis waits for CRLF.
+        self._suspicious = re.compile(
+            rb"\*[0-9]{%d}|\$[0-9]{%d}|(?:^|\r\n)[-+:=(,#!_%%~|>]|[*$][-0-9]{0,20}\r(?!\n)"
+            % (len(str(limits.max_multibulk)), len(str(limits.max_bulk)) + 1)
+        )
         self._maybe_start_hiredis()
 
     @property
@@ -168,6 +185,13 @@ class RequestParser:
 
     def receive_data(self, data: bytes) -> None:
         if self._reader is not None:
+            suspicious = self._suspicious.search
+            if suspicious(data) or (self._retained and suspicious(self._retained[-20:] + data)):
+                # A count or length too large for any legal request (or a value
+                # that looks like one): let the exact parser judge from here.
+                self._fall_back()
+                self._buffer += data
+                return
             self._reader.feed(data)
             self._retained += data
         else:
@@ -182,6 +206,8 @@ class RequestParser:
         ready = self._ready
         if ready:
             return ready.popleft()
+        if self._error is not None:
+            raise self._error
         if self._reader is not None:
             command = self._hiredis_next()
             if command is not None or self._reader is not None:
@@ -196,7 +222,11 @@ class RequestParser:
             self._exact_parse()
         if not self._buffer:
             self._maybe_start_hiredis()
-        return ready.popleft() if ready else None
+        if ready:
+            return ready.popleft()
+        if self._error is not None:
+            raise self._error
+        return None
 
     # -- hiredis ---------------------------------------------------------------------
 
@@ -215,8 +245,13 @@ class RequestParser:
                 elif len(self._retained) >= self._check_at:
                     self._validate_retained()
                 return None
-            if command is None or command == []:
-                continue  # "*-1" and "*0": empty commands, skipped like Redis (and by the exact parser)
+            if command == []:
+                continue  # "*0": an empty command, skipped like Redis (and by the exact parser)
+            if type(command) is not list:
+                # None ("*-1", or RESP3's "_"), maps, pushes, bare strings: the
+                # exact parser tells an empty command from an inline one.
+                self._fall_back()
+                return None
             try:
                 # join() refuses anything that is not bytes (integers, nulls,
                 # nested arrays) at C speed, about 0.05 us for a small command
@@ -234,7 +269,7 @@ class RequestParser:
             if self._claimed is not None:
                 self._verify_claim(len(command))
             self._returned += 1
-            return command  # type: ignore[no-any-return]  # checked above: a list of bytes
+            return command  # checked above: a list of bytes
 
     def _claim_boundary(self) -> None:
         """hiredis holds no unparsed byte: probably between commands (verified by the next one)."""
@@ -287,13 +322,21 @@ class RequestParser:
         probe = RequestParser(self.limits, authenticated=True, use_hiredis=False)
         probe._buffer = bytearray(kept)
         probe._skip = returned
-        probe._exact_parse()  # raises RespProtocolError for a limit the tail breaks
+        probe._exact_parse()
+        if probe._error is not None or probe._ready:
+            # The tail breaks a limit, or Redis would have framed a complete
+            # command that hiredis is still assembling (an inline "$3" line
+            # that hiredis reads as a bulk header): the exact parser takes over.
+            self._fall_back()
+            return
         self._retained = probe._buffer  # the incomplete command, from its first byte
         self._claimed = None
         self._returned_before_claim = self._returned = 0
-        # Geometric: a legitimately large command being assembled is re-checked
+        # Every 16 KiB up to 1 MiB (so a 64 KiB line limit bites near 64 KiB), then
+        # geometric: a legitimately large command being assembled is re-checked
         # after it doubles, so the checks cost O(n) in all, not O(n^2).
-        self._check_at = max(2 * len(self._retained), len(self._retained) + _TAIL_CHECK)
+        pending = len(self._retained)
+        self._check_at = pending + _TAIL_CHECK if pending < 1 << 20 else 2 * pending
 
     # -- fast path -------------------------------------------------------------------
 
@@ -339,6 +382,7 @@ class RequestParser:
     # -- exact parser ------------------------------------------------------------------
 
     def _exact_parse(self) -> None:
+        """Parse what is buffered; a protocol error is kept for after the commands before it."""
         buffer = self._buffer
         position = 0
         size = len(buffer)
@@ -357,18 +401,30 @@ class RequestParser:
                         self._skip -= 1  # hiredis returned it already
                     else:
                         ready.append(command)
+                        if not self._authenticated:
+                            # One command at a time before AUTH: if this one is a
+                            # successful AUTH, what follows gets the normal limits.
+                            break
+        except RespProtocolError as error:
+            self._error = error
         finally:
             if position:
                 del buffer[:position]
 
     def _line(self, buffer: bytearray, start: int, too_big: str) -> int:
-        """Index of the CR ending the line at ``start``; -1 if not yet complete."""
-        newline = buffer.find(b"\r\n", start, start + INLINE_MAX + 2)
-        if newline == -1:
+        """Index of the CR ending the line at ``start``; -1 until it and the byte after it arrived.
+
+        As Redis: the line ends at the first CR (the byte after it is skipped
+        unchecked), and only a line with no CR yet is held to the 64 KiB limit.
+        """
+        carriage_return = buffer.find(b"\r", start)
+        if carriage_return == -1:
             if len(buffer) - start > INLINE_MAX:
                 raise RespProtocolError(f"Protocol error: {too_big}")
             return -1
-        return newline
+        if carriage_return + 1 >= len(buffer):
+            return -1
+        return carriage_return
 
     def _multibulk(self, buffer: bytearray, start: int) -> tuple[list[bytes], int]:
         limits = self.limits
@@ -411,7 +467,9 @@ class RequestParser:
         return arguments, position - start
 
     def _inline(self, buffer: bytearray, start: int) -> tuple[list[bytes], int]:
-        newline = buffer.find(b"\n", start, start + INLINE_MAX + 1)
+        # As Redis: no limit once the newline is there; 64 KiB without one is an error.
+        # (Redis applies the pre-AUTH argument limit to multibulk requests only.)
+        newline = buffer.find(b"\n", start)
         if newline == -1:
             if len(buffer) - start > INLINE_MAX:
                 raise RespProtocolError("Protocol error: too big inline request")
@@ -422,14 +480,13 @@ class RequestParser:
         arguments = split_inline(line)
         if arguments is None:
             raise RespProtocolError("Protocol error: unbalanced quotes in request")
-        if not self._authenticated and len(arguments) > self.limits.unauthenticated_max_multibulk:
-            raise RespProtocolError("Protocol error: unauthenticated multibulk length")
         return arguments, newline + 1 - start
 
 
 _ESCAPES = {ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t", ord("b"): b"\b", ord("a"): b"\a"}
 _HEX = b"0123456789abcdefABCDEF"
-_SPACES = b" \n\r\t\v\f"
+_SPACES = b" \n\r\t\v\f"  # isspace(): skipped between arguments
+_TOKEN_END = b" \n\r\t\0"  # what ends an unquoted argument in Redis's sdssplitargs
 
 
 def split_inline(line: bytes) -> list[bytes] | None:
@@ -437,6 +494,11 @@ def split_inline(line: bytes) -> list[bytes] | None:
 
     Returns ``None`` for unbalanced quotes (or a closing quote not followed by a space).
     """
+    # sdssplitargs walks a C string: a NUL byte ends the line (inside quotes it
+    # leaves them unbalanced, which the truncated line reproduces).
+    nul = line.find(b"\0")
+    if nul != -1:
+        line = line[:nul]
     arguments: list[bytes] = []
     index = 0
     size = len(line)
@@ -489,7 +551,7 @@ def split_inline(line: bytes) -> list[bytes] | None:
                 if index >= size:
                     break
                 char = line[index]
-                if char in _SPACES:
+                if char in _TOKEN_END:
                     break
                 if char == 34:
                     in_double = True
@@ -526,8 +588,17 @@ def simple(text: str) -> bytes:
 
 
 def error(text: str) -> bytes:
-    """``text`` starts with the error code (``ERR ...``, ``WRONGTYPE ...``); CR/LF become spaces."""
-    return b"-%b\r\n" % text.replace("\r", " ").replace("\n", " ").encode("utf-8", "replace")
+    """``text`` starts with the error code (``ERR ...``, ``WRONGTYPE ...``); CR/LF become spaces.
+
+    Client bytes quoted in a message (an unknown command's name) arrive decoded
+    with ``surrogateescape`` and go back out as the same bytes, as Redis echoes them.
+    """
+    line = text.replace("\r", " ").replace("\n", " ")
+    try:
+        encoded = line.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        encoded = line.encode("utf-8", "replace")
+    return b"-%b\r\n" % encoded
 
 
 def null(protocol: int) -> bytes:
