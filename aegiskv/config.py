@@ -145,6 +145,8 @@ def _size(minimum: int = 1, maximum: int = 2**32 - 1) -> Parser:
             match = _SIZE_RE.match(raw)
             if not match or match.group(2).lower() not in _SIZE_UNITS:
                 raise _Invalid(expected)
+            if len(match.group(1)) > 20:  # beyond any maximum (and int()'s digit limit)
+                raise _Invalid(expected)
             value = int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
         else:
             raise _Invalid(expected)
@@ -192,7 +194,8 @@ def parse_address(raw: str) -> tuple[str, int]:
     else:
         host, sep, port_text = text.rpartition(":")
     # isascii(): str.isdigit() also accepts digits such as "²" that int() refuses.
-    if not sep or not host or not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
+    port_ok = port_text.isascii() and port_text.isdigit() and len(port_text) <= 5
+    if not sep or not host or not port_ok or int(port_text) > 65535:
         raise _Invalid("an address host:port with a port from 0 to 65535")
     return host, int(port_text)
 
@@ -518,6 +521,12 @@ def load_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: not valid TOML: {error}") from None
     except UnicodeDecodeError as error:
         raise ConfigError(f"config file {path}: not valid TOML: not UTF-8 at byte {error.start}") from None
+    except ValueError:
+        # tomllib's int() of an integer with thousands of digits (Python's
+        # conversion limit), which it does not turn into a TOMLDecodeError.
+        raise ConfigError(f"config file {path}: not valid TOML: an integer too long to convert") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path}: not valid TOML: arrays or tables nested too deeply") from None
     values: dict[str, Any] = {}
     for key, raw in document.items():
         setting = SETTINGS_BY_NAME.get(key)
@@ -537,7 +546,8 @@ def load_environment(environ: Mapping[str, str]) -> dict[str, Any]:
             continue
         setting = SETTINGS_BY_NAME.get(variable[len(ENV_PREFIX) :].lower())
         if setting is None:
-            raise ConfigError(f"environment variable {variable}: unknown setting: expected an AEGIS_<SETTING> name")
+            shown = variable if variable.isprintable() else repr(variable)  # the message stays one line
+            raise ConfigError(f"environment variable {shown}: unknown setting: expected an AEGIS_<SETTING> name")
         values[setting.name] = _parse(setting, raw, f"environment variable {variable}")
     return values
 

@@ -40,6 +40,7 @@ class ExpireCondition(enum.Enum):
     XX = "xx"  # ... the key has a TTL
     GT = "gt"  # ... the new deadline is later (no TTL counts as infinitely late)
     LT = "lt"  # ... the new deadline is earlier
+    XX_LT = "xx+lt"  # ... the key has a TTL and the new deadline is earlier (XX GT is GT already)
 
 
 class SetResult(NamedTuple):
@@ -361,6 +362,7 @@ class Node:
                     or (condition is ExpireCondition.XX and current == NO_EXPIRY)
                     or (condition is ExpireCondition.GT and (current == NO_EXPIRY or deadline_ms <= current))
                     or (condition is ExpireCondition.LT and current != NO_EXPIRY and deadline_ms >= current)
+                    or (condition is ExpireCondition.XX_LT and (current == NO_EXPIRY or deadline_ms >= current))
                 ):
                     return False
             if deadline_ms <= self._clock():

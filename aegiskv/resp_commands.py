@@ -210,7 +210,7 @@ def _scan_expiry_options(args: Args, start: int, allow: set[bytes]) -> tuple[byt
                 amount = args[index + 1]
                 index += 1
             chosen = option
-        elif option in allow and option not in _EXPIRY_WORDS:
+        elif option in allow and option not in _EXPIRY_WORDS and _CONFLICTING.get(option) not in flags:
             flags.add(option)
         else:
             raise _invalid(_SYNTAX)
@@ -229,6 +229,7 @@ def _expiry_of(chosen: bytes | None, amount: bytes | None, command: str, now_ms:
 
 
 _TIMED = {b"EX", b"PX", b"EXAT", b"PXAT"}
+_CONFLICTING = {b"NX": b"XX", b"XX": b"NX"}  # a syntax error as soon as both are seen, as Redis
 _EXPIRY_WORDS = _TIMED | {b"KEEPTTL", b"PERSIST"}
 
 
@@ -382,7 +383,11 @@ def _expire_condition(options: Args) -> ExpireCondition:
         raise _invalid("GT and LT options at the same time are not compatible")
     if not chosen:
         return ExpireCondition.ALWAYS
-    # XX combines with GT/LT: "XX GT" means "has a TTL and the new one is later" == GT alone.
+    # XX combines with GT/LT: "XX GT" means "has a TTL and the new one is later" == GT alone
+    # (no TTL counts as infinitely late); "XX LT" is not LT alone, which sets a TTL on a key
+    # without one.
+    if b"XX" in chosen and b"LT" in chosen:
+        return ExpireCondition.XX_LT
     for name in (b"NX", b"GT", b"LT", b"XX"):
         if name in chosen:
             return _EXPIRE_CONDITIONS[name]
@@ -427,10 +432,23 @@ def cmd_flush(server: Server, session: Session, args: Args) -> bytes:
     return resp.OK
 
 
-def cmd_scan(server: Server, session: Session, args: Args) -> bytes:
-    cursor = parse_integer(args[1]) if args[1][:1] != b"-" else None
-    if cursor is None:
+def _scan_cursor(text: bytes) -> int:
+    """Redis reads the cursor with strtoul(): an optional sign, digits, nothing after them.
+
+    So "" and "+0" are cursor 0, and "-1" wraps around to 2**64 - 1 (a cursor
+    AegisKV never hands out, refused by the node like any unknown cursor).
+    """
+    body = text[1:] if text[:1] in (b"+", b"-") else text
+    if text[:1].isspace() or (body and not (body.isascii() and body.isdigit())) or (text and not body):
         raise _invalid("invalid cursor")
+    value = int(body) if body else 0
+    if value >= 2**64:
+        raise _invalid("invalid cursor")
+    return (-value) % 2**64 if text[:1] == b"-" else value
+
+
+def cmd_scan(server: Server, session: Session, args: Args) -> bytes:
+    cursor = _scan_cursor(args[1])
     count = 10
     pattern: bytes | None = None
     wanted_type: bytes | None = None

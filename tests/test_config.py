@@ -376,11 +376,11 @@ def test_first_bad_layer_is_reported_even_when_a_higher_layer_sets_the_key(tmp_p
     assert_mentions(config_error(file_path=path, flags={"shards": "4"}), f"config file {path}", "shards = 0")
 
 
-# -- Bugs: these inputs escape as tracebacks instead of a ConfigError. -------------
+# -- Found by fuzzing and tests: these inputs once escaped as tracebacks. ------------
 
 
 def test_file_that_is_not_utf8_is_a_config_error(tmp_path) -> None:
-    # BUG: tomllib.load raises UnicodeDecodeError, which load_file does not catch.
+    # Was: tomllib.load raises UnicodeDecodeError, which load_file does not catch.
     path = tmp_path / "latin1.toml"
     path.write_bytes(b'node_id = "caf\xe9"\n')
     assert_mentions(config_error(file_path=str(path)), f"config file {path}")
@@ -388,13 +388,39 @@ def test_file_that_is_not_utf8_is_a_config_error(tmp_path) -> None:
 
 @pytest.mark.parametrize("name", ["rate_limit", "drain_timeout", "slru_protected_fraction"])
 def test_huge_toml_integer_for_a_float_setting_is_a_config_error(tmp_path, name) -> None:
-    # BUG: float(10**400) raises OverflowError in _number/_duration; TOML integers are unbounded.
+    # Was: float(10**400) raises OverflowError in _number/_duration; TOML integers are unbounded.
     path = write_toml(tmp_path, f"{name} = 1{'0' * 400}\n")
     assert_mentions(config_error(file_path=path), f"config file {path}", name, "expected")
 
 
 @pytest.mark.parametrize("port", ["\u00b2", "\u2460"])
 def test_non_ascii_digit_port_is_a_config_error(port) -> None:
-    # BUG: str.isdigit() accepts "²" and "①" but int() rejects them, so parse_address
+    # Was: str.isdigit() accepts "²" and "①" but int() rejects them, so parse_address
     # raises a plain ValueError that _parse does not catch.
     assert_mentions(config_error(flags={"bind": f"127.0.0.1:{port}"}), "flag --bind", "host:port")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"shards = 1{'0' * 5000}\n",  # tomllib's int() refuses over 4300 digits with ValueError
+        f'max_memory = "1{"0" * 5000}MiB"\n',  # so did _size
+        "shards = " + "[" * 5000 + "]" * 5000 + "\n",  # tomllib recurses per nesting level
+    ],
+    ids=["toml-integer-digits", "size-digits", "nesting"],
+)
+def test_pathological_toml_is_a_config_error(tmp_path, text) -> None:
+    # Found by fuzz/fuzz_config.py: ValueError and RecursionError escaped from load_file.
+    path = write_toml(tmp_path, text)
+    assert_mentions(config_error(file_path=path), f"config file {path}")
+
+
+def test_port_with_thousands_of_digits_is_a_config_error() -> None:
+    assert_mentions(config_error(flags={"bind": "127.0.0.1:" + "1" * 5000}), "flag --bind", "host:port")
+
+
+def test_unknown_environment_variable_with_a_line_break_is_named_on_one_line() -> None:
+    # Found by fuzz/fuzz_config.py: a real environment may hold such a name.
+    message = config_error(environ={"AEGIS_A\nB": "1"})
+    assert len(message.splitlines()) == 1
+    assert_mentions(message, "'AEGIS_A\\nB'", "unknown setting")

@@ -738,3 +738,13 @@ def test_a_header_line_ended_by_a_lone_cr_is_read_as_redis_reads_it(use_hiredis:
     stream = b"*1\r\n$4\r\nPING\r\n*1\r\n$4\rXoooo\r\n*1\r\n$4\r\nPING\r\n"
     commands, error, parser = feed(split_at(stream, cuts), use_hiredis)
     assert (commands, error, parser.buffered) == ([[b"PING"], [b"oooo"], [b"PING"]], None, 0)
+
+
+@pytest.mark.parametrize("use_hiredis", BOTH)
+def test_an_inline_command_that_looks_like_a_bulk_header_is_answered_at_once(use_hiredis: bool) -> None:
+    # Found by fuzz/fuzz_resp.py: Redis reads "$abc\n" at a command boundary as an inline
+    # command; hiredis took it for a bulk header and waited for the client's next write.
+    for chunks in ([b"*1\r\n$4\r\nPING\r\n$abc\n"], [b"*1\r\n$4\r\nPING\r\n", b"$abc\n"], [b"$3\r\nGET\r\n"]):
+        commands, error, parser = feed(chunks, use_hiredis)
+        expected = [[b"PING"], [b"$abc"]] if chunks[0].startswith(b"*") else [[b"$3"], [b"GET"]]
+        assert (commands, error, parser.buffered) == (expected, None, 0), chunks

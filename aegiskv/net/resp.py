@@ -72,6 +72,16 @@ _TAIL_CHECK = 16 * 1024
 _CLAIM_AT = 4096
 
 
+# RESP3 (and RESP2 reply) type bytes: never the start of a line Redis reads as a bulk or array.
+_TYPE_BYTES = frozenset(b"-+:=(,#!_%~|>"[i : i + 1] for i in range(13))
+_TYPED_LINE = re.compile(rb"\r\n[-+:=(,#!_%~|>]")
+
+
+# hiredis waiting inside a command of at most this many kept bytes: the exact
+# parser checks whether Redis would have framed a whole command there.
+_PROBE_MAX = 4096
+
+
 class RespLimits(NamedTuple):
     max_bulk: int = 512 * 1024 * 1024  # Redis proto-max-bulk-len
     max_multibulk: int = 1024 * 1024
@@ -120,7 +130,8 @@ class RequestParser:
         "_max_bulk",
         "_max_multibulk",
         "_error",
-        "_suspicious",
+        "_huge_count",
+        "_typed_line",
     )
 
     def __init__(
@@ -142,17 +153,18 @@ class RequestParser:
         self._max_bulk = limits.max_bulk
         self._max_multibulk = limits.max_multibulk
         self._error: RespProtocolError | None = None  # raised once the commands before it are out
-        # What hiredis must never see: a count or length with more digits than any
-        # allowed value (it would allocate first and ask later), and a line that
+        # What hiredis must never see: a count with more digits than any allowed
+        # value (it allocates the array first and asks later), and a line that
         # starts with a type byte other than * and $ (hiredis would read RESP3
         # sets, maps, verbatim strings... where Redis refuses them). A value that
         # merely looks like one costs a detour through the exact parser, no more.
-        # Also a count or length line ended by a lone CR: Redis ends a line at
-        # its CR and skips the next byte unchecked, where hiredis waits for CRLF.
-        self._suspicious = re.compile(
-            rb"\*[0-9]{%d}|\$[0-9]{%d}|(?:^|\r\n)[-+:=(,#!_%%~|>]|[*$][-0-9]{0,20}\r(?!\n)"
-            % (len(str(limits.max_multibulk)), len(str(limits.max_bulk)) + 1)
-        )
+        # Two searches that each start with a literal: the regex engine skips
+        # to candidates at C speed (about 0.2 us per 160-byte command each,
+        # against 13 us for one search with the alternatives combined). A bulk
+        # length too large is caught by the validation of kept bytes instead:
+        # hiredis allocates a bulk only once all of it has arrived.
+        self._huge_count = re.compile(rb"\*[0-9]{%d}" % len(str(limits.max_multibulk))).search
+        self._typed_line = _TYPED_LINE.search
         self._maybe_start_hiredis()
 
     @property
@@ -185,8 +197,13 @@ class RequestParser:
 
     def receive_data(self, data: bytes) -> None:
         if self._reader is not None:
-            suspicious = self._suspicious.search
-            if suspicious(data) or (self._retained and suspicious(self._retained[-20:] + data)):
+            if self._retained:
+                # Also across the read boundary (a count is at most 20 bytes).
+                seam = self._retained[-20:] + data[:20]
+                suspicious = bool(self._huge_count(seam) or self._typed_line(seam))
+            else:
+                suspicious = data[:1] in _TYPE_BYTES  # a certain boundary: a reply type where a command starts
+            if suspicious or self._huge_count(data) or self._typed_line(data):
                 # A count or length too large for any legal request (or a value
                 # that looks like one): let the exact parser judge from here.
                 self._fall_back()
@@ -242,7 +259,12 @@ class RequestParser:
                 if not reader.has_data():
                     if len(self._retained) >= _CLAIM_AT:
                         self._claim_boundary()
-                elif len(self._retained) >= self._check_at:
+                elif len(self._retained) >= self._check_at or len(self._retained) <= _PROBE_MAX:
+                    # Also whenever hiredis waits inside a small command: Redis
+                    # may have framed a whole inline command there (a "$..."
+                    # line hiredis takes for a bulk header), which must be
+                    # answered now, not after the client's next write. Small:
+                    # at most 4 KiB re-parsed, only for commands split by a read.
                     self._validate_retained()
                 return None
             if command == []:
