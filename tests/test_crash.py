@@ -34,7 +34,7 @@ import pytest
 from aegiskv.localnode import LocalNode
 from tests.conftest import StartNode
 
-WRITE_SECONDS = 2.0  # of streaming before the kill
+WRITE_SECONDS = 1.0  # of streaming before the kill
 WRITERS = 3
 BATCH = 40  # commands per pipelined write; up to this many are in flight per writer at the kill
 KEYS_PER_WRITER = 250

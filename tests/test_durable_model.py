@@ -35,6 +35,7 @@ from aegiskv.backends.base import NO_EXPIRY, Backend, BackendOptions
 from aegiskv.backends.snapshot import SnapshotBackend
 from aegiskv.backends.wal import WalBackend
 from aegiskv.node import first_version
+from tests.effort import examples
 from tests.fake_clock import FakeClock
 
 BIG = 1 << 30
@@ -296,7 +297,7 @@ def test_random_histories_survive_restarts(kind: str, tmp_path: Path) -> None:
     run_state_machine_as_test(
         make_machine(kind, tmp_path),
         settings=settings(
-            max_examples=60,
+            max_examples=examples(40),
             stateful_step_count=40,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
@@ -341,7 +342,7 @@ def random_walk(harness: Harness, rng: random.Random, steps: int) -> None:
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_seeded_random_walks_survive_restarts(kind: str, tmp_path: Path) -> None:
     failures: list[str] = []
-    for seed in range(150):
+    for seed in range(examples(100)):
         harness = Harness(kind, tmp_path / f"walk{seed}")
         try:
             random_walk(harness, random.Random(seed), steps=40)
@@ -352,7 +353,7 @@ def test_seeded_random_walks_survive_restarts(kind: str, tmp_path: Path) -> None
             harness.close()
     # The shortest failing history first: the easiest to read.
     failures.sort(key=len)
-    assert not failures, f"{len(failures)} of 150 histories failed; shortest:\n" + "\n".join(failures[:3])
+    assert not failures, f"{len(failures)} histories failed; shortest:\n" + "\n".join(failures[:3])
 
 
 # -- what the model leaves out -------------------------------------------------------------------

@@ -14,10 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.effort import QUICK
+
 pytest.importorskip("atheris", reason="atheris has wheels for Linux x86_64 only")
+pytestmark = pytest.mark.skipif(QUICK, reason="run at full test effort only (tests/effort.py)")
 
 ROOT = Path(__file__).resolve().parent.parent
-SECONDS = 4
+SECONDS = 3
 
 
 @pytest.mark.parametrize("target", ["native", "resp", "config"])

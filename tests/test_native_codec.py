@@ -30,6 +30,7 @@ from aegiskv.net.native import (
     ProtocolError,
     Status,
 )
+from tests.effort import examples
 
 # Layout from the module docstring, kept separate from native._HEADER on purpose.
 _WIRE_HEADER = struct.Struct("!IHBBHHIqQI")
@@ -43,7 +44,7 @@ _TTL_MIN, _TTL_MAX = -(2**63), 2**63 - 1
 _SMALL = Limits(max_key_bytes=4, max_value_bytes=8, max_items=2, max_frame_bytes=128)
 
 # Property tests: enough examples to find shallow bugs, few enough that the file stays fast.
-_PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_PROPERTY = settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -636,7 +637,7 @@ def test_property_round_trip(frame: Frame) -> None:
     assert len(data) == 4 + struct.unpack_from("!I", data)[0]
 
 
-@settings(_PROPERTY, max_examples=200)  # each example is several frames: the costliest test here
+@settings(_PROPERTY, max_examples=examples(200))  # each example is several frames: the costliest test here
 @given(frames=st.lists(frames_strategy, max_size=5), cuts=_cuts)
 def test_property_round_trip_concatenated_and_chunked(frames: list[Frame], cuts: list[int]) -> None:
     stream = b"".join(encode(frame) for frame in frames)

@@ -31,6 +31,7 @@ from aegiskv.net.resp import (
     encode_command,
     split_inline,
 )
+from tests.effort import examples
 
 needs_hiredis = pytest.mark.skipif(not HIREDIS_AVAILABLE, reason="hiredis is not installed")
 
@@ -44,12 +45,12 @@ TAIL_CHECK = 16 * 1024
 FILLER = b"a" * (TAIL_CHECK + 1024)
 
 # Property tests: enough examples to find shallow bugs, few enough that the file stays fast.
-_PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_PROPERTY = settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # The error properties do not shrink: their streams come from one seeded Random (nothing to shrink),
 # and the explicit cases next to them are the minimal examples. Shrinking took 40 s on a failure.
 _NO_SHRINK = [Phase.explicit, Phase.reuse, Phase.generate]
 _ERRORS = settings(_PROPERTY, phases=_NO_SHRINK)
-_FUZZ = settings(_PROPERTY, max_examples=400, phases=_NO_SHRINK)
+_FUZZ = settings(_PROPERTY, max_examples=examples(400), phases=_NO_SHRINK)
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -208,7 +209,7 @@ def test_hiredis_mode_really_uses_hiredis() -> None:
     assert parser.using_hiredis
 
 
-@settings(_PROPERTY, max_examples=100)
+@settings(_PROPERTY, max_examples=examples(100))
 @given(split_streams())
 def test_valid_streams_decode_identically_in_both_modes(case) -> None:
     chunks, expected = case
@@ -218,7 +219,7 @@ def test_valid_streams_decode_identically_in_both_modes(case) -> None:
         assert commands == expected, use_hiredis
 
 
-@settings(_PROPERTY, max_examples=60)
+@settings(_PROPERTY, max_examples=examples(60))
 @given(split_streams(large=False))
 def test_valid_streams_decode_before_authentication(case) -> None:
     # Before AUTH only the exact parser runs, with the 10-argument / 16 KiB limits.
@@ -340,7 +341,7 @@ def test_inline_line_of_exactly_the_limit_waits(use_hiredis: bool) -> None:
 
 
 @given(st.lists(_small_arg, min_size=1, max_size=8), _rngs)
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 def test_split_inline_inverts_the_encoder(args: list[bytes], rng: random.Random) -> None:
     line = encode_inline(args, rng)
     assert split_inline(line.rstrip(b"\n").removesuffix(b"\r")) == args
@@ -635,7 +636,7 @@ def test_mutated_streams_raise_only_protocol_errors(stream: bytes, cuts: list[in
     _check_only_protocol_errors(stream, cuts, authenticated)
 
 
-@settings(_FUZZ, max_examples=200)
+@settings(_FUZZ, max_examples=examples(200))
 @given(st.binary(max_size=300), st.lists(st.integers(0, 300), max_size=5), st.booleans())
 def test_random_bytes_raise_only_protocol_errors(stream: bytes, cuts: list[int], authenticated: bool) -> None:
     _check_only_protocol_errors(stream, cuts, authenticated)
@@ -710,7 +711,7 @@ def test_encode_command() -> None:
 
 @needs_hiredis
 @given(st.lists(st.one_of(st.none(), st.binary(max_size=50)), max_size=10), st.sampled_from([2, 3]))
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 def test_encoders_decode_with_an_independent_reader(values: list[bytes | None], protocol: int) -> None:
     # hiredis (a C RESP2/RESP3 reader) is the independent check of the framing.
     import hiredis

@@ -39,6 +39,8 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
+from tests.effort import examples
+
 ORACLE = os.environ.get("RESP_ORACLE") or ("redis-server" if shutil.which("redis-server") else "fakeredis")
 if ORACLE not in ("redis-server", "fakeredis"):
     raise ValueError(f"RESP_ORACLE must be redis-server or fakeredis, not {ORACLE!r}")
@@ -861,7 +863,7 @@ def test_resp_replies_match_oracle(protocol: int, oracle: Oracle, start_node, re
         run_state_machine_as_test(
             lambda: RespOracleMachine(context),
             settings=settings(
-                max_examples=80,
+                max_examples=examples(60),
                 stateful_step_count=40,
                 deadline=None,
                 # No "explain" phase: it re-runs the failing example under a tracer, which costs more

@@ -28,6 +28,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from aegiskv.backends.base import NO_EXPIRY, BackendOptions, ValueTooLarge
 from aegiskv.backends.memory import MemoryBackend, entry_cost
+from tests.effort import examples
 from tests.fake_clock import START_MS, FakeClock
 
 
@@ -294,7 +295,7 @@ TestSlruMachine = SlruMachine.TestCase
 # No shrink phase: shrinking a failing 40-step run of this machine takes minutes,
 # far over the suite's time budget, and an unshrunk run is short enough to read.
 TestSlruMachine.settings = settings(
-    max_examples=200,
+    max_examples=examples(150),
     stateful_step_count=40,
     deadline=None,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],

@@ -18,6 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from aegiskv.backends.base import NO_EXPIRY, BackendOptions
 from aegiskv.backends.expiry import ExpiryIndex
 from aegiskv.backends.memory import MemoryBackend
+from tests.effort import examples
 from tests.fake_clock import FakeClock
 
 ONE_ROUND = 0.0  # budget_seconds: the step stops after its first sample
@@ -173,7 +174,7 @@ class ExpiryIndexMachine(RuleBasedStateMachine):
 
 
 TestExpiryIndexMachine = ExpiryIndexMachine.TestCase
-TestExpiryIndexMachine.settings = settings(max_examples=60, stateful_step_count=50, deadline=None)
+TestExpiryIndexMachine.settings = settings(max_examples=examples(60), stateful_step_count=50, deadline=None)
 
 
 def test_expiry_index_random_churn() -> None:
