@@ -3,8 +3,9 @@
 Under tox every interpreter runs the whole suite, but property and model tests
 (hypothesis examples, the Redis oracle, the fuzz pass) find the same bugs on
 every Python: one interpreter (py311, tox.ini) runs them at full strength and
-the others with ``AEGISKV_TEST_EFFORT=quick`` (not an ``AEGIS_`` name: the daemon refuses unknown ones), a quarter of the examples, which
-keeps CI within its time budget. Plain ``pytest`` runs at full strength.
+the others with ``AEGISKV_TEST_EFFORT=quick``, a quarter of the examples, which
+keeps CI within its time budget. (Not an ``AEGIS_`` name: the daemon refuses
+unknown ones.) Plain ``pytest`` runs at full strength.
 """
 
 from __future__ import annotations
