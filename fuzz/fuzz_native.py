@@ -22,6 +22,7 @@ from __future__ import annotations
 import sys
 
 import atheris
+import streams  # fuzz/streams.py: the script's directory is on sys.path
 
 with atheris.instrument_imports():
     from aegiskv.net import native
@@ -41,21 +42,6 @@ def _limits(fdp: atheris.FuzzedDataProvider) -> native.Limits:
         max_items=fdp.ConsumeIntInRange(0, 40),
         max_frame_bytes=fdp.ConsumeIntInRange(0, _MAX_SMALL_FRAME),
     )
-
-
-def _chunks(stream: bytes, sizes: list[int]) -> list[bytes]:
-    """Cut ``stream`` into pieces of the given sizes, cycling; no sizes means one piece."""
-    if not sizes:
-        return [stream]
-    pieces = []
-    position = 0
-    index = 0
-    while position < len(stream):
-        size = sizes[index % len(sizes)]
-        pieces.append(stream[position : position + size])
-        position += size
-        index += 1
-    return pieces
 
 
 class _Outcome:
@@ -134,7 +120,7 @@ def test_one_input(data: bytes) -> None:
     switch_to = _limits(fdp) if switch_after >= 0 else limits
     sizes = [fdp.ConsumeIntInRange(1, 1024) for _ in range(fdp.ConsumeIntInRange(0, _MAX_CHUNKS))]
     stream = fdp.ConsumeBytes(fdp.remaining_bytes())
-    chunked = _decode(_chunks(stream, sizes), limits, opcodes, switch_after, switch_to)
+    chunked = _decode(streams.chunks(stream, sizes), limits, opcodes, switch_after, switch_to)
 
     # The frames are exactly the consumed prefix of the stream, in order, with nothing lost.
     assert _reencode(chunked.frames) == stream[: chunked.consumed], (chunked.frames, chunked.consumed)

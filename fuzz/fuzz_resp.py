@@ -38,6 +38,7 @@ import sys
 from typing import NamedTuple
 
 import atheris
+import streams  # fuzz/streams.py: the script's directory is on sys.path
 
 with atheris.instrument_imports():
     from aegiskv.net import resp
@@ -58,21 +59,6 @@ def _limits(fdp: atheris.FuzzedDataProvider) -> resp.RespLimits:
         unauthenticated_max_bulk=fdp.ConsumeIntInRange(0, 300),
         unauthenticated_max_multibulk=fdp.ConsumeIntInRange(0, 16),
     )
-
-
-def _chunks(stream: bytes, sizes: list[int]) -> list[bytes]:
-    """Cut ``stream`` into pieces of the given sizes, cycling; no sizes means one piece."""
-    if not sizes:
-        return [stream]
-    pieces = []
-    position = 0
-    index = 0
-    while position < len(stream):
-        size = sizes[index % len(sizes)]
-        pieces.append(stream[position : position + size])
-        position += size
-        index += 1
-    return pieces
 
 
 class Outcome(NamedTuple):
@@ -153,7 +139,7 @@ def test_one_input(data: bytes) -> None:
         resp._CLAIM_AT, resp._TAIL_CHECK = _THRESHOLDS
     sizes = [fdp.ConsumeIntInRange(1, _MAX_CHUNK) for _ in range(fdp.ConsumeIntInRange(0, _MAX_CHUNKS))]
     stream = fdp.ConsumeBytes(fdp.remaining_bytes())
-    chunks = _chunks(stream, sizes)
+    chunks = streams.chunks(stream, sizes)
 
     for authenticated in (False, True):
         flip = auth_after if not authenticated else -1
