@@ -34,6 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from servers import rss_bytes  # bench/servers.py: this script's directory is on sys.path
+
 from aegiskv.client import Client, Config
 from aegiskv.localnode import LocalNode
 
@@ -131,14 +133,6 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 # -- memory ---------------------------------------------------------------------------------
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 def fill(address: str, count: int, value_size: int, prefix: str = "key") -> None:

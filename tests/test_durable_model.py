@@ -35,6 +35,7 @@ from aegiskv.backends.base import NO_EXPIRY, Backend, BackendOptions
 from aegiskv.backends.snapshot import SnapshotBackend
 from aegiskv.backends.wal import WalBackend
 from aegiskv.node import first_version
+from tests.backend_state import state_of
 from tests.effort import examples
 from tests.fake_clock import FakeClock
 
@@ -57,16 +58,6 @@ KINDS = {
 def no_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
     """fsync skipped in-process: no power is lost here, and hundreds of reopens would mostly wait on the disk."""
     monkeypatch.setattr(os, "fsync", lambda fd: None)
-
-
-def entries(backend: Backend) -> dict[bytes, tuple[bytes, int, int]]:
-    result = {}
-    live_keys = backend.keys()  # a method of the backend (not a dict view)
-    for key in live_keys:
-        entry = backend.get_entry(key, touch=False)
-        assert entry is not None, key
-        result[key] = (bytes(entry.value), entry.version, entry.expires_at_ms)
-    return result
 
 
 def abandon(backend: Backend) -> None:
@@ -207,7 +198,7 @@ class Harness:
 
     def check_everything(self) -> None:
         expected = self.live()
-        assert entries(self.backend) == expected
+        assert state_of(self.backend) == expected
         for key in set(self.model) - set(expected):
             assert self.backend.get_entry(key, touch=False) is None, f"{key!r} revived by a restart"
 
@@ -379,10 +370,10 @@ def test_restart_under_memory_pressure_keeps_the_live_keys(kind: str, tmp_path: 
             if kind == "snapshot" and step == 100:
                 backend.begin_snapshot()()  # the rest comes from the log after it
         assert backend.stats().evictions > 0
-        before = entries(backend)
+        before = state_of(backend)
         backend.close()
         reopened = backend_class(options, clock)
-        after = entries(reopened)
+        after = state_of(reopened)
         reopened.close()
         assert set(after) <= set(before), "a restart brought back a key that was not live"
         assert all(after[key] == before[key] for key in after)
@@ -463,11 +454,11 @@ def test_restart_keeps_each_keys_version(kind: str, tmp_path: Path) -> None:
     if kind == "snapshot":
         backend.begin_snapshot()()
     backend.put(b"in-log", b"2", clock() + 600_000)
-    before = entries(backend)
+    before = state_of(backend)
     backend.close()
     clock.advance(1_000)
     reopened = open_backend()
-    after = entries(reopened)
+    after = state_of(reopened)
     reopened.close()
     assert {key: version for key, (_, version, _) in after.items()} == {
         key: version for key, (_, version, _) in before.items()

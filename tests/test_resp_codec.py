@@ -65,15 +65,8 @@ def feed(
 ) -> tuple[list[list[bytes]], RespProtocolError | None, RequestParser]:
     """Feed ``chunks`` one read at a time, draining commands after each: (commands, error, parser)."""
     parser = RequestParser(limits, authenticated=authenticated, use_hiredis=use_hiredis)
-    commands: list[list[bytes]] = []
-    try:
-        for chunk in chunks:
-            parser.receive_data(chunk)
-            while (command := parser.next_command()) is not None:
-                commands.append(command)
-    except RespProtocolError as error:
-        return commands, error, parser
-    return commands, None, parser
+    commands, error = feed_more(parser, chunks)
+    return commands, error, parser
 
 
 def feed_more(parser: RequestParser, chunks: list[bytes]) -> tuple[list[list[bytes]], RespProtocolError | None]:

@@ -30,20 +30,19 @@ from pathlib import Path
 import pytest
 
 from aegiskv.backends import wal_format
-from aegiskv.backends.base import NO_EXPIRY, Backend, BackendOptions
+from aegiskv.backends.base import NO_EXPIRY, BackendOptions
 from aegiskv.backends.snapshot import SnapshotBackend, list_snapshots
 from aegiskv.backends.snapshot_format import SnapshotError
 from aegiskv.backends.wal import WalBackend
 from aegiskv.backends.wal_format import Record, RecordType, ScanEnd
 from aegiskv.backends.wal_log import WalCorruption, list_segments
 from aegiskv.localnode import LocalNode
+from tests.backend_state import State, state_of
 from tests.fake_clock import FakeClock
 
 BIG = 1 << 30
 # Files of a data dir, by path relative to it: what one pristine log looks like on disk.
 Files = dict[str, bytes]
-# key -> (value, version, expires_at_ms): everything a restart must bring back.
-State = dict[bytes, tuple[bytes, int, int]]
 
 
 @pytest.fixture(autouse=True)
@@ -60,16 +59,6 @@ def options(data_dir: Path, **overrides) -> BackendOptions:
     fields = {"max_memory_bytes": BIG, "data_dir": str(data_dir), "wal_mode": "write"}
     fields.update(overrides)
     return BackendOptions(**fields)
-
-
-def state_of(backend: Backend) -> State:
-    result = {}
-    live_keys = backend.keys()  # a method of the backend (not a dict view)
-    for key in live_keys:
-        entry = backend.get_entry(key, touch=False)
-        assert entry is not None, key
-        result[key] = (bytes(entry.value), entry.version, entry.expires_at_ms)
-    return result
 
 
 def model_of(records: list[Record], now: int) -> State:
@@ -585,60 +574,25 @@ def test_newest_snapshot_damaged_is_refused_even_with_an_older_one(snapshot_dir,
 # -- a real process on a corrupt log ---------------------------------------------------------------
 
 
-def test_daemon_refuses_a_corrupt_log_with_exit_2_and_one_line(tmp_path: Path) -> None:
-    data_dir = tmp_path / "node"
+def write_twenty_keys(data_dir: Path, crash: bool) -> None:
+    """A real node writes 20 keys with --wal write, then is killed (records stay in the log)
+    or stopped gracefully (which writes a snapshot)."""
+    from aegiskv.client import Client, Config
+
     node = LocalNode(str(data_dir), ["--wal", "write"])
     try:
-        from aegiskv.client import Client, Config
-
         with Client(Config(seeds=[node.address_text])) as client:
             for i in range(20):
                 client.set(b"k%d" % i, b"value %d" % i)
     finally:
-        node.kill()  # SIGKILL: no shutdown snapshot, the records stay in the log
-    [(_first, segment)] = list_segments(str(data_dir / "wal"))
-    data = bytearray(Path(segment).read_bytes())
-    _records, spans = decode(bytes(data))
-    assert len(spans) >= 20
-    start, end = spans[5]
-    data[end - 6] ^= 0x40  # in the value of the sixth record: its checksum fails
-    Path(segment).write_bytes(bytes(data))
-
-    environment = {**os.environ, "AEGIS_LOG_FORMAT": "text"}
-    result = subprocess.run(
-        [
-            *(sys.executable, "-m", "aegiskv", "--data-dir", str(data_dir), "--wal", "write"),
-            *("--bind", "127.0.0.1:0", "--resp-bind", "127.0.0.1:0", "--health-addr", "127.0.0.1:0"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=environment,
-    )
-    assert result.returncode == 2, result
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert segment in lines[0] and f"offset {start}" in lines[0], lines[0]
-    assert "aegis ready" not in result.stdout
-    shutil.rmtree(data_dir)
+        if crash:
+            node.kill()
+        else:
+            assert node.stop() == 0
 
 
-def test_daemon_refuses_a_corrupt_snapshot_with_exit_2_and_one_line(tmp_path: Path) -> None:
-    data_dir = tmp_path / "node"
-    node = LocalNode(str(data_dir), ["--wal", "write"])
-    try:
-        from aegiskv.client import Client, Config
-
-        with Client(Config(seeds=[node.address_text])) as client:
-            for i in range(20):
-                client.set(b"k%d" % i, b"value %d" % i)
-    finally:
-        assert node.stop() == 0  # a graceful stop writes a snapshot
-    [(_created, snapshot)] = list_snapshots(str(data_dir / "snapshots"))
-    data = bytearray(Path(snapshot).read_bytes())
-    data[len(data) // 2] ^= 0x08  # inside the (only) block
-    Path(snapshot).write_bytes(bytes(data))
-
+def refused_start(data_dir: Path) -> str:
+    """Start a node on ``data_dir``; it must refuse with exit code 2 and one line, returned."""
     result = subprocess.run(
         [
             *(sys.executable, "-m", "aegiskv", "--data-dir", str(data_dir), "--wal", "write"),
@@ -650,6 +604,33 @@ def test_daemon_refuses_a_corrupt_snapshot_with_exit_2_and_one_line(tmp_path: Pa
         env={**os.environ, "AEGIS_LOG_FORMAT": "text"},
     )
     assert result.returncode == 2, result
+    assert "aegis ready" not in result.stdout
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
-    assert snapshot in lines[0], lines[0]
+    return lines[0]
+
+
+def test_daemon_refuses_a_corrupt_log_with_exit_2_and_one_line(tmp_path: Path) -> None:
+    data_dir = tmp_path / "node"
+    write_twenty_keys(data_dir, crash=True)  # no shutdown snapshot: the records stay in the log
+    [(_first, segment)] = list_segments(str(data_dir / "wal"))
+    data = bytearray(Path(segment).read_bytes())
+    _records, spans = decode(bytes(data))
+    assert len(spans) >= 20
+    start, end = spans[5]
+    data[end - 6] ^= 0x40  # in the value of the sixth record: its checksum fails
+    Path(segment).write_bytes(bytes(data))
+    line = refused_start(data_dir)
+    assert segment in line and f"offset {start}" in line, line
+    shutil.rmtree(data_dir)
+
+
+def test_daemon_refuses_a_corrupt_snapshot_with_exit_2_and_one_line(tmp_path: Path) -> None:
+    data_dir = tmp_path / "node"
+    write_twenty_keys(data_dir, crash=False)  # a graceful stop writes a snapshot
+    [(_created, snapshot)] = list_snapshots(str(data_dir / "snapshots"))
+    data = bytearray(Path(snapshot).read_bytes())
+    data[len(data) // 2] ^= 0x08  # inside the (only) block
+    Path(snapshot).write_bytes(bytes(data))
+    line = refused_start(data_dir)
+    assert snapshot in line, line
