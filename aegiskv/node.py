@@ -17,7 +17,7 @@ import enum
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 from aegiskv.backends.base import NO_EXPIRY, Backend, BackendStats, Clock, Entry, Value, ValueTooLarge, wall_clock_ms
@@ -62,6 +62,21 @@ class Limits(NamedTuple):
 BATCH_CHUNK = 256
 _MAX_SCANS = 64
 _MAX_SCAN_ID = 2**31 - 1
+
+
+def _chunk_starts(total: int, size: int) -> Iterator[int]:
+    """Start offsets of a batch's chunks, handing the GIL over between them.
+
+    The lock is released after each chunk, but a thread that releases a lock
+    and takes it again at once, holding the GIL throughout, wins it back
+    before a waiting thread (the reactor, for an inline GET) is even running:
+    the waiter could starve for the whole batch. ``time.sleep(0)`` lets it run
+    and take the lock between two chunks.
+    """
+    for start in range(0, total, size):
+        if start:
+            time.sleep(0)
+        yield start
 
 
 def parse_integer(text: bytes) -> int | None:
@@ -161,7 +176,7 @@ class Node:
         self._check_batch(len(keys))
         values: list[Value | None] = []
         get = self.backend.get
-        for start in range(0, len(keys), BATCH_CHUNK):
+        for start in _chunk_starts(len(keys), BATCH_CHUNK):
             with self._lock:
                 chunk = [get(key) for key in keys[start : start + BATCH_CHUNK]]
                 found = sum(1 for value in chunk if value is not None)
@@ -203,7 +218,7 @@ class Node:
     def exists(self, keys: Sequence[bytes]) -> int:
         count = 0
         peek = self.backend.get_entry
-        for start in range(0, len(keys), BATCH_CHUNK):
+        for start in _chunk_starts(len(keys), BATCH_CHUNK):
             with self._lock:
                 count += sum(1 for key in keys[start : start + BATCH_CHUNK] if peek(key, touch=False) is not None)
         return count
@@ -286,7 +301,7 @@ class Node:
         chunk_size = len(pairs) if only_if_none_exist else BATCH_CHUNK
         version = 0
         try:
-            for start in range(0, len(pairs), chunk_size):
+            for start in _chunk_starts(len(pairs), chunk_size):
                 with self._lock:
                     if only_if_none_exist and any(backend.get_entry(key, touch=False) is not None for key, _ in pairs):
                         return 0
@@ -337,7 +352,7 @@ class Node:
     def delete_many(self, keys: Sequence[bytes]) -> int:
         removed = 0
         delete = self.backend.delete
-        for start in range(0, len(keys), BATCH_CHUNK):
+        for start in _chunk_starts(len(keys), BATCH_CHUNK):
             with self._lock:
                 removed += sum(1 for key in keys[start : start + BATCH_CHUNK] if delete(key))
         return removed
