@@ -14,15 +14,15 @@ deadlines, so a restart or a replica never extends a TTL.
 from __future__ import annotations
 
 import enum
-import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from aegiskv.backends.base import NO_EXPIRY, Backend, BackendStats, Clock, Entry, Value, ValueTooLarge, wall_clock_ms
 from aegiskv.cluster.slots import ShardMapper
 from aegiskv.errors import CommandError, ErrorKind
+from aegiskv.handoff_lock import HandoffLock
 from aegiskv.pattern import glob_match
 
 
@@ -55,28 +55,14 @@ class Limits(NamedTuple):
     max_batch_keys: int
 
 
-# Batch operations (MGET, MSET, DEL of many keys) take the lock for at most this
-# many keys at a time. Large batches run in the worker pool so the reactor can
-# serve other clients meanwhile; if a batch held the lock throughout, the
-# reactor would block on the lock instead and nothing would be gained.
+# Batch operations (MGET, MSET, DEL of many keys) let waiting threads take the
+# lock after every this many keys. Large batches run in the worker pool so the
+# reactor can serve other clients meanwhile; if a batch held the lock throughout,
+# the reactor would block on the lock instead and nothing would be gained (see
+# aegiskv/handoff_lock.py for why the handoff has to be explicit).
 BATCH_CHUNK = 256
 _MAX_SCANS = 64
 _MAX_SCAN_ID = 2**31 - 1
-
-
-def _chunk_starts(total: int, size: int) -> Iterator[int]:
-    """Start offsets of a batch's chunks, handing the GIL over between them.
-
-    The lock is released after each chunk, but a thread that releases a lock
-    and takes it again at once, holding the GIL throughout, wins it back
-    before a waiting thread (the reactor, for an inline GET) is even running:
-    the waiter could starve for the whole batch. ``time.sleep(0)`` lets it run
-    and take the lock between two chunks.
-    """
-    for start in range(0, total, size):
-        if start:
-            time.sleep(0)
-        yield start
 
 
 def parse_integer(text: bytes) -> int | None:
@@ -120,8 +106,9 @@ class Node:
         self.shards = shard_mapper
         self.node_id = node_id
         self._clock = clock
-        self._lock = threading.Lock()
-        self._acquire = self._lock.acquire
+        self._lock = HandoffLock()
+        self._try_acquire = self._lock.try_acquire
+        self._wait_for_lock = self._lock.acquire_blocking
         self._release = self._lock.release
         self.started = time.time()
         self.hits = 0
@@ -135,7 +122,7 @@ class Node:
 
     def get(self, key: bytes) -> Value | None:
         # acquire()/release() rather than "with": half the cost on this hot path.
-        self._acquire()
+        self._try_acquire(False) or self._wait_for_lock()
         try:
             value = self.backend.get(key)
             if value is None:
@@ -148,13 +135,16 @@ class Node:
 
     def get_entry(self, key: bytes) -> Entry | None:
         """Value, version and absolute deadline (NO_EXPIRY when none)."""
-        with self._lock:
+        self._try_acquire(False) or self._wait_for_lock()  # the native GET's hot path: see get()
+        try:
             entry = self.backend.get_entry(key)
             if entry is None:
                 self.misses += 1
             else:
                 self.hits += 1
             return entry
+        finally:
+            self._release()
 
     def peek(self, key: bytes) -> Entry | None:
         """Like :meth:`get_entry` without counting as an access (TTL, TYPE, STRLEN)."""
@@ -176,13 +166,15 @@ class Node:
         self._check_batch(len(keys))
         values: list[Value | None] = []
         get = self.backend.get
-        for start in _chunk_starts(len(keys), BATCH_CHUNK):
-            with self._lock:
+        with self._lock:
+            for start in range(0, len(keys), BATCH_CHUNK):
+                if start:
+                    self._lock.let_waiters_in()
                 chunk = [get(key) for key in keys[start : start + BATCH_CHUNK]]
                 found = sum(1 for value in chunk if value is not None)
                 self.hits += found
                 self.misses += len(chunk) - found
-            values.extend(chunk)
+                values.extend(chunk)
         return values
 
     def getdel(self, key: bytes) -> Value | None:
@@ -218,8 +210,10 @@ class Node:
     def exists(self, keys: Sequence[bytes]) -> int:
         count = 0
         peek = self.backend.get_entry
-        for start in _chunk_starts(len(keys), BATCH_CHUNK):
-            with self._lock:
+        with self._lock:
+            for start in range(0, len(keys), BATCH_CHUNK):
+                if start:
+                    self._lock.let_waiters_in()
                 count += sum(1 for key in keys[start : start + BATCH_CHUNK] if peek(key, touch=False) is not None)
         return count
 
@@ -231,7 +225,7 @@ class Node:
         if len(key) > limits.max_key_bytes or len(value) > limits.max_value_bytes:
             self._check_sizes(key, value)  # raises with the message
         expires_at = NO_EXPIRY if ttl_ms is None else self._deadline(ttl_ms)
-        self._acquire()
+        self._try_acquire(False) or self._wait_for_lock()
         try:
             return self.backend.put(key, value, expires_at)
         except ValueTooLarge as error:
@@ -301,10 +295,12 @@ class Node:
         chunk_size = len(pairs) if only_if_none_exist else BATCH_CHUNK
         version = 0
         try:
-            for start in _chunk_starts(len(pairs), chunk_size):
-                with self._lock:
-                    if only_if_none_exist and any(backend.get_entry(key, touch=False) is not None for key, _ in pairs):
-                        return 0
+            with self._lock:
+                if only_if_none_exist and any(backend.get_entry(key, touch=False) is not None for key, _ in pairs):
+                    return 0
+                for start in range(0, len(pairs), chunk_size):
+                    if start:
+                        self._lock.let_waiters_in()
                     for key, value in pairs[start : start + chunk_size]:
                         version = backend.put(key, value, expires_at)
         except ValueTooLarge as error:
@@ -352,8 +348,10 @@ class Node:
     def delete_many(self, keys: Sequence[bytes]) -> int:
         removed = 0
         delete = self.backend.delete
-        for start in _chunk_starts(len(keys), BATCH_CHUNK):
-            with self._lock:
+        with self._lock:
+            for start in range(0, len(keys), BATCH_CHUNK):
+                if start:
+                    self._lock.let_waiters_in()
                 removed += sum(1 for key in keys[start : start + BATCH_CHUNK] if delete(key))
         return removed
 
@@ -473,7 +471,7 @@ class Node:
         Skipped when a worker holds the lock: the reactor must never wait for
         it, and the sampler loses nothing by running on the next tick.
         """
-        if not self._lock.acquire(blocking=False):
+        if not self._lock.try_acquire(False):
             return 0
         try:
             return self.backend.expire_step(sample_size, budget_seconds)
