@@ -64,6 +64,9 @@ _SPECS: list[tuple[str, dict[str, bool]]] = [
     ("command", {}),
     ("client", {}),
     ("config", {}),
+    ("topology", {}),  # native TOPOLOGY
+    ("cluster", {}),  # RESP CLUSTER SLOTS / SHARDS / NODES / KEYSLOT / INFO / MYID
+    ("readonly", {}),  # RESP READONLY / READWRITE (cluster clients send them)
 ]
 
 COMMANDS: dict[str, Command] = {

@@ -269,6 +269,15 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("bind", "0.0.0.0:7700", _address, "client address (native protocol), host:port", flag=True),
     Setting("resp_bind", "0.0.0.0:7379", _address_or_off, "RESP (Redis protocol) address, or off", flag=True),
+    Setting(
+        "client_advertise",
+        None,
+        _optional(_address),
+        "native address other nodes and clients should use (default: the bound one; a wildcard bind "
+        "advertises an empty host, meaning the address the client reached)",
+        flag=True,
+    ),
+    Setting("resp_advertise", None, _optional(_address), "RESP address to advertise in CLUSTER replies (as above)"),
     Setting("data_dir", "./data", _text(), "directory for node state (locked by one daemon at a time)", flag=True),
     # -- memory and keyspace ----------------------------------------------------
     Setting(
@@ -280,6 +289,27 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "shards", 256, _integer(1, 16384, "an integer"), "number of shards the 16384 slots are split into", flag=True
+    ),
+    # -- cluster ----------------------------------------------------------------
+    Setting(
+        "replication_factor",
+        3,
+        _integer(1, 16, "an integer"),
+        "copies of each shard (capped by the number of nodes)",
+        flag=True,
+    ),
+    Setting(
+        "placement",
+        "ring",
+        _text(),
+        "shard placement by its aegiskv.placement entry-point name (aegis plugins lists them)",
+    ),
+    Setting("virtual_nodes", 128, _integer(1, 4096, "an integer"), "points per node on the placement ring"),
+    Setting(
+        "placement_load_factor",
+        1.25,
+        _number(1.0),
+        "most shard replicas (and primaries) one node may hold, as a multiple of the mean",
     ),
     Setting(
         "backend",
@@ -431,9 +461,15 @@ class Config:
     node_id: str
     bind: str
     resp_bind: str | None
+    client_advertise: str | None
+    resp_advertise: str | None
     data_dir: str
     max_memory: int
     shards: int
+    replication_factor: int
+    placement: str
+    virtual_nodes: int
+    placement_load_factor: float
     backend: str
     wal: str
     wal_segment_bytes: int

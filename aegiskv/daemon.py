@@ -21,6 +21,8 @@ from aegiskv import plugins
 from aegiskv.backends.base import BackendOptions, wall_clock_ms
 from aegiskv.backends.snapshot_format import SnapshotError
 from aegiskv.backends.wal_log import WalCorruption
+from aegiskv.cluster.interfaces import PlacementOptions
+from aegiskv.cluster.shard_map import Topology
 from aegiskv.cluster.slots import ShardMapper
 from aegiskv.config import Config, parse_address
 from aegiskv.datadir import DataDir, DataDirError
@@ -57,6 +59,9 @@ def build_server(config: Config) -> tuple[Server, DataDir]:
     # The plugin and the TLS files first: a refusal must not leave a data dir behind.
     backend_name = resolve_backend(config)
     backend_class = plugins.load_backend(backend_name).obj
+    _placement_plugin, placement = plugins.load_placement(
+        config.placement, PlacementOptions(config.virtual_nodes, config.placement_load_factor)
+    )
     ssl_context = tls_context(config)
     if config.resp_parser == "hiredis" and not HIREDIS_AVAILABLE:
         raise plugins.PluginError("resp_parser = hiredis, but the hiredis package is not installed")
@@ -81,7 +86,8 @@ def build_server(config: Config) -> tuple[Server, DataDir]:
             mapper,
             node_id=config.node_id,
         )
-        return Server(config, node, ssl_context), data_dir
+        topology = Topology(placement, mapper, config.replication_factor)
+        return Server(config, node, topology, ssl_context), data_dir
     except BaseException:
         data_dir.close()
         raise

@@ -8,6 +8,7 @@ items an opcode takes) are checked here.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -209,6 +210,14 @@ def handle_snapshot(server: Server, session: Session, frame: Frame) -> bytes:
     return native.encode_frame(Opcode.SNAPSHOT, frame.request_id, items=((b"path", path.encode()),))
 
 
+def handle_topology(server: Server, session: Session, frame: Frame) -> bytes:
+    _no_flags(frame)
+    if frame.items:
+        raise CommandError(ErrorKind.INVALID, "TOPOLOGY takes no items")
+    described = json.dumps(server.topology.current.describe(), separators=(",", ":")).encode()
+    return native.encode_frame(Opcode.TOPOLOGY, frame.request_id, items=((b"topology", described),))
+
+
 ROUTES: dict[int, tuple[Command, NativeHandler]] = {
     Opcode.PING: (COMMANDS["ping"], handle_ping),
     Opcode.AUTH: (COMMANDS["auth"], handle_auth),
@@ -222,6 +231,7 @@ ROUTES: dict[int, tuple[Command, NativeHandler]] = {
     Opcode.MSET: (COMMANDS["mset"], handle_mset),
     Opcode.INFO: (COMMANDS["info"], handle_info),
     Opcode.SNAPSHOT: (COMMANDS["snapshot"], handle_snapshot),
+    Opcode.TOPOLOGY: (COMMANDS["topology"], handle_topology),
 }
 
 

@@ -19,8 +19,10 @@ from collections.abc import Mapping
 from importlib import metadata
 from typing import Any, NamedTuple
 
+from aegiskv.cluster.interfaces import PLACEMENT_GROUP, Placement, PlacementOptions
+
 BACKENDS_GROUP = "aegiskv.backends"
-GROUPS = (BACKENDS_GROUP,)
+GROUPS = (BACKENDS_GROUP, PLACEMENT_GROUP)
 OWN_DISTRIBUTION = "aegiskv"
 
 # Used only when AegisKV runs from a source tree that was never installed (no
@@ -31,6 +33,7 @@ _BUILTIN_FALLBACK: Mapping[str, Mapping[str, str]] = {
         "wal": "aegiskv.backends.wal:WalBackend",
         "snapshot": "aegiskv.backends.snapshot:SnapshotBackend",
     },
+    PLACEMENT_GROUP: {"ring": "aegiskv.cluster.placement:RingPlacement"},
 }
 
 
@@ -92,25 +95,47 @@ def load(plugin: FoundPlugin) -> LoadedPlugin:
     return LoadedPlugin(plugin, obj)
 
 
+def _load_named(group: str, name: str, what: str) -> LoadedPlugin:
+    """The one plugin registered as ``name`` in ``group``, loaded."""
+    candidates = [plugin for plugin in find(group) if plugin.name == name]
+    if not candidates:
+        known = ", ".join(sorted({plugin.name for plugin in find(group)})) or "none"
+        raise PluginError(f"{what} {name!r} is not installed (group {group}; installed: {known})")
+    if len(candidates) > 1:
+        sources = ", ".join(plugin.distribution for plugin in candidates)
+        raise PluginError(f"{what} {name!r} is registered by several distributions: {sources}")
+    return load(candidates[0])
+
+
+def _refuse(plugin: FoundPlugin, problem: str) -> PluginError:
+    return PluginError(
+        f"plugin {plugin.name!r} in group {plugin.group} from distribution {plugin.distribution} "
+        f"{plugin.version}: {problem}"
+    )
+
+
 def load_backend(name: str) -> LoadedPlugin:
     """The backend class registered as ``name``, checked to be a ``Backend`` subclass."""
     from aegiskv.backends.base import Backend
 
-    candidates = [plugin for plugin in find(BACKENDS_GROUP) if plugin.name == name]
-    if not candidates:
-        known = ", ".join(sorted({plugin.name for plugin in find(BACKENDS_GROUP)})) or "none"
-        raise PluginError(f"backend {name!r} is not installed (group {BACKENDS_GROUP}; installed: {known})")
-    if len(candidates) > 1:
-        sources = ", ".join(plugin.distribution for plugin in candidates)
-        raise PluginError(f"backend {name!r} is registered by several distributions: {sources}")
-    loaded = load(candidates[0])
+    loaded = _load_named(BACKENDS_GROUP, name, "backend")
     if not (isinstance(loaded.obj, type) and issubclass(loaded.obj, Backend)):
-        plugin = loaded.plugin
-        raise PluginError(
-            f"plugin {plugin.name!r} in group {plugin.group} from distribution {plugin.distribution} "
-            f"{plugin.version}: {plugin.value} is not a subclass of aegiskv.backends.base.Backend"
-        )
+        raise _refuse(loaded.plugin, f"{loaded.plugin.value} is not a subclass of aegiskv.backends.base.Backend")
     return loaded
+
+
+def load_placement(name: str, options: PlacementOptions) -> tuple[FoundPlugin, Placement]:
+    """The placement registered as ``name``, built with ``options`` and checked to have ``assign``."""
+    loaded = _load_named(PLACEMENT_GROUP, name, "placement")
+    if not callable(loaded.obj):
+        raise _refuse(loaded.plugin, f"{loaded.plugin.value} is not callable (a placement factory)")
+    try:
+        placement = loaded.obj(options)
+    except Exception as error:
+        raise _refuse(loaded.plugin, f"refused its options: {type(error).__name__}: {error}") from error
+    if not isinstance(placement, Placement):
+        raise _refuse(loaded.plugin, f"{loaded.plugin.value} built {type(placement).__name__}, which has no assign()")
+    return loaded.plugin, placement
 
 
 def describe_all() -> list[str]:

@@ -21,6 +21,7 @@ from aegiskv.net import resp
 from aegiskv.net.errors import PeerProtocolError
 from aegiskv.node import Condition, ExpireCondition, parse_integer
 from aegiskv.pattern import glob_match
+from aegiskv.resp_cluster import cmd_cluster, cmd_readonly
 from aegiskv.session import Session
 
 if TYPE_CHECKING:
@@ -971,6 +972,25 @@ SPECS: dict[bytes, Spec] = {
         "lastsave", cmd_lastsave, 1, "fast", _NO_KEYS, "server", "Unix time of the last snapshot this process wrote"
     ),
     b"info": _spec("info", cmd_info, -1, "loading stale", _NO_KEYS, "server", "Information and statistics"),
+    b"cluster": _spec("cluster", cmd_cluster, -2, "stale", _NO_KEYS, "cluster", "The shard map, as Redis Cluster"),
+    b"readonly": _spec(
+        "readonly",
+        cmd_readonly,
+        1,
+        "fast loading stale",
+        _NO_KEYS,
+        "cluster",
+        "Accepted for cluster clients; primaries serve reads",
+    ),
+    b"readwrite": _spec(
+        "readonly",
+        cmd_readonly,
+        1,
+        "fast loading stale",
+        _NO_KEYS,
+        "cluster",
+        "Accepted for cluster clients; primaries serve reads",
+    ),
     b"config": _spec(
         "config",
         cmd_config,

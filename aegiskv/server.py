@@ -20,6 +20,7 @@ from loguru import logger
 import aegiskv
 from aegiskv import resp_commands
 from aegiskv.backends.base import BackendStats
+from aegiskv.cluster.shard_map import Endpoint, Member, Topology
 from aegiskv.config import Config, parse_address
 from aegiskv.connection import CommandConnection
 from aegiskv.durability import Durability
@@ -44,8 +45,11 @@ _FRAME_SLACK = 1024 * 1024
 
 
 class Server:
-    def __init__(self, config: Config, node: Node, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, config: Config, node: Node, topology: Topology, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.config = config
+        self.topology = topology  # the shard map; rebuilt when membership changes
         self.ssl_context = ssl_context  # TLS on the client ports (and /health with health_tls)
         self.node = node
         self.reactor = Reactor(config.worker_threads)
@@ -140,12 +144,21 @@ class Server:
         release_memory = find_malloc_trim()
         if config.memory_trim_interval and release_memory is not None:
             self.reactor.call_every(config.memory_trim_interval, lambda: self._trim_memory(release_memory))
+        self.topology.update([self.local_member()])
         self.ready = True
         logger.info(
             "node {} serving: {}",
             config.node_id,
             ", ".join(f"{name} on {host}:{port}" for name, (host, port) in self.addresses().items()),
         )
+
+    def local_member(self) -> Member:
+        """This node as the shard map lists it: id and the addresses clients should use."""
+        config = self.config
+        resp_endpoint = None
+        if self.resp_listener is not None:
+            resp_endpoint = advertised_endpoint(config.resp_advertise, self.resp_listener.address)
+        return Member(config.node_id, advertised_endpoint(config.client_advertise, self.native_address), resp_endpoint)
 
     def _client_port_options(self) -> dict[str, Any]:
         """Limits and TLS shared by the native and RESP ports."""
@@ -348,6 +361,22 @@ class Server:
                 "keys_mean": round(sum(shard_keys) / len(shard_keys), 1),
             }
         return result
+
+
+def advertised_endpoint(advertise: str | None, bound: tuple[str, int]) -> Endpoint:
+    """The configured advertised address, else the bound one.
+
+    A wildcard bind has no single address to give: it advertises an empty host,
+    which clients (ours, and redis-py for CLUSTER SLOTS) read as "the host you
+    reached this node at".
+    """
+    if advertise:
+        return Endpoint(*parse_address(advertise))
+    host, port = bound
+    return Endpoint("" if host in _WILDCARD_HOSTS else host, port)
+
+
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
 
 def _rss_bytes() -> int:

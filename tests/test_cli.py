@@ -141,6 +141,60 @@ def test_plugins_lists_the_builtin_memory_backend(autoload) -> None:
     assert (value, state) == ("aegiskv.backends.memory:MemoryBackend", "ok")
 
 
+def _install_fake_distribution(site: Path, name: str, entry_points: str, module: str = "", code: str = "") -> None:
+    """A minimal installed distribution (dist-info + entry points) on a directory put on PYTHONPATH."""
+    info = site / f"{name}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(entry_points)
+    if module:
+        (site / f"{module}.py").write_text(code)
+
+
+def _plugin_env(site: Path, **overrides: str) -> dict[str, str]:
+    return clean_env(PYTHONPATH=str(site), AEGIS_DISABLE_PLUGIN_AUTOLOAD="0", **overrides)
+
+
+def test_placement_plugins_are_listed_and_broken_ones_named(tmp_path) -> None:
+    site = tmp_path / "site"
+    _install_fake_distribution(site, "broken_placement", "[aegiskv.placement]\nbroken = no_such_module:Thing\n")
+    result = run_aegis("plugins", env=_plugin_env(site))
+    assert result.returncode == 0, result.stderr
+    rows = {tuple(line.split("\t")[:2]): line for line in result.stdout.splitlines()}
+    assert rows[("aegiskv.placement", "ring")].endswith("\tok")
+    broken = rows[("aegiskv.placement", "broken")]
+    assert "broken_placement 1.0" in broken and "BROKEN" in broken and "no_such_module" in broken
+
+
+@pytest.mark.parametrize(
+    "code, fragments",
+    [
+        ("", ["'broken'", "broken_placement 1.0", "ModuleNotFoundError"]),
+        ("Thing = 42\n", ["'broken'", "broken_placement 1.0", "not callable"]),
+        ("class Thing:\n    def __init__(self, options):\n        pass\n", ["'broken'", "has no assign()"]),
+        (
+            "class Thing:\n    def __init__(self, options):\n        raise ValueError('needs a map')\n",
+            ["'broken'", "refused its options", "needs a map"],
+        ),
+    ],
+    ids=["missing-module", "not-callable", "no-assign", "refuses-options"],
+)
+def test_a_broken_placement_plugin_stops_start_up_naming_it(tmp_path, held_port, code, fragments) -> None:
+    site = tmp_path / "site"
+    module = "broken_placement_module" if code else ""
+    target = f"{module or 'no_such_module'}:Thing"
+    _install_fake_distribution(site, "broken_placement", f"[aegiskv.placement]\nbroken = {target}\n", module, code)
+    result = run_aegis(
+        "--bind",
+        f"127.0.0.1:{held_port}",
+        "--data-dir",
+        str(tmp_path / "data"),
+        env=_plugin_env(site, AEGIS_PLACEMENT="broken"),
+    )
+    assert_refused(result, "plugin", *fragments)
+    assert not (tmp_path / "data").exists(), "a refused plugin must not leave a data dir behind"
+
+
 # ---------------------------------------------------------------------------
 # Refusals: exit 2, one line, nothing bound.
 # ---------------------------------------------------------------------------
@@ -186,6 +240,12 @@ REFUSALS: dict[str, Callable[[Path], tuple[list[str], dict[str, str], list[str]]
         [f"config file {tmp / 'absent.toml'}", "no such file"],
     ),
     "unknown-backend": lambda tmp: ([], {"AEGIS_BACKEND": "nope"}, ["backend 'nope'", "not installed", "memory"]),
+    "unknown-placement": lambda tmp: ([], {"AEGIS_PLACEMENT": "nope"}, ["placement 'nope'", "not installed", "ring"]),
+    "placement-refuses-options": lambda tmp: (
+        [],
+        {"AEGIS_PLACEMENT_LOAD_FACTOR": "0.5"},
+        ["AEGIS_PLACEMENT_LOAD_FACTOR", "'0.5'", ">= 1"],
+    ),
     "data-dir-is-a-file": lambda tmp: (
         ["--data-dir", write(tmp / "plain-file", "")],
         {},

@@ -15,6 +15,7 @@ are never retried: the first attempt may have been applied.
 
 from __future__ import annotations
 
+import json
 import ssl
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -308,6 +309,18 @@ class Client:
             section, _, field_name = name.decode().partition(".")
             result.setdefault(section, {})[field_name] = (value or b"").decode()
         return result
+
+    def topology(self, server: str | None = None) -> dict[str, Any]:
+        """The shard map of ``server`` (or the first reachable one), as ``ShardMap.describe()`` gives it.
+
+        Keys: ``epoch``, ``slots``, ``shards`` (each with its slot range and
+        replica set, primary first) and ``nodes`` (client and RESP address per
+        node id; an empty host means "the host you reached this node at").
+        """
+        frame = self._call(Opcode.TOPOLOGY, idempotent=True, address=_parse_address(server) if server else None)
+        _raise_for_status(frame)
+        described: dict[str, Any] = json.loads(frame.items[0][1] or b"{}")
+        return described
 
     def ping(self, addr: str | None = None) -> float:
         """Round-trip time in seconds to ``addr`` (or the first reachable server)."""

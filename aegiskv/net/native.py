@@ -73,6 +73,7 @@ class Opcode(enum.IntEnum):
     MSET = 10
     INFO = 11
     SNAPSHOT = 12  # write a snapshot; flags: SNAPSHOT_BACKGROUND replies once it started
+    TOPOLOGY = 13  # the shard map: one item (b"topology", JSON of ShardMap.describe())
 
 
 REQUEST_OPCODES = frozenset(int(op) for op in Opcode if op != Opcode.NONE)

@@ -1,0 +1,139 @@
+"""The shard map: key -> slot -> shard -> replica set -> member addresses.
+
+This is the one mapping routing, ``TOPOLOGY``, ``CLUSTER SLOTS`` and the client
+use. :class:`Topology` owns the current map and rebuilds it with the configured
+placement whenever the member set (or a member's address) changes; the map's
+epoch grows by one on every rebuild that changed anything, so a client holding
+an older epoch knows to refresh.
+
+Until leases exist the primary of a shard is the first member of its replica set.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+from aegiskv.cluster.interfaces import Placement
+from aegiskv.cluster.slots import SLOTS, ShardMapper
+
+
+class Endpoint(NamedTuple):
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+class Member(NamedTuple):
+    """What the shard map needs to know about one node."""
+
+    node_id: str
+    client: Endpoint  # native protocol
+    resp: Endpoint | None  # RESP, when the node serves it
+
+
+class SlotRange(NamedTuple):
+    first: int
+    last: int  # inclusive
+    replica_set: tuple[str, ...]  # node ids, primary first
+
+
+class ShardMap:
+    """An immutable snapshot of who holds what. Safe to share between threads."""
+
+    __slots__ = ("epoch", "mapper", "replica_sets", "members", "_ranges")
+
+    def __init__(
+        self, epoch: int, mapper: ShardMapper, replica_sets: list[tuple[str, ...]], members: Mapping[str, Member]
+    ) -> None:
+        if len(replica_sets) != mapper.shards:
+            raise ValueError(f"{len(replica_sets)} replica sets for {mapper.shards} shards")
+        self.epoch = epoch
+        self.mapper = mapper
+        self.replica_sets = tuple(replica_sets)
+        self.members = dict(members)
+        self._ranges: list[SlotRange] | None = None
+
+    def replica_set_of_key(self, key: bytes) -> tuple[str, ...]:
+        return self.replica_sets[self.mapper.shard_of_key(key)]
+
+    def replica_set_of_slot(self, slot: int) -> tuple[str, ...]:
+        return self.replica_sets[self.mapper.shard_of_slot(slot)]
+
+    def primary_of_slot(self, slot: int) -> Member | None:
+        replica_set = self.replica_set_of_slot(slot)
+        return self.members[replica_set[0]] if replica_set else None
+
+    def slot_ranges(self) -> list[SlotRange]:
+        """Contiguous slot ranges with one replica set each (neighbouring shards with the same set merged)."""
+        if self._ranges is None:
+            ranges: list[SlotRange] = []
+            for shard, replica_set in enumerate(self.replica_sets):
+                first, last = self.mapper.slot_range(shard)
+                if first > last:
+                    continue  # more shards than slots in this range: an empty shard
+                if ranges and ranges[-1].replica_set == replica_set and ranges[-1].last + 1 == first:
+                    ranges[-1] = ranges[-1]._replace(last=last)
+                else:
+                    ranges.append(SlotRange(first, last, replica_set))
+            self._ranges = ranges
+        return self._ranges
+
+    def shards_of(self, node_id: str) -> tuple[list[int], list[int]]:
+        """(shards ``node_id`` is primary of, shards it follows)."""
+        primary = [shard for shard, replicas in enumerate(self.replica_sets) if replicas[:1] == (node_id,)]
+        follower = [shard for shard, replicas in enumerate(self.replica_sets) if node_id in replicas[1:]]
+        return primary, follower
+
+    def describe(self) -> dict[str, Any]:
+        """The map as plain data (the native TOPOLOGY reply, as JSON)."""
+        return {
+            "epoch": self.epoch,
+            "slots": SLOTS,
+            "shards": [
+                {"shard": shard, "slots": list(self.mapper.slot_range(shard)), "replicas": list(replicas)}
+                for shard, replicas in enumerate(self.replica_sets)
+            ],
+            "nodes": {
+                member.node_id: {"client": str(member.client), "resp": str(member.resp) if member.resp else None}
+                for member in self.members.values()
+            },
+        }
+
+
+class Topology:
+    """The node's current shard map, rebuilt by :meth:`update` when membership changes."""
+
+    def __init__(self, placement: Placement, mapper: ShardMapper, replication_factor: int) -> None:
+        self._placement = placement
+        self._mapper = mapper
+        self._replication_factor = replication_factor
+        self._lock = threading.Lock()  # serialises rebuilds; readers just take self.current
+        self.current = ShardMap(0, mapper, [() for _ in range(mapper.shards)], {})
+
+    def update(self, members: Iterable[Member]) -> ShardMap:
+        """Rebuild for this member set; the epoch grows only if the map changed."""
+        by_id = {member.node_id: member for member in members}
+        with self._lock:
+            current = self.current
+            if by_id == current.members:
+                return current
+            replica_sets = self._placement.assign(list(by_id), self._mapper.shards, self._replication_factor)
+            _check_replica_sets(replica_sets, by_id, self._mapper.shards, self._replication_factor)
+            self.current = ShardMap(current.epoch + 1, self._mapper, replica_sets, by_id)
+            return self.current
+
+
+def _check_replica_sets(
+    replica_sets: list[tuple[str, ...]], members: Mapping[str, Member], shards: int, replication_factor: int
+) -> None:
+    """A placement plugin's answer is checked before anything routes by it."""
+    if len(replica_sets) != shards:
+        raise ValueError(f"placement returned {len(replica_sets)} replica sets for {shards} shards")
+    copies = min(replication_factor, len(members))
+    for shard, replicas in enumerate(replica_sets):
+        if len(replicas) != copies or len(set(replicas)) != copies or not set(replicas) <= members.keys():
+            raise ValueError(f"placement gave shard {shard} the replica set {replicas!r}; expected {copies} members")

@@ -1,0 +1,142 @@
+"""The shard map as clients see it: native TOPOLOGY, RESP CLUSTER *, redis-py RedisCluster, redis-cli -c.
+
+A single node owns every shard; these tests pin the shapes and the addresses
+that multi-node clusters will fill with more members.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from aegiskv.client import Client, Config
+from aegiskv.localnode import LocalNode
+from aegiskv.resp_cluster import redis_node_id
+
+REDIS_CLI = shutil.which("redis-cli")
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> Iterator[LocalNode]:
+    node = LocalNode(str(tmp_path_factory.mktemp("cluster-single")), ["--node-id", "solo", "--shards", "64"])
+    yield node
+    assert node.stop() == 0
+
+
+@pytest.fixture
+def r(single: LocalNode) -> Iterator[redis.Redis]:
+    connection = redis.Redis(*single.resp_address)
+    yield connection
+    connection.close()
+
+
+def test_native_topology_lists_the_node_for_every_shard(single: LocalNode) -> None:
+    with Client(Config(seeds=[single.address_text])) as client:
+        topology = client.topology()
+    assert topology["epoch"] >= 1
+    assert len(topology["shards"]) == 64
+    assert all(shard["replicas"] == ["solo"] for shard in topology["shards"])
+    host, port = single.address
+    resp_host, resp_port = single.resp_address
+    assert topology["nodes"] == {"solo": {"client": f"{host}:{port}", "resp": f"{resp_host}:{resp_port}"}}
+    # The shards' slot ranges tile 0..16383 in order.
+    bounds = [tuple(shard["slots"]) for shard in topology["shards"]]
+    assert bounds[0][0] == 0 and bounds[-1][1] == 16383
+    assert all(later[0] == earlier[1] + 1 for earlier, later in zip(bounds, bounds[1:]))
+
+
+def test_cluster_slots_shards_nodes_info_myid(single: LocalNode, r: redis.Redis) -> None:
+    host, port = single.resp_address
+    my_id = redis_node_id("solo")
+    # One node, one merged range.
+    assert r.execute_command("CLUSTER SLOTS") == [[0, 16383, [host.encode(), port, my_id.encode()]]]
+    shards = r.execute_command("CLUSTER SHARDS")
+    assert len(shards) == 1
+    shard = shards[0]  # redis-py turns the RESP2 flat maps into dicts
+    assert shard[b"slots"] == [0, 16383]
+    node = shard[b"nodes"][0]
+    assert node[b"id"] == my_id.encode() and node[b"port"] == port and node[b"role"] == b"master"
+    nodes = r.execute_command("CLUSTER NODES")
+    assert nodes[f"{host}:{port}"]["node_id"] == my_id
+    assert nodes[f"{host}:{port}"]["flags"] == "myself,master"
+    assert nodes[f"{host}:{port}"]["slots"] == [["0", "16383"]]
+    info = r.execute_command("CLUSTER INFO")
+    assert info["cluster_state"] == "ok" and info["cluster_slots_assigned"] == "16384"
+    assert info["cluster_known_nodes"] == "1"
+    assert r.execute_command("CLUSTER MYID") == my_id.encode()
+    assert r.execute_command("READONLY") is True and r.execute_command("READWRITE") is True
+
+
+def test_cluster_keyslot_matches_redis(r: redis.Redis) -> None:
+    # Values from the Redis Cluster specification and redis-server 7.
+    assert r.execute_command("CLUSTER KEYSLOT", "somekey") == 11058
+    assert r.execute_command("CLUSTER KEYSLOT", "{user1000}.following") == 3443
+    assert r.execute_command("CLUSTER KEYSLOT", "foo{}{bar}") == r.execute_command("CLUSTER KEYSLOT", "foo{}{bar}")
+    assert r.execute_command("CLUSTER KEYSLOT", "{}x") == r.execute_command("CLUSTER KEYSLOT", "{}x")
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        (("CLUSTER", "FOO"), "unknown subcommand 'foo'. Try CLUSTER HELP."),
+        (("CLUSTER", "KEYSLOT"), "wrong number of arguments for 'cluster|keyslot' command"),
+        (("CLUSTER", "SLOTS", "extra"), "wrong number of arguments for 'cluster|slots' command"),
+        (("CLUSTER",), "wrong number of arguments for 'cluster' command"),
+    ],
+)
+def test_cluster_errors(r: redis.Redis, command: tuple[str, ...], message: str) -> None:
+    with pytest.raises(redis.ResponseError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        r.execute_command(*command)
+
+
+def test_redis_py_cluster_client_reads_and_writes(single: LocalNode) -> None:
+    cluster = RedisCluster(host=single.resp_address[0], port=single.resp_address[1])
+    try:
+        pairs = {f"rc:{index}": f"value-{index}" for index in range(200)}
+        for key, value in pairs.items():
+            assert cluster.set(key, value)
+        assert cluster.mget_nonatomic(list(pairs)) == [value.encode() for value in pairs.values()]
+        assert cluster.get("rc:missing") is None
+        assert cluster.delete("rc:0") == 1
+        assert cluster.keyslot("somekey") == 11058
+    finally:
+        cluster.close()
+
+
+@pytest.mark.skipif(REDIS_CLI is None, reason="redis-cli is not installed")
+def test_redis_cli_cluster_mode(single: LocalNode) -> None:
+    host, port = single.resp_address
+
+    def cli(*args: str) -> str:
+        result = subprocess.run(
+            [REDIS_CLI, "-c", "-h", host, "-p", str(port), *args], capture_output=True, text=True, timeout=30
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert cli("set", "cli-c:k", "v") == "OK\n"
+    assert cli("get", "cli-c:k") == "v\n"
+    assert "cluster_state:ok" in cli("cluster", "info")
+
+
+def test_advertised_addresses(tmp_path) -> None:
+    node = LocalNode(
+        str(tmp_path / "advertised"),
+        ["--node-id", "adv", "--client-advertise", "10.9.8.7:7700"],
+        resp_bind="0.0.0.0:0",
+    )
+    try:
+        with Client(Config(seeds=[node.address_text])) as client:
+            nodes = client.topology()["nodes"]
+        # A wildcard bind advertises an empty host: "where you reached me".
+        assert nodes == {"adv": {"client": "10.9.8.7:7700", "resp": f":{node.resp_address[1]}"}}
+        connection = redis.Redis("127.0.0.1", node.resp_address[1])
+        assert connection.execute_command("CLUSTER SLOTS")[0][2][:2] == [b"", node.resp_address[1]]
+        connection.close()
+    finally:
+        assert node.stop() == 0
