@@ -6,6 +6,7 @@ that multi-node clusters will fill with more members.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -47,7 +48,7 @@ def test_native_topology_lists_the_node_for_every_shard(single: LocalNode) -> No
     # The shards' slot ranges tile 0..16383 in order.
     bounds = [tuple(shard["slots"]) for shard in topology["shards"]]
     assert bounds[0][0] == 0 and bounds[-1][1] == 16383
-    assert all(later[0] == earlier[1] + 1 for earlier, later in zip(bounds, bounds[1:]))
+    assert all(later[0] == earlier[1] + 1 for earlier, later in itertools.pairwise(bounds))
 
 
 def test_cluster_slots_shards_nodes_info_myid(single: LocalNode, r: redis.Redis) -> None:

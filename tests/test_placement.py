@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 import pytest
@@ -85,7 +86,7 @@ def test_slot_ranges_cover_every_slot_once_and_agree_with_key_routing(shards, me
     shard_map = topology.update([_member(f"n{index}", 7000 + 10 * index) for index in range(members)])
     ranges = shard_map.slot_ranges()
     assert ranges[0].first == 0 and ranges[-1].last == SLOTS - 1
-    for previous, current in zip(ranges, ranges[1:]):
+    for previous, current in itertools.pairwise(ranges):
         assert current.first == previous.last + 1
         assert current.replica_set != previous.replica_set  # neighbours with one set are merged
     slot = key_slot(key)
