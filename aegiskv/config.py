@@ -216,6 +216,24 @@ def _address_or_off(raw: Any) -> str | None:
         raise _Invalid("an address host:port with a port from 0 to 65535, or off") from None
 
 
+def _address_list(raw: Any) -> tuple[str, ...]:
+    """Addresses as a comma-separated string or a TOML list of strings."""
+    expected = "comma-separated host:port addresses"
+    items = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
+        raise _Invalid(expected)
+    addresses = tuple(_address(item) for item in items if item.strip())
+    if not addresses:
+        raise _Invalid(expected)
+    return addresses
+
+
+def _secret(raw: Any) -> str:
+    if not isinstance(raw, str) or len(raw.encode()) < 16:
+        raise _Invalid("a secret of at least 16 bytes")
+    return raw
+
+
 def _boolean(raw: Any) -> bool:
     if isinstance(raw, bool):
         return raw
@@ -291,6 +309,62 @@ SETTINGS: tuple[Setting, ...] = (
         "shards", 256, _integer(1, 16384, "an integer"), "number of shards the 16384 slots are split into", flag=True
     ),
     # -- cluster ----------------------------------------------------------------
+    Setting(
+        "gossip",
+        "0.0.0.0:7701",
+        _address_or_off,
+        "gossip address (UDP probes and TCP state exchange on the same port), or off for a lone node",
+        flag=True,
+    ),
+    Setting(
+        "gossip_advertise",
+        None,
+        _optional(_address),
+        "gossip address other nodes should use (default: the bound one; a wildcard bind advertises "
+        "the address this host routes to its first seed from, else 127.0.0.1)",
+        flag=True,
+    ),
+    Setting(
+        "seeds",
+        None,
+        _optional(_address_list),
+        "comma-separated gossip addresses to join through (retried with backoff until one answers)",
+        flag=True,
+        metavar="HOST:PORT,...",
+    ),
+    Setting(
+        "gossip_secret",
+        None,
+        _optional(_secret),
+        "key (16+ bytes) that signs every gossip message with HMAC-SHA256; unsigned, forged and "
+        "replayed messages are dropped",
+        flag=True,
+        metavar="SECRET",
+    ),
+    Setting("gossip_probe_interval", 1.0, _duration(allow_zero=False), "time between two failure-detector probes"),
+    Setting("gossip_probe_timeout", 0.5, _duration(allow_zero=False), "wait for a direct ack before indirect probes"),
+    Setting(
+        "gossip_suspicion_mult",
+        4,
+        _integer(1, 100, "an integer"),
+        "suspicion timeout = mult x log10(N) x probe interval (shorter with confirmations)",
+    ),
+    Setting("gossip_indirect_checks", 3, _integer(0, 16, "an integer"), "members asked to probe for us"),
+    Setting(
+        "gossip_push_pull_interval", 30.0, _duration(), "full state exchange with a random member (0 turns it off)"
+    ),
+    Setting(
+        "gossip_dead_reclaim_time",
+        30.0,
+        _duration(allow_zero=False),
+        "how long dead and departed members are remembered (so they cannot come back as ghosts)",
+    ),
+    Setting(
+        "gossip_max_skew",
+        30.0,
+        _duration(allow_zero=False),
+        "signed gossip: most clock difference accepted, and how long nonces are remembered",
+    ),
     Setting(
         "replication_factor",
         3,
@@ -466,6 +540,17 @@ class Config:
     data_dir: str
     max_memory: int
     shards: int
+    gossip: str | None
+    gossip_advertise: str | None
+    seeds: tuple[str, ...] | None
+    gossip_secret: str | None
+    gossip_probe_interval: float
+    gossip_probe_timeout: float
+    gossip_suspicion_mult: int
+    gossip_indirect_checks: int
+    gossip_push_pull_interval: float
+    gossip_dead_reclaim_time: float
+    gossip_max_skew: float
     replication_factor: int
     placement: str
     virtual_nodes: int

@@ -34,11 +34,13 @@ class LocalNode:
         bind: str = "127.0.0.1:0",
         resp_bind: str = "127.0.0.1:0",
         health_addr: str | None = "127.0.0.1:0",
+        gossip: str | None = "127.0.0.1:0",
         env: Mapping[str, str] | None = None,
         start_timeout: float = 20.0,
         python: str = sys.executable,
     ) -> None:
         command = [python, "-m", "aegiskv", "--bind", bind, "--resp-bind", resp_bind, "--data-dir", data_dir]
+        command += ["--gossip", gossip or "off"]
         if health_addr:
             command += ["--health-addr", health_addr]
         command += list(args)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aegiskv.backends.base import NO_EXPIRY
+from aegiskv.cluster.routing import Moved, Routing
 from aegiskv.commands import COMMANDS, Command
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.net import native
@@ -35,6 +36,8 @@ _ERROR_STATUS = {
     ErrorKind.UNKNOWN_COMMAND: Status.ERROR,
     ErrorKind.WRONG_TYPE: Status.ERROR,
     ErrorKind.INTERNAL: Status.ERROR,
+    ErrorKind.MOVED: Status.MOVED,
+    ErrorKind.CLUSTER_DOWN: Status.CLUSTER_DOWN,
 }
 
 _OK = Status.OK
@@ -218,6 +221,20 @@ def handle_topology(server: Server, session: Session, frame: Frame) -> bytes:
     return native.encode_frame(Opcode.TOPOLOGY, frame.request_id, items=((b"topology", described),))
 
 
+# Requests whose items are keys: the router checks they are this node's.
+KEYED_OPCODES = frozenset(
+    {
+        Opcode.GET,
+        Opcode.GET_TTL,
+        Opcode.SET,
+        Opcode.DEL,
+        Opcode.EXPIRE,
+        Opcode.PERSIST,
+        Opcode.MGET,
+        Opcode.MSET,
+    }
+)
+
 ROUTES: dict[int, tuple[Command, NativeHandler]] = {
     Opcode.PING: (COMMANDS["ping"], handle_ping),
     Opcode.AUTH: (COMMANDS["auth"], handle_auth),
@@ -238,11 +255,15 @@ ROUTES: dict[int, tuple[Command, NativeHandler]] = {
 class NativeAdapter:
     """Connects :class:`FrameDecoder` to the pipeline (a ``WireAdapter``)."""
 
-    __slots__ = ("_decoder", "_limits", "receive_data", "next_request")
+    __slots__ = ("_decoder", "_limits", "_routing", "_authenticated", "receive_data", "next_request")
 
-    def __init__(self, limits: native.Limits, unauthenticated_limits: native.Limits | None) -> None:
+    def __init__(
+        self, limits: native.Limits, unauthenticated_limits: native.Limits | None, routing: Routing | None = None
+    ) -> None:
         self._limits = limits
         self._decoder = FrameDecoder(unauthenticated_limits or limits)
+        self._routing = routing or Routing()
+        self._authenticated = unauthenticated_limits is None
         # The decoder's own methods, without a wrapper call per request.
         self.receive_data = self._decoder.receive_data
         self.next_request = self._decoder.next_frame
@@ -255,6 +276,10 @@ class NativeAdapter:
         return native.encode_error(Opcode.NONE, error.request_id, Status.PROTOCOL_ERROR, error.code, error.message)
 
     def route(self, request: Frame) -> tuple[Command, NativeHandler]:
+        router = self._routing.router
+        if router is not None and request.opcode in KEYED_OPCODES and self._authenticated:
+            # Unauthenticated requests are refused (NOAUTH) before they could learn where keys live.
+            router.check_all([key for key, _ in request.items])
         return ROUTES[request.opcode]  # the decoder admits only known opcodes
 
     def batch_size(self, request: Frame) -> int:
@@ -263,12 +288,12 @@ class NativeAdapter:
     def error_reply(self, request: Frame | None, error: CommandError) -> bytes:
         opcode = request.opcode if request is not None else Opcode.NONE
         request_id = request.request_id if request is not None else 0
-        return native.encode_error(
-            opcode, request_id, _ERROR_STATUS[error.kind], error.kind.value.upper(), error.message
-        )
+        message = error.native_message if isinstance(error, Moved) else error.message
+        return native.encode_error(opcode, request_id, _ERROR_STATUS[error.kind], error.kind.value.upper(), message)
 
     def authenticated(self) -> None:
         self._decoder.limits = self._limits
+        self._authenticated = True
 
 
 def refusal(reason: str) -> bytes:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 import aegiskv
+from aegiskv.cluster.routing import Routing
 from aegiskv.commands import COMMANDS, Command
 from aegiskv.connection import Violation
 from aegiskv.errors import CommandError, ErrorKind
@@ -1046,16 +1047,25 @@ _ERROR_PREFIX = {
     ErrorKind.WRONG_TYPE: "WRONGTYPE",
     ErrorKind.NOPROTO: "NOPROTO",
     ErrorKind.INTERNAL: "ERR",
+    ErrorKind.MOVED: "MOVED",
+    ErrorKind.CLUSTER_DOWN: "CLUSTERDOWN",
 }
 
 
 class RespAdapter:
     """Connects :class:`resp.RequestParser` to the pipeline (a ``WireAdapter``)."""
 
-    __slots__ = ("_parser", "receive_data", "next_request")
+    __slots__ = ("_parser", "_routing", "receive_data", "next_request")
 
-    def __init__(self, limits: resp.RespLimits, authenticated: bool, use_hiredis: bool | None = None) -> None:
+    def __init__(
+        self,
+        limits: resp.RespLimits,
+        authenticated: bool,
+        use_hiredis: bool | None = None,
+        routing: Routing | None = None,
+    ) -> None:
         self._parser = resp.RequestParser(limits, authenticated=authenticated, use_hiredis=use_hiredis)
+        self._routing = routing or Routing()
         # The parser's own methods, without a wrapper call per request.
         self.receive_data = self._parser.receive_data
         self.next_request = self._parser.next_command
@@ -1079,6 +1089,11 @@ class RespAdapter:
         count = len(request)
         if count != arity and (arity > 0 or count < -arity):
             raise _invalid(f"wrong number of arguments for '{request[0].lower().decode('utf-8', 'replace')}' command")
+        router = self._routing.router
+        if router is not None and spec.first_key and self._parser.authenticated:
+            # Unauthenticated requests are refused (NOAUTH) before they could learn where keys live.
+            last = spec.last_key if spec.last_key > 0 else count + spec.last_key
+            router.check_all(request[spec.first_key : last + 1 : spec.key_step])
         return spec.command, spec.handler
 
     def batch_size(self, request: Args) -> int:

@@ -20,6 +20,9 @@ from loguru import logger
 import aegiskv
 from aegiskv import resp_commands
 from aegiskv.backends.base import BackendStats
+from aegiskv.cluster.gossip import GossipService
+from aegiskv.cluster.membership import SwimConfig
+from aegiskv.cluster.routing import Routing
 from aegiskv.cluster.shard_map import Endpoint, Member, Topology
 from aegiskv.config import Config, parse_address
 from aegiskv.connection import CommandConnection
@@ -50,6 +53,8 @@ class Server:
     ) -> None:
         self.config = config
         self.topology = topology  # the shard map; rebuilt when membership changes
+        self.routing = Routing()  # which keys this node serves (None router: all of them)
+        self.gossip: GossipService | None = None
         self.ssl_context = ssl_context  # TLS on the client ports (and /health with health_tls)
         self.node = node
         self.reactor = Reactor(config.worker_threads)
@@ -101,7 +106,7 @@ class Server:
             ListenerOptions(
                 name="native",
                 protocol_factory=lambda: CommandConnection(
-                    self, NativeAdapter(self.native_limits, self.unauthenticated_limits), inline_stats
+                    self, NativeAdapter(self.native_limits, self.unauthenticated_limits, self.routing), inline_stats
                 ),
                 refusal=refusal,
                 **self._client_port_options(),
@@ -115,7 +120,7 @@ class Server:
                     name="resp",
                     protocol_factory=lambda: CommandConnection(
                         self,
-                        resp_commands.RespAdapter(self.resp_limits, authenticated, self.resp_use_hiredis),
+                        resp_commands.RespAdapter(self.resp_limits, authenticated, self.resp_use_hiredis, self.routing),
                         inline_stats,
                     ),
                     refusal=resp_commands.refusal,
@@ -144,13 +149,60 @@ class Server:
         release_memory = find_malloc_trim()
         if config.memory_trim_interval and release_memory is not None:
             self.reactor.call_every(config.memory_trim_interval, lambda: self._trim_memory(release_memory))
-        self.topology.update([self.local_member()])
+        if config.gossip:
+            self.gossip = self._start_gossip()
+        else:
+            self._membership_changed([self.local_member()])
         self.ready = True
         logger.info(
             "node {} serving: {}",
             config.node_id,
             ", ".join(f"{name} on {host}:{port}" for name, (host, port) in self.addresses().items()),
         )
+
+    def _start_gossip(self) -> GossipService:
+        config = self.config
+        assert config.gossip is not None
+        me = self.local_member()
+        meta = {"client": str(me.client)}
+        if me.resp is not None:
+            meta["resp"] = str(me.resp)
+        swim = SwimConfig(
+            probe_interval=config.gossip_probe_interval,
+            probe_timeout=config.gossip_probe_timeout,
+            suspicion_mult=config.gossip_suspicion_mult,
+            indirect_checks=config.gossip_indirect_checks,
+            push_pull_interval=config.gossip_push_pull_interval,
+            dead_reclaim_time=config.gossip_dead_reclaim_time,
+        )
+        gossip = GossipService(
+            self.reactor,
+            config.node_id,
+            parse_address(config.gossip),
+            advertise=config.gossip_advertise,
+            seeds=[parse_address(seed) for seed in config.seeds or ()],
+            meta=meta,
+            secret=config.gossip_secret.encode() if config.gossip_secret else None,
+            swim=swim,
+            max_skew=config.gossip_max_skew,
+            on_change=self._membership_changed,
+        )
+        gossip.start()
+        return gossip
+
+    def _membership_changed(self, members: list[Member]) -> None:
+        before = self.topology.current
+        shard_map = self.topology.update(members)
+        self.routing.update(shard_map, self.config.node_id)
+        if shard_map is not before:
+            primary, follower = shard_map.shards_of(self.config.node_id)
+            logger.info(
+                "shard map epoch {}: {} members; primary of {} shards, follower of {}",
+                shard_map.epoch,
+                len(shard_map.members),
+                len(primary),
+                len(follower),
+            )
 
     def local_member(self) -> Member:
         """This node as the shard map lists it: id and the addresses clients should use."""
@@ -179,6 +231,8 @@ class Server:
         try:
             self.reactor.run()
         finally:
+            if self.gossip is not None:
+                self.gossip.close()
             self.reactor.close()
             if self.on_stopped is not None:
                 self.on_stopped()
@@ -229,6 +283,8 @@ class Server:
             return
         self.draining = True
         self.ready = False
+        if self.gossip is not None:
+            self.gossip.leave()
         self._drain_deadline = time.monotonic() + self.config.drain_timeout
         logger.info(
             "draining: {} client connections, up to {:.1f}s", self.reactor.client_connections, self.config.drain_timeout
@@ -285,6 +341,8 @@ class Server:
         ):
             if listener is not None:
                 found[name] = listener.address
+        if self.gossip is not None:
+            found["gossip"] = self.gossip.bound
         return found
 
     def node_stats(self) -> BackendStats:

@@ -125,19 +125,24 @@ def test_redis_cli_cluster_mode(single: LocalNode) -> None:
     assert "cluster_state:ok" in cli("cluster", "info")
 
 
-def test_advertised_addresses(tmp_path) -> None:
+@pytest.mark.parametrize("gossip", [None, "127.0.0.1:0"], ids=["lone", "gossip"])
+def test_advertised_addresses(tmp_path, gossip) -> None:
     node = LocalNode(
         str(tmp_path / "advertised"),
         ["--node-id", "adv", "--client-advertise", "10.9.8.7:7700"],
         resp_bind="0.0.0.0:0",
+        gossip=gossip,
     )
     try:
         with Client(Config(seeds=[node.address_text])) as client:
             nodes = client.topology()["nodes"]
-        # A wildcard bind advertises an empty host: "where you reached me".
-        assert nodes == {"adv": {"client": "10.9.8.7:7700", "resp": f":{node.resp_address[1]}"}}
-        connection = redis.Redis("127.0.0.1", node.resp_address[1])
-        assert connection.execute_command("CLUSTER SLOTS")[0][2][:2] == [b"", node.resp_address[1]]
+        # A wildcard bind advertises an empty host, "where you reached me", to clients of a lone
+        # node; in a cluster the other nodes must name it, so the gossip address's host stands in.
+        resp_host = "127.0.0.1" if gossip else ""
+        resp_port = node.resp_address[1]
+        assert nodes == {"adv": {"client": "10.9.8.7:7700", "resp": f"{resp_host}:{resp_port}"}}
+        connection = redis.Redis("127.0.0.1", resp_port)
+        assert connection.execute_command("CLUSTER SLOTS")[0][2][:2] == [resp_host.encode(), resp_port]
         connection.close()
     finally:
         assert node.stop() == 0

@@ -471,6 +471,8 @@ def _audited_command(data_dir: Path, *args: str) -> list[str]:
         "127.0.0.1:0",
         "--health-addr",
         "127.0.0.1:0",
+        "--gossip",
+        "127.0.0.1:0",
         "--data-dir",
         str(data_dir),
         *args,
@@ -493,7 +495,8 @@ def test_bind_audit_sees_a_normal_start(pki: Pki, tmp_path: Path) -> None:
             seen.append(line)
             if line.startswith("aegis ready"):
                 break
-        assert sum(line.startswith("BOUND") for line in seen) == 3, seen
+        # native, RESP, health, and gossip's UDP and TCP sockets.
+        assert sum(line.startswith("BOUND") for line in seen) == 5, seen
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(20) == 0

@@ -476,11 +476,14 @@ class SwimMembership:
         disseminate: bool = True,
     ) -> None:
         changed = member.state != state
+        moved = False
         if changed:
             self._size_cache = 0
         member.state = state
         member.incarnation = incarnation
         if update is not None:
+            # A restarted member may come back on new ports: listeners must hear of it.
+            moved = member.address != update.address or member.meta != update.meta
             member.address = update.address
             member.meta = dict(update.meta)
         if state != State.SUSPECT:
@@ -489,7 +492,7 @@ class SwimMembership:
             member.state_since = now
         if disseminate:
             self._queue_update(member, update.source if update is not None else self.me.node_id)
-        if changed:
+        if changed or moved:
             self._notify(member)
 
     def _suspect(self, member: Member, source: str, incarnation: int, now: float) -> None:

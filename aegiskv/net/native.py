@@ -92,6 +92,8 @@ class Status(enum.IntEnum):
     OUT_OF_MEMORY = 8  # the value cannot fit under --max-memory
     PROTOCOL_ERROR = 9  # the connection broke the protocol and is being closed
     BUSY = 10  # the server refuses the connection (limit reached, draining)
+    MOVED = 11  # another node serves the key; message: "<owner client host:port> <map epoch> <slot>"
+    CLUSTER_DOWN = 12  # no node serves the key's shard
 
 
 # SET flags.

@@ -460,6 +460,10 @@ class Reactor:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
+        return self.listen_on(sock, options, backlog)
+
+    def listen_on(self, sock: socket.socket, options: ListenerOptions, backlog: int = 1024) -> Listener:
+        """Serve connections on a socket the caller bound (gossip binds TCP to its UDP port)."""
         sock.listen(backlog)
         sock.setblocking(False)
         listener = Listener(self, sock, options)

@@ -1,0 +1,373 @@
+"""The gossip transport: SWIM membership on a real UDP socket, state exchange over TCP.
+
+:class:`SwimMembership` is sans-IO; this module gives it a clock, sockets and
+the reactor:
+
+* one UDP socket on the ``--gossip`` port for probes, acks and ping requests
+  (each datagram sealed by :class:`~aegiskv.cluster.wire.Envelope`);
+* a TCP listener on the same port number for full-state (push-pull) exchanges:
+  the caller sends its state, the listener answers with its own. A joining node
+  exchanges with a seed; every ``push_pull_interval`` a random member is picked.
+  The connecting side runs in the worker pool (a blocking connect must not hold
+  the reactor); the answering side is an ordinary reactor connection;
+* a timer that calls :meth:`SwimMembership.tick` every ``TICK_SECONDS``;
+* joining through ``--seeds``, retried with exponential backoff (0.5 s doubling
+  to 10 s) until one exchange succeeds, so a node that starts before its seeds
+  still joins once they are up.
+
+Whenever the set of live members (or their addresses) changes, ``on_change``
+gets the new member list for the shard map.
+
+TCP frames are a 4-byte big-endian length and a sealed state message, at most
+``MAX_STATE_BYTES``.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import struct
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from loguru import logger
+
+from aegiskv.cluster.membership import Member, MessageError, State, SwimConfig, SwimMembership
+from aegiskv.cluster.shard_map import Endpoint
+from aegiskv.cluster.shard_map import Member as ShardMember
+from aegiskv.cluster.wire import Envelope, EnvelopeError
+from aegiskv.net.reactor import ListenerOptions, Protocol, Reactor
+
+Address = tuple[str, int]
+
+TICK_SECONDS = 0.05
+MAX_STATE_BYTES = 16 * 1024 * 1024
+_DATAGRAMS_PER_EVENT = 64
+_JOIN_BACKOFF_FIRST = 0.5
+_JOIN_BACKOFF_MAX = 10.0
+_EXCHANGE_TIMEOUT = 3.0
+_LENGTH = struct.Struct(">I")
+
+
+def parse_endpoint(text: str, default_host: str) -> Endpoint:
+    """``host:port`` (``[v6]:port``; an empty host means ``default_host``)."""
+    host, _, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") else host
+    return Endpoint(host or default_host, int(port))
+
+
+def bind_gossip(address: Address) -> tuple[socket.socket, socket.socket]:
+    """A UDP and a TCP socket on the same port (port 0: the OS picks one free for both)."""
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    for _attempt in range(20):
+        udp = socket.socket(family, socket.SOCK_DGRAM)
+        udp.bind(address)
+        port = udp.getsockname()[1]
+        tcp = socket.socket(family, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            tcp.bind((address[0], port))
+        except OSError:
+            udp.close()
+            tcp.close()
+            if address[1]:
+                raise
+            continue  # the OS gave us a UDP port whose TCP twin is taken: try another
+        udp.setblocking(False)
+        return udp, tcp
+    raise OSError(f"no port free for both UDP and TCP on {address[0]}")
+
+
+def advertised_gossip_address(bound: Address, advertise: str | None, seeds: Sequence[Address]) -> Address:
+    """What others should send to: the advertised address, the bound one, or a routed guess."""
+    if advertise:
+        advertised_host, _, advertised_port = advertise.rpartition(":")
+        return advertised_host.strip("[]"), int(advertised_port)
+    host, port = bound
+    if host not in ("0.0.0.0", "::", ""):
+        return host, port
+    # A wildcard bind: the local address this host uses to reach the first seed.
+    for seed in seeds:
+        try:
+            with socket.socket(socket.AF_INET6 if ":" in seed[0] else socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                probe.connect(seed)  # UDP connect sends nothing; it only picks a route
+                local_host: str = probe.getsockname()[0]
+                return local_host, port
+        except OSError:
+            continue
+    return "127.0.0.1", port
+
+
+def _frame(payload: bytes) -> bytes:
+    return _LENGTH.pack(len(payload)) + payload
+
+
+def _receive_exactly(sock: socket.socket, count: int) -> bytes:
+    chunks = []
+    while count:
+        chunk = sock.recv(min(count, 1 << 20))
+        if not chunk:
+            raise ConnectionError("peer closed the state exchange early")
+        chunks.append(chunk)
+        count -= len(chunk)
+    return b"".join(chunks)
+
+
+def exchange_state(address: Address, sealed_state: bytes, timeout: float = _EXCHANGE_TIMEOUT) -> bytes:
+    """Blocking push-pull (worker thread): send our state, return the peer's sealed state."""
+    with socket.create_connection(address, timeout=timeout) as sock:
+        sock.sendall(_frame(sealed_state))
+        (length,) = _LENGTH.unpack(_receive_exactly(sock, _LENGTH.size))
+        if length > MAX_STATE_BYTES:
+            raise ConnectionError(f"state of {length} bytes is over the {MAX_STATE_BYTES}-byte limit")
+        return _receive_exactly(sock, length)
+
+
+class _StateExchange(Protocol):
+    """The answering side of a push-pull: read one framed state, answer with ours, close."""
+
+    def __init__(self, service: GossipService) -> None:
+        self._service = service
+        self._buffer = b""
+        self._connection: Any = None
+
+    def connection_made(self, connection: Any) -> None:
+        self._connection = connection
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) < _LENGTH.size:
+            return
+        (length,) = _LENGTH.unpack_from(self._buffer)
+        if length > MAX_STATE_BYTES:
+            self._service.counters["state_refused"] += 1
+            self._connection.close(flush=False)
+            return
+        if len(self._buffer) < _LENGTH.size + length:
+            return
+        sealed = self._buffer[_LENGTH.size : _LENGTH.size + length]
+        self._buffer = b""
+        reply = self._service.answer_exchange(sealed)
+        if reply is not None:
+            self._connection.write(_frame(reply))
+        self._connection.close(flush=True)
+
+    def partial_request(self) -> bool:
+        return bool(self._buffer)
+
+
+class GossipService:
+    """Runs one node's membership in the reactor. Reactor thread only, except where noted."""
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        node_id: str,
+        bind: Address,
+        *,
+        advertise: str | None,
+        seeds: Sequence[Address],
+        meta: dict[str, str],
+        secret: bytes | None,
+        swim: SwimConfig,
+        max_skew: float,
+        on_change: Callable[[list[ShardMember]], None],
+    ) -> None:
+        self.reactor = reactor
+        self._udp, tcp = bind_gossip(bind)
+        self.bound: Address = self._udp.getsockname()[:2]
+        self.address = advertised_gossip_address(self.bound, advertise, seeds)
+        self.seeds = [seed for seed in seeds if seed != self.address and seed != self.bound]
+        self.envelope = Envelope(secret, max_skew=max_skew)
+        self.membership = SwimMembership(
+            node_id,
+            self.address,
+            meta=meta,
+            incarnation=int(time.time() * 1000),  # a restart supersedes our own tombstone
+            config=swim,
+            now=time.monotonic(),
+        )
+        self.membership.listeners.append(self._member_changed)
+        self._on_change = on_change
+        self._changed = True
+        self._joined = not self.seeds
+        self._join_attempts = 0
+        self._exchange_running = False
+        self._rng = random.Random()
+        self.counters = {"send_errors": 0, "state_refused": 0, "exchanges": 0, "exchange_failures": 0}
+        self._listener = reactor.listen_on(
+            tcp,
+            ListenerOptions(
+                name="gossip",
+                protocol_factory=lambda: _StateExchange(self),
+                max_connections=256,
+                idle_timeout=_EXCHANGE_TIMEOUT * 2,
+                request_timeout=_EXCHANGE_TIMEOUT * 2,
+                output_high_water=MAX_STATE_BYTES + _LENGTH.size,
+                counts_as_client=False,
+            ),
+        )
+        reactor.selector.register(self._udp, 1, self)  # selectors.EVENT_READ
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.reactor.call_every(TICK_SECONDS, self._tick)
+        if self.membership.config.push_pull_interval:
+            self.reactor.call_every(self.membership.config.push_pull_interval, self._periodic_exchange)
+        if self.seeds:
+            self._try_join()
+        self._publish()
+
+    def leave(self) -> None:
+        """Graceful leave: tell some members we are going (they gossip it on)."""
+        self._send(self.membership.leave(time.monotonic()))
+
+    def close(self) -> None:
+        try:
+            self.reactor.selector.unregister(self._udp)
+        except (KeyError, ValueError):
+            pass
+        self._udp.close()
+
+    # -- views --------------------------------------------------------------------------
+
+    def shard_members(self) -> list[ShardMember]:
+        """Live members as the shard map lists them; empty hosts become the member's gossip host."""
+        members = []
+        for member in self.membership.live_members():
+            members.append(_shard_member(member))
+        return members
+
+    def stats(self) -> dict[str, int]:
+        members = self.membership.members.values()
+        result = {
+            "members_alive": sum(1 for m in members if m.state == State.ALIVE),
+            "members_suspect": sum(1 for m in members if m.state == State.SUSPECT),
+            "members_dead": sum(1 for m in members if m.state in (State.DEAD, State.LEFT)),
+            "joined": int(self._joined),
+            "health": self.membership.health,
+        }
+        result.update(self.membership.counters)
+        result.update(self.counters)
+        result.update({f"dropped_{reason}": count for reason, count in self.envelope.dropped.items()})
+        return result
+
+    # -- UDP ----------------------------------------------------------------------------
+
+    def handle_read(self) -> None:
+        membership = self.membership
+        for _ in range(_DATAGRAMS_PER_EVENT):
+            try:
+                data, source = self._udp.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break  # ICMP errors from earlier sends surface here; nothing to do
+            try:
+                payload = self.envelope.open(data)
+            except EnvelopeError:
+                continue
+            self._send(membership.receive(source[:2], payload, time.monotonic()))
+        self._publish()
+
+    def handle_write(self) -> None:  # never registered for writes
+        pass
+
+    def _send(self, outbound: list[tuple[Address, bytes]]) -> None:
+        seal, sendto = self.envelope.seal, self._udp.sendto
+        for address, payload in outbound:
+            try:
+                sendto(seal(payload), address)
+            except OSError:
+                self.counters["send_errors"] += 1  # unreachable, buffer full: SWIM tolerates loss
+
+    def _tick(self) -> None:
+        self._send(self.membership.tick(time.monotonic()))
+        self._publish()
+
+    # -- TCP state exchange ---------------------------------------------------------------
+
+    def answer_exchange(self, sealed: bytes) -> bytes | None:
+        """A peer's state arrived on our listener: take it in, return our own (sealed)."""
+        try:
+            payload = self.envelope.open(sealed)
+            # A newcomer joins through us: gossip what was new so the others hear of it.
+            self.membership.merge_state(payload, time.monotonic(), disseminate=True)
+        except (EnvelopeError, MessageError):
+            self.counters["state_refused"] += 1
+            return None
+        self._publish()
+        return self.envelope.seal(self.membership.full_state())
+
+    def _start_exchange(self, address: Address, joining: bool) -> None:
+        if self._exchange_running:
+            return
+        self._exchange_running = True
+        sealed = self.envelope.seal(self.membership.full_state())
+
+        def done(reply: bytes | None, error: BaseException | None) -> None:
+            self._exchange_running = False
+            if error is not None or reply is None:
+                self.counters["exchange_failures"] += 1
+                if joining:
+                    logger.debug("join through {}:{} failed: {}", address[0], address[1], error)
+                    self._retry_join()
+                return
+            try:
+                self.membership.merge_state(self.envelope.open(reply), time.monotonic())
+            except (EnvelopeError, MessageError) as refused:
+                self.counters["state_refused"] += 1
+                logger.warning("state from {}:{} refused: {}", address[0], address[1], refused)
+                if joining:
+                    self._retry_join()
+                return
+            self.counters["exchanges"] += 1
+            if joining and not self._joined:
+                self._joined = True
+                logger.info("joined the cluster through {}:{}", address[0], address[1])
+            self._publish()
+
+        self.reactor.submit(lambda: exchange_state(address, sealed), done)
+
+    def _try_join(self) -> None:
+        if self._joined:
+            return
+        now = time.monotonic()
+        self._send(self.membership.join(self.seeds, now))
+        seed = self.seeds[self._join_attempts % len(self.seeds)]
+        self._join_attempts += 1
+        self._start_exchange(seed, joining=True)
+
+    def _retry_join(self) -> None:
+        if self._joined:
+            return
+        delay = min(_JOIN_BACKOFF_MAX, _JOIN_BACKOFF_FIRST * 2 ** min(self._join_attempts, 10))
+        self.reactor.call_later(delay * (0.5 + self._rng.random() / 2), self._try_join)
+
+    def _periodic_exchange(self) -> None:
+        others = [m for m in self.membership.live_members() if m.node_id != self.membership.me.node_id]
+        if others:
+            self._start_exchange(self._rng.choice(others).address, joining=False)
+
+    # -- changes --------------------------------------------------------------------------
+
+    def _member_changed(self, member: Member) -> None:
+        self._changed = True
+        if not self._joined and member.node_id != self.membership.me.node_id and member.live:
+            # Someone found us (we may be the seed they joined through): we are in a cluster.
+            self._joined = True
+
+    def _publish(self) -> None:
+        if self._changed:
+            self._changed = False
+            self._on_change(self.shard_members())
+
+
+def _shard_member(member: Member) -> ShardMember:
+    host = member.address[0]
+    client = parse_endpoint(member.meta.get("client", f":{0}"), host)
+    resp_text = member.meta.get("resp")
+    resp = parse_endpoint(resp_text, host) if resp_text else None
+    return ShardMember(member.node_id, client, resp)

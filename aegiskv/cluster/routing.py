@@ -1,0 +1,75 @@
+"""Which keys this node serves, and the redirect for the ones it does not.
+
+A node serves a key when it is the primary of the key's shard in its current
+shard map. For any other key the command fails with :class:`Moved`, which the
+native port sends as status MOVED (message ``"<host:port> <epoch> <slot>"``,
+the owner's client address) and the RESP port as ``-MOVED <slot> <host:port>``
+(the owner's RESP address), exactly what Redis Cluster clients follow.
+
+While the node is primary of every shard (a lone node) there is no router at
+all, so the hot path pays one attribute read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aegiskv.cluster.shard_map import Endpoint, ShardMap
+from aegiskv.cluster.slots import key_slot
+from aegiskv.errors import CommandError, ErrorKind
+
+
+class Moved(CommandError):
+    """The key belongs to another node."""
+
+    def __init__(self, slot: int, epoch: int, client: Endpoint, resp: Endpoint | None) -> None:
+        self.slot = slot
+        self.epoch = epoch
+        self.client = client
+        self.resp = resp
+        super().__init__(ErrorKind.MOVED, f"{slot} {resp or client}")
+
+    @property
+    def native_message(self) -> str:
+        return f"{self.client} {self.epoch} {self.slot}"
+
+
+class Router:
+    """Checks keys against one shard map for one node. Immutable."""
+
+    __slots__ = ("_local", "_shard_of_key", "_shard_map")
+
+    def __init__(self, shard_map: ShardMap, node_id: str) -> None:
+        self._shard_map = shard_map
+        self._shard_of_key = shard_map.mapper.shard_of_key
+        self._local = bytes(replicas[:1] == (node_id,) for replicas in shard_map.replica_sets)
+
+    def check(self, key: bytes) -> None:
+        if not self._local[self._shard_of_key(key)]:
+            self._moved(key)
+
+    def check_all(self, keys: Iterable[bytes]) -> None:
+        """Every key must be local; the redirect names the first that is not."""
+        local, shard_of_key = self._local, self._shard_of_key
+        for key in keys:
+            if not local[shard_of_key(key)]:
+                self._moved(key)
+
+    def _moved(self, key: bytes) -> None:
+        slot = key_slot(key)
+        shard_map = self._shard_map
+        owner = shard_map.primary_of_slot(slot)
+        if owner is None:
+            raise CommandError(ErrorKind.CLUSTER_DOWN, f"no node serves slot {slot}")
+        raise Moved(slot, shard_map.epoch, owner.client, owner.resp)
+
+
+class Routing:
+    """The server's current router; swapped whole when the shard map changes (any thread may read it)."""
+
+    def __init__(self) -> None:
+        self.router: Router | None = None
+
+    def update(self, shard_map: ShardMap, node_id: str) -> None:
+        everything_local = all(replicas[:1] == (node_id,) for replicas in shard_map.replica_sets)
+        self.router = None if everything_local else Router(shard_map, node_id)
