@@ -572,6 +572,8 @@ def render_info(server: Server, sections: list[str] | None) -> bytes:
             ],
         )
     )
+    cluster = info["cluster"]
+    rendered.append(("Cluster", [("cluster_enabled", cluster["cluster_enabled"])]))
     keyspace = info["keyspace"]
     rendered.append(
         (

@@ -353,7 +353,11 @@ class Server:
 
     def info(self, sections: list[str] | None = None) -> dict[str, dict[str, Any]]:
         """INFO, by section (server, clients, memory, stats, keyspace). Any thread."""
-        wanted = set(sections) if sections else {"server", "clients", "memory", "persistence", "stats", "keyspace"}
+        wanted = (
+            set(sections)
+            if sections
+            else {"server", "clients", "memory", "persistence", "stats", "keyspace", "cluster"}
+        )
         result: dict[str, dict[str, Any]] = {}
         backend = self.node_stats() if wanted & {"memory", "stats", "keyspace"} else None
         if "server" in wanted:
@@ -403,6 +407,22 @@ class Server:
                 "snapshot_in_progress": int(self.node.snapshot_running),
                 "last_snapshot_time": int(self.node.last_snapshot_time),
             }
+        if "cluster" in wanted:
+            shard_map = self.topology.current
+            primary, follower = shard_map.shards_of(self.config.node_id)
+            cluster: dict[str, Any] = {
+                "cluster_enabled": int(self.gossip is not None),
+                "epoch": shard_map.epoch,
+                "members": len(shard_map.members),
+                "shards_primary": len(primary),
+                "shards_follower": len(follower),
+                "replication_factor": self.config.replication_factor,
+                "placement": self.config.placement,
+            }
+            if self.gossip is not None:
+                cluster["gossip_address"] = str(Endpoint(*self.gossip.address))
+                cluster.update({f"gossip_{name}": value for name, value in self.gossip.stats().items()})
+            result["cluster"] = cluster
         if backend is not None and "keyspace" in wanted:
             result["keyspace"] = {
                 "keys": backend.keys,

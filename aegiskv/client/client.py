@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -30,6 +31,7 @@ from aegiskv.client.errors import (
     AuthenticationError,
     ConditionNotMetError,
     ConnectionClosedError,
+    MovedError,
     NotFoundError,
     OutOfMemoryError,
     ProtocolViolationError,
@@ -38,6 +40,7 @@ from aegiskv.client.errors import (
     ServerError,
     VersionMismatchError,
 )
+from aegiskv.client.routing import RouteTable, parse_moved
 from aegiskv.net import native
 from aegiskv.net.native import Frame, Opcode, Status
 from aegiskv.tls import client_context
@@ -64,6 +67,11 @@ class Config:
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    # Cluster routing: keys go straight to their shard's primary, from a shard map
+    # fetched from any seed and refreshed after a redirect or this many seconds.
+    cluster_routing: bool = True
+    topology_refresh: float = 30.0
+    max_redirects: int = 5
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The context connections use: ``tls`` as given, or one built from the file names."""
@@ -84,9 +92,15 @@ class Config:
             raise ValueError("Config.max_conns must be at least 1")
         if self.max_retries < 0:
             raise ValueError("Config.max_retries must be >= 0")
-        for name in ("conn_timeout", "read_timeout", "write_timeout"):
+        if self.max_redirects < 0:
+            raise ValueError("Config.max_redirects must be >= 0")
+        for name in ("conn_timeout", "read_timeout", "write_timeout", "topology_refresh"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"Config.{name} must be positive")
+
+
+# After a failed shard-map fetch, keys go to any server for this long before the next try.
+_TOPOLOGY_RETRY_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -171,6 +185,9 @@ class Client:
         self._closed = False
         for seed in self.config.seeds:
             self.add_server(seed)
+        self._routes: RouteTable | None = None
+        self._routes_lock = threading.Lock()
+        self._routes_failed_at = -1e9
 
     # -- server list -----------------------------------------------------------------
 
@@ -200,13 +217,13 @@ class Client:
 
     def get(self, key: Key) -> bytes:
         raw = _bytes(key, "key")
-        frame = self._call(Opcode.GET, idempotent=True, items=((raw, b""),))
+        frame = self._keyed(raw, Opcode.GET, idempotent=True, items=((raw, b""),))
         _raise_for_status(frame, raw)
         return bytes(frame.items[0][1] or b"")
 
     def get_with_ttl(self, key: Key) -> ValueWithTTL:
         raw = _bytes(key, "key")
-        frame = self._call(Opcode.GET_TTL, idempotent=True, items=((raw, b""),))
+        frame = self._keyed(raw, Opcode.GET_TTL, idempotent=True, items=((raw, b""),))
         _raise_for_status(frame, raw)
         ttl = None if frame.ttl_ms < 0 else timedelta(milliseconds=frame.ttl_ms)
         return ValueWithTTL(bytes(frame.items[0][1] or b""), ttl, frame.version)
@@ -234,13 +251,15 @@ class Client:
             | (native.SET_CAS if if_version is not None else 0)
             | (native.SET_KEEP_TTL if keep_ttl else 0)
         )
-        frame = self._call(
+        raw = _bytes(key, "key")
+        frame = self._keyed(
+            raw,
             Opcode.SET,
             idempotent=not flags,
             flags=flags,
             ttl_ms=_ttl_ms(ttl),
             version=if_version or 0,
-            items=((_bytes(key, "key"), _bytes(value, "value")),),
+            items=((raw, _bytes(value, "value")),),
         )
         _raise_for_status(frame)
         return frame.version
@@ -253,7 +272,8 @@ class Client:
 
     def delete(self, key: Key) -> bool:
         """Remove ``key``; True when it existed."""
-        frame = self._call(Opcode.DEL, idempotent=True, items=((_bytes(key, "key"), b""),))
+        raw = _bytes(key, "key")
+        frame = self._keyed(raw, Opcode.DEL, idempotent=True, items=((raw, b""),))
         if frame.status == Status.NOT_FOUND:
             return False
         _raise_for_status(frame)
@@ -261,7 +281,8 @@ class Client:
 
     def expire(self, key: Key, ttl: float | timedelta) -> bool:
         """Give ``key`` a TTL; False when the key does not exist."""
-        frame = self._call(Opcode.EXPIRE, idempotent=True, ttl_ms=_ttl_ms(ttl), items=((_bytes(key, "key"), b""),))
+        raw = _bytes(key, "key")
+        frame = self._keyed(raw, Opcode.EXPIRE, idempotent=True, ttl_ms=_ttl_ms(ttl), items=((raw, b""),))
         if frame.status == Status.NOT_FOUND:
             return False
         _raise_for_status(frame)
@@ -269,7 +290,8 @@ class Client:
 
     def persist(self, key: Key) -> bool:
         """Remove the TTL of ``key``; False when the key does not exist."""
-        frame = self._call(Opcode.PERSIST, idempotent=True, items=((_bytes(key, "key"), b""),))
+        raw = _bytes(key, "key")
+        frame = self._keyed(raw, Opcode.PERSIST, idempotent=True, items=((raw, b""),))
         if frame.status == Status.NOT_FOUND:
             return False
         _raise_for_status(frame)
@@ -278,23 +300,23 @@ class Client:
     def mget(self, keys: Iterable[Key]) -> list[bytes | None]:
         """Values in the order of ``keys``; ``None`` for missing keys."""
         raw = [(_bytes(key, "key"), b"") for key in keys]
-        if not raw:
-            return []
-        frame = self._call(Opcode.MGET, idempotent=True, items=tuple(raw))
-        _raise_for_status(frame)
-        return [value for _, value in frame.items]
+        values: list[bytes | None] = [None] * len(raw)
+        for indices, frame in self._batched(Opcode.MGET, raw):
+            for index, (_, value) in zip(indices, frame.items):
+                values[index] = value
+        return values
 
     def mset(
         self, pairs: Mapping[Key, Value] | Iterable[tuple[Key, Value]], ttl: float | timedelta | None = None
     ) -> int:
-        """Store every pair atomically; returns the last version."""
+        """Store every pair; returns the highest version written.
+
+        Atomic on one node. In a cluster the pairs are split by owner and each
+        node stores its part atomically; parts on different nodes are not one unit.
+        """
         items = pairs.items() if isinstance(pairs, Mapping) else pairs
-        raw = tuple((_bytes(key, "key"), _bytes(value, "value")) for key, value in items)
-        if not raw:
-            return 0
-        frame = self._call(Opcode.MSET, idempotent=True, ttl_ms=_ttl_ms(ttl), items=raw)
-        _raise_for_status(frame)
-        return frame.version
+        raw = [(_bytes(key, "key"), _bytes(value, "value")) for key, value in items]
+        return max((frame.version for _, frame in self._batched(Opcode.MSET, raw, ttl_ms=_ttl_ms(ttl))), default=0)
 
     def info(self, *sections: str, server: str | None = None) -> dict[str, dict[str, str]]:
         frame = self._call(
@@ -324,8 +346,6 @@ class Client:
 
     def ping(self, addr: str | None = None) -> float:
         """Round-trip time in seconds to ``addr`` (or the first reachable server)."""
-        import time
-
         started = time.perf_counter()
         frame = self._call(Opcode.PING, idempotent=True, address=_parse_address(addr) if addr else None)
         _raise_for_status(frame)
@@ -333,6 +353,104 @@ class Client:
 
     def pipeline(self) -> Pipeline:
         return Pipeline(self)
+
+    # -- cluster routing ---------------------------------------------------------------
+
+    def _route_table(self) -> RouteTable | None:
+        """The shard map when it spans several nodes (else None: any server will do)."""
+        if not self.config.cluster_routing:
+            return None
+        table = self._routes
+        now = time.monotonic()
+        if table is None or now - table.fetched_at >= self.config.topology_refresh:
+            if table is None and now - self._routes_failed_at < _TOPOLOGY_RETRY_SECONDS:
+                return None
+            table = self._refresh_routes()
+        return table if table is not None and table.spans_nodes else None
+
+    def _refresh_routes(self, hint: tuple[str, int] | None = None) -> RouteTable | None:
+        """Fetch the shard map from ``hint``, then the seeds, then the nodes we know; keep the first answer."""
+        with self._routes_lock:
+            known = self._routes.addresses if self._routes is not None else []
+            candidates = ([hint] if hint else []) + [_parse_address(seed) for seed in self.config.seeds] + known
+            for address in dict.fromkeys(candidates):
+                try:
+                    frame = self._attempt(lambda c: c.call(Opcode.TOPOLOGY), False, address)
+                    _raise_for_status(frame)
+                    self._routes = RouteTable(json.loads(frame.items[0][1] or b"{}"), address)
+                    return self._routes
+                except (AegisError, ValueError, KeyError, TypeError, IndexError):
+                    continue
+            self._routes_failed_at = time.monotonic()
+            return self._routes
+
+    def _keyed(self, key: bytes, opcode: int, *, idempotent: bool, **fields: Any) -> Frame:
+        """One request for ``key``, sent to its owner; redirects and dead owners refresh the map."""
+        override: tuple[str, int] | None = None
+        for redirect in range(self.config.max_redirects + 1):
+            table = self._route_table()
+            address = override or (table.owner(key) if table is not None else None)
+            try:
+                frame = self._call(opcode, idempotent=idempotent, address=address, **fields)
+            except (ConnectionClosedError, AegisTimeoutError, RetriesExhaustedError):
+                # The owner may have died and the map moved on: refresh, try again (if safe).
+                if address is None or not idempotent or redirect == self.config.max_redirects:
+                    raise
+                self._refresh_routes()
+                override = None
+                continue
+            if frame.status != Status.MOVED:
+                return frame
+            override = self._follow(frame)
+        raise self._moved_error(frame)
+
+    def _batched(self, opcode: int, items: list[tuple[bytes, bytes]], **fields: Any) -> list[tuple[list[int], Frame]]:
+        """MGET/MSET split by owner: (indices into ``items``, reply frame) per part, in no particular order."""
+        done: list[tuple[list[int], Frame]] = []
+        pending = list(range(len(items)))
+        for _round in range(self.config.max_redirects + 1):
+            if not pending:
+                return done
+            table = self._route_table()
+            groups: dict[tuple[str, int] | None, list[int]] = {}
+            for index in pending:
+                owner = table.owner(items[index][0]) if table is not None else None
+                groups.setdefault(owner, []).append(index)
+            pending = []
+            for address, indices in groups.items():
+                part = tuple(items[index] for index in indices)
+                try:
+                    frame = self._call(opcode, idempotent=True, address=address, items=part, **fields)
+                except (ConnectionClosedError, AegisTimeoutError, RetriesExhaustedError):
+                    if address is None:
+                        raise
+                    self._refresh_routes()
+                    pending.extend(indices)
+                    continue
+                if frame.status == Status.MOVED:
+                    self._follow(frame)
+                    pending.extend(indices)
+                    continue
+                _raise_for_status(frame)
+                done.append((indices, frame))
+        if pending:
+            raise MovedError("keys kept moving while the cluster's map changed", ("", 0), 0, 0)
+        return done
+
+    def _follow(self, frame: Frame) -> tuple[str, int] | None:
+        """A MOVED reply: refresh the map from the new owner; returns where to send next."""
+        try:
+            address, _epoch, _slot = parse_moved((frame.items[0][1] or b"").decode())
+        except (ValueError, IndexError):
+            raise ProtocolViolationError(f"unreadable MOVED reply: {frame.items!r}") from None
+        self._refresh_routes(hint=address if address[0] else None)
+        return address if address[0] else None
+
+    @staticmethod
+    def _moved_error(frame: Frame) -> MovedError:
+        message = (frame.items[0][1] or b"").decode("utf-8", "replace")
+        address, epoch, slot = parse_moved(message)
+        return MovedError(f"still redirected after retries: {message}", address, epoch, slot)
 
     # -- plumbing --------------------------------------------------------------------
 

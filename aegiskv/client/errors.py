@@ -75,3 +75,17 @@ class VersionMismatchError(ConditionNotMetError):
 
 class ProtocolViolationError(AegisError):
     """The server sent something this client cannot understand (or said we did)."""
+
+
+class MovedError(ServerError):
+    """The key belongs to another node (cluster); the client follows these itself.
+
+    Raised to the caller only when redirects keep bouncing (the cluster's map is
+    changing faster than the client can follow).
+    """
+
+    def __init__(self, message: str, address: tuple[str, int], epoch: int, slot: int) -> None:
+        super().__init__(message, "MOVED")
+        self.address = address
+        self.epoch = epoch
+        self.slot = slot

@@ -245,7 +245,8 @@ class GossipService:
         result = {
             "members_alive": sum(1 for m in members if m.state == State.ALIVE),
             "members_suspect": sum(1 for m in members if m.state == State.SUSPECT),
-            "members_dead": sum(1 for m in members if m.state in (State.DEAD, State.LEFT)),
+            "members_dead": sum(1 for m in members if m.state == State.DEAD),
+            "members_left": sum(1 for m in members if m.state == State.LEFT),
             "joined": int(self._joined),
             "health": self.membership.health,
         }

@@ -1,0 +1,60 @@
+"""Client-side routing: which node serves each key, from a node's TOPOLOGY reply.
+
+The client asks any node for the shard map (``Client.topology()``) and then
+sends each key straight to its shard's primary. A redirect (status MOVED) means
+the map changed: the client refreshes it and tries again. The map also expires
+after ``Config.topology_refresh`` seconds, so a client notices nodes that
+joined even when no redirect told it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from aegiskv.cluster.slots import ShardMapper
+
+Address = tuple[str, int]
+
+
+def parse_address(text: str, default_host: str) -> Address:
+    """``host:port`` or ``[v6]:port``; an empty host means ``default_host`` (the node we asked)."""
+    host, _, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") else host
+    return host or default_host, int(port)
+
+
+def parse_moved(message: str) -> tuple[Address, int, int]:
+    """The native MOVED message ``"<host:port> <epoch> <slot>"``: (owner address, epoch, slot)."""
+    address_text, epoch, slot = message.split()
+    return parse_address(address_text, ""), int(epoch), int(slot)
+
+
+class RouteTable:
+    """Shard -> primary address, from one TOPOLOGY reply. Immutable."""
+
+    __slots__ = ("epoch", "fetched_at", "_mapper", "_owners", "addresses")
+
+    def __init__(self, topology: Mapping[str, Any], asked: Address, now: float | None = None) -> None:
+        self.epoch = int(topology["epoch"])
+        self.fetched_at = time.monotonic() if now is None else now
+        nodes = {
+            node_id: parse_address(str(info["client"]), asked[0]) for node_id, info in dict(topology["nodes"]).items()
+        }
+        shards = list(topology["shards"])
+        self._mapper = ShardMapper(len(shards))
+        owners: list[Address | None] = []
+        for shard in shards:
+            replicas = list(shard["replicas"])
+            owners.append(nodes.get(replicas[0]) if replicas else None)
+        self._owners = owners
+        self.addresses = sorted(set(nodes.values()))
+
+    @property
+    def spans_nodes(self) -> bool:
+        """More than one node serves keys: routing matters."""
+        return len({owner for owner in self._owners if owner is not None}) > 1
+
+    def owner(self, key: bytes) -> Address | None:
+        return self._owners[self._mapper.shard_of_key(key)]
