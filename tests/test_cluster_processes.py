@@ -1,0 +1,165 @@
+"""Clusters of real ``aegis`` processes: join, agree, route, leave, die, come back.
+
+Each node binds its own 127.0.0.x address; gossip runs on fast timing
+(tests/cluster_harness.py). Keys are not copied between nodes yet
+(replication and migration come later), so these tests check placement,
+routing and membership, not data surviving a node.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from aegiskv.client import Client, Config, MovedError
+from aegiskv.cluster.slots import ShardMapper
+from tests.cluster_harness import Cluster, gossip_address, info, topology, wait_for_agreement
+from tests.wire import wait_until
+
+REDIS_CLI = shutil.which("redis-cli")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    started = Cluster(tmp_path)
+    yield started
+    started.close()
+
+
+def _owner_of(topology_answer: dict, key: bytes) -> str:
+    shard = ShardMapper(len(topology_answer["shards"])).shard_of_key(key)
+    return topology_answer["shards"][shard]["replicas"][0]
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_nodes_agree_on_one_map_and_serve_keys_through_it(cluster: Cluster, size: int) -> None:
+    nodes = cluster.start_many(size)
+    members = {f"n{index}" for index in range(size)}
+    agreed = wait_for_agreement(nodes, members)
+    # Every shard has min(RF, N) distinct replicas, and every node is primary of some.
+    assert all(len(set(shard["replicas"])) == min(3, size) for shard in agreed["shards"])
+    assert {shard["replicas"][0] for shard in agreed["shards"]} == members
+
+    pairs = {f"key:{index}".encode(): b"value-%d" % index for index in range(300)}
+    with Client(Config(seeds=[nodes[-1].address_text])) as client:
+        for key, value in list(pairs.items())[:150]:
+            client.set(key, value)
+        client.mset(dict(list(pairs.items())[150:]))
+        assert client.mget(list(pairs)) == list(pairs.values())
+        assert client.get(b"key:7") == b"value-7"
+    # Each key lives on its primary only.
+    counts = {node_id: int(info(node, "keyspace")["keys"]) for node_id, node in cluster.nodes.items()}
+    expected: dict[str, int] = dict.fromkeys(members, 0)
+    for key in pairs:
+        expected[_owner_of(agreed, key)] += 1
+    assert counts == expected
+
+    # A client that neither routes nor follows redirects sees the redirect itself,
+    # naming the owner's client address and the map's epoch.
+    key = next(key for key in pairs if _owner_of(agreed, key) != "n0")
+    owner = cluster.nodes[_owner_of(agreed, key)]
+    blind_config = Config(seeds=[nodes[0].address_text], cluster_routing=False, max_redirects=0)
+    with Client(blind_config) as blind, pytest.raises(MovedError) as moved:
+        blind.get(key)
+    assert moved.value.code == "MOVED"
+    assert moved.value.address == owner.address
+    assert moved.value.epoch == topology(nodes[0])["epoch"]
+    # With redirects allowed (the default) the same client follows it.
+    with Client(Config(seeds=[nodes[0].address_text], cluster_routing=False)) as follower:
+        assert follower.get(key) == pairs[key]
+
+
+def test_redis_cluster_clients_follow_redirects(cluster: Cluster) -> None:
+    nodes = cluster.start_many(3)
+    wait_for_agreement(nodes, {"n0", "n1", "n2"})
+    host, port = nodes[1].resp_address
+    client = RedisCluster(host=host, port=port)
+    try:
+        for index in range(100):
+            assert client.set(f"rc:{index}", index)
+        assert [client.get(f"rc:{index}") for index in range(100)] == [b"%d" % index for index in range(100)]
+        assert client.mget_nonatomic([f"rc:{index}" for index in range(100)])[:3] == [b"0", b"1", b"2"]
+        # Every node serves some of the slots.
+        assert len({str(node) for node in client.get_primaries()}) == 3
+    finally:
+        client.close()
+    # A plain client sees the raw -MOVED.
+    plain = redis.Redis(host, port)
+    slots = plain.execute_command("CLUSTER SLOTS")
+    foreign = next(entry for entry in slots if entry[2][1] != port)
+    key = next(
+        f"k{index}" for index in range(10_000) if foreign[0] <= plain.cluster("KEYSLOT", f"k{index}") <= foreign[1]
+    )
+    # (redis-py turns "-MOVED <slot> <host:port>" into MovedError("<slot> <host:port>").)
+    with pytest.raises(redis.exceptions.MovedError, match=rf"^\d+ {foreign[2][0].decode()}:{foreign[2][1]}$"):
+        plain.get(key)
+    plain.close()
+    if REDIS_CLI is not None:
+        result = subprocess.run(
+            [REDIS_CLI, "-c", "-h", host, "-p", str(port), "set", key, "via-cli"], capture_output=True, text=True
+        )
+        assert result.stdout == "OK\n", result
+        with Client(Config(seeds=[nodes[0].address_text])) as routed:
+            assert routed.get(key) == b"via-cli"
+
+
+def test_leave_kill_and_restart_with_the_same_id(cluster: Cluster) -> None:
+    nodes = cluster.start_many(3)
+    first, second, third = nodes
+    wait_for_agreement(nodes, {"n0", "n1", "n2"})
+
+    # Graceful leave: the others drop it, as departed rather than dead.
+    assert third.stop() == 0
+    wait_for_agreement([first, second], {"n0", "n1"})
+    assert int(info(first, "cluster")["gossip_members_left"]) == 1
+
+    # kill -9: found by the failure detector.
+    second.kill()
+    wait_for_agreement([first], {"n0"})
+    assert int(info(first, "cluster")["gossip_members_dead"]) == 1
+
+    # Back with the same id (new ports, new incarnation): it supersedes its tombstone.
+    restarted = cluster.start(1, seeds=[gossip_address(first)])
+    agreed = wait_for_agreement([first, restarted], {"n0", "n1"})
+    assert agreed["nodes"]["n1"]["client"] == restarted.address_text
+    with Client(Config(seeds=[first.address_text])) as client:
+        for index in range(50):
+            client.set(f"after:{index}", b"x")
+        assert client.mget([f"after:{index}" for index in range(50)]) == [b"x"] * 50
+    assert int(info(restarted, "keyspace")["keys"]) > 0
+
+
+def test_a_node_started_before_its_seed_still_joins(cluster: Cluster) -> None:
+    # Reserve the seed's address: start it, note its gossip port, stop it, start the joiner
+    # pointing there, then bring the seed back on the same port.
+    seed = cluster.start(0)
+    seed_gossip = gossip_address(seed)
+    assert seed.stop() == 0
+    joiner = cluster.start(1, seeds=[seed_gossip])
+    seed = cluster.start(0, extra=["--gossip", seed_gossip])
+    wait_for_agreement([seed, joiner], {"n0", "n1"})
+
+
+def test_gossip_secret_keeps_strangers_out(cluster: Cluster) -> None:
+    secret = {"AEGIS_GOSSIP_SECRET": "the-cluster-secret-0123"}
+    first = cluster.start(0, **secret)
+    second = cluster.start(1, seeds=[gossip_address(first)], **secret)
+    wait_for_agreement([first, second], {"n0", "n1"})
+    stranger = cluster.start(2, seeds=[gossip_address(first)], AEGIS_GOSSIP_SECRET="a-different-secret-98765")
+    unsigned = cluster.start(3, seeds=[gossip_address(first)])
+
+    # The strangers' pings and state exchanges are refused, counted, and change nothing.
+    def both_refused() -> dict[str, str] | None:
+        seen = info(first, "cluster")
+        return seen if int(seen["gossip_dropped_forged"]) and int(seen["gossip_dropped_unsigned"]) else None
+
+    wait_until(both_refused, timeout=10, what="the seed to refuse forged and unsigned gossip")
+    assert set(topology(first)["nodes"]) == {"n0", "n1"}
+    assert set(topology(stranger)["nodes"]) == {"n2"}
+    assert set(topology(unsigned)["nodes"]) == {"n3"}
