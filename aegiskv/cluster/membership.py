@@ -89,6 +89,12 @@ class SwimConfig:
     push_pull_interval: float = 30.0
     max_updates_per_message: int = 12
     max_health: int = 8  # local-health score ceiling (probe timeout is multiplied by score + 1)
+    # Besides piggybacking on probes, pending updates are pushed to gossip_nodes
+    # random members every gossip_interval (memberlist's defaults): a suspicion
+    # or a death then reaches everyone in a few hundred milliseconds instead of
+    # one hop per probe interval. Nothing is sent when there is nothing new.
+    gossip_interval: float = 0.2
+    gossip_nodes: int = 3
 
 
 @dataclass
@@ -156,6 +162,7 @@ class SwimMembership:
         self._probe_order: list[str] = []
         self._probe: _Probe | None = None
         self._next_probe_at = now
+        self._next_gossip_at = now
         self._seq = 0
         # PING_REQ relays: our seq -> (requester address, requester's seq)
         self._relays: dict[int, tuple[Address, int, float]] = {}
@@ -214,6 +221,9 @@ class SwimMembership:
         if now >= self._next_probe_at and self._probe is None:
             self._next_probe_at = now + config.probe_interval
             out.extend(self._start_probe(now))
+        if now >= self._next_gossip_at:
+            self._next_gossip_at = now + config.gossip_interval
+            out.extend(self._gossip(now))
         self._expire_suspicions(now)
         self._reclaim_tombstones(now)
         self._expire_relays(now)
@@ -321,6 +331,18 @@ class SwimMembership:
             self._probe_order = candidates
         return None
 
+    def _gossip(self, now: float) -> Outbound:
+        if not self._updates or not self.config.gossip_nodes:
+            return []
+        targets = self._others()
+        self.rng.shuffle(targets)
+        out: Outbound = []
+        for member in targets[: self.config.gossip_nodes]:
+            if not self._updates:
+                break  # every update used up its retransmissions
+            out.append(self._message(member.address, {"t": "gossip"}, now))
+        return out
+
     def _send_indirect(self, probe: _Probe, now: float) -> Outbound:
         target = self.members.get(probe.target)
         if target is None:
@@ -368,6 +390,8 @@ class SwimMembership:
                 requester, their_seq, _expires = relay
                 return [self._message(requester, {"t": "ack", "s": their_seq}, now)]
             return []
+        if kind == "gossip":
+            return []  # its updates were applied above; nothing to answer
         if kind == "pingreq":
             target = (str(message["h"]), int(message["p"]))
             self._seq += 1
