@@ -351,6 +351,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("gossip_indirect_checks", 3, _integer(0, 16, "an integer"), "members asked to probe for us"),
     Setting(
+        "gossip_interval",
+        0.2,
+        _duration(allow_zero=False),
+        "how often pending membership news is pushed to gossip_nodes random members",
+    ),
+    Setting("gossip_nodes", 3, _integer(0, 32, "an integer"), "members each gossip round pushes news to"),
+    Setting(
         "gossip_push_pull_interval", 30.0, _duration(), "full state exchange with a random member (0 turns it off)"
     ),
     Setting(
@@ -548,6 +555,8 @@ class Config:
     gossip_probe_timeout: float
     gossip_suspicion_mult: int
     gossip_indirect_checks: int
+    gossip_interval: float
+    gossip_nodes: int
     gossip_push_pull_interval: float
     gossip_dead_reclaim_time: float
     gossip_max_skew: float

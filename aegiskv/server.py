@@ -172,6 +172,8 @@ class Server:
             probe_timeout=config.gossip_probe_timeout,
             suspicion_mult=config.gossip_suspicion_mult,
             indirect_checks=config.gossip_indirect_checks,
+            gossip_interval=config.gossip_interval,
+            gossip_nodes=config.gossip_nodes,
             push_pull_interval=config.gossip_push_pull_interval,
             dead_reclaim_time=config.gossip_dead_reclaim_time,
         )
