@@ -380,6 +380,12 @@ SETTINGS: tuple[Setting, ...] = (
         flag=True,
     ),
     Setting(
+        "membership",
+        "swim",
+        _text(),
+        "cluster membership by its aegiskv.membership entry-point name (aegis plugins lists them)",
+    ),
+    Setting(
         "placement",
         "ring",
         _text(),
@@ -561,6 +567,7 @@ class Config:
     gossip_dead_reclaim_time: float
     gossip_max_skew: float
     replication_factor: int
+    membership: str
     placement: str
     virtual_nodes: int
     placement_load_factor: float

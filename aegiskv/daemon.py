@@ -62,6 +62,7 @@ def build_server(config: Config) -> tuple[Server, DataDir]:
     _placement_plugin, placement = plugins.load_placement(
         config.placement, PlacementOptions(config.virtual_nodes, config.placement_load_factor)
     )
+    membership_factory = plugins.load_membership(config.membership)[1] if config.gossip else None
     ssl_context = tls_context(config)
     if config.resp_parser == "hiredis" and not HIREDIS_AVAILABLE:
         raise plugins.PluginError("resp_parser = hiredis, but the hiredis package is not installed")
@@ -87,7 +88,7 @@ def build_server(config: Config) -> tuple[Server, DataDir]:
             node_id=config.node_id,
         )
         topology = Topology(placement, mapper, config.replication_factor)
-        return Server(config, node, topology, ssl_context), data_dir
+        return Server(config, node, topology, ssl_context, membership_factory), data_dir
     except BaseException:
         data_dir.close()
         raise

@@ -19,10 +19,18 @@ from collections.abc import Mapping
 from importlib import metadata
 from typing import Any, NamedTuple
 
-from aegiskv.cluster.interfaces import PLACEMENT_GROUP, Placement, PlacementOptions
+from aegiskv.cluster.interfaces import (
+    MEMBERSHIP_GROUP,
+    PLACEMENT_GROUP,
+    MembershipCore,
+    MembershipFactory,
+    MembershipOptions,
+    Placement,
+    PlacementOptions,
+)
 
 BACKENDS_GROUP = "aegiskv.backends"
-GROUPS = (BACKENDS_GROUP, PLACEMENT_GROUP)
+GROUPS = (BACKENDS_GROUP, MEMBERSHIP_GROUP, PLACEMENT_GROUP)
 OWN_DISTRIBUTION = "aegiskv"
 
 # Used only when AegisKV runs from a source tree that was never installed (no
@@ -34,6 +42,7 @@ _BUILTIN_FALLBACK: Mapping[str, Mapping[str, str]] = {
         "snapshot": "aegiskv.backends.snapshot:SnapshotBackend",
     },
     PLACEMENT_GROUP: {"ring": "aegiskv.cluster.placement:RingPlacement"},
+    MEMBERSHIP_GROUP: {"swim": "aegiskv.cluster.membership:swim_membership"},
 }
 
 
@@ -136,6 +145,26 @@ def load_placement(name: str, options: PlacementOptions) -> tuple[FoundPlugin, P
     if not isinstance(placement, Placement):
         raise _refuse(loaded.plugin, f"{loaded.plugin.value} built {type(placement).__name__}, which has no assign()")
     return loaded.plugin, placement
+
+
+def load_membership(name: str) -> tuple[FoundPlugin, MembershipFactory]:
+    """The membership factory registered as ``name``, tried once on throwaway options.
+
+    The trial catches a plugin that fails to build or builds something without
+    the :class:`MembershipCore` methods before the node binds any port.
+    """
+    loaded = _load_named(MEMBERSHIP_GROUP, name, "membership")
+    factory = loaded.obj
+    if not callable(factory):
+        raise _refuse(loaded.plugin, f"{loaded.plugin.value} is not callable (a membership factory)")
+    trial_options = MembershipOptions(node_id="trial", address=("127.0.0.1", 0), meta={}, incarnation=1, now=0.0)
+    try:
+        core = factory(trial_options)
+    except Exception as error:
+        raise _refuse(loaded.plugin, f"failed to build: {type(error).__name__}: {error}") from error
+    if not isinstance(core, MembershipCore):
+        raise _refuse(loaded.plugin, f"{loaded.plugin.value} built {type(core).__name__}, which lacks MembershipCore")
+    return loaded.plugin, factory
 
 
 def describe_all() -> list[str]:

@@ -21,7 +21,7 @@ import aegiskv
 from aegiskv import resp_commands
 from aegiskv.backends.base import BackendStats
 from aegiskv.cluster.gossip import GossipService
-from aegiskv.cluster.membership import SwimConfig
+from aegiskv.cluster.interfaces import MembershipFactory, MembershipOptions
 from aegiskv.cluster.routing import Routing
 from aegiskv.cluster.shard_map import Endpoint, Member, Topology
 from aegiskv.config import Config, parse_address
@@ -49,12 +49,18 @@ _FRAME_SLACK = 1024 * 1024
 
 class Server:
     def __init__(
-        self, config: Config, node: Node, topology: Topology, ssl_context: ssl.SSLContext | None = None
+        self,
+        config: Config,
+        node: Node,
+        topology: Topology,
+        ssl_context: ssl.SSLContext | None = None,
+        membership_factory: MembershipFactory | None = None,
     ) -> None:
         self.config = config
         self.topology = topology  # the shard map; rebuilt when membership changes
         self.routing = Routing()  # which keys this node serves (None router: all of them)
         self.gossip: GossipService | None = None
+        self.membership_factory = membership_factory
         self.ssl_context = ssl_context  # TLS on the client ports (and /health with health_tls)
         self.node = node
         self.reactor = Reactor(config.worker_threads)
@@ -162,31 +168,22 @@ class Server:
 
     def _start_gossip(self) -> GossipService:
         config = self.config
-        assert config.gossip is not None
+        assert config.gossip is not None and self.membership_factory is not None
         me = self.local_member()
         meta = {"client": str(me.client)}
         if me.resp is not None:
             meta["resp"] = str(me.resp)
-        swim = SwimConfig(
-            probe_interval=config.gossip_probe_interval,
-            probe_timeout=config.gossip_probe_timeout,
-            suspicion_mult=config.gossip_suspicion_mult,
-            indirect_checks=config.gossip_indirect_checks,
-            gossip_interval=config.gossip_interval,
-            gossip_nodes=config.gossip_nodes,
-            push_pull_interval=config.gossip_push_pull_interval,
-            dead_reclaim_time=config.gossip_dead_reclaim_time,
-        )
+        factory = self.membership_factory
         gossip = GossipService(
             self.reactor,
             config.node_id,
             parse_address(config.gossip),
             advertise=config.gossip_advertise,
             seeds=[parse_address(seed) for seed in config.seeds or ()],
-            meta=meta,
             secret=config.gossip_secret.encode() if config.gossip_secret else None,
-            swim=swim,
             max_skew=config.gossip_max_skew,
+            make_membership=lambda address: factory(membership_options(config, address, meta)),
+            push_pull_interval=config.gossip_push_pull_interval,
             on_change=self._membership_changed,
         )
         gossip.start()
@@ -441,6 +438,25 @@ class Server:
                 "keys_mean": round(sum(shard_keys) / len(shard_keys), 1),
             }
         return result
+
+
+def membership_options(config: Config, address: tuple[str, int], meta: dict[str, str]) -> MembershipOptions:
+    """The membership plugin's options from the node's settings."""
+    return MembershipOptions(
+        node_id=config.node_id,
+        address=address,
+        meta=meta,
+        incarnation=int(time.time() * 1000),  # a restart supersedes this node's own tombstone
+        now=time.monotonic(),
+        probe_interval=config.gossip_probe_interval,
+        probe_timeout=config.gossip_probe_timeout,
+        suspicion_mult=config.gossip_suspicion_mult,
+        indirect_checks=config.gossip_indirect_checks,
+        push_pull_interval=config.gossip_push_pull_interval,
+        dead_reclaim_time=config.gossip_dead_reclaim_time,
+        gossip_interval=config.gossip_interval,
+        gossip_nodes=config.gossip_nodes,
+    )
 
 
 def advertised_endpoint(advertise: str | None, bound: tuple[str, int]) -> Endpoint:

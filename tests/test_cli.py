@@ -195,6 +195,24 @@ def test_a_broken_placement_plugin_stops_start_up_naming_it(tmp_path, held_port,
     assert not (tmp_path / "data").exists(), "a refused plugin must not leave a data dir behind"
 
 
+def test_a_membership_plugin_without_the_interface_stops_start_up(tmp_path, held_port) -> None:
+    site = tmp_path / "site"
+    code = "class Half:\n    def __init__(self, options):\n        self.listeners = []\n"
+    _install_fake_distribution(
+        site, "half_membership", "[aegiskv.membership]\nhalf = half_module:Half\n", "half_module", code
+    )
+    result = run_aegis(
+        "--bind",
+        f"127.0.0.1:{held_port}",
+        "--gossip",
+        "127.0.0.1:0",
+        "--data-dir",
+        str(tmp_path / "data"),
+        env=_plugin_env(site, AEGIS_MEMBERSHIP="half"),
+    )
+    assert_refused(result, "plugin 'half'", "half_membership 1.0", "lacks MembershipCore")
+
+
 # ---------------------------------------------------------------------------
 # Refusals: exit 2, one line, nothing bound.
 # ---------------------------------------------------------------------------
@@ -241,6 +259,11 @@ REFUSALS: dict[str, Callable[[Path], tuple[list[str], dict[str, str], list[str]]
     ),
     "unknown-backend": lambda tmp: ([], {"AEGIS_BACKEND": "nope"}, ["backend 'nope'", "not installed", "memory"]),
     "unknown-placement": lambda tmp: ([], {"AEGIS_PLACEMENT": "nope"}, ["placement 'nope'", "not installed", "ring"]),
+    "unknown-membership": lambda tmp: (
+        ["--gossip", "127.0.0.1:0"],
+        {"AEGIS_MEMBERSHIP": "nope"},
+        ["membership 'nope'", "not installed", "swim"],
+    ),
     "placement-refuses-options": lambda tmp: (
         [],
         {"AEGIS_PLACEMENT_LOAD_FACTOR": "0.5"},

@@ -33,7 +33,7 @@ from typing import Any
 
 from loguru import logger
 
-from aegiskv.cluster.membership import Member, MessageError, State, SwimConfig, SwimMembership
+from aegiskv.cluster.interfaces import MembershipCore, MemberView
 from aegiskv.cluster.shard_map import Endpoint
 from aegiskv.cluster.shard_map import Member as ShardMember
 from aegiskv.cluster.wire import Envelope, EnvelopeError
@@ -168,10 +168,10 @@ class GossipService:
         *,
         advertise: str | None,
         seeds: Sequence[Address],
-        meta: dict[str, str],
         secret: bytes | None,
-        swim: SwimConfig,
         max_skew: float,
+        make_membership: Callable[[Address], MembershipCore],
+        push_pull_interval: float,
         on_change: Callable[[list[ShardMember]], None],
     ) -> None:
         self.reactor = reactor
@@ -180,22 +180,23 @@ class GossipService:
         self.address = advertised_gossip_address(self.bound, advertise, seeds)
         self.seeds = [seed for seed in seeds if seed != self.address and seed != self.bound]
         self.envelope = Envelope(secret, max_skew=max_skew)
-        self.membership = SwimMembership(
-            node_id,
-            self.address,
-            meta=meta,
-            incarnation=int(time.time() * 1000),  # a restart supersedes our own tombstone
-            config=swim,
-            now=time.monotonic(),
-        )
+        self.node_id = node_id
+        self.membership = make_membership(self.address)
         self.membership.listeners.append(self._member_changed)
+        self._push_pull_interval = push_pull_interval
         self._on_change = on_change
         self._changed = True
         self._joined = not self.seeds
         self._join_attempts = 0
         self._exchange_running = False
         self._rng = random.Random()
-        self.counters = {"send_errors": 0, "state_refused": 0, "exchanges": 0, "exchange_failures": 0}
+        self.counters = {
+            "send_errors": 0,
+            "state_refused": 0,
+            "exchanges": 0,
+            "exchange_failures": 0,
+            "membership_errors": 0,
+        }
         self._listener = reactor.listen_on(
             tcp,
             ListenerOptions(
@@ -214,8 +215,8 @@ class GossipService:
 
     def start(self) -> None:
         self.reactor.call_every(TICK_SECONDS, self._tick)
-        if self.membership.config.push_pull_interval:
-            self.reactor.call_every(self.membership.config.push_pull_interval, self._periodic_exchange)
+        if self._push_pull_interval:
+            self.reactor.call_every(self._push_pull_interval, self._periodic_exchange)
         if self.seeds:
             self._try_join()
         self._publish()
@@ -241,15 +242,9 @@ class GossipService:
         return members
 
     def stats(self) -> dict[str, int]:
-        members = self.membership.members.values()
-        result = {
-            "members_alive": sum(1 for m in members if m.state == State.ALIVE),
-            "members_suspect": sum(1 for m in members if m.state == State.SUSPECT),
-            "members_dead": sum(1 for m in members if m.state == State.DEAD),
-            "members_left": sum(1 for m in members if m.state == State.LEFT),
-            "joined": int(self._joined),
-            "health": self.membership.health,
-        }
+        counts = self.membership.state_counts()
+        result = {f"members_{state}": counts.get(state, 0) for state in ("alive", "suspect", "dead", "left")}
+        result["joined"] = int(self._joined)
         result.update(self.membership.counters)
         result.update(self.counters)
         result.update({f"dropped_{reason}": count for reason, count in self.envelope.dropped.items()})
@@ -270,7 +265,15 @@ class GossipService:
                 payload = self.envelope.open(data)
             except EnvelopeError:
                 continue
-            self._send(membership.receive(source[:2], payload, time.monotonic()))
+            try:
+                replies = membership.receive(source[:2], payload, time.monotonic())
+            except Exception:
+                # A membership plugin must drop what it cannot read; one that raises
+                # must not take the reactor (and every client) down with it.
+                self.counters["membership_errors"] += 1
+                logger.exception("membership failed on a datagram from {}", source)
+                continue
+            self._send(replies)
         self._publish()
 
     def handle_write(self) -> None:  # never registered for writes
@@ -296,7 +299,7 @@ class GossipService:
             payload = self.envelope.open(sealed)
             # A newcomer joins through us: gossip what was new so the others hear of it.
             self.membership.merge_state(payload, time.monotonic(), disseminate=True)
-        except (EnvelopeError, MessageError):
+        except ValueError:  # EnvelopeError, or a state the membership cannot read
             self.counters["state_refused"] += 1
             return None
         self._publish()
@@ -318,7 +321,7 @@ class GossipService:
                 return
             try:
                 self.membership.merge_state(self.envelope.open(reply), time.monotonic())
-            except (EnvelopeError, MessageError) as refused:
+            except ValueError as refused:  # EnvelopeError, or a state the membership cannot read
                 self.counters["state_refused"] += 1
                 logger.warning("state from {}:{} refused: {}", address[0], address[1], refused)
                 if joining:
@@ -348,25 +351,26 @@ class GossipService:
         self.reactor.call_later(delay * (0.5 + self._rng.random() / 2), self._try_join)
 
     def _periodic_exchange(self) -> None:
-        others = [m for m in self.membership.live_members() if m.node_id != self.membership.me.node_id]
+        others = [m for m in self.membership.live_members() if m.node_id != self.node_id]
         if others:
             self._start_exchange(self._rng.choice(others).address, joining=False)
 
     # -- changes --------------------------------------------------------------------------
 
-    def _member_changed(self, member: Member) -> None:
+    def _member_changed(self, member: MemberView) -> None:
         self._changed = True
-        if not self._joined and member.node_id != self.membership.me.node_id and member.live:
-            # Someone found us (we may be the seed they joined through): we are in a cluster.
-            self._joined = True
 
     def _publish(self) -> None:
         if self._changed:
             self._changed = False
-            self._on_change(self.shard_members())
+            members = self.shard_members()
+            if not self._joined and len(members) > 1:
+                # Someone found us (we may be the seed they joined through): we are in a cluster.
+                self._joined = True
+            self._on_change(members)
 
 
-def _shard_member(member: Member) -> ShardMember:
+def _shard_member(member: MemberView) -> ShardMember:
     host = member.address[0]
     client = parse_endpoint(member.meta.get("client", f":{0}"), host)
     resp_text = member.meta.get("resp")

@@ -16,6 +16,13 @@ is missing or broken refuses to start with a one-line error naming it.
 ``plugins/aegiskv-rendezvous`` in the AegisKV repository is a complete example,
 with its own tests, meant to be copied.
 
+Groups
+------
+
+``aegiskv.placement`` (setting ``placement``, built-in ``ring``) decides which
+nodes hold each shard; ``aegiskv.membership`` (setting ``membership``,
+built-in ``swim``) decides who is in the cluster.
+
 Group ``aegiskv.placement``
 ---------------------------
 
@@ -27,9 +34,9 @@ options, or they will disagree about who owns what.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 PLACEMENT_GROUP = "aegiskv.placement"
 
@@ -76,3 +83,81 @@ class Placement(Protocol):
 
 
 PlacementFactory = Callable[[PlacementOptions], Placement]
+
+
+# -- membership ------------------------------------------------------------------------------
+
+MEMBERSHIP_GROUP = "aegiskv.membership"
+
+Address = tuple[str, int]
+Outbound = list[tuple[Address, bytes]]
+
+
+@dataclass(frozen=True)
+class MembershipOptions:
+    """What a membership factory is given. Times are seconds on the caller's monotonic clock."""
+
+    node_id: str
+    address: Address  # where the others reach this node's gossip port
+    meta: dict[str, str]  # published with the node: "client" and "resp" addresses
+    incarnation: int  # grows across restarts (start time in milliseconds)
+    now: float
+    probe_interval: float = 1.0
+    probe_timeout: float = 0.5
+    suspicion_mult: int = 4
+    indirect_checks: int = 3
+    push_pull_interval: float = 30.0
+    dead_reclaim_time: float = 30.0
+    gossip_interval: float = 0.2
+    gossip_nodes: int = 3
+
+
+class MemberView(Protocol):
+    """One member as the membership reports it."""
+
+    node_id: str
+    address: Address
+    meta: dict[str, str]
+
+
+@runtime_checkable
+class MembershipCore(Protocol):
+    """Who is in the cluster, as a sans-IO state machine (group ``aegiskv.membership``).
+
+    AegisKV's gossip transport (aegiskv/cluster/gossip.py) owns the sockets
+    and the clock: it calls :meth:`tick` every 50 ms, hands every datagram
+    that arrives on the gossip port (already authenticated when a gossip
+    secret is set) to :meth:`receive`, and sends whatever either returns. Full
+    states travel over TCP on join and every ``push_pull_interval``. All calls
+    come from one thread.
+
+    ``listeners`` are called with a :class:`MemberView` whenever a member's
+    state or addresses change; the shard map is then rebuilt from
+    :meth:`live_members`, so that list must include this node itself.
+    """
+
+    listeners: list[Callable[[Any], None]]
+    counters: dict[str, int]  # reported in INFO cluster as gossip_<name>
+
+    def tick(self, now: float) -> Outbound: ...
+
+    def receive(self, source: Address, payload: bytes, now: float) -> Outbound: ...
+
+    def join(self, seeds: Iterable[Address], now: float) -> Outbound: ...
+
+    def leave(self, now: float) -> Outbound: ...
+
+    def full_state(self) -> bytes: ...
+
+    def merge_state(self, payload: bytes, now: float, disseminate: bool = False) -> None:
+        """Take in a peer's :meth:`full_state`; raise ``ValueError`` for one that cannot be read."""
+        ...
+
+    def live_members(self) -> Sequence[MemberView]: ...
+
+    def state_counts(self) -> dict[str, int]:
+        """Members by state, for INFO: at least ``alive``; also ``suspect``, ``dead``, ``left`` if known."""
+        ...
+
+
+MembershipFactory = Callable[[MembershipOptions], MembershipCore]

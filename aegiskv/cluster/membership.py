@@ -50,6 +50,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aegiskv.cluster.interfaces import MembershipOptions
+
 Address = tuple[str, int]
 Outbound = list[tuple[Address, bytes]]
 
@@ -193,6 +195,12 @@ class SwimMembership:
     def _others(self, *states: State) -> list[Member]:
         wanted = states or (State.ALIVE, State.SUSPECT)
         return [m for m in self.members.values() if m.node_id != self.me.node_id and m.state in wanted]
+
+    def state_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(("alive", "suspect", "dead", "left"), 0)
+        for member in self.members.values():
+            counts[member.state.name.lower()] += 1
+        return counts
 
     def estimated_size(self) -> int:
         """Live members, recounted only after a change (it is read for every message sent)."""
@@ -566,6 +574,28 @@ class SwimMembership:
     def _notify(self, member: Member) -> None:
         for listener in self.listeners:
             listener(member)
+
+
+def swim_membership(options: MembershipOptions) -> SwimMembership:
+    """The built-in membership (entry point ``swim`` in group ``aegiskv.membership``)."""
+    config = SwimConfig(
+        probe_interval=options.probe_interval,
+        probe_timeout=options.probe_timeout,
+        suspicion_mult=options.suspicion_mult,
+        indirect_checks=options.indirect_checks,
+        push_pull_interval=options.push_pull_interval,
+        dead_reclaim_time=options.dead_reclaim_time,
+        gossip_interval=options.gossip_interval,
+        gossip_nodes=options.gossip_nodes,
+    )
+    return SwimMembership(
+        options.node_id,
+        options.address,
+        meta=options.meta,
+        incarnation=options.incarnation,
+        config=config,
+        now=options.now,
+    )
 
 
 def _decode_update(raw: Any) -> _Update:
