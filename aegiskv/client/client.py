@@ -365,12 +365,18 @@ class Client:
         if table is None or now - table.fetched_at >= self.config.topology_refresh:
             if table is None and now - self._routes_failed_at < _TOPOLOGY_RETRY_SECONDS:
                 return None
-            table = self._refresh_routes()
+            table = self._refresh_routes(table)
         return table if table is not None and table.spans_nodes else None
 
-    def _refresh_routes(self, hint: tuple[str, int] | None = None) -> RouteTable | None:
-        """Fetch the shard map from ``hint``, then the seeds, then the nodes we know; keep the first answer."""
+    def _refresh_routes(self, stale: RouteTable | None, hint: tuple[str, int] | None = None) -> RouteTable | None:
+        """Fetch the shard map from ``hint``, then the seeds, then the nodes we know; keep the first answer.
+
+        ``stale`` is the table the caller found wanting: when another thread
+        replaced it while this one waited for the lock, the newer one is used.
+        """
         with self._routes_lock:
+            if self._routes is not stale:
+                return self._routes
             known = self._routes.addresses if self._routes is not None else []
             candidates = ([hint] if hint else []) + [_parse_address(seed) for seed in self.config.seeds] + known
             for address in dict.fromkeys(candidates):
@@ -396,7 +402,7 @@ class Client:
                 # The owner may have died and the map moved on: refresh, try again (if safe).
                 if address is None or not idempotent or redirect == self.config.max_redirects:
                     raise
-                self._refresh_routes()
+                self._refresh_routes(table)
                 override = None
                 continue
             if frame.status != Status.MOVED:
@@ -424,7 +430,7 @@ class Client:
                 except (ConnectionClosedError, AegisTimeoutError, RetriesExhaustedError):
                     if address is None:
                         raise
-                    self._refresh_routes()
+                    self._refresh_routes(table)
                     pending.extend(indices)
                     continue
                 if frame.status == Status.MOVED:
@@ -443,7 +449,7 @@ class Client:
             address, _epoch, _slot = parse_moved((frame.items[0][1] or b"").decode())
         except (ValueError, IndexError):
             raise ProtocolViolationError(f"unreadable MOVED reply: {frame.items!r}") from None
-        self._refresh_routes(hint=address if address[0] else None)
+        self._refresh_routes(self._routes, hint=address if address[0] else None)
         return address if address[0] else None
 
     @staticmethod
