@@ -288,7 +288,12 @@ class CommandConnection(Protocol, Generic[RequestT]):
         """Send this request and every complete request behind it to the pool as one task."""
         connection = self.connection
         assert connection is not None
-        batch: list[tuple[Command, Handler, RequestT] | CommandError] = [(command, handler, request)]
+        session = self.session
+        # Each queued request with whether the session was authenticated when it
+        # was routed; a request that failed to route keeps its error (and its id).
+        batch: list[tuple[Command, Handler, RequestT, bool] | tuple[RequestT, CommandError]] = [
+            (command, handler, request, session.authenticated)
+        ]
         violation: Violation | None = None
         while True:
             try:
@@ -299,9 +304,9 @@ class CommandConnection(Protocol, Generic[RequestT]):
             if following is None:
                 break
             try:
-                batch.append((*self.adapter.route(following), following))
+                batch.append((*self.adapter.route(following), following, session.authenticated))
             except CommandError as error:
-                batch.append(error)
+                batch.append((following, error))
             except Violation as error:
                 violation = error
                 break
@@ -313,10 +318,19 @@ class CommandConnection(Protocol, Generic[RequestT]):
             stats = registry.for_this_thread()
             replies = []
             for item in batch:
-                if isinstance(item, CommandError):
-                    replies.append(self.adapter.error_reply(None, item))
+                if len(item) == 2:
+                    replies.append(self.adapter.error_reply(item[0], item[1]))
                 else:
-                    replies.append(self._execute(item[0], item[1], item[2], stats))
+                    queued_command, queued_handler, queued_request, routed_authenticated = item
+                    if session.authenticated and not routed_authenticated:
+                        # An AUTH earlier in this batch: routing checks skipped before
+                        # authentication (cluster redirects) apply now.
+                        try:
+                            self.adapter.route(queued_request)
+                        except CommandError as error:
+                            replies.append(self.adapter.error_reply(queued_request, error))
+                            continue
+                    replies.append(self._execute(queued_command, queued_handler, queued_request, stats))
                 if self._closing:
                     break
             return replies

@@ -121,13 +121,23 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
     return server_context(config.tls_cert, config.tls_key, config.tls_ca)
 
 
-def _warn_if_exposed(config: Config) -> None:
-    host, _ = parse_address(config.bind)
+def _is_loopback(address: str) -> bool:
+    host, _ = parse_address(address)
     try:
-        loopback = ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        loopback = host == "localhost"
-    if not loopback and not config.auth_token:
+        return host == "localhost"
+
+
+def _warn_if_exposed(config: Config) -> None:
+    if config.gossip and not _is_loopback(config.gossip) and not (config.gossip_secret or config.auth_token):
+        logger.warning(
+            "SECURITY: gossip on {} is unsigned (no --gossip-secret or --auth-token): anyone who can reach it "
+            "can join the cluster and take over shards. Set a secret, bind gossip to a private address, or "
+            "--gossip off for a lone node.",
+            config.gossip,
+        )
+    if not _is_loopback(config.bind) and not config.auth_token:
         logger.warning(
             "SECURITY: listening on {} with no --auth-token: anyone who can reach this address can read and "
             "write every key. Set --auth-token (and TLS) or bind to 127.0.0.1.",

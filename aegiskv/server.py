@@ -7,6 +7,7 @@ configuration and runs it; tests can build one in-process as well.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import secrets
@@ -180,7 +181,7 @@ class Server:
             parse_address(config.gossip),
             advertise=config.gossip_advertise,
             seeds=[parse_address(seed) for seed in config.seeds or ()],
-            secret=config.gossip_secret.encode() if config.gossip_secret else None,
+            secret=gossip_key(config),
             max_skew=config.gossip_max_skew,
             make_membership=lambda address: factory(membership_options(config, address, meta)),
             push_pull_interval=config.gossip_push_pull_interval,
@@ -438,6 +439,20 @@ class Server:
                 "keys_mean": round(sum(shard_keys) / len(shard_keys), 1),
             }
         return result
+
+
+def gossip_key(config: Config) -> bytes | None:
+    """The HMAC key for gossip: --gossip-secret, else one derived from --auth-token.
+
+    The auth token guards node-to-node traffic too (SPEC: "shared token for
+    clients and cluster traffic"), so a cluster with a token but no separate
+    gossip secret still refuses unsigned and forged gossip.
+    """
+    if config.gossip_secret:
+        return config.gossip_secret.encode()
+    if config.auth_token:
+        return hashlib.sha256(b"aegiskv gossip key\0" + config.auth_token.encode()).digest()
+    return None
 
 
 def membership_options(config: Config, address: tuple[str, int], meta: dict[str, str]) -> MembershipOptions:

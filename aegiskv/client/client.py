@@ -362,9 +362,10 @@ class Client:
             return None
         table = self._routes
         now = time.monotonic()
-        if table is None or now - table.fetched_at >= self.config.topology_refresh:
-            if table is None and now - self._routes_failed_at < _TOPOLOGY_RETRY_SECONDS:
-                return None
+        stale = table is None or now - table.fetched_at >= self.config.topology_refresh
+        # After a failed fetch, go on with what we have for a moment instead of
+        # asking every known server again on every request.
+        if stale and now - self._routes_failed_at >= _TOPOLOGY_RETRY_SECONDS:
             table = self._refresh_routes(table)
         return table if table is not None and table.spans_nodes else None
 
@@ -414,6 +415,7 @@ class Client:
         """MGET/MSET split by owner: (indices into ``items``, reply frame) per part, in no particular order."""
         done: list[tuple[list[int], Frame]] = []
         pending = list(range(len(items)))
+        unreachable: AegisError | None = None
         for _round in range(self.config.max_redirects + 1):
             if not pending:
                 return done
@@ -427,9 +429,10 @@ class Client:
                 part = tuple(items[index] for index in indices)
                 try:
                     frame = self._call(opcode, idempotent=True, address=address, items=part, **fields)
-                except (ConnectionClosedError, AegisTimeoutError, RetriesExhaustedError):
+                except (ConnectionClosedError, AegisTimeoutError, RetriesExhaustedError) as error:
                     if address is None:
                         raise
+                    unreachable = error
                     self._refresh_routes(table)
                     pending.extend(indices)
                     continue
@@ -440,6 +443,8 @@ class Client:
                 _raise_for_status(frame)
                 done.append((indices, frame))
         if pending:
+            if unreachable is not None:
+                raise unreachable
             raise MovedError("keys kept moving while the cluster's map changed", ("", 0), 0, 0)
         return done
 

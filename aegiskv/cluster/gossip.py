@@ -42,7 +42,9 @@ from aegiskv.net.reactor import ListenerOptions, Protocol, Reactor
 Address = tuple[str, int]
 
 TICK_SECONDS = 0.05
-MAX_STATE_BYTES = 16 * 1024 * 1024
+# A full state is about 150 bytes per member: this is room for 25,000 members,
+# and all a stranger can make us buffer before the signature is checked.
+MAX_STATE_BYTES = 4 * 1024 * 1024
 _DATAGRAMS_PER_EVENT = 64
 _JOIN_BACKOFF_FIRST = 0.5
 _JOIN_BACKOFF_MAX = 10.0
@@ -62,7 +64,11 @@ def bind_gossip(address: Address) -> tuple[socket.socket, socket.socket]:
     family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
     for _attempt in range(20):
         udp = socket.socket(family, socket.SOCK_DGRAM)
-        udp.bind(address)
+        try:
+            udp.bind(address)
+        except OSError:
+            udp.close()
+            raise
         port = udp.getsockname()[1]
         tcp = socket.socket(family, socket.SOCK_STREAM)
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -87,8 +93,10 @@ def advertised_gossip_address(bound: Address, advertise: str | None, seeds: Sequ
     host, port = bound
     if host not in ("0.0.0.0", "::", ""):
         return host, port
-    # A wildcard bind: the local address this host uses to reach the first seed.
-    for seed in seeds:
+    # A wildcard bind: the local address this host uses to reach the first seed,
+    # or without seeds the one it would use for the default route (TEST-NET-1,
+    # RFC 5737: a UDP connect picks a route and sends nothing).
+    for seed in [*seeds, ("192.0.2.1", 9)]:
         try:
             with socket.socket(socket.AF_INET6 if ":" in seed[0] else socket.AF_INET, socket.SOCK_DGRAM) as probe:
                 probe.connect(seed)  # UDP connect sends nothing; it only picks a route
@@ -97,6 +105,19 @@ def advertised_gossip_address(bound: Address, advertise: str | None, seeds: Sequ
         except OSError:
             continue
     return "127.0.0.1", port
+
+
+def resolve_seeds(seeds: Sequence[Address]) -> list[Address]:
+    """Seeds as IP addresses, resolved once at start-up (never on the reactor while serving)."""
+    resolved = []
+    for host, port in seeds:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except OSError as error:
+            logger.warning("seed {}:{} does not resolve ({}); skipped", host, port, error)
+            continue
+        resolved.append((str(infos[0][4][0]), port))
+    return resolved
 
 
 def _frame(payload: bytes) -> bytes:
@@ -129,7 +150,7 @@ class _StateExchange(Protocol):
 
     def __init__(self, service: GossipService) -> None:
         self._service = service
-        self._buffer = b""
+        self._buffer = bytearray()
         self._connection: Any = None
 
     def connection_made(self, connection: Any) -> None:
@@ -146,8 +167,8 @@ class _StateExchange(Protocol):
             return
         if len(self._buffer) < _LENGTH.size + length:
             return
-        sealed = self._buffer[_LENGTH.size : _LENGTH.size + length]
-        self._buffer = b""
+        sealed = bytes(self._buffer[_LENGTH.size : _LENGTH.size + length])
+        self._buffer = bytearray()
         reply = self._service.answer_exchange(sealed)
         if reply is not None:
             self._connection.write(_frame(reply))
@@ -175,6 +196,7 @@ class GossipService:
         on_change: Callable[[list[ShardMember]], None],
     ) -> None:
         self.reactor = reactor
+        seeds = resolve_seeds(seeds)
         self._udp, tcp = bind_gossip(bind)
         self.bound: Address = self._udp.getsockname()[:2]
         self.address = advertised_gossip_address(self.bound, advertise, seeds)
@@ -196,13 +218,15 @@ class GossipService:
             "exchanges": 0,
             "exchange_failures": 0,
             "membership_errors": 0,
+            "unreadable_members": 0,
         }
+        self._stats: dict[str, int] = {}
         self._listener = reactor.listen_on(
             tcp,
             ListenerOptions(
                 name="gossip",
                 protocol_factory=lambda: _StateExchange(self),
-                max_connections=256,
+                max_connections=64,
                 idle_timeout=_EXCHANGE_TIMEOUT * 2,
                 request_timeout=_EXCHANGE_TIMEOUT * 2,
                 output_high_water=MAX_STATE_BYTES + _LENGTH.size,
@@ -220,6 +244,7 @@ class GossipService:
         if self.seeds:
             self._try_join()
         self._publish()
+        self._take_stats()
 
     def leave(self) -> None:
         """Graceful leave: tell some members we are going (they gossip it on)."""
@@ -235,24 +260,44 @@ class GossipService:
     # -- views --------------------------------------------------------------------------
 
     def shard_members(self) -> list[ShardMember]:
-        """Live members as the shard map lists them; empty hosts become the member's gossip host."""
+        """Live members as the shard map lists them; empty hosts become the member's gossip host.
+
+        A member whose published addresses cannot be read is left out (it
+        cannot be routed to) and counted.
+        """
         members = []
         for member in self.membership.live_members():
-            members.append(_shard_member(member))
+            try:
+                members.append(_shard_member(member))
+            except (ValueError, TypeError):
+                self.counters["unreadable_members"] += 1
         return members
 
     def stats(self) -> dict[str, int]:
+        """Counters as of the last tick. Any thread: INFO runs in the worker pool,
+        and the membership itself may only be read on the reactor thread."""
+        return dict(self._stats)
+
+    def _take_stats(self) -> None:
         counts = self.membership.state_counts()
         result = {f"members_{state}": counts.get(state, 0) for state in ("alive", "suspect", "dead", "left")}
         result["joined"] = int(self._joined)
         result.update(self.membership.counters)
         result.update(self.counters)
         result.update({f"dropped_{reason}": count for reason, count in self.envelope.dropped.items()})
-        return result
+        self._stats = result  # one reference swap: readers see the old or the new dict
 
     # -- UDP ----------------------------------------------------------------------------
 
     def handle_read(self) -> None:
+        try:
+            self._read_datagrams()
+        except Exception:
+            # Nothing a peer sends may take the reactor (and every client) down.
+            self.counters["membership_errors"] += 1
+            logger.exception("gossip failed while reading datagrams")
+
+    def _read_datagrams(self) -> None:
         membership = self.membership
         for _ in range(_DATAGRAMS_PER_EVENT):
             try:
@@ -267,11 +312,12 @@ class GossipService:
                 continue
             try:
                 replies = membership.receive(source[:2], payload, time.monotonic())
-            except Exception:
+            except Exception as error:
                 # A membership plugin must drop what it cannot read; one that raises
-                # must not take the reactor (and every client) down with it.
+                # must not take the reactor down. Counted, logged without a traceback
+                # per datagram (a stranger could flood the log).
                 self.counters["membership_errors"] += 1
-                logger.exception("membership failed on a datagram from {}", source)
+                logger.debug("membership failed on a datagram from {}: {!r}", source, error)
                 continue
             self._send(replies)
         self._publish()
@@ -284,12 +330,15 @@ class GossipService:
         for address, payload in outbound:
             try:
                 sendto(seal(payload), address)
-            except OSError:
-                self.counters["send_errors"] += 1  # unreachable, buffer full: SWIM tolerates loss
+            except (OSError, OverflowError, ValueError, TypeError):
+                self.counters["send_errors"] += 1  # unreachable, buffer full, bad address: SWIM tolerates loss
 
     def _tick(self) -> None:
-        self._send(self.membership.tick(time.monotonic()))
-        self._publish()
+        try:
+            self._send(self.membership.tick(time.monotonic()))
+            self._publish()
+        finally:
+            self._take_stats()
 
     # -- TCP state exchange ---------------------------------------------------------------
 
@@ -361,13 +410,20 @@ class GossipService:
         self._changed = True
 
     def _publish(self) -> None:
-        if self._changed:
-            self._changed = False
-            members = self.shard_members()
-            if not self._joined and len(members) > 1:
-                # Someone found us (we may be the seed they joined through): we are in a cluster.
-                self._joined = True
+        if not self._changed:
+            return
+        members = self.shard_members()
+        if not self._joined and len(members) > 1:
+            # Someone found us (we may be the seed they joined through): we are in a cluster.
+            self._joined = True
+        try:
             self._on_change(members)
+        except Exception:
+            # A placement plugin that fails leaves the old map in place; the next
+            # change (or tick) tries again.
+            logger.exception("rebuilding the shard map for {} members failed", len(members))
+            return
+        self._changed = False
 
 
 def _shard_member(member: MemberView) -> ShardMember:

@@ -43,9 +43,11 @@ the bytes, which the simulation shows is not where the cost is.
 from __future__ import annotations
 
 import enum
+import ipaddress
 import json
 import math
 import random
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -180,6 +182,7 @@ class SwimMembership:
             "bytes_received": 0,
             "malformed": 0,
             "refutations": 0,
+            "pingreq_refused": 0,
         }
         self._queue_update(self.me, source=node_id)
 
@@ -252,7 +255,7 @@ class SwimMembership:
             for raw in updates:
                 self._apply(_decode_update(raw), now)
             return self._handle(kind, message, source, now)
-        except (MessageError, ValueError, TypeError, KeyError, IndexError):
+        except (MessageError, ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError):
             self.counters["malformed"] += 1
             return []
 
@@ -401,7 +404,14 @@ class SwimMembership:
         if kind == "gossip":
             return []  # its updates were applied above; nothing to answer
         if kind == "pingreq":
+            # Only relay to a member we know at that address: a ping request must
+            # not make us send datagrams to arbitrary hosts (a reflector).
+            target_id = str(message.get("to", ""))
             target = (str(message["h"]), int(message["p"]))
+            known = self.members.get(target_id)
+            if known is None or known.address != target or not known.live:
+                self.counters["pingreq_refused"] += 1
+                return []
             self._seq += 1
             self._relays[self._seq] = (source, seq, now + self.config.probe_interval)
             return [self._message(target, {"t": "ping", "s": self._seq, "to": str(message.get("to", ""))}, now)]
@@ -576,6 +586,25 @@ class SwimMembership:
             listener(member)
 
 
+def _valid_meta(name: str, value: str) -> bool:
+    """Addresses in meta ("client", "resp") must read as host:port ([v6]:port); clients resolve the host."""
+    if name not in ("client", "resp"):
+        return len(name) <= 64 and len(value) <= 256
+    host, separator, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not separator or not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return False
+    if host and _HOST_NAME.fullmatch(host) is None:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return False
+    return True
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?")
+
+
 def swim_membership(options: MembershipOptions) -> SwimMembership:
     """The built-in membership (entry point ``swim`` in group ``aegiskv.membership``)."""
     config = SwimConfig(
@@ -604,10 +633,15 @@ def _decode_update(raw: Any) -> _Update:
     node_id, state, incarnation, host, port, meta, source = raw
     if not isinstance(node_id, str) or not node_id or not isinstance(source, str):
         raise MessageError("bad node id")
-    if not isinstance(incarnation, int) or incarnation < 0 or not isinstance(port, int) or not 0 <= port <= 65535:
+    if not isinstance(incarnation, int) or incarnation < 0 or not isinstance(port, int) or not 1 <= port <= 65535:
         raise MessageError("bad incarnation or port")
     if not isinstance(host, str) or not isinstance(meta, dict):
         raise MessageError("bad host or meta")
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+    try:
+        # IP literals only: a host name would make the reactor block on DNS to send to it.
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise MessageError(f"host {host[:64]!r} is not an IP address") from None
+    if not all(isinstance(k, str) and isinstance(v, str) and _valid_meta(k, v) for k, v in meta.items()):
         raise MessageError("bad meta")
     return _Update(node_id, State(state), incarnation, (host, port), meta, source)

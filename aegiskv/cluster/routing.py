@@ -27,7 +27,9 @@ class Moved(CommandError):
         self.epoch = epoch
         self.client = client
         self.resp = resp
-        super().__init__(ErrorKind.MOVED, f"{slot} {resp or client}")
+        owner = resp or client
+        # Redis writes the address without IPv6 brackets; its clients split at the last colon.
+        super().__init__(ErrorKind.MOVED, f"{slot} {owner.host}:{owner.port}")
 
     @property
     def native_message(self) -> str:
