@@ -9,6 +9,7 @@ routing and membership, not data surviving a node.
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from redis.cluster import RedisCluster
 
 from aegiskv.client import Client, Config, MovedError
 from aegiskv.cluster.slots import ShardMapper
+from aegiskv.localnode import LocalNode
 from tests.cluster_harness import Cluster, gossip_address, info, topology, wait_for_agreement
 from tests.wire import wait_until
 
@@ -163,3 +165,45 @@ def test_gossip_secret_keeps_strangers_out(cluster: Cluster) -> None:
     assert set(topology(first)["nodes"]) == {"n0", "n1"}
     assert set(topology(stranger)["nodes"]) == {"n2"}
     assert set(topology(unsigned)["nodes"]) == {"n3"}
+
+
+def _ports_free(addresses: list[tuple[str, int]]) -> bool:
+    for host, port in addresses:
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            with socket.socket(socket.AF_INET, kind) as probe:
+                try:
+                    probe.bind((host, port))
+                except OSError:
+                    return False
+    return True
+
+
+def test_the_example_cluster_configs_form_a_cluster(tmp_path: Path) -> None:
+    # conf/cluster/node-{a,b,c}.toml use fixed ports (7700, 7379, 7701 on 127.0.0.1-3), as a user would.
+    examples = Path(__file__).resolve().parent.parent / "conf" / "cluster"
+    hosts = {"a": "127.0.0.1", "b": "127.0.0.2", "c": "127.0.0.3"}
+    if not _ports_free([(host, port) for host in hosts.values() for port in (7700, 7379, 7701)]):
+        pytest.skip("the example configs' fixed ports are in use on this machine")
+    nodes = []
+    try:
+        for name, host in hosts.items():
+            nodes.append(
+                LocalNode(
+                    str(tmp_path / name),
+                    ["--config", str(examples / f"node-{name}.toml")],
+                    bind=f"{host}:7700",
+                    resp_bind=f"{host}:7379",
+                    gossip=f"{host}:7701",
+                    health_addr=None,
+                )
+            )
+        wait_for_agreement(nodes, {"node-a", "node-b", "node-c"})
+        client = RedisCluster(host="127.0.0.1", port=7379)
+        try:
+            client.set("example", "works")
+            assert client.get("example") == b"works"
+        finally:
+            client.close()
+    finally:
+        for node in nodes:
+            node.kill()
