@@ -800,6 +800,11 @@ _ONE_KEY = (1, 1, 1)
 _ALL_KEYS = (1, -1, 1)
 _PAIRS = (1, -1, 2)
 
+# READONLY and READWRITE: cluster clients send them; reads are served by primaries either way.
+_READ_MODE = _spec(
+    "readonly", cmd_readonly, 1, "fast loading stale", _NO_KEYS, "cluster", "Accepted for cluster clients"
+)
+
 SPECS: dict[bytes, Spec] = {
     b"ping": _spec("ping", cmd_ping, -1, "fast stale", _NO_KEYS, "connection", "Ping the server"),
     b"echo": _spec("echo", cmd_echo, 2, "fast stale", _NO_KEYS, "connection", "Echo the given string"),
@@ -976,24 +981,8 @@ SPECS: dict[bytes, Spec] = {
     ),
     b"info": _spec("info", cmd_info, -1, "loading stale", _NO_KEYS, "server", "Information and statistics"),
     b"cluster": _spec("cluster", cmd_cluster, -2, "stale", _NO_KEYS, "cluster", "The shard map, as Redis Cluster"),
-    b"readonly": _spec(
-        "readonly",
-        cmd_readonly,
-        1,
-        "fast loading stale",
-        _NO_KEYS,
-        "cluster",
-        "Accepted for cluster clients; primaries serve reads",
-    ),
-    b"readwrite": _spec(
-        "readonly",
-        cmd_readonly,
-        1,
-        "fast loading stale",
-        _NO_KEYS,
-        "cluster",
-        "Accepted for cluster clients; primaries serve reads",
-    ),
+    b"readonly": _READ_MODE,
+    b"readwrite": _READ_MODE,
     b"config": _spec(
         "config",
         cmd_config,
