@@ -18,7 +18,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from aegiskv.client import Client, Config, MovedError
+from aegiskv.client import Client, Config, MovedError, NotFoundError
 from aegiskv.cluster.slots import ShardMapper
 from aegiskv.localnode import LocalNode
 from tests.cluster_harness import Cluster, gossip_address, info, topology, wait_for_agreement
@@ -55,6 +55,16 @@ def test_nodes_agree_on_one_map_and_serve_keys_through_it(cluster: Cluster, size
         client.mset(dict(list(pairs.items())[150:]))
         assert client.mget(list(pairs)) == list(pairs.values())
         assert client.get(b"key:7") == b"value-7"
+        # A pipeline over keys of every node: split by owner, results in queue order.
+        pipe = client.pipeline()
+        for key in list(pairs)[:60]:
+            pipe.get(key)
+        pipe.set(b"key:0", b"changed").get(b"key:0").delete(b"key:0").get(b"key:0")
+        results = pipe.execute()
+        assert results[:60] == list(pairs.values())[:60]
+        assert results[61:63] == [b"changed", True]
+        assert isinstance(results[63], NotFoundError)
+        client.set(b"key:0", pairs[b"key:0"])
     # Each key lives on its primary only.
     counts = {node_id: int(info(node, "keyspace")["keys"]) for node_id, node in cluster.nodes.items()}
     expected: dict[str, int] = dict.fromkeys(members, 0)

@@ -580,6 +580,9 @@ class Pipeline:
     missing key) instead of raising, so one miss does not hide the other
     results; ``execute(raise_on_error=True)`` raises the first one instead.
     Pipelines are retried as a whole only when every operation is idempotent.
+    Against a cluster the operations are split by the owner of their key, one
+    pipelined batch per node (operations on one key keep their order); one that
+    meets a redirect is sent again on its own to the new owner.
     """
 
     def __init__(self, client: Client) -> None:
@@ -629,7 +632,12 @@ class Pipeline:
             return []
         requests, decoders = self._requests, self._decoders
         self._requests, self._decoders, idempotent, self._idempotent = [], [], self._idempotent, True
-        frames = self._client._attempt(lambda connection: connection.call_many(requests), idempotent)
+        client = self._client
+        table = client._route_table()
+        if table is None:
+            frames = client._attempt(lambda connection: connection.call_many(requests), idempotent)
+        else:
+            frames = self._execute_by_owner(table, requests, idempotent)
         results: list[Any] = []
         for frame, decode in zip(frames, decoders):
             try:
@@ -639,3 +647,29 @@ class Pipeline:
                     raise
                 results.append(error)
         return results
+
+    def _execute_by_owner(
+        self, table: RouteTable, requests: list[tuple[int, dict[str, Any]]], idempotent: bool
+    ) -> list[Frame]:
+        client = self._client
+        groups: dict[tuple[str, int] | None, list[int]] = {}
+        for index, (_opcode, fields) in enumerate(requests):
+            groups.setdefault(table.owner(fields["items"][0][0]), []).append(index)
+        frames: list[Frame | None] = [None] * len(requests)
+        for address, indices in groups.items():
+            part = [requests[index] for index in indices]
+
+            def send_part(connection: NativeConnection, part: list[tuple[int, dict[str, Any]]] = part) -> list[Frame]:
+                return connection.call_many(part)
+
+            for index, answer in zip(indices, client._attempt(send_part, idempotent, address)):
+                frames[index] = answer
+        settled: list[Frame] = []
+        for (opcode, fields), frame in zip(requests, frames):
+            assert frame is not None
+            if frame.status == Status.MOVED:
+                # Not executed where it was sent: safe to send again, to the owner.
+                settled.append(client._keyed(fields["items"][0][0], opcode, idempotent=idempotent, **fields))
+            else:
+                settled.append(frame)
+        return settled
