@@ -495,8 +495,9 @@ def test_bind_audit_sees_a_normal_start(pki: Pki, tmp_path: Path) -> None:
             seen.append(line)
             if line.startswith("aegis ready"):
                 break
-        # native, RESP, health, and gossip's UDP and TCP sockets.
-        assert sum(line.startswith("BOUND") for line in seen) == 5, seen
+        # native, RESP, health, and gossip's UDP and TCP sockets (gossip binds another pair when
+        # the TCP twin of the UDP port the OS picked is taken).
+        assert sum(line.startswith("BOUND") for line in seen) >= 5, seen
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(20) == 0
