@@ -22,7 +22,7 @@ import aegiskv
 from aegiskv import resp_commands
 from aegiskv.backends.base import BackendStats
 from aegiskv.cluster.gossip import GossipService
-from aegiskv.cluster.interfaces import MembershipFactory, MembershipOptions
+from aegiskv.cluster.interfaces import GossipTiming, MembershipFactory, MembershipOptions
 from aegiskv.cluster.routing import Routing
 from aegiskv.cluster.shard_map import Endpoint, Member, Topology
 from aegiskv.config import Config, parse_address
@@ -457,12 +457,7 @@ def gossip_key(config: Config) -> bytes | None:
 
 def membership_options(config: Config, address: tuple[str, int], meta: dict[str, str]) -> MembershipOptions:
     """The membership plugin's options from the node's settings."""
-    return MembershipOptions(
-        node_id=config.node_id,
-        address=address,
-        meta=meta,
-        incarnation=int(time.time() * 1000),  # a restart supersedes this node's own tombstone
-        now=time.monotonic(),
+    timing = GossipTiming(
         probe_interval=config.gossip_probe_interval,
         probe_timeout=config.gossip_probe_timeout,
         suspicion_mult=config.gossip_suspicion_mult,
@@ -472,6 +467,8 @@ def membership_options(config: Config, address: tuple[str, int], meta: dict[str,
         gossip_interval=config.gossip_interval,
         gossip_nodes=config.gossip_nodes,
     )
+    # incarnation: a restart supersedes this node's own tombstone.
+    return MembershipOptions(config.node_id, address, meta, int(time.time() * 1000), time.monotonic(), timing)
 
 
 def advertised_endpoint(advertise: str | None, bound: tuple[str, int]) -> Endpoint:

@@ -35,7 +35,7 @@ options, or they will disagree about who owns what.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 PLACEMENT_GROUP = "aegiskv.placement"
@@ -94,6 +94,24 @@ Outbound = list[tuple[Address, bytes]]
 
 
 @dataclass(frozen=True)
+class GossipTiming:
+    """Failure-detector and dissemination timing (seconds), memberlist's LAN profile by default.
+
+    The node fills it from its ``gossip_*`` settings; a membership plugin reads
+    what applies to it.
+    """
+
+    probe_interval: float = 1.0  # time between two probes
+    probe_timeout: float = 0.5  # wait for a direct ack before indirect probes
+    suspicion_mult: int = 4  # suspicion timeout = mult x log10(N) x probe_interval
+    indirect_checks: int = 3  # members asked to probe for us
+    push_pull_interval: float = 30.0  # full-state exchange with a random member
+    dead_reclaim_time: float = 30.0  # how long dead and departed members are remembered
+    gossip_interval: float = 0.2  # how often pending news is pushed ...
+    gossip_nodes: int = 3  # ... to this many random members
+
+
+@dataclass(frozen=True)
 class MembershipOptions:
     """What a membership factory is given. Times are seconds on the caller's monotonic clock."""
 
@@ -102,14 +120,7 @@ class MembershipOptions:
     meta: dict[str, str]  # published with the node: "client" and "resp" addresses
     incarnation: int  # grows across restarts (start time in milliseconds)
     now: float
-    probe_interval: float = 1.0
-    probe_timeout: float = 0.5
-    suspicion_mult: int = 4
-    indirect_checks: int = 3
-    push_pull_interval: float = 30.0
-    dead_reclaim_time: float = 30.0
-    gossip_interval: float = 0.2
-    gossip_nodes: int = 3
+    timing: GossipTiming = field(default_factory=GossipTiming)
 
 
 class MemberView(Protocol):

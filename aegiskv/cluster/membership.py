@@ -42,6 +42,7 @@ the bytes, which the simulation shows is not where the cost is.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import ipaddress
 import json
@@ -52,7 +53,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aegiskv.cluster.interfaces import MembershipOptions
+from aegiskv.cluster.interfaces import GossipTiming, MembershipOptions
 
 Address = tuple[str, int]
 Outbound = list[tuple[Address, bytes]]
@@ -80,25 +81,20 @@ class Member:
 
 
 @dataclass(frozen=True)
-class SwimConfig:
-    """Timing, memberlist's LAN profile by default (seconds)."""
+class SwimConfig(GossipTiming):
+    """The plugin-facing timing plus this implementation's own knobs.
 
-    probe_interval: float = 1.0
-    probe_timeout: float = 0.5
-    suspicion_mult: int = 4
+    Besides piggybacking on probes, pending updates are pushed to
+    ``gossip_nodes`` random members every ``gossip_interval`` (memberlist's
+    defaults): a suspicion or a death then reaches everyone in a few hundred
+    milliseconds instead of one hop per probe interval. Nothing is sent when
+    there is nothing new.
+    """
+
     suspicion_max_mult: int = 6
-    indirect_checks: int = 3
     retransmit_mult: int = 4
-    dead_reclaim_time: float = 30.0
-    push_pull_interval: float = 30.0
     max_updates_per_message: int = 12
     max_health: int = 8  # local-health score ceiling (probe timeout is multiplied by score + 1)
-    # Besides piggybacking on probes, pending updates are pushed to gossip_nodes
-    # random members every gossip_interval (memberlist's defaults): a suspicion
-    # or a death then reaches everyone in a few hundred milliseconds instead of
-    # one hop per probe interval. Nothing is sent when there is nothing new.
-    gossip_interval: float = 0.2
-    gossip_nodes: int = 3
 
 
 @dataclass
@@ -607,22 +603,12 @@ _HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?")
 
 def swim_membership(options: MembershipOptions) -> SwimMembership:
     """The built-in membership (entry point ``swim`` in group ``aegiskv.membership``)."""
-    config = SwimConfig(
-        probe_interval=options.probe_interval,
-        probe_timeout=options.probe_timeout,
-        suspicion_mult=options.suspicion_mult,
-        indirect_checks=options.indirect_checks,
-        push_pull_interval=options.push_pull_interval,
-        dead_reclaim_time=options.dead_reclaim_time,
-        gossip_interval=options.gossip_interval,
-        gossip_nodes=options.gossip_nodes,
-    )
     return SwimMembership(
         options.node_id,
         options.address,
         meta=options.meta,
         incarnation=options.incarnation,
-        config=config,
+        config=SwimConfig(**dataclasses.asdict(options.timing)),
         now=options.now,
     )
 
