@@ -292,7 +292,7 @@ class Server:
         for listener in self.reactor.listeners:
             if listener is not self.health_listener and listener.accepting:
                 listener.accepting = False
-                self.reactor.selector.unregister(listener.sock)
+                self.reactor.poller.unregister(listener.sock)
                 listener.sock.close()
         self._drain_step()
 

@@ -210,6 +210,34 @@ def test_slow_loris_is_closed_and_others_keep_their_latency(start_node) -> None:
         assert healthy.request(Opcode.GET, items=((b"loris:probe", b""),)).status == Status.OK
 
 
+@pytest.mark.parametrize("parser", ["hiredis", "python"])
+def test_busy_clients_outlive_the_request_timeout(start_node, parser: str) -> None:
+    # Regression: with the hiredis parser the bytes of answered commands stayed
+    # "buffered", so a redis-py connection in steady use was closed as a
+    # slow-loris once request_timeout passed (redis-py reconnected silently).
+    node = start_node(env=_env(request_timeout="1s", resp_parser=parser, log_level="debug"))
+    assert node.resp_address is not None
+    host, port = node.resp_address
+    resp_client = redis.Redis(host=host, port=port, retry=Retry(NoBackoff(), 0))
+    first_id = resp_client.client_id()
+    with RawConnection(node.address) as native_client:
+        deadline = time.monotonic() + 3.5  # three sweeps past the timeout
+        while time.monotonic() < deadline:
+            assert resp_client.set("busy", "v") is True
+            # A command split across two writes, completed well within the timeout.
+            conn = resp_client.connection_pool.get_connection("GET")
+            conn.send_packed_command([b"*2\r\n$3\r\nGET\r\n"])
+            time.sleep(0.05)
+            conn.send_packed_command([b"$4\r\nbusy\r\n"])
+            assert conn.read_response() == b"v"
+            resp_client.connection_pool.release(conn)
+            assert native_client.request(Opcode.GET, items=((b"busy", b""),)).status == Status.OK
+            time.sleep(0.2)
+        assert resp_client.client_id() == first_id
+    resp_client.close()
+    assert "request_timeout" not in node.log_text()
+
+
 # -- readers that never read ------------------------------------------------------------------------
 
 

@@ -37,6 +37,7 @@ from aegiskv.cluster.interfaces import MembershipCore, MemberView
 from aegiskv.cluster.shard_map import Endpoint
 from aegiskv.cluster.shard_map import Member as ShardMember
 from aegiskv.cluster.wire import Envelope, EnvelopeError
+from aegiskv.net.poller import READ
 from aegiskv.net.reactor import ListenerOptions, Protocol, Reactor
 
 Address = tuple[str, int]
@@ -233,7 +234,7 @@ class GossipService:
                 counts_as_client=False,
             ),
         )
-        reactor.selector.register(self._udp, 1, self)  # selectors.EVENT_READ
+        reactor.poller.register(self._udp, READ, self)
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -252,7 +253,7 @@ class GossipService:
 
     def close(self) -> None:
         try:
-            self.reactor.selector.unregister(self._udp)
+            self.reactor.poller.unregister(self._udp)
         except (KeyError, ValueError):
             pass
         self._udp.close()

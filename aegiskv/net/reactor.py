@@ -1,4 +1,4 @@
-"""The selectors reactor: one thread owns every socket and never blocks.
+"""The reactor: one thread owns every socket and never blocks (epoll, see poller.py).
 
 Protocols (native, RESP, HTTP) plug in through :class:`Protocol`; the reactor
 gives each connection a :class:`Connection` (its transport) to write replies,
@@ -21,7 +21,6 @@ import errno
 import fcntl
 import heapq
 import itertools
-import selectors
 import socket
 import ssl
 import struct
@@ -33,11 +32,9 @@ from typing import Any
 
 from loguru import logger
 
+from aegiskv.net.poller import READ, READABLE, WRITABLE, WRITE, new_poller
 from aegiskv.net.waker import Waker
 from aegiskv.net.workers import Done, Task, WorkerPool
-
-READ = selectors.EVENT_READ
-WRITE = selectors.EVENT_WRITE
 
 RECV_SIZE = 65536
 # Output is joined into one send() below this size; above it, sendmsg() avoids copying large values.
@@ -67,7 +64,7 @@ class Protocol:
         return False
 
     def partial_request(self) -> bool:
-        """True while bytes of an incomplete request are buffered (for the request timeout)."""
+        """True while bytes of an incomplete request may be buffered (asked by the once-a-second sweep)."""
         return False
 
 
@@ -168,7 +165,8 @@ class Connection:
         self._tls = isinstance(sock, ssl.SSLSocket)
         self._handshaking = self._tls
         self._handshake_events = READ  # what the TLS handshake waits for
-        self.partial_since: float | None = None  # when the incomplete request now buffered began
+        # When bytes arrived that no reply has answered yet (None: every read was answered).
+        self.partial_since: float | None = None
         self.last_send = reactor.now  # last time replies made progress (or there were none)
         self.last_queued: int | None = None  # kernel send-queue bytes when the sweep last looked
         self.close_reason = ""  # why the server closed it (metrics and logs)
@@ -178,6 +176,8 @@ class Connection:
     def write(self, data: bytes | memoryview) -> None:
         if self.closed or not data:
             return
+        # A reply: the bytes read so far made a request (see partial_since).
+        self.partial_since = None
         if not self.out_size:
             self.last_send = self.reactor.now  # the send timeout counts from the first waiting reply
         self._out.append(data)
@@ -248,20 +248,18 @@ class Connection:
         if not data:
             self._close_now()
             return
-        now = self.reactor.now
-        self.last_activity = now
-        protocol = self.protocol
+        now = self.last_activity = self.reactor.now
+        if self.partial_since is None:
+            # Cleared by the next reply: a read that completes no request leaves
+            # it set, and the sweep closes a connection whose request stays
+            # incomplete (slow-loris) without a check per read.
+            self.partial_since = now
         try:
-            protocol.data_received(data)
+            self.protocol.data_received(data)
         except Exception:
             logger.exception("protocol {} failed on data from {}; closing", self.listener.options.name, self.peer)
             self._close_now()
             return
-        if protocol.partial_request():
-            if self.partial_since is None:
-                self.partial_since = now
-        else:
-            self.partial_since = None
         if not self._dirty:
             self._update_interest()  # a pause may have changed what we wait for
 
@@ -292,20 +290,19 @@ class Connection:
         self._send()
 
     def _send(self) -> None:
-        if self.closed:
-            return
-        if self._handshaking:
-            return  # replies wait for the handshake (none are produced before it)
-        pre_send = self.reactor.pre_send
-        if pre_send is not None:
-            pre_send()  # e.g. the write-ahead log goes to the OS before any reply does
+        if self.closed or self._handshaking:
+            return  # replies wait for the TLS handshake (none are produced before it)
+        reactor = self.reactor
+        if reactor.pre_send is not None:
+            reactor.pre_send()  # e.g. the write-ahead log goes to the OS before any reply does
         out = self._out
-        if self.out_size > self.listener.options.output_limit:
+        size = self.out_size
+        if size > self.listener.options.output_limit:
             logger.warning(
                 "closing {} connection from {}: {} reply bytes not taken (limit {})",
                 self.listener.options.name,
                 self.peer,
-                self.out_size,
+                size,
                 self.listener.options.output_limit,
             )
             self.close_reason = "output_limit"
@@ -314,11 +311,11 @@ class Connection:
         try:
             if len(out) == 1:
                 sent = self.sock.send(out[0])
-            elif self.out_size <= _JOIN_LIMIT or self._tls:
+            elif size <= _JOIN_LIMIT or self._tls:
                 # Small replies are joined into one send; TLS sockets have no
                 # sendmsg(), so they send the joined head (at most _JOIN_LIMIT).
                 joined: bytes | memoryview
-                if self.out_size <= _JOIN_LIMIT:
+                if size <= _JOIN_LIMIT:
                     joined = b"".join(out)
                     out[:] = [joined]
                 else:
@@ -333,9 +330,24 @@ class Connection:
                 logger.debug("send to {} failed: {}", self.peer, error)
             self._close_now()
             return
+        if sent == size:
+            # The common case, kept short: everything went.
+            out.clear()
+            self.out_size = 0
+            self.last_activity = self.last_send = reactor.now
+            if self._closing:
+                self._close_now()
+                return
+            if size >= self.high_water:
+                self._drained()  # may write again: the interest update below asks for WRITE
+                if self.closed:
+                    return
+                self._update_interest()
+            elif self._events != (0 if self._paused else READ):
+                self._update_interest()
+            return
         if sent:
-            self.last_activity = self.last_send = self.reactor.now
-            was_above = self.out_size >= self.high_water
+            self.last_activity = self.last_send = reactor.now
             self.out_size -= sent
             while sent:
                 head = out[0]
@@ -345,17 +357,18 @@ class Connection:
                 else:
                     out[0] = memoryview(head)[sent:]
                     sent = 0
-            if not self.out_size and self._closing:
-                self._close_now()
-                return
-            if was_above and self.out_size < self.high_water and not self._closing:
-                try:
-                    self.protocol.output_drained()
-                except Exception:
-                    logger.exception("protocol {} failed resuming {}; closing", self.listener.options.name, self.peer)
-                    self._close_now()
+            if size >= self.high_water and self.out_size < self.high_water and not self._closing:
+                self._drained()
+                if self.closed:
                     return
         self._update_interest()
+
+    def _drained(self) -> None:
+        try:
+            self.protocol.output_drained()
+        except Exception:
+            logger.exception("protocol {} failed resuming {}; closing", self.listener.options.name, self.peer)
+            self._close_now()
 
     def kernel_queue_shrank(self) -> bool:
         """Whether the kernel's send queue for this socket drained since the last look.
@@ -386,13 +399,13 @@ class Connection:
             if self.out_size:
                 events |= WRITE
         if events != self._events:
-            selector = self.reactor.selector
+            poller = self.reactor.poller
             if self._events == 0:
-                selector.register(self.sock, events, self)
+                poller.register(self.sock, events, self)
             elif events == 0:
-                selector.unregister(self.sock)
+                poller.unregister(self.sock)
             else:
-                selector.modify(self.sock, events, self)
+                poller.modify(self.sock, events, self)
             self._events = events
 
     def _close_now(self) -> None:
@@ -400,7 +413,7 @@ class Connection:
             return
         self.closed = True
         if self._events:
-            self.reactor.selector.unregister(self.sock)
+            self.reactor.poller.unregister(self.sock)
             self._events = 0
         try:
             self.sock.close()
@@ -419,10 +432,10 @@ class Reactor:
     """The event loop. Create, add listeners, then :meth:`run` on the thread that owns it."""
 
     def __init__(self, worker_threads: int = 4) -> None:
-        self.selector = selectors.DefaultSelector()
+        self.poller = new_poller()
         self.now = time.monotonic()
         self.waker = Waker()
-        self.selector.register(self.waker.fileno(), READ, self.waker)
+        self.poller.register(self.waker.fileno(), READ, self.waker)
         self.pool = WorkerPool(worker_threads, self._done_from_worker)
         self.listeners: list[Listener] = []
         self.connections: dict[int, Connection] = {}
@@ -467,7 +480,7 @@ class Reactor:
         sock.listen(backlog)
         sock.setblocking(False)
         listener = Listener(self, sock, options)
-        self.selector.register(sock, READ, listener)
+        self.poller.register(sock, READ, listener)
         self.listeners.append(listener)
         return listener
 
@@ -476,7 +489,7 @@ class Reactor:
         for listener in self.listeners:
             if listener.accepting:
                 listener.accepting = False
-                self.selector.unregister(listener.sock)
+                self.poller.unregister(listener.sock)
                 listener.sock.close()
 
     def submit(self, task: Task, done: Done) -> None:
@@ -499,22 +512,27 @@ class Reactor:
     def run(self, until: Callable[[], bool] | None = None) -> None:
         """Serve until :meth:`stop` (or ``until()`` returns True, checked every loop)."""
         self._running = True
-        select = self.selector.select
+        poll = self.poller.poll
+        handlers = self.poller.handlers
+        waker = self.waker
+        monotonic = time.monotonic
         try:
             while self._running:
                 timeout = 1.0
                 if self._timers:
-                    timeout = min(timeout, max(0.0, self._timers[0][0] - time.monotonic()))
-                events = select(timeout)
-                self.now = time.monotonic()
-                for key, mask in events:
-                    handler = key.data
-                    if handler is self.waker:
+                    timeout = min(timeout, max(0.0, self._timers[0][0] - monotonic()))
+                events = poll(timeout)
+                self.now = monotonic()
+                for fd, mask in events:
+                    handler = handlers.get(fd)
+                    if handler is None:
+                        continue  # closed by an earlier handler in this turn
+                    if handler is waker:
                         self._run_callbacks()
                         continue
-                    if mask & READ:
+                    if mask & READABLE:
                         handler.handle_read()
-                    if mask & WRITE and not getattr(handler, "closed", False):
+                    if mask & WRITABLE and not getattr(handler, "closed", False):
                         handler.handle_write()
                 if self._timers and self._timers[0][0] <= self.now:
                     self._run_timers()
@@ -540,7 +558,7 @@ class Reactor:
         for connection in list(self.connections.values()):
             connection.close(flush=False)
         self.pool.shutdown(cancel_pending=True, timeout=2.0)
-        self.selector.close()
+        self.poller.close()
         self.waker.close()
 
     def _run_callbacks(self) -> None:
@@ -634,6 +652,8 @@ class Reactor:
                     options.request_timeout
                     and connection.partial_since is not None
                     and (now - connection.partial_since > options.request_timeout)
+                    and not connection.protocol.busy()  # its reply is in the worker pool
+                    and connection.protocol.partial_request()
                 ):
                     reason = "request_timeout"
                 elif (
