@@ -59,8 +59,20 @@ class WireAdapter(TypingProtocol[RequestT]):
 
     def receive_data(self, data: bytes) -> None: ...
 
-    def next_request(self) -> RequestT | None:
-        """The next complete request, ``None`` for more data; raises PeerProtocolError."""
+    def take_requests(self) -> list[RequestT]:
+        """Every complete request buffered now (empty: more data needed); raises PeerProtocolError.
+
+        Requests before a protocol error are returned first; the error is
+        raised by the next call. Before authentication at most one request
+        (AUTH changes the limits the requests after it are decoded with).
+        """
+
+    def push_back(self, requests: list[RequestT]) -> None:
+        """Requests taken but not run (the pipeline paused): returned first by the next take."""
+
+    @property
+    def error_pending(self) -> bool:
+        """The last take stopped before a protocol error, which the next take raises."""
 
     def violation_reply(self, error: PeerProtocolError) -> bytes:
         """What to send before closing a connection that broke the protocol."""
@@ -181,12 +193,13 @@ class CommandConnection(Protocol, Generic[RequestT]):
 
     def _process(self) -> None:
         # The hot loop of the server: everything it touches is bound to a local,
-        # and the common case (authenticated, no rate limit, small command) runs
-        # the handler right here instead of through _execute.
+        # requests come a read's worth at a time, and the common case
+        # (authenticated, no rate limit, no fsync, small command) runs the
+        # handler right here instead of through _execute.
         connection = self.connection
         assert connection is not None
         adapter = self.adapter
-        next_request = adapter.next_request
+        take_requests = adapter.take_requests
         route = adapter.route
         write = connection.write
         server = self.server
@@ -198,60 +211,81 @@ class CommandConnection(Protocol, Generic[RequestT]):
         arrived = clock()  # every request decoded in this call arrived with this read
         high_water = connection.high_water
         durable = self._durability is not None
-        while not self._closing and connection.out_size + self._held_bytes < high_water:
+        plain = not durable and session.authenticated and session.rate is None
+        last_bucket = LATENCY_BUCKETS - 1
+        while True:
+            # An authenticated take returns every complete request; before
+            # authentication it returns one, so take again after running it.
+            took_all = session.authenticated
             try:
-                request = next_request()
-                if request is None:
-                    return
-                command, handler = route(request)
+                requests = take_requests()
             except PeerProtocolError as error:
                 self._violation(Violation(adapter.violation_reply(error), str(error)))
                 return
-            except Violation as violation:
-                self._violation(violation)
-                return
-            except CommandError as error:
-                write(adapter.error_reply(request, error))
-                continue
-            if command.may_leave_reactor and (command.slow or adapter.batch_size(request) > limit):
-                self._hand_off(command, handler, request)
-                return
-            if durable or not session.authenticated or session.rate is not None:
-                reply = self._execute(command, handler, request, stats)
-                if durable:
-                    self._emit(reply, command.write)
-                else:
-                    write(reply)
-            else:
+            if not requests:
+                break
+            for position, request in enumerate(requests):
+                if self._closing or connection.out_size + self._held_bytes >= high_water:
+                    adapter.push_back(requests[position:])
+                    self._stop_reading_if_held(high_water)
+                    return  # output_drained() (or release()) resumes
                 try:
-                    write(handler(server, session, request))
+                    command, handler = route(request)
+                except Violation as violation:
+                    self._violation(violation)
+                    return
                 except CommandError as error:
-                    stats.errors[command.index] += 1
-                    if error.close:
-                        session.close_requested = True
                     write(adapter.error_reply(request, error))
-                except Exception:
-                    logger.exception("command {} failed", command.name)
-                    stats.errors[command.index] += 1
-                    write(adapter.error_reply(request, CommandError(ErrorKind.INTERNAL, "internal error")))
-                index = command.index
-                elapsed = clock() - arrived
-                calls[index] += 1
-                latency_sum[index] += elapsed
-                bucket = (elapsed // 1000).bit_length()
-                latency[index][bucket if bucket < LATENCY_BUCKETS else LATENCY_BUCKETS - 1] += 1
-                if session.close_requested:
-                    self._closing = True
-            if self._closing:
-                if not self._held:
-                    connection.close()  # after the last reply has been sent
-                return  # with replies held, release() closes once they are out
+                    continue
+                if command.may_leave_reactor and (command.slow or adapter.batch_size(request) > limit):
+                    adapter.push_back(requests[position + 1 :])
+                    self._hand_off(command, handler, request)
+                    return
+                if plain:
+                    try:
+                        write(handler(server, session, request))
+                    except CommandError as error:
+                        stats.errors[command.index] += 1
+                        if error.close:
+                            session.close_requested = True
+                        write(adapter.error_reply(request, error))
+                    except Exception:
+                        logger.exception("command {} failed", command.name)
+                        stats.errors[command.index] += 1
+                        write(adapter.error_reply(request, CommandError(ErrorKind.INTERNAL, "internal error")))
+                    index = command.index
+                    elapsed = clock() - arrived
+                    calls[index] += 1
+                    latency_sum[index] += elapsed
+                    bucket = (elapsed // 1000).bit_length()
+                    latency[index][bucket if bucket < last_bucket else last_bucket] += 1
+                    if session.close_requested:
+                        self._closing = True
+                else:
+                    reply = self._execute(command, handler, request, stats)
+                    if durable:
+                        self._emit(reply, command.write)
+                    else:
+                        write(reply)
+                    plain = not durable and session.authenticated and session.rate is None  # after AUTH
+                if self._closing:
+                    adapter.push_back(requests[position + 1 :])  # never run: the connection closes
+                    if not self._held:
+                        connection.close()  # after the last reply has been sent
+                    return  # with replies held, release() closes once they are out
+            if took_all and not adapter.error_pending:
+                break  # else the next take raises the error
+        if self._held_bytes:
+            self._stop_reading_if_held(high_water)
+
+    def _stop_reading_if_held(self, high_water: int) -> None:
+        # Held replies count against the high-water mark too: stop reading until
+        # the log catches up (release() resumes). Unsent output alone pauses in
+        # the reactor, which calls output_drained() once the client took enough.
+        connection = self.connection
+        assert connection is not None
         if self._held_bytes and connection.out_size + self._held_bytes >= high_water:
-            # Held replies count against the high-water mark too: stop reading
-            # until the log catches up (release() resumes).
             connection.pause_reading()
-        # Above the high-water mark: the reactor stops reading and calls
-        # output_drained() once the client has taken enough of its replies.
 
     def _execute(self, command: Command, handler: Handler, request: RequestT, stats: RequestStats) -> bytes:
         """Run one request on the calling thread and return its encoded reply."""
@@ -295,21 +329,22 @@ class CommandConnection(Protocol, Generic[RequestT]):
             (command, handler, request, session.authenticated)
         ]
         violation: Violation | None = None
-        while True:
+        while violation is None:
             try:
-                following = self.adapter.next_request()
+                following = self.adapter.take_requests()
             except PeerProtocolError as error:
                 violation = Violation(self.adapter.violation_reply(error), str(error))
                 break
-            if following is None:
+            if not following:
                 break
-            try:
-                batch.append((*self.adapter.route(following), following, session.authenticated))
-            except CommandError as error:
-                batch.append((following, error))
-            except Violation as error:
-                violation = error
-                break
+            for request_behind in following:
+                try:
+                    batch.append((*self.adapter.route(request_behind), request_behind, session.authenticated))
+                except CommandError as error:
+                    batch.append((request_behind, error))
+                except Violation as error:
+                    violation = error
+                    break
         self._in_pool = True
         connection.pause_reading()
         registry = self.server.stats

@@ -255,7 +255,7 @@ ROUTES: dict[int, tuple[Command, NativeHandler]] = {
 class NativeAdapter:
     """Connects :class:`FrameDecoder` to the pipeline (a ``WireAdapter``)."""
 
-    __slots__ = ("_decoder", "_limits", "_routing", "_authenticated", "receive_data", "next_request")
+    __slots__ = ("_decoder", "_limits", "_routing", "_authenticated", "_pushed_back", "error_pending", "receive_data")
 
     def __init__(
         self, limits: native.Limits, unauthenticated_limits: native.Limits | None, routing: Routing | None = None
@@ -264,9 +264,37 @@ class NativeAdapter:
         self._decoder = FrameDecoder(unauthenticated_limits or limits)
         self._routing = routing or Routing()
         self._authenticated = unauthenticated_limits is None
-        # The decoder's own methods, without a wrapper call per request.
+        self._pushed_back: list[Frame] = []  # taken but not run: they come out first
+        self.error_pending = False  # the last take stopped before a protocol error
+        # The decoder's own method, without a wrapper call per read.
         self.receive_data = self._decoder.receive_data
-        self.next_request = self._decoder.next_frame
+
+    def take_requests(self) -> list[Frame]:
+        frames = self._pushed_back
+        if frames:
+            self._pushed_back = []
+            if not self._authenticated:
+                self._pushed_back = frames[1:]
+                return frames[:1]
+        else:
+            frames = []
+        next_frame = self._decoder.next_frame
+        if not self._authenticated:
+            # One at a time: an AUTH raises the decoder's limits for the frames after it.
+            frame = next_frame()
+            return [] if frame is None else [frame]
+        try:
+            while (frame := next_frame()) is not None:
+                frames.append(frame)
+        except native.ProtocolError:
+            if not frames:
+                raise
+            # Raised again on the next call: the decoder stays at the bad frame.
+            self.error_pending = True
+        return frames
+
+    def push_back(self, frames: list[Frame]) -> None:
+        self._pushed_back[:0] = frames
 
     def buffered(self) -> int:
         return self._decoder.buffered

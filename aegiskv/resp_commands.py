@@ -170,11 +170,14 @@ def cmd_hello(server: Server, session: Session, args: Args) -> bytes:
 # -- strings -------------------------------------------------------------------------------
 
 
+_bulk = resp.bulk
+
+
 def cmd_get(server: Server, session: Session, args: Args) -> bytes:
     value = server.node.get(args[1])
     if value is None:
         return resp.NULL3 if session.protocol == 3 else resp.NULL_BULK
-    return b"$%d\r\n" % len(value) + value + b"\r\n"
+    return _bulk(value)
 
 
 class _Expiry(NamedTuple):
@@ -1046,7 +1049,7 @@ _ERROR_PREFIX = {
 class RespAdapter:
     """Connects :class:`resp.RequestParser` to the pipeline (a ``WireAdapter``)."""
 
-    __slots__ = ("_parser", "_routing", "receive_data", "next_request")
+    __slots__ = ("_parser", "_routing", "error_pending", "receive_data", "push_back")
 
     def __init__(
         self,
@@ -1059,7 +1062,18 @@ class RespAdapter:
         self._routing = routing or Routing()
         # The parser's own methods, without a wrapper call per request.
         self.receive_data = self._parser.receive_data
-        self.next_request = self._parser.next_command
+        self.push_back = self._parser.push_back
+        self.error_pending = False  # the last take stopped before a protocol error
+
+    def take_requests(self) -> list[Args]:
+        parser = self._parser
+        if not parser.authenticated:
+            # One at a time: an AUTH lifts the small pre-auth limits for what follows it.
+            command = parser.next_command()
+            return [] if command is None else [command]
+        commands = parser.take_commands()
+        self.error_pending = parser.error_pending
+        return commands
 
     def violation_reply(self, error: PeerProtocolError) -> bytes:
         return resp.error(f"ERR {error}")

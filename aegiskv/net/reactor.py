@@ -574,7 +574,9 @@ class Reactor:
         dirty = self.dirty
         self.dirty = []
         for connection in dirty:
-            connection.flush()
+            connection._dirty = False
+            if connection.out_size:
+                connection._send()  # checks closed
 
     def _run_timers(self) -> None:
         timers = self._timers
