@@ -10,7 +10,7 @@ reactor, is it a write) lives here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,11 +25,12 @@ class Command:
     batch: bool = False
     # Work that takes long whatever its arguments (FLUSHALL frees every key): always the pool.
     slow: bool = False
+    # Whether the pipeline must look closer before running this inline: a field,
+    # not a property, because the pipeline reads it for every request.
+    may_leave_reactor: bool = field(init=False)
 
-    @property
-    def may_leave_reactor(self) -> bool:
-        """Whether the pipeline must look closer before running this inline."""
-        return self.slow or self.batch
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "may_leave_reactor", self.slow or self.batch)
 
 
 _SPECS: list[tuple[str, dict[str, bool]]] = [

@@ -1049,7 +1049,7 @@ _ERROR_PREFIX = {
 class RespAdapter:
     """Connects :class:`resp.RequestParser` to the pipeline (a ``WireAdapter``)."""
 
-    __slots__ = ("_parser", "_routing", "error_pending", "receive_data", "push_back")
+    __slots__ = ("_parser", "_routing", "receive_data", "push_back", "take_requests")
 
     def __init__(
         self,
@@ -1063,17 +1063,11 @@ class RespAdapter:
         # The parser's own methods, without a wrapper call per request.
         self.receive_data = self._parser.receive_data
         self.push_back = self._parser.push_back
-        self.error_pending = False  # the last take stopped before a protocol error
+        self.take_requests = self._parser.take_commands
 
-    def take_requests(self) -> list[Args]:
-        parser = self._parser
-        if not parser.authenticated:
-            # One at a time: an AUTH lifts the small pre-auth limits for what follows it.
-            command = parser.next_command()
-            return [] if command is None else [command]
-        commands = parser.take_commands()
-        self.error_pending = parser.error_pending
-        return commands
+    @property
+    def error_pending(self) -> bool:
+        return self._parser.error_pending
 
     def violation_reply(self, error: PeerProtocolError) -> bytes:
         return resp.error(f"ERR {error}")
