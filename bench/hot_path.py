@@ -1,0 +1,205 @@
+"""Benchmark: the Python cost of one RESP request, without sockets, against a git ref.
+
+Not a test. The socket benchmarks (resp_vs_redis.py) swing by 10-30% between
+runs on these shared machines, and by up to 2x for the Python share of the
+work, which hides changes of a few percent. This one runs the server's own
+request path -- reactor read handler, RESP parser, pipeline, command handler,
+node, backend, reply, send -- in one process, with a socket object whose
+``recv`` returns a prepared buffer and whose ``send`` swallows the reply, so
+what it times is the Python work per request and nothing else.
+
+Shapes: GET and SET (100-byte values), 1 or 16 commands per read, one hot key
+or random keys over 100,000 stored ones (the cache misses of a real keyspace).
+Each figure is the best of several rounds (the least disturbed one).
+
+With ``--against REF`` the same measurement runs on a worktree of REF in a
+subprocess, interleaved with the working tree, and the table shows the ratio.
+
+    python bench/hot_path.py [--against HEAD~1] [--rounds 9] [--requests 100000]
+
+Writes bench/results/hot_path.txt and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+SHAPES = [(op, pipeline, keys) for op in ("get", "set") for pipeline in (1, 16) for keys in ("hot", "random")]
+VALUE = b"v" * 100
+KEYSPACE = 100_000
+
+
+def request(op: str, key: bytes) -> bytes:
+    if op == "get":
+        return b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n" % (len(key), key)
+    return b"*3\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(key), key, len(VALUE), VALUE)
+
+
+class ScriptedSocket:
+    """Stands in for a client socket: recv() hands out prepared reads, send() takes everything."""
+
+    family = 0
+
+    def __init__(self, reads: list[bytes]) -> None:
+        self._reads = itertools.cycle(reads)
+
+    def recv(self, _size: int) -> bytes:
+        return next(self._reads)
+
+    def send(self, data: bytes) -> int:
+        return len(data)
+
+    def getsockname(self) -> tuple[str, int]:
+        return ("127.0.0.1", 1)
+
+    def fileno(self) -> int:
+        return -1
+
+
+class NoPoller:
+    """Registration is for epoll; nothing polls here."""
+
+    handlers: dict[int, object] = {}
+
+    def register(self, *_args: object) -> None:
+        pass
+
+    modify = register
+    unregister = register
+
+
+def measure(op: str, pipeline: int, keys: str, rounds: int, requests: int) -> float:
+    """Best microseconds per request over ``rounds`` rounds, in this process's aegiskv."""
+    sys.path.insert(0, os.getcwd())
+    from aegiskv import config
+    from aegiskv.daemon import build_server
+    from aegiskv.net.reactor import Connection
+
+    data_dir = tempfile.mkdtemp(prefix="aegis-hot-path-")
+    settings = config.build(
+        environ={},
+        flags={
+            "data_dir": data_dir,
+            "gossip": "off",
+            "bind": "127.0.0.1:0",
+            "resp_bind": "127.0.0.1:0",
+            "health_addr": "127.0.0.1:0",
+            "log_level": "warn",
+        },
+    )
+    server, _data_dir = build_server(settings)
+    server.start()
+    reactor = server.reactor
+    # (Older commits named the attribute ``selector``: set both, for --against.)
+    reactor.poller = reactor.selector = NoPoller()  # type: ignore[assignment, attr-defined]
+    rng = random.Random(7)
+    all_keys = [b"key:%012d" % number for number in range(KEYSPACE)]
+    for key in all_keys:
+        server.node.put(key, VALUE)
+    if keys == "hot":
+        reads = [request(op, all_keys[0]) * pipeline]
+    else:
+        reads = [b"".join(request(op, rng.choice(all_keys)) for _ in range(pipeline)) for _ in range(20_000)]
+    assert server.resp_listener is not None
+    connection = Connection(reactor, ScriptedSocket(reads), ("127.0.0.1", 2), server.resp_listener, 1)  # type: ignore[arg-type]
+    connection.protocol = server.resp_listener.options.protocol_factory()
+    connection.protocol.connection_made(connection)
+    handle_read = connection.handle_read
+    flush = reactor._flush_dirty
+    turns = max(1, requests // pipeline)
+    for _ in range(turns // 10):  # warm up
+        handle_read()
+        flush()
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(turns):
+            handle_read()
+            flush()
+        best = min(best, (time.perf_counter() - started) / (turns * pipeline))
+    return best * 1e6
+
+
+def measure_in(tree: Path, shape: tuple[str, int, str], rounds: int, requests: int) -> float:
+    """Run :func:`measure` for ``shape`` in a fresh interpreter on ``tree`` (pinned to one CPU if possible)."""
+    op, pipeline, keys = shape
+    command = [sys.executable, str(Path(__file__).resolve()), "--one", op, str(pipeline), keys]
+    command += ["--rounds", str(rounds), "--requests", str(requests)]
+    if (os.cpu_count() or 1) >= 2:
+        command = ["taskset", "-c", "1", *command]
+    output = subprocess.run(command, cwd=tree, capture_output=True, text=True, check=True).stdout
+    return float(output.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--against", help="git ref to compare with (checked out in a temporary worktree)")
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--requests", type=int, default=60_000, help="requests per round")
+    parser.add_argument("--repeat", type=int, default=2, help="interleaved repetitions per shape (best kept)")
+    parser.add_argument("--one", nargs=3, metavar=("OP", "PIPELINE", "KEYS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        op, pipeline, keys = args.one
+        print(f"{measure(op, int(pipeline), keys, args.rounds, args.requests):.4f}")
+        return 0
+
+    trees = {"working tree": ROOT}
+    worktree = None
+    if args.against:
+        worktree = Path(tempfile.mkdtemp(prefix="aegis-hot-path-ref-"))
+        subprocess.run(["git", "worktree", "add", "--detach", "-f", str(worktree), args.against], cwd=ROOT, check=True)
+        trees = {args.against: worktree, "working tree": ROOT}
+    try:
+        rows = []
+        for shape in SHAPES:
+            figures: dict[str, float] = {}
+            for _ in range(args.repeat):
+                for name, tree in trees.items():
+                    value = measure_in(tree, shape, args.rounds, args.requests)
+                    figures[name] = min(figures.get(name, float("inf")), value)
+            rows.append({"op": shape[0], "pipeline": shape[1], "keys": shape[2], "us_per_request": figures})
+            print(shape, figures, flush=True)
+    finally:
+        if worktree is not None:
+            subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False)
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    lines = [
+        f"Python microseconds per RESP request, no sockets (bench/hot_path.py), working tree at {commit.stdout.strip()}"
+        + (f" against {args.against}" if args.against else "")
+        + f"; best of {args.rounds} rounds x {args.repeat} interleaved runs, pinned to CPU 1",
+        f"{'op':4} {'per read':>8} {'keys':>7} "
+        + " ".join(f"{name:>14}" for name in trees)
+        + ("   ratio" if worktree else ""),
+    ]
+    for row in rows:
+        figures = row["us_per_request"]
+        line = f"{row['op']:4} {row['pipeline']:>8} {row['keys']:>7} " + " ".join(
+            f"{figures[name]:>14.2f}" for name in trees
+        )
+        if worktree is not None:
+            assert args.against is not None
+            line += f"   {figures['working tree'] / figures[args.against]:5.2f}"
+        lines.append(line)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "hot_path.txt").write_text(text)
+    (RESULTS / "hot_path.json").write_text(json.dumps({"against": args.against, "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
