@@ -23,10 +23,12 @@ Writes bench/results/hot_path.txt and .json.
 from __future__ import annotations
 
 import argparse
+import atexit
 import itertools
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -87,6 +89,7 @@ def measure(op: str, pipeline: int, keys: str, rounds: int, requests: int) -> fl
     from aegiskv.net.reactor import Connection
 
     data_dir = tempfile.mkdtemp(prefix="aegis-hot-path-")
+    atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
     settings = config.build(
         environ={},
         flags={
