@@ -207,19 +207,9 @@ class Connection:
         self._paused = False
         self._update_interest()
 
-    @property
-    def over_high_water(self) -> bool:
-        return self.out_size >= self.high_water
-
     def submit(self, task: Task, done: Done) -> None:
         """Run ``task`` in the worker pool; ``done(result, error)`` runs later on this thread."""
         self.reactor.submit(task, done)
-
-    def flush(self) -> None:
-        """Send what can be sent now without blocking (the reactor calls it once per loop turn)."""
-        self._dirty = False
-        if self.out_size and not self.closed:
-            self._send()
 
     # -- reactor side --------------------------------------------------------------
 

@@ -261,15 +261,14 @@ class RequestParser:
         if not self._authenticated:
             command = self.next_command()
             return [] if command is None else [command]
-        if self._reader is not None and not self._ready and self._error is None:
-            commands = self._hiredis_take()
-            if self._reader is not None:
-                return commands
-        elif self._ready and self._reader is not None and self._error is None:
-            # Pushed back by the pipeline: those, then whatever hiredis holds behind them.
-            commands = list(self._ready)
-            self._ready.clear()
-            commands += self._hiredis_take()
+        if self._reader is not None and self._error is None:
+            if self._ready:
+                # Pushed back by the pipeline: those, then whatever hiredis holds behind them.
+                commands = [*self._ready]
+                self._ready.clear()
+                commands += self._hiredis_take()
+            else:
+                commands = self._hiredis_take()
             if self._reader is not None:
                 return commands
         else:
