@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="'aegis plugins' lists the installed plugins. Settings come from defaults < --config file < "
         "AEGIS_* environment < flags.",
     )
-    parser.add_argument("--version", action="version", version=f"aegis {aegiskv.__version__}")
+    parser.add_argument("--version", action="version", version=f"aegis {aegiskv.__version__} ({aegiskv.build()})")
     parser.add_argument("--config", default=None, metavar="FILE", help="TOML file with any setting (snake_case keys)")
     config_module.add_flags(parser)
     return parser

@@ -12,9 +12,14 @@ voluntary release counts as a GIL switch, so a thread that only wants the GIL
 So the lock counts the threads blocked on it, and the holder yields
 (:meth:`HandoffLock.let_waiters_in`) only when someone waits: it releases the
 lock and sleeps — giving away both lock and GIL — until the waiters have taken
-their turn. Without waiters a batch never releases the GIL voluntarily, and
-CPython's forced switching bounds what a GIL-only waiter sees to a switch
-interval (5 ms) per acquisition.
+their turn. Without lock waiters the interpreter's forced switching bounds what a
+GIL-only waiter sees to a switch interval (5 ms) -- but only while the holder
+runs bytecode. Compiled with mypyc (setup.py) a batch is one C loop that never
+looks at the switch request and would keep the GIL for the whole batch (0.65 s
+for a 400,000-key MSET, measured). So the holder also sleeps briefly between
+steps once it has run a switch interval without doing so: a real sleep, so a
+thread waiting for the GIL is woken and takes it before the holder wants it
+back (sleep(0) would just let the holder retake it, see above).
 """
 
 from __future__ import annotations
@@ -28,18 +33,25 @@ from types import TracebackType
 # not starve the holder).
 _HANDOFF_POLL_SECONDS = 0.00005
 _HANDOFF_MAX_SECONDS = 0.005
+# A holder that ran this long between steps without sleeping lets GIL waiters in
+# (CPython's default switch interval), for this long (about one wake-up).
+_GIL_SLICE_SECONDS = 0.005
+_GIL_PAUSE_SECONDS = 0.00005
 
 
 class HandoffLock:
     """A non-reentrant mutex that knows whether threads are blocked on it."""
 
-    __slots__ = ("_lock", "_waiting", "try_acquire", "release")
+    __slots__ = ("_lock", "_waiting", "_running_since", "try_acquire", "release")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         # One item per thread blocked in acquire(). list.append and list.pop are
         # atomic under the GIL, unlike ``count += 1`` on an attribute.
         self._waiting: list[None] = []
+        # When the current holder last started running with the GIL (acquired
+        # through ``with``, or came back from a pause): see let_waiters_in.
+        self._running_since = 0.0
         # ``try_acquire()`` is the raw non-blocking acquire: the hot paths call
         # ``try_acquire(False) or acquire_blocking()`` and pay nothing extra
         # when the lock is free.
@@ -62,6 +74,7 @@ class HandoffLock:
     def __enter__(self) -> HandoffLock:
         if not self._lock.acquire(False):
             self.acquire_blocking()
+        self._running_since = time.monotonic()
         return self
 
     def __exit__(
@@ -79,10 +92,14 @@ class HandoffLock:
     def let_waiters_in(self) -> None:
         """Called by the holder between two steps of a long job: let the current waiters go first.
 
-        Returns holding the lock again. Does nothing (and keeps the GIL) when no
-        thread waits.
+        Returns holding the lock again. Without lock waiters it keeps the lock,
+        and keeps the GIL unless it has run a switch interval since it took the
+        lock with ``with`` (or since its last pause).
         """
         if not self._waiting:
+            if time.monotonic() - self._running_since >= _GIL_SLICE_SECONDS:
+                time.sleep(_GIL_PAUSE_SECONDS)  # GIL waiters only: see the module docstring
+                self._running_since = time.monotonic()
             return
         self._lock.release()
         deadline = time.monotonic() + _HANDOFF_MAX_SECONDS
@@ -91,3 +108,4 @@ class HandoffLock:
         while self._waiting and time.monotonic() < deadline:
             time.sleep(_HANDOFF_POLL_SECONDS)
         self.acquire()
+        self._running_since = time.monotonic()

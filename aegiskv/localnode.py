@@ -46,6 +46,11 @@ class LocalNode:
         command += list(args)
         environment = dict(os.environ if env is None else env)
         environment.setdefault("AEGIS_LOG_FORMAT", "text")
+        # The child imports the aegiskv this process runs, not an aegiskv/ source
+        # directory that happens to be the working directory (which `-m` would
+        # put first on sys.path): a compiled install must stay compiled.
+        # Python 3.11+; 3.10 ignores it.
+        environment.setdefault("PYTHONSAFEPATH", "1")
         self.command = command
         self.lines: list[str] = []
         self._lines_lock = threading.Condition()

@@ -503,6 +503,7 @@ def render_info(server: Server, sections: list[str] | None) -> bytes:
             [
                 ("redis_version", REDIS_COMPATIBLE_VERSION),
                 ("aegis_version", aegiskv.__version__),
+                ("aegis_build", aegiskv.build()),  # compiled with mypyc, or interpreted
                 ("redis_mode", "standalone"),
                 ("os", f"{platform.system()} {platform.release()} {platform.machine()}"),
                 ("arch_bits", 64),

@@ -162,9 +162,10 @@ class Server:
             self._membership_changed([self.local_member()])
         self.ready = True
         logger.info(
-            "node {} serving: {}",
+            "node {} serving: {} (request path {})",
             config.node_id,
             ", ".join(f"{name} on {host}:{port}" for name, (host, port) in self.addresses().items()),
+            aegiskv.build(),
         )
 
     def _start_gossip(self) -> GossipService:

@@ -14,8 +14,11 @@ Each figure is the best of several rounds (the least disturbed one).
 
 With ``--against REF`` the same measurement runs on a worktree of REF in a
 subprocess, interleaved with the working tree, and the table shows the ratio.
+With ``--installed PYTHON`` it also measures the aegiskv installed for that
+interpreter -- ``.tox/py311/bin/python`` holds the build compiled by mypyc
+(setup.py) -- against the working tree's sources run interpreted.
 
-    python bench/hot_path.py [--against HEAD~1] [--rounds 9] [--requests 100000]
+    python bench/hot_path.py [--against HEAD~1] [--installed .tox/py311/bin/python] [--rounds 9]
 
 Writes bench/results/hot_path.txt and .json.
 """
@@ -34,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -81,9 +85,13 @@ class NoPoller:
     unregister = register
 
 
-def measure(op: str, pipeline: int, keys: str, rounds: int, requests: int) -> float:
-    """Best microseconds per request over ``rounds`` rounds, in this process's aegiskv."""
-    sys.path.insert(0, os.getcwd())
+def measure(op: str, pipeline: int, keys: str, rounds: int, requests: int, source: bool) -> float:
+    """Best microseconds per request over ``rounds`` rounds, in this process's aegiskv.
+
+    ``source``: the aegiskv sources in the working directory, else the installed package.
+    """
+    if source:
+        sys.path.insert(0, os.getcwd())
     from aegiskv import config
     from aegiskv.daemon import build_server
     from aegiskv.net.reactor import Connection
@@ -104,8 +112,9 @@ def measure(op: str, pipeline: int, keys: str, rounds: int, requests: int) -> fl
     server, _data_dir = build_server(settings)
     server.start()
     reactor = server.reactor
-    # (Older commits named the attribute ``selector``: set both, for --against.)
-    reactor.poller = reactor.selector = NoPoller()  # type: ignore[assignment, attr-defined]
+    reactor.poller = NoPoller()  # type: ignore[assignment]
+    if hasattr(reactor, "selector"):  # older commits' name for it (--against)
+        reactor.selector = reactor.poller
     rng = random.Random(7)
     all_keys = [b"key:%012d" % number for number in range(KEYSPACE)]
     for key in all_keys:
@@ -134,15 +143,29 @@ def measure(op: str, pipeline: int, keys: str, rounds: int, requests: int) -> fl
     return best * 1e6
 
 
-def measure_in(tree: Path, shape: tuple[str, int, str], rounds: int, requests: int) -> float:
-    """Run :func:`measure` for ``shape`` in a fresh interpreter on ``tree`` (pinned to one CPU if possible)."""
+class Contender(NamedTuple):
+    python: str
+    directory: Path  # the working directory of the measuring process
+    source: bool  # import aegiskv from ``directory`` (else the interpreter's installed one)
+
+
+def measure_in(contender: Contender, shape: tuple[str, int, str], rounds: int, requests: int) -> float:
+    """Run :func:`measure` for ``shape`` in a fresh interpreter (pinned to one CPU if possible)."""
     op, pipeline, keys = shape
-    command = [sys.executable, str(Path(__file__).resolve()), "--one", op, str(pipeline), keys]
+    command = [contender.python, str(Path(__file__).resolve()), "--one", op, str(pipeline), keys]
     command += ["--rounds", str(rounds), "--requests", str(requests)]
+    if not contender.source:
+        command.append("--installed-package")
     if (os.cpu_count() or 1) >= 2:
         command = ["taskset", "-c", "1", *command]
-    output = subprocess.run(command, cwd=tree, capture_output=True, text=True, check=True).stdout
+    output = subprocess.run(command, cwd=contender.directory, capture_output=True, text=True, check=True).stdout
     return float(output.strip().splitlines()[-1])
+
+
+def installed_build(python: str) -> str:
+    code = "import aegiskv; print(aegiskv.build())"
+    result = subprocess.run([python, "-c", code], cwd=tempfile.gettempdir(), capture_output=True, text=True)
+    return result.stdout.strip()
 
 
 def main() -> int:
@@ -151,26 +174,34 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--requests", type=int, default=60_000, help="requests per round")
     parser.add_argument("--repeat", type=int, default=2, help="interleaved repetitions per shape (best kept)")
+    parser.add_argument("--installed", metavar="PYTHON", help="also measure the aegiskv installed for PYTHON")
     parser.add_argument("--one", nargs=3, metavar=("OP", "PIPELINE", "KEYS"), help=argparse.SUPPRESS)
+    parser.add_argument("--installed-package", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         op, pipeline, keys = args.one
-        print(f"{measure(op, int(pipeline), keys, args.rounds, args.requests):.4f}")
+        print(f"{measure(op, int(pipeline), keys, args.rounds, args.requests, not args.installed_package):.4f}")
         return 0
 
-    trees = {"working tree": ROOT}
+    # The first contender is the reference the ratios are taken against.
+    contenders: dict[str, Contender] = {}
     worktree = None
     if args.against:
         worktree = Path(tempfile.mkdtemp(prefix="aegis-hot-path-ref-"))
         subprocess.run(["git", "worktree", "add", "--detach", "-f", str(worktree), args.against], cwd=ROOT, check=True)
-        trees = {args.against: worktree, "working tree": ROOT}
+        contenders[args.against] = Contender(sys.executable, worktree, source=True)
+    contenders["working tree"] = Contender(sys.executable, ROOT, source=True)
+    if args.installed:
+        contenders[f"installed ({installed_build(args.installed)})"] = Contender(
+            args.installed, Path(tempfile.gettempdir()), source=False
+        )
     try:
         rows = []
         for shape in SHAPES:
             figures: dict[str, float] = {}
             for _ in range(args.repeat):
-                for name, tree in trees.items():
-                    value = measure_in(tree, shape, args.rounds, args.requests)
+                for name, contender in contenders.items():
+                    value = measure_in(contender, shape, args.rounds, args.requests)
                     figures[name] = min(figures.get(name, float("inf")), value)
             rows.append({"op": shape[0], "pipeline": shape[1], "keys": shape[2], "us_per_request": figures})
             print(shape, figures, flush=True)
@@ -179,28 +210,30 @@ def main() -> int:
             subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False)
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    names = list(contenders)
+    reference, others = names[0], names[1:]
+    width = max(14, *(len(name) for name in names))
     lines = [
         f"Python microseconds per RESP request, no sockets (bench/hot_path.py), working tree at {commit.stdout.strip()}"
         + (f" against {args.against}" if args.against else "")
-        + f"; best of {args.rounds} rounds x {args.repeat} interleaved runs, pinned to CPU 1",
+        + f"; best of {args.rounds} rounds x {args.repeat} interleaved runs, pinned to CPU 1; ratios to {reference}",
         f"{'op':4} {'per read':>8} {'keys':>7} "
-        + " ".join(f"{name:>14}" for name in trees)
-        + ("   ratio" if worktree else ""),
+        + " ".join(f"{name:>{width}}" for name in names)
+        + "".join(f"   ratio {index + 2}" for index in range(len(others))),
     ]
     for row in rows:
         figures = row["us_per_request"]
         line = f"{row['op']:4} {row['pipeline']:>8} {row['keys']:>7} " + " ".join(
-            f"{figures[name]:>14.2f}" for name in trees
+            f"{figures[name]:>{width}.2f}" for name in names
         )
-        if worktree is not None:
-            assert args.against is not None
-            line += f"   {figures['working tree'] / figures[args.against]:5.2f}"
+        line += "".join(f"   {figures[name] / figures[reference]:7.2f}" for name in others)
         lines.append(line)
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "hot_path.txt").write_text(text)
-    (RESULTS / "hot_path.json").write_text(json.dumps({"against": args.against, "rows": rows}, indent=2) + "\n")
+    report = {"against": args.against, "installed": args.installed, "rows": rows}
+    (RESULTS / "hot_path.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -16,9 +16,13 @@ from /proc/<pid>/stat around the run), and the ratio to redis-server measured
 in the same run. Then it loads 1,000,000 keys of 100 bytes into each server
 (``redis-cli --pipe``) and compares bytes per key.
 
+The nodes run the aegiskv installed for the interpreter that runs this script;
+when that build is compiled by mypyc (``.tox/py311/bin/python``, see setup.py)
+one more node runs this checkout's sources interpreted, for the comparison.
+
 Writes bench/results/resp_vs_redis.json and .txt.
 
-    python bench/resp_vs_redis.py [--runs 3] [--quick] [--keys 1000000]
+    .tox/py311/bin/python bench/resp_vs_redis.py [--runs 3] [--quick] [--keys 1000000]
 """
 
 from __future__ import annotations
@@ -33,7 +37,17 @@ import sys
 import tempfile
 
 import servers
-from servers import RESULTS, Server, info_field, mass_insert, rss_bytes, run_benchmark, start_aegis, start_redis
+from servers import (
+    RESULTS,
+    Server,
+    info_field,
+    info_text,
+    mass_insert,
+    rss_bytes,
+    run_benchmark,
+    start_aegis,
+    start_redis,
+)
 
 SHAPES = [
     ("c50_P1", ["-c", "50", "-P", "1"], 200_000),
@@ -43,11 +57,13 @@ SHAPES = [
 OPS = ("set", "get")
 
 
-def start_aegis_with(workdir: str, parser: str) -> Server:
+def start_aegis_with(workdir: str, parser: str, interpreted: bool = False) -> Server:
+    name = f"aegis-{parser}" + ("-interp" if interpreted else "")
     return start_aegis(
-        tempfile.mkdtemp(prefix=f"aegis-{parser}-", dir=workdir),
+        tempfile.mkdtemp(prefix=f"{name}-", dir=workdir),
         env={"AEGIS_RESP_PARSER": parser},
-        name=f"aegis-{parser}",
+        name=name,
+        interpreted=interpreted,
     )
 
 
@@ -93,6 +109,11 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as workdir:
         running = {"redis": start_redis(workdir), "aegis-hiredis": start_aegis_with(workdir, "hiredis")}
+        build = info_text(running["aegis-hiredis"].port, "server", "aegis_build")
+        if build == "compiled":
+            interpreted = start_aegis_with(workdir, "hiredis", interpreted=True)
+            assert info_text(interpreted.port, "server", "aegis_build") == "interpreted"
+            running[interpreted.name] = interpreted
         if not args.no_python_parser:
             running["aegis-python"] = start_aegis_with(workdir, "python")
         try:
@@ -120,6 +141,8 @@ def main() -> int:
     lines = [
         f"AegisKV RESP port vs {version}; redis-benchmark -d 100 -r 100000; median of {runs} interleaved runs"
         + ("; servers pinned to CPU 1, redis-benchmark to CPU 0" if servers.PIN else ""),
+        f"aegis nodes: request path {build}"
+        + (" (-interp: the same sources interpreted)" if build == "compiled" else ""),
         f"{'shape':<9}{'op':<5}{'server':<15}{'req/s':>10}{'ratio':>7}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}"
         f"{'cpu us/req':>11}{'cpu ratio':>10}",
     ]
@@ -150,6 +173,7 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     report = {
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "redis": version},
+        "aegis_build": build,
         "runs": runs,
         "quick": args.quick,
         "medians": medians,

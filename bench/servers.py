@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aegiskv.localnode import LocalNode
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
 SERVER_CPU, LOAD_CPU = 1, 0
 PIN = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
 
@@ -121,13 +122,24 @@ def start_redis(workdir: str, *extra: str, name: str = "redis", port: int | None
 
 
 def start_aegis(
-    data_dir: str, args: Sequence[str] = (), env: dict[str, str] | None = None, name: str = "aegis"
+    data_dir: str,
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    name: str = "aegis",
+    interpreted: bool = False,
 ) -> Server:
+    """A node of the aegiskv installed for this interpreter (compiled, if it was built so).
+
+    ``interpreted``: the sources of this checkout instead, run by the interpreter.
+    """
+    environment = {**os.environ, **(env or {})}
+    if interpreted:
+        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), environment.get("PYTHONPATH")]))
     node = LocalNode(
         data_dir,
         ["--log-level", "warn", "--max-memory", "4096", *args],
         health_addr=None,
-        env={**os.environ, **(env or {})},
+        env=environment,
         start_timeout=600,
     )
     assert node.resp_address is not None
@@ -210,11 +222,15 @@ def mass_insert(port: int, keys: int, path: str, value_size: int = 100, prefix: 
         raise RuntimeError(f"mass insert failed: {result.stdout[-500:]} {result.stderr[-500:]}")
 
 
-def info_field(port: int, section: str, name: str) -> int:
+def info_text(port: int, section: str, name: str) -> str:
     for line in redis_cli(port, "info", section).splitlines():
         if line.startswith(name + ":"):
-            return int(line.split(":", 1)[1])
+            return line.split(":", 1)[1]
     raise RuntimeError(f"no {name} in INFO {section}")
+
+
+def info_field(port: int, section: str, name: str) -> int:
+    return int(info_text(port, section, name))
 
 
 def require_redis_tools() -> None:

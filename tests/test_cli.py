@@ -39,6 +39,9 @@ def clean_env(**overrides: str) -> dict[str, str]:
         for name, value in os.environ.items()
         if not name.startswith("AEGIS_") or name == "AEGIS_DISABLE_PLUGIN_AUTOLOAD"
     }
+    # The installed aegiskv (compiled in tox's py311), not the sources in the
+    # working directory that `python -m` would import first (as LocalNode does).
+    env.setdefault("PYTHONSAFEPATH", "1")
     env.update(overrides)
     return env
 
@@ -126,7 +129,8 @@ def test_help_lists_every_flag_setting() -> None:
 
 def test_version() -> None:
     result = run_aegis("--version")
-    assert (result.returncode, result.stdout, result.stderr) == (0, f"aegis {aegiskv.__version__}\n", "")
+    expected = f"aegis {aegiskv.__version__} ({aegiskv.build()})\n"
+    assert (result.returncode, result.stdout, result.stderr) == (0, expected, "")
 
 
 @pytest.mark.parametrize("autoload", ["0", "1"])

@@ -117,6 +117,10 @@ class Limits(NamedTuple):
 DEFAULT_LIMITS = Limits()
 
 
+# Frame's fields, for equality and repr (a class compiled by mypyc has no __slots__ attribute).
+_FRAME_FIELDS = ("opcode", "request_id", "flags", "status", "ttl_ms", "version", "items")
+
+
 class Frame:
     """One decoded frame (request or response). Treat as immutable.
 
@@ -147,12 +151,12 @@ class Frame:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Frame):
             return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+        return all(getattr(self, name) == getattr(other, name) for name in _FRAME_FIELDS)
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _FRAME_FIELDS)
         return f"Frame({fields})"
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
+from mypy_extensions import mypyc_attr
 
 from aegiskv.net.poller import READ, READABLE, WRITABLE, WRITE, new_poller
 from aegiskv.net.waker import Waker
@@ -44,6 +45,9 @@ _ACCEPTS_PER_EVENT = 64
 _SOFT_ERRORS = (BlockingIOError, InterruptedError)
 
 
+# Health, gossip and plugins subclass it in interpreted code when this module is
+# compiled (setup.py).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Protocol:
     """What the reactor drives for each connection. Subclasses override the hooks."""
 

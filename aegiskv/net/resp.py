@@ -227,8 +227,11 @@ class RequestParser:
         ready = self._ready
         if ready:
             return ready.popleft()
-        if self._error is not None:
-            raise self._error
+        # Through a local: a narrowed self._error would, for mypy (and so for
+        # mypyc, which trusts it), stay None across the parse calls below.
+        error = self._error
+        if error is not None:
+            raise error
         if self._reader is not None:
             command = self._hiredis_next()
             if command is not None or self._reader is not None:

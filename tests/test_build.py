@@ -1,0 +1,79 @@
+"""The tests run the build tox asked for: compiled with mypyc (setup.py) or interpreted.
+
+tox's py311 installs the package with AEGISKV_COMPILE=1 and the other
+interpreters without; each sets AEGISKV_EXPECT_BUILD. A compiled install that
+silently fell back to interpreted code (a failed compile, or a node process
+importing the source tree it was started in) would otherwise go unnoticed.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+import aegiskv
+from aegiskv.localnode import LocalNode
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def hot_path_modules() -> list[str]:
+    """The module names setup.py compiles (read from its HOT_PATH list)."""
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    for statement in tree.body:
+        if isinstance(statement, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == "HOT_PATH" for target in statement.targets
+        ):
+            paths = ast.literal_eval(statement.value)
+            return [path.removesuffix(".py").replace("/", ".") for path in paths]
+    raise AssertionError("setup.py has no HOT_PATH list")
+
+
+def test_every_hot_path_module_is_built_the_same_way() -> None:
+    kinds = {name: not importlib.import_module(name).__file__.endswith(".py") for name in hot_path_modules()}
+    assert len(set(kinds.values())) == 1, f"partly compiled: {kinds}"
+    assert aegiskv.compiled() == next(iter(kinds.values()))
+
+
+def test_the_build_is_the_one_the_environment_asked_for() -> None:
+    expected = os.environ.get("AEGISKV_EXPECT_BUILD")
+    if expected is None:
+        pytest.skip("AEGISKV_EXPECT_BUILD is set by tox; run outside tox, either build is fine")
+    assert aegiskv.build() == expected, f"installed aegiskv at {aegiskv.__file__} is {aegiskv.build()}"
+
+
+def test_a_node_started_from_the_source_tree_runs_the_installed_build(tmp_path: Path) -> None:
+    # The working directory holds the aegiskv/ sources, which `python -m` would
+    # import ahead of the installed (possibly compiled) package.
+    previous = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        node = LocalNode(str(tmp_path / "data"), gossip=None)
+    finally:
+        os.chdir(previous)
+    try:
+        assert node.resp_address is not None
+        with redis.Redis(*node.resp_address) as client:
+            assert client.info("server")["aegis_build"] == aegiskv.build()
+        assert any(f"(request path {aegiskv.build()})" in line for line in node.lines)
+    finally:
+        node.stop()
+
+
+def test_version_names_the_build(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "aegiskv", "--version"],
+        cwd=tmp_path,  # not the source tree (see above)
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    )
+    assert result.stdout.strip() == f"aegis {aegiskv.__version__} ({aegiskv.build()})"
