@@ -162,9 +162,9 @@ def measure_in(contender: Contender, shape: tuple[str, int, str], rounds: int, r
     return float(output.strip().splitlines()[-1])
 
 
-def installed_build(python: str) -> str:
+def installed_build(python: str, directory: Path) -> str:
     code = "import aegiskv; print(aegiskv.build())"
-    result = subprocess.run([python, "-c", code], cwd=tempfile.gettempdir(), capture_output=True, text=True)
+    result = subprocess.run([python, "-c", code], cwd=directory, capture_output=True, text=True)
     return result.stdout.strip()
 
 
@@ -192,9 +192,11 @@ def main() -> int:
         contenders[args.against] = Contender(sys.executable, worktree, source=True)
     contenders["working tree"] = Contender(sys.executable, ROOT, source=True)
     if args.installed:
-        contenders[f"installed ({installed_build(args.installed)})"] = Contender(
-            args.installed, Path(tempfile.gettempdir()), source=False
-        )
+        python = os.path.abspath(args.installed)  # not resolve(): a venv's python is a symlink to keep
+        # An empty directory to run in: nothing there can shadow a module.
+        empty = Path(tempfile.mkdtemp(prefix="aegis-hot-path-installed-"))
+        atexit.register(shutil.rmtree, empty, ignore_errors=True)
+        contenders[f"installed ({installed_build(python, empty)})"] = Contender(python, empty, source=False)
     try:
         rows = []
         for shape in SHAPES:

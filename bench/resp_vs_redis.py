@@ -143,7 +143,7 @@ def main() -> int:
         + ("; servers pinned to CPU 1, redis-benchmark to CPU 0" if servers.PIN else ""),
         f"aegis nodes: request path {build}"
         + (" (-interp: the same sources interpreted)" if build == "compiled" else ""),
-        f"{'shape':<9}{'op':<5}{'server':<15}{'req/s':>10}{'ratio':>7}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}"
+        f"{'shape':<9}{'op':<5}{'server':<22}{'req/s':>10}{'ratio':>7}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}"
         f"{'cpu us/req':>11}{'cpu ratio':>10}",
     ]
     for shape_name, by_op in medians.items():
@@ -155,7 +155,7 @@ def main() -> int:
                 figures["ratio_to_redis"] = ratio
                 figures["cpu_ratio_to_redis"] = cpu_ratio
                 lines.append(
-                    f"{shape_name:<9}{op:<5}{name:<15}{figures['rps']:>10.0f}{ratio:>7.2f}{figures['p50_ms']:>9.3f}"
+                    f"{shape_name:<9}{op:<5}{name:<22}{figures['rps']:>10.0f}{ratio:>7.2f}{figures['p50_ms']:>9.3f}"
                     f"{figures['p99_ms']:>9.3f}{figures['p999_ms']:>10.3f}{figures['cpu_us_per_request']:>11.2f}"
                     f"{cpu_ratio:>10.2f}"
                 )
