@@ -109,6 +109,12 @@ class CommandConnection(Protocol, Generic[RequestT]):
     def __init__(self, server: ServingContext, adapter: WireAdapter[RequestT], inline_stats: RequestStats) -> None:
         self.server = server
         self.adapter = adapter
+        # The adapter's per-read methods and the batch limit, looked up once (the
+        # adapter's type is a typing Protocol: each lookup would search dictionaries).
+        self._receive_data = adapter.receive_data
+        self._take_requests = adapter.take_requests
+        self._route = adapter.route
+        self._inline_batch_limit = server.inline_batch_limit
         self.session = Session(
             authenticated=not server.authenticator.required,
             rate=TokenBucket(server.rate_limit, server.rate_burst) if server.rate_limit > 0 else None,
@@ -136,7 +142,7 @@ class CommandConnection(Protocol, Generic[RequestT]):
             session.local = None
 
     def data_received(self, data: bytes) -> None:
-        self.adapter.receive_data(data)
+        self._receive_data(data)
         if not self._in_pool:
             self._process()
 
@@ -199,14 +205,14 @@ class CommandConnection(Protocol, Generic[RequestT]):
         connection = self.connection
         assert connection is not None
         adapter = self.adapter
-        take_requests = adapter.take_requests
-        route = adapter.route
+        take_requests = self._take_requests
+        route = self._route
         write = connection.write
         server = self.server
         session = self.session
         stats = self._inline_stats
         calls, latency, latency_sum = stats.calls, stats.latency, stats.latency_sum_ns
-        limit = server.inline_batch_limit
+        limit = self._inline_batch_limit
         clock = time.perf_counter_ns
         arrived = clock()  # every request decoded in this call arrived with this read
         high_water = connection.high_water

@@ -101,7 +101,9 @@ class Node:
         node_id: str = "aegis",
         clock: Clock = wall_clock_ms,
     ) -> None:
-        self.backend = backend
+        self.backend = backend  # fixed for the node's life: its hot methods are bound below
+        self._backend_get = backend.get
+        self._backend_put = backend.put
         self.limits = limits
         self.shards = shard_mapper
         self.node_id = node_id
@@ -124,7 +126,7 @@ class Node:
         # acquire()/release() rather than "with": half the cost on this hot path.
         self._try_acquire(False) or self._wait_for_lock()
         try:
-            value = self.backend.get(key)
+            value = self._backend_get(key)
             if value is None:
                 self.misses += 1
             else:
@@ -227,7 +229,7 @@ class Node:
         expires_at = NO_EXPIRY if ttl_ms is None else self._deadline(ttl_ms)
         self._try_acquire(False) or self._wait_for_lock()
         try:
-            return self.backend.put(key, value, expires_at)
+            return self._backend_put(key, value, expires_at)
         except ValueTooLarge as error:
             raise CommandError(ErrorKind.OUT_OF_MEMORY, str(error)) from None
         finally:

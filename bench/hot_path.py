@@ -125,8 +125,12 @@ def measure(op: str, pipeline: int, keys: str, rounds: int, requests: int, sourc
         reads = [b"".join(request(op, rng.choice(all_keys)) for _ in range(pipeline)) for _ in range(20_000)]
     assert server.resp_listener is not None
     connection = Connection(reactor, ScriptedSocket(reads), ("127.0.0.1", 2), server.resp_listener, 1)  # type: ignore[arg-type]
-    connection.protocol = server.resp_listener.options.protocol_factory()
-    connection.protocol.connection_made(connection)
+    protocol = server.resp_listener.options.protocol_factory()
+    if hasattr(connection, "attach"):
+        connection.attach(protocol)
+    else:  # older commits (--against)
+        connection.protocol = protocol
+        protocol.connection_made(connection)
     handle_read = connection.handle_read
     flush = reactor._flush_dirty
     turns = max(1, requests // pipeline)

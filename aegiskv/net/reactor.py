@@ -147,6 +147,9 @@ class Connection:
         "last_send",
         "last_queued",
         "close_reason",
+        "_recv",
+        "_send_bytes",
+        "_data_received",
     )
 
     def __init__(self, reactor: Reactor, sock: socket.socket, peer: Any, listener: Listener, connection_id: int):
@@ -155,6 +158,11 @@ class Connection:
         self.peer = peer
         self.listener = listener
         self.protocol: Protocol = Protocol()
+        # Bound once: looking a method up on the socket, or on a protocol class
+        # that interpreted code may subclass, costs a dictionary search per call.
+        self._recv = sock.recv
+        self._send_bytes = sock.send
+        self._data_received = self.protocol.data_received
         self._out: list[bytes | memoryview] = []
         self.out_size = 0
         self._events = 0
@@ -174,6 +182,12 @@ class Connection:
         self.last_send = reactor.now  # last time replies made progress (or there were none)
         self.last_queued: int | None = None  # kernel send-queue bytes when the sweep last looked
         self.close_reason = ""  # why the server closed it (metrics and logs)
+
+    def attach(self, protocol: Protocol) -> None:
+        """Make ``protocol`` the one this connection drives."""
+        self.protocol = protocol
+        self._data_received = protocol.data_received
+        protocol.connection_made(self)
 
     # -- transport API for protocols (reactor thread) --------------------------------
 
@@ -221,15 +235,14 @@ class Connection:
         if self._handshaking:
             self._handshake()
             return
-        sock = self.sock
         try:
-            data = sock.recv(RECV_SIZE)
+            data = self._recv(RECV_SIZE)
             if self._tls and data:
                 # TLS: decrypted bytes can wait inside the SSL object where epoll
                 # cannot see them; take them now.
-                pending = sock.pending()  # type: ignore[attr-defined]
+                pending = self.sock.pending()  # type: ignore[attr-defined]
                 if pending:
-                    data += sock.recv(pending)
+                    data += self._recv(pending)
         except _SOFT_ERRORS:
             return
         except ssl.SSLWantReadError:
@@ -249,7 +262,7 @@ class Connection:
             # incomplete (slow-loris) without a check per read.
             self.partial_since = now
         try:
-            self.protocol.data_received(data)
+            self._data_received(data)
         except Exception:
             logger.exception("protocol {} failed on data from {}; closing", self.listener.options.name, self.peer)
             self._close_now()
@@ -304,7 +317,7 @@ class Connection:
             return
         try:
             if len(out) == 1:
-                sent = self.sock.send(out[0])
+                sent = self._send_bytes(out[0])
             elif size <= _JOIN_LIMIT or self._tls:
                 # Small replies are joined into one send; TLS sockets have no
                 # sendmsg(), so they send the joined head (at most _JOIN_LIMIT).
@@ -314,7 +327,7 @@ class Connection:
                     out[:] = [joined]
                 else:
                     joined = out[0]
-                sent = self.sock.send(joined)
+                sent = self._send_bytes(joined)
             else:
                 sent = self.sock.sendmsg(out[:_SENDMSG_MAX_BUFFERS])
         except (*_SOFT_ERRORS, ssl.SSLWantWriteError, ssl.SSLWantReadError):
@@ -616,8 +629,7 @@ class Reactor:
         self.accepted_total += 1
         if options.counts_as_client:
             self.client_connections += 1
-        connection.protocol = options.protocol_factory()
-        connection.protocol.connection_made(connection)
+        connection.attach(options.protocol_factory())
         connection._update_interest()
 
     def _count(self, listener: Listener) -> int:
