@@ -215,13 +215,18 @@ def main() -> int:
         if worktree is not None:
             subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False)
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    def short(ref: str) -> str:
+        result = subprocess.run(["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True)
+        return result.stdout.strip()
+
+    changed = subprocess.run(["git", "status", "--porcelain", "aegiskv"], cwd=ROOT, capture_output=True, text=True)
+    tree = short("HEAD") + (" plus uncommitted changes" if changed.stdout.strip() else "")
     names = list(contenders)
     reference, others = names[0], names[1:]
     width = max(14, *(len(name) for name in names))
     lines = [
-        f"Python microseconds per RESP request, no sockets (bench/hot_path.py), working tree at {commit.stdout.strip()}"
-        + (f" against {args.against}" if args.against else "")
+        f"Python microseconds per RESP request, no sockets (bench/hot_path.py), working tree at {tree}"
+        + (f" against {args.against} ({short(args.against)})" if args.against else "")
         + f"; best of {args.rounds} rounds x {args.repeat} interleaved runs, pinned to CPU 1; ratios to {reference}",
         f"{'op':4} {'per read':>8} {'keys':>7} "
         + " ".join(f"{name:>{width}}" for name in names)
