@@ -17,7 +17,7 @@ import enum
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from aegiskv.backends.base import NO_EXPIRY, Backend, BackendStats, Clock, Entry, Value, ValueTooLarge, wall_clock_ms
 from aegiskv.cluster.slots import ShardMapper
@@ -60,7 +60,7 @@ class Limits(NamedTuple):
 # reactor can serve other clients meanwhile; if a batch held the lock throughout,
 # the reactor would block on the lock instead and nothing would be gained (see
 # aegiskv/handoff_lock.py for why the handoff has to be explicit).
-BATCH_CHUNK = 256
+BATCH_CHUNK: Final = 256
 _MAX_SCANS = 64
 _MAX_SCAN_ID = 2**31 - 1
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 import aegiskv
 from aegiskv.cluster.routing import Routing
@@ -170,7 +170,7 @@ def cmd_hello(server: Server, session: Session, args: Args) -> bytes:
 # -- strings -------------------------------------------------------------------------------
 
 
-_bulk = resp.bulk
+_bulk: Final = resp.bulk
 
 
 def cmd_get(server: Server, session: Session, args: Args) -> bytes:

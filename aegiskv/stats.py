@@ -11,10 +11,11 @@ took less than ``2**b`` microseconds.
 from __future__ import annotations
 
 import threading
+from typing import Final
 
 from aegiskv.commands import COMMAND_LIST
 
-LATENCY_BUCKETS = 24  # up to 2**23 us = 8.4 s; slower requests land in the last bucket
+LATENCY_BUCKETS: Final = 24  # up to 2**23 us = 8.4 s; slower requests land in the last bucket
 BUCKET_BOUNDS_SECONDS = [2**bucket / 1e6 for bucket in range(LATENCY_BUCKETS)]
 
 

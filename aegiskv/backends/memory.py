@@ -37,6 +37,7 @@ import sys
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
+from typing import Final
 
 from aegiskv.backends.base import (
     NO_EXPIRY,
@@ -51,16 +52,16 @@ from aegiskv.backends.base import (
 )
 from aegiskv.backends.expiry import ExpiryIndex
 
-VERSION_BYTES = 8  # big-endian unsigned version ahead of the value
+VERSION_BYTES: Final = 8  # big-endian unsigned version ahead of the value
 
 _BYTES_HEADER = 33  # sys.getsizeof(b"")
-_PYMALLOC_LIMIT = 512  # larger objects come from malloc, with a 16-byte chunk header
+_PYMALLOC_LIMIT: Final = 512  # larger objects come from malloc, with a 16-byte chunk header
 _TTL_INT_BYTES = 48  # the packed deadline integer (36 bytes, rounded)
 # Re-read the tables' sizes after this many writes (getsizeof is O(1) but not free).
-_STRUCTURE_REFRESH = 64
+_STRUCTURE_REFRESH: Final = 64
 
 # Values longer than this are handed out as memoryviews instead of copies.
-_COPY_LIMIT = 64 * 1024
+_COPY_LIMIT: Final = 64 * 1024
 # When more than this share of an expiry sample was expired, sample again at once.
 _RESAMPLE_RATIO = 0.25
 
@@ -84,8 +85,8 @@ def _ttl_cost(key_length: int) -> int:
     return object_bytes(key_length) + _TTL_INT_BYTES
 
 
-_VERSION = struct.Struct("!Q")
-_MAX_VERSION = 2**64 - 1
+_VERSION: Final = struct.Struct("!Q")
+_MAX_VERSION: Final = 2**64 - 1
 
 
 class MemoryBackend(Backend):

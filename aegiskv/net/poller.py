@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import select
 import selectors
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
-READ = 0x001  # select.EPOLLIN
-WRITE = 0x004  # select.EPOLLOUT
-_ERROR = 0x008 | 0x010  # EPOLLERR | EPOLLHUP
+READ: Final = 0x001  # select.EPOLLIN
+WRITE: Final = 0x004  # select.EPOLLOUT
+_ERROR: Final = 0x008 | 0x010  # EPOLLERR | EPOLLHUP
 # Masks of ``poll`` results that call the handler's read and write sides.
-READABLE = READ | _ERROR
-WRITABLE = WRITE | _ERROR
+READABLE: Final = READ | _ERROR
+WRITABLE: Final = WRITE | _ERROR
 
 
 def _fd(fileobj: Any) -> int:

@@ -28,7 +28,7 @@ import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from loguru import logger
 from mypy_extensions import mypyc_attr
@@ -37,10 +37,10 @@ from aegiskv.net.poller import READ, READABLE, WRITABLE, WRITE, new_poller
 from aegiskv.net.waker import Waker
 from aegiskv.net.workers import Done, Task, WorkerPool
 
-RECV_SIZE = 65536
+RECV_SIZE: Final = 65536
 # Output is joined into one send() below this size; above it, sendmsg() avoids copying large values.
-_JOIN_LIMIT = 256 * 1024
-_SENDMSG_MAX_BUFFERS = 512
+_JOIN_LIMIT: Final = 256 * 1024
+_SENDMSG_MAX_BUFFERS: Final = 512
 _ACCEPTS_PER_EVENT = 64
 _SOFT_ERRORS = (BlockingIOError, InterruptedError)
 

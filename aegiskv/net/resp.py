@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from aegiskv.net.errors import PeerProtocolError
 
@@ -59,22 +59,22 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 HIREDIS_AVAILABLE = _hiredis is not None
 
-CRLF = b"\r\n"
+CRLF: Final = b"\r\n"
 INLINE_MAX = 64 * 1024  # Redis PROTO_INLINE_MAX_SIZE
-_STAR = 42  # ord("*")
-_DOLLAR = 36  # ord("$")
+_STAR: Final = 42  # ord("*")
+_DOLLAR: Final = 36  # ord("$")
 # The fast path re-validates the incomplete tail only once it is this large;
 # smaller tails cannot have buffered anything worth refusing.
-_TAIL_CHECK = 16 * 1024
+_TAIL_CHECK: Final = 16 * 1024
 # With hiredis, kept bytes are set aside at a likely command boundary once they
 # pass this size: often enough to bound the memory, rarely enough that small
 # unpipelined requests do not pay for it on every read.
-_CLAIM_AT = 4096
+_CLAIM_AT: Final = 4096
 
 
 # hiredis waiting inside a command of at most this many kept bytes: the exact
 # parser checks whether Redis would have framed a whole command there.
-_PROBE_MAX = 4096
+_PROBE_MAX: Final = 4096
 
 
 class RespLimits(NamedTuple):
@@ -643,20 +643,20 @@ def split_inline(line: bytes) -> list[bytes] | None:
 
 # -- replies ----------------------------------------------------------------------------
 
-OK = b"+OK\r\n"
-PONG = b"+PONG\r\n"
-NULL_BULK = b"$-1\r\n"
-NULL_ARRAY = b"*-1\r\n"
-NULL3 = b"_\r\n"
-EMPTY_ARRAY = b"*0\r\n"
-ZERO = b":0\r\n"
-ONE = b":1\r\n"
+OK: Final = b"+OK\r\n"
+PONG: Final = b"+PONG\r\n"
+NULL_BULK: Final = b"$-1\r\n"
+NULL_ARRAY: Final = b"*-1\r\n"
+NULL3: Final = b"_\r\n"
+EMPTY_ARRAY: Final = b"*0\r\n"
+ZERO: Final = b":0\r\n"
+ONE: Final = b":1\r\n"
 
 
 # "$<n>\r\n" for the common value sizes: a table lookup instead of formatting
 # (about 0.2 us of a GET's reply here).
-_BULK_HEADERS = [b"$%d\r\n" % length for length in range(4096)]
-_BULK_HEADER_LIMIT = len(_BULK_HEADERS)
+_BULK_HEADERS: Final = [b"$%d\r\n" % length for length in range(4096)]
+_BULK_HEADER_LIMIT: Final = len(_BULK_HEADERS)
 
 
 def bulk(value: bytes | memoryview) -> bytes:
