@@ -635,6 +635,98 @@ def test_random_bytes_raise_only_protocol_errors(stream: bytes, cuts: list[int],
     _check_only_protocol_errors(stream, cuts, authenticated)
 
 
+# -- the two fast paths ----------------------------------------------------------------
+
+FAST_PATHS = [pytest.param(resp.split_commands, id="split"), pytest.param(resp.scan_commands, id="scan")]
+
+
+def _exact_prefix(data: bytes) -> list[list[bytes]]:
+    """What the exact parser alone makes of ``data``; it must be whole commands and nothing else."""
+    parser = RequestParser(use_hiredis=False)
+    parser._buffer = bytearray(data)
+    parser._exact_parse()
+    assert parser._error is None and not parser._buffer, data
+    return list(parser._ready)
+
+
+def _check_fast_path(fast_path, data: bytes) -> None:
+    # Whatever a fast path takes must be exactly what the exact parser takes from those bytes;
+    # it may stop earlier (it leaves the unusual to the exact parser), never later or elsewhere.
+    ready: list[list[bytes]] = []
+    consumed = fast_path(data, ready, DEFAULT_LIMITS.max_multibulk, DEFAULT_LIMITS.max_bulk)
+    assert 0 <= consumed <= len(data)
+    assert list(ready) == (_exact_prefix(data[:consumed]) if consumed else []), data
+
+
+@pytest.mark.parametrize("fast_path", FAST_PATHS)
+@_FUZZ
+@given(stream=mutated_streams())
+def test_fast_paths_take_only_what_the_exact_parser_takes(fast_path, stream: bytes) -> None:
+    _check_fast_path(fast_path, stream)
+
+
+@pytest.mark.parametrize("fast_path", FAST_PATHS)
+@_PROPERTY
+@given(case=command_streams(), cut=st.integers(0, 1 << 20))
+def test_fast_paths_on_valid_streams(fast_path, case, cut: int) -> None:
+    stream, _expected = case
+    _check_fast_path(fast_path, stream)
+    _check_fast_path(fast_path, stream[: cut % (len(stream) + 1)])  # ending inside a command
+
+
+@_PROPERTY
+@given(commands=st.lists(st.lists(_arg, min_size=1, max_size=6), min_size=1, max_size=8), cut=st.integers(0, 1 << 20))
+def test_scan_takes_every_whole_multibulk_command(commands: list[list[bytes]], cut: int) -> None:
+    # The scan reads values by their length: only an incomplete command stops it (the split
+    # walk also stops at a value containing CRLF).
+    encoded = [encode_command(*command) for command in commands]
+    stream = b"".join(encoded)
+    cut %= len(stream) + 1
+    whole = 0
+    while whole < len(encoded) and sum(map(len, encoded[: whole + 1])) <= cut:
+        whole += 1
+    ready: list[list[bytes]] = []
+    consumed = resp.scan_commands(stream[:cut], ready, DEFAULT_LIMITS.max_multibulk, DEFAULT_LIMITS.max_bulk)
+    assert (consumed, list(ready)) == (sum(map(len, encoded[:whole])), commands[:whole])
+
+
+@pytest.mark.parametrize("fast_path", FAST_PATHS)
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"*0\r\n",  # an empty command: the exact parser skips it
+        b"*01\r\n$1\r\na\r\n",  # leading zero
+        b"*1\r\n$01\r\na\r\n",
+        b"*1\r\n$00\r\n\r\n",
+        b"*1\r\n$-1\r\n",
+        b"*1\r\n$1\r\nab\r\n",  # the value is longer than its header says
+        b"*1\r\n$3\r\na\r\n",  # shorter (and incomplete)
+        b"*2\r\n$1\r\na\r\n:1\r\n",  # a RESP3 integer where a bulk belongs
+        b"*1\r\n$12345678901\r\n",  # more digits than any length
+        b"*12345678901\r\n",
+        b"*1\n$1\r\na\r\n",  # LF without CR
+        b"*1\r\n$1\r\na\r\r",
+        b"*1 \r\n$1\r\na\r\n",
+        b"*+1\r\n$1\r\na\r\n",
+        b"GET a\r\n",  # inline
+    ],
+)
+def test_fast_paths_leave_the_unusual_to_the_exact_parser(fast_path, data: bytes) -> None:
+    ready: list[list[bytes]] = []
+    assert fast_path(data, ready, DEFAULT_LIMITS.max_multibulk, DEFAULT_LIMITS.max_bulk) == 0
+    assert not ready
+
+
+def test_scan_reads_values_containing_crlf_by_their_length() -> None:
+    data = encode_command(b"SET", b"k", b"a\r\n*1\r\n") + encode_command(b"GET", b"k")
+    ready: list[list[bytes]] = []
+    assert resp.scan_commands(data, ready, 4, 1000) == len(data)
+    assert list(ready) == [[b"SET", b"k", b"a\r\n*1\r\n"], [b"GET", b"k"]]
+    ready.clear()
+    assert resp.scan_commands(data, ready, 2, 1000) == 0  # more arguments than max_multibulk
+    assert resp.scan_commands(data, ready, 4, 6) == 0  # a value longer than max_bulk
+
+
 # -- reply encoders --------------------------------------------------------------------
 
 
