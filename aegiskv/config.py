@@ -480,7 +480,7 @@ SETTINGS: tuple[Setting, ...] = (
         "resp_parser",
         "auto",
         _choice("auto", "hiredis", "python"),
-        "RESP request parser: auto (hiredis when installed, the own parser in the compiled build), hiredis, python",
+        "RESP request parser: auto (hiredis if installed, but not in the compiled build), hiredis, python",
     ),
     Setting("resp_max_multibulk", 1024 * 1024, _integer(1, 2**31 - 1), "most arguments in one RESP request"),
     Setting("max_connections", 10_000, _integer(1, 1_000_000), "client connections accepted at once"),

@@ -19,9 +19,9 @@ encode errors; this class decides *where* and *when* each request runs:
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Callable
+from time import perf_counter_ns
 from typing import Any, Generic, TypeVar
 from typing import Protocol as TypingProtocol
 
@@ -33,7 +33,7 @@ from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.net.errors import PeerProtocolError
 from aegiskv.net.reactor import Connection, Protocol
 from aegiskv.session import Authenticator, Session, TokenBucket
-from aegiskv.stats import LATENCY_BUCKETS, RequestStats, StatsRegistry
+from aegiskv.stats import RequestStats, StatsRegistry
 
 RequestT = TypeVar("RequestT")
 
@@ -54,10 +54,16 @@ class Violation(Exception):
         self.discard = discard
 
 
-class WireAdapter(TypingProtocol[RequestT]):
-    """What a protocol provides to :class:`CommandConnection`."""
+class WireAdapter(Generic[RequestT]):
+    """What a protocol provides to :class:`CommandConnection`.
 
-    def receive_data(self, data: bytes) -> None: ...
+    A base class rather than a typing Protocol: compiled (setup.py), calls on
+    a value of a native class go straight to the method, where a Protocol-typed
+    value costs a generic attribute lookup and call per request.
+    """
+
+    def receive_data(self, data: bytes) -> None:
+        raise NotImplementedError
 
     def take_requests(self) -> list[RequestT]:
         """Every complete request buffered now (empty: more data needed); raises PeerProtocolError.
@@ -66,30 +72,38 @@ class WireAdapter(TypingProtocol[RequestT]):
         raised by the next call. Before authentication at most one request
         (AUTH changes the limits the requests after it are decoded with).
         """
+        raise NotImplementedError
 
     def push_back(self, requests: list[RequestT]) -> None:
         """Requests taken but not run (the pipeline paused): returned first by the next take."""
+        raise NotImplementedError
 
-    @property
     def error_pending(self) -> bool:
         """The last take stopped before a protocol error, which the next take raises."""
+        raise NotImplementedError
 
     def violation_reply(self, error: PeerProtocolError) -> bytes:
         """What to send before closing a connection that broke the protocol."""
+        raise NotImplementedError
 
     def route(self, request: RequestT) -> tuple[Command, Handler]:
         """The command and its handler; raises CommandError for an unknown command."""
+        raise NotImplementedError
 
     def batch_size(self, request: RequestT) -> int:
         """Number of keys the request touches (decides inline versus pool for batch commands)."""
+        raise NotImplementedError
 
-    def error_reply(self, request: RequestT | None, error: CommandError) -> bytes: ...
+    def error_reply(self, request: RequestT | None, error: CommandError) -> bytes:
+        raise NotImplementedError
 
     def authenticated(self) -> None:
         """The connection just authenticated: lift the small pre-auth limits."""
+        raise NotImplementedError
 
     def buffered(self) -> int:
         """Bytes received but not yet consumed as requests."""
+        raise NotImplementedError
 
 
 class ServingContext(TypingProtocol):
@@ -109,11 +123,6 @@ class CommandConnection(Protocol, Generic[RequestT]):
     def __init__(self, server: ServingContext, adapter: WireAdapter[RequestT], inline_stats: RequestStats) -> None:
         self.server = server
         self.adapter = adapter
-        # The adapter's per-read methods and the batch limit, looked up once (the
-        # adapter's type is a typing Protocol: each lookup would search dictionaries).
-        self._receive_data = adapter.receive_data
-        self._take_requests = adapter.take_requests
-        self._route = adapter.route
         self._inline_batch_limit = server.inline_batch_limit
         self.session = Session(
             authenticated=not server.authenticator.required,
@@ -142,7 +151,7 @@ class CommandConnection(Protocol, Generic[RequestT]):
             session.local = None
 
     def data_received(self, data: bytes) -> None:
-        self._receive_data(data)
+        self.adapter.receive_data(data)
         if not self._in_pool:
             self._process()
 
@@ -198,33 +207,28 @@ class CommandConnection(Protocol, Generic[RequestT]):
     # -- the pipeline ----------------------------------------------------------------
 
     def _process(self) -> None:
-        # The hot loop of the server: everything it touches is bound to a local,
-        # requests come a read's worth at a time, and the common case
-        # (authenticated, no rate limit, no fsync, small command) runs the
-        # handler right here instead of through _execute.
+        # The hot loop of the server: requests come a read's worth at a time,
+        # and the common case (authenticated, no rate limit, no fsync, small
+        # command) runs the handler right here instead of through _execute.
+        # Compiled, the calls on connection, adapter and stats are direct calls
+        # of native methods: keep them typed (no bound methods in locals).
         connection = self.connection
         assert connection is not None
         adapter = self.adapter
-        take_requests = self._take_requests
-        route = self._route
-        write = connection.write
         server = self.server
         session = self.session
         stats = self._inline_stats
-        calls, latency, latency_sum = stats.calls, stats.latency, stats.latency_sum_ns
         limit = self._inline_batch_limit
-        clock = time.perf_counter_ns
-        arrived = clock()  # every request decoded in this call arrived with this read
+        arrived = perf_counter_ns()  # every request decoded in this call arrived with this read
         high_water = connection.high_water
         durable = self._durability is not None
         plain = not durable and session.authenticated and session.rate is None
-        last_bucket = LATENCY_BUCKETS - 1
         while True:
             # An authenticated take returns every complete request; before
             # authentication it returns one, so take again after running it.
             took_all = session.authenticated
             try:
-                requests = take_requests()
+                requests = adapter.take_requests()
             except PeerProtocolError as error:
                 self._violation(Violation(adapter.violation_reply(error), str(error)))
                 return
@@ -236,12 +240,12 @@ class CommandConnection(Protocol, Generic[RequestT]):
                     self._stop_reading_if_held(high_water)
                     return  # output_drained() (or release()) resumes
                 try:
-                    command, handler = route(request)
+                    command, handler = adapter.route(request)
                 except Violation as violation:
                     self._violation(violation)
                     return
                 except CommandError as error:
-                    write(adapter.error_reply(request, error))
+                    connection.write(adapter.error_reply(request, error))
                     continue
                 if command.may_leave_reactor and (command.slow or adapter.batch_size(request) > limit):
                     adapter.push_back(requests[position + 1 :])
@@ -249,22 +253,18 @@ class CommandConnection(Protocol, Generic[RequestT]):
                     return
                 if plain:
                     try:
-                        write(handler(server, session, request))
+                        connection.write(handler(server, session, request))
                     except CommandError as error:
-                        stats.errors[command.index] += 1
+                        stats.count_error(command.index)
                         if error.close:
                             session.close_requested = True
-                        write(adapter.error_reply(request, error))
+                        connection.write(adapter.error_reply(request, error))
                     except Exception:
                         logger.exception("command {} failed", command.name)
-                        stats.errors[command.index] += 1
-                        write(adapter.error_reply(request, CommandError(ErrorKind.INTERNAL, "internal error")))
-                    index = command.index
-                    elapsed = clock() - arrived
-                    calls[index] += 1
-                    latency_sum[index] += elapsed
-                    bucket = (elapsed // 1000).bit_length()
-                    latency[index][bucket if bucket < last_bucket else last_bucket] += 1
+                        stats.count_error(command.index)
+                        internal = CommandError(ErrorKind.INTERNAL, "internal error")
+                        connection.write(adapter.error_reply(request, internal))
+                    stats.record(command.index, perf_counter_ns() - arrived)
                     if session.close_requested:
                         self._closing = True
                 else:
@@ -272,14 +272,14 @@ class CommandConnection(Protocol, Generic[RequestT]):
                     if durable:
                         self._emit(reply, command.write)
                     else:
-                        write(reply)
+                        connection.write(reply)
                     plain = not durable and session.authenticated and session.rate is None  # after AUTH
                 if self._closing:
                     adapter.push_back(requests[position + 1 :])  # never run: the connection closes
                     if not self._held:
                         connection.close()  # after the last reply has been sent
                     return  # with replies held, release() closes once they are out
-            if took_all and not adapter.error_pending:
+            if took_all and not adapter.error_pending():
                 break  # else the next take raises the error
         if self._held_bytes:
             self._stop_reading_if_held(high_water)
@@ -296,12 +296,12 @@ class CommandConnection(Protocol, Generic[RequestT]):
     def _execute(self, command: Command, handler: Handler, request: RequestT, stats: RequestStats) -> bytes:
         """Run one request on the calling thread and return its encoded reply."""
         session = self.session
-        started = time.perf_counter_ns()
+        started = perf_counter_ns()
         if not session.authenticated and not command.before_auth:
-            stats.rejected[command.index] += 1
+            stats.count_rejected(command.index)
             return self.adapter.error_reply(request, CommandError(ErrorKind.NOAUTH, "Authentication required."))
         if session.rate is not None and not session.rate.take():
-            stats.rejected[command.index] += 1
+            stats.count_rejected(command.index)
             return self.adapter.error_reply(
                 request, CommandError(ErrorKind.RATE_LIMITED, "rate limit exceeded for this connection")
             )
@@ -309,19 +309,19 @@ class CommandConnection(Protocol, Generic[RequestT]):
         try:
             reply = handler(self.server, session, request)
         except CommandError as error:
-            stats.errors[command.index] += 1
+            stats.count_error(command.index)
             if error.close:
                 session.close_requested = True
             reply = self.adapter.error_reply(request, error)
         except Exception:
             logger.exception("command {} failed", command.name)
-            stats.errors[command.index] += 1
+            stats.count_error(command.index)
             reply = self.adapter.error_reply(request, CommandError(ErrorKind.INTERNAL, "internal error"))
         if not was_authenticated and session.authenticated:
             self.adapter.authenticated()
         if session.close_requested:
             self._closing = True
-        stats.record(command.index, time.perf_counter_ns() - started)
+        stats.record(command.index, perf_counter_ns() - started)
         return reply
 
     def _hand_off(self, command: Command, handler: Handler, request: RequestT) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from aegiskv.backends.base import NO_EXPIRY
 from aegiskv.cluster.routing import Moved, Routing
 from aegiskv.commands import COMMANDS, Command
+from aegiskv.connection import WireAdapter
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.net import native
 from aegiskv.net.errors import PeerProtocolError
@@ -252,10 +253,10 @@ ROUTES: dict[int, tuple[Command, NativeHandler]] = {
 }
 
 
-class NativeAdapter:
-    """Connects :class:`FrameDecoder` to the pipeline (a ``WireAdapter``)."""
+class NativeAdapter(WireAdapter[Frame]):
+    """Connects :class:`FrameDecoder` to the pipeline."""
 
-    __slots__ = ("_decoder", "_limits", "_routing", "_authenticated", "_pushed_back", "error_pending", "receive_data")
+    __slots__ = ("_decoder", "_limits", "_routing", "_authenticated", "_pushed_back", "_error_pending")
 
     def __init__(
         self, limits: native.Limits, unauthenticated_limits: native.Limits | None, routing: Routing | None = None
@@ -265,9 +266,13 @@ class NativeAdapter:
         self._routing = routing or Routing()
         self._authenticated = unauthenticated_limits is None
         self._pushed_back: list[Frame] = []  # taken but not run: they come out first
-        self.error_pending = False  # the last take stopped before a protocol error
-        # The decoder's own method, without a wrapper call per read.
-        self.receive_data = self._decoder.receive_data
+        self._error_pending = False  # the last take stopped before a protocol error
+
+    def receive_data(self, data: bytes) -> None:
+        self._decoder.receive_data(data)
+
+    def error_pending(self) -> bool:
+        return self._error_pending
 
     def take_requests(self) -> list[Frame]:
         frames = self._pushed_back
@@ -290,7 +295,7 @@ class NativeAdapter:
             if not frames:
                 raise
             # Raised again on the next call: the decoder stays at the bad frame.
-            self.error_pending = True
+            self._error_pending = True
         return frames
 
     def push_back(self, frames: list[Frame]) -> None:

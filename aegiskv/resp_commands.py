@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 import aegiskv
 from aegiskv.cluster.routing import Routing
 from aegiskv.commands import COMMANDS, Command
-from aegiskv.connection import Violation
+from aegiskv.connection import Violation, WireAdapter
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.net import resp
 from aegiskv.net.errors import PeerProtocolError
@@ -1047,10 +1047,10 @@ _ERROR_PREFIX = {
 }
 
 
-class RespAdapter:
-    """Connects :class:`resp.RequestParser` to the pipeline (a ``WireAdapter``)."""
+class RespAdapter(WireAdapter[Args]):
+    """Connects :class:`resp.RequestParser` to the pipeline."""
 
-    __slots__ = ("_parser", "_routing", "receive_data", "push_back", "take_requests")
+    __slots__ = ("_parser", "_routing")
 
     def __init__(
         self,
@@ -1061,12 +1061,16 @@ class RespAdapter:
     ) -> None:
         self._parser = resp.RequestParser(limits, authenticated=authenticated, use_hiredis=use_hiredis)
         self._routing = routing or Routing()
-        # The parser's own methods, without a wrapper call per request.
-        self.receive_data = self._parser.receive_data
-        self.push_back = self._parser.push_back
-        self.take_requests = self._parser.take_commands
 
-    @property
+    def receive_data(self, data: bytes) -> None:
+        self._parser.receive_data(data)
+
+    def take_requests(self) -> list[Args]:
+        return self._parser.take_commands()
+
+    def push_back(self, requests: list[Args]) -> None:
+        self._parser.push_back(requests)
+
     def error_pending(self) -> bool:
         return self._parser.error_pending
 

@@ -32,11 +32,27 @@ class RequestStats:
         self.latency = [[0] * LATENCY_BUCKETS for _ in range(count)]
         self.latency_sum_ns = [0] * count
 
+    # Spelled "a[i] = a[i] + n": compiled, that is integer arithmetic, where
+    # "a[i] += n" is a generic in-place add on objects (measured with callgrind).
+
     def record(self, index: int, elapsed_ns: int) -> None:
-        self.calls[index] += 1
-        self.latency_sum_ns[index] += elapsed_ns
+        calls = self.calls
+        calls[index] = calls[index] + 1
+        latency_sum = self.latency_sum_ns
+        latency_sum[index] = latency_sum[index] + elapsed_ns
         bucket = (elapsed_ns // 1000).bit_length()
-        self.latency[index][bucket if bucket < LATENCY_BUCKETS else LATENCY_BUCKETS - 1] += 1
+        if bucket >= LATENCY_BUCKETS:
+            bucket = LATENCY_BUCKETS - 1
+        buckets = self.latency[index]
+        buckets[bucket] = buckets[bucket] + 1
+
+    def count_error(self, index: int) -> None:
+        errors = self.errors
+        errors[index] = errors[index] + 1
+
+    def count_rejected(self, index: int) -> None:
+        rejected = self.rejected
+        rejected[index] = rejected[index] + 1
 
 
 class StatsRegistry:
