@@ -20,6 +20,7 @@ from aegiskv.connection import Violation, WireAdapter
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.net import resp
 from aegiskv.net.errors import PeerProtocolError
+from aegiskv.net.resp import bulk
 from aegiskv.node import Condition, ExpireCondition, parse_integer
 from aegiskv.pattern import glob_match
 from aegiskv.resp_cluster import cmd_cluster, cmd_readonly
@@ -170,14 +171,11 @@ def cmd_hello(server: Server, session: Session, args: Args) -> bytes:
 # -- strings -------------------------------------------------------------------------------
 
 
-_bulk: Final = resp.bulk
-
-
 def cmd_get(server: Server, session: Session, args: Args) -> bytes:
     value = server.node.get(args[1])
     if value is None:
         return resp.NULL3 if session.protocol == 3 else resp.NULL_BULK
-    return _bulk(value)
+    return bulk(value)  # imported by name: compiled, a direct call
 
 
 class _Expiry(NamedTuple):
@@ -1009,12 +1007,12 @@ SPECS: dict[bytes, Spec] = {
 
 # Lookup keyed by the name exactly as sent: lower and upper case hit directly,
 # mixed case falls back to .lower().
-_ROUTES: dict[bytes, tuple[Spec, int]] = {}
+_ROUTES: Final[dict[bytes, tuple[Spec, int]]] = {}
 for _name, _spec_entry in SPECS.items():
     _ROUTES[_name] = _ROUTES[_name.upper()] = (_spec_entry, _spec_entry.arity)
 
 # Redis closes connections that look like HTTP requests sent to the port.
-_SECURITY_ATTACK = {b"host:", b"post"}
+_SECURITY_ATTACK: Final = {b"host:", b"post"}
 
 
 def _unknown(args: Args) -> CommandError:

@@ -22,7 +22,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Final, NamedTuple, Protocol
 
 # A value handed out by a backend. Small values are ``bytes``; large ones may be
 # a ``memoryview`` over the stored buffer so a GET does not copy megabytes.
@@ -32,7 +32,7 @@ Value = bytes | memoryview
 # replica) never extends or revives a TTL.
 Clock = Callable[[], int]
 
-NO_EXPIRY = 0
+NO_EXPIRY: Final = 0
 
 
 def wall_clock_ms() -> int:

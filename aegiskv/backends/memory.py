@@ -54,9 +54,9 @@ from aegiskv.backends.expiry import ExpiryIndex
 
 VERSION_BYTES: Final = 8  # big-endian unsigned version ahead of the value
 
-_BYTES_HEADER = 33  # sys.getsizeof(b"")
+_BYTES_HEADER: Final = 33  # sys.getsizeof(b"")
 _PYMALLOC_LIMIT: Final = 512  # larger objects come from malloc, with a 16-byte chunk header
-_TTL_INT_BYTES = 48  # the packed deadline integer (36 bytes, rounded)
+_TTL_INT_BYTES: Final = 48  # the packed deadline integer (36 bytes, rounded)
 # Re-read the tables' sizes after this many writes (getsizeof is O(1) but not free).
 _STRUCTURE_REFRESH: Final = 64
 
@@ -114,10 +114,13 @@ class MemoryBackend(Backend):
         self._protected_bytes = 0
         # The tables' methods every GET and SET calls, bound once (the tables are
         # never replaced): a method lookup on an OrderedDict searches dictionaries.
-        self._protected_get = self._protected.get
         self._protected_to_end = self._protected.move_to_end
-        self._probation_get = self._probation.get
         self._probation_to_end = self._probation.move_to_end
+        # The same tables typed as plain dicts, for lookups: compiled, get() on a
+        # dict is a C call, on an OrderedDict a generic method call (an OrderedDict
+        # is a dict whose get() behaves the same).
+        self._protected_map: dict[bytes, bytes] = self._protected
+        self._probation_map: dict[bytes, bytes] = self._probation
         self._deadlines = ExpiryIndex()
         # The index's key -> packed deadline dict, read directly on the hot path
         # (a membership test through a method call costs three times as much).
@@ -138,11 +141,11 @@ class MemoryBackend(Backend):
     def get(self, key: bytes) -> Value | None:
         if key in self._deadline_map and self._expired(key):
             return None
-        blob = self._protected_get(key)
+        blob = self._protected_map.get(key)
         if blob is not None:
             self._protected_to_end(key)
         else:
-            blob = self._probation_get(key)
+            blob = self._probation_map.get(key)
             if blob is None:
                 return None
             self._promote(key, blob)
@@ -194,7 +197,7 @@ class MemoryBackend(Backend):
         probation = self._probation
         # A rewritten key starts over in probation: it is a new value that has
         # not been read yet. (Redis and most SLRU variants do the same.)
-        old = self._probation_get(key)
+        old = self._probation_map.get(key)
         if old is not None:
             # Replaced in place and moved to the young end: about 0.2 us less
             # than pop and insert, and it leaves no deleted slot in the table.
