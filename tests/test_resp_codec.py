@@ -82,6 +82,22 @@ def feed_more(parser: RequestParser, chunks: list[bytes]) -> tuple[list[list[byt
     return commands, None
 
 
+def feed_taking(
+    chunks: list[bytes], use_hiredis: bool, *, authenticated: bool = True
+) -> tuple[list[list[bytes]], RespProtocolError | None]:
+    """Like feed(), draining with take_commands() the way the server's pipeline does."""
+    parser = RequestParser(authenticated=authenticated, use_hiredis=use_hiredis)
+    commands: list[list[bytes]] = []
+    try:
+        for chunk in chunks:
+            parser.receive_data(chunk)
+            while taken := parser.take_commands():
+                commands += taken
+    except RespProtocolError as error:
+        return commands, error
+    return commands, None
+
+
 def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({0, len(data), *cuts})
     return [data[start:end] for start, end in itertools.pairwise(points)] or [b""]
@@ -213,6 +229,16 @@ def test_valid_streams_decode_identically_in_both_modes(case) -> None:
 
 
 @settings(_PROPERTY, max_examples=examples(60))
+@given(split_streams(), st.booleans())
+def test_taking_in_batches_decodes_like_one_at_a_time(case, use_hiredis: bool) -> None:
+    # The server drains with take_commands(), which has its own fast paths (a read of whole
+    # commands is parsed where it lies); it must give what next_command() gives.
+    chunks, expected = case
+    if use_hiredis and not HIREDIS_AVAILABLE:
+        use_hiredis = False
+    assert feed_taking(chunks, use_hiredis) == (expected, None)
+
+
 @given(split_streams(large=False))
 def test_valid_streams_decode_before_authentication(case) -> None:
     # Before AUTH only the exact parser runs, with the 10-argument / 16 KiB limits.
@@ -633,6 +659,17 @@ def test_mutated_streams_raise_only_protocol_errors(stream: bytes, cuts: list[in
 @given(st.binary(max_size=300), st.lists(st.integers(0, 300), max_size=5), st.booleans())
 def test_random_bytes_raise_only_protocol_errors(stream: bytes, cuts: list[int], authenticated: bool) -> None:
     _check_only_protocol_errors(stream, cuts, authenticated)
+
+
+@_FUZZ
+@given(mutated_streams(), st.lists(st.integers(0, 2000), max_size=5), st.booleans())
+def test_taking_in_batches_errs_like_one_at_a_time(stream: bytes, cuts: list[int], use_hiredis: bool) -> None:
+    chunks = split_at(stream, cuts)
+    if use_hiredis and not HIREDIS_AVAILABLE:
+        use_hiredis = False
+    commands, error, _ = feed(chunks, use_hiredis)
+    taken, take_error = feed_taking(chunks, use_hiredis)
+    assert (taken, error_text(take_error)) == (commands, error_text(error))
 
 
 # -- the two fast paths ----------------------------------------------------------------

@@ -224,6 +224,7 @@ class RequestParser:
         "limits",
         "_authenticated",
         "_buffer",
+        "_pending",
         "_ready",
         "_wait_until",
         "_use_hiredis",
@@ -247,6 +248,9 @@ class RequestParser:
         self.limits = limits
         self._authenticated = authenticated
         self._buffer = bytearray()  # input for the exact parser and the fast path
+        # A read that arrived with nothing buffered, kept as it came: take_commands
+        # parses it in place, without copying it into and out of the buffer.
+        self._pending: bytes | None = None
         self._ready: deque[list[bytes]] = deque()
         self._wait_until = 0  # bytes the incomplete tail needs before parsing again
         # Unless asked, hiredis when installed, except in the compiled build, whose own
@@ -296,12 +300,19 @@ class RequestParser:
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer) + len(self._retained) + len(self._claimed or b"")
+        pending = len(self._pending) if self._pending is not None else 0
+        return len(self._buffer) + pending + len(self._retained) + len(self._claimed or b"")
 
     def _maybe_start_hiredis(self) -> None:
         # Only at a command boundary with nothing left for the exact parser, and
         # only once authenticated (the tiny pre-auth limits need the exact parser).
-        if self._use_hiredis and self._reader is None and self._authenticated and not self._buffer:
+        if (
+            self._use_hiredis
+            and self._reader is None
+            and self._authenticated
+            and not self._buffer
+            and self._pending is None
+        ):
             self._reader = _hiredis.Reader()
             self._retained = bytearray()
             self._returned = 0
@@ -331,8 +342,17 @@ class RequestParser:
                 return
             self._reader.feed(data)
             self._retained += data
+        elif data and self._pending is None and not self._buffer:
+            self._pending = data
         else:
+            self._absorb_pending()
             self._buffer += data
+
+    def _absorb_pending(self) -> None:
+        pending = self._pending
+        if pending is not None:
+            self._pending = None
+            self._buffer += pending
 
     def next_command(self) -> list[bytes] | None:
         """The next complete command, or ``None`` until more data arrives.
@@ -352,6 +372,7 @@ class RequestParser:
             command = self._hiredis_next()
             if command is not None or self._reader is not None:
                 return command
+        self._absorb_pending()
         buffer = self._buffer
         if not buffer or len(buffer) < self._wait_until:
             return None
@@ -392,6 +413,19 @@ class RequestParser:
                 return commands
         else:
             commands = []
+            pending = self._pending
+            if pending is not None and not self._ready and not self._skip and self._error is None:
+                # The usual case without hiredis: a read of whole commands, parsed where it lies.
+                self._pending = None
+                consumed = self._fast_path(pending, commands) if len(pending) <= self._max_bulk else 0
+                if consumed == len(pending):
+                    if self._use_hiredis:
+                        self._maybe_start_hiredis()  # it had handed over to the exact parser
+                    return commands
+                # The rest is incomplete or unusual: the general path below after these.
+                self._buffer += pending[consumed:] if consumed else pending
+                self._ready.extend(commands)
+                commands = []
             buffer = self._buffer
             if (
                 buffer
@@ -401,12 +435,13 @@ class RequestParser:
                 and not self._skip
                 and self._error is None
             ):
-                # The usual case without hiredis, kept short: whole commands in one read.
+                # Whole commands completed by this read. What an earlier parse said the
+                # tail needed is spent: the bytes are here (next_command resets it too).
+                self._wait_until = 0
                 data = bytes(buffer)
                 consumed = self._fast_path(data, commands)
                 if consumed == len(data):
                     buffer.clear()
-                    self._wait_until = 0
                     if self._use_hiredis:
                         self._maybe_start_hiredis()  # it had handed over to the exact parser
                     return commands
