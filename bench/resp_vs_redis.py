@@ -1,7 +1,8 @@
 """Benchmark: AegisKV's RESP port against redis-server, measured by redis-benchmark.
 
 Not a test. In one run it starts redis-server (``--save '' --appendonly no``)
-and AegisKV nodes (RESP parser: hiredis, and pure Python) on loopback, then
+and AegisKV nodes on loopback (``aegis``: the default parser of the build),
+then
 runs ``redis-benchmark -t <op> -d 100 -r 100000`` against each, interleaved,
 for every load shape:
 
@@ -18,7 +19,10 @@ in the same run. Then it loads 1,000,000 keys of 100 bytes into each server
 
 The nodes run the aegiskv installed for the interpreter that runs this script;
 when that build is compiled by mypyc (``.tox/py311/bin/python``, see setup.py)
-one more node runs this checkout's sources interpreted, for the comparison.
+``aegis-interp`` runs this checkout's sources interpreted (hiredis parser, its
+default there), and ``aegis-hiredis`` the compiled build with hiredis instead
+of its own parser (the default), for the comparison; otherwise
+``aegis-python`` runs the interpreted build with the pure-Python parser.
 
 Writes bench/results/resp_vs_redis.json and .txt.
 
@@ -57,8 +61,7 @@ SHAPES = [
 OPS = ("set", "get")
 
 
-def start_aegis_with(workdir: str, parser: str, interpreted: bool = False) -> Server:
-    name = f"aegis-{parser}" + ("-interp" if interpreted else "")
+def start_aegis_with(workdir: str, name: str, parser: str = "auto", interpreted: bool = False) -> Server:
     return start_aegis(
         tempfile.mkdtemp(prefix=f"{name}-", dir=workdir),
         env={"AEGIS_RESP_PARSER": parser},
@@ -73,7 +76,7 @@ def memory_comparison(workdir: str, keys: int) -> dict[str, dict[str, float]]:
     data_path = os.path.join(workdir, "mass.resp")
     for name, start in (
         ("redis", lambda: start_redis(workdir)),
-        ("aegis", lambda: start_aegis_with(workdir, "hiredis")),
+        ("aegis", lambda: start_aegis_with(workdir, "aegis")),
     ):
         server = start()
         try:
@@ -97,7 +100,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--quick", action="store_true", help="1 run, requests / 10, 100k keys (smoke check)")
-    parser.add_argument("--no-python-parser", action="store_true", help="skip the pure-Python parser node")
+    parser.add_argument("--only-default", action="store_true", help="only redis and the default aegis node")
     parser.add_argument("--no-pin", action="store_true", help="do not pin servers and load generator to CPUs")
     args = parser.parse_args()
     servers.PIN = servers.PIN and not args.no_pin
@@ -108,14 +111,15 @@ def main() -> int:
     version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.strip()
 
     with tempfile.TemporaryDirectory() as workdir:
-        running = {"redis": start_redis(workdir), "aegis-hiredis": start_aegis_with(workdir, "hiredis")}
-        build = info_text(running["aegis-hiredis"].port, "server", "aegis_build")
-        if build == "compiled":
-            interpreted = start_aegis_with(workdir, "hiredis", interpreted=True)
+        running = {"redis": start_redis(workdir), "aegis": start_aegis_with(workdir, "aegis")}
+        build = info_text(running["aegis"].port, "server", "aegis_build")
+        if build == "compiled" and not args.only_default:
+            interpreted = start_aegis_with(workdir, "aegis-interp", interpreted=True)
             assert info_text(interpreted.port, "server", "aegis_build") == "interpreted"
             running[interpreted.name] = interpreted
-        if not args.no_python_parser:
-            running["aegis-python"] = start_aegis_with(workdir, "python")
+            running["aegis-hiredis"] = start_aegis_with(workdir, "aegis-hiredis", "hiredis")
+        elif not args.only_default:
+            running["aegis-python"] = start_aegis_with(workdir, "aegis-python", "python")
         try:
             raw: dict[str, dict[str, dict[str, list[dict[str, float]]]]] = {}
             for shape_name, shape, requests in SHAPES:
@@ -142,7 +146,8 @@ def main() -> int:
         f"AegisKV RESP port vs {version}; redis-benchmark -d 100 -r 100000; median of {runs} interleaved runs"
         + ("; servers pinned to CPU 1, redis-benchmark to CPU 0" if servers.PIN else ""),
         f"aegis nodes: request path {build}"
-        + (" (-interp: the same sources interpreted)" if build == "compiled" else ""),
+        + (" (-interp: the same sources interpreted)" if build == "compiled" else "")
+        + "; aegis = the default RESP parser (compiled: its own; interpreted: hiredis)",
         f"{'shape':<9}{'op':<5}{'server':<22}{'req/s':>10}{'ratio':>7}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}"
         f"{'cpu us/req':>11}{'cpu ratio':>10}",
     ]
