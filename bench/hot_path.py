@@ -18,9 +18,18 @@ With ``--installed PYTHON`` it also measures the aegiskv installed for that
 interpreter -- ``.tox/py311/bin/python`` holds the build compiled by mypyc
 (setup.py) -- against the working tree's sources run interpreted.
 
-    python bench/hot_path.py [--against HEAD~1] [--installed .tox/py311/bin/python] [--rounds 9]
+With ``--instructions`` it counts instructions per request instead of timing
+(valgrind's cachegrind, the difference between a short and a longer run, so
+start-up and the keyspace fill cancel out). Counts repeat to within a few
+instructions from run to run, where the time of the same code moved by up to
+2x between processes on these machines; they do not show cache misses, so the
+random-key shapes cost more in time than their counts suggest. About half a
+minute per shape and contender; ``--shapes get:1:random,set:1:random`` narrows.
 
-Writes bench/results/hot_path.txt and .json.
+    python bench/hot_path.py [--against HEAD~1] [--installed .tox/py311/bin/python] [--rounds 9]
+                             [--instructions] [--shapes OP:PER_READ:KEYS,...]
+
+Writes bench/results/hot_path.txt and .json (hot_path_instructions.* with --instructions).
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import itertools
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -166,6 +176,32 @@ def measure_in(contender: Contender, shape: tuple[str, int, str], rounds: int, r
     return float(output.strip().splitlines()[-1])
 
 
+def handled(requests: int, pipeline: int) -> int:
+    """Requests :func:`measure` runs for one round of ``requests`` (its warm-up included)."""
+    turns = max(1, requests // pipeline)
+    return (turns // 10 + turns) * pipeline
+
+
+def instructions_in(contender: Contender, shape: tuple[str, int, str]) -> float:
+    """Instructions per request for ``shape``: two runs under cachegrind, the difference divided."""
+    op, pipeline, keys = shape
+    sizes = (4_000, 24_000)
+    counts = []
+    for requests in sizes:
+        command = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
+        command += [contender.python, str(Path(__file__).resolve()), "--one", op, str(pipeline), keys]
+        command += ["--rounds", "1", "--requests", str(requests)]
+        if not contender.source:
+            command.append("--installed-package")
+        environment = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dictionary layouts in both runs
+        result = subprocess.run(command, cwd=contender.directory, capture_output=True, text=True, env=environment)
+        found = re.search(r"I\s+refs:\s+([\d,]+)", result.stderr)
+        if result.returncode != 0 or found is None:
+            raise RuntimeError(f"cachegrind run failed:\n{result.stderr[-2000:]}")
+        counts.append(int(found.group(1).replace(",", "")))
+    return (counts[1] - counts[0]) / (handled(sizes[1], pipeline) - handled(sizes[0], pipeline))
+
+
 def installed_build(python: str, directory: Path) -> str:
     code = "import aegiskv; print(aegiskv.build())"
     result = subprocess.run([python, "-c", code], cwd=directory, capture_output=True, text=True)
@@ -179,6 +215,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=60_000, help="requests per round")
     parser.add_argument("--repeat", type=int, default=2, help="interleaved repetitions per shape (best kept)")
     parser.add_argument("--installed", metavar="PYTHON", help="also measure the aegiskv installed for PYTHON")
+    parser.add_argument("--instructions", action="store_true", help="count instructions (valgrind) instead of time")
+    parser.add_argument("--shapes", help="only these shapes, e.g. get:1:random,set:16:hot")
     parser.add_argument("--one", nargs=3, metavar=("OP", "PIPELINE", "KEYS"), help=argparse.SUPPRESS)
     parser.add_argument("--installed-package", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -201,15 +239,27 @@ def main() -> int:
         empty = Path(tempfile.mkdtemp(prefix="aegis-hot-path-installed-"))
         atexit.register(shutil.rmtree, empty, ignore_errors=True)
         contenders[f"installed ({installed_build(python, empty)})"] = Contender(python, empty, source=False)
+    shapes = SHAPES
+    if args.shapes:
+        wanted = [tuple(item.split(":")) for item in args.shapes.split(",")]
+        shapes = [shape for shape in SHAPES if (shape[0], str(shape[1]), shape[2]) in wanted]
+        if len(shapes) != len(wanted):
+            parser.error(f"--shapes: each of OP:PER_READ:KEYS must be one of {SHAPES}")
+    if args.instructions and shutil.which("valgrind") is None:
+        parser.error("--instructions needs valgrind (apt-get install valgrind)")
     try:
         rows = []
-        for shape in SHAPES:
+        for shape in shapes:
             figures: dict[str, float] = {}
-            for _ in range(args.repeat):
+            for _ in range(1 if args.instructions else args.repeat):
                 for name, contender in contenders.items():
-                    value = measure_in(contender, shape, args.rounds, args.requests)
+                    if args.instructions:
+                        value = instructions_in(contender, shape)
+                    else:
+                        value = measure_in(contender, shape, args.rounds, args.requests)
                     figures[name] = min(figures.get(name, float("inf")), value)
-            rows.append({"op": shape[0], "pipeline": shape[1], "keys": shape[2], "us_per_request": figures})
+            unit = "instructions_per_request" if args.instructions else "us_per_request"
+            rows.append({"op": shape[0], "pipeline": shape[1], "keys": shape[2], unit: figures})
             print(shape, figures, flush=True)
     finally:
         if worktree is not None:
@@ -224,27 +274,34 @@ def main() -> int:
     names = list(contenders)
     reference, others = names[0], names[1:]
     width = max(14, *(len(name) for name in names))
+    if args.instructions:
+        what = "Instructions per RESP request (valgrind cachegrind, a 24,000 minus a 4,000 request run)"
+        how = ""
+    else:
+        what = "Python microseconds per RESP request"
+        how = f"; best of {args.rounds} rounds x {args.repeat} interleaved runs, pinned to CPU 1"
     lines = [
-        f"Python microseconds per RESP request, no sockets (bench/hot_path.py), working tree at {tree}"
+        f"{what}, no sockets (bench/hot_path.py), working tree at {tree}"
         + (f" against {args.against} ({short(args.against)})" if args.against else "")
-        + f"; best of {args.rounds} rounds x {args.repeat} interleaved runs, pinned to CPU 1; ratios to {reference}",
+        + f"{how}; ratios to {reference}",
         f"{'op':4} {'per read':>8} {'keys':>7} "
         + " ".join(f"{name:>{width}}" for name in names)
         + "".join(f"   ratio {index + 2}" for index in range(len(others))),
     ]
     for row in rows:
-        figures = row["us_per_request"]
+        figures = row["instructions_per_request" if args.instructions else "us_per_request"]
         line = f"{row['op']:4} {row['pipeline']:>8} {row['keys']:>7} " + " ".join(
-            f"{figures[name]:>{width}.2f}" for name in names
+            f"{figures[name]:>{width}.0f}" if args.instructions else f"{figures[name]:>{width}.2f}" for name in names
         )
         line += "".join(f"   {figures[name] / figures[reference]:7.2f}" for name in others)
         lines.append(line)
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "hot_path.txt").write_text(text)
+    stem = "hot_path_instructions" if args.instructions else "hot_path"
+    (RESULTS / f"{stem}.txt").write_text(text)
     report = {"against": args.against, "installed": args.installed, "rows": rows}
-    (RESULTS / "hot_path.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from importlib.machinery import EXTENSION_SUFFIXES
 from typing import Any, Final, NamedTuple
 
 from mypy_extensions import i64
@@ -213,8 +214,8 @@ def scan_commands(data: bytes, ready: list[list[bytes]], max_multibulk: i64, max
     return position
 
 
-# Which fast path this build runs (see the two functions).
-_INTERPRETED: Final = __file__.endswith(".py")
+# Which fast path this build runs (see the two functions): compiled modules are extensions.
+_INTERPRETED: Final = not __file__.endswith(tuple(EXTENSION_SUFFIXES))
 
 
 class RequestParser:
