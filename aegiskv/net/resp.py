@@ -414,42 +414,28 @@ class RequestParser:
                 return commands
         else:
             commands = []
-            pending = self._pending
-            if pending is not None and not self._ready and not self._skip and self._error is None:
-                # The usual case without hiredis: a read of whole commands, parsed where it lies.
-                self._pending = None
-                consumed = self._fast_path(pending, commands) if len(pending) <= self._max_bulk else 0
-                if consumed == len(pending):
-                    if self._use_hiredis:
-                        self._maybe_start_hiredis()  # it had handed over to the exact parser
-                    return commands
-                # The rest is incomplete or unusual: the general path below after these.
-                self._buffer += pending[consumed:] if consumed else pending
-                self._ready.extend(commands)
-                commands = []
-            buffer = self._buffer
-            if (
-                buffer
-                and buffer[0] == _STAR
-                and self._wait_until <= len(buffer) <= self._max_bulk
-                and not self._ready
-                and not self._skip
-                and self._error is None
-            ):
-                # Whole commands completed by this read. What an earlier parse said the
-                # tail needed is spent: the bytes are here (next_command resets it too).
-                self._wait_until = 0
-                data = bytes(buffer)
-                consumed = self._fast_path(data, commands)
-                if consumed == len(data):
+            if not self._ready and not self._skip and self._error is None:
+                # The usual case without hiredis: whole commands, parsed in one go from the
+                # read that brought them (as it came, when nothing was buffered before it).
+                data = self._pending
+                buffer = self._buffer
+                if data is not None:  # the buffer is empty
+                    self._pending = None
+                elif buffer and self._wait_until <= len(buffer):
+                    # What an earlier parse said the tail needed is here (next_command resets it too).
+                    self._wait_until = 0
+                    data = bytes(buffer)
                     buffer.clear()
-                    if self._use_hiredis:
-                        self._maybe_start_hiredis()  # it had handed over to the exact parser
-                    return commands
-                # The rest is incomplete or unusual: the general path below after these.
-                del buffer[:consumed]
-                self._ready.extend(commands)
-                commands = []
+                if data:
+                    consumed = self._fast_path(data, commands) if len(data) <= self._max_bulk else 0
+                    if consumed == len(data):
+                        if self._use_hiredis:
+                            self._maybe_start_hiredis()  # it had handed over to the exact parser
+                        return commands
+                    # The rest is incomplete or unusual: the general path below, after these.
+                    buffer += data[consumed:] if consumed else data
+                    self._ready.extend(commands)
+                    commands = []
         # The exact parser's paths (or hiredis gave up part-way: continue after it).
         while True:
             try:
