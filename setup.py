@@ -14,8 +14,8 @@ import os
 
 from setuptools import setup
 
-# The reactor, both wire protocols, the pipeline, the command handlers, the node
-# and the memory backend: what one GET or SET runs through.
+# The reactor, both wire protocols, the pipeline, the command handlers, the node,
+# the memory backend and the key router: what one GET or SET runs through.
 HOT_PATH = [
     "aegiskv/net/poller.py",
     "aegiskv/net/reactor.py",
@@ -31,6 +31,7 @@ HOT_PATH = [
     "aegiskv/node.py",
     "aegiskv/backends/memory.py",
     "aegiskv/backends/expiry.py",
+    "aegiskv/cluster/routing.py",
 ]
 
 

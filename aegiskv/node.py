@@ -114,9 +114,6 @@ class Node:
         self.node_id = node_id
         self._clock = clock
         self._lock = HandoffLock()
-        self._try_acquire = self._lock.try_acquire
-        self._wait_for_lock = self._lock.acquire_blocking
-        self._release = self._lock.release
         self.started = time.time()
         self.hits = 0
         self.misses = 0
@@ -129,7 +126,7 @@ class Node:
 
     def get(self, key: bytes) -> Value | None:
         # acquire()/release() rather than "with": half the cost on this hot path.
-        self._try_acquire(False) or self._wait_for_lock()
+        self._lock.acquire()
         try:
             memory = self._memory
             value = memory.get(key) if memory is not None else self._backend_get(key)
@@ -139,11 +136,11 @@ class Node:
                 self.hits += 1
             return value
         finally:
-            self._release()
+            self._lock.release()
 
     def get_entry(self, key: bytes) -> Entry | None:
         """Value, version and absolute deadline (NO_EXPIRY when none)."""
-        self._try_acquire(False) or self._wait_for_lock()  # the native GET's hot path: see get()
+        self._lock.acquire()  # the native GET's hot path: see get()
         try:
             entry = self.backend.get_entry(key)
             if entry is None:
@@ -152,7 +149,7 @@ class Node:
                 self.hits += 1
             return entry
         finally:
-            self._release()
+            self._lock.release()
 
     def peek(self, key: bytes) -> Entry | None:
         """Like :meth:`get_entry` without counting as an access (TTL, TYPE, STRLEN)."""
@@ -233,7 +230,7 @@ class Node:
         if len(key) > limits.max_key_bytes or len(value) > limits.max_value_bytes:
             self._check_sizes(key, value)  # raises with the message
         expires_at = NO_EXPIRY if ttl_ms is None else self._deadline(ttl_ms)
-        self._try_acquire(False) or self._wait_for_lock()
+        self._lock.acquire()
         try:
             memory = self._memory
             if memory is not None:
@@ -242,7 +239,7 @@ class Node:
         except ValueTooLarge as error:
             raise CommandError(ErrorKind.OUT_OF_MEMORY, str(error)) from None
         finally:
-            self._release()
+            self._lock.release()
 
     def set(
         self,
@@ -482,7 +479,7 @@ class Node:
         Skipped when a worker holds the lock: the reactor must never wait for
         it, and the sampler loses nothing by running on the next tick.
         """
-        if not self._lock.try_acquire(False):
+        if not self._lock.try_acquire():
             return 0
         try:
             return self.backend.expire_step(sample_size, budget_seconds)

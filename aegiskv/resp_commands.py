@@ -1010,6 +1010,9 @@ SPECS: dict[bytes, Spec] = {
 _ROUTES: Final[dict[bytes, tuple[Spec, int]]] = {}
 for _name, _spec_entry in SPECS.items():
     _ROUTES[_name] = _ROUTES[_name.upper()] = (_spec_entry, _spec_entry.arity)
+# Keyed by the scanner's own name objects (an equal key would keep the old object).
+for _shared_name in (resp.GET_NAME, resp.SET_NAME):
+    _ROUTES[_shared_name] = _ROUTES.pop(_shared_name)
 
 # Redis closes connections that look like HTTP requests sent to the port.
 _SECURITY_ATTACK: Final = {b"host:", b"post"}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from aegiskv.handoff_lock import HandoffLock
 from tests.wire import wait_until
 
@@ -41,7 +43,7 @@ def test_without_waiters_the_holder_keeps_the_lock() -> None:
     lock.let_waiters_in()
     assert lock.locked()
     # Still held by us: a non-blocking attempt fails.
-    assert not lock.try_acquire(False)
+    assert not lock.try_acquire()
     lock.release()
     assert not lock.locked()
 
@@ -50,6 +52,39 @@ def test_a_free_lock_counts_no_waiter() -> None:
     lock = HandoffLock()
     with lock:
         assert lock.waiters == 0
-    assert lock.try_acquire(False) or lock.acquire_blocking()
+    lock.acquire()
     assert lock.waiters == 0
     lock.release()
+
+
+def test_acquire_counts_a_blocked_thread_as_a_waiter_and_the_holder_hands_over() -> None:
+    # acquire() is the hot paths' call (Node.get/put): a thread blocked in it
+    # must be seen by a long holder, or a large batch would keep the reactor waiting.
+    lock = HandoffLock()
+    order: list[str] = []
+
+    def take_turn() -> None:
+        lock.acquire()
+        order.append("taker")
+        lock.release()
+
+    with lock:
+        taker = threading.Thread(target=take_turn)
+        taker.start()
+        wait_until(lambda: lock.waiters == 1, what="the thread to block in acquire()")
+        lock.let_waiters_in()
+        order.append("holder")
+    taker.join(timeout=5)
+    assert order == ["taker", "holder"]
+    assert lock.waiters == 0
+
+
+def test_releasing_a_free_lock_is_an_error() -> None:
+    # The lock is a one-token queue: a second release must not mint a second token.
+    lock = HandoffLock()
+    with pytest.raises(RuntimeError, match="unlocked"):
+        lock.release()
+    assert lock.try_acquire()
+    assert not lock.try_acquire()
+    lock.release()
+    assert not lock.locked()
