@@ -116,6 +116,7 @@ class MemoryBackend(Backend):
         # never replaced): a method lookup on an OrderedDict searches dictionaries.
         self._protected_to_end = self._protected.move_to_end
         self._probation_to_end = self._probation.move_to_end
+        self._protected_pop = self._protected.pop
         # The same tables typed as plain dicts, for lookups: compiled, get() on a
         # dict is a C call, on an OrderedDict a generic method call (an OrderedDict
         # is a dict whose get() behaves the same).
@@ -157,12 +158,12 @@ class MemoryBackend(Backend):
         packed_deadline = self._deadline_map.get(key)
         if packed_deadline is not None and self._expired(key):
             return None
-        blob = self._protected.get(key)
+        blob = self._protected_map.get(key)
         if blob is not None:
             if touch:
-                self._protected.move_to_end(key)
+                self._protected_to_end(key)
         else:
-            blob = self._probation.get(key)
+            blob = self._probation_map.get(key)
             if blob is None:
                 return None
             if touch:
@@ -205,7 +206,7 @@ class MemoryBackend(Backend):
             self._probation_to_end(key)
             self._probation_bytes += cost - entry_cost(len(key), len(old) - VERSION_BYTES, key in deadlines)
         else:
-            old = self._protected.pop(key, None)
+            old = self._protected_pop(key, None)
             if old is not None:
                 self._protected_bytes -= entry_cost(len(key), len(old) - VERSION_BYTES, key in deadlines)
             probation[key] = blob
