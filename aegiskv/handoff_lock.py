@@ -104,7 +104,7 @@ class HandoffLock:
         return len(self._waiting)
 
     def locked(self) -> bool:
-        return self._token.empty()
+        return not self._tokens_left()
 
     def let_waiters_in(self) -> None:
         """Called by the holder between two steps of a long job: let the current waiters go first.

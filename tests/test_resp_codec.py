@@ -31,6 +31,7 @@ from aegiskv.net.resp import (
     encode_command,
     split_inline,
 )
+from aegiskv.resp_commands import _ROUTES
 from tests.effort import examples
 
 needs_hiredis = pytest.mark.skipif(not HIREDIS_AVAILABLE, reason="hiredis is not installed")
@@ -725,6 +726,21 @@ def test_scan_takes_every_whole_multibulk_command(commands: list[list[bytes]], c
     ready: list[list[bytes]] = []
     consumed = resp.scan_commands(stream[:cut], ready, DEFAULT_LIMITS.max_multibulk, DEFAULT_LIMITS.max_bulk)
     assert (consumed, list(ready)) == (sum(map(len, encoded[:whole])), commands[:whole])
+
+
+@pytest.mark.parametrize("name", [b"GET", b"SET", b"get", b"BET", b"GEX", b"GETS", b"GE", b"xET"])
+def test_scan_names_commands_exactly_and_shares_the_routed_name_objects(name: bytes) -> None:
+    stream = encode_command(name, b"GET") + encode_command(b"SET", b"k", b"v")
+    ready: list[list[bytes]] = []
+    consumed = resp.scan_commands(stream, ready, DEFAULT_LIMITS.max_multibulk, DEFAULT_LIMITS.max_bulk)
+    assert consumed == len(stream)
+    assert ready == [[name, b"GET"], [b"SET", b"k", b"v"]]
+    # GET and SET come out as the very objects the command table is keyed by, so
+    # routing them is an identity match (their hash computed once).
+    for command in ready:
+        if command[0] in (b"GET", b"SET"):
+            (table_key,) = [key for key in _ROUTES if key == command[0]]
+            assert command[0] is table_key
 
 
 @pytest.mark.parametrize("fast_path", FAST_PATHS)
