@@ -42,7 +42,16 @@ _GIL_PAUSE_SECONDS = 0.00005
 class HandoffLock:
     """A non-reentrant mutex that knows whether threads are blocked on it."""
 
-    __slots__ = ("_token", "_take_free", "_take_waiting", "_put_back", "_tokens_left", "_waiting", "_running_since")
+    __slots__ = (
+        "_token",
+        "_take_free",
+        "_take_waiting",
+        "_put_back",
+        "_tokens_left",
+        "_held",
+        "_waiting",
+        "_running_since",
+    )
 
     def __init__(self) -> None:
         # The mutex is a queue holding one token: the thread that took the token
@@ -58,6 +67,9 @@ class HandoffLock:
         self._take_waiting = self._token.get
         self._put_back = self._token.put_nowait
         self._tokens_left = self._token.qsize  # bound: a method looked up per call is a dictionary search
+        # Set by the holder only (after taking the token, before putting it back):
+        # a release without a holder must not mint a second token.
+        self._held = False
         # One item per thread blocked in acquire(). append and pop are atomic
         # under the GIL, unlike ``count += 1`` on an attribute.
         self._waiting: list[None] = []
@@ -71,6 +83,7 @@ class HandoffLock:
             self._take_free()
         except queue.Empty:
             return False
+        self._held = True
         return True
 
     def acquire(self) -> None:
@@ -83,10 +96,12 @@ class HandoffLock:
                 self._take_waiting()
             finally:
                 self._waiting.pop()
+        self._held = True
 
     def release(self) -> None:
-        if self._tokens_left():
+        if not self._held:
             raise RuntimeError("release of an unlocked HandoffLock")
+        self._held = False
         self._put_back(None)
 
     def __enter__(self) -> HandoffLock:
