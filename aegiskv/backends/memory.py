@@ -86,6 +86,8 @@ def _ttl_cost(key_length: int) -> int:
 
 
 _VERSION: Final = struct.Struct("!Q")
+# Bound once: compiled, ``_VERSION.pack(...)`` looks the method up by name on every SET.
+_pack_version: Final = _VERSION.pack
 _MAX_VERSION: Final = 2**64 - 1
 
 
@@ -193,7 +195,7 @@ class MemoryBackend(Backend):
                 version = self._version + 1
         elif version > _MAX_VERSION:
             raise ValueError(f"version {version} does not fit in 64 bits")
-        blob = _VERSION.pack(version) + value
+        blob = _pack_version(version) + value
         deadlines = self._deadline_map
         probation = self._probation
         # A rewritten key starts over in probation: it is a new value that has
