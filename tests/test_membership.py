@@ -46,6 +46,63 @@ def test_no_false_deaths_at_ten_percent_loss() -> None:
     assert all(sim.view(a, b) in (State.ALIVE, State.SUSPECT) for a in sim.nodes for b in sim.nodes if a != b)
 
 
+# The timing the real-process fault test runs with (tests/test_cluster_faults.py).
+FAST_TIMING = SwimConfig(probe_interval=0.33, probe_timeout=0.17, gossip_interval=0.07, push_pull_interval=10)
+
+
+def test_no_false_deaths_in_a_small_cluster_at_ten_percent_loss_across_seeds() -> None:
+    # In a 5-node cluster an update is sent only 4 times; a refutation whose copies all
+    # missed the first suspector used to leave it waiting out its timeout (7 of 100
+    # seeds declared a live node dead within 30 s).
+    false_deaths = []
+    for seed in range(60):
+        sim = Simulation(5, config=FAST_TIMING, conditions=NetworkConditions(loss=0.10), seed=seed, tick=0.05)
+        deaths = _deaths_of_live_nodes(sim)
+        sim.run_until(30)
+        false_deaths.extend((seed, *death) for death in deaths)
+    assert false_deaths == []
+
+
+def _pair() -> tuple[SwimMembership, SwimMembership]:
+    first = SwimMembership("a", ("10.0.0.1", 7701), config=FAST_TIMING, now=0.0)
+    second = SwimMembership("b", ("10.0.0.2", 7701), config=FAST_TIMING, now=0.0)
+    first.merge_state(second.full_state(), 0.0)
+    second.merge_state(first.full_state(), 0.0)
+    return first, second
+
+
+def _updates_in(payload: bytes) -> list[tuple[str, State, int]]:
+    return [(raw[0], State(raw[1]), raw[2]) for raw in json.loads(payload)["u"]]
+
+
+def test_a_probe_of_a_suspect_carries_the_suspicion_after_its_retransmissions_ran_out() -> None:
+    prober, _suspect_node = _pair()
+    member = prober.member("b")
+    assert member is not None
+    prober._suspect(member, "a", member.incarnation, 0.0)
+    prober._updates.clear()  # every copy of the suspicion already sent
+    (_address, payload), *_ = prober._start_probe(0.0)
+    assert ("b", State.SUSPECT, 0) in _updates_in(payload)
+
+
+def test_a_stale_suspicion_about_us_is_answered_with_our_refutation_again() -> None:
+    suspector, suspect = _pair()
+    member = suspector.member("b")
+    assert member is not None
+    suspector._suspect(member, "a", 0, 0.0)
+    suspect.me.incarnation = 1  # refuted already; the refutation never reached "a"
+    suspect._updates.clear()
+    (_address, ping), *_ = suspector._start_probe(0.0)
+    replies = suspect.receive(suspector.me.address, ping, 0.1)
+    assert suspect.counters["refutations_repeated"] == 1
+    assert suspect.me.incarnation == 1  # no new incarnation for old news
+    (_address, ack), *_ = replies
+    assert ("b", State.ALIVE, 1) in _updates_in(ack)
+    suspector.receive(suspect.me.address, ack, 0.2)
+    refreshed = suspector.member("b")
+    assert refreshed is not None and refreshed.state == State.ALIVE and refreshed.incarnation == 1
+
+
 def test_a_suspect_that_comes_back_refutes_and_stays_alive() -> None:
     sim = Simulation(6, seed=7)
     false_deaths = _deaths_of_live_nodes(sim)

@@ -19,7 +19,12 @@ The protocol, after Das et al. (SWIM) and HashiCorp's memberlist/Lifeguard:
   members confirm the suspicion (Lifeguard: one slow member cannot kill a
   healthy one quickly, many agreeing members kill a dead one fast).
 * **Buddy system** (Lifeguard): a ping to a suspect carries the suspicion
-  first, so a live suspect learns of it at once and refutes.
+  first, so a live suspect learns of it at once and refutes. It does so for
+  as long as the prober holds the suspicion, not only while the suspicion is
+  still being retransmitted, and a suspect that hears a suspicion it has
+  already refuted sends its refutation again (first in its ack): in a small
+  cluster an update is sent only a few times, and a refutation whose copies all
+  missed the first suspector would otherwise leave it to its timeout.
 * **Local health** (Lifeguard): a member that misses acks, or has to refute
   suspicions of itself, raises its health score and stretches its probe
   timeout, because the fault is then likely its own.
@@ -178,6 +183,7 @@ class SwimMembership:
             "bytes_received": 0,
             "malformed": 0,
             "refutations": 0,
+            "refutations_repeated": 0,
             "pingreq_refused": 0,
         }
         self._queue_update(self.me, source=node_id)
@@ -426,12 +432,21 @@ class SwimMembership:
     def _piggyback(self, about: Member | None, force_self: bool) -> list[list[Any]]:
         """Least-sent updates first; the ones about the probe target before all (buddy system)."""
         updates = self._updates
-        if not updates and not force_self:
+        probing_suspect = about is not None and about.state == State.SUSPECT
+        if not updates and not force_self and not probing_suspect:
             return []
         limit = self.config.retransmit_mult * math.ceil(math.log10(self.estimated_size() + 1))
         chosen: list[_Update] = []
-        if about is not None and about.node_id in updates and updates[about.node_id].state == State.SUSPECT:
-            chosen.append(updates[about.node_id])
+        if probing_suspect:
+            assert about is not None
+            # Buddy system: every probe of a suspect tells it so, even after the
+            # suspicion's own retransmissions ran out, until it refutes or dies.
+            news = updates.get(about.node_id)
+            if news is None or news.state != State.SUSPECT:
+                news = _Update(
+                    about.node_id, State.SUSPECT, about.incarnation, about.address, about.meta, self.me.node_id
+                )
+            chosen.append(news)
         ordered = sorted((u for u in updates.values() if u not in chosen), key=lambda u: u.transmits)
         chosen.extend(ordered[: self.config.max_updates_per_message - len(chosen)])
         if force_self and all(u.node_id != self.me.node_id for u in chosen):
@@ -459,14 +474,16 @@ class SwimMembership:
         """SWIM's precedence rules: higher incarnation wins; at equal incarnation dead > suspect > alive."""
         me = self.me
         if update.node_id == me.node_id:
-            if (
-                update.state in (State.SUSPECT, State.DEAD)
-                and not self.leaving
-                and update.incarnation >= me.incarnation
-            ):
-                me.incarnation = update.incarnation + 1  # refute
-                self.counters["refutations"] += 1
-                self.health = min(self.config.max_health, self.health + 1)
+            if update.state in (State.SUSPECT, State.DEAD) and not self.leaving:
+                if update.incarnation >= me.incarnation:
+                    me.incarnation = update.incarnation + 1  # refute
+                    self.counters["refutations"] += 1
+                    self.health = min(self.config.max_health, self.health + 1)
+                else:
+                    # Someone still holds a suspicion we refuted already: our refutation
+                    # used up its retransmissions without reaching them. Send it again
+                    # (the reply to their message carries it first, being the least sent).
+                    self.counters["refutations_repeated"] += 1
                 self._queue_update(me, me.node_id)
             return
         member = self.members.get(update.node_id)
