@@ -5,9 +5,6 @@ parser) and the hiredis one (hiredis's C reader, falling back to the exact parse
 the parser runs in both. Expected commands and error texts are written out by hand from Redis's
 networking.c (processInlineBuffer, processMultibulkBuffer, sdssplitargs) and were checked against a
 real redis-server 7.0; tests/test_resp_protocol.py compares the two servers directly.
-
-One documented difference is left out of the equivalence checks: hiredis reads a simple string
-(``+x``) where a bulk string belongs, where Redis refuses it. test_documented_hiredis_difference pins it.
 """
 
 from __future__ import annotations
@@ -887,3 +884,21 @@ def test_an_inline_command_that_looks_like_a_bulk_header_is_answered_at_once(use
         commands, error, parser = feed(chunks, use_hiredis)
         expected = [[b"PING"], [b"$abc"]] if chunks[0].startswith(b"*") else [[b"$3"], [b"GET"]]
         assert (commands, error, parser.buffered) == (expected, None, 0), chunks
+
+
+@pytest.mark.parametrize("use_hiredis", MODES)
+@pytest.mark.parametrize("type_byte", [b"(", b"+", b"="])
+@pytest.mark.parametrize("split", [None, 3, 12])
+def test_a_resp3_string_type_after_a_bulk_without_crlf_is_refused_like_redis(
+    use_hiredis: bool, type_byte: bytes, split: int | None
+) -> None:
+    # Found by fuzz/fuzz_resp.py: Redis skips the two bytes after a bulk's data
+    # unread, so the "xy" here hides that the next element is not a bulk. hiredis
+    # read "(" (a big number) as the argument b"" and returned a command Redis refuses.
+    stream = b"*2\r\n$3\r\nGETxy" + type_byte + b"3\r\nabc\r\n*1\r\n$4\r\nPING\r\n"
+    chunks = [stream] if split is None else [stream[:split], stream[split:]]
+    commands, error, _ = feed(chunks, use_hiredis)
+    assert commands == []
+    assert error is not None and str(error) == f"Protocol error: expected '$', got '{type_byte.decode()}'"
+    taken, taken_error = feed_taking(chunks, use_hiredis)
+    assert taken == [] and str(taken_error) == str(error)

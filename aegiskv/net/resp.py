@@ -36,7 +36,15 @@ pass 16 KiB, so limits hold with hiredis too, and a count or length with more
 digits than any legal value sends the connection to the exact parser before
 hiredis sees it, and so does any line starting with a type byte other than
 ``*`` and ``$`` (RESP3 sets, maps, verbatim strings, simple strings...), which
-Redis refuses where hiredis would read them. So both modes answer alike.
+Redis refuses where hiredis would read them. A type byte need not start a
+line, though: Redis and hiredis both skip the two bytes after a bulk's data
+without looking at them, so after ``$3 GETxy`` the next byte is a type byte
+whatever precedes it. Most such types give hiredis something that is not bytes
+(an integer, a list...), which the exact parser then judges; the three that give
+bytes (``+`` simple, ``(`` big number, ``=`` verbatim strings) are kept from
+hiredis by looking for those bytes anywhere in a read: a read that holds one
+goes to the exact parser (its split walk parses ordinary commands quickly too).
+So both modes answer alike.
 
 hiredis does not say where a command ends, so boundaries are inferred: when
 it holds no unparsed byte after a read and more than 4 KiB are kept, they are
@@ -355,9 +363,11 @@ class RequestParser:
                 # A line that began in the kept bytes: a count line is at most
                 # 20 bytes, so its start is within the last 20.
                 probe = retained[-20:] + data
-            if self._suspicious_line(probe):
-                # A count or length too large for any legal request (or a value
-                # that looks like one): let the exact parser judge from here.
+            if b"(" in data or b"+" in data or b"=" in data or self._suspicious_line(probe):
+                # A type byte hiredis would read as a bulk string where Redis
+                # refuses it (see the module docstring), or a count or length too
+                # large for any legal request (or a value that looks like either):
+                # let the exact parser judge from here.
                 self._fall_back()
                 self._buffer += data
                 return
