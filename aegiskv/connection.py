@@ -32,6 +32,7 @@ from aegiskv.durability import Durability
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.net.errors import PeerProtocolError
 from aegiskv.net.reactor import Connection, Protocol
+from aegiskv.node import Node
 from aegiskv.session import Authenticator, Session, TokenBucket
 from aegiskv.stats import RequestStats, StatsRegistry
 
@@ -109,6 +110,7 @@ class WireAdapter(Generic[RequestT]):
 class ServingContext(TypingProtocol):
     """What handlers and the pipeline need from the server (see aegiskv.server.Server)."""
 
+    node: Node
     durability: Durability | None
     stats: StatsRegistry
     authenticator: Authenticator
@@ -125,6 +127,7 @@ class CommandConnection(Protocol, Generic[RequestT]):
         self.adapter = adapter
         self._inline_batch_limit = server.inline_batch_limit
         self.session = Session(
+            server.node,
             authenticated=not server.authenticator.required,
             rate=TokenBucket(server.rate_limit, server.rate_burst) if server.rate_limit > 0 else None,
         )
@@ -207,6 +210,15 @@ class CommandConnection(Protocol, Generic[RequestT]):
     # -- the pipeline ----------------------------------------------------------------
 
     def _process(self) -> None:
+        # Every request decoded in this call arrived with this read; the ones run
+        # inline are counted when the batch ends (RequestStats.ran).
+        arrived = perf_counter_ns()
+        try:
+            self._run_requests()
+        finally:
+            self._inline_stats.finish_batch(perf_counter_ns() - arrived)
+
+    def _run_requests(self) -> None:
         # The hot loop of the server: requests come a read's worth at a time,
         # and the common case (authenticated, no rate limit, no fsync, small
         # command) runs the handler right here instead of through _execute.
@@ -219,7 +231,6 @@ class CommandConnection(Protocol, Generic[RequestT]):
         session = self.session
         stats = self._inline_stats
         limit = self._inline_batch_limit
-        arrived = perf_counter_ns()  # every request decoded in this call arrived with this read
         high_water = connection.high_water
         durable = self._durability is not None
         plain = not durable and session.authenticated and session.rate is None
@@ -264,7 +275,7 @@ class CommandConnection(Protocol, Generic[RequestT]):
                         stats.count_error(command.index)
                         internal = CommandError(ErrorKind.INTERNAL, "internal error")
                         connection.write(adapter.error_reply(request, internal))
-                    stats.record(command.index, perf_counter_ns() - arrived)
+                    stats.ran(command.index)
                     if session.close_requested:
                         self._closing = True
                 else:

@@ -89,7 +89,7 @@ def handle_get(server: Server, session: Session, frame: Frame) -> bytes:
     if len(items) != 1 or frame.flags:
         _one_key(frame)
         _no_flags(frame)
-    entry = server.node.get_entry(items[0][0])
+    entry = session.node.get_entry(items[0][0])
     if entry is None:
         return native.encode_status_reply(Opcode.GET, frame.request_id, _NOT_FOUND)
     return native.encode_value_reply(Opcode.GET, frame.request_id, entry.value, entry.version)
@@ -97,7 +97,7 @@ def handle_get(server: Server, session: Session, frame: Frame) -> bytes:
 
 def handle_get_ttl(server: Server, session: Session, frame: Frame) -> bytes:
     _no_flags(frame)
-    node = server.node
+    node = session.node
     entry = node.get_entry(_one_key(frame))
     if entry is None:
         return native.encode_status_reply(Opcode.GET_TTL, frame.request_id, _NOT_FOUND)
@@ -113,7 +113,7 @@ def handle_set(server: Server, session: Session, frame: Frame) -> bytes:
     assert value is not None
     flags = frame.flags
     ttl = _ttl_or_none(frame)
-    node = server.node
+    node = session.node
     if not flags:
         version = node.put(key, value, ttl)
         return native.encode_status_reply(Opcode.SET, frame.request_id, _OK, version)
@@ -152,7 +152,7 @@ def handle_del(server: Server, session: Session, frame: Frame) -> bytes:
     _no_flags(frame)
     if not frame.items:
         raise CommandError(ErrorKind.INVALID, "DEL takes at least one key")
-    removed = server.node.delete_many([key for key, _ in frame.items])
+    removed = session.node.delete_many([key for key, _ in frame.items])
     # One key: OK / NOT_FOUND. Several: OK, with the number removed in the version field.
     status = _OK if removed or len(frame.items) > 1 else _NOT_FOUND
     return native.encode_status_reply(Opcode.DEL, frame.request_id, status, removed)
@@ -160,20 +160,20 @@ def handle_del(server: Server, session: Session, frame: Frame) -> bytes:
 
 def handle_expire(server: Server, session: Session, frame: Frame) -> bytes:
     _no_flags(frame)
-    found = server.node.expire(_one_key(frame), frame.ttl_ms)
+    found = session.node.expire(_one_key(frame), frame.ttl_ms)
     return native.encode_status_reply(Opcode.EXPIRE, frame.request_id, _OK if found else _NOT_FOUND)
 
 
 def handle_persist(server: Server, session: Session, frame: Frame) -> bytes:
     _no_flags(frame)
-    exists, _had_ttl = server.node.persist(_one_key(frame))
+    exists, _had_ttl = session.node.persist(_one_key(frame))
     return native.encode_status_reply(Opcode.PERSIST, frame.request_id, _OK if exists else _NOT_FOUND)
 
 
 def handle_mget(server: Server, session: Session, frame: Frame) -> bytes:
     _no_flags(frame)
     keys = [key for key, _ in frame.items]
-    values = server.node.mget(keys)
+    values = session.node.mget(keys)
     return native.encode_frame(Opcode.MGET, frame.request_id, items=list(zip(keys, values)))
 
 
@@ -187,7 +187,7 @@ def handle_mset(server: Server, session: Session, frame: Frame) -> bytes:
         pairs.append((key, value))
     if not pairs:
         raise CommandError(ErrorKind.INVALID, "MSET takes at least one pair")
-    version = server.node.mset(pairs, _ttl_or_none(frame), only_if_none_exist=bool(frame.flags))
+    version = session.node.mset(pairs, _ttl_or_none(frame), only_if_none_exist=bool(frame.flags))
     status = _OK if version else Status.NOT_STORED
     return native.encode_status_reply(Opcode.MSET, frame.request_id, status, version)
 
@@ -210,7 +210,7 @@ def handle_snapshot(server: Server, session: Session, frame: Frame) -> bytes:
     if frame.flags & native.SNAPSHOT_BACKGROUND:
         server.snapshot_in_background()
         return native.encode_status_reply(Opcode.SNAPSHOT, frame.request_id, _OK)
-    path = server.node.start_snapshot()()
+    path = session.node.start_snapshot()()
     return native.encode_frame(Opcode.SNAPSHOT, frame.request_id, items=((b"path", path.encode()),))
 
 

@@ -23,7 +23,7 @@ from aegiskv.backends.base import NO_EXPIRY, Backend, BackendStats, Clock, Entry
 from aegiskv.backends.memory import MemoryBackend
 from aegiskv.cluster.slots import ShardMapper
 from aegiskv.errors import CommandError, ErrorKind
-from aegiskv.handoff_lock import HandoffLock
+from aegiskv.handoff_lock import HandoffLock, new_handoff_lock
 from aegiskv.pattern import glob_match
 
 
@@ -113,7 +113,7 @@ class Node:
         self.shards = shard_mapper
         self.node_id = node_id
         self._clock = clock
-        self._lock = HandoffLock()
+        self._lock: HandoffLock = new_handoff_lock()
         self.started = time.time()
         self.hits = 0
         self.misses = 0

@@ -172,7 +172,7 @@ def cmd_hello(server: Server, session: Session, args: Args) -> bytes:
 
 
 def cmd_get(server: Server, session: Session, args: Args) -> bytes:
-    value = server.node.get(args[1])
+    value = session.node.get(args[1])
     if value is None:
         return resp.NULL3 if session.protocol == 3 else resp.NULL_BULK
     return bulk(value)  # imported by name: compiled, a direct call
@@ -241,14 +241,14 @@ _SET_OPTIONS = {b"EX", b"PX", b"EXAT", b"PXAT", b"KEEPTTL", b"NX", b"XX", b"GET"
 
 def cmd_set(server: Server, session: Session, args: Args) -> bytes:
     if len(args) == 3:
-        server.node.put(args[1], args[2])
+        session.node.put(args[1], args[2])
         return resp.OK
-    expiry, flags = _parse_expiry_options(args, 3, "set", _SET_OPTIONS, server.node.now_ms())
+    expiry, flags = _parse_expiry_options(args, 3, "set", _SET_OPTIONS, session.node.now_ms())
     if b"NX" in flags and b"XX" in flags:
         raise _invalid(_SYNTAX)
     condition = Condition.IF_ABSENT if b"NX" in flags else Condition.IF_PRESENT if b"XX" in flags else Condition.ALWAYS
     want_old = b"GET" in flags
-    result = server.node.set(
+    result = session.node.set(
         args[1],
         args[2],
         ttl_ms=expiry.ttl_ms,
@@ -265,23 +265,23 @@ def cmd_set(server: Server, session: Session, args: Args) -> bytes:
 
 
 def cmd_setnx(server: Server, session: Session, args: Args) -> bytes:
-    return resp.ONE if server.node.set(args[1], args[2], condition=Condition.IF_ABSENT).stored else resp.ZERO
+    return resp.ONE if session.node.set(args[1], args[2], condition=Condition.IF_ABSENT).stored else resp.ZERO
 
 
 def cmd_setex(server: Server, session: Session, args: Args) -> bytes:
-    ttl = _expire_milliseconds(_integer(args[2]), 1000, "setex", server.node.now_ms())
-    server.node.put(args[1], args[3], ttl)
+    ttl = _expire_milliseconds(_integer(args[2]), 1000, "setex", session.node.now_ms())
+    session.node.put(args[1], args[3], ttl)
     return resp.OK
 
 
 def cmd_psetex(server: Server, session: Session, args: Args) -> bytes:
-    ttl = _expire_milliseconds(_integer(args[2]), 1, "psetex", server.node.now_ms())
-    server.node.put(args[1], args[3], ttl)
+    ttl = _expire_milliseconds(_integer(args[2]), 1, "psetex", session.node.now_ms())
+    session.node.put(args[1], args[3], ttl)
     return resp.OK
 
 
 def cmd_getdel(server: Server, session: Session, args: Args) -> bytes:
-    return _nullable(server.node.getdel(args[1]), session)
+    return _nullable(session.node.getdel(args[1]), session)
 
 
 _GETEX_OPTIONS = {b"EX", b"PX", b"EXAT", b"PXAT", b"PERSIST"}
@@ -290,18 +290,18 @@ _GETEX_OPTIONS = {b"EX", b"PX", b"EXAT", b"PXAT", b"PERSIST"}
 def cmd_getex(server: Server, session: Session, args: Args) -> bytes:
     chosen, amount, _ = _scan_expiry_options(args, 2, _GETEX_OPTIONS)
     try:
-        expiry = _expiry_of(chosen, amount, "getex", server.node.now_ms())
+        expiry = _expiry_of(chosen, amount, "getex", session.node.now_ms())
     except CommandError:
         # Redis looks the key up before it validates the amount: a missing key is nil.
-        if not server.node.exists([args[1]]):
+        if not session.node.exists([args[1]]):
             return _nullable(None, session)
         raise
-    value = server.node.getex(args[1], ttl_ms=expiry.ttl_ms, expires_at_ms=expiry.at_ms, persist=expiry.persist)
+    value = session.node.getex(args[1], ttl_ms=expiry.ttl_ms, expires_at_ms=expiry.at_ms, persist=expiry.persist)
     return _nullable(value, session)
 
 
 def cmd_mget(server: Server, session: Session, args: Args) -> bytes:
-    return resp.bulk_array(server.node.mget(args[1:]), session.protocol)
+    return resp.bulk_array(session.node.mget(args[1:]), session.protocol)
 
 
 def _pairs(args: Args, command: str) -> list[tuple[bytes, bytes]]:
@@ -311,20 +311,20 @@ def _pairs(args: Args, command: str) -> list[tuple[bytes, bytes]]:
 
 
 def cmd_mset(server: Server, session: Session, args: Args) -> bytes:
-    server.node.mset(_pairs(args, "mset"))
+    session.node.mset(_pairs(args, "mset"))
     return resp.OK
 
 
 def cmd_msetnx(server: Server, session: Session, args: Args) -> bytes:
-    return resp.ONE if server.node.mset(_pairs(args, "msetnx"), only_if_none_exist=True) else resp.ZERO
+    return resp.ONE if session.node.mset(_pairs(args, "msetnx"), only_if_none_exist=True) else resp.ZERO
 
 
 def cmd_append(server: Server, session: Session, args: Args) -> bytes:
-    return resp.integer(server.node.append(args[1], args[2]))
+    return resp.integer(session.node.append(args[1], args[2]))
 
 
 def cmd_strlen(server: Server, session: Session, args: Args) -> bytes:
-    entry = server.node.peek(args[1])
+    entry = session.node.peek(args[1])
     return resp.integer(0 if entry is None else len(entry.value))
 
 
@@ -333,7 +333,7 @@ def _incr_handler(sign: int, takes_amount: bool) -> RespHandler:
         amount = _integer(args[2]) if takes_amount else 1
         if sign < 0 and amount == -(2**63):
             raise _invalid("decrement would overflow")
-        return resp.integer(server.node.incr_by(args[1], sign * amount))
+        return resp.integer(session.node.incr_by(args[1], sign * amount))
 
     return handler
 
@@ -343,21 +343,21 @@ def _incr_handler(sign: int, takes_amount: bool) -> RespHandler:
 
 def cmd_del(server: Server, session: Session, args: Args) -> bytes:
     if len(args) == 2:
-        return resp.ONE if server.node.delete(args[1]) else resp.ZERO
-    return resp.integer(server.node.delete_many(args[1:]))
+        return resp.ONE if session.node.delete(args[1]) else resp.ZERO
+    return resp.integer(session.node.delete_many(args[1:]))
 
 
 def cmd_exists(server: Server, session: Session, args: Args) -> bytes:
-    return resp.integer(server.node.exists(args[1:]))
+    return resp.integer(session.node.exists(args[1:]))
 
 
 def cmd_type(server: Server, session: Session, args: Args) -> bytes:
-    return b"+string\r\n" if server.node.peek(args[1]) is not None else b"+none\r\n"
+    return b"+string\r\n" if session.node.peek(args[1]) is not None else b"+none\r\n"
 
 
 def _ttl_handler(unit_ms: int) -> RespHandler:
     def handler(server: Server, session: Session, args: Args) -> bytes:
-        remaining = server.node.remaining_ttl_ms(args[1])
+        remaining = session.node.remaining_ttl_ms(args[1])
         if remaining < 0 or unit_ms == 1:
             return resp.integer(remaining)
         return resp.integer((remaining + 500) // 1000)  # Redis rounds TTL to the nearest second
@@ -406,7 +406,7 @@ def _expire_handler(command: str, unit_ms: int, absolute: bool) -> RespHandler:
         if unit_ms != 1 and (amount > _MS_LIMIT // unit_ms or amount < -(_MS_LIMIT // unit_ms)):
             raise _invalid(f"invalid expire time in '{command}' command")
         milliseconds = amount * unit_ms
-        node = server.node
+        node = session.node
         if absolute:
             deadline = milliseconds
         else:
@@ -420,18 +420,18 @@ def _expire_handler(command: str, unit_ms: int, absolute: bool) -> RespHandler:
 
 
 def cmd_persist(server: Server, session: Session, args: Args) -> bytes:
-    _exists, had_ttl = server.node.persist(args[1])
+    _exists, had_ttl = session.node.persist(args[1])
     return resp.ONE if had_ttl else resp.ZERO
 
 
 def cmd_dbsize(server: Server, session: Session, args: Args) -> bytes:
-    return resp.integer(server.node.key_count())
+    return resp.integer(session.node.key_count())
 
 
 def cmd_flush(server: Server, session: Session, args: Args) -> bytes:
     if len(args) > 2 or (len(args) == 2 and args[1].upper() not in (b"ASYNC", b"SYNC")):
         raise _invalid(_SYNTAX)
-    server.node.flush()
+    session.node.flush()
     return resp.OK
 
 
@@ -471,7 +471,7 @@ def cmd_scan(server: Server, session: Session, args: Args) -> bytes:
         else:
             raise _invalid(_SYNTAX)
         index += 2
-    next_cursor, keys = server.node.scan(cursor, count, pattern)
+    next_cursor, keys = session.node.scan(cursor, count, pattern)
     if wanted_type is not None and wanted_type != b"string":
         keys = []  # every AegisKV value is a string
     return b"*2\r\n" + resp.bulk(b"%d" % next_cursor) + resp.bulk_array(list(keys), session.protocol)
@@ -707,12 +707,12 @@ def cmd_bgsave(server: Server, session: Session, args: Args) -> bytes:
 
 
 def cmd_save(server: Server, session: Session, args: Args) -> bytes:
-    server.node.start_snapshot()()
+    session.node.start_snapshot()()
     return resp.OK
 
 
 def cmd_lastsave(server: Server, session: Session, args: Args) -> bytes:
-    return resp.integer(int(server.node.last_snapshot_time or server.started))
+    return resp.integer(int(session.node.last_snapshot_time or server.started))
 
 
 # -- COMMAND -------------------------------------------------------------------------------

@@ -6,8 +6,12 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aegiskv.errors import CommandError, ErrorKind
+
+if TYPE_CHECKING:
+    from aegiskv.node import Node
 
 
 class TokenBucket:
@@ -73,6 +77,7 @@ class Session:
     """What the server remembers about one client connection."""
 
     __slots__ = (
+        "node",
         "authenticated",
         "auth_failures",
         "rate",
@@ -87,7 +92,11 @@ class Session:
         "library_version",
     )
 
-    def __init__(self, authenticated: bool, rate: TokenBucket | None, peer: object = None) -> None:
+    def __init__(self, node: Node, authenticated: bool, rate: TokenBucket | None, peer: object = None) -> None:
+        # The node this connection's commands run against. Handlers read it here
+        # rather than from the server: compiled, this is a field read, where the
+        # server's attribute is a dictionary search per request.
+        self.node = node
         self.authenticated = authenticated
         self.auth_failures = 0
         self.rate = rate

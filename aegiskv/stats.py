@@ -29,7 +29,7 @@ class CommandCounts:
     Python integer once the counts passed 256.
     """
 
-    __slots__ = ("calls", "errors", "rejected", "latency_sum_ns", "latency")
+    __slots__ = ("calls", "errors", "rejected", "latency_sum_ns", "latency", "unfinished")
 
     def __init__(self) -> None:
         self.calls: i64 = 0
@@ -37,15 +37,48 @@ class CommandCounts:
         self.rejected: i64 = 0  # refused before running: auth required, rate limited
         self.latency_sum_ns: i64 = 0
         self.latency = [0] * LATENCY_BUCKETS
+        self.unfinished: i64 = 0  # run in the current read's batch, counted when it ends
 
 
 class RequestStats:
     """Counters for one thread. Only that thread writes; anyone may read."""
 
-    __slots__ = ("by_command",)
+    __slots__ = ("by_command", "_in_batch")
 
     def __init__(self) -> None:
         self.by_command = [CommandCounts() for _ in COMMAND_LIST]  # indexed by Command.index
+        self._in_batch: list[CommandCounts] = []  # the commands with unfinished counts
+
+    def ran(self, index: int) -> None:
+        """One request of a read's batch has run; :meth:`finish_batch` counts it.
+
+        The reactor answers a read's requests together: their replies leave in
+        one send at the end of the loop turn, so each one's latency is the time
+        from the read to the end of its batch. Counting them at the end reads the
+        clock once per batch instead of once per request (a pipelined GET spent
+        a tenth of its instructions reading the clock, callgrind).
+        """
+        counts = self.by_command[index]
+        if counts.unfinished == 0:
+            self._in_batch.append(counts)
+        counts.unfinished += 1
+
+    def finish_batch(self, elapsed_ns: int) -> None:
+        """Count the requests run since the last call, each as taking ``elapsed_ns``."""
+        batch = self._in_batch
+        if not batch:
+            return
+        bucket = (elapsed_ns // 1000).bit_length()
+        if bucket >= LATENCY_BUCKETS:
+            bucket = LATENCY_BUCKETS - 1
+        for counts in batch:
+            ran = counts.unfinished
+            counts.unfinished = 0
+            counts.calls += ran
+            counts.latency_sum_ns += elapsed_ns * ran
+            buckets = counts.latency
+            buckets[bucket] = buckets[bucket] + ran
+        batch.clear()
 
     def record(self, index: int, elapsed_ns: int) -> None:
         counts = self.by_command[index]

@@ -86,8 +86,6 @@ def _ttl_cost(key_length: int) -> int:
 
 
 _VERSION: Final = struct.Struct("!Q")
-# Bound once: compiled, ``_VERSION.pack(...)`` looks the method up by name on every SET.
-_pack_version: Final = _VERSION.pack
 _MAX_VERSION: Final = 2**64 - 1
 
 
@@ -190,12 +188,19 @@ class MemoryBackend(Backend):
             cost = entry_cost(len(key), len(value), has_ttl)
         if cost > self._limit and not self._recovering:  # a lowered max-memory: evicted after replay
             raise ValueTooLarge(f"entry of {cost} bytes exceeds max-memory of {self._limit} bytes")
-        if version is None or version <= self._version:
-            if version is None or not self._recovering:
-                version = self._version + 1
-        elif version > _MAX_VERSION:
-            raise ValueError(f"version {version} does not fit in 64 bits")
-        blob = _pack_version(version) + value
+        # new_version is a plain int, never None: compiled, it stays unboxed until
+        # it is written out, where the optional argument is an object throughout.
+        if version is None:
+            new_version = self._version + 1
+        else:
+            new_version = version
+            if version <= self._version:
+                if not self._recovering:
+                    new_version = self._version + 1
+            elif version > _MAX_VERSION:
+                raise ValueError(f"version {version} does not fit in 64 bits")
+        # to_bytes, not struct: compiled, it is one C call with no method lookup.
+        blob = new_version.to_bytes(VERSION_BYTES, "big") + value
         deadlines = self._deadline_map
         probation = self._probation
         # A rewritten key starts over in probation: it is a new value that has
@@ -217,14 +222,14 @@ class MemoryBackend(Backend):
             self._deadlines.set(key, expires_at_ms)
         elif old is not None and key in deadlines:
             self._deadlines.discard(key)
-        if version > self._version:
-            self._version = version
+        if new_version > self._version:
+            self._version = new_version
         self._writes_since_measure += 1
         if self._writes_since_measure >= _STRUCTURE_REFRESH:
             self._measure_structures()
         if self._probation_bytes + self._protected_bytes + self._structure_bytes > self._limit and not self._recovering:
             self._evict(keep=key)
-        return version
+        return new_version
 
     def delete(self, key: bytes) -> bool:
         if key in self._deadline_map and self._expired(key):

@@ -1,0 +1,45 @@
+"""Per-thread request counters: requests counted one by one and a read's batch counted at its end."""
+
+from __future__ import annotations
+
+from aegiskv.commands import COMMANDS
+from aegiskv.stats import LATENCY_BUCKETS, RequestStats, StatsRegistry
+
+GET = COMMANDS["get"].index
+SET = COMMANDS["set"].index
+
+
+def test_a_batch_is_counted_only_when_it_ends_each_request_with_the_batch_time() -> None:
+    stats = RequestStats()
+    for index in (GET, SET, GET, GET):
+        stats.ran(index)
+    assert stats.by_command[GET].calls == 0  # not yet: the batch is still running
+
+    stats.finish_batch(5_000)  # 5 us: bucket 3 holds [4 us, 8 us)
+    get, set_ = stats.by_command[GET], stats.by_command[SET]
+    assert (get.calls, set_.calls) == (3, 1)
+    assert (get.latency_sum_ns, set_.latency_sum_ns) == (15_000, 5_000)
+    assert get.latency[3] == 3 and sum(get.latency) == 3
+    assert set_.latency[3] == 1 and sum(set_.latency) == 1
+
+    stats.finish_batch(1_000)  # nothing ran since: nothing counted
+    assert (get.calls, set_.calls) == (3, 1)
+
+    stats.ran(GET)
+    stats.finish_batch(10**12)  # longer than the last bucket's bound: counted in the last one
+    assert get.calls == 4 and get.latency[LATENCY_BUCKETS - 1] == 1
+
+
+def test_batches_and_single_requests_add_up_in_the_totals() -> None:
+    registry = StatsRegistry()
+    stats = registry.for_this_thread()
+    stats.ran(SET)
+    stats.ran(SET)
+    stats.finish_batch(1_500)
+    stats.record(SET, 700)
+    stats.count_error(SET)
+    totals = registry.totals()
+    assert totals.calls[SET] == 3
+    assert totals.errors[SET] == 1
+    assert totals.latency_sum_ns[SET] == 3_700
+    assert totals.latency[SET][0] == 1 and totals.latency[SET][1] == 2
