@@ -19,10 +19,10 @@ encode errors; this class decides *where* and *when* each request runs:
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
-from time import perf_counter_ns
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 from typing import Protocol as TypingProtocol
 
 from loguru import logger
@@ -35,6 +35,10 @@ from aegiskv.net.reactor import Connection, Protocol
 from aegiskv.node import Node
 from aegiskv.session import Authenticator, Session, TokenBucket
 from aegiskv.stats import RequestStats, StatsRegistry
+
+# Final: compiled, a static read; a name imported from a module is a dictionary
+# search on every call (twice per read on the hot path).
+_clock_ns: Final = time.perf_counter_ns
 
 RequestT = TypeVar("RequestT")
 
@@ -212,11 +216,11 @@ class CommandConnection(Protocol, Generic[RequestT]):
     def _process(self) -> None:
         # Every request decoded in this call arrived with this read; the ones run
         # inline are counted when the batch ends (RequestStats.ran).
-        arrived = perf_counter_ns()
+        arrived = _clock_ns()
         try:
             self._run_requests()
         finally:
-            self._inline_stats.finish_batch(perf_counter_ns() - arrived)
+            self._inline_stats.finish_batch(_clock_ns() - arrived)
 
     def _run_requests(self) -> None:
         # The hot loop of the server: requests come a read's worth at a time,
@@ -307,7 +311,7 @@ class CommandConnection(Protocol, Generic[RequestT]):
     def _execute(self, command: Command, handler: Handler, request: RequestT, stats: RequestStats) -> bytes:
         """Run one request on the calling thread and return its encoded reply."""
         session = self.session
-        started = perf_counter_ns()
+        started = _clock_ns()
         if not session.authenticated and not command.before_auth:
             stats.count_rejected(command.index)
             return self.adapter.error_reply(request, CommandError(ErrorKind.NOAUTH, "Authentication required."))
@@ -332,7 +336,7 @@ class CommandConnection(Protocol, Generic[RequestT]):
             self.adapter.authenticated()
         if session.close_requested:
             self._closing = True
-        stats.record(command.index, perf_counter_ns() - started)
+        stats.record(command.index, _clock_ns() - started)
         return reply
 
     def _hand_off(self, command: Command, handler: Handler, request: RequestT) -> None:

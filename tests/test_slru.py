@@ -22,7 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import Phase, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -436,3 +436,28 @@ def test_set_expiry_cannot_push_usage_over_the_limit() -> None:
         pass
     assert backend.stats().used_bytes <= limit
     backend.check()
+
+
+@settings(max_examples=examples(200))
+@given(
+    first=st.integers(min_value=0, max_value=2**64 - 2**20),
+    steps=st.lists(
+        st.one_of(
+            st.none(),  # the next version the backend hands out
+            st.integers(min_value=1, max_value=1000),  # a given version this far ahead
+        ),
+        min_size=1,
+        max_size=600,  # crosses several 256-version blocks
+    ),
+)
+def test_the_version_stored_with_a_value_is_the_one_put_returned(first: int, steps: list[int | None]) -> None:
+    # put() writes the version's first seven bytes from a cache that changes every
+    # 256 versions, and the last from a table: the stored bytes must always match.
+    backend = MemoryBackend(BackendOptions(max_memory_bytes=1 << 30, first_version=first))
+    for index, ahead in enumerate(steps):
+        key = b"k%d" % (index % 7)
+        given_version = None if ahead is None else min(backend.last_version + ahead, 2**64 - 1)
+        version = backend.put(key, b"v%d" % index, version=given_version)
+        entry = backend.get_entry(key, touch=False)
+        assert entry is not None and entry.version == version
+        assert version == backend.last_version

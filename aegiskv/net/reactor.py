@@ -324,7 +324,12 @@ class Connection:
                 joined: bytes | memoryview
                 if size <= _JOIN_LIMIT:
                     joined = b"".join(out)
-                    out[:] = [joined]
+                    if self._tls:
+                        # A TLS write that must be retried has to be retried with at
+                        # least the same bytes: keep the joined head as one part.
+                        # Plain sockets keep the parts (a list store less per send):
+                        # after a partial send the loop below drops what went.
+                        out[:] = [joined]
                 else:
                     joined = out[0]
                 sent = self._send_bytes(joined)
