@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import heapq
 import itertools
+import os
 import socket
 import ssl
 import struct
@@ -160,8 +162,23 @@ class Connection:
         self.protocol: Protocol = Protocol()
         # Bound once: looking a method up on the socket, or on a protocol class
         # that interpreted code may subclass, costs a dictionary search per call.
-        self._recv = sock.recv
-        self._send_bytes = sock.send
+        self._recv: Callable[[int], bytes]
+        self._send_bytes: Callable[[bytes | memoryview], int]
+        if isinstance(sock, ssl.SSLSocket):
+            self._recv = sock.recv
+            self._send_bytes = sock.send
+        else:
+            # A plain socket is read and written as its file descriptor: os.read
+            # and os.write take their arguments directly, where socket.recv and
+            # send parse an argument tuple and go through the timeout machinery
+            # (a few hundred instructions per request at -P 1). Same errors:
+            # BlockingIOError, ConnectionResetError, BrokenPipeError. The
+            # descriptor is never used after close: the poller dispatches by
+            # descriptor to the connection registered now, and a closed
+            # connection neither reads nor sends.
+            descriptor = sock.fileno()
+            self._recv = functools.partial(os.read, descriptor)
+            self._send_bytes = functools.partial(os.write, descriptor)
         self._data_received = self.protocol.data_received
         self._out: list[bytes | memoryview] = []
         self.out_size = 0
