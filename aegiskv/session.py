@@ -1,4 +1,4 @@
-"""Per-connection state shared by every protocol: authentication and rate limit."""
+"""Per-connection state shared by every protocol: the node served, authentication and rate limit."""
 
 from __future__ import annotations
 

@@ -43,11 +43,15 @@ class CommandCounts:
 class RequestStats:
     """Counters for one thread. Only that thread writes; anyone may read."""
 
-    __slots__ = ("by_command", "_in_batch")
+    __slots__ = ("by_command", "_in_batch", "_batch_commands")
 
     def __init__(self) -> None:
         self.by_command = [CommandCounts() for _ in COMMAND_LIST]  # indexed by Command.index
-        self._in_batch: list[CommandCounts] = []  # the commands with unfinished counts
+        # The commands with unfinished counts are the first _batch_commands items.
+        # The list is never cleared: emptied, a list frees its storage, and the
+        # next batch's first append would allocate it again.
+        self._in_batch: list[CommandCounts] = []
+        self._batch_commands: i64 = 0
 
     def ran(self, index: int) -> None:
         """One request of a read's batch has run; :meth:`finish_batch` counts it.
@@ -60,25 +64,33 @@ class RequestStats:
         """
         counts = self.by_command[index]
         if counts.unfinished == 0:
-            self._in_batch.append(counts)
+            batch = self._in_batch
+            position = self._batch_commands
+            if position < len(batch):
+                batch[position] = counts
+            else:
+                batch.append(counts)
+            self._batch_commands = position + 1
         counts.unfinished += 1
 
-    def finish_batch(self, elapsed_ns: int) -> None:
+    def finish_batch(self, elapsed_ns: i64) -> None:
         """Count the requests run since the last call, each as taking ``elapsed_ns``."""
-        batch = self._in_batch
-        if not batch:
+        commands = self._batch_commands
+        if commands == 0:
             return
-        bucket = (elapsed_ns // 1000).bit_length()
+        self._batch_commands = 0
+        bucket = int(elapsed_ns // 1000).bit_length()
         if bucket >= LATENCY_BUCKETS:
             bucket = LATENCY_BUCKETS - 1
-        for counts in batch:
+        batch = self._in_batch
+        for position in range(commands):
+            counts = batch[position]
             ran = counts.unfinished
             counts.unfinished = 0
             counts.calls += ran
             counts.latency_sum_ns += elapsed_ns * ran
             buckets = counts.latency
             buckets[bucket] = buckets[bucket] + ran
-        batch.clear()
 
     def record(self, index: int, elapsed_ns: int) -> None:
         counts = self.by_command[index]
