@@ -134,7 +134,12 @@ def measure(op: str, pipeline: int, keys: str, rounds: int, requests: int, sourc
     else:
         reads = [b"".join(request(op, rng.choice(all_keys)) for _ in range(pipeline)) for _ in range(20_000)]
     assert server.resp_listener is not None
-    connection = Connection(reactor, ScriptedSocket(reads), ("127.0.0.1", 2), server.resp_listener, 1)  # type: ignore[arg-type]
+    scripted = ScriptedSocket(reads)
+    connection = Connection(reactor, scripted, ("127.0.0.1", 2), server.resp_listener, 1)  # type: ignore[arg-type]
+    # A plain socket is read and written through its descriptor (os.read/os.write);
+    # this one has none, so the connection is handed the scripted calls instead.
+    connection._recv = scripted.recv
+    connection._send_bytes = scripted.send
     protocol = server.resp_listener.options.protocol_factory()
     if hasattr(connection, "attach"):
         connection.attach(protocol)
