@@ -21,6 +21,12 @@ LATENCY_BUCKETS: Final = 24  # up to 2**23 us = 8.4 s; slower requests land in t
 BUCKET_BOUNDS_SECONDS = [2**bucket / 1e6 for bucket in range(LATENCY_BUCKETS)]
 
 
+def latency_bucket(elapsed_ns: int) -> int:
+    """The histogram bucket of a request that took ``elapsed_ns``; the slowest share the last."""
+    bucket = (elapsed_ns // 1000).bit_length()
+    return bucket if bucket < LATENCY_BUCKETS else LATENCY_BUCKETS - 1
+
+
 class CommandCounts:
     """One command's counters on one thread.
 
@@ -79,9 +85,7 @@ class RequestStats:
         if commands == 0:
             return
         self._batch_commands = 0
-        bucket = int(elapsed_ns // 1000).bit_length()
-        if bucket >= LATENCY_BUCKETS:
-            bucket = LATENCY_BUCKETS - 1
+        bucket = latency_bucket(int(elapsed_ns))
         batch = self._in_batch
         for position in range(commands):
             counts = batch[position]
@@ -96,9 +100,7 @@ class RequestStats:
         counts = self.by_command[index]
         counts.calls += 1
         counts.latency_sum_ns += elapsed_ns
-        bucket = (elapsed_ns // 1000).bit_length()
-        if bucket >= LATENCY_BUCKETS:
-            bucket = LATENCY_BUCKETS - 1
+        bucket = latency_bucket(elapsed_ns)
         # Spelled "a[i] = a[i] + 1": compiled, that is integer arithmetic, where
         # "a[i] += 1" is a generic in-place add on objects (measured with callgrind).
         buckets = counts.latency
