@@ -3,7 +3,10 @@
 The model is deliberately naive (ordered dicts, costs summed on demand) so that
 it can be checked by reading it. The rules, from the memory.py docstring:
 
-* a new or rewritten key enters *probation* at the MRU end;
+* a new key (or one whose deadline has passed) enters *probation* at the MRU
+  end; a rewritten key stays in its segment and moves to that segment's MRU end
+  (when a rewrite grows protected past its share, protected's LRU keys are
+  demoted as after a promotion);
 * a hit on a probation key moves it to the MRU end of *protected*; a hit on a
   protected key moves it to protected's MRU end (a write is the first touch,
   so the first read after a write is the "second hit");
@@ -89,6 +92,9 @@ class SlruModel:
             self.protected.move_to_end(key)
             return
         self.protected[key] = self.probation.pop(key)
+        self.demote_overflow()
+
+    def demote_overflow(self) -> None:
         while self.bytes_of(self.protected) > self.protected_limit and len(self.protected) > 1:
             old_key, old_entry = self.protected.popitem(last=False)
             self.probation[old_key] = old_entry
@@ -112,9 +118,19 @@ class SlruModel:
     def put(self, key: bytes, value: bytes, deadline: int, version: int | None = None) -> int:
         if entry_cost(len(key), len(value), deadline != NO_EXPIRY) > self.limit:
             raise ValueTooLarge(key)
-        self.drop(key)  # an overwritten key is replaced, not expired or evicted
         self.version = version if version is not None and version > self.version else self.version + 1
-        self.probation[key] = ModelEntry(value, self.version, deadline)
+        entry = ModelEntry(value, self.version, deadline)
+        for segment in (self.probation, self.protected):
+            old = segment.get(key)
+            if old is not None and not self.is_expired(old):
+                segment[key] = entry
+                segment.move_to_end(key)
+                if segment is self.protected:
+                    self.demote_overflow()
+                break
+        else:
+            self.drop(key)  # an expired key is replaced, not counted as expired
+            self.probation[key] = entry
         self.evict(keep=key)
         return self.version
 
@@ -394,15 +410,43 @@ def test_keys_read_often_outlive_keys_read_once() -> None:
     backend.check()
 
 
-def test_rewritten_key_goes_back_to_probation() -> None:
+def test_a_rewritten_key_stays_in_its_segment_at_the_mru_end() -> None:
     backend = make(10 * COST)
-    backend.put(b"aa", b"1" * 100)
+    for name in (b"aa", b"bb", b"cc", b"dd"):
+        backend.put(name, b"1" * 100)
+    backend.get(b"aa")
+    backend.get(b"bb")
+    assert backend.segments() == ([b"cc", b"dd"], [b"aa", b"bb"])
+    backend.put(b"aa", b"2" * 100)
+    backend.put(b"cc", b"2" * 100)
+    assert backend.segments() == ([b"dd", b"cc"], [b"bb", b"aa"])
+    assert backend.get(b"aa") == b"2" * 100
+    backend.check()
+
+
+def test_a_rewrite_that_grows_protected_past_its_share_demotes_its_lru() -> None:
+    # Protected may hold two small entries; growing the MRU one pushes the LRU out.
+    backend = make(10 * COST, protected_fraction=0.25)
+    for name in (b"aa", b"bb", b"cc"):
+        backend.put(name, b"1" * 100)
+        backend.get(name)
+    probation, protected = backend.segments()
+    assert protected == [b"bb", b"cc"] and probation == [b"aa"]
+    backend.put(b"cc", b"3" * 300)
+    assert backend.segments() == ([b"aa", b"bb"], [b"cc"])
+    backend.check()
+
+
+def test_a_rewrite_of_an_expired_protected_key_starts_in_probation() -> None:
+    clock = FakeClock()
+    backend = make(10 * COST, clock=clock)
+    backend.put(b"aa", b"1" * 100, clock() + 50)
     backend.put(b"bb", b"1" * 100)
     backend.get(b"aa")
-    backend.get(b"aa")
     assert backend.segments() == ([b"bb"], [b"aa"])
+    clock.advance(50)
     backend.put(b"aa", b"2" * 100)
-    assert backend.segments() == ([b"bb", b"aa"], [])  # at probation's MRU end
+    assert backend.segments() == ([b"bb", b"aa"], [])
     backend.check()
 
 
