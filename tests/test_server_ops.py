@@ -527,10 +527,13 @@ def test_pooled_batch_does_not_hold_the_reactor(big_batch_node: LocalNode, probe
     assert latencies, "no probe was answered while the pool worked on the batch"
     # While a worker runs the batch the reactor must keep answering other clients.
     # A healthy reactor answers within the GIL switch interval (5 ms); measured
-    # under a full -n 2 load it stays below 70 ms, while a reactor that waits for
-    # the batch waits for most of it.
+    # under a full -n 2 load it stays below 70 ms, though once a probe waited
+    # 0.21 s of a 0.59 s batch (the worker descheduled while it held the node
+    # lock, on a machine busy with other tests). A reactor that waits for the
+    # whole batch answers no probe during it (the assertion above), and one that
+    # waits for long stretches of it stalls a probe for a large share of it.
     slowest = max(latencies)
-    assert slowest < max(0.1, pool_seconds / 3), (
+    assert slowest < max(0.1, pool_seconds / 2), (
         f"a {probe.name} on another connection waited {slowest:.3f}s while the pool spent {pool_seconds:.3f}s "
         f"on the batch ({len(latencies)} probes)"
     )
