@@ -13,14 +13,18 @@ import select
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import NamedTuple
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aegiskv.localnode import LocalNode
 from aegiskv.net.resp import HIREDIS_AVAILABLE, encode_command
+from tests.effort import examples
 
 TOKEN = b"s3cret-token"
 REDIS_SERVER = shutil.which("redis-server")
@@ -435,3 +439,58 @@ def test_many_clients_with_protocol_errors_do_not_disturb_a_pipeline(aegis: Loca
             while len(received) < len(expected):
                 received += steady.recv(1024)
             assert received == expected
+
+
+def _echo_of_size(total: int, index: int) -> tuple[bytes, bytes]:
+    """An ECHO request of ``total`` bytes (at least 24) and its reply.
+
+    Where no payload gives exactly ``total`` (a length that gains a digit, e.g.
+    121), the request is one byte longer."""
+    for digits in range(1, 6):
+        length = total - len(encode_command(b"ECHO", b"")) - (digits - 1)
+        if len(b"%d" % length) == digits:
+            payload = (b"%d:" % index + b"x" * length)[:length]
+            return encode_command(b"ECHO", payload), b"$%d\r\n%s\r\n" % (length, payload)
+    return _echo_of_size(total + 1, index)
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    received = b""
+    while len(received) < size:
+        data = sock.recv(65536)
+        assert data, "the server closed the connection"
+        received += data
+    return received
+
+
+# Reads start small (SMALL_READ in the reactor: one pymalloc block) and grow when a
+# read comes back full; these sizes sit on both sides of that edge.
+_FIRST_READ = 512 - sys.getsizeof(b"")
+
+
+@settings(max_examples=examples(40), deadline=None)
+@given(
+    sizes=st.lists(
+        st.one_of(st.integers(_FIRST_READ - 3, _FIRST_READ + 3), st.integers(24, 3 * _FIRST_READ)),
+        min_size=1,
+        max_size=12,
+    ),
+    together=st.booleans(),
+)
+def test_requests_either_side_of_the_first_read_size_are_answered_whole(
+    aegis: LocalNode, sizes: list[int], together: bool
+) -> None:
+    # One at a time, each read holds one request, so the connection's read size
+    # switches back and forth (a request of exactly the small size fills a read
+    # and the read that follows finds nothing); together, they arrive as one burst.
+    exchanges = [_echo_of_size(size, index) for index, size in enumerate(sizes)]
+    assert all(len(request) == size for (request, _), size in zip(exchanges, sizes) if abs(size - _FIRST_READ) <= 3)
+    with socket.create_connection(aegis.resp_address, timeout=10) as sock:
+        if together:
+            sock.sendall(b"".join(request for request, _ in exchanges))
+            expected = b"".join(reply for _, reply in exchanges)
+            assert _read_exactly(sock, len(expected)) == expected
+        else:
+            for request, reply in exchanges:
+                sock.sendall(request)
+                assert _read_exactly(sock, len(reply)) == reply
