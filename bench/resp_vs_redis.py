@@ -14,8 +14,10 @@ Each (shape, op, server) is repeated ``--runs`` times (default 3); the table
 shows the median requests/s, p50/p99/p99.9 latency (from redis-benchmark's
 percentile distribution), server CPU microseconds per request (utime+stime
 from /proc/<pid>/stat around the run), and the ratio to redis-server measured
-in the same run. Then it loads 1,000,000 keys of 100 bytes into each server
-(``redis-cli --pipe``) and compares bytes per key.
+in the same run ("each run": the ratio within each repetition, lowest to
+highest, which shows how far the machine moved the median). Then it loads
+1,000,000 keys of 100 bytes into each server (``redis-cli --pipe``) and
+compares bytes per key.
 
 The nodes run the aegiskv installed for the interpreter that runs this script;
 when that build is compiled by mypyc (``.tox/py311/bin/python``, see setup.py)
@@ -149,20 +151,28 @@ def main() -> int:
         + (" (-interp: the same sources interpreted)" if build == "compiled" else "")
         + "; aegis = the default RESP parser (compiled: its own; interpreted: hiredis)",
         f"{'shape':<9}{'op':<5}{'server':<22}{'req/s':>10}{'ratio':>7}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}"
-        f"{'cpu us/req':>11}{'cpu ratio':>10}",
+        f"{'cpu us/req':>11}{'cpu ratio':>10}{'each run':>11}",
     ]
+    ratios_by_run: dict[str, dict[str, dict[str, list[float]]]] = {}
     for shape_name, by_op in medians.items():
         for op, by_server in by_op.items():
             reference = by_server["redis"]
+            reference_runs = raw[shape_name][op]["redis"]
             for name, figures in by_server.items():
                 ratio = figures["rps"] / reference["rps"]
                 cpu_ratio = figures["cpu_us_per_request"] / reference["cpu_us_per_request"]
+                # Each repetition ran every server back to back: its own ratio.
+                paired = sorted(
+                    run["rps"] / against["rps"] for run, against in zip(raw[shape_name][op][name], reference_runs)
+                )
                 figures["ratio_to_redis"] = ratio
                 figures["cpu_ratio_to_redis"] = cpu_ratio
+                ratios_by_run.setdefault(shape_name, {}).setdefault(op, {})[name] = paired
+                by_run = f"{paired[0]:.2f}-{paired[-1]:.2f}" if name != "redis" else ""
                 lines.append(
                     f"{shape_name:<9}{op:<5}{name:<22}{figures['rps']:>10.0f}{ratio:>7.2f}{figures['p50_ms']:>9.3f}"
                     f"{figures['p99_ms']:>9.3f}{figures['p999_ms']:>10.3f}{figures['cpu_us_per_request']:>11.2f}"
-                    f"{cpu_ratio:>10.2f}"
+                    f"{cpu_ratio:>10.2f}{by_run:>11}"
                 )
     reference_memory = memory["redis"]
     lines.append(f"memory, {keys} keys of 100 B (bytes per key):")
@@ -182,6 +192,7 @@ def main() -> int:
         "runs": runs,
         "quick": args.quick,
         "medians": medians,
+        "ratios_by_run": ratios_by_run,
         "raw": raw,
         "memory": memory,
     }
