@@ -4,8 +4,9 @@ Segmented LRU (SLRU): a new key enters the *probation* segment; a second hit
 moves it to the *protected* segment, which may hold at most
 ``protected_fraction`` of the budget (its least recently used keys are demoted
 back to probation when it overflows). A rewrite of a key counts as a use: the
-key stays in its segment, at the most recently used end. Eviction takes the least recently used
-probation key first and touches protected keys only when probation is empty.
+key stays in its segment, at the most recently used end. Eviction takes the
+least recently used probation key first and touches protected keys only when
+probation is empty.
 A scan of once-read keys therefore cannot flush the keys that are read often.
 
 Memory layout, chosen for bytes per key (measured in ``tools/calibrate_memory.py``):
@@ -354,8 +355,8 @@ class MemoryBackend(Backend):
     def _demote_overflow(self) -> None:
         """While protected holds more than its share, move its LRU keys to probation's MRU end.
 
-        The key just promoted or rewritten is protected's MRU: it moves only when
-        it is the last one left, which the loop never takes."""
+        The key just promoted or rewritten is at protected's MRU end, and the
+        loop stops at one key, so that key stays."""
         protected = self._protected
         while self._protected_bytes > self._protected_limit and len(protected) > 1:
             old_key, old_blob = protected.popitem(last=False)
