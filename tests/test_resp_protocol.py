@@ -13,7 +13,6 @@ import select
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -23,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aegiskv.localnode import LocalNode
+from aegiskv.net.reactor import SMALL_READ
 from aegiskv.net.resp import HIREDIS_AVAILABLE, encode_command
 from tests.effort import examples
 
@@ -463,9 +463,9 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes:
     return received
 
 
-# Reads start small (SMALL_READ in the reactor: one pymalloc block) and grow when a
-# read comes back full; these sizes sit on both sides of that edge.
-_FIRST_READ = 512 - sys.getsizeof(b"")
+# Reads start small (one pymalloc block) and grow when a read comes back full;
+# these sizes sit on both sides of that edge.
+_FIRST_READ = SMALL_READ
 
 
 @settings(max_examples=examples(40), deadline=None)
