@@ -219,82 +219,78 @@ class CommandConnection(Protocol, Generic[RequestT]):
         # command) runs the handler right here instead of through _execute.
         # Compiled, the calls on connection, adapter and stats are direct calls
         # of native methods: keep them typed (no bound methods in locals).
-        # Every request decoded in this call arrived with this read; the ones run
-        # inline are counted when the batch ends (RequestStats.ran), on every way out.
-        arrived = _clock_ns()
-        try:
-            connection = self.connection
-            assert connection is not None
-            adapter = self.adapter
-            server = self.server
-            session = self.session
-            stats = self._inline_stats
-            limit = self._inline_batch_limit
-            high_water = connection.high_water
-            durable = self._durability is not None
-            plain = not durable and session.authenticated and session.rate is None
-            while True:
-                # An authenticated take returns every complete request; before
-                # authentication it returns one, so take again after running it.
-                took_all = session.authenticated
+        # The requests run inline are counted when the loop turn ends
+        # (RequestStats.ran): the reactor reports the turn's length.
+        connection = self.connection
+        assert connection is not None
+        adapter = self.adapter
+        server = self.server
+        session = self.session
+        stats = self._inline_stats
+        limit = self._inline_batch_limit
+        high_water = connection.high_water
+        durable = self._durability is not None
+        plain = not durable and session.authenticated and session.rate is None
+        while True:
+            # An authenticated take returns every complete request; before
+            # authentication it returns one, so take again after running it.
+            took_all = session.authenticated
+            try:
+                requests = adapter.take_requests()
+            except PeerProtocolError as error:
+                self._violation(Violation(adapter.violation_reply(error), str(error)))
+                return
+            if not requests:
+                break
+            for position, request in enumerate(requests):
+                if self._closing or connection.out_size + self._held_bytes >= high_water:
+                    adapter.push_back(requests[position:])
+                    self._stop_reading_if_held(high_water)
+                    return  # output_drained() (or release()) resumes
                 try:
-                    requests = adapter.take_requests()
-                except PeerProtocolError as error:
-                    self._violation(Violation(adapter.violation_reply(error), str(error)))
+                    command, handler = adapter.route(request)
+                except Violation as violation:
+                    self._violation(violation)
                     return
-                if not requests:
-                    break
-                for position, request in enumerate(requests):
-                    if self._closing or connection.out_size + self._held_bytes >= high_water:
-                        adapter.push_back(requests[position:])
-                        self._stop_reading_if_held(high_water)
-                        return  # output_drained() (or release()) resumes
+                except CommandError as error:
+                    connection.write(adapter.error_reply(request, error))
+                    continue
+                if command.may_leave_reactor and (command.slow or adapter.batch_size(request) > limit):
+                    adapter.push_back(requests[position + 1 :])
+                    self._hand_off(command, handler, request)
+                    return
+                if plain:
                     try:
-                        command, handler = adapter.route(request)
-                    except Violation as violation:
-                        self._violation(violation)
-                        return
+                        connection.write(handler(server, session, request))
                     except CommandError as error:
+                        stats.count_error(command.index)
+                        if error.close:
+                            session.close_requested = True
                         connection.write(adapter.error_reply(request, error))
-                        continue
-                    if command.may_leave_reactor and (command.slow or adapter.batch_size(request) > limit):
-                        adapter.push_back(requests[position + 1 :])
-                        self._hand_off(command, handler, request)
-                        return
-                    if plain:
-                        try:
-                            connection.write(handler(server, session, request))
-                        except CommandError as error:
-                            stats.count_error(command.index)
-                            if error.close:
-                                session.close_requested = True
-                            connection.write(adapter.error_reply(request, error))
-                        except Exception:
-                            logger.exception("command {} failed", command.name)
-                            stats.count_error(command.index)
-                            internal = CommandError(ErrorKind.INTERNAL, "internal error")
-                            connection.write(adapter.error_reply(request, internal))
-                        stats.ran(command.index)
-                        if session.close_requested:
-                            self._closing = True
+                    except Exception:
+                        logger.exception("command {} failed", command.name)
+                        stats.count_error(command.index)
+                        internal = CommandError(ErrorKind.INTERNAL, "internal error")
+                        connection.write(adapter.error_reply(request, internal))
+                    stats.ran(command.index)
+                    if session.close_requested:
+                        self._closing = True
+                else:
+                    reply = self._execute(command, handler, request, stats)
+                    if durable:
+                        self._emit(reply, command.write)
                     else:
-                        reply = self._execute(command, handler, request, stats)
-                        if durable:
-                            self._emit(reply, command.write)
-                        else:
-                            connection.write(reply)
-                        plain = not durable and session.authenticated and session.rate is None  # after AUTH
-                    if self._closing:
-                        adapter.push_back(requests[position + 1 :])  # never run: the connection closes
-                        if not self._held:
-                            connection.close()  # after the last reply has been sent
-                        return  # with replies held, release() closes once they are out
-                if took_all and not adapter.error_pending():
-                    break  # else the next take raises the error
-            if self._held_bytes:
-                self._stop_reading_if_held(high_water)
-        finally:
-            self._inline_stats.finish_batch(_clock_ns() - arrived)
+                        connection.write(reply)
+                    plain = not durable and session.authenticated and session.rate is None  # after AUTH
+                if self._closing:
+                    adapter.push_back(requests[position + 1 :])  # never run: the connection closes
+                    if not self._held:
+                        connection.close()  # after the last reply has been sent
+                    return  # with replies held, release() closes once they are out
+            if took_all and not adapter.error_pending():
+                break  # else the next take raises the error
+        if self._held_bytes:
+            self._stop_reading_if_held(high_water)
 
     def _stop_reading_if_held(self, high_water: int) -> None:
         # Held replies count against the high-water mark too: stop reading until

@@ -1,8 +1,11 @@
-"""Per-thread request counters: requests counted one by one and a read's batch counted at its end."""
+"""Per-thread request counters: requests counted one by one, or a loop turn's counted at its end."""
 
 from __future__ import annotations
 
+import time
+
 from aegiskv.commands import COMMANDS
+from aegiskv.net.reactor import Reactor
 from aegiskv.stats import LATENCY_BUCKETS, RequestStats, StatsRegistry
 
 GET = COMMANDS["get"].index
@@ -43,3 +46,20 @@ def test_batches_and_single_requests_add_up_in_the_totals() -> None:
     assert totals.errors[SET] == 1
     assert totals.latency_sum_ns[SET] == 3_700
     assert totals.latency[SET][0] == 1 and totals.latency[SET][1] == 2
+
+
+def test_the_reactor_tells_its_turn_observers_how_long_each_turn_took() -> None:
+    """What finish_batch is fed: the whole turn, including the work of its handlers."""
+    reactor = Reactor(worker_threads=1)
+    lengths: list[int] = []
+    reactor.turn_observers.append(lengths.append)
+    work_seconds = 0.05
+    reactor.call_later(0.0, lambda: time.sleep(work_seconds))  # a turn that works this long
+    give_up = time.monotonic() + 10
+    try:
+        reactor.run(until=lambda: any(length >= work_seconds * 1e9 for length in lengths) or time.monotonic() > give_up)
+    finally:
+        reactor.close()
+    assert lengths, "no turn was reported"
+    assert max(lengths) >= work_seconds * 1e9
+    assert max(lengths) < 5e9  # nanoseconds, not a clock reading
