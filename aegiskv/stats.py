@@ -43,7 +43,7 @@ class CommandCounts:
         self.rejected: i64 = 0  # refused before running: auth required, rate limited
         self.latency_sum_ns: i64 = 0
         self.latency = [0] * LATENCY_BUCKETS
-        self.unfinished: i64 = 0  # run in the current read's batch, counted when it ends
+        self.unfinished: i64 = 0  # run in the current loop turn, counted when it ends
 
 
 class RequestStats:

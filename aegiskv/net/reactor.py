@@ -589,6 +589,14 @@ class Reactor:
                     handler = handlers.get(fd)
                     if handler is None:
                         continue  # closed by an earlier handler in this turn
+                    if isinstance(handler, Connection):
+                        # The common case, typed: compiled, these are direct calls,
+                        # where the generic path below looks each method up by name.
+                        if mask & READABLE:
+                            handler.handle_read()
+                        if mask & WRITABLE and not handler.closed:
+                            handler.handle_write()
+                        continue
                     if handler is waker:
                         self._run_callbacks()
                         continue
