@@ -276,7 +276,7 @@ class CommandConnection(Protocol, Generic[RequestT]):
                     if session.close_requested:
                         self._closing = True
                 else:
-                    reply = self._execute(command, handler, request, stats)
+                    reply = self._execute(command, handler, request, stats, in_turn=True)
                     if durable:
                         self._emit(reply, command.write)
                     else:
@@ -301,10 +301,15 @@ class CommandConnection(Protocol, Generic[RequestT]):
         if self._held_bytes and connection.out_size + self._held_bytes >= high_water:
             connection.pause_reading()
 
-    def _execute(self, command: Command, handler: Handler, request: RequestT, stats: RequestStats) -> bytes:
-        """Run one request on the calling thread and return its encoded reply."""
+    def _execute(
+        self, command: Command, handler: Handler, request: RequestT, stats: RequestStats, in_turn: bool
+    ) -> bytes:
+        """Run one request on the calling thread and return its encoded reply.
+
+        ``in_turn``: on the reactor thread, where a request counts as taking its
+        loop turn (like the inline path's); in the pool, its own run is timed."""
         session = self.session
-        started = _clock_ns()
+        started = 0 if in_turn else _clock_ns()
         if not session.authenticated and not command.before_auth:
             stats.count_rejected(command.index)
             return self.adapter.error_reply(request, CommandError(ErrorKind.NOAUTH, "Authentication required."))
@@ -329,7 +334,10 @@ class CommandConnection(Protocol, Generic[RequestT]):
             self.adapter.authenticated()
         if session.close_requested:
             self._closing = True
-        stats.record(command.index, _clock_ns() - started)
+        if in_turn:
+            stats.ran(command.index)
+        else:
+            stats.record(command.index, _clock_ns() - started)
         return reply
 
     def _hand_off(self, command: Command, handler: Handler, request: RequestT) -> None:
@@ -379,7 +387,7 @@ class CommandConnection(Protocol, Generic[RequestT]):
                         except CommandError as error:
                             replies.append(self.adapter.error_reply(queued_request, error))
                             continue
-                    replies.append(self._execute(queued_command, queued_handler, queued_request, stats))
+                    replies.append(self._execute(queued_command, queued_handler, queued_request, stats, in_turn=False))
                 if self._closing:
                     break
             return replies

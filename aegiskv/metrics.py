@@ -37,7 +37,10 @@ class ServerCollector(Collector):
             "aegis_requests", "Requests handled, by command and result", labels=["command", "result"]
         )
         latency = HistogramMetricFamily(
-            "aegis_request_duration_seconds", "Time from a request's arrival to its reply", labels=["command"]
+            "aegis_request_duration_seconds",
+            "Time a request spent in the server: the event-loop turn that read and answered it, or its run in the"
+            " worker pool",
+            labels=["command"],
         )
         for command in COMMAND_LIST:
             index = command.index

@@ -96,6 +96,26 @@ def test_metrics_count_requests_keys_memory_and_latency(ops_node: LocalNode) -> 
     assert samples[("aegis_request_duration_seconds_count", (("command", "get"),))] == 6
 
 
+def test_metrics_count_requests_of_the_checked_path_too(start_node) -> None:
+    """A rate-limited connection's requests run through the reactor's checked path
+    (CommandConnection._execute), which counts them with their loop turn like the
+    plain path; a refused one is counted as rejected, not as run."""
+    node = start_node("--rate-limit", "1", "--rate-burst", "4")
+    assert node.health_address is not None
+    with Client(Config(seeds=[node.address_text], max_conns=1, cluster_routing=False)) as client:
+        pipeline = client.pipeline()
+        for index in range(6):
+            pipeline.set(f"checked:{index}", "v")
+        results = pipeline.execute()
+    stored = sum(isinstance(result, int) for result in results)
+    assert 4 <= stored <= 5, results  # the burst, plus at most a token refilled meanwhile
+
+    samples = _samples(http_request(node.health_address, "/metrics")[2].decode())
+    assert samples[("aegis_requests_total", (("command", "set"), ("result", "ok")))] == stored
+    assert samples[("aegis_requests_total", (("command", "set"), ("result", "rejected")))] == 6 - stored
+    assert samples[("aegis_request_duration_seconds_count", (("command", "set"),))] == stored
+
+
 def test_sigterm_drains_finishes_in_flight_work_and_exits_cleanly(start_node, tmp_path) -> None:
     pid_file = tmp_path / "aegis.pid"
     node = start_node("--pid-file", str(pid_file), "--drain-timeout", "10")
