@@ -108,7 +108,7 @@ class Server:
         """Bind every port and schedule the timers. On the thread that will run the reactor."""
         config = self.config
         inline_stats = self.stats.for_this_thread()
-        self.reactor.turn_observers.append(inline_stats.finish_batch)
+        self.reactor.turn_observers.append(inline_stats.finish_turn)
         self.native_listener = self.reactor.listen(
             parse_address(config.bind),
             ListenerOptions(

@@ -49,18 +49,18 @@ class CommandCounts:
 class RequestStats:
     """Counters for one thread. Only that thread writes; anyone may read."""
 
-    __slots__ = ("by_command", "_in_batch", "_batch_commands")
+    __slots__ = ("by_command", "_turn_counts", "_turn_commands")
 
     def __init__(self) -> None:
         self.by_command = [CommandCounts() for _ in COMMAND_LIST]  # indexed by Command.index
-        # The commands with unfinished counts are the first _batch_commands items.
+        # The commands with unfinished counts are the first _turn_commands items.
         # The list is never cleared: emptied, a list frees its storage, and the
-        # next batch's first append would allocate it again.
-        self._in_batch: list[CommandCounts] = []
-        self._batch_commands: i64 = 0
+        # next turn's first append would allocate it again.
+        self._turn_counts: list[CommandCounts] = []
+        self._turn_commands: i64 = 0
 
     def ran(self, index: int) -> None:
-        """One request has run on the reactor thread; :meth:`finish_batch` counts it.
+        """One request has run on the reactor thread; :meth:`finish_turn` counts it.
 
         The reactor answers a loop turn's requests together: their replies
         leave in the sends at the end of the turn, so each one's latency is the
@@ -73,27 +73,27 @@ class RequestStats:
         """
         counts = self.by_command[index]
         if counts.unfinished == 0:
-            batch = self._in_batch
-            position = self._batch_commands
-            if position < len(batch):
-                batch[position] = counts
+            counted = self._turn_counts
+            position = self._turn_commands
+            if position < len(counted):
+                counted[position] = counts
             else:
-                batch.append(counts)
-            self._batch_commands = position + 1
+                counted.append(counts)
+            self._turn_commands = position + 1
         counts.unfinished += 1
 
-    def finish_batch(self, elapsed_ns: i64) -> None:
+    def finish_turn(self, elapsed_ns: i64) -> None:
         """Count the requests run since the last call, each as taking ``elapsed_ns``.
 
         A reactor turn observer (Reactor.turn_observers)."""
-        commands = self._batch_commands
+        commands = self._turn_commands
         if commands == 0:
             return
-        self._batch_commands = 0
+        self._turn_commands = 0
         bucket = latency_bucket(int(elapsed_ns))
-        batch = self._in_batch
+        counted = self._turn_counts
         for position in range(commands):
-            counts = batch[position]
+            counts = counted[position]
             ran = counts.unfinished
             counts.unfinished = 0
             counts.calls += ran

@@ -12,33 +12,33 @@ GET = COMMANDS["get"].index
 SET = COMMANDS["set"].index
 
 
-def test_a_batch_is_counted_only_when_it_ends_each_request_with_the_batch_time() -> None:
+def test_a_turn_is_counted_only_when_it_ends_each_request_with_the_turn_time() -> None:
     stats = RequestStats()
     for index in (GET, SET, GET, GET):
         stats.ran(index)
-    assert stats.by_command[GET].calls == 0  # not yet: the batch is still running
+    assert stats.by_command[GET].calls == 0  # not yet: the turn is still running
 
-    stats.finish_batch(5_000)  # 5 us: bucket 3 holds [4 us, 8 us)
+    stats.finish_turn(5_000)  # 5 us: bucket 3 holds [4 us, 8 us)
     get, set_ = stats.by_command[GET], stats.by_command[SET]
     assert (get.calls, set_.calls) == (3, 1)
     assert (get.latency_sum_ns, set_.latency_sum_ns) == (15_000, 5_000)
     assert get.latency[3] == 3 and sum(get.latency) == 3
     assert set_.latency[3] == 1 and sum(set_.latency) == 1
 
-    stats.finish_batch(1_000)  # nothing ran since: nothing counted
+    stats.finish_turn(1_000)  # nothing ran since: nothing counted
     assert (get.calls, set_.calls) == (3, 1)
 
     stats.ran(GET)
-    stats.finish_batch(10**12)  # longer than the last bucket's bound: counted in the last one
+    stats.finish_turn(10**12)  # longer than the last bucket's bound: counted in the last one
     assert get.calls == 4 and get.latency[LATENCY_BUCKETS - 1] == 1
 
 
-def test_batches_and_single_requests_add_up_in_the_totals() -> None:
+def test_turns_and_single_requests_add_up_in_the_totals() -> None:
     registry = StatsRegistry()
     stats = registry.for_this_thread()
     stats.ran(SET)
     stats.ran(SET)
-    stats.finish_batch(1_500)
+    stats.finish_turn(1_500)
     stats.record(SET, 700)
     stats.count_error(SET)
     totals = registry.totals()
@@ -49,7 +49,7 @@ def test_batches_and_single_requests_add_up_in_the_totals() -> None:
 
 
 def test_the_reactor_tells_its_turn_observers_how_long_each_turn_took() -> None:
-    """What finish_batch is fed: the whole turn, including the work of its handlers."""
+    """What finish_turn is fed: the whole turn, including the work of its handlers."""
     reactor = Reactor(worker_threads=1)
     lengths: list[int] = []
     reactor.turn_observers.append(lengths.append)
