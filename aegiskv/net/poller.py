@@ -10,7 +10,9 @@ On systems without epoll the same interface sits on ``selectors``.
 Events use epoll's bits (``READ``, ``WRITE``); ``poll`` returns
 ``(fd, mask)`` pairs where an error or hang-up reads as both readable and
 writable, as ``selectors`` reports it, so the handler meets the error on its
-next ``recv`` or ``send``.
+next ``recv`` or ``send``. epoll returns at most ``max_events`` pairs; the
+ready descriptors it left out come first in the next poll (it moves each one
+it reports, level-triggered, to the back of its ready list).
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ _ERROR: Final = 0x008 | 0x010  # EPOLLERR | EPOLLHUP
 # Masks of ``poll`` results that call the handler's read and write sides.
 READABLE: Final = READ | _ERROR
 WRITABLE: Final = WRITE | _ERROR
+# The reactor's poll batch. epoll.poll allocates its event array on every call:
+# 12 bytes an event, and by default room for 1,023 events, which goes through
+# malloc and free (about 590 instructions a poll, callgrind). 42 events fit one
+# 512-byte pymalloc block (about 470 fewer). A client that does not pipeline
+# pays one poll per request; with more ready sockets, the rest come next turn.
+POLL_BATCH: Final = 42
 
 
 def _fd(fileobj: Any) -> int:
@@ -40,7 +48,7 @@ class Poller(Protocol):
 
     def unregister(self, fileobj: Any) -> None: ...
 
-    def poll(self, timeout: float) -> list[tuple[int, int]]: ...
+    def poll(self, timeout: float, max_events: int = -1, /) -> list[tuple[int, int]]: ...
 
     def close(self) -> None: ...
 
@@ -99,7 +107,10 @@ class SelectorsPoller:
         del self.handlers[fd]
         self._selector.unregister(fd)
 
-    def poll(self, timeout: float) -> list[tuple[int, int]]:
+    def poll(self, timeout: float, max_events: int = -1, /) -> list[tuple[int, int]]:
+        # Every ready descriptor, whatever max_events says: select() has built
+        # them all already, and cutting its list (always in registration order)
+        # could starve the descriptors at its end.
         return [
             (key.fd, (READ if mask & selectors.EVENT_READ else 0) | (WRITE if mask & selectors.EVENT_WRITE else 0))
             for key, mask in self._selector.select(timeout)

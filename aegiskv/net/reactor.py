@@ -36,7 +36,7 @@ from typing import Any, Final
 from loguru import logger
 from mypy_extensions import mypyc_attr
 
-from aegiskv.net.poller import READ, READABLE, WRITABLE, WRITE, new_poller
+from aegiskv.net.poller import POLL_BATCH, READ, READABLE, WRITABLE, WRITE, new_poller
 from aegiskv.net.waker import Waker
 from aegiskv.net.workers import Done, Task, WorkerPool
 
@@ -582,7 +582,7 @@ class Reactor:
                 timeout = 1.0
                 if self._timers:
                     timeout = min(timeout, max(0.0, self._timers[0][0] - ended_ns / 1e9))
-                events = poll(timeout)
+                events = poll(timeout, POLL_BATCH)
                 started_ns = clock_ns()
                 self.now = started_ns / 1e9
                 for fd, mask in events:
