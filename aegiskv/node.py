@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import enum
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple
 
@@ -25,6 +24,7 @@ from aegiskv.cluster.slots import ShardMapper
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.handoff_lock import HandoffLock, new_handoff_lock
 from aegiskv.pattern import glob_match
+from aegiskv.scan_cursors import ScanCursors
 
 
 class Condition(enum.Enum):
@@ -62,8 +62,6 @@ class Limits(NamedTuple):
 # the reactor would block on the lock instead and nothing would be gained (see
 # aegiskv/handoff_lock.py for why the handoff has to be explicit).
 BATCH_CHUNK: Final = 256
-_MAX_SCANS = 64
-_MAX_SCAN_ID = 2**31 - 1
 
 
 def parse_integer(text: bytes) -> int | None:
@@ -117,10 +115,9 @@ class Node:
         self.started = time.time()
         self.hits = 0
         self.misses = 0
-        self._scans: OrderedDict[int, list[bytes]] = OrderedDict()  # SCAN snapshots by id
+        self._scans = ScanCursors()
         self.snapshot_running = False
         self.last_snapshot_time = 0.0  # wall-clock seconds of the last snapshot this process wrote
-        self._next_scan_id = 1
 
     # -- reads -----------------------------------------------------------------------
 
@@ -403,42 +400,24 @@ class Node:
 
     def flush(self) -> int:
         with self._lock:
+            self._scans.forget_keys()
             return self.backend.flush()
 
     def scan(self, cursor: int, count: int, pattern: bytes | None = None) -> tuple[int, list[bytes]]:
         """One SCAN step: (next cursor, keys). Cursor 0 starts; a returned 0 means done.
 
         Guarantee (as Redis): a key present for the whole scan is returned at
-        least once; keys added or removed meanwhile may or may not be. A scan
-        starting at 0 takes a snapshot of the key references (a C-speed list
-        copy, 8 bytes per key while the scan lasts) and later calls page through
-        it, skipping keys deleted since. The cursor is ``snapshot << 32 | offset``;
-        the last 64 snapshots are kept, and an older cursor is refused.
+        least once; keys added or removed meanwhile may or may not be. The
+        cursor names a snapshot of the key list (see aegiskv/scan_cursors.py);
+        one that expired, or was never handed out, is refused.
         """
+        backend = self.backend
         with self._lock:
-            if cursor == 0:
-                snapshot_id = self._next_scan_id
-                self._next_scan_id = (self._next_scan_id % _MAX_SCAN_ID) + 1
-                snapshot = self.backend.key_snapshot()
-                self._scans[snapshot_id] = snapshot
-                while len(self._scans) > _MAX_SCANS:
-                    self._scans.popitem(last=False)
-                offset = 0
-            else:
-                snapshot_id, offset = cursor >> 32, cursor & 0xFFFFFFFF
-                found = self._scans.get(snapshot_id)
-                if found is None:
-                    raise CommandError(ErrorKind.INVALID, "invalid cursor")
-                snapshot = found
-            page = snapshot[offset : offset + count]
-            offset += len(page)
-            peek = self.backend.get_entry
+            next_cursor, page = self._scans.page(
+                cursor, count, backend.key_snapshot, backend.last_version, len(backend)
+            )
+            peek = backend.get_entry
             keys = [key for key in page if peek(key, touch=False) is not None]
-            if offset >= len(snapshot):
-                self._scans.pop(snapshot_id, None)
-                next_cursor = 0
-            else:
-                next_cursor = snapshot_id << 32 | offset
         if pattern is not None:
             keys = [key for key in keys if glob_match(pattern, key)]
         return next_cursor, keys

@@ -653,6 +653,25 @@ def test_scan_while_keys_change(r: redis.Redis) -> None:
     assert {key for key in seen if key.startswith(b"doomed:")} <= set(doomed)
 
 
+def test_a_scan_outlives_many_abandoned_ones(r: redis.Redis) -> None:
+    keys = {f"outlive:{index}".encode() for index in range(300)}
+    r.mset({key: b"v" for key in keys})
+    cursor, seen = r.scan(0, count=10)
+    for index in range(150):  # scans started and dropped, each after a write so none share a snapshot
+        r.set(f"abandon:{index}", "v")
+        r.scan(0, count=10)
+    while cursor:
+        cursor, page = r.scan(cursor, count=50)
+        seen += page
+    assert keys <= set(seen)
+
+
+@pytest.mark.parametrize("cursor", ["1", "4294967296", "18446744073709551615", "-1"])
+def test_a_cursor_never_handed_out_is_refused(r: redis.Redis, cursor: str) -> None:
+    with pytest.raises(redis.ResponseError, match="start the SCAN again at 0"):
+        r.execute_command("SCAN", cursor)
+
+
 # -- server --------------------------------------------------------------------------------
 
 
