@@ -461,7 +461,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("tls_handshake_timeout", 10.0, _duration(allow_zero=False), "longest a TLS handshake may take"),
     Setting("health_tls", False, _boolean, "serve /health, /ready and /metrics over HTTPS with --tls-cert"),
-    Setting("max_auth_failures", 3, _integer(1, 1000), "wrong AUTH attempts before the connection is closed"),
+    Setting(
+        "max_auth_failures",
+        3,
+        _integer(1, 1000),
+        "wrong AUTH attempts before a connection that has not authenticated is closed",
+    ),
     Setting(
         "unauthenticated_max_frame",
         4096,

@@ -106,7 +106,7 @@ def _authenticate(server: Server, session: Session, user: bytes | None, token: b
         raise CommandError(
             ErrorKind.AUTH_FAILED,
             "invalid username-password pair or user is disabled.",
-            close=session.auth_failures >= authenticator.max_failures,
+            close=not session.authenticated and session.auth_failures >= authenticator.max_failures,
         )
     authenticator.check(session, token)
 

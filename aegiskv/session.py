@@ -69,7 +69,7 @@ class Authenticator:
         raise CommandError(
             ErrorKind.AUTH_FAILED,
             "invalid username-password pair or user is disabled.",
-            close=session.auth_failures >= self.max_failures,
+            close=not session.authenticated and session.auth_failures >= self.max_failures,
         )
 
 

@@ -396,6 +396,17 @@ def test_wrong_tokens_on_the_resp_port(auth_node: LocalNode) -> None:
         assert all(reply.startswith(b"-WRONGPASS") for reply in replies), replies
         assert sock.recv(4096) == b""
 
+    # Once authenticated, wrong tokens cost nothing: the connection already has access, so
+    # (as in Redis) it stays open and stays authenticated.
+    with socket.create_connection((host, port), timeout=5) as sock:
+        sock.sendall(f"AUTH {TOKEN}\r\n".encode())
+        assert sock.recv(4096) == b"+OK\r\n"
+        for _ in range(5):
+            sock.sendall(guess)
+            assert sock.recv(4096).startswith(b"-WRONGPASS")
+        sock.sendall(b"PING\r\n")
+        assert sock.recv(4096) == b"+PONG\r\n"
+
 
 def _auth_round_trip(address: tuple[str, int], token: bytes) -> float:
     """Seconds from sending AUTH to its reply, on a fresh connection (failures are counted per connection)."""

@@ -120,9 +120,12 @@ def test_connection_closed_after_max_auth_failures(auth_node: LocalNode) -> None
         reply = raw.request(Opcode.AUTH, items=((b"nope", b""),))
         assert reply.status == Status.AUTH_FAILED
         assert raw.read_until_closed() == []
-    # The limit counts per connection: a new one may authenticate.
+    # The limit counts per connection: a new one may authenticate, and once it has,
+    # wrong tokens neither close it nor take its access away.
     with RawConnection(auth_node.address) as raw:
         assert raw.request(Opcode.AUTH, items=((b"s3cret", b""),)).status == Status.OK
+        for _ in range(5):
+            assert raw.request(Opcode.AUTH, items=((b"nope", b""),)).status == Status.AUTH_FAILED
         assert raw.request(Opcode.GET, items=((b"auth:none", b""),)).status == Status.NOT_FOUND
 
 
