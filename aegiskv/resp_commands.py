@@ -574,8 +574,9 @@ def render_info(server: Server, sections: list[str] | None) -> bytes:
             ],
         )
     )
-    cluster = info["cluster"]
-    rendered.append(("Cluster", [("cluster_enabled", cluster["cluster_enabled"])]))
+    # Every node answers CLUSTER SLOTS and friends (a lone node owns all 16384 slots), so
+    # cluster clients can use any node; INFO says so too, agreeing with CLUSTER INFO.
+    rendered.append(("Cluster", [("cluster_enabled", 1)]))
     keyspace = info["keyspace"]
     rendered.append(
         (

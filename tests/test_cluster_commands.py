@@ -147,6 +147,9 @@ def test_advertised_addresses(tmp_path, gossip) -> None:
         assert nodes == {"adv": {"client": "10.9.8.7:7700", "resp": f"{resp_host}:{resp_port}"}}
         connection = redis.Redis("127.0.0.1", resp_port)
         assert connection.execute_command("CLUSTER SLOTS")[0][2][:2] == [resp_host.encode(), resp_port]
+        # With or without gossip the node answers as a cluster, and INFO agrees with CLUSTER INFO.
+        assert connection.info("cluster") == {"cluster_enabled": 1}
+        assert connection.execute_command("CLUSTER INFO")["cluster_enabled"] == "1"
         connection.close()
     finally:
         assert node.stop() == 0
