@@ -86,7 +86,10 @@ def cmd_quit(server: Server, session: Session, args: Args) -> bytes:
 
 
 def cmd_select(server: Server, session: Session, args: Args) -> bytes:
-    if _integer(args[1]) != 0:
+    index = _integer(args[1])
+    if not -(2**31) <= index < 2**31:  # Redis reads the index as a C int first
+        raise _invalid("value is out of range, value must between -2147483648 and 2147483647")
+    if index != 0:
         raise _invalid("DB index is out of range")
     return resp.OK
 
@@ -149,7 +152,7 @@ def cmd_hello(server: Server, session: Session, args: Args) -> bytes:
     if not session.authenticated and not authenticated_here:
         raise CommandError(
             ErrorKind.NOAUTH,
-            "HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH "
+            "HELLO must be called with the client already authenticated, otherwise the HELLO AUTH "
             "<user> <pass> option can be used to authenticate the client and select the RESP protocol "
             "version at the same time",
         )
@@ -598,7 +601,8 @@ def cmd_info(server: Server, session: Session, args: Args) -> bytes:
     return resp.verbatim(text, session.protocol)
 
 
-_CLIENT_NAME_FORBIDDEN = set(range(0, 33)) | {127}
+# Redis allows '!' to '~' only: no spaces, control characters or bytes above ASCII.
+_CLIENT_NAME_FORBIDDEN = set(range(0, 33)) | set(range(127, 256))
 
 
 def _client_name(name: bytes) -> bytes:
@@ -675,7 +679,7 @@ def _config_values(server: Server) -> dict[bytes, bytes]:
         b"port": b"%d" % (server.resp_address[1] if server.resp_listener else 0),
         b"bind": (server.resp_address[0] if server.resp_listener else "").encode(),
         b"proto-max-bulk-len": b"%d" % config.max_value_bytes,
-        b"cluster-enabled": b"no",
+        b"cluster-enabled": b"yes",  # every node answers the CLUSTER commands (see render_info)
     }
 
 
@@ -687,8 +691,12 @@ def cmd_config(server: Server, session: Session, args: Args) -> bytes:
         values = _config_values(server)
         matched: dict[bytes, bytes] = {}
         for pattern in args[2:]:
+            exact = pattern.lower()
+            if exact in values:  # Redis answers an exact name in the case it was asked in
+                matched[pattern] = values[exact]
+                continue
             for name, value in values.items():
-                if glob_match(pattern.lower(), name):
+                if glob_match(exact, name):
                     matched[name] = value
         return resp.mapping([(resp.bulk(name), resp.bulk(value)) for name, value in matched.items()], session.protocol)
     if sub == b"SET":
@@ -701,7 +709,7 @@ def cmd_config(server: Server, session: Session, args: Args) -> bytes:
 
 
 def cmd_bgsave(server: Server, session: Session, args: Args) -> bytes:
-    if len(args) == 2 and args[1].upper() != b"SCHEDULE":
+    if len(args) > 2 or (len(args) == 2 and args[1].upper() != b"SCHEDULE"):
         raise _invalid(_SYNTAX)
     server.snapshot_in_background()
     return b"+Background saving started\r\n"
@@ -765,8 +773,65 @@ def cmd_command(server: Server, session: Session, args: Args) -> bytes:
             pairs.append((resp.bulk(name), doc))
         return resp.mapping(pairs, session.protocol)
     if sub == b"LIST":
-        return resp.bulk_array(list(sorted(SPECS)), session.protocol)
+        return resp.bulk_array(list(_command_list(args[2:])), session.protocol)
     raise _invalid(f"unknown subcommand '{args[1].decode('utf-8', 'replace')}'. Try COMMAND HELP.")
+
+
+def _command_list(filters: Args) -> list[bytes]:
+    """COMMAND LIST [FILTERBY MODULE name | ACLCAT category | PATTERN glob]."""
+    if not filters:
+        return sorted(SPECS)
+    if len(filters) != 3 or filters[0].upper() != b"FILTERBY":
+        raise _invalid(_SYNTAX)
+    kind, value = filters[1].upper(), filters[2]
+    if kind == b"MODULE":
+        return []  # no modules
+    if kind == b"ACLCAT":
+        category = value.lower().decode("utf-8", "replace")
+        return [name for name, spec in sorted(SPECS.items()) if category in acl_categories(spec)]
+    if kind == b"PATTERN":
+        return [name for name in sorted(SPECS) if glob_match(value.lower(), name)]
+    raise _invalid(_SYNTAX)
+
+
+# Redis's ACL categories in the order it lists them; a command group here that is one
+# of them (keyspace, string, connection) is also the command's category.
+_ACL_CATEGORY_ORDER = (
+    "keyspace",
+    "read",
+    "write",
+    "set",
+    "sortedset",
+    "list",
+    "hash",
+    "string",
+    "bitmap",
+    "hyperloglog",
+    "geo",
+    "stream",
+    "pubsub",
+    "admin",
+    "fast",
+    "slow",
+    "blocking",
+    "dangerous",
+    "connection",
+    "transaction",
+    "scripting",
+)
+
+
+def acl_categories(spec: Spec) -> list[str]:
+    """Redis's ACL categories, derived as Redis assigns them: GET is @read @string @fast."""
+    flags = spec.flags
+    categories = {spec.group, "fast" if "fast" in flags else "slow"}
+    if "readonly" in flags:
+        categories.add("read")
+    if "write" in flags:
+        categories.add("write")
+    if "admin" in flags:
+        categories |= {"admin", "dangerous"}
+    return [category for category in _ACL_CATEGORY_ORDER if category in categories]
 
 
 def _command_entry(name: bytes, spec: Spec) -> bytes:
@@ -778,7 +843,7 @@ def _command_entry(name: bytes, spec: Spec) -> bytes:
             resp.integer(spec.first_key),
             resp.integer(spec.last_key),
             resp.integer(spec.key_step),
-            resp.array([resp.simple(f"@{spec.group}")]),
+            resp.array([resp.simple(f"@{category}") for category in acl_categories(spec)]),
             resp.EMPTY_ARRAY,  # tips
             resp.EMPTY_ARRAY,  # key specifications (first/last/step above describe the keys)
             resp.EMPTY_ARRAY,  # subcommands

@@ -217,6 +217,7 @@ ERRORS = [
     (("CLIENT", "FOO"), "ERR unknown subcommand 'FOO'. Try CLIENT HELP."),
     (("CLIENT", "SETNAME"), ARITY.format("client|setname")),
     (("CLIENT", "SETNAME", "a b"), "ERR Client names cannot contain spaces, newlines or special characters."),
+    (("CLIENT", "SETNAME", "h\u00e9llo"), "ERR Client names cannot contain spaces, newlines or special characters."),
     (("CLIENT", "GETNAME", "x"), ARITY.format("client|getname")),
     (("CLIENT", "ID", "x"), ARITY.format("client|id")),
     (("CONFIG",), ARITY.format("config")),
@@ -224,6 +225,12 @@ ERRORS = [
     (("CONFIG", "GET"), ARITY.format("config|get")),
     (("COMMAND", "FOO"), "ERR unknown subcommand 'FOO'. Try COMMAND HELP."),
     (("COMMAND", "COUNT", "x"), ARITY.format("command|count")),
+    (("COMMAND", "LIST", "FILTERBY", "FOO", "x"), SYNTAX),
+    (("COMMAND", "LIST", "FILTERBY", "PATTERN"), SYNTAX),
+    (("COMMAND", "LIST", "x"), SYNTAX),
+    (("BGSAVE", "SCHEDULE", "x"), SYNTAX),
+    (("SELECT", "4294967296"), "ERR value is out of range, value must between -2147483648 and 2147483647"),
+    (("SELECT", "-1"), "ERR DB index is out of range"),
     (("FOO", "a", "b"), "ERR unknown command 'FOO', with args beginning with: 'a' 'b' "),
     (("foo",), "ERR unknown command 'foo', with args beginning with: "),
     (("FOO", "a b", "c\r\nd"), "ERR unknown command 'FOO', with args beginning with: 'a b' 'c  d' "),
@@ -342,7 +349,8 @@ WRONGPASS = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n
 
 def test_noauth_before_auth(aegis_auth: LocalNode) -> None:
     hello_refused = (
-        b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> "
+        # Redis 7.0's wording (7.2 added "<proto>" after the second HELLO).
+        b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO "
         b"AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol "
         b"version at the same time\r\n"
     )
@@ -728,9 +736,23 @@ def test_command(r: redis.Redis) -> None:
 def test_command_info(r: redis.Redis) -> None:
     entries = call_raw(r, "COMMAND", "INFO", "get", "nosuch", "SET")
     assert len(entries) == 3
-    assert entries[0][:6] == [b"get", 2, [b"readonly", b"fast"], 1, 1, 1]
+    assert entries[0][:7] == [b"get", 2, [b"readonly", b"fast"], 1, 1, 1, [b"@read", b"@string", b"@fast"]]
     assert entries[1] is None
     assert entries[2][:2] == [b"set", -3]
+    assert entries[2][6] == [b"@write", b"@string", b"@slow"]  # the categories Redis gives them
+    assert call_raw(r, "COMMAND", "INFO", "del")[0][6] == [b"@keyspace", b"@write", b"@slow"]
+    assert call_raw(r, "COMMAND", "INFO", "ping")[0][6] == [b"@fast", b"@connection"]
+
+
+def test_command_list_filters(r: redis.Redis) -> None:
+    assert call_raw(r, "COMMAND", "LIST", "FILTERBY", "PATTERN", "get*") == [b"get", b"getdel", b"getex"]
+    assert call_raw(r, "COMMAND", "LIST", "FILTERBY", "PATTERN", "GET") == [b"get"]
+    assert call_raw(r, "COMMAND", "LIST", "FILTERBY", "MODULE", "any") == []
+    strings = call_raw(r, "COMMAND", "LIST", "FILTERBY", "ACLCAT", "string")
+    assert {b"get", b"set", b"mget", b"incr", b"append"} <= set(strings)
+    assert not {b"del", b"ping", b"scan"} & set(strings)
+    reads = set(call_raw(r, "COMMAND", "LIST", "FILTERBY", "ACLCAT", "READ"))
+    assert {b"get", b"mget", b"exists", b"ttl"} <= reads and b"set" not in reads
 
 
 def test_command_info_without_names_lists_every_command(r: redis.Redis) -> None:
@@ -757,7 +779,10 @@ def test_config_get(r: redis.Redis) -> None:
     )
     assert everything["databases"] == "1"
     assert r.config_get("max*") == {key: value for key, value in everything.items() if key.startswith("max")}
-    assert r.config_get("MAXMEMORY") == values  # names are case-insensitive
+    # Names are case-insensitive; an exact name comes back spelled as it was asked (as Redis does).
+    assert r.config_get("MAXMEMORY") == {"MAXMEMORY": values["maxmemory"]}
+    assert r.config_get("MAX*") == r.config_get("max*")
+    assert r.config_get("cluster-enabled") == {"cluster-enabled": "yes"}
     assert r.config_get("nosuch") == {}
     assert r.config_get("save", "appendonly") == {"save": "", "appendonly": "no"}
 
