@@ -370,6 +370,7 @@ _SMALL = RespLimits(max_bulk=1000, max_multibulk=4)
 
 _MULTIBULK = "invalid multibulk length"
 _BULK = "invalid bulk length"
+_OVER_SMALL = "invalid bulk length: 1001 bytes is over this node's limit of 1000 (max_value_bytes)"
 _UNBALANCED = "unbalanced quotes in request"
 
 
@@ -395,8 +396,9 @@ ERROR_CASES = [
     _error_case("bulk-empty-length", b"*1\r\n$\r\n", _BULK),
     _error_case("bulk-leading-zero", b"*1\r\n$04\r\nPING\r\n", _BULK),
     _error_case("bulk-out-of-range", b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\n$2000000000\r\n", _BULK),
-    _error_case("bulk-over-limit", b"*1\r\n$1001\r\n", _BULK, limits=_SMALL),
-    _error_case("bulk-over-limit-complete", encode_command(b"SET", b"k", b"v" * 1001), _BULK, limits=_SMALL),
+    # Under Redis's 512 MiB but over this node's limit: the error says which limit.
+    _error_case("bulk-over-limit", b"*1\r\n$1001\r\n", _OVER_SMALL, limits=_SMALL),
+    _error_case("bulk-over-limit-complete", encode_command(b"SET", b"k", b"v" * 1001), _OVER_SMALL, limits=_SMALL),
     _error_case("expected-dollar-payload", b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\nfooz\r\n", "expected '$', got 'f'"),
     _error_case("expected-dollar-no-bulk", b"*1\r\nfoo\r\n", "expected '$', got 'f'"),
     _error_case("expected-dollar-integer", b"*2\r\n$3\r\nGET\r\n:1\r\n", "expected '$', got ':'"),
@@ -445,7 +447,12 @@ def test_protocol_error_without_waiting_for_more(
 @pytest.mark.parametrize(
     ("header", "limits", "message"),
     [
-        pytest.param(b"*1\r\n$104857600\r\n", RespLimits(max_bulk=1 << 20), "invalid bulk length", id="bulk"),
+        pytest.param(
+            b"*1\r\n$104857600\r\n",
+            RespLimits(max_bulk=1 << 20),
+            "invalid bulk length: 104857600 bytes is over this node's limit of 1048576 (max_value_bytes)",
+            id="bulk",
+        ),
         pytest.param(b"*2\r\n$3\r\nSET\r\n$2000000000\r\n", DEFAULT_LIMITS, "invalid bulk length", id="bulk-default"),
         pytest.param(b"*3000000\r\n", RespLimits(max_multibulk=1 << 20), "invalid multibulk length", id="multibulk"),
     ],
