@@ -584,7 +584,9 @@ def render_info(server: Server, sections: list[str] | None) -> bytes:
     rendered.append(
         (
             "Keyspace",
-            [("db0", f"keys={keyspace['keys']},expires={keyspace['expires']},avg_ttl=0")] if keyspace["keys"] else [],
+            [("db0", f"keys={keyspace['keys']},expires={keyspace['expires']},avg_ttl={keyspace['avg_ttl']}")]
+            if keyspace["keys"]
+            else [],
         )
     )
     blocks = []

@@ -429,6 +429,7 @@ class Server:
             result["keyspace"] = {
                 "keys": backend.keys,
                 "expires": backend.keys_with_ttl,
+                "avg_ttl": backend.average_ttl_ms,
                 "shards": self.node.shards.shards,
             }
         if "shards" in wanted:

@@ -213,3 +213,15 @@ def test_expiry_index_sample_reaches_every_key() -> None:
     seen = {key for _ in range(500) for key, _ in index.sample(10, rng)}
     assert seen == {b"k%d" % i for i in range(40) if i % 3}
     assert index.sample(5, rng) and ExpiryIndex().sample(5, rng) == []
+
+
+def test_average_ttl_is_estimated_from_a_sample_of_the_keys_with_one() -> None:
+    clock = FakeClock()
+    backend = make(clock)
+    assert backend.stats().average_ttl_ms == 0
+    for index in range(2000):  # deadlines spread evenly over 10 to 20 s from now: mean 15 s
+        backend.put(b"t%d" % index, b"v", clock.now_ms + 10_000 + index * 5)
+        backend.put(b"plain%d" % index, b"v")  # keys without a TTL do not count
+    assert abs(backend.stats().average_ttl_ms - 15_000) < 1_500  # 128 samples: standard error ~260 ms
+    clock.advance(30_000)  # every deadline passed, none removed yet: nothing is left to live
+    assert backend.stats().average_ttl_ms == 0

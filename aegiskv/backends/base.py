@@ -72,6 +72,9 @@ class BackendStats:
     limit_bytes: int
     evictions: int
     expirations: int
+    # Mean time left (ms) of the keys that have a TTL, estimated from a sample; 0 when
+    # none has one (Redis's avg_ttl). A backend that cannot estimate it leaves 0.
+    average_ttl_ms: int = 0
 
 
 class StorageError(Exception):

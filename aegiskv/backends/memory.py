@@ -92,6 +92,10 @@ _MAX_VERSION: Final = 2**64 - 1
 _LAST_VERSION_BYTE: Final = [bytes((low,)) for low in range(256)]
 
 
+# Keys with a TTL that INFO's avg_ttl estimate looks at.
+_TTL_SAMPLE: Final = 128
+
+
 class MemoryBackend(Backend):
     """Segmented LRU under a byte budget, with lazy and sampled active expiry."""
 
@@ -109,6 +113,7 @@ class MemoryBackend(Backend):
         self._clock = clock
         self._on_drop = on_drop
         self._rng = rng or random.Random()
+        self._stats_rng = random.Random()
         self._limit = options.max_memory_bytes
         self._protected_limit = int(options.max_memory_bytes * options.protected_fraction)
         self._probation: OrderedDict[bytes, bytes] = OrderedDict()
@@ -456,7 +461,17 @@ class MemoryBackend(Backend):
             limit_bytes=self._limit,
             evictions=self.evictions,
             expirations=self.expirations,
+            average_ttl_ms=self._average_ttl_ms(),
         )
+
+    def _average_ttl_ms(self) -> int:
+        # Its own generator: drawing from self._rng would change which keys the
+        # active expiry samples next, and so runs that are otherwise repeatable.
+        sample = self._deadlines.sample(_TTL_SAMPLE, self._stats_rng)
+        if not sample:
+            return 0
+        now = self._clock()
+        return sum(max(deadline - now, 0) for _key, deadline in sample) // len(sample)
 
     @property
     def last_version(self) -> int:
