@@ -68,6 +68,7 @@ _SPECS: list[tuple[str, dict[str, bool]]] = [
     ("topology", {}),  # native TOPOLOGY
     ("cluster", {}),  # RESP CLUSTER SLOTS / SHARDS / NODES / KEYSLOT / INFO / MYID
     ("readonly", {}),  # RESP READONLY / READWRITE (cluster clients send them)
+    ("memory", {}),  # RESP MEMORY USAGE
 ]
 
 COMMANDS: dict[str, Command] = {

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple
 
 from aegiskv.backends.base import NO_EXPIRY, Backend, BackendStats, Clock, Entry, Value, ValueTooLarge, wall_clock_ms
-from aegiskv.backends.memory import MemoryBackend
+from aegiskv.backends.memory import MemoryBackend, entry_cost
 from aegiskv.cluster.slots import ShardMapper
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.handoff_lock import HandoffLock, new_handoff_lock
@@ -152,6 +152,17 @@ class Node:
         """Like :meth:`get_entry` without counting as an access (TTL, TYPE, STRLEN)."""
         with self._lock:
             return self.backend.get_entry(key, touch=False)
+
+    def memory_usage(self, key: bytes) -> int | None:
+        """Bytes charged to the memory budget for the key's objects (key, value, TTL); None when absent.
+
+        The figure eviction counts (entry_cost); the hash tables are charged
+        apart, as a whole, so no key's share of them is included.
+        """
+        entry = self.peek(key)
+        if entry is None:
+            return None
+        return entry_cost(len(key), len(entry.value), entry.expires_at_ms != NO_EXPIRY)
 
     def remaining_ttl_ms(self, key: bytes) -> int:
         """Milliseconds left; -1 for a key without TTL; -2 for a missing key (as Redis)."""

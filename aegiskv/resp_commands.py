@@ -722,6 +722,32 @@ def cmd_save(server: Server, session: Session, args: Args) -> bytes:
     return resp.OK
 
 
+_MEMORY_HELP = [
+    "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "USAGE <key> [SAMPLES <count>]",
+    "    Return memory in bytes used by <key> and its value: what the key's objects",
+    "    are charged against maxmemory (SAMPLES is accepted; a string has nothing to sample).",
+    "HELP",
+    "    Print this help.",
+]
+
+
+def cmd_memory(server: Server, session: Session, args: Args) -> bytes:
+    sub = args[1].upper()
+    if sub == b"USAGE":
+        if len(args) < 3:
+            raise _invalid("wrong number of arguments for 'memory|usage' command")
+        if len(args) != 3 and (len(args) != 5 or args[3].upper() != b"SAMPLES" or _integer(args[4]) < 0):
+            raise _invalid(_SYNTAX)
+        size = session.node.memory_usage(args[2])
+        return resp.null(session.protocol) if size is None else resp.integer(size)
+    if sub == b"HELP":
+        if len(args) != 2:
+            raise _invalid("wrong number of arguments for 'memory|help' command")
+        return resp.array([resp.simple(line) for line in _MEMORY_HELP])
+    raise _invalid(f"unknown subcommand '{args[1].decode('utf-8', 'replace')}'. Try MEMORY HELP.")
+
+
 def cmd_lastsave(server: Server, session: Session, args: Args) -> bytes:
     return resp.integer(int(session.node.last_snapshot_time or server.started))
 
@@ -1050,6 +1076,8 @@ SPECS: dict[bytes, Spec] = {
         "lastsave", cmd_lastsave, 1, "fast", _NO_KEYS, "server", "Unix time of the last snapshot this process wrote"
     ),
     b"info": _spec("info", cmd_info, -1, "loading stale", _NO_KEYS, "server", "Information and statistics"),
+    # Keys (2, 2, 1): MEMORY USAGE's key, so a cluster node redirects it like any keyed command.
+    b"memory": _spec("memory", cmd_memory, -2, "readonly", (2, 2, 1), "server", "Memory used by a key"),
     b"cluster": _spec("cluster", cmd_cluster, -2, "stale", _NO_KEYS, "cluster", "The shard map, as Redis Cluster"),
     b"readonly": _READ_MODE,
     b"readwrite": _READ_MODE,

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from aegiskv.backends.memory import entry_cost
 from aegiskv.localnode import LocalNode
 from aegiskv.net.resp import encode_command
 
@@ -101,6 +102,14 @@ def test_scan_pattern(aegis: LocalNode) -> None:
     found = cli(aegis, "--scan", "--pattern", "user:*").decode().split()
     assert sorted(found) == sorted(users)  # every matching key, each once (no key changed meanwhile)
     assert set(cli(aegis, "--scan", "--pattern", "user:1?").decode().split()) == {f"user:1{d}" for d in range(10)}
+
+
+def test_bigkeys_and_memkeys(aegis: LocalNode) -> None:
+    # A value larger than any other test's: both reports must name it as the biggest string.
+    assert cli(aegis, "-x", "SET", "cli:biggest", stdin=b"x" * 300_000) == b"OK\n"  # too long for argv
+    assert b"Biggest string found '\"cli:biggest\"' has 300000 bytes" in cli(aegis, "--bigkeys")
+    charged = entry_cost(len(b"cli:biggest"), 300_000)  # MEMORY USAGE's figure (tests/test_resp_commands.py)
+    assert f"Biggest string found '\"cli:biggest\"' has {charged} bytes".encode() in cli(aegis, "--memkeys")
 
 
 @pytest.mark.skipif(REDIS_BENCHMARK is None, reason="redis-benchmark is not installed")

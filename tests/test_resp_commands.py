@@ -17,6 +17,7 @@ import pytest
 import redis
 from redis.connection import _HiredisParser, _RESP2Parser
 
+from aegiskv.backends.memory import entry_cost
 from aegiskv.localnode import LocalNode
 from aegiskv.net.resp import HIREDIS_AVAILABLE, encode_command
 
@@ -229,6 +230,14 @@ ERRORS = [
     (("COMMAND", "LIST", "FILTERBY", "PATTERN"), SYNTAX),
     (("COMMAND", "LIST", "x"), SYNTAX),
     (("BGSAVE", "SCHEDULE", "x"), SYNTAX),
+    (("MEMORY",), ARITY.format("memory")),
+    (("MEMORY", "USAGE"), ARITY.format("memory|usage")),
+    (("MEMORY", "USAGE", "k", "SAMPLES"), SYNTAX),
+    (("MEMORY", "USAGE", "k", "SAMPLES", "x"), NOT_INTEGER),
+    (("MEMORY", "USAGE", "k", "SAMPLES", "-1"), SYNTAX),
+    (("MEMORY", "USAGE", "k", "FOO", "1"), SYNTAX),
+    (("MEMORY", "HELP", "x"), ARITY.format("memory|help")),
+    (("MEMORY", "DOCTOR"), "ERR unknown subcommand 'DOCTOR'. Try MEMORY HELP."),
     (("SELECT", "4294967296"), "ERR value is out of range, value must between -2147483648 and 2147483647"),
     (("SELECT", "-1"), "ERR DB index is out of range"),
     (("FOO", "a", "b"), "ERR unknown command 'FOO', with args beginning with: 'a' 'b' "),
@@ -714,6 +723,19 @@ def test_info_sections(r: redis.Redis, section: str, present: str, absent: str) 
     assert absent not in info
     assert {present, absent} <= set(r.info("everything"))
     assert {present, absent} <= set(r.info("all"))
+
+
+def test_memory_usage_is_what_the_key_is_charged(r: redis.Redis) -> None:
+    r.set("mem:small", "v")
+    r.set("mem:large", "v" * 10_000)
+    r.set("mem:ttl", "v", ex=100)
+    small = r.memory_usage("mem:small")
+    assert small == entry_cost(len(b"mem:small"), 1)
+    assert r.memory_usage("mem:large") - small >= 9_999  # at least the value's length more
+    assert r.memory_usage("mem:ttl") == entry_cost(len(b"mem:ttl"), 1, has_ttl=True) > entry_cost(len(b"mem:ttl"), 1)
+    assert r.memory_usage("mem:small", samples=0) == small
+    assert r.memory_usage("mem:missing") is None
+    assert call_raw(r, "MEMORY", "HELP")[0].startswith(b"MEMORY <subcommand>")
 
 
 def test_info_memory_policy_agrees_with_config(r: redis.Redis) -> None:
