@@ -24,7 +24,7 @@ from aegiskv.cluster.slots import ShardMapper
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.handoff_lock import HandoffLock, new_handoff_lock
 from aegiskv.pattern import glob_match
-from aegiskv.scan_cursors import ScanCursors
+from aegiskv.scan_cursors import ScanCursors, snapshot_budget
 
 
 class Condition(enum.Enum):
@@ -425,13 +425,17 @@ class Node:
         backend = self.backend
         with self._lock:
             next_cursor, page = self._scans.page(
-                cursor, count, backend.key_snapshot, backend.last_version, len(backend)
+                cursor, count, backend.key_snapshot, backend.last_version, self._scan_budget
             )
             peek = backend.get_entry
             keys = [key for key in page if peek(key, touch=False) is not None]
         if pattern is not None:
             keys = [key for key in keys if glob_match(pattern, key)]
         return next_cursor, keys
+
+    def _scan_budget(self) -> int:
+        stats = self.backend.stats()
+        return snapshot_budget(stats.limit_bytes, stats.used_bytes)
 
     # -- snapshots ----------------------------------------------------------------------
 
@@ -472,6 +476,7 @@ class Node:
         if not self._lock.try_acquire():
             return 0
         try:
+            self._scans.drop_idle()  # abandoned scans go even when no SCAN comes to notice
             return self.backend.expire_step(sample_size, budget_seconds)
         finally:
             self._lock.release()

@@ -683,6 +683,24 @@ def test_a_scan_outlives_many_abandoned_ones(r: redis.Redis) -> None:
     assert keys <= set(seen)
 
 
+def test_scans_past_the_snapshot_budget_are_refused_and_the_one_under_way_finishes(start_node) -> None:
+    # max-memory 1 MB: SCAN's snapshots may hold 256 KiB, and one of 5,000 keys costs about 250 KiB.
+    node = start_node("--max-memory", "1", "--resp-bind", "127.0.0.1:0")
+    client = connect(node, protocol=2)
+    keys = {b"budget:%05d" % index for index in range(5_000)}
+    client.mset(dict.fromkeys(keys, b"v"))
+    cursor, seen = client.scan(0, count=100)
+    client.set("written", "v")  # so the next scan cannot share the first one's snapshot
+    with pytest.raises(redis.ResponseError, match=r"too many SCANs under way \(1 snapshot holding"):
+        client.scan(0, count=100)
+    while cursor:
+        cursor, page = client.scan(cursor, count=500)
+        seen += page
+    assert keys <= set(seen)
+    assert len(list(client.scan_iter(count=1000))) == 5_001  # with the first one done, a new one runs
+    client.close()
+
+
 @pytest.mark.parametrize("cursor", ["1", "4294967296", "18446744073709551615", "-1"])
 def test_a_cursor_never_handed_out_is_refused(r: redis.Redis, cursor: str) -> None:
     with pytest.raises(redis.ResponseError, match="start the SCAN again at 0"):

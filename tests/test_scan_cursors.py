@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aegiskv.errors import CommandError
-from aegiskv.scan_cursors import MIN_REFERENCE_BUDGET, ScanCursors
+from aegiskv.scan_cursors import MAX_SNAPSHOTS, ScanCursors, snapshot_budget, snapshot_cost
 from tests.effort import examples
 from tests.fake_clock import FakeClock
 
@@ -29,8 +31,13 @@ class Keyspace:
         return list(self.keys)
 
 
-def step(cursors: ScanCursors, space: Keyspace, cursor: int, count: int = 10) -> tuple[int, list[bytes]]:
-    next_cursor, page = cursors.page(cursor, count, space.take, space.version, len(space.keys))
+UNLIMITED = 1 << 62
+
+
+def step(
+    cursors: ScanCursors, space: Keyspace, cursor: int, count: int = 10, budget: int = UNLIMITED
+) -> tuple[int, list[bytes]]:
+    next_cursor, page = cursors.page(cursor, count, space.take, space.version, lambda: budget)
     return next_cursor, [key for key in page if key in space.keys]  # as the node filters deleted keys
 
 
@@ -86,7 +93,7 @@ def test_a_key_present_for_the_whole_scan_is_returned(initial: set[int], plan: l
                 if cursor == 0:
                     break
             assert scan["stable"] <= scan["seen"]
-    assert len(cursors) == 0 and cursors.references == 0
+    assert len(cursors) == 0 and cursors.held_bytes == 0
 
 
 def test_scans_share_a_snapshot_while_nothing_is_written() -> None:
@@ -95,31 +102,110 @@ def test_scans_share_a_snapshot_while_nothing_is_written() -> None:
         space.write(b"k%d" % number)
     first, _ = step(cursors, space, 0)
     second, _ = step(cursors, space, 0)
-    assert space.copies == 1 and cursors.references == 100 and len(cursors) == 2
+    one_copy = snapshot_cost(list(space.keys))
+    assert space.copies == 1 and cursors.held_bytes == one_copy and len(cursors) == 2
+    first, _ = step(cursors, space, first)  # paging an older scan does not stop the next one sharing
     space.write(b"new")
     third, _ = step(cursors, space, 0)
-    assert space.copies == 2 and cursors.references == 201
-    for cursor in (first, second, third):
+    fourth, _ = step(cursors, space, 0)
+    assert space.copies == 2 and cursors.held_bytes == one_copy + snapshot_cost(list(space.keys))
+    for cursor in (first, second, third, fourth):
         while cursor:
             cursor, _ = step(cursors, space, cursor, 1000)
-    assert len(cursors) == 0 and cursors.references == 0
+    assert len(cursors) == 0 and cursors.held_bytes == 0
 
 
-def test_abandoned_scans_give_way_to_the_one_still_in_use() -> None:
-    cursors, space = ScanCursors(), Keyspace()
-    for number in range(200_000):
-        space.keys[b"k%d" % number] = None
-    active, _ = step(cursors, space, 0)
-    # Each abandoned scan starts after a write, so none can share; together they would hold
-    # far more than the budget: max(8 x keys, MIN_REFERENCE_BUDGET) references.
-    for index in range(20):
+def test_the_cost_counts_every_key_a_snapshot_could_keep_alive() -> None:
+    keys = [b"a" * 10, b"b" * 1000]
+    assert snapshot_cost(keys) == 2 * (8 + 33) + 1010
+    # Past COST_SAMPLE keys the key bytes are estimated from a sample, close to the sum.
+    many = [b"k%d" % number + b"x" * (number % 97) for number in range(100_003)]
+    exact = len(many) * (8 + 33) + sum(map(len, many))
+    assert abs(snapshot_cost(many, random.Random(7)) - exact) <= exact // 20
+    assert snapshot_budget(limit_bytes=1 << 30, used_bytes=5) == 1 << 28
+    assert snapshot_budget(limit_bytes=0, used_bytes=5) == 64 << 20
+    assert snapshot_budget(limit_bytes=0, used_bytes=1 << 30) == 1 << 30
+
+
+def big_keyspace(keys: int = 20_000) -> Keyspace:
+    space = Keyspace()
+    for number in range(keys):
+        space.keys[b"key:%d" % number] = None
+    return space
+
+
+def finish(cursors: ScanCursors, space: Keyspace, cursor: int, stable: set[bytes], seen: set[bytes]) -> None:
+    while cursor:
+        cursor, page = step(cursors, space, cursor, 5_000)
+        seen.update(page)
+    assert stable <= seen
+
+
+def test_over_budget_a_new_scan_is_refused_and_the_ones_under_way_go_on() -> None:
+    clock = FakeClock()
+    cursors = ScanCursors(clock=lambda: clock.now_ms / 1000, grace_seconds=30)
+    space = big_keyspace()
+    # Three copies fit, not four (the cost of 20,000 keys is estimated: within a few per cent).
+    budget = 7 * snapshot_cost([*space.keys, b"w0", b"w1", b"w2"]) // 2
+    under_way: list[tuple[int, set[bytes], set[bytes]]] = []
+    for index in range(3):
+        space.write(b"w%d" % index)  # a write between them, so none can share
+        stable = set(space.keys)
+        cursor, page = step(cursors, space, 0, budget=budget)
+        under_way.append((cursor, stable, set(page)))
+    clock.advance(29_000)  # used 29 s ago: still within the grace period
+    space.write(b"one more")
+    with pytest.raises(CommandError, match=r"too many SCANs under way \(3 snapshots holding \d+ bytes"):
+        step(cursors, space, 0, budget=budget)
+    assert cursors.held_bytes <= budget and len(cursors) == 3
+    for cursor, stable, seen in under_way:
+        finish(cursors, space, cursor, stable, seen)
+    assert len(cursors) == 0 and cursors.held_bytes == 0
+
+
+def test_scans_unused_for_the_grace_period_give_way_to_a_new_one() -> None:
+    clock = FakeClock()
+    cursors = ScanCursors(clock=lambda: clock.now_ms / 1000, grace_seconds=30)
+    space = big_keyspace()
+    budget = 3 * snapshot_cost(list(space.keys))
+    stable = set(space.keys)
+    active, page = step(cursors, space, 0, budget=budget)
+    seen = set(page)
+    for index in range(20):  # abandoned scans, each after a write so none share
         space.write(b"w%d" % index)
+        step(cursors, space, 0, budget=budget)
+        clock.advance(31_000)
+        active, page = step(cursors, space, active, budget=budget)  # the active scan keeps calling
+        seen.update(page)
+        assert cursors.held_bytes <= budget
+    assert len(cursors) <= 3
+    finish(cursors, space, active, stable, seen)
+
+
+def test_one_scan_at_a_time_always_works_whatever_the_budget() -> None:
+    cursors, space = ScanCursors(), big_keyspace(1_000)
+    stable = set(space.keys)
+    cursor, page = step(cursors, space, 0, budget=1)
+    finish(cursors, space, cursor, stable, set(page))
+
+
+def test_the_number_of_snapshots_is_bounded_even_when_they_share() -> None:
+    cursors, space = ScanCursors(), big_keyspace(100)
+    for _ in range(MAX_SNAPSHOTS):
         step(cursors, space, 0)
-        active, _ = step(cursors, space, active)  # the active scan keeps calling
-    assert cursors.references <= max(8 * len(space.keys), MIN_REFERENCE_BUDGET)
-    assert len(cursors) < 20
-    while active:
-        active, _ = step(cursors, space, active, 50_000)
+    assert space.copies == 1 and len(cursors) == MAX_SNAPSHOTS
+    with pytest.raises(CommandError, match=f"{MAX_SNAPSHOTS} snapshots, the most this node keeps"):
+        step(cursors, space, 0)
+
+
+def test_idle_snapshots_go_on_the_housekeeping_tick_without_a_scan() -> None:
+    clock = FakeClock()
+    cursors, space = ScanCursors(idle_seconds=60, clock=lambda: clock.now_ms / 1000), big_keyspace(100)
+    step(cursors, space, 0)
+    assert cursors.drop_idle() == 0
+    clock.advance(60_000)
+    assert cursors.drop_idle() == 1
+    assert len(cursors) == 0 and cursors.held_bytes == 0
 
 
 def test_an_idle_snapshot_expires_and_its_cursor_is_refused() -> None:
@@ -135,13 +221,15 @@ def test_an_idle_snapshot_expires_and_its_cursor_is_refused() -> None:
     clock.advance(61_000)
     with pytest.raises(CommandError, match="expired or was not handed out"):
         step(cursors, space, cursor)
-    assert len(cursors) == 0 and cursors.references == 0
+    assert len(cursors) == 0 and cursors.held_bytes == 0
 
 
-@pytest.mark.parametrize("cursor", [1, 2**32, 2**64 - 1])
+@pytest.mark.parametrize("cursor", [1, 2**32, 2**33 + 1, 2**64 - 1])
 def test_a_made_up_cursor_is_refused(cursor: int) -> None:
+    cursors, space = ScanCursors(), big_keyspace(100)
+    step(cursors, space, 0)  # snapshot 1 exists, but no cursor at its offset 0 was handed out
     with pytest.raises(CommandError, match="start the SCAN again at 0"):
-        step(ScanCursors(), Keyspace(), cursor)
+        step(cursors, space, cursor)
 
 
 def test_a_scan_under_way_ends_after_a_flush_and_holds_nothing() -> None:
@@ -151,5 +239,8 @@ def test_a_scan_under_way_ends_after_a_flush_and_holds_nothing() -> None:
     cursor, _ = step(cursors, space, 0)
     cursors.forget_keys()
     space.keys.clear()
-    assert cursors.references == 0
+    assert cursors.held_bytes == 0
     assert step(cursors, space, cursor) == (0, [])
+    space.write(b"after")
+    cursor, page = step(cursors, space, 0, count=1)  # a new scan takes a new copy, not the emptied one
+    assert page == [b"after"] and cursor == 0
