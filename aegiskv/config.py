@@ -631,6 +631,11 @@ class Config:
         return parse_address(self.health_addr) if self.health_addr else None
 
     @property
+    def max_bulk_bytes(self) -> int:
+        """The longest string a request may carry: a key or a value."""
+        return max(self.max_value_bytes, self.max_key_bytes)
+
+    @property
     def effective_output_limit(self) -> int:
         return self.output_limit or self.max_value_bytes + self.output_high_water + MIB
 

@@ -680,7 +680,7 @@ def _config_values(server: Server) -> dict[bytes, bytes]:
         b"appendfsync": {"fsync": b"always", "write": b"no"}.get(config.wal, b"no"),
         b"port": b"%d" % (server.resp_address[1] if server.resp_listener else 0),
         b"bind": (server.resp_address[0] if server.resp_listener else "").encode(),
-        b"proto-max-bulk-len": b"%d" % config.max_value_bytes,
+        b"proto-max-bulk-len": b"%d" % config.max_bulk_bytes,
         b"cluster-enabled": b"yes",  # every node answers the CLUSTER commands (see render_info)
     }
 
@@ -691,16 +691,19 @@ def cmd_config(server: Server, session: Session, args: Args) -> bytes:
         if len(args) < 3:
             raise _invalid("wrong number of arguments for 'config|get' command")
         values = _config_values(server)
-        matched: dict[bytes, bytes] = {}
+        # Each setting once, however many patterns name it, spelled as first matched:
+        # an exact name in the case it was asked in (as Redis does), a pattern's match in lower case.
+        matched: dict[bytes, tuple[bytes, bytes]] = {}
         for pattern in args[2:]:
             exact = pattern.lower()
-            if exact in values:  # Redis answers an exact name in the case it was asked in
-                matched[pattern] = values[exact]
+            if exact in values:
+                matched.setdefault(exact, (pattern, values[exact]))
                 continue
             for name, value in values.items():
                 if glob_match(exact, name):
-                    matched[name] = value
-        return resp.mapping([(resp.bulk(name), resp.bulk(value)) for name, value in matched.items()], session.protocol)
+                    matched.setdefault(name, (name, value))
+        pairs = [(resp.bulk(name), resp.bulk(value)) for name, value in matched.values()]
+        return resp.mapping(pairs, session.protocol)
     if sub == b"SET":
         raise _invalid(
             "CONFIG SET is not supported: AegisKV reads its settings at start-up (change them and restart the node)"

@@ -366,7 +366,7 @@ def test_split_inline_inverts_the_encoder(args: list[bytes], rng: random.Random)
 
 # -- protocol errors -------------------------------------------------------------------
 
-_SMALL = RespLimits(max_bulk=1000, max_multibulk=4)
+_SMALL = RespLimits(max_bulk=1000, max_bulk_setting="max_value_bytes", max_multibulk=4)
 
 _MULTIBULK = "invalid multibulk length"
 _BULK = "invalid bulk length"
@@ -410,6 +410,8 @@ ERROR_CASES = [
     _error_case("unbalanced-redis-test", b'set """test-key""" test-value\r\n', _UNBALANCED),
     _error_case("unauthenticated-multibulk", b"*11\r\n", "unauthenticated multibulk length", authenticated=False),
     _error_case("unauthenticated-bulk", b"*1\r\n$16385\r\n", "unauthenticated bulk length", authenticated=False),
+    # As Redis: over the node's own limit is checked first, and the limit is not named before AUTH.
+    _error_case("unauthenticated-bulk-over-limit", b"*1\r\n$1001\r\n", _BULK, authenticated=False, limits=_SMALL),
     _error_case(
         "unauthenticated-bulk-later",
         b"*2\r\n$4\r\nECHO\r\n$16385\r\n",
@@ -449,8 +451,8 @@ def test_protocol_error_without_waiting_for_more(
     [
         pytest.param(
             b"*1\r\n$104857600\r\n",
-            RespLimits(max_bulk=1 << 20),
-            "invalid bulk length: 104857600 bytes is over this node's limit of 1048576 (max_value_bytes)",
+            RespLimits(max_bulk=1 << 20, max_bulk_setting="max_key_bytes"),
+            "invalid bulk length: 104857600 bytes is over this node's limit of 1048576 (max_key_bytes)",
             id="bulk",
         ),
         pytest.param(b"*2\r\n$3\r\nSET\r\n$2000000000\r\n", DEFAULT_LIMITS, "invalid bulk length", id="bulk-default"),
@@ -474,6 +476,14 @@ def test_huge_declared_lengths_are_refused_before_they_arrive(
         parser.next_command()
     assert str(raised.value) == f"Protocol error: {message}"
     assert parser.buffered <= 4 * TAIL_CHECK
+
+
+@pytest.mark.parametrize("use_hiredis", MODES)
+def test_a_node_limit_above_redis_own_takes_longer_bulks(use_hiredis: bool) -> None:
+    # max_value_bytes may be set up to 2 GiB - 1: a 600 MiB value is then awaited, not refused.
+    parser = RequestParser(RespLimits(max_bulk=(1 << 31) - 1), use_hiredis=use_hiredis)
+    parser.receive_data(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$629145600\r\n" + b"x" * 4096)
+    assert parser.next_command() is None
 
 
 # Each a complete, valid RESP3 element, so that hiredis parses it rather than failing on its own.

@@ -827,6 +827,13 @@ def test_config_get(r: redis.Redis) -> None:
     assert r.config_get("cluster-enabled") == {"cluster-enabled": "yes"}
     assert r.config_get("nosuch") == {}
     assert r.config_get("save", "appendonly") == {"save": "", "appendonly": "no"}
+    # A setting named twice comes once, as Redis answers.
+    assert call_raw(r, "CONFIG", "GET", "MAXMEMORY", "maxmemory") == [b"MAXMEMORY", values["maxmemory"].encode()]
+    twice = call_raw(r, "CONFIG", "GET", "maxmemory", "max*")
+    names = twice[::2]
+    assert len(names) == len(set(names)) and names[0] == b"maxmemory" and len(names) == len(r.config_get("max*"))
+    # The longest string a request may carry: a value (64 MiB by default) or a key.
+    assert r.config_get("proto-max-bulk-len") == {"proto-max-bulk-len": str(64 << 20)}
 
 
 def test_config_set_is_refused(r: redis.Redis) -> None:

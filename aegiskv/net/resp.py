@@ -120,6 +120,7 @@ _REDIS_MAX_BULK: Final = 512 * 1024 * 1024  # Redis's default proto-max-bulk-len
 
 class RespLimits(NamedTuple):
     max_bulk: int = _REDIS_MAX_BULK
+    max_bulk_setting: str = "proto-max-bulk-len"  # the setting behind max_bulk, named in its error
     max_multibulk: int = 1024 * 1024
     unauthenticated_max_bulk: int = 16384
     unauthenticated_max_multibulk: int = 10
@@ -708,14 +709,16 @@ class RequestParser:
             if line_end == -1:
                 return [], 0
             length = _int(bytes(buffer[position + 1 : line_end]))
-            if length is None or length < 0 or length > _REDIS_MAX_BULK:
+            if length is None or length < 0:
                 raise RespProtocolError("Protocol error: invalid bulk length")
             if length > limits.max_bulk:
-                # Redis would take it; this node's limit is lower (max_value_bytes), so say which.
-                raise RespProtocolError(
-                    f"Protocol error: invalid bulk length: {length} bytes is over this node's limit of "
-                    f"{limits.max_bulk} (max_value_bytes)"
-                )
+                if length <= _REDIS_MAX_BULK and self._authenticated:
+                    # Redis would take it; this node's limit is lower, so say which.
+                    raise RespProtocolError(
+                        f"Protocol error: invalid bulk length: {length} bytes is over this node's limit of "
+                        f"{limits.max_bulk} ({limits.max_bulk_setting})"
+                    )
+                raise RespProtocolError("Protocol error: invalid bulk length")
             if length > max_bulk:
                 raise RespProtocolError("Protocol error: unauthenticated bulk length")
             value_start = line_end + 2
