@@ -89,8 +89,8 @@ def cmd_select(server: Server, session: Session, args: Args) -> bytes:
     index = _integer(args[1])
     if not -(2**31) <= index < 2**31:  # Redis reads the index as a C int first
         raise _invalid("value is out of range, value must between -2147483648 and 2147483647")
-    if index != 0:
-        raise _invalid("DB index is out of range")
+    if index != 0:  # every node runs in cluster mode (see render_info), where Redis has one database
+        raise _invalid("SELECT is not allowed in cluster mode")
     return resp.OK
 
 
@@ -164,7 +164,7 @@ def cmd_hello(server: Server, session: Session, args: Args) -> bytes:
         (b"version", resp.bulk(REDIS_COMPATIBLE_VERSION.encode())),
         (b"proto", resp.integer(protocol)),
         (b"id", resp.integer(session.connection_id)),
-        (b"mode", resp.bulk(b"standalone")),
+        (b"mode", resp.bulk(b"cluster")),  # as INFO's redis_mode
         (b"role", resp.bulk(b"master")),
         (b"modules", resp.EMPTY_ARRAY),
     ]
@@ -505,7 +505,7 @@ def render_info(server: Server, sections: list[str] | None) -> bytes:
                 ("redis_version", REDIS_COMPATIBLE_VERSION),
                 ("aegis_version", aegiskv.__version__),
                 ("aegis_build", aegiskv.build()),  # compiled with mypyc, or interpreted
-                ("redis_mode", "standalone"),
+                ("redis_mode", "cluster"),  # every node answers the CLUSTER commands
                 ("os", f"{platform.system()} {platform.release()} {platform.machine()}"),
                 ("arch_bits", 64),
                 ("process_id", general["process_id"]),

@@ -239,7 +239,7 @@ ERRORS = [
     (("MEMORY", "HELP", "x"), ARITY.format("memory|help")),
     (("MEMORY", "DOCTOR"), "ERR unknown subcommand 'DOCTOR'. Try MEMORY HELP."),
     (("SELECT", "4294967296"), "ERR value is out of range, value must between -2147483648 and 2147483647"),
-    (("SELECT", "-1"), "ERR DB index is out of range"),
+    (("SELECT", "-1"), "ERR SELECT is not allowed in cluster mode"),
     (("FOO", "a", "b"), "ERR unknown command 'FOO', with args beginning with: 'a' 'b' "),
     (("foo",), "ERR unknown command 'foo', with args beginning with: "),
     (("FOO", "a b", "c\r\nd"), "ERR unknown command 'FOO', with args beginning with: 'a b' 'c  d' "),
@@ -274,7 +274,8 @@ def test_ping_echo(r: redis.Redis) -> None:
 def test_select(r: redis.Redis) -> None:
     # One database: SELECT 0 is accepted so that clients configured with db=0 work; others are refused.
     assert r.execute_command("SELECT", "0") is True
-    assert error_of(lambda: r.execute_command("SELECT", "1")) == "ERR DB index is out of range"
+    # Every node runs in cluster mode (INFO says so), so Redis's cluster-mode text.
+    assert error_of(lambda: r.execute_command("SELECT", "1")) == "ERR SELECT is not allowed in cluster mode"
 
 
 def test_quit_replies_then_closes(aegis: LocalNode) -> None:
@@ -301,7 +302,7 @@ def test_hello(r: redis.Redis) -> None:
     fields = dict(zip(reply[::2], reply[1::2]))
     assert fields[b"server"] == b"redis"
     assert fields[b"proto"] == 2
-    assert fields[b"mode"] == b"standalone"
+    assert fields[b"mode"] == b"cluster"
     assert fields[b"role"] == b"master"
     assert fields[b"modules"] == []
     assert fields[b"id"] == r.client_id()
@@ -715,7 +716,7 @@ def test_info_parses(r: redis.Redis) -> None:
     r.set("t", "v", ex=100)
     info = r.info()
     assert info["redis_version"].count(".") == 2
-    assert info["redis_mode"] == "standalone"
+    assert info["redis_mode"] == "cluster" and info["cluster_enabled"] == 1
     assert info["tcp_port"] == r.connection_pool.connection_kwargs["port"]
     assert info["connected_clients"] >= 1
     assert isinstance(info["used_memory"], int)
