@@ -740,8 +740,12 @@ def cmd_memory(server: Server, session: Session, args: Args) -> bytes:
     if sub == b"USAGE":
         if len(args) < 3:
             raise _invalid("wrong number of arguments for 'memory|usage' command")
-        if len(args) != 3 and (len(args) != 5 or args[3].upper() != b"SAMPLES" or _integer(args[4]) < 0):
-            raise _invalid(_SYNTAX)
+        # As Redis: SAMPLES may repeat (the last wins; sizes here are exact, so it changes nothing).
+        index = 3
+        while index < len(args):
+            if args[index].upper() != b"SAMPLES" or index + 1 == len(args) or _integer(args[index + 1]) < 0:
+                raise _invalid(_SYNTAX)
+            index += 2
         size = session.node.memory_usage(args[2])
         return resp.null(session.protocol) if size is None else resp.integer(size)
     if sub == b"HELP":
@@ -768,6 +772,9 @@ class Spec(NamedTuple):
     key_step: int
     group: str
     summary: str
+    # Redis's own ACL categories for the command (its command table's acl_categories);
+    # None: the group's, when the group is a category (string, keyspace, connection).
+    categories: tuple[str, ...] | None = None
 
 
 def cmd_command(server: Server, session: Session, args: Args) -> bytes:
@@ -855,7 +862,8 @@ _ACL_CATEGORY_ORDER = (
 def acl_categories(spec: Spec) -> list[str]:
     """Redis's ACL categories, derived as Redis assigns them: GET is @read @string @fast."""
     flags = spec.flags
-    categories = {spec.group, "fast" if "fast" in flags else "slow"}
+    categories = {"fast" if "fast" in flags else "slow"}
+    categories.update((spec.group,) if spec.categories is None else spec.categories)
     if "readonly" in flags:
         categories.add("read")
     if "write" in flags:
@@ -890,8 +898,10 @@ def _spec(
     keys: tuple[int, int, int],
     group: str,
     summary: str,
+    categories: str | None = None,
 ) -> Spec:
-    return Spec(COMMANDS[name], handler, arity, tuple(flags.split()), *keys, group, summary)
+    explicit = None if categories is None else tuple(categories.split())
+    return Spec(COMMANDS[name], handler, arity, tuple(flags.split()), *keys, group, summary, explicit)
 
 
 _NO_KEYS = (0, 0, 0)
@@ -899,19 +909,28 @@ _ONE_KEY = (1, 1, 1)
 _ALL_KEYS = (1, -1, 1)
 _PAIRS = (1, -1, 2)
 
+_FLUSH = _spec("flush", cmd_flush, -1, "write", _NO_KEYS, "server", "Remove all keys", categories="keyspace dangerous")
+
 # READONLY and READWRITE: cluster clients send them; reads are served by primaries either way.
 _READ_MODE = _spec(
-    "readonly", cmd_readonly, 1, "fast loading stale", _NO_KEYS, "cluster", "Accepted for cluster clients"
+    "readonly",
+    cmd_readonly,
+    1,
+    "loading stale fast",
+    _NO_KEYS,
+    "cluster",
+    "Accepted for cluster clients",
+    categories="connection",
 )
 
 SPECS: dict[bytes, Spec] = {
-    b"ping": _spec("ping", cmd_ping, -1, "fast stale", _NO_KEYS, "connection", "Ping the server"),
-    b"echo": _spec("echo", cmd_echo, 2, "fast stale", _NO_KEYS, "connection", "Echo the given string"),
+    b"ping": _spec("ping", cmd_ping, -1, "fast", _NO_KEYS, "connection", "Ping the server"),
+    b"echo": _spec("echo", cmd_echo, 2, "loading stale fast", _NO_KEYS, "connection", "Echo the given string"),
     b"auth": _spec(
         "auth",
         cmd_auth,
         -2,
-        "noscript loading stale fast no_auth",
+        "noscript loading stale fast no_auth allow_busy",
         _NO_KEYS,
         "connection",
         "Authenticate to the server",
@@ -920,12 +939,20 @@ SPECS: dict[bytes, Spec] = {
         "hello",
         cmd_hello,
         -1,
-        "noscript loading stale fast no_auth",
+        "noscript loading stale fast no_auth allow_busy",
         _NO_KEYS,
         "connection",
         "Handshake with the server",
     ),
-    b"quit": _spec("quit", cmd_quit, -1, "fast no_auth", _NO_KEYS, "connection", "Close the connection"),
+    b"quit": _spec(
+        "quit",
+        cmd_quit,
+        -1,
+        "noscript loading stale fast no_auth allow_busy",
+        _NO_KEYS,
+        "connection",
+        "Close the connection",
+    ),
     b"select": _spec(
         "select",
         cmd_select,
@@ -939,10 +966,11 @@ SPECS: dict[bytes, Spec] = {
         "client",
         cmd_client,
         -2,
-        "noscript loading stale",
+        "",
         _NO_KEYS,
         "connection",
         "Connection commands: SETNAME, GETNAME, ID, INFO, SETINFO",
+        categories="",
     ),
     b"get": _spec("get", cmd_get, 2, "readonly fast", _ONE_KEY, "string", "Get the value of a key"),
     b"set": _spec("set", cmd_set, -3, "write denyoom", _ONE_KEY, "string", "Set the string value of a key"),
@@ -1068,30 +1096,53 @@ SPECS: dict[bytes, Spec] = {
     ),
     b"persist": _spec("persist", cmd_persist, 2, "write fast", _ONE_KEY, "keyspace", "Remove the expiration"),
     b"scan": _spec("scan", cmd_scan, -2, "readonly", _NO_KEYS, "keyspace", "Incrementally iterate the keys space"),
-    b"dbsize": _spec("dbsize", cmd_dbsize, 1, "readonly fast", _NO_KEYS, "server", "Number of keys"),
-    b"flushdb": _spec("flush", cmd_flush, -1, "write", _NO_KEYS, "server", "Remove all keys"),
-    b"flushall": _spec("flush", cmd_flush, -1, "write", _NO_KEYS, "server", "Remove all keys"),
-    b"save": _spec("snapshot", cmd_save, 1, "admin noscript", _NO_KEYS, "server", "Write a snapshot now"),
+    b"dbsize": _spec(
+        "dbsize", cmd_dbsize, 1, "readonly fast", _NO_KEYS, "server", "Number of keys", categories="keyspace"
+    ),
+    b"flushdb": _FLUSH,
+    b"flushall": _FLUSH,
+    b"save": _spec(
+        "snapshot", cmd_save, 1, "admin noscript no_async_loading no_multi", _NO_KEYS, "server", "Write a snapshot now"
+    ),
     b"bgsave": _spec(
-        "snapshot", cmd_bgsave, -1, "admin noscript", _NO_KEYS, "server", "Write a snapshot in the background"
+        "snapshot",
+        cmd_bgsave,
+        -1,
+        "admin noscript no_async_loading",
+        _NO_KEYS,
+        "server",
+        "Write a snapshot in the background",
     ),
     b"lastsave": _spec(
-        "lastsave", cmd_lastsave, 1, "fast", _NO_KEYS, "server", "Unix time of the last snapshot this process wrote"
+        "lastsave",
+        cmd_lastsave,
+        1,
+        "loading stale fast",
+        _NO_KEYS,
+        "server",
+        "Unix time of the last snapshot this process wrote",
+        categories="admin dangerous",
     ),
-    b"info": _spec("info", cmd_info, -1, "loading stale", _NO_KEYS, "server", "Information and statistics"),
-    # Keys (2, 2, 1): MEMORY USAGE's key, so a cluster node redirects it like any keyed command.
-    b"memory": _spec("memory", cmd_memory, -2, "readonly", (2, 2, 1), "server", "Memory used by a key"),
-    b"cluster": _spec("cluster", cmd_cluster, -2, "stale", _NO_KEYS, "cluster", "The shard map, as Redis Cluster"),
+    b"info": _spec(
+        "info", cmd_info, -1, "loading stale", _NO_KEYS, "server", "Information and statistics", categories="dangerous"
+    ),
+    # Keys (2, 2, 1): MEMORY USAGE's key (Redis gives them on the subcommand), so a cluster
+    # node redirects it like any keyed command and cluster clients send it to the key's node.
+    b"memory": _spec("memory", cmd_memory, -2, "", (2, 2, 1), "server", "Memory used by a key", categories=""),
+    b"cluster": _spec(
+        "cluster", cmd_cluster, -2, "", _NO_KEYS, "cluster", "The shard map, as Redis Cluster", categories=""
+    ),
     b"readonly": _READ_MODE,
     b"readwrite": _READ_MODE,
     b"config": _spec(
         "config",
         cmd_config,
         -2,
-        "admin noscript loading stale",
+        "",
         _NO_KEYS,
         "server",
         "CONFIG GET (CONFIG SET is refused)",
+        categories="",
     ),
     b"command": _spec(
         "command",
@@ -1101,6 +1152,7 @@ SPECS: dict[bytes, Spec] = {
         _NO_KEYS,
         "server",
         "Details about commands: COUNT, INFO, DOCS, LIST",
+        categories="connection",
     ),
 }
 

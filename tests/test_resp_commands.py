@@ -234,6 +234,8 @@ ERRORS = [
     (("MEMORY", "USAGE"), ARITY.format("memory|usage")),
     (("MEMORY", "USAGE", "k", "SAMPLES"), SYNTAX),
     (("MEMORY", "USAGE", "k", "SAMPLES", "x"), NOT_INTEGER),
+    (("MEMORY", "USAGE", "k", "SAMPLES", "x", "FOO"), NOT_INTEGER),
+    (("MEMORY", "USAGE", "k", "SAMPLES", "1", "FOO"), SYNTAX),
     (("MEMORY", "USAGE", "k", "SAMPLES", "-1"), SYNTAX),
     (("MEMORY", "USAGE", "k", "FOO", "1"), SYNTAX),
     (("MEMORY", "HELP", "x"), ARITY.format("memory|help")),
@@ -753,6 +755,7 @@ def test_memory_usage_is_what_the_key_is_charged(r: redis.Redis) -> None:
     assert r.memory_usage("mem:large") - small >= 9_999  # at least the value's length more
     assert r.memory_usage("mem:ttl") == entry_cost(len(b"mem:ttl"), 1, has_ttl=True) > entry_cost(len(b"mem:ttl"), 1)
     assert r.memory_usage("mem:small", samples=0) == small
+    assert call_raw(r, "MEMORY", "USAGE", "mem:small", "SAMPLES", "5", "samples", "3") == small  # as Redis
     assert r.memory_usage("mem:missing") is None
     assert call_raw(r, "MEMORY", "HELP")[0].startswith(b"MEMORY <subcommand>")
 

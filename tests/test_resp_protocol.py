@@ -18,12 +18,14 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 import pytest
+import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aegiskv.localnode import LocalNode
 from aegiskv.net.reactor import SMALL_READ
 from aegiskv.net.resp import HIREDIS_AVAILABLE, encode_command
+from aegiskv.resp_commands import SPECS
 from tests.effort import examples
 
 TOKEN = b"s3cret-token"
@@ -494,3 +496,26 @@ def test_requests_either_side_of_the_first_read_size_are_answered_whole(
             for request, reply in exchanges:
                 sock.sendall(request)
                 assert _read_exactly(sock, len(reply)) == reply
+
+
+def _command_info(address: tuple[str, int], name: bytes) -> list:
+    connection = redis.Connection(host=address[0], port=address[1], protocol=2)
+    try:
+        connection.send_command("COMMAND", "INFO", name)
+        return connection.read_response()[0]
+    finally:
+        connection.disconnect()
+
+
+@needs_redis_server
+def test_command_info_agrees_with_redis_server(aegis: LocalNode, redis_server: tuple[str, int]) -> None:
+    # Name, arity, flags, key positions and ACL categories, as Redis 7.0 gives them for every
+    # command the port serves: tools build allow- and deny-lists from the categories.
+    differences = {}
+    for name in SPECS:
+        ours, theirs = _command_info(aegis.resp_address, name)[:7], _command_info(redis_server, name)[:7]
+        if name == b"memory":
+            ours[3:6] = [0, 0, 0]  # MEMORY USAGE's key position, for cluster routing (see resp_commands)
+        if ours != theirs:
+            differences[name] = (ours, theirs)
+    assert differences == {}
