@@ -225,3 +225,14 @@ def test_average_ttl_is_estimated_from_a_sample_of_the_keys_with_one() -> None:
     assert abs(backend.stats().average_ttl_ms - 15_000) < 1_500  # 128 samples: standard error ~260 ms
     clock.advance(30_000)  # every deadline passed, none removed yet: nothing is left to live
     assert backend.stats().average_ttl_ms == 0
+
+
+def test_average_ttl_is_exact_with_few_keys_and_leaves_out_passed_deadlines() -> None:
+    clock = FakeClock()
+    backend = make(clock)
+    backend.put(b"soon", b"v", clock.now_ms + 1_000)
+    backend.put(b"later", b"v", clock.now_ms + 3_000)
+    backend.put(b"much-later", b"v", clock.now_ms + 8_000)
+    assert backend.stats().average_ttl_ms == 4_000  # all three, no sampling noise
+    clock.advance(2_000)  # "soon" has passed (not yet removed): Redis leaves such keys out
+    assert backend.stats().average_ttl_ms == (1_000 + 6_000) // 2

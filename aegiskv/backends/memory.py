@@ -107,13 +107,15 @@ class MemoryBackend(Backend):
         clock: Clock = wall_clock_ms,
         rng: random.Random | None = None,
         on_drop: Callable[[bytes], None] | None = None,
+        stats_rng: random.Random | None = None,
     ) -> None:
         """``on_drop(key)`` is told of every key the backend removes on its own
-        (eviction, expiry), so a write-ahead log can record it."""
+        (eviction, expiry), so a write-ahead log can record it. ``rng`` drives
+        the active expiry's samples, ``stats_rng`` the statistics' (avg_ttl)."""
         self._clock = clock
         self._on_drop = on_drop
         self._rng = rng or random.Random()
-        self._stats_rng = random.Random()
+        self._stats_rng = stats_rng or random.Random()
         self._limit = options.max_memory_bytes
         self._protected_limit = int(options.max_memory_bytes * options.protected_fraction)
         self._probation: OrderedDict[bytes, bytes] = OrderedDict()
@@ -467,11 +469,13 @@ class MemoryBackend(Backend):
     def _average_ttl_ms(self) -> int:
         # Its own generator: drawing from self._rng would change which keys the
         # active expiry samples next, and so runs that are otherwise repeatable.
-        sample = self._deadlines.sample(_TTL_SAMPLE, self._stats_rng)
-        if not sample:
-            return 0
+        deadlines = self._deadlines
+        # Every key when there are few, else a sample; as Redis, keys whose deadline has
+        # passed (not yet removed) are left out rather than counted as 0 ms.
+        pairs = iter(deadlines) if len(deadlines) <= _TTL_SAMPLE else deadlines.sample(_TTL_SAMPLE, self._stats_rng)
         now = self._clock()
-        return sum(max(deadline - now, 0) for _key, deadline in sample) // len(sample)
+        left = [deadline - now for _key, deadline in pairs if deadline > now]
+        return sum(left) // len(left) if left else 0
 
     @property
     def last_version(self) -> int:
