@@ -425,7 +425,7 @@ class Node:
         backend = self.backend
         with self._lock:
             next_cursor, page = self._scans.page(
-                cursor, count, backend.key_snapshot, backend.last_version, self._scan_budget
+                cursor, count, backend.key_snapshot, backend.last_version, len(backend), self._scan_budget
             )
             peek = backend.get_entry
             keys = [key for key in page if peek(key, touch=False) is not None]
@@ -434,8 +434,8 @@ class Node:
         return next_cursor, keys
 
     def _scan_budget(self) -> int:
-        stats = self.backend.stats()
-        return snapshot_budget(stats.limit_bytes, stats.used_bytes)
+        used_bytes, limit_bytes = self.backend.memory_bounds()
+        return snapshot_budget(limit_bytes, used_bytes)
 
     # -- snapshots ----------------------------------------------------------------------
 

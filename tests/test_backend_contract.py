@@ -389,6 +389,7 @@ def test_stats_fields(backend_factory: MakeBackend, clock: FakeClock) -> None:
     stats = backend.stats()
     assert (stats.keys, stats.keys_with_ttl) == (2, 1)
     assert empty.average_ttl_ms == 0 and stats.average_ttl_ms in (0, 5)  # 0: the backend does not estimate it
+    assert backend.memory_bounds() == (stats.used_bytes, stats.limit_bytes)
     assert stats.used_bytes - small >= 1_000  # a value is charged at least its length
     clock.advance(5)
     backend.get(b"large")

@@ -20,6 +20,7 @@ from redis.connection import _HiredisParser, _RESP2Parser
 from aegiskv.backends.memory import entry_cost
 from aegiskv.localnode import LocalNode
 from aegiskv.net.resp import HIREDIS_AVAILABLE, encode_command
+from aegiskv.scan_cursors import MIN_LISTS
 
 TOKEN = "s3cret-token"
 
@@ -686,21 +687,29 @@ def test_a_scan_outlives_many_abandoned_ones(r: redis.Redis) -> None:
     assert keys <= set(seen)
 
 
-def test_scans_past_the_snapshot_budget_are_refused_and_the_one_under_way_finishes(start_node) -> None:
-    # max-memory 1 MB: SCAN's snapshots may hold 256 KiB, and one of 5,000 keys costs about 250 KiB.
+def test_scans_past_the_snapshot_budget_are_refused_and_those_under_way_finish(start_node) -> None:
+    # max-memory 1 MB: SCAN's snapshots may hold 256 KiB, and one copy of 5,000 keys can hold
+    # about 265 KB (every key, should all be deleted meanwhile), so only the MIN_LISTS copies
+    # always allowed fit.
     node = start_node("--max-memory", "1", "--resp-bind", "127.0.0.1:0")
     client = connect(node, protocol=2)
     keys = {b"budget:%05d" % index for index in range(5_000)}
     client.mset(dict.fromkeys(keys, b"v"))
-    cursor, seen = client.scan(0, count=100)
-    client.set("written", "v")  # so the next scan cannot share the first one's snapshot
-    with pytest.raises(redis.ResponseError, match=r"too many SCANs under way \(1 snapshot holding"):
+    under_way = []
+    for index in range(MIN_LISTS):
+        client.set(f"written:{index}", "v")  # so no scan can share another's copy
+        cursor, seen = client.scan(0, count=100)
+        cursor, page = client.scan(cursor, count=100)  # past the first page: a scan, not a probe
+        under_way.append((cursor, seen + page))
+    client.set("written:last", "v")
+    with pytest.raises(redis.ResponseError, match=rf"too many SCANs under way \({MIN_LISTS} key lists holding"):
         client.scan(0, count=100)
-    while cursor:
-        cursor, page = client.scan(cursor, count=500)
-        seen += page
-    assert keys <= set(seen)
-    assert len(list(client.scan_iter(count=1000))) == 5_001  # with the first one done, a new one runs
+    for cursor, seen in under_way:
+        while cursor:
+            cursor, page = client.scan(cursor, count=500)
+            seen += page
+        assert keys <= set(seen)
+    assert len(list(client.scan_iter(count=1000))) == 5_000 + MIN_LISTS + 1  # with those done, a new one runs
     client.close()
 
 

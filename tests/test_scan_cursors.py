@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aegiskv.errors import CommandError
-from aegiskv.scan_cursors import MAX_SNAPSHOTS, ScanCursors, snapshot_budget, snapshot_cost
+from aegiskv.scan_cursors import MAX_SNAPSHOTS, MIN_LISTS, ScanCursors, snapshot_budget, snapshot_cost
 from tests.effort import examples
 from tests.fake_clock import FakeClock
 
@@ -37,7 +37,7 @@ UNLIMITED = 1 << 62
 def step(
     cursors: ScanCursors, space: Keyspace, cursor: int, count: int = 10, budget: int = UNLIMITED
 ) -> tuple[int, list[bytes]]:
-    next_cursor, page = cursors.page(cursor, count, space.take, space.version, lambda: budget)
+    next_cursor, page = cursors.page(cursor, count, space.take, space.version, len(space.keys), lambda: budget)
     return next_cursor, [key for key in page if key in space.keys]  # as the node filters deleted keys
 
 
@@ -141,45 +141,94 @@ def finish(cursors: ScanCursors, space: Keyspace, cursor: int, stable: set[bytes
     assert stable <= seen
 
 
-def test_over_budget_a_new_scan_is_refused_and_the_ones_under_way_go_on() -> None:
+def timed_cursors() -> tuple[ScanCursors, FakeClock]:
     clock = FakeClock()
-    cursors = ScanCursors(clock=lambda: clock.now_ms / 1000, grace_seconds=30)
+    return ScanCursors(clock=lambda: clock.now_ms / 1000, grace_seconds=30, first_page_grace_seconds=1), clock
+
+
+def start_scans(
+    cursors: ScanCursors, space: Keyspace, scans: int, pages: int, budget: int = 1
+) -> list[tuple[int, set[bytes], set[bytes]]]:
+    """``scans`` scans, each after a write (so none shares a copy), each ``pages`` pages in."""
+    started = []
+    for _ in range(scans):
+        space.write(b"w%d" % space.version)
+        stable: set[bytes] = set(space.keys)
+        seen: set[bytes] = set()
+        cursor = 0
+        for _ in range(pages):
+            cursor, page = step(cursors, space, cursor, budget=budget)
+            seen.update(page)
+        started.append((cursor, stable, seen))
+    return started
+
+
+def test_over_budget_a_new_scan_is_refused_and_the_ones_under_way_go_on() -> None:
+    cursors, clock = timed_cursors()
     space = big_keyspace()
-    # Three copies fit, not four (the cost of 20,000 keys is estimated: within a few per cent).
-    budget = 7 * snapshot_cost([*space.keys, b"w0", b"w1", b"w2"]) // 2
-    under_way: list[tuple[int, set[bytes], set[bytes]]] = []
-    for index in range(3):
-        space.write(b"w%d" % index)  # a write between them, so none can share
-        stable = set(space.keys)
-        cursor, page = step(cursors, space, 0, budget=budget)
-        under_way.append((cursor, stable, set(page)))
-    clock.advance(29_000)  # used 29 s ago: still within the grace period
+    # A budget of 1 byte: only the MIN_LISTS copies always allowed fit.
+    under_way = start_scans(cursors, space, MIN_LISTS, pages=2)
+    clock.advance(29_000)  # used 29 s ago: within the grace period of a scan past its first page
+    copies = space.copies
     space.write(b"one more")
-    with pytest.raises(CommandError, match=r"too many SCANs under way \(3 snapshots holding \d+ bytes"):
-        step(cursors, space, 0, budget=budget)
-    assert cursors.held_bytes <= budget and len(cursors) == 3
+    with pytest.raises(CommandError, match=rf"too many SCANs under way \({MIN_LISTS} key lists holding \d+ bytes"):
+        step(cursors, space, 0, budget=1)
+    assert space.copies == copies  # refused before copying the key list
+    assert len(cursors) == MIN_LISTS
     for cursor, stable, seen in under_way:
         finish(cursors, space, cursor, stable, seen)
     assert len(cursors) == 0 and cursors.held_bytes == 0
 
 
-def test_scans_unused_for_the_grace_period_give_way_to_a_new_one() -> None:
-    clock = FakeClock()
-    cursors = ScanCursors(clock=lambda: clock.now_ms / 1000, grace_seconds=30)
+def test_probes_that_never_continued_give_way_after_a_second() -> None:
+    cursors, clock = timed_cursors()
     space = big_keyspace()
-    budget = 3 * snapshot_cost(list(space.keys))
+    start_scans(cursors, space, MIN_LISTS, pages=1)  # scan_iter then break: a first page only
+    clock.advance(1_500)
+    space.write(b"one more")
+    step(cursors, space, 0, budget=1)  # one probe gives way
+    assert len(cursors) == MIN_LISTS
+
+
+def test_scans_gone_quiet_past_the_grace_period_give_way_to_one_in_use() -> None:
+    cursors, clock = timed_cursors()
+    space = big_keyspace()
     stable = set(space.keys)
-    active, page = step(cursors, space, 0, budget=budget)
-    seen = set(page)
-    for index in range(20):  # abandoned scans, each after a write so none share
-        space.write(b"w%d" % index)
-        step(cursors, space, 0, budget=budget)
+    active, page = step(cursors, space, 0, budget=1)
+    active, more = step(cursors, space, active, budget=1)
+    seen = set(page) | set(more)
+    for _ in range(20):  # scans that went two pages in, then stopped
+        start_scans(cursors, space, 1, pages=2)
         clock.advance(31_000)
-        active, page = step(cursors, space, active, budget=budget)  # the active scan keeps calling
+        active, page = step(cursors, space, active, budget=1)  # the active scan keeps calling
         seen.update(page)
-        assert cursors.held_bytes <= budget
-    assert len(cursors) <= 3
+        assert len(cursors) <= MIN_LISTS
     finish(cursors, space, active, stable, seen)
+
+
+def test_no_scan_is_ended_when_that_would_not_make_room() -> None:
+    cursors, clock = timed_cursors()
+    space = big_keyspace()
+    quiet, _ = step(cursors, space, 0, budget=1)
+    quiet, _ = step(cursors, space, quiet, budget=1)  # past its first page
+    clock.advance(31_000)  # past the grace period, but its copy is shared with a scan in use:
+    sharing, _ = step(cursors, space, 0, budget=1)  # dropping it would free nothing
+    start_scans(cursors, space, MIN_LISTS - 1, pages=2)
+    space.write(b"one more")
+    with pytest.raises(CommandError, match="too many SCANs under way"):
+        step(cursors, space, 0, budget=1)
+    step(cursors, space, quiet)  # still there
+    step(cursors, space, sharing)
+
+
+def test_after_a_flush_the_emptied_scans_leave_room() -> None:
+    cursors, _clock = timed_cursors()
+    space = big_keyspace()
+    start_scans(cursors, space, MIN_LISTS, pages=2)
+    cursors.forget_keys()
+    space.keys.clear()
+    space.write(b"after the flush")
+    assert step(cursors, space, 0, budget=1) == (0, [b"after the flush"])
 
 
 def test_one_scan_at_a_time_always_works_whatever_the_budget() -> None:
@@ -190,7 +239,8 @@ def test_one_scan_at_a_time_always_works_whatever_the_budget() -> None:
 
 
 def test_the_number_of_snapshots_is_bounded_even_when_they_share() -> None:
-    cursors, space = ScanCursors(), big_keyspace(100)
+    cursors, _clock = timed_cursors()  # the clock stands still: none passes its grace period
+    space = big_keyspace(100)
     for _ in range(MAX_SNAPSHOTS):
         step(cursors, space, 0)
     assert space.copies == 1 and len(cursors) == MAX_SNAPSHOTS

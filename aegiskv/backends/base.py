@@ -147,6 +147,11 @@ class Backend(ABC):
     @abstractmethod
     def stats(self) -> BackendStats: ...
 
+    def memory_bounds(self) -> tuple[int, int]:
+        """(used_bytes, limit_bytes) as :meth:`stats` gives them, without its sampled figures."""
+        stats = self.stats()
+        return stats.used_bytes, stats.limit_bytes
+
     @property
     @abstractmethod
     def last_version(self) -> int:

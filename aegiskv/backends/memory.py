@@ -466,6 +466,9 @@ class MemoryBackend(Backend):
             average_ttl_ms=self._average_ttl_ms(),
         )
 
+    def memory_bounds(self) -> tuple[int, int]:
+        return self._probation_bytes + self._protected_bytes + self._structure_bytes, self._limit
+
     def _average_ttl_ms(self) -> int:
         # Its own generator: drawing from self._rng would change which keys the
         # active expiry samples next, and so runs that are otherwise repeatable.

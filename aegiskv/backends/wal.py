@@ -165,6 +165,9 @@ class WalBackend(Backend):
     def stats(self) -> BackendStats:
         return self._memory.stats()
 
+    def memory_bounds(self) -> tuple[int, int]:
+        return self._memory.memory_bounds()
+
     @property
     def last_version(self) -> int:
         return self._memory.last_version
