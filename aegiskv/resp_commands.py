@@ -1156,6 +1156,8 @@ SPECS: dict[bytes, Spec] = {
     ),
 }
 
+_MEMORY: Final = SPECS[b"memory"]
+
 # Lookup keyed by the name exactly as sent: lower and upper case hit directly,
 # mixed case falls back to .lower().
 _ROUTES: Final[dict[bytes, tuple[Spec, int]]] = {}
@@ -1248,6 +1250,8 @@ class RespAdapter(WireAdapter[Args]):
         router = self._routing.router
         if router is not None and spec.first_key and self._parser.authenticated:
             # Unauthenticated requests are refused (NOAUTH) before they could learn where keys live.
+            if spec is _MEMORY and request[1].upper() != b"USAGE":
+                return spec.command, spec.handler  # only MEMORY USAGE names a key
             last = spec.last_key if spec.last_key > 0 else count + spec.last_key
             router.check_all(request[spec.first_key : last + 1 : spec.key_step])
         return spec.command, spec.handler

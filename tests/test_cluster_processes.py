@@ -100,6 +100,7 @@ def test_redis_cluster_clients_follow_redirects(cluster: Cluster) -> None:
         assert client.mget_nonatomic([f"rc:{index}" for index in range(100)])[:3] == [b"0", b"1", b"2"]
         # Every node serves some of the slots.
         assert len({str(node) for node in client.get_primaries()}) == 3
+        assert all(client.memory_usage(f"rc:{index}") > 0 for index in range(10))  # routed by its key
     finally:
         client.close()
     # A plain client sees the raw -MOVED.
@@ -112,6 +113,11 @@ def test_redis_cluster_clients_follow_redirects(cluster: Cluster) -> None:
     # (redis-py turns "-MOVED <slot> <host:port>" into MovedError("<slot> <host:port>").)
     with pytest.raises(redis.exceptions.MovedError, match=rf"^\d+ {foreign[2][0].decode()}:{foreign[2][1]}$"):
         plain.get(key)
+    with pytest.raises(redis.exceptions.MovedError):
+        plain.memory_usage(key)
+    # Only MEMORY USAGE names a key: other subcommands are answered where they are sent.
+    with pytest.raises(redis.ResponseError, match=r"wrong number of arguments for 'memory\|help'"):
+        plain.execute_command("MEMORY", "HELP", key)
     plain.close()
     if REDIS_CLI is not None:
         result = subprocess.run(
