@@ -454,19 +454,20 @@ class MemoryBackend(Backend):
         return len(self._probation) + len(self._protected)
 
     def stats(self) -> BackendStats:
-        # The tables' size as last measured (at most 64 writes old), the same
-        # figure eviction works with, so used_bytes <= limit holds as reported.
+        used_bytes, limit_bytes = self.memory_bounds()
         return BackendStats(
             keys=len(self),
             keys_with_ttl=len(self._deadlines),
-            used_bytes=self._probation_bytes + self._protected_bytes + self._structure_bytes,
-            limit_bytes=self._limit,
+            used_bytes=used_bytes,
+            limit_bytes=limit_bytes,
             evictions=self.evictions,
             expirations=self.expirations,
             average_ttl_ms=self._average_ttl_ms(),
         )
 
     def memory_bounds(self) -> tuple[int, int]:
+        # The tables' size as last measured (at most 64 writes old), the same
+        # figure eviction works with, so used_bytes <= limit holds as reported.
         return self._probation_bytes + self._protected_bytes + self._structure_bytes, self._limit
 
     def _average_ttl_ms(self) -> int:
