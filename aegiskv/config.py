@@ -636,6 +636,11 @@ class Config:
         return max(self.max_value_bytes, self.max_key_bytes)
 
     @property
+    def max_bulk_setting(self) -> str:
+        """The setting :attr:`max_bulk_bytes` comes from, for the error that names it."""
+        return "max_value_bytes" if self.max_value_bytes >= self.max_key_bytes else "max_key_bytes"
+
+    @property
     def effective_output_limit(self) -> int:
         return self.output_limit or self.max_value_bytes + self.output_high_water + MIB
 

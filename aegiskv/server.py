@@ -87,7 +87,7 @@ class Server:
         )
         self.resp_limits = resp.RespLimits(
             max_bulk=config.max_bulk_bytes,
-            max_bulk_setting="max_value_bytes" if config.max_value_bytes >= config.max_key_bytes else "max_key_bytes",
+            max_bulk_setting=config.max_bulk_setting,
             max_multibulk=config.resp_max_multibulk,
         )
         # None lets the parser use hiredis when it is installed.
