@@ -225,7 +225,7 @@ def test_busy_clients_outlive_the_request_timeout(start_node, parser: str) -> No
         while time.monotonic() < deadline:
             assert resp_client.set("busy", "v") is True
             # A command split across two writes, completed well within the timeout.
-            conn = resp_client.connection_pool.get_connection("GET")
+            conn = resp_client.connection_pool.get_connection()
             conn.send_packed_command([b"*2\r\n$3\r\nGET\r\n"])
             time.sleep(0.05)
             conn.send_packed_command([b"$4\r\nbusy\r\n"])
@@ -265,10 +265,12 @@ def test_pipelined_large_gets_never_read_hit_the_send_timeout(start_node) -> Non
                 assert client.get("st:small") == b"s"
                 return _connected_clients(client) == 1
 
-            wait_until(disconnected, timeout=10, interval=0.05, what="the stalled reader to be disconnected")
+            wait_until(disconnected, timeout=30, interval=0.05, what="the stalled reader to be disconnected")
             elapsed = time.monotonic() - started
-            # No progress after the socket buffers fill (milliseconds in); 2 s later, plus the 1 s sweep.
-            assert 1.9 <= elapsed < 5.0, elapsed
+            # No progress after the socket buffers fill (milliseconds in); 2 s later, plus the 1 s sweep:
+            # never before 2 s, and the upper bound (ten times the 2-3 s expected) only catches a
+            # reader that is never disconnected.
+            assert 1.9 <= elapsed < 25.0, elapsed
             node.wait_for_log(rf"closing native connection from \('127\.0\.0\.1', {stalled_port}\): send_timeout")
             # About one high-water mark (4 MiB) plus socket buffers was ever queued, not 200 MiB.
             assert peak_rss - baseline_rss < 64 * MIB, (baseline_rss, peak_rss)
