@@ -59,7 +59,7 @@ _GIL_PAUSE_SECONDS = 0.00005
 class HandoffLock:
     """A non-reentrant mutex that knows whether threads are blocked on it."""
 
-    __slots__ = ("_waiting", "_running_since")
+    __slots__ = ("_waiting", "_running_since", "handoff_max_seconds")
 
     def __init__(self) -> None:
         # One item per thread blocked in acquire(). append and pop are atomic
@@ -68,6 +68,9 @@ class HandoffLock:
         # When the current holder last started running with the GIL (acquired
         # through ``with``, or came back from a pause): see let_waiters_in.
         self._running_since = 0.0
+        # How long let_waiters_in waits for its waiters to take their turn. Tests that
+        # check the order of turns raise it, so a slow scheduler cannot reorder them.
+        self.handoff_max_seconds = _HANDOFF_MAX_SECONDS
 
     def try_acquire(self) -> bool:
         """Take the lock if it is free; never waits (the expiry sampler skips its turn instead)."""
@@ -110,7 +113,7 @@ class HandoffLock:
                 self._running_since = time.monotonic()
             return
         self.release()
-        deadline = time.monotonic() + _HANDOFF_MAX_SECONDS
+        deadline = time.monotonic() + self.handoff_max_seconds
         # A waiter leaves the list once it holds the lock; a real sleep (not
         # sleep(0)) gives it the GIL it needs to get there.
         while self._waiting and time.monotonic() < deadline:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -11,6 +12,16 @@ from aegiskv.client import Client, Config
 from aegiskv.localnode import LocalNode
 
 StartNode = Callable[..., LocalNode]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``needs_root`` tests skip themselves when the suite does not run as root."""
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="needs root (mounts, network namespaces, nftables)")
+    for item in items:
+        if item.get_closest_marker("needs_root") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ Needs root and the ``nft`` tool (.ci/run installs nftables); skipped otherwise.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import subprocess
@@ -25,9 +24,11 @@ import pytest
 from tests.cluster_harness import Cluster, info, topology, wait_for_agreement
 
 NFT = shutil.which("nft")
-pytestmark = pytest.mark.skipif(
-    NFT is None or os.geteuid() != 0, reason="needs root and nftables (nft) for real packet loss"
-)
+pytestmark = [
+    pytest.mark.needs_root,
+    pytest.mark.slow,
+    pytest.mark.skipif(NFT is None, reason="needs nftables (nft) for real packet loss"),
+]
 
 # Gossip three times faster than the LAN defaults: 30 s here is 90 probe rounds per node.
 TIMING = {

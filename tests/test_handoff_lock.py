@@ -25,6 +25,17 @@ def new_lock(request: pytest.FixtureRequest) -> type[HandoffLock]:
     return lock_class
 
 
+def patient(lock: HandoffLock) -> HandoffLock:
+    """The lock with a holder that waits as long as it takes for its waiters' turn.
+
+    In the node a holder waits at most 5 ms (a waiter that is slow to wake must not
+    stall a batch); on a loaded test machine a woken thread can take longer than that
+    to run, and the order these tests check would then be the scheduler's.
+    """
+    lock.handoff_max_seconds = 30.0
+    return lock
+
+
 def _blocked_thread(lock: HandoffLock, order: list[str], name: str) -> threading.Thread:
     def take_turn() -> None:
         with lock:
@@ -36,7 +47,7 @@ def _blocked_thread(lock: HandoffLock, order: list[str], name: str) -> threading
 
 
 def test_waiters_go_first_when_the_holder_yields(new_lock: type[HandoffLock]) -> None:
-    lock = new_lock()
+    lock = patient(new_lock())
     order: list[str] = []
     with lock:
         waiters = [_blocked_thread(lock, order, f"waiter-{index}") for index in range(2)]
@@ -75,7 +86,7 @@ def test_a_free_lock_counts_no_waiter(new_lock: type[HandoffLock]) -> None:
 def test_acquire_counts_a_blocked_thread_as_a_waiter_and_the_holder_hands_over(new_lock: type[HandoffLock]) -> None:
     # acquire() is the hot paths' call (Node.get/put): a thread blocked in it
     # must be seen by a long holder, or a large batch would keep the reactor waiting.
-    lock = new_lock()
+    lock = patient(new_lock())
     order: list[str] = []
 
     def take_turn() -> None:

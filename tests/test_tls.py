@@ -414,7 +414,7 @@ def test_client_that_never_sends_a_client_hello_is_closed(mtls_node: LocalNode, 
     # AEGIS_TLS_HANDSHAKE_TIMEOUT=1s; the reactor's sweep runs once a second, so
     # the close comes between 1 and about 2 seconds after connecting.
     with served_throughout(mtls_node, pki):
-        silent = [socket.create_connection(_port(mtls_node, name), timeout=6) for name in ("native", "resp")]
+        silent = [socket.create_connection(_port(mtls_node, name), timeout=25) for name in ("native", "resp")]
         started = time.monotonic()
         try:
             for sock in silent:
@@ -423,7 +423,9 @@ def test_client_that_never_sends_a_client_hello_is_closed(mtls_node: LocalNode, 
                 except ConnectionResetError:
                     pass
                 elapsed = time.monotonic() - started
-                assert 0.95 <= elapsed < 4.0, elapsed
+                # Never before the timeout; the upper bound, ten times the 2 s expected,
+                # only catches a connection that is never closed.
+                assert 0.95 <= elapsed < 20.0, elapsed
         finally:
             for sock in silent:
                 sock.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import http.client
+import os
 import socket
 import struct
 import termios
@@ -139,6 +140,18 @@ def server_has_read_everything(sock: socket.socket, server_port: int) -> bool:
             if local_port == server_port and remote_port == client_port:
                 return int(fields[4].split(":")[1], 16) == 0
     return False
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` has used so far.
+
+    What a stall costs the server, counted in its own CPU rather than in a client's wall
+    clock: a loaded test machine delays replies, it does not make the server work more.
+    """
+    with open(f"/proc/{pid}/stat") as stat:
+        # Fields after the command name (which may hold spaces, hence the rpartition).
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_bytes(pid: int) -> int:
