@@ -5,8 +5,9 @@ encode errors; this class decides *where* and *when* each request runs:
 
 * In order. Replies leave in request order, and a request never runs before
   the requests received ahead of it on the same connection (read-your-writes).
-* Inline on the reactor when the work is small and in memory (measured: a pool
-  hand-off per command costs about 2.5x throughput, ../shared/MEASURED.md).
+* Inline on the reactor when the work is small and in memory (measured with
+  throwaway prototypes on 2-core machines: a pool hand-off per command cost
+  about 2.5x throughput without pipelining).
 * In the worker pool for batch commands above ``inline_batch_limit`` keys. The
   request and every request already decoded behind it go in *one* task (the
   hand-off is batched), run there in order, and the connection stops reading
