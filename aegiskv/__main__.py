@@ -2,6 +2,6 @@
 
 import sys
 
-from aegiskv.cli import main
+from aegiskv.server.cli import main
 
 sys.exit(main())

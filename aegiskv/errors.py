@@ -20,7 +20,7 @@ class ErrorKind(enum.Enum):
     WRONG_TYPE = "wrong_type"  # an operation on a value of the wrong kind
     NOPROTO = "noproto"  # HELLO asked for a protocol version we do not speak
     INTERNAL = "internal"  # a bug or an unexpected failure on the server
-    MOVED = "moved"  # the key belongs to another node (aegiskv.cluster.routing.Moved says which)
+    MOVED = "moved"  # the key belongs to another node (aegiskv.cluster.redirect.Moved says which)
     CLUSTER_DOWN = "cluster_down"  # no node serves the key's shard
 
 

@@ -102,9 +102,9 @@ def measure(op: str, pipeline: int, keys: str, rounds: int, requests: int, sourc
     """
     if source:
         sys.path.insert(0, os.getcwd())
-    from aegiskv import config
-    from aegiskv.daemon import build_server
     from aegiskv.net.reactor import Connection
+    from aegiskv.server import settings as config
+    from aegiskv.server.daemon import build_server
 
     data_dir = tempfile.mkdtemp(prefix="aegis-hot-path-")
     atexit.register(shutil.rmtree, data_dir, ignore_errors=True)

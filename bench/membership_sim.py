@@ -2,7 +2,7 @@
 
 Not a test. Every member is an :class:`aegiskv.cluster.membership.SwimMembership`
 with the default (memberlist LAN) timing, stepped by a simulated clock over
-aegiskv/cluster/simnet.py (1 ms delay + up to 0.5 ms jitter). For each size:
+aegiskv/testing/simnet.py (1 ms delay + up to 0.5 ms jitter). For each size:
 
 * detection: one node is killed; the time until each other member marks it
   dead (p50, p99 over members and trials) and until all have;
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from aegiskv.cluster.membership import State
-from aegiskv.cluster.simnet import NetworkConditions, Simulation
+from aegiskv.testing.simnet import NetworkConditions, Simulation
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from servers import rss_bytes  # bench/servers.py: this script's directory is on sys.path
 
 from aegiskv.client import Client, Config
-from aegiskv.localnode import LocalNode
+from aegiskv.testing.localnode import LocalNode
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VALUE = b"v" * 100

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from aegiskv.cluster.interfaces import Placement, PlacementOptions
 from aegiskv.cluster.placement import RingPlacement
-from aegiskv.cluster.placement_checks import moved_fraction, replica_counts
+from aegiskv.testing.placement_checks import moved_fraction, replica_counts
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES_AND_TRIALS = [(3, 20), (5, 20), (10, 20), (30, 10), (100, 5), (300, 3), (1000, 2)]

@@ -1,4 +1,4 @@
-"""Coverage-guided fuzz target for the configuration loader (aegiskv.config.build).
+"""Coverage-guided fuzz target for the configuration loader (aegiskv.server.settings.build).
 
 Run: ``python fuzz/fuzz_config.py [libFuzzer flags] [corpus dirs]``; ``tox -e fuzz`` runs all targets.
 
@@ -13,7 +13,7 @@ The generators know the shapes that stress a config loader: runs of digits thous
 long (Python refuses int() of more than 4300 digits), deep nesting, units, addresses,
 and every setting's own default as a starting point.
 
-Contract checked (aegiskv/config.py's docstring): only ``ConfigError`` escapes, and its
+Contract checked (aegiskv/server/settings.py's docstring): only ``ConfigError`` escapes, and its
 message is one non-empty line. On success, a flag's value comes from the flag and an
 environment variable's from the environment unless a flag overrides it.
 
@@ -33,7 +33,7 @@ import tempfile
 import atheris
 
 with atheris.instrument_imports():
-    from aegiskv import config
+    from aegiskv.server import settings as config
 
 _DIRECTORY = tempfile.mkdtemp(prefix="aegis-fuzz-config-")
 atexit.register(shutil.rmtree, _DIRECTORY, True)

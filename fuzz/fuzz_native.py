@@ -1,4 +1,4 @@
-"""Coverage-guided fuzz target for the native frame decoder (aegiskv.net.native).
+"""Coverage-guided fuzz target for the native frame decoder (aegiskv.protocols.native.codec).
 
 Run: ``python fuzz/fuzz_native.py [libFuzzer flags] [corpus dirs]``; ``tox -e fuzz`` runs all targets.
 
@@ -25,7 +25,7 @@ import atheris
 import streams  # fuzz/streams.py: the script's directory is on sys.path
 
 with atheris.instrument_imports():
-    from aegiskv.net import native
+    from aegiskv.protocols.native import codec as native
 
 # Small limits make every limit error reachable with inputs of a few hundred bytes; the
 # defaults (64 MiB frames) are still picked now and then so they are fuzzed as deployed.

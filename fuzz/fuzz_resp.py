@@ -1,4 +1,4 @@
-"""Coverage-guided fuzz target for the RESP request parser (aegiskv.net.resp).
+"""Coverage-guided fuzz target for the RESP request parser (aegiskv.protocols.resp.reader).
 
 Run: ``python fuzz/fuzz_resp.py [libFuzzer flags] [corpus dirs]``; ``tox -e fuzz`` runs all targets.
 
@@ -41,7 +41,7 @@ import atheris
 import streams  # fuzz/streams.py: the script's directory is on sys.path
 
 with atheris.instrument_imports():
-    from aegiskv.net import resp
+    from aegiskv.protocols.resp import reader as resp
 
 _MAX_CHUNKS = 8
 # Just past the 16 KiB at which the hiredis path validates what it keeps (resp._TAIL_CHECK):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aegiskv.client import Client, Config
-from aegiskv.localnode import LocalNode
+from aegiskv.testing.localnode import LocalNode
 
 FAST_GOSSIP = {
     "AEGIS_GOSSIP_PROBE_INTERVAL": "0.2s",

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from aegiskv.client import Client, Config
-from aegiskv.localnode import LocalNode
+from aegiskv.testing.localnode import LocalNode
 
 StartNode = Callable[..., LocalNode]
 

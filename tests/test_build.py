@@ -19,7 +19,7 @@ import pytest
 import redis
 
 import aegiskv
-from aegiskv.localnode import LocalNode
+from aegiskv.testing.localnode import LocalNode
 
 ROOT = Path(__file__).resolve().parent.parent
 

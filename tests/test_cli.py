@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 import aegiskv
-from aegiskv import cli
 from aegiskv.client import Client
 from aegiskv.client import Config as ClientConfig
-from aegiskv.config import flag_settings
-from aegiskv.localnode import LocalNode
+from aegiskv.server import cli
+from aegiskv.server.settings import flag_settings
+from aegiskv.testing.localnode import LocalNode
 
 READY_PREFIX = "aegis ready:"
 

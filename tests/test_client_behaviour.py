@@ -22,7 +22,7 @@ from aegiskv.client import (
     NotFoundError,
     RetriesExhaustedError,
 )
-from aegiskv.localnode import LocalNode
+from aegiskv.testing.localnode import LocalNode
 
 
 @pytest.fixture(scope="module")

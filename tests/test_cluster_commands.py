@@ -18,8 +18,8 @@ import redis
 from redis.cluster import RedisCluster
 
 from aegiskv.client import Client, Config
-from aegiskv.localnode import LocalNode
-from aegiskv.resp_cluster import redis_node_id
+from aegiskv.protocols.resp.cluster import redis_node_id
+from aegiskv.testing.localnode import LocalNode
 
 REDIS_CLI = shutil.which("redis-cli")
 

@@ -21,7 +21,7 @@ from redis.cluster import RedisCluster
 
 from aegiskv.client import Client, Config, MovedError, NotFoundError
 from aegiskv.cluster.slots import ShardMapper
-from aegiskv.localnode import LocalNode
+from aegiskv.testing.localnode import LocalNode
 from tests.cluster_harness import Cluster, gossip_address, info, topology, wait_for_agreement
 from tests.wire import wait_until
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from aegiskv.config import SETTINGS, SETTINGS_BY_NAME, Config, ConfigError, build, documented_config
+from aegiskv.server.settings import SETTINGS, SETTINGS_BY_NAME, Config, ConfigError, build, documented_config
 
 REPO = Path(__file__).resolve().parent.parent
 DOCUMENTED = REPO / "conf" / "aegiskv.toml"
 REGENERATE = (
-    "python3 -c \"from aegiskv.config import documented_config; open('conf/aegiskv.toml', 'w')"
+    "python3 -c \"from aegiskv.server.settings import documented_config; open('conf/aegiskv.toml', 'w')"
     '.write(documented_config())"'
 )
 
@@ -59,8 +59,8 @@ def test_documented_file_equals_generated_text() -> None:
         )
     )
     assert actual == expected, (
-        f"conf/aegiskv.toml is out of date with SETTINGS in aegiskv/config.py; regenerate it from the repo root "
-        f"with:\n    {REGENERATE}\n{diff}"
+        "conf/aegiskv.toml is out of date with SETTINGS in aegiskv/server/settings.py; regenerate it from the "
+        f"repo root with:\n    {REGENERATE}\n{diff}"
     )
 
 

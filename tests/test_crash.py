@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from aegiskv.localnode import LocalNode
+from aegiskv.testing.localnode import LocalNode
 from tests.conftest import StartNode
 
 WRITE_SECONDS = 1.0  # of streaming before the kill

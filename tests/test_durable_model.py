@@ -34,7 +34,7 @@ from hypothesis.stateful import (
 from aegiskv.backends.base import NO_EXPIRY, Backend, BackendOptions
 from aegiskv.backends.snapshot import SnapshotBackend
 from aegiskv.backends.wal import WalBackend
-from aegiskv.node import first_version
+from aegiskv.node.operations import first_version
 from tests.backend_state import state_of
 from tests.effort import examples
 from tests.fake_clock import FakeClock
@@ -434,7 +434,7 @@ def test_restart_keeps_each_keys_version(kind: str, tmp_path: Path) -> None:
     """A key's version is its compare-and-set token: an unchanged key keeps it across a restart.
 
     Built the way the daemon builds backends: versions start from the wall clock
-    (aegiskv.node.first_version), so the restarted process starts above every
+    (aegiskv.node.operations.first_version), so the restarted process starts above every
     version it wrote before.
     """
     backend_class, wal_mode = KINDS[kind]

@@ -10,7 +10,7 @@ import pytest
 
 from aegiskv.client import Client, Config
 from aegiskv.cluster.membership import SwimMembership
-from aegiskv.localnode import LocalNode
+from aegiskv.testing.localnode import LocalNode
 from tests.wire import wait_until
 
 

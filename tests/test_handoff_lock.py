@@ -9,7 +9,7 @@ import time
 import pytest
 
 import aegiskv
-from aegiskv.handoff_lock import GilFlagLock, HandoffLock, TokenLock, new_handoff_lock
+from aegiskv.node.handoff_lock import GilFlagLock, HandoffLock, TokenLock, new_handoff_lock
 from tests.wire import wait_until
 
 # The flag lock is only correct compiled (its test-and-set must not be split by a

@@ -28,9 +28,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from aegiskv.client import Client, Config
-from aegiskv.localnode import LocalNode
-from aegiskv.net import native
-from aegiskv.net.native import Opcode, Status
+from aegiskv.protocols.native import codec as native
+from aegiskv.protocols.native.codec import Opcode, Status
+from aegiskv.testing.localnode import LocalNode
 from tests.wire import RawConnection, rss_bytes, wait_until
 
 KIB = 1024

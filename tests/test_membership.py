@@ -1,4 +1,4 @@
-"""The SWIM membership core, stepped by a fake clock over a simulated network (aegiskv/cluster/simnet.py)."""
+"""The SWIM membership core, stepped by a fake clock over a simulated network (aegiskv/testing/simnet.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aegiskv.cluster.membership import State, SwimConfig, SwimMembership
-from aegiskv.cluster.simnet import NetworkConditions, Simulation
+from aegiskv.testing.simnet import NetworkConditions, Simulation
 from tests.effort import examples
 
 

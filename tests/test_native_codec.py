@@ -1,4 +1,4 @@
-"""Unit and property tests for the native protocol codec (aegiskv.net.native).
+"""Unit and property tests for the native protocol codec (aegiskv.protocols.native.codec).
 
 The codec is sans-IO, so everything here is pure bytes in, frames or ProtocolError out.
 Frames are often built by hand (``header``/``item`` below) rather than with ``encode_frame``,
@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aegiskv.net import native
-from aegiskv.net.native import (
+from aegiskv.protocols.native import codec as native
+from aegiskv.protocols.native.codec import (
     DEFAULT_LIMITS,
     HEADER_SIZE,
     MAGIC,

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from aegiskv.cluster.interfaces import PlacementOptions
 from aegiskv.cluster.placement import RingPlacement, capacity
-from aegiskv.cluster.placement_checks import check_assignment, check_placement, moved_fraction, replica_counts
 from aegiskv.cluster.shard_map import Endpoint, Member, ShardMap, Topology
 from aegiskv.cluster.slots import SLOTS, ShardMapper, key_slot
+from aegiskv.testing.placement_checks import check_assignment, check_placement, moved_fraction, replica_counts
 from tests.effort import examples
 
 member_ids = st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=24, unique=True)

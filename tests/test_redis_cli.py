@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from aegiskv.backends.memory import entry_cost
-from aegiskv.localnode import LocalNode
-from aegiskv.net.resp import encode_command
+from aegiskv.protocols.resp.reader import encode_command
+from aegiskv.testing.localnode import LocalNode
 
 REDIS_CLI = shutil.which("redis-cli")
 REDIS_BENCHMARK = shutil.which("redis-benchmark")

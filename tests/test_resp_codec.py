@@ -1,4 +1,4 @@
-"""Unit and property tests for the RESP codec (aegiskv.net.resp): the request parser and the reply encoders.
+"""Unit and property tests for the RESP codec (aegiskv.protocols.resp.reader): request parser and reply encoders.
 
 The parser has two modes that must agree: the pure-Python one (fast split path plus the exact
 parser) and the hiredis one (hiredis's C reader, falling back to the exact parser). Every test of
@@ -17,8 +17,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from aegiskv.net import resp
-from aegiskv.net.resp import (
+from aegiskv.protocols.resp import reader as resp
+from aegiskv.protocols.resp.commands import _ROUTES
+from aegiskv.protocols.resp.reader import (
     DEFAULT_LIMITS,
     HIREDIS_AVAILABLE,
     INLINE_MAX,
@@ -28,7 +29,6 @@ from aegiskv.net.resp import (
     encode_command,
     split_inline,
 )
-from aegiskv.resp_commands import _ROUTES
 from tests.effort import examples
 
 needs_hiredis = pytest.mark.skipif(not HIREDIS_AVAILABLE, reason="hiredis is not installed")

@@ -19,9 +19,9 @@ from redis._parsers.base import BaseParser
 from redis.connection import _HiredisParser, _RESP2Parser
 
 from aegiskv.backends.memory import entry_cost
-from aegiskv.localnode import LocalNode
-from aegiskv.net.resp import HIREDIS_AVAILABLE, encode_command
-from aegiskv.scan_cursors import MIN_LISTS
+from aegiskv.node.scan_cursors import MIN_LISTS
+from aegiskv.protocols.resp.reader import HIREDIS_AVAILABLE, encode_command
+from aegiskv.testing.localnode import LocalNode
 
 TOKEN = "s3cret-token"
 

@@ -22,10 +22,10 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aegiskv.localnode import LocalNode
 from aegiskv.net.reactor import SMALL_READ
-from aegiskv.net.resp import HIREDIS_AVAILABLE, encode_command
-from aegiskv.resp_commands import SPECS
+from aegiskv.protocols.resp.commands import SPECS
+from aegiskv.protocols.resp.reader import HIREDIS_AVAILABLE, encode_command
+from aegiskv.testing.localnode import LocalNode
 from tests.effort import examples
 from tests.wire import cpu_seconds
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aegiskv.errors import CommandError
-from aegiskv.scan_cursors import MAX_SNAPSHOTS, MIN_LISTS, ScanCursors, snapshot_budget, snapshot_cost
+from aegiskv.node.scan_cursors import MAX_SNAPSHOTS, MIN_LISTS, ScanCursors, snapshot_budget, snapshot_cost
 from tests.effort import examples
 from tests.fake_clock import FakeClock
 

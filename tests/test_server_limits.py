@@ -23,9 +23,9 @@ from aegiskv.client import (
     ProtocolViolationError,
     RateLimitedError,
 )
-from aegiskv.localnode import LocalNode
-from aegiskv.net import native
-from aegiskv.net.native import Opcode, Status
+from aegiskv.protocols.native import codec as native
+from aegiskv.protocols.native.codec import Opcode, Status
+from aegiskv.testing.localnode import LocalNode
 from tests.wire import RawConnection, error_code, rss_bytes, wait_until
 
 MIB = 1024 * 1024

@@ -25,9 +25,9 @@ from aegiskv.client import (
     ValueWithTTL,
     VersionMismatchError,
 )
-from aegiskv.localnode import LocalNode
-from aegiskv.net import native
-from aegiskv.net.native import Opcode, Status
+from aegiskv.protocols.native import codec as native
+from aegiskv.protocols.native.codec import Opcode, Status
+from aegiskv.testing.localnode import LocalNode
 from tests.wire import RawConnection, error_code, server_has_read_everything, wait_until
 
 

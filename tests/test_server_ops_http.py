@@ -11,8 +11,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aegiskv.client import Client, Config, NotFoundError
-from aegiskv.localnode import LocalNode
-from aegiskv.net.native import Opcode, Status
+from aegiskv.protocols.native.codec import Opcode, Status
+from aegiskv.testing.localnode import LocalNode
 from tests.wire import RawConnection, http_request, server_has_read_everything, wait_until
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from aegiskv.commands import COMMANDS
 from aegiskv.net.reactor import Reactor
-from aegiskv.stats import LATENCY_BUCKETS, RequestStats, StatsRegistry
+from aegiskv.node.commands import COMMANDS
+from aegiskv.server.stats import LATENCY_BUCKETS, RequestStats, StatsRegistry
 
 GET = COMMANDS["get"].index
 SET = COMMANDS["set"].index

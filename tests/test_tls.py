@@ -37,9 +37,9 @@ from redis.retry import Retry
 from redis.utils import HIREDIS_AVAILABLE
 
 from aegiskv.client import Client, Config, ConnectionClosedError
-from aegiskv.localnode import LocalNode
-from aegiskv.net import native
-from aegiskv.net.native import Opcode
+from aegiskv.protocols.native import codec as native
+from aegiskv.protocols.native.codec import Opcode
+from aegiskv.testing.localnode import LocalNode
 from tests.wire import wait_until
 
 MIB = 1024 * 1024

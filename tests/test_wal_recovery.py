@@ -36,7 +36,7 @@ from aegiskv.backends.snapshot_format import SnapshotError
 from aegiskv.backends.wal import WalBackend
 from aegiskv.backends.wal_format import Record, RecordType, ScanEnd
 from aegiskv.backends.wal_log import WalCorruption, list_segments
-from aegiskv.localnode import LocalNode
+from aegiskv.testing.localnode import LocalNode
 from tests.backend_state import State, state_of
 from tests.fake_clock import FakeClock
 

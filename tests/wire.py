@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from aegiskv.net import native
-from aegiskv.net.native import Frame, FrameDecoder, Opcode
+from aegiskv.protocols.native import codec as native
+from aegiskv.protocols.native.codec import Frame, FrameDecoder, Opcode
 
 T = TypeVar("T")
 

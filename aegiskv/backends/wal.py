@@ -9,7 +9,7 @@ start the log under ``<data dir>/wal/`` is replayed into memory (see
 Modes (``--wal``): ``write`` hands records to the OS before the reply (a
 process crash loses no acknowledged write), ``fsync`` also waits for the disk
 (power loss loses none); the server does the writing and syncing, see
-aegiskv.durability. With ``off`` this backend keeps no log (snapshots only, in
+aegiskv.server.durability. With ``off`` this backend keeps no log (snapshots only, in
 the snapshot backend).
 
 Like every backend it is not thread-safe: the node's lock serialises calls.

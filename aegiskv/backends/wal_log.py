@@ -13,7 +13,7 @@ Who calls what, and from which thread:
   crash loses nothing acknowledged).
 * :meth:`sync` -- a worker (fsync mode): one ``fsync()`` covers every record
   written so far, however many clients wrote them (group commit). The reactor
-  never waits on the disk; replies wait instead (see aegiskv.durability).
+  never waits on the disk; replies wait instead (see aegiskv.server.durability).
 
 An internal lock guards the buffer and the file handles; it is held for
 memory copies and ``write()`` calls, never across ``fsync()``.

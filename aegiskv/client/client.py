@@ -40,10 +40,10 @@ from aegiskv.client.errors import (
     ServerError,
     VersionMismatchError,
 )
-from aegiskv.client.routing import RouteTable, parse_moved
-from aegiskv.net import native
-from aegiskv.net.native import Frame, Opcode, Status
-from aegiskv.tls import client_context
+from aegiskv.client.route_table import RouteTable, parse_moved
+from aegiskv.net.tls import client_context
+from aegiskv.protocols.native import codec as native
+from aegiskv.protocols.native.codec import Frame, Opcode, Status
 
 Key = bytes | str
 Value = bytes | str

@@ -14,8 +14,8 @@ import time
 from collections.abc import Sequence
 
 from aegiskv.client.errors import AegisTimeoutError, ConnectionClosedError, ProtocolViolationError
-from aegiskv.net import native
-from aegiskv.net.native import Frame, FrameDecoder
+from aegiskv.protocols.native import codec as native
+from aegiskv.protocols.native.codec import Frame, FrameDecoder
 
 _RECV_SIZE = 262144
 # A client accepts whatever the server sends back (up to 4 GiB frames); limits

@@ -65,7 +65,7 @@ class Placement(Protocol):
     same arguments: no randomness, no clock, no dependence on the order of
     ``members`` or on Python's per-process ``hash()`` salt (use hashlib).
 
-    Properties AegisKV relies on (:mod:`aegiskv.cluster.placement_checks` checks them
+    Properties AegisKV relies on (:mod:`aegiskv.testing.placement_checks` checks them
     for the built-in ring and for the example plugin; a plugin author can call
     the same checks):
 

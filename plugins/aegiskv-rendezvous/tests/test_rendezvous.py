@@ -8,11 +8,11 @@ from aegiskv_rendezvous import RendezvousPlacement
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aegiskv import plugins
 from aegiskv.client import Client, Config
 from aegiskv.cluster.interfaces import PlacementOptions
-from aegiskv.cluster.placement_checks import check_placement
-from aegiskv.localnode import LocalNode
+from aegiskv.server import plugins
+from aegiskv.testing.localnode import LocalNode
+from aegiskv.testing.placement_checks import check_placement
 
 members = st.lists(st.text(min_size=1, max_size=10), min_size=1, max_size=16, unique=True)
 

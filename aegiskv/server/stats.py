@@ -15,7 +15,7 @@ from typing import Final
 
 from mypy_extensions import i64
 
-from aegiskv.commands import COMMAND_LIST
+from aegiskv.node.commands import COMMAND_LIST
 
 LATENCY_BUCKETS: Final = 24  # up to 2**23 us = 8.4 s; slower requests land in the last bucket
 BUCKET_BOUNDS_SECONDS = [2**bucket / 1e6 for bucket in range(LATENCY_BUCKETS)]

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 from aegiskv.cluster.shard_map import Member, ShardMap
 from aegiskv.cluster.slots import key_slot
 from aegiskv.errors import CommandError, ErrorKind
-from aegiskv.net import resp
+from aegiskv.protocols.resp import reader as resp
 
 if TYPE_CHECKING:
-    from aegiskv.server import Server
-    from aegiskv.session import Session
+    from aegiskv.protocols.session import Session
+    from aegiskv.server.wiring import Server
 
 Args = list[bytes]
 

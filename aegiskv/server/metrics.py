@@ -2,7 +2,7 @@
 
 The hot path never calls prometheus-client: its counters take a lock per
 increment (about a microsecond). Instead the server keeps plain per-thread
-integers (aegiskv.stats) and this collector turns them into metric families
+integers (aegiskv.server.stats) and this collector turns them into metric families
 when /metrics is scraped. Each server has its own registry, so several servers
 can live in one process (tests).
 """
@@ -18,11 +18,11 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from aegiskv.commands import COMMAND_LIST
-from aegiskv.stats import BUCKET_BOUNDS_SECONDS
+from aegiskv.node.commands import COMMAND_LIST
+from aegiskv.server.stats import BUCKET_BOUNDS_SECONDS
 
 if TYPE_CHECKING:
-    from aegiskv.server import Server
+    from aegiskv.server.wiring import Server
 
 
 class ServerCollector(Collector):

@@ -28,14 +28,14 @@ from typing import Protocol as TypingProtocol
 
 from loguru import logger
 
-from aegiskv.commands import Command
-from aegiskv.durability import Durability
 from aegiskv.errors import CommandError, ErrorKind
-from aegiskv.net.errors import PeerProtocolError
 from aegiskv.net.reactor import Connection, Protocol
-from aegiskv.node import Node
-from aegiskv.session import Authenticator, Session, TokenBucket
-from aegiskv.stats import RequestStats, StatsRegistry
+from aegiskv.node.commands import Command
+from aegiskv.node.operations import Node
+from aegiskv.protocols.errors import PeerProtocolError
+from aegiskv.protocols.session import Authenticator, Session, TokenBucket
+from aegiskv.server.durability import Durability
+from aegiskv.server.stats import RequestStats, StatsRegistry
 
 # Final: compiled, a static read; a name imported from a module is a dictionary
 # search on every call (twice per read on the hot path).
@@ -113,7 +113,7 @@ class WireAdapter(Generic[RequestT]):
 
 
 class ServingContext(TypingProtocol):
-    """What handlers and the pipeline need from the server (see aegiskv.server.Server)."""
+    """What handlers and the pipeline need from the server (see aegiskv.server.wiring.Server)."""
 
     node: Node
     durability: Durability | None

@@ -784,7 +784,7 @@ def documented_config() -> str:
         "# AegisKV node configuration: every setting with its built-in default.",
         "# Precedence: defaults < this file (--config) < AEGIS_<NAME> environment variables < flags.",
         '# Durations are seconds or strings such as "500ms", "30s", "5m"; sizes are bytes or "64KiB", "64MiB".',
-        "# Generated from aegiskv/config.py by documented_config(); tests/test_config.py keeps them equal.",
+        "# Generated from aegiskv/server/settings.py by documented_config(); tests/test_config.py keeps them equal.",
         "",
     ]
     for setting in SETTINGS:

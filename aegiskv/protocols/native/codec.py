@@ -39,7 +39,7 @@ import struct
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from aegiskv.net.errors import PeerProtocolError
+from aegiskv.protocols.errors import PeerProtocolError
 
 MAGIC = 0xAE6B
 PROTOCOL_VERSION = 1

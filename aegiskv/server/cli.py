@@ -1,6 +1,6 @@
 """Command line: ``aegis [flags]`` runs a node; ``aegis plugins`` lists plugins.
 
-Every flag maps to a setting in :mod:`aegiskv.config`; only flags actually given
+Every flag maps to a setting in :mod:`aegiskv.server.settings`; only flags actually given
 override the file and the environment. Errors are one line and exit code 2.
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 import aegiskv
-from aegiskv import config as config_module
-from aegiskv import plugins
+from aegiskv.server import plugins
+from aegiskv.server import settings as config_module
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -48,6 +48,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except config_module.ConfigError as error:
         print(f"aegis: {error}", file=sys.stderr, flush=True)
         return 2
-    from aegiskv import daemon
+    from aegiskv.server import daemon
 
     return daemon.run(config)

@@ -19,26 +19,27 @@ from typing import Any
 from loguru import logger
 
 import aegiskv
-from aegiskv import resp_commands
 from aegiskv.backends.base import BackendStats
 from aegiskv.cluster.gossip import GossipService
 from aegiskv.cluster.interfaces import GossipTiming, MembershipFactory, MembershipOptions
-from aegiskv.cluster.routing import Routing
+from aegiskv.cluster.redirect import Routing
 from aegiskv.cluster.shard_map import Endpoint, Member, Topology
-from aegiskv.config import Config, parse_address
-from aegiskv.connection import CommandConnection
-from aegiskv.durability import Durability
 from aegiskv.errors import CommandError
-from aegiskv.health import HealthProtocol
-from aegiskv.memtrim import find_malloc_trim
-from aegiskv.metrics import build_registry, render
-from aegiskv.native_commands import NativeAdapter, refusal
-from aegiskv.net import native, resp
 from aegiskv.net.http import encode_response
 from aegiskv.net.reactor import Listener, ListenerOptions, Reactor
-from aegiskv.node import Node
-from aegiskv.session import Authenticator
-from aegiskv.stats import StatsRegistry
+from aegiskv.node.operations import Node
+from aegiskv.protocols.native import codec as native
+from aegiskv.protocols.native.handlers import NativeAdapter, refusal
+from aegiskv.protocols.resp import commands as resp_commands
+from aegiskv.protocols.resp import reader as resp
+from aegiskv.protocols.session import Authenticator
+from aegiskv.server.durability import Durability
+from aegiskv.server.health import HealthProtocol
+from aegiskv.server.memtrim import find_malloc_trim
+from aegiskv.server.metrics import build_registry, render
+from aegiskv.server.pipeline import CommandConnection
+from aegiskv.server.settings import Config, parse_address
+from aegiskv.server.stats import StatsRegistry
 
 _HEALTH_MAX_CONNECTIONS = 64
 _HEALTH_IDLE_TIMEOUT = 10.0

@@ -14,20 +14,20 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 import aegiskv
-from aegiskv.cluster.routing import Routing
-from aegiskv.commands import COMMANDS, Command
-from aegiskv.connection import Violation, WireAdapter
+from aegiskv.cluster.redirect import Routing
 from aegiskv.errors import CommandError, ErrorKind
-from aegiskv.net import resp
-from aegiskv.net.errors import PeerProtocolError
-from aegiskv.net.resp import bulk
-from aegiskv.node import Condition, ExpireCondition, parse_integer
-from aegiskv.pattern import glob_match
-from aegiskv.resp_cluster import cmd_cluster, cmd_readonly
-from aegiskv.session import Session
+from aegiskv.node.commands import COMMANDS, Command
+from aegiskv.node.operations import Condition, ExpireCondition, parse_integer
+from aegiskv.node.pattern import glob_match
+from aegiskv.protocols.errors import PeerProtocolError
+from aegiskv.protocols.resp import reader as resp
+from aegiskv.protocols.resp.cluster import cmd_cluster, cmd_readonly
+from aegiskv.protocols.resp.reader import bulk
+from aegiskv.protocols.session import Session
+from aegiskv.server.pipeline import Violation, WireAdapter
 
 if TYPE_CHECKING:
-    from aegiskv.server import Server
+    from aegiskv.server.wiring import Server
 
 Args = list[bytes]
 RespHandler = Callable[["Server", Session, Args], bytes]

@@ -17,19 +17,19 @@ from types import FrameType
 
 from loguru import logger
 
-from aegiskv import plugins
 from aegiskv.backends.base import BackendOptions, wall_clock_ms
 from aegiskv.backends.snapshot_format import SnapshotError
 from aegiskv.backends.wal_log import WalCorruption
 from aegiskv.cluster.interfaces import PlacementOptions
 from aegiskv.cluster.shard_map import Topology
 from aegiskv.cluster.slots import ShardMapper
-from aegiskv.config import Config, parse_address
-from aegiskv.datadir import DataDir, DataDirError
-from aegiskv.net.resp import HIREDIS_AVAILABLE
-from aegiskv.node import Limits, Node, first_version
-from aegiskv.server import Server
-from aegiskv.tls import TlsConfigError, server_context
+from aegiskv.net.tls import TlsConfigError, server_context
+from aegiskv.node.operations import Limits, Node, first_version
+from aegiskv.protocols.resp.reader import HIREDIS_AVAILABLE
+from aegiskv.server import plugins
+from aegiskv.server.datadir import DataDir, DataDirError
+from aegiskv.server.settings import Config, parse_address
+from aegiskv.server.wiring import Server
 
 EXIT_REFUSED = 2
 EXIT_FAILED = 1
@@ -148,7 +148,7 @@ def _warn_if_exposed(config: Config) -> None:
 def announcement(server: Server) -> str:
     """The one stdout line printed once every port is bound, whatever the log level.
 
-    Scripts (and aegiskv.localnode) read it to learn the ports chosen for port 0.
+    Scripts (and aegiskv.testing.localnode) read it to learn the ports chosen for port 0.
     """
     parts = [f"{name}={_show(address)}" for name, address in server.addresses().items()]
     return f"aegis ready: node={server.config.node_id} pid={os.getpid()} " + " ".join(parts)

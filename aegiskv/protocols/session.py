@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from aegiskv.errors import CommandError, ErrorKind
 
 if TYPE_CHECKING:
-    from aegiskv.node import Node
+    from aegiskv.node.operations import Node
 
 
 class TokenBucket:

@@ -22,9 +22,9 @@ from aegiskv.backends.base import NO_EXPIRY, Backend, BackendStats, Clock, Entry
 from aegiskv.backends.memory import MemoryBackend, entry_cost
 from aegiskv.cluster.slots import ShardMapper
 from aegiskv.errors import CommandError, ErrorKind
-from aegiskv.handoff_lock import HandoffLock, new_handoff_lock
-from aegiskv.pattern import glob_match
-from aegiskv.scan_cursors import ScanCursors, snapshot_budget
+from aegiskv.node.handoff_lock import HandoffLock, new_handoff_lock
+from aegiskv.node.pattern import glob_match
+from aegiskv.node.scan_cursors import ScanCursors, snapshot_budget
 
 
 class Condition(enum.Enum):
@@ -60,7 +60,7 @@ class Limits(NamedTuple):
 # lock after every this many keys. Large batches run in the worker pool so the
 # reactor can serve other clients meanwhile; if a batch held the lock throughout,
 # the reactor would block on the lock instead and nothing would be gained (see
-# aegiskv/handoff_lock.py for why the handoff has to be explicit).
+# aegiskv/node/handoff_lock.py for why the handoff has to be explicit).
 BATCH_CHUNK: Final = 256
 
 
@@ -419,7 +419,7 @@ class Node:
 
         Guarantee (as Redis): a key present for the whole scan is returned at
         least once; keys added or removed meanwhile may or may not be. The
-        cursor names a snapshot of the key list (see aegiskv/scan_cursors.py);
+        cursor names a snapshot of the key list (see aegiskv/node/scan_cursors.py);
         one that expired, or was never handed out, is refused.
         """
         backend = self.backend

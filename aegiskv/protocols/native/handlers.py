@@ -1,6 +1,6 @@
 """The native protocol's adapter: opcodes -> command table -> Node, and replies back.
 
-Each handler reads the fields of a :class:`~aegiskv.net.native.Frame`, calls
+Each handler reads the fields of a :class:`~aegiskv.protocols.native.codec.Frame`, calls
 one ``Node`` method (the semantics live there) and encodes the reply. Field
 rules that are specific to this protocol (which flags go together, how many
 items an opcode takes) are checked here.
@@ -13,18 +13,18 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aegiskv.backends.base import NO_EXPIRY
-from aegiskv.cluster.routing import Moved, Routing
-from aegiskv.commands import COMMANDS, Command
-from aegiskv.connection import WireAdapter
+from aegiskv.cluster.redirect import Moved, Routing
 from aegiskv.errors import CommandError, ErrorKind
-from aegiskv.net import native
-from aegiskv.net.errors import PeerProtocolError
-from aegiskv.net.native import Frame, FrameDecoder, Opcode, Status
-from aegiskv.node import Condition
-from aegiskv.session import Session
+from aegiskv.node.commands import COMMANDS, Command
+from aegiskv.node.operations import Condition
+from aegiskv.protocols.errors import PeerProtocolError
+from aegiskv.protocols.native import codec as native
+from aegiskv.protocols.native.codec import Frame, FrameDecoder, Opcode, Status
+from aegiskv.protocols.session import Session
+from aegiskv.server.pipeline import WireAdapter
 
 if TYPE_CHECKING:
-    from aegiskv.server import Server
+    from aegiskv.server.wiring import Server
 
 NativeHandler = Callable[[Any, Session, Frame], bytes]
 

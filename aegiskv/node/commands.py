@@ -2,7 +2,7 @@
 
 Protocols map their own syntax (a native opcode, a RESP command name) to an
 entry here plus a small adapter that parses arguments, calls the one
-:class:`~aegiskv.node.Node` method that implements the operation, and encodes
+:class:`~aegiskv.node.operations.Node` method that implements the operation, and encodes
 the result. What a command *means* lives in ``Node``; what the server must know
 about it to schedule it (may it run before AUTH, may it run inline on the
 reactor, is it a write) lives here.

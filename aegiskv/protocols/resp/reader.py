@@ -66,7 +66,7 @@ from typing import Any, Final, NamedTuple
 
 from mypy_extensions import i64
 
-from aegiskv.net.errors import PeerProtocolError
+from aegiskv.protocols.errors import PeerProtocolError
 
 _hiredis: Any = None
 try:  # optional C accelerator, see the module docstring

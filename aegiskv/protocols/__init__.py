@@ -1,0 +1,1 @@
+"""The wire protocols: sans-IO codecs, their adapters to the pipeline, and handlers."""

@@ -1,0 +1,1 @@
+"""AegisKV's binary protocol: codec and handlers."""

@@ -1,0 +1,1 @@
+"""The Redis protocol (RESP2/RESP3): reader, encoder, handlers."""

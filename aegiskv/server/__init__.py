@@ -1,0 +1,1 @@
+"""The node's wiring: settings, daemon and CLI, the request pipeline, health and metrics."""
