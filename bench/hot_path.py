@@ -102,7 +102,7 @@ def measure(op: str, pipeline: int, keys: str, rounds: int, requests: int, sourc
     """
     if source:
         sys.path.insert(0, os.getcwd())
-    from aegiskv.net.reactor import Connection
+    from aegiskv.net.reactor import Transport
     from aegiskv.server import settings as config
     from aegiskv.server.daemon import build_server
 
@@ -135,7 +135,7 @@ def measure(op: str, pipeline: int, keys: str, rounds: int, requests: int, sourc
         reads = [b"".join(request(op, rng.choice(all_keys)) for _ in range(pipeline)) for _ in range(20_000)]
     assert server.resp_listener is not None
     scripted = ScriptedSocket(reads)
-    connection = Connection(reactor, scripted, ("127.0.0.1", 2), server.resp_listener, 1)  # type: ignore[arg-type]
+    connection = Transport(reactor, scripted, ("127.0.0.1", 2), server.resp_listener, 1)  # type: ignore[arg-type]
     # A plain socket is read and written through its descriptor (os.read/os.write);
     # this one has none, so the connection is handed the scripted calls instead.
     connection._recv = scripted.recv

@@ -208,7 +208,7 @@ def test_one_input(data: bytes) -> None:
         assert len(lines) == 1 and lines[0].strip(), f"ConfigError message is not one line: {message!r}"
         return
 
-    assert isinstance(result, config.Config)
+    assert isinstance(result, config.Settings)
     for name in flags:
         assert result.sources[name] == "flag", (name, result.sources[name])
     for variable in environ:

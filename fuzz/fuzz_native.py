@@ -33,10 +33,10 @@ _MAX_SMALL_FRAME = 4096
 _MAX_CHUNKS = 8
 
 
-def _limits(fdp: atheris.FuzzedDataProvider) -> native.Limits:
+def _limits(fdp: atheris.FuzzedDataProvider) -> native.FrameLimits:
     if fdp.ConsumeIntInRange(0, 3) == 0:
         return native.DEFAULT_LIMITS
-    return native.Limits(
+    return native.FrameLimits(
         max_key_bytes=fdp.ConsumeIntInRange(0, 300),
         max_value_bytes=fdp.ConsumeIntInRange(0, 2000),
         max_items=fdp.ConsumeIntInRange(0, 40),
@@ -53,7 +53,7 @@ class _Outcome:
         self.consumed = 0
 
 
-def _check_frame(frame: native.Frame, limits: native.Limits, opcodes: frozenset[int]) -> None:
+def _check_frame(frame: native.Frame, limits: native.FrameLimits, opcodes: frozenset[int]) -> None:
     assert frame.opcode in opcodes, frame
     assert len(frame.items) <= limits.max_items, frame
     for key, value in frame.items:
@@ -63,10 +63,10 @@ def _check_frame(frame: native.Frame, limits: native.Limits, opcodes: frozenset[
 
 def _decode(
     chunks: list[bytes],
-    limits: native.Limits,
+    limits: native.FrameLimits,
     opcodes: frozenset[int],
     switch_after: int,
-    switch_to: native.Limits,
+    switch_to: native.FrameLimits,
 ) -> _Outcome:
     outcome = _Outcome()
     decoder = native.FrameDecoder(limits, opcodes)

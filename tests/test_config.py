@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from aegiskv.server.settings import SETTINGS, SETTINGS_BY_NAME, Config, ConfigError, build, documented_config
+from aegiskv.server.settings import SETTINGS, SETTINGS_BY_NAME, ConfigError, Settings, build, documented_config
 
 REPO = Path(__file__).resolve().parent.parent
 DOCUMENTED = REPO / "conf" / "aegiskv.toml"
@@ -67,7 +67,7 @@ def test_documented_file_equals_generated_text() -> None:
 def test_documented_file_parses_to_the_defaults() -> None:
     loaded = build(str(DOCUMENTED), environ={})
     plain = build(environ={})
-    # Config equality ignores `sources`, so this compares every setting's value.
+    # Settings equality ignores `sources`, so this compares every setting's value.
     assert loaded == plain
     for setting in SETTINGS:
         literal = setting.default is not None and setting.documented_default is None
@@ -88,8 +88,8 @@ def test_documented_file_mentions_every_setting() -> None:
 
 
 def test_settings_table_matches_config_fields() -> None:
-    # A setting missing from Config (or the reverse) would only fail at build() time.
-    fields = [name for name in Config.__dataclass_fields__ if name != "sources"]
+    # A setting missing from Settings (or the reverse) would only fail at build() time.
+    fields = [name for name in Settings.__dataclass_fields__ if name != "sources"]
     assert fields == [setting.name for setting in SETTINGS]
 
 

@@ -25,7 +25,7 @@ from aegiskv.protocols.native.codec import (
     PROTOCOL_VERSION,
     Frame,
     FrameDecoder,
-    Limits,
+    FrameLimits,
     Opcode,
     ProtocolError,
     Status,
@@ -41,7 +41,7 @@ _U64_MAX = 2**64 - 1
 _TTL_MIN, _TTL_MAX = -(2**63), 2**63 - 1
 
 # Small limits make every limit error reachable with tiny frames.
-_SMALL = Limits(max_key_bytes=4, max_value_bytes=8, max_items=2, max_frame_bytes=128)
+_SMALL = FrameLimits(max_key_bytes=4, max_value_bytes=8, max_items=2, max_frame_bytes=128)
 
 # Property tests: enough examples to find shallow bugs, few enough that the file stays fast.
 _PROPERTY = settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -87,7 +87,7 @@ def encode(frame: Frame) -> bytes:
     )
 
 
-def decode_one(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Frame:
+def decode_one(data: bytes, limits: FrameLimits = DEFAULT_LIMITS) -> Frame:
     """Decode exactly one frame that fills ``data`` (any opcode a frame may carry, 0 included)."""
     decoder = FrameDecoder(limits, native.RESPONSE_OPCODES)
     decoder.receive_data(data)
@@ -98,7 +98,7 @@ def decode_one(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Frame:
     return frame
 
 
-def expect_error(data: bytes, code: str, limits: Limits = DEFAULT_LIMITS) -> ProtocolError:
+def expect_error(data: bytes, code: str, limits: FrameLimits = DEFAULT_LIMITS) -> ProtocolError:
     decoder = FrameDecoder(limits)
     decoder.receive_data(data)
     with pytest.raises(ProtocolError) as caught:
@@ -116,7 +116,7 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
 Outcome = tuple[list[Frame], tuple[str, int] | None, int]
 
 
-def feed(chunks: list[bytes], limits: Limits = DEFAULT_LIMITS) -> Outcome:
+def feed(chunks: list[bytes], limits: FrameLimits = DEFAULT_LIMITS) -> Outcome:
     """Feed chunks as a server would, draining frames after each; check the buffer stays bounded.
 
     Returns the frames, the error as (code, request_id) or None, and the bytes left buffered.
@@ -243,7 +243,7 @@ def test_null_value_and_empty_value_stay_distinct() -> None:
 
 def test_null_value_needs_no_value_limit() -> None:
     # 0xFFFFFFFF marks NULL; it must not be compared with max_value_bytes.
-    limits = Limits(max_key_bytes=4, max_value_bytes=0, max_items=2, max_frame_bytes=128)
+    limits = FrameLimits(max_key_bytes=4, max_value_bytes=0, max_items=2, max_frame_bytes=128)
     assert decode_one(raw_frame(item(1, NULL_LENGTH) + b"k", count=1), limits).items == ((b"k", None),)
 
 
@@ -326,7 +326,7 @@ def test_protocol_error_reply_with_opcode_0_is_decodable() -> None:
     # (native_commands.NativeAdapter.next_request and refusal). The client decodes replies with
     # RESPONSE_OPCODES and checks for status PROTOCOL_ERROR / BUSY, so those frames must decode.
     data = native.encode_error(Opcode.NONE, 7, Status.PROTOCOL_ERROR, "BAD_MAGIC", "not a native frame")
-    decoder = FrameDecoder(Limits(2**32 - 2, 2**32 - 2, 2**32 - 1, 2**40), native.RESPONSE_OPCODES)
+    decoder = FrameDecoder(FrameLimits(2**32 - 2, 2**32 - 2, 2**32 - 1, 2**40), native.RESPONSE_OPCODES)
     decoder.receive_data(data)
     frame = decoder.next_frame()
     assert frame is not None
@@ -439,7 +439,7 @@ def test_item_count_that_cannot_fit_from_header_alone() -> None:
     assert expect_error(data[:HEADER_SIZE], "BAD_ITEM_LENGTH").request_id == _RID
     # A huge count with a tiny body: must be refused without allocating per item.
     data = raw_frame(b"", count=_U32_MAX)
-    big = Limits(2**32 - 2, 2**32 - 2, _U32_MAX, 2**40)  # the client's limits: count passes max_items
+    big = FrameLimits(2**32 - 2, 2**32 - 2, _U32_MAX, 2**40)  # the client's limits: count passes max_items
     assert expect_error(data, "BAD_ITEM_LENGTH", big).request_id == _RID
 
 
@@ -620,7 +620,7 @@ _cuts = st.lists(st.integers(0, 10_000), max_size=12)
 limits_strategy = st.one_of(
     st.just(DEFAULT_LIMITS),
     st.builds(
-        Limits,
+        FrameLimits,
         max_key_bytes=st.integers(0, 32),
         max_value_bytes=st.integers(0, 128),
         max_items=st.integers(0, 8),
@@ -692,7 +692,7 @@ plausible_streams = st.lists(
 
 @_PROPERTY
 @given(stream=st.one_of(st.binary(max_size=300), plausible_streams), limits=limits_strategy, cuts=_cuts)
-def test_property_random_streams_only_raise_protocol_error(stream: bytes, limits: Limits, cuts: list[int]) -> None:
+def test_property_random_streams_only_raise_protocol_error(stream: bytes, limits: FrameLimits, cuts: list[int]) -> None:
     whole = feed([stream], limits)
     chunked = feed(split(stream, cuts), limits)
     _same_outcome(chunked, whole)
@@ -734,7 +734,7 @@ def _mutate(data: bytes, mutations: list[tuple[str, int, int, int]]) -> bytes:
     cuts=_cuts,
 )
 def test_property_mutated_streams_only_raise_protocol_error(
-    frames: list[Frame], mutations: list[tuple[str, int, int, int]], limits: Limits, cuts: list[int]
+    frames: list[Frame], mutations: list[tuple[str, int, int, int]], limits: FrameLimits, cuts: list[int]
 ) -> None:
     stream = _mutate(b"".join(encode(frame) for frame in frames), mutations)
     whole = feed([stream], limits)

@@ -98,7 +98,7 @@ def test_metrics_count_requests_keys_memory_and_latency(ops_node: LocalNode) -> 
 
 def test_metrics_count_requests_of_the_checked_path_too(start_node) -> None:
     """A rate-limited connection's requests run through the reactor's checked path
-    (CommandConnection._execute), which counts them with their loop turn like the
+    (RequestPipeline._execute), which counts them with their loop turn like the
     plain path; a refused one is counted as rejected, not as run."""
     node = start_node("--rate-limit", "1", "--rate-burst", "4")
     assert node.health_address is not None

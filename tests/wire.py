@@ -27,7 +27,7 @@ T = TypeVar("T")
 # which the default decoder refuses; a test reader must accept them.
 ANY_OPCODE = frozenset({0, *(int(opcode) for opcode in Opcode)})
 # Replies can be larger than what a server accepts from clients (MGET of many keys).
-_READER_LIMITS = native.Limits(
+_READER_LIMITS = native.FrameLimits(
     max_key_bytes=2**32 - 2, max_value_bytes=2**32 - 2, max_items=2**32 - 1, max_frame_bytes=2**40
 )
 

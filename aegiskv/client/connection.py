@@ -20,7 +20,7 @@ from aegiskv.protocols.native.codec import Frame, FrameDecoder
 _RECV_SIZE = 262144
 # A client accepts whatever the server sends back (up to 4 GiB frames); limits
 # protect servers from clients, and the client chose to talk to this server.
-_CLIENT_LIMITS = native.Limits(
+_CLIENT_LIMITS = native.FrameLimits(
     max_key_bytes=2**32 - 2, max_value_bytes=2**32 - 2, max_items=2**32 - 1, max_frame_bytes=2**40
 )
 

@@ -38,7 +38,7 @@ from aegiskv.cluster.shard_map import Endpoint
 from aegiskv.cluster.shard_map import Member as ShardMember
 from aegiskv.cluster.wire import Envelope, EnvelopeError
 from aegiskv.net.poller import READ
-from aegiskv.net.reactor import ListenerOptions, Protocol, Reactor
+from aegiskv.net.reactor import ConnectionHandler, ListenerOptions, Reactor
 
 Address = tuple[str, int]
 
@@ -146,16 +146,16 @@ def exchange_state(address: Address, sealed_state: bytes, timeout: float = _EXCH
         return _receive_exactly(sock, length)
 
 
-class _StateExchange(Protocol):
+class _StateExchange(ConnectionHandler):
     """The answering side of a push-pull: read one framed state, answer with ours, close."""
 
     def __init__(self, service: GossipService) -> None:
         self._service = service
         self._buffer = bytearray()
-        self._connection: Any = None
+        self._transport: Any = None
 
-    def connection_made(self, connection: Any) -> None:
-        self._connection = connection
+    def connection_made(self, transport: Any) -> None:
+        self._transport = transport
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
@@ -164,7 +164,7 @@ class _StateExchange(Protocol):
         (length,) = _LENGTH.unpack_from(self._buffer)
         if length > MAX_STATE_BYTES:
             self._service.counters["state_refused"] += 1
-            self._connection.close(flush=False)
+            self._transport.close(flush=False)
             return
         if len(self._buffer) < _LENGTH.size + length:
             return
@@ -172,8 +172,8 @@ class _StateExchange(Protocol):
         self._buffer = bytearray()
         reply = self._service.answer_exchange(sealed)
         if reply is not None:
-            self._connection.write(_frame(reply))
-        self._connection.close(flush=True)
+            self._transport.write(_frame(reply))
+        self._transport.close(flush=True)
 
     def partial_request(self) -> bool:
         return bool(self._buffer)

@@ -1,7 +1,7 @@
 """The reactor: one thread owns every socket and never blocks (epoll, see poller.py).
 
-Protocols (native, RESP, HTTP) plug in through :class:`Protocol`; the reactor
-gives each connection a :class:`Connection` (its transport) to write replies,
+Protocols (native, RESP, HTTP) plug in through :class:`ConnectionHandler`; the reactor
+gives each connection a :class:`Transport` to write replies,
 pause reading, and hand work to the worker pool. Workers never touch sockets:
 their results come back through the :class:`Waker` and run on this thread.
 
@@ -57,11 +57,11 @@ _SOFT_ERRORS = (BlockingIOError, InterruptedError)
 # Health, gossip and plugins subclass it in interpreted code when this module is
 # compiled (setup.py).
 @mypyc_attr(allow_interpreted_subclasses=True)
-class Protocol:
+class ConnectionHandler:
     """What the reactor drives for each connection. Subclasses override the hooks."""
 
-    def connection_made(self, connection: Connection) -> None:
-        """The connection is accepted; keep ``connection`` to write replies."""
+    def connection_made(self, transport: Transport) -> None:
+        """The connection is accepted; keep ``transport`` to write replies."""
 
     def data_received(self, data: bytes) -> None:
         """Bytes arrived. Decode, execute and write replies."""
@@ -84,7 +84,7 @@ class Protocol:
 @dataclass
 class ListenerOptions:
     name: str  # "native", "resp", "http": for logs and metrics
-    protocol_factory: Callable[[], Protocol]
+    protocol_factory: Callable[[], ConnectionHandler]
     max_connections: int
     idle_timeout: float  # seconds without any traffic; 0 = never
     output_high_water: int  # stop reading while this many reply bytes wait
@@ -129,7 +129,7 @@ class Listener:
         pass
 
 
-class Connection:
+class Transport:
     """One accepted socket: buffers, interest set, and the transport API for its protocol."""
 
     __slots__ = (
@@ -168,7 +168,7 @@ class Connection:
         self.sock = sock
         self.peer = peer
         self.listener = listener
-        self.protocol: Protocol = Protocol()
+        self.protocol: ConnectionHandler = ConnectionHandler()
         # Bound once: looking a method up on the socket, or on a protocol class
         # that interpreted code may subclass, costs a dictionary search per call.
         self._recv: Callable[[int], bytes]
@@ -212,7 +212,7 @@ class Connection:
         self.last_queued: int | None = None  # kernel send-queue bytes when the sweep last looked
         self.close_reason = ""  # why the server closed it (metrics and logs)
 
-    def attach(self, protocol: Protocol) -> None:
+    def attach(self, protocol: ConnectionHandler) -> None:
         """Make ``protocol`` the one this connection drives."""
         self.protocol = protocol
         self._data_received = protocol.data_received
@@ -490,8 +490,8 @@ class Reactor:
         self.poller.register(self.waker.fileno(), READ, self.waker)
         self.pool = WorkerPool(worker_threads, self._done_from_worker)
         self.listeners: list[Listener] = []
-        self.connections: dict[int, Connection] = {}
-        self.dirty: list[Connection] = []  # connections written to during this loop turn
+        self.connections: dict[int, Transport] = {}
+        self.dirty: list[Transport] = []  # connections written to during this loop turn
         # Called before any connection sends (write-ahead log first), and once at
         # the end of every loop turn (start group fsyncs). Reactor thread only.
         self.pre_send: Callable[[], None] | None = None
@@ -589,7 +589,7 @@ class Reactor:
                     handler = handlers.get(fd)
                     if handler is None:
                         continue  # closed by an earlier handler in this turn
-                    if isinstance(handler, Connection):
+                    if isinstance(handler, Transport):
                         # The common case, typed: compiled, these are direct calls,
                         # where the generic path below looks each method up by name.
                         if mask & READABLE:
@@ -690,7 +690,7 @@ class Reactor:
                 logger.info("cannot start TLS with {}: {}", peer, error)
                 sock.close()
                 return
-        connection = Connection(self, sock, peer, listener, next(self._connection_ids))
+        connection = Transport(self, sock, peer, listener, next(self._connection_ids))
         self.connections[connection.connection_id] = connection
         self.accepted_total += 1
         if options.counts_as_client:
@@ -701,7 +701,7 @@ class Reactor:
     def _count(self, listener: Listener) -> int:
         return sum(1 for connection in self.connections.values() if connection.listener is listener)
 
-    def _connection_closed(self, connection: Connection) -> None:
+    def _connection_closed(self, connection: Transport) -> None:
         removed = self.connections.pop(connection.connection_id, None) is not None
         if removed and connection.listener.options.counts_as_client:
             self.client_connections -= 1

@@ -50,7 +50,7 @@ class SetResult(NamedTuple):
     old_value: Value | None  # only filled when asked for (SET ... GET)
 
 
-class Limits(NamedTuple):
+class KeyspaceLimits(NamedTuple):
     max_key_bytes: int
     max_value_bytes: int
     max_batch_keys: int
@@ -95,7 +95,7 @@ class Node:
     def __init__(
         self,
         backend: Backend,
-        limits: Limits,
+        limits: KeyspaceLimits,
         shard_mapper: ShardMapper,
         node_id: str = "aegis",
         clock: Clock = wall_clock_ms,
@@ -438,6 +438,11 @@ class Node:
         return snapshot_budget(limit_bytes, used_bytes)
 
     # -- snapshots ----------------------------------------------------------------------
+
+    @property
+    def snapshot_interval(self) -> float:
+        """Seconds between the automatic snapshots the backend asks for (0: none)."""
+        return self.backend.snapshot_interval
 
     def start_snapshot(self) -> Callable[[], str]:
         """Freeze a point-in-time copy now and return the job that writes it (run it without the lock).

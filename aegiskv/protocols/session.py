@@ -6,12 +6,9 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from aegiskv.errors import CommandError, ErrorKind
-
-if TYPE_CHECKING:
-    from aegiskv.node.operations import Node
+from aegiskv.node.operations import Node
 
 
 class TokenBucket:

@@ -24,11 +24,11 @@ from aegiskv.cluster.interfaces import PlacementOptions
 from aegiskv.cluster.shard_map import Topology
 from aegiskv.cluster.slots import ShardMapper
 from aegiskv.net.tls import TlsConfigError, server_context
-from aegiskv.node.operations import Limits, Node, first_version
+from aegiskv.node.operations import KeyspaceLimits, Node, first_version
 from aegiskv.protocols.resp.reader import HIREDIS_AVAILABLE
 from aegiskv.server import plugins
 from aegiskv.server.datadir import DataDir, DataDirError
-from aegiskv.server.settings import Config, parse_address
+from aegiskv.server.settings import Settings, parse_address
 from aegiskv.server.wiring import Server
 
 EXIT_REFUSED = 2
@@ -54,7 +54,7 @@ def refuse(message: str) -> int:
     return EXIT_REFUSED
 
 
-def build_server(config: Config) -> tuple[Server, DataDir]:
+def build_server(config: Settings) -> tuple[Server, DataDir]:
     """Everything short of binding: raises DataDirError or PluginError on refusal."""
     # The plugin and the TLS files first: a refusal must not leave a data dir behind.
     backend_name = resolve_backend(config)
@@ -83,7 +83,7 @@ def build_server(config: Config) -> tuple[Server, DataDir]:
         )
         node = Node(
             backend,
-            Limits(config.max_key_bytes, config.max_value_bytes, config.max_batch_keys),
+            KeyspaceLimits(config.max_key_bytes, config.max_value_bytes, config.max_batch_keys),
             mapper,
             node_id=config.node_id,
         )
@@ -98,7 +98,7 @@ def build_server(config: Config) -> tuple[Server, DataDir]:
 _DURABLE_BACKENDS = ("wal", "snapshot")
 
 
-def resolve_backend(config: Config) -> str:
+def resolve_backend(config: Settings) -> str:
     """The backend to load: ``auto`` is memory without a log, the WAL backend with one."""
     if config.backend == "auto":
         return "snapshot" if config.wal != "off" else "memory"
@@ -110,7 +110,7 @@ def resolve_backend(config: Config) -> str:
     return config.backend
 
 
-def tls_context(config: Config) -> ssl.SSLContext | None:
+def tls_context(config: Settings) -> ssl.SSLContext | None:
     """The server's TLS context, or None without --tls-cert; raises TlsConfigError."""
     if not (config.tls_cert or config.tls_key or config.tls_ca):
         if config.health_tls:
@@ -129,7 +129,7 @@ def _is_loopback(address: str) -> bool:
         return host == "localhost"
 
 
-def _warn_if_exposed(config: Config) -> None:
+def _warn_if_exposed(config: Settings) -> None:
     if config.gossip and not _is_loopback(config.gossip) and not (config.gossip_secret or config.auth_token):
         logger.warning(
             "SECURITY: gossip on {} is unsigned (no --gossip-secret or --auth-token): anyone who can reach it "
@@ -151,7 +151,7 @@ def announcement(server: Server) -> str:
     Scripts (and aegiskv.testing.localnode) read it to learn the ports chosen for port 0.
     """
     parts = [f"{name}={_show(address)}" for name, address in server.addresses().items()]
-    return f"aegis ready: node={server.config.node_id} pid={os.getpid()} " + " ".join(parts)
+    return f"aegis ready: node={server.settings.node_id} pid={os.getpid()} " + " ".join(parts)
 
 
 def _show(address: tuple[str, int]) -> str:
@@ -159,7 +159,7 @@ def _show(address: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def run(config: Config) -> int:
+def run(config: Settings) -> int:
     setup_logging(config.log_level, config.log_format)
     try:
         server, data_dir = build_server(config)

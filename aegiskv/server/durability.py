@@ -24,7 +24,7 @@ from aegiskv.net.reactor import Reactor
 
 
 class Holder(Protocol):
-    """A connection that holds replies until the log is durable (CommandConnection)."""
+    """A connection that holds replies until the log is durable (RequestPipeline)."""
 
     def release(self, durable_seq: int) -> None: ...
 

@@ -13,20 +13,20 @@ from collections.abc import Callable
 from loguru import logger
 
 from aegiskv.net.http import HttpError, HttpRequest, RequestReader, encode_response
-from aegiskv.net.reactor import Connection, Protocol
+from aegiskv.net.reactor import ConnectionHandler, Transport
 
 
-class HealthProtocol(Protocol):
+class HealthProtocol(ConnectionHandler):
     def __init__(self, is_ready: Callable[[], bool], render_metrics: Callable[[], tuple[bytes, str]]) -> None:
         self._reader = RequestReader()
         self._is_ready = is_ready
         self._render_metrics = render_metrics
         self._answered = False
         self._in_pool = False
-        self.connection: Connection | None = None
+        self.transport: Transport | None = None
 
-    def connection_made(self, connection: Connection) -> None:
-        self.connection = connection
+    def connection_made(self, transport: Transport) -> None:
+        self.transport = transport
 
     def busy(self) -> bool:
         return self._in_pool
@@ -64,10 +64,10 @@ class HealthProtocol(Protocol):
             self._respond(404, b"try /health, /ready or /metrics\n")
 
     def _serve_metrics(self, head_only: bool) -> None:
-        connection = self.connection
-        assert connection is not None
+        transport = self.transport
+        assert transport is not None
         self._in_pool = True
-        connection.pause_reading()
+        transport.pause_reading()
 
         def done(result: tuple[bytes, str] | None, error: BaseException | None) -> None:
             self._in_pool = False
@@ -78,14 +78,14 @@ class HealthProtocol(Protocol):
                 body, content_type = result
                 self._respond(200, body, content_type, head_only)
 
-        connection.submit(self._render_metrics, done)
+        transport.submit(self._render_metrics, done)
 
     def _respond(
         self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8", head_only: bool = False
     ) -> None:
-        connection = self.connection
-        if connection is None or connection.closed:
+        transport = self.transport
+        if transport is None or transport.closed:
             return
         self._answered = True
-        connection.write(encode_response(status, body, content_type, head_only))
-        connection.close()
+        transport.write(encode_response(status, body, content_type, head_only))
+        transport.close()

@@ -10,7 +10,7 @@ can live in one process (tests).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -18,15 +18,26 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from aegiskv.backends.base import BackendStats
+from aegiskv.net.reactor import Reactor
 from aegiskv.node.commands import COMMAND_LIST
-from aegiskv.server.stats import BUCKET_BOUNDS_SECONDS
+from aegiskv.node.operations import Node
+from aegiskv.server.stats import BUCKET_BOUNDS_SECONDS, StatsRegistry
 
-if TYPE_CHECKING:
-    from aegiskv.server.wiring import Server
+
+class MetricsSource(Protocol):
+    """What the collector reads (aegiskv.server.wiring.Server has it); read when /metrics is scraped."""
+
+    node: Node
+    reactor: Reactor
+    stats: StatsRegistry
+    ready: bool
+
+    def node_stats(self) -> BackendStats: ...
 
 
 class ServerCollector(Collector):
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: MetricsSource) -> None:
         self._server = server
 
     def collect(self) -> Iterator[Metric]:
@@ -88,7 +99,7 @@ class ServerCollector(Collector):
         yield GaugeMetricFamily("aegis_ready", "1 while the node serves clients, 0 otherwise", value=int(server.ready))
 
 
-def build_registry(server: Server) -> CollectorRegistry:
+def build_registry(server: MetricsSource) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServerCollector(server))
     ProcessCollector(registry=registry)

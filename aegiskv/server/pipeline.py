@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any, Final, Generic, TypeVar
+from typing import Final, Generic
 from typing import Protocol as TypingProtocol
 
 from loguru import logger
 
 from aegiskv.errors import CommandError, ErrorKind
-from aegiskv.net.reactor import Connection, Protocol
+from aegiskv.net.reactor import ConnectionHandler, Transport
 from aegiskv.node.commands import Command
-from aegiskv.node.operations import Node
+from aegiskv.protocols.adapter import Handler, HandlerContext, RequestT, Violation, WireAdapter
 from aegiskv.protocols.errors import PeerProtocolError
 from aegiskv.protocols.session import Authenticator, Session, TokenBucket
 from aegiskv.server.durability import Durability
@@ -41,81 +40,10 @@ from aegiskv.server.stats import RequestStats, StatsRegistry
 # search on every call (twice per read on the hot path).
 _clock_ns: Final = time.perf_counter_ns
 
-RequestT = TypeVar("RequestT")
 
-# A handler runs one request: adapters bind the protocol syntax to Node methods.
-Handler = Callable[[Any, Session, Any], bytes]
+class ServingContext(HandlerContext, TypingProtocol):
+    """What the pipeline needs from the server beside what its handlers need (aegiskv.server.wiring.Server)."""
 
-
-class Violation(Exception):
-    """The peer broke the wire protocol: send ``reply`` (may be empty) and close.
-
-    With ``discard`` the connection closes at once, dropping replies not yet sent.
-    """
-
-    def __init__(self, reply: bytes, reason: str, discard: bool = False) -> None:
-        super().__init__(reason)
-        self.reply = reply
-        self.reason = reason
-        self.discard = discard
-
-
-class WireAdapter(Generic[RequestT]):
-    """What a protocol provides to :class:`CommandConnection`.
-
-    A base class rather than a typing Protocol: compiled (setup.py), calls on
-    a value of a native class go straight to the method, where a Protocol-typed
-    value costs a generic attribute lookup and call per request.
-    """
-
-    def receive_data(self, data: bytes) -> None:
-        raise NotImplementedError
-
-    def take_requests(self) -> list[RequestT]:
-        """Every complete request buffered now (empty: more data needed); raises PeerProtocolError.
-
-        Requests before a protocol error are returned first; the error is
-        raised by the next call. Before authentication at most one request
-        (AUTH changes the limits the requests after it are decoded with).
-        """
-        raise NotImplementedError
-
-    def push_back(self, requests: list[RequestT]) -> None:
-        """Requests taken but not run (the pipeline paused): returned first by the next take."""
-        raise NotImplementedError
-
-    def error_pending(self) -> bool:
-        """The last take stopped before a protocol error, which the next take raises."""
-        raise NotImplementedError
-
-    def violation_reply(self, error: PeerProtocolError) -> bytes:
-        """What to send before closing a connection that broke the protocol."""
-        raise NotImplementedError
-
-    def route(self, request: RequestT) -> tuple[Command, Handler]:
-        """The command and its handler; raises CommandError for an unknown command."""
-        raise NotImplementedError
-
-    def batch_size(self, request: RequestT) -> int:
-        """Number of keys the request touches (decides inline versus pool for batch commands)."""
-        raise NotImplementedError
-
-    def error_reply(self, request: RequestT | None, error: CommandError) -> bytes:
-        raise NotImplementedError
-
-    def authenticated(self) -> None:
-        """The connection just authenticated: lift the small pre-auth limits."""
-        raise NotImplementedError
-
-    def buffered(self) -> int:
-        """Bytes received but not yet consumed as requests."""
-        raise NotImplementedError
-
-
-class ServingContext(TypingProtocol):
-    """What handlers and the pipeline need from the server (see aegiskv.server.wiring.Server)."""
-
-    node: Node
     durability: Durability | None
     stats: StatsRegistry
     authenticator: Authenticator
@@ -124,7 +52,7 @@ class ServingContext(TypingProtocol):
     inline_batch_limit: int
 
 
-class CommandConnection(Protocol, Generic[RequestT]):
+class RequestPipeline(ConnectionHandler, Generic[RequestT]):
     """Runs one connection's requests; see the module docstring."""
 
     def __init__(self, server: ServingContext, adapter: WireAdapter[RequestT], inline_stats: RequestStats) -> None:
@@ -139,7 +67,7 @@ class CommandConnection(Protocol, Generic[RequestT]):
         self._inline_stats = inline_stats
         self._in_pool = False
         self._closing = False
-        self.connection: Connection | None = None
+        self.transport: Transport | None = None
         # fsync mode: replies held until the write-ahead log is durable past them,
         # as (sequence number needed, reply); later replies queue behind them.
         self._durability = server.durability if server.durability is not None and server.durability.fsync else None
@@ -148,13 +76,13 @@ class CommandConnection(Protocol, Generic[RequestT]):
 
     # -- reactor hooks -------------------------------------------------------------
 
-    def connection_made(self, connection: Connection) -> None:
-        self.connection = connection
+    def connection_made(self, transport: Transport) -> None:
+        self.transport = transport
         session = self.session
-        session.peer = connection.peer
-        session.connection_id = connection.connection_id
+        session.peer = transport.peer
+        session.connection_id = transport.connection_id
         try:
-            session.local = connection.sock.getsockname()
+            session.local = transport.sock.getsockname()
         except OSError:
             session.local = None
 
@@ -177,33 +105,33 @@ class CommandConnection(Protocol, Generic[RequestT]):
     def _emit(self, reply: bytes, is_write: bool) -> None:
         """Send ``reply`` now, or hold it until the log is durable (and keep order)."""
         durability = self._durability
-        assert durability is not None and self.connection is not None
+        assert durability is not None and self.transport is not None
         seq = durability.log.appended_seq if is_write else 0
         if self._held or seq > durability.log.durable_seq:
             self._held.append((seq, reply))
             self._held_bytes += len(reply)
             durability.wait(self)
         else:
-            self.connection.write(reply)
+            self.transport.write(reply)
 
     def release(self, durable_seq: int) -> None:
         """The log is durable up to ``durable_seq``: send the replies that waited for it."""
-        connection = self.connection
+        transport = self.transport
         held = self._held
-        if connection is None or connection.closed:
+        if transport is None or transport.closed:
             held.clear()
             return
         while held and held[0][0] <= durable_seq:
             _seq, reply = held.popleft()
             self._held_bytes -= len(reply)
-            connection.write(reply)
+            transport.write(reply)
         if not held:
             assert self._durability is not None
             self._durability.forget(self)
             if self._closing:
-                connection.close()  # QUIT or a fatal error waited for its earlier replies
+                transport.close()  # QUIT or a fatal error waited for its earlier replies
             elif not self._in_pool:
-                connection.resume_reading()
+                transport.resume_reading()
                 self._process()  # it may have stopped at the high-water mark
 
     def busy(self) -> bool:
@@ -222,14 +150,14 @@ class CommandConnection(Protocol, Generic[RequestT]):
         # of native methods: keep them typed (no bound methods in locals).
         # The requests run inline are counted when the loop turn ends
         # (RequestStats.ran): the reactor reports the turn's length.
-        connection = self.connection
-        assert connection is not None
+        transport = self.transport
+        assert transport is not None
         adapter = self.adapter
         server = self.server
         session = self.session
         stats = self._inline_stats
         limit = self._inline_batch_limit
-        high_water = connection.high_water
+        high_water = transport.high_water
         durable = self._durability is not None
         plain = not durable and session.authenticated and session.rate is None
         while True:
@@ -244,7 +172,7 @@ class CommandConnection(Protocol, Generic[RequestT]):
             if not requests:
                 break
             for position, request in enumerate(requests):
-                if self._closing or connection.out_size + self._held_bytes >= high_water:
+                if self._closing or transport.out_size + self._held_bytes >= high_water:
                     adapter.push_back(requests[position:])
                     self._stop_reading_if_held(high_water)
                     return  # output_drained() (or release()) resumes
@@ -254,7 +182,7 @@ class CommandConnection(Protocol, Generic[RequestT]):
                     self._violation(violation)
                     return
                 except CommandError as error:
-                    connection.write(adapter.error_reply(request, error))
+                    transport.write(adapter.error_reply(request, error))
                     continue
                 if command.may_leave_reactor and (command.slow or adapter.batch_size(request) > limit):
                     adapter.push_back(requests[position + 1 :])
@@ -262,17 +190,17 @@ class CommandConnection(Protocol, Generic[RequestT]):
                     return
                 if plain:
                     try:
-                        connection.write(handler(server, session, request))
+                        transport.write(handler(server, session, request))
                     except CommandError as error:
                         stats.count_error(command.index)
                         if error.close:
                             session.close_requested = True
-                        connection.write(adapter.error_reply(request, error))
+                        transport.write(adapter.error_reply(request, error))
                     except Exception:
                         logger.exception("command {} failed", command.name)
                         stats.count_error(command.index)
                         internal = CommandError(ErrorKind.INTERNAL, "internal error")
-                        connection.write(adapter.error_reply(request, internal))
+                        transport.write(adapter.error_reply(request, internal))
                     stats.ran(command.index)
                     if session.close_requested:
                         self._closing = True
@@ -281,12 +209,12 @@ class CommandConnection(Protocol, Generic[RequestT]):
                     if durable:
                         self._emit(reply, command.write)
                     else:
-                        connection.write(reply)
+                        transport.write(reply)
                     plain = not durable and session.authenticated and session.rate is None  # after AUTH
                 if self._closing:
                     adapter.push_back(requests[position + 1 :])  # never run: the connection closes
                     if not self._held:
-                        connection.close()  # after the last reply has been sent
+                        transport.close()  # after the last reply has been sent
                     return  # with replies held, release() closes once they are out
             if took_all and not adapter.error_pending():
                 break  # else the next take raises the error
@@ -297,10 +225,10 @@ class CommandConnection(Protocol, Generic[RequestT]):
         # Held replies count against the high-water mark too: stop reading until
         # the log catches up (release() resumes). Unsent output alone pauses in
         # the reactor, which calls output_drained() once the client took enough.
-        connection = self.connection
-        assert connection is not None
-        if self._held_bytes and connection.out_size + self._held_bytes >= high_water:
-            connection.pause_reading()
+        transport = self.transport
+        assert transport is not None
+        if self._held_bytes and transport.out_size + self._held_bytes >= high_water:
+            transport.pause_reading()
 
     def _execute(
         self, command: Command, handler: Handler, request: RequestT, stats: RequestStats, in_turn: bool
@@ -343,8 +271,8 @@ class CommandConnection(Protocol, Generic[RequestT]):
 
     def _hand_off(self, command: Command, handler: Handler, request: RequestT) -> None:
         """Send this request and every complete request behind it to the pool as one task."""
-        connection = self.connection
-        assert connection is not None
+        transport = self.transport
+        assert transport is not None
         session = self.session
         # Each queued request with whether the session was authenticated when it
         # was routed; a request that failed to route keeps its error (and its id).
@@ -369,7 +297,7 @@ class CommandConnection(Protocol, Generic[RequestT]):
                     violation = error
                     break
         self._in_pool = True
-        connection.pause_reading()
+        transport.pause_reading()
         registry = self.server.stats
 
         def run() -> list[bytes]:
@@ -395,45 +323,45 @@ class CommandConnection(Protocol, Generic[RequestT]):
 
         def done(replies: list[bytes] | None, error: BaseException | None) -> None:
             self._in_pool = False
-            if connection.closed:
+            if transport.closed:
                 return
             if error is not None or replies is None:
-                connection.write(self.adapter.error_reply(None, CommandError(ErrorKind.INTERNAL, "internal error")))
-                connection.close()
+                transport.write(self.adapter.error_reply(None, CommandError(ErrorKind.INTERNAL, "internal error")))
+                transport.close()
                 return
             if self._durability is not None:
                 for reply in replies:
                     self._emit(reply, True)  # the batch's writes are all behind the log's current end
             else:
                 for reply in replies:
-                    connection.write(reply)
+                    transport.write(reply)
             if violation is not None:
                 self._violation(violation)
                 return
             if self._closing:
                 if not self._held:
-                    connection.close()
+                    transport.close()
                 return
-            if self._held and connection.out_size + self._held_bytes >= connection.high_water:
+            if self._held and transport.out_size + self._held_bytes >= transport.high_water:
                 return  # release() resumes reading
-            connection.resume_reading()
+            transport.resume_reading()
             self._process()
 
-        connection.submit(run, done)
+        transport.submit(run, done)
 
     def _violation(self, violation: Violation) -> None:
-        connection = self.connection
-        assert connection is not None
-        logger.info("closing connection from {}: {}", connection.peer, violation.reason)
+        transport = self.transport
+        assert transport is not None
+        logger.info("closing connection from {}: {}", transport.peer, violation.reason)
         self._closing = True
         if violation.discard:
             self._held.clear()
-            connection.close(flush=False)
+            transport.close(flush=False)
             return
         if self._held:  # answered (and closed) after the replies the log still holds
             if violation.reply:
                 self._held.append((0, violation.reply))
             return
         if violation.reply:
-            connection.write(violation.reply)
-        connection.close()
+            transport.write(violation.reply)
+        transport.close()

@@ -547,7 +547,7 @@ SETTINGS_BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SET
 
 
 @dataclass(frozen=True)
-class Config:
+class Settings:
     """The validated configuration of one node. Durations are seconds, sizes bytes."""
 
     node_id: str
@@ -644,7 +644,7 @@ class Config:
     def effective_output_limit(self) -> int:
         return self.output_limit or self.max_value_bytes + self.output_high_water + MIB
 
-    def replace(self, **changes: Any) -> Config:
+    def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
 
@@ -708,8 +708,8 @@ def build(
     file_path: str | None = None,
     environ: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
-) -> Config:
-    """Merge defaults < file < environment < flags into a validated :class:`Config`.
+) -> Settings:
+    """Merge defaults < file < environment < flags into a validated :class:`Settings`.
 
     ``flags`` holds only the flags the user actually gave (raw strings, keyed by
     setting name). ``file_path`` falls back to ``AEGIS_CONFIG`` in ``environ``.
@@ -736,7 +736,7 @@ def build(
             sources[name] = source
     if merged["node_id"] is None:
         merged["node_id"] = socket.gethostname() or "aegis"
-    return Config(**merged, sources=sources)
+    return Settings(**merged, sources=sources)
 
 
 def add_flags(parser: Any) -> None:

@@ -37,8 +37,8 @@ from aegiskv.server.durability import Durability
 from aegiskv.server.health import HealthProtocol
 from aegiskv.server.memtrim import find_malloc_trim
 from aegiskv.server.metrics import build_registry, render
-from aegiskv.server.pipeline import CommandConnection
-from aegiskv.server.settings import Config, parse_address
+from aegiskv.server.pipeline import RequestPipeline
+from aegiskv.server.settings import Settings, parse_address
 from aegiskv.server.stats import StatsRegistry
 
 _HEALTH_MAX_CONNECTIONS = 64
@@ -52,13 +52,13 @@ _FRAME_SLACK = 1024 * 1024
 class Server:
     def __init__(
         self,
-        config: Config,
+        config: Settings,
         node: Node,
         topology: Topology,
         ssl_context: ssl.SSLContext | None = None,
         membership_factory: MembershipFactory | None = None,
     ) -> None:
-        self.config = config
+        self.settings = config
         self.topology = topology  # the shard map; rebuilt when membership changes
         self.routing = Routing()  # which keys this node serves (None router: all of them)
         self.gossip: GossipService | None = None
@@ -75,7 +75,7 @@ class Server:
         self.ready = False
         self.draining = False
         self.started = time.time()
-        self.native_limits = native.Limits(
+        self.native_limits = native.FrameLimits(
             max_key_bytes=config.max_key_bytes,
             max_value_bytes=config.max_value_bytes,
             max_items=config.max_batch_keys,
@@ -108,14 +108,14 @@ class Server:
 
     def start(self) -> None:
         """Bind every port and schedule the timers. On the thread that will run the reactor."""
-        config = self.config
+        config = self.settings
         inline_stats = self.stats.for_this_thread()
         self.reactor.turn_observers.append(inline_stats.finish_turn)
         self.native_listener = self.reactor.listen(
             parse_address(config.bind),
             ListenerOptions(
                 name="native",
-                protocol_factory=lambda: CommandConnection(
+                protocol_factory=lambda: RequestPipeline(
                     self, NativeAdapter(self.native_limits, self.unauthenticated_limits, self.routing), inline_stats
                 ),
                 refusal=refusal,
@@ -128,7 +128,7 @@ class Server:
                 parse_address(config.resp_bind),
                 ListenerOptions(
                     name="resp",
-                    protocol_factory=lambda: CommandConnection(
+                    protocol_factory=lambda: RequestPipeline(
                         self,
                         resp_commands.RespAdapter(self.resp_limits, authenticated, self.resp_use_hiredis, self.routing),
                         inline_stats,
@@ -154,8 +154,8 @@ class Server:
                 ),
             )
         self.reactor.call_every(config.expiry_interval, self._expire_step)
-        if self.node.backend.snapshot_interval:
-            self.reactor.call_every(self.node.backend.snapshot_interval, self._timed_snapshot)
+        if self.node.snapshot_interval:
+            self.reactor.call_every(self.node.snapshot_interval, self._timed_snapshot)
         release_memory = find_malloc_trim()
         if config.memory_trim_interval and release_memory is not None:
             self.reactor.call_every(config.memory_trim_interval, lambda: self._trim_memory(release_memory))
@@ -172,7 +172,7 @@ class Server:
         )
 
     def _start_gossip(self) -> GossipService:
-        config = self.config
+        config = self.settings
         assert config.gossip is not None and self.membership_factory is not None
         me = self.local_member()
         meta = {"client": str(me.client)}
@@ -197,9 +197,9 @@ class Server:
     def _membership_changed(self, members: list[Member]) -> None:
         before = self.topology.current
         shard_map = self.topology.update(members)
-        self.routing.update(shard_map, self.config.node_id)
+        self.routing.update(shard_map, self.settings.node_id)
         if shard_map is not before:
-            primary, follower = shard_map.shards_of(self.config.node_id)
+            primary, follower = shard_map.shards_of(self.settings.node_id)
             logger.info(
                 "shard map epoch {}: {} members; primary of {} shards, follower of {}",
                 shard_map.epoch,
@@ -210,7 +210,7 @@ class Server:
 
     def local_member(self) -> Member:
         """This node as the shard map lists it: id and the addresses clients should use."""
-        config = self.config
+        config = self.settings
         resp_endpoint = None
         if self.resp_listener is not None:
             resp_endpoint = advertised_endpoint(config.resp_advertise, self.resp_listener.address)
@@ -218,7 +218,7 @@ class Server:
 
     def _client_port_options(self) -> dict[str, Any]:
         """Limits and TLS shared by the native and RESP ports."""
-        config = self.config
+        config = self.settings
         return {
             "max_connections": config.max_connections,
             "idle_timeout": config.idle_timeout,
@@ -244,7 +244,7 @@ class Server:
     # -- timers --------------------------------------------------------------------------
 
     def _expire_step(self) -> None:
-        self.node.expire_step(self.config.expiry_sample_size, self.config.expiry_step_budget)
+        self.node.expire_step(self.settings.expiry_sample_size, self.settings.expiry_step_budget)
 
     def _timed_snapshot(self) -> None:
         if self.node.snapshot_running:
@@ -289,9 +289,11 @@ class Server:
         self.ready = False
         if self.gossip is not None:
             self.gossip.leave()
-        self._drain_deadline = time.monotonic() + self.config.drain_timeout
+        self._drain_deadline = time.monotonic() + self.settings.drain_timeout
         logger.info(
-            "draining: {} client connections, up to {:.1f}s", self.reactor.client_connections, self.config.drain_timeout
+            "draining: {} client connections, up to {:.1f}s",
+            self.reactor.client_connections,
+            self.settings.drain_timeout,
         )
         for listener in self.reactor.listeners:
             if listener is not self.health_listener and listener.accepting:
@@ -335,6 +337,10 @@ class Server:
         assert self.resp_listener is not None
         return self.resp_listener.address
 
+    @property
+    def resp_bound(self) -> tuple[str, int]:
+        return self.resp_listener.address if self.resp_listener is not None else ("", 0)
+
     def addresses(self) -> dict[str, tuple[str, int]]:
         """Every bound port by name: native, resp, health."""
         found = {}
@@ -368,17 +374,17 @@ class Server:
             _host, port = self.native_address if self.native_listener else ("", 0)
             result["server"] = {
                 "aegis_version": aegiskv.__version__,
-                "node_id": self.config.node_id,
+                "node_id": self.settings.node_id,
                 "process_id": os.getpid(),
                 "python_version": platform.python_version(),
                 "tcp_port": port,
                 "uptime_in_seconds": int(time.time() - self.started),
-                "backend": self.config.backend,
+                "backend": self.settings.backend,
             }
         if "clients" in wanted:
             result["clients"] = {
                 "connected_clients": self.reactor.client_connections,
-                "maxclients": self.config.max_connections,
+                "maxclients": self.settings.max_connections,
                 "total_connections_received": self.reactor.accepted_total,
                 "rejected_connections": self.reactor.rejected_total,
             }
@@ -402,7 +408,7 @@ class Server:
         if "persistence" in wanted:
             log = self.node.backend.log
             result["persistence"] = {
-                "wal": self.config.wal,
+                "wal": self.settings.wal,
                 "wal_records_written": log.records_written if log is not None else 0,
                 "wal_bytes_written": log.bytes_written if log is not None else 0,
                 "wal_syncs": log.syncs if log is not None else 0,
@@ -413,15 +419,15 @@ class Server:
             }
         if "cluster" in wanted:
             shard_map = self.topology.current
-            primary, follower = shard_map.shards_of(self.config.node_id)
+            primary, follower = shard_map.shards_of(self.settings.node_id)
             cluster: dict[str, Any] = {
                 "cluster_enabled": int(self.gossip is not None),
                 "epoch": shard_map.epoch,
                 "members": len(shard_map.members),
                 "shards_primary": len(primary),
                 "shards_follower": len(follower),
-                "replication_factor": self.config.replication_factor,
-                "placement": self.config.placement,
+                "replication_factor": self.settings.replication_factor,
+                "placement": self.settings.placement,
             }
             if self.gossip is not None:
                 cluster["gossip_address"] = str(Endpoint(*self.gossip.address))
@@ -446,7 +452,7 @@ class Server:
         return result
 
 
-def gossip_key(config: Config) -> bytes | None:
+def gossip_key(config: Settings) -> bytes | None:
     """The HMAC key for gossip: --gossip-secret, else one derived from --auth-token.
 
     The auth token guards node-to-node traffic too (SPEC: "shared token for
@@ -460,7 +466,7 @@ def gossip_key(config: Config) -> bytes | None:
     return None
 
 
-def membership_options(config: Config, address: tuple[str, int], meta: dict[str, str]) -> MembershipOptions:
+def membership_options(config: Settings, address: tuple[str, int], meta: dict[str, str]) -> MembershipOptions:
     """The membership plugin's options from the node's settings."""
     timing = GossipTiming(
         probe_interval=config.gossip_probe_interval,

@@ -107,14 +107,14 @@ SET_FLAGS = SET_IF_ABSENT | SET_IF_PRESENT | SET_CAS | SET_KEEP_TTL
 SNAPSHOT_BACKGROUND = 0x1
 
 
-class Limits(NamedTuple):
+class FrameLimits(NamedTuple):
     max_key_bytes: int = 65535
     max_value_bytes: int = 64 * 1024 * 1024
     max_items: int = 100_000
     max_frame_bytes: int = 64 * 1024 * 1024 + 65535 + 1024 * 1024
 
 
-DEFAULT_LIMITS = Limits()
+DEFAULT_LIMITS = FrameLimits()
 
 
 # Frame's fields, for equality and repr (a class compiled by mypyc has no __slots__ attribute).
@@ -175,7 +175,7 @@ class FrameDecoder:
 
     __slots__ = ("limits", "_buffer", "_offset", "_opcodes")
 
-    def __init__(self, limits: Limits = DEFAULT_LIMITS, opcodes: frozenset[int] = REQUEST_OPCODES) -> None:
+    def __init__(self, limits: FrameLimits = DEFAULT_LIMITS, opcodes: frozenset[int] = REQUEST_OPCODES) -> None:
         self.limits = limits  # may be replaced between frames (raised after AUTH)
         self._buffer = bytearray()
         self._offset = 0

@@ -10,23 +10,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from aegiskv.backends.base import NO_EXPIRY
 from aegiskv.cluster.redirect import Moved, Routing
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.node.commands import COMMANDS, Command
 from aegiskv.node.operations import Condition
+from aegiskv.protocols.adapter import HandlerContext, WireAdapter
 from aegiskv.protocols.errors import PeerProtocolError
 from aegiskv.protocols.native import codec as native
 from aegiskv.protocols.native.codec import Frame, FrameDecoder, Opcode, Status
 from aegiskv.protocols.session import Session
-from aegiskv.server.pipeline import WireAdapter
 
-if TYPE_CHECKING:
-    from aegiskv.server.wiring import Server
-
-NativeHandler = Callable[[Any, Session, Frame], bytes]
+NativeHandler = Callable[[HandlerContext, Session, Frame], bytes]
 
 _ERROR_STATUS = {
     ErrorKind.INVALID: Status.ERROR,
@@ -75,16 +71,16 @@ def _condition_held(condition: Condition, key_exists: bool) -> bool:
 # -- handlers -------------------------------------------------------------------------
 
 
-def handle_ping(server: Server, session: Session, frame: Frame) -> bytes:
+def handle_ping(server: HandlerContext, session: Session, frame: Frame) -> bytes:
     return native.encode_frame(Opcode.PING, frame.request_id, items=frame.items[:1])
 
 
-def handle_auth(server: Server, session: Session, frame: Frame) -> bytes:
+def handle_auth(server: HandlerContext, session: Session, frame: Frame) -> bytes:
     server.authenticator.check(session, _one_key(frame))
     return native.encode_status_reply(Opcode.AUTH, frame.request_id, _OK)
 
 
-def handle_get(server: Server, session: Session, frame: Frame) -> bytes:
+def handle_get(server: HandlerContext, session: Session, frame: Frame) -> bytes:
     items = frame.items
     if len(items) != 1 or frame.flags:
         _one_key(frame)
@@ -95,7 +91,7 @@ def handle_get(server: Server, session: Session, frame: Frame) -> bytes:
     return native.encode_value_reply(Opcode.GET, frame.request_id, entry.value, entry.version)
 
 
-def handle_get_ttl(server: Server, session: Session, frame: Frame) -> bytes:
+def handle_get_ttl(server: HandlerContext, session: Session, frame: Frame) -> bytes:
     _no_flags(frame)
     node = session.node
     entry = node.get_entry(_one_key(frame))
@@ -105,7 +101,7 @@ def handle_get_ttl(server: Server, session: Session, frame: Frame) -> bytes:
     return native.encode_value_reply(Opcode.GET_TTL, frame.request_id, entry.value, entry.version, ttl)
 
 
-def handle_set(server: Server, session: Session, frame: Frame) -> bytes:
+def handle_set(server: HandlerContext, session: Session, frame: Frame) -> bytes:
     items = frame.items
     if len(items) != 1 or items[0][1] is None:
         raise CommandError(ErrorKind.INVALID, "SET takes exactly one item with a value")
@@ -148,7 +144,7 @@ def handle_set(server: Server, session: Session, frame: Frame) -> bytes:
     return native.encode_status_reply(Opcode.SET, frame.request_id, status, result.version)
 
 
-def handle_del(server: Server, session: Session, frame: Frame) -> bytes:
+def handle_del(server: HandlerContext, session: Session, frame: Frame) -> bytes:
     _no_flags(frame)
     if not frame.items:
         raise CommandError(ErrorKind.INVALID, "DEL takes at least one key")
@@ -158,26 +154,26 @@ def handle_del(server: Server, session: Session, frame: Frame) -> bytes:
     return native.encode_status_reply(Opcode.DEL, frame.request_id, status, removed)
 
 
-def handle_expire(server: Server, session: Session, frame: Frame) -> bytes:
+def handle_expire(server: HandlerContext, session: Session, frame: Frame) -> bytes:
     _no_flags(frame)
     found = session.node.expire(_one_key(frame), frame.ttl_ms)
     return native.encode_status_reply(Opcode.EXPIRE, frame.request_id, _OK if found else _NOT_FOUND)
 
 
-def handle_persist(server: Server, session: Session, frame: Frame) -> bytes:
+def handle_persist(server: HandlerContext, session: Session, frame: Frame) -> bytes:
     _no_flags(frame)
     exists, _had_ttl = session.node.persist(_one_key(frame))
     return native.encode_status_reply(Opcode.PERSIST, frame.request_id, _OK if exists else _NOT_FOUND)
 
 
-def handle_mget(server: Server, session: Session, frame: Frame) -> bytes:
+def handle_mget(server: HandlerContext, session: Session, frame: Frame) -> bytes:
     _no_flags(frame)
     keys = [key for key, _ in frame.items]
     values = session.node.mget(keys)
     return native.encode_frame(Opcode.MGET, frame.request_id, items=list(zip(keys, values)))
 
 
-def handle_mset(server: Server, session: Session, frame: Frame) -> bytes:
+def handle_mset(server: HandlerContext, session: Session, frame: Frame) -> bytes:
     if frame.flags & ~native.SET_IF_ABSENT:
         raise CommandError(ErrorKind.INVALID, "MSET takes only the SET_IF_ABSENT flag (all keys must be absent)")
     pairs = []
@@ -192,7 +188,7 @@ def handle_mset(server: Server, session: Session, frame: Frame) -> bytes:
     return native.encode_status_reply(Opcode.MSET, frame.request_id, status, version)
 
 
-def handle_info(server: Server, session: Session, frame: Frame) -> bytes:
+def handle_info(server: HandlerContext, session: Session, frame: Frame) -> bytes:
     _no_flags(frame)
     sections = [key.decode("utf-8", "replace").lower() for key, _ in frame.items] or None
     items = [
@@ -203,7 +199,7 @@ def handle_info(server: Server, session: Session, frame: Frame) -> bytes:
     return native.encode_frame(Opcode.INFO, frame.request_id, items=items)
 
 
-def handle_snapshot(server: Server, session: Session, frame: Frame) -> bytes:
+def handle_snapshot(server: HandlerContext, session: Session, frame: Frame) -> bytes:
     """Runs in the worker pool (a slow command). Replies with the snapshot's path."""
     if frame.flags & ~native.SNAPSHOT_BACKGROUND:
         raise CommandError(ErrorKind.INVALID, f"unknown SNAPSHOT flags 0x{frame.flags:x}")
@@ -214,7 +210,7 @@ def handle_snapshot(server: Server, session: Session, frame: Frame) -> bytes:
     return native.encode_frame(Opcode.SNAPSHOT, frame.request_id, items=((b"path", path.encode()),))
 
 
-def handle_topology(server: Server, session: Session, frame: Frame) -> bytes:
+def handle_topology(server: HandlerContext, session: Session, frame: Frame) -> bytes:
     _no_flags(frame)
     if frame.items:
         raise CommandError(ErrorKind.INVALID, "TOPOLOGY takes no items")
@@ -259,7 +255,10 @@ class NativeAdapter(WireAdapter[Frame]):
     __slots__ = ("_decoder", "_limits", "_routing", "_authenticated", "_pushed_back", "_error_pending")
 
     def __init__(
-        self, limits: native.Limits, unauthenticated_limits: native.Limits | None, routing: Routing | None = None
+        self,
+        limits: native.FrameLimits,
+        unauthenticated_limits: native.FrameLimits | None,
+        routing: Routing | None = None,
     ) -> None:
         self._limits = limits
         self._decoder = FrameDecoder(unauthenticated_limits or limits)

@@ -15,16 +15,13 @@ native ``TOPOLOGY`` uses, with two translations:
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
 
 from aegiskv.cluster.shard_map import Member, ShardMap
 from aegiskv.cluster.slots import key_slot
 from aegiskv.errors import CommandError, ErrorKind
+from aegiskv.protocols.adapter import HandlerContext
 from aegiskv.protocols.resp import reader as resp
-
-if TYPE_CHECKING:
-    from aegiskv.protocols.session import Session
-    from aegiskv.server.wiring import Server
+from aegiskv.protocols.session import Session
 
 Args = list[bytes]
 
@@ -142,7 +139,7 @@ _HELP = [
 ]
 
 
-def cmd_cluster(server: Server, session: Session, args: Args) -> bytes:
+def cmd_cluster(server: HandlerContext, session: Session, args: Args) -> bytes:
     sub = args[1].lower()
     name = sub.decode("utf-8", "replace")
     shard_map = server.topology.current
@@ -154,11 +151,11 @@ def cmd_cluster(server: Server, session: Session, args: Args) -> bytes:
     if sub == b"shards":
         return cluster_shards(shard_map, session.protocol)
     if sub == b"nodes":
-        return resp.verbatim(cluster_nodes(shard_map, server.config.node_id), session.protocol)
+        return resp.verbatim(cluster_nodes(shard_map, server.settings.node_id), session.protocol)
     if sub == b"info":
         return resp.verbatim(cluster_info(shard_map), session.protocol)
     if sub == b"myid":
-        return resp.bulk(redis_node_id(server.config.node_id).encode())
+        return resp.bulk(redis_node_id(server.settings.node_id).encode())
     if sub == b"keyslot":
         return resp.integer(key_slot(args[2]))
     if sub == b"help":
@@ -166,6 +163,6 @@ def cmd_cluster(server: Server, session: Session, args: Args) -> bytes:
     raise CommandError(ErrorKind.INVALID, f"unknown subcommand '{name}'. Try CLUSTER HELP.")
 
 
-def cmd_readonly(server: Server, session: Session, args: Args) -> bytes:
+def cmd_readonly(server: HandlerContext, session: Session, args: Args) -> bytes:
     """READONLY / READWRITE: accepted; reads are served by primaries either way (see the module docstring)."""
     return resp.OK

@@ -11,7 +11,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import Final, NamedTuple
 
 import aegiskv
 from aegiskv.cluster.redirect import Routing
@@ -19,18 +19,15 @@ from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.node.commands import COMMANDS, Command
 from aegiskv.node.operations import Condition, ExpireCondition, parse_integer
 from aegiskv.node.pattern import glob_match
+from aegiskv.protocols.adapter import HandlerContext, Violation, WireAdapter
 from aegiskv.protocols.errors import PeerProtocolError
 from aegiskv.protocols.resp import reader as resp
 from aegiskv.protocols.resp.cluster import cmd_cluster, cmd_readonly
 from aegiskv.protocols.resp.reader import bulk
 from aegiskv.protocols.session import Session
-from aegiskv.server.pipeline import Violation, WireAdapter
-
-if TYPE_CHECKING:
-    from aegiskv.server.wiring import Server
 
 Args = list[bytes]
-RespHandler = Callable[["Server", Session, Args], bytes]
+RespHandler = Callable[[HandlerContext, Session, Args], bytes]
 
 # The Redis version whose commands and replies this port follows.
 REDIS_COMPATIBLE_VERSION = "7.0.0"
@@ -68,7 +65,7 @@ def _expire_milliseconds(amount: int, unit_ms: int, command: str, now_ms: int = 
 # -- connection ----------------------------------------------------------------------------
 
 
-def cmd_ping(server: Server, session: Session, args: Args) -> bytes:
+def cmd_ping(server: HandlerContext, session: Session, args: Args) -> bytes:
     if len(args) == 1:
         return resp.PONG
     if len(args) > 2:
@@ -76,16 +73,16 @@ def cmd_ping(server: Server, session: Session, args: Args) -> bytes:
     return resp.bulk(args[1])
 
 
-def cmd_echo(server: Server, session: Session, args: Args) -> bytes:
+def cmd_echo(server: HandlerContext, session: Session, args: Args) -> bytes:
     return resp.bulk(args[1])
 
 
-def cmd_quit(server: Server, session: Session, args: Args) -> bytes:
+def cmd_quit(server: HandlerContext, session: Session, args: Args) -> bytes:
     session.close_requested = True
     return resp.OK
 
 
-def cmd_select(server: Server, session: Session, args: Args) -> bytes:
+def cmd_select(server: HandlerContext, session: Session, args: Args) -> bytes:
     index = _integer(args[1])
     if not -(2**31) <= index < 2**31:  # Redis reads the index as a C int first
         raise _invalid("value is out of range, value must between -2147483648 and 2147483647")
@@ -94,7 +91,7 @@ def cmd_select(server: Server, session: Session, args: Args) -> bytes:
     return resp.OK
 
 
-def _authenticate(server: Server, session: Session, user: bytes | None, token: bytes) -> None:
+def _authenticate(server: HandlerContext, session: Session, user: bytes | None, token: bytes) -> None:
     authenticator = server.authenticator
     if not authenticator.required:
         if user is None:
@@ -114,7 +111,7 @@ def _authenticate(server: Server, session: Session, user: bytes | None, token: b
     authenticator.check(session, token)
 
 
-def cmd_auth(server: Server, session: Session, args: Args) -> bytes:
+def cmd_auth(server: HandlerContext, session: Session, args: Args) -> bytes:
     if len(args) == 2:
         _authenticate(server, session, None, args[1])
     elif len(args) == 3:
@@ -124,7 +121,7 @@ def cmd_auth(server: Server, session: Session, args: Args) -> bytes:
     return resp.OK
 
 
-def cmd_hello(server: Server, session: Session, args: Args) -> bytes:
+def cmd_hello(server: HandlerContext, session: Session, args: Args) -> bytes:
     protocol = session.protocol
     index = 1
     if len(args) > 1:
@@ -174,7 +171,7 @@ def cmd_hello(server: Server, session: Session, args: Args) -> bytes:
 # -- strings -------------------------------------------------------------------------------
 
 
-def cmd_get(server: Server, session: Session, args: Args) -> bytes:
+def cmd_get(server: HandlerContext, session: Session, args: Args) -> bytes:
     value = session.node.get(args[1])
     if value is None:
         return resp.NULL3 if session.protocol == 3 else resp.NULL_BULK
@@ -242,7 +239,7 @@ _EXPIRY_WORDS = _TIMED | {b"KEEPTTL", b"PERSIST"}
 _SET_OPTIONS = {b"EX", b"PX", b"EXAT", b"PXAT", b"KEEPTTL", b"NX", b"XX", b"GET"}
 
 
-def cmd_set(server: Server, session: Session, args: Args) -> bytes:
+def cmd_set(server: HandlerContext, session: Session, args: Args) -> bytes:
     if len(args) == 3:
         session.node.put(args[1], args[2])
         return resp.OK
@@ -267,30 +264,30 @@ def cmd_set(server: Server, session: Session, args: Args) -> bytes:
     return resp.OK
 
 
-def cmd_setnx(server: Server, session: Session, args: Args) -> bytes:
+def cmd_setnx(server: HandlerContext, session: Session, args: Args) -> bytes:
     return resp.ONE if session.node.set(args[1], args[2], condition=Condition.IF_ABSENT).stored else resp.ZERO
 
 
-def cmd_setex(server: Server, session: Session, args: Args) -> bytes:
+def cmd_setex(server: HandlerContext, session: Session, args: Args) -> bytes:
     ttl = _expire_milliseconds(_integer(args[2]), 1000, "setex", session.node.now_ms())
     session.node.put(args[1], args[3], ttl)
     return resp.OK
 
 
-def cmd_psetex(server: Server, session: Session, args: Args) -> bytes:
+def cmd_psetex(server: HandlerContext, session: Session, args: Args) -> bytes:
     ttl = _expire_milliseconds(_integer(args[2]), 1, "psetex", session.node.now_ms())
     session.node.put(args[1], args[3], ttl)
     return resp.OK
 
 
-def cmd_getdel(server: Server, session: Session, args: Args) -> bytes:
+def cmd_getdel(server: HandlerContext, session: Session, args: Args) -> bytes:
     return _nullable(session.node.getdel(args[1]), session)
 
 
 _GETEX_OPTIONS = {b"EX", b"PX", b"EXAT", b"PXAT", b"PERSIST"}
 
 
-def cmd_getex(server: Server, session: Session, args: Args) -> bytes:
+def cmd_getex(server: HandlerContext, session: Session, args: Args) -> bytes:
     chosen, amount, _ = _scan_expiry_options(args, 2, _GETEX_OPTIONS)
     try:
         expiry = _expiry_of(chosen, amount, "getex", session.node.now_ms())
@@ -303,7 +300,7 @@ def cmd_getex(server: Server, session: Session, args: Args) -> bytes:
     return _nullable(value, session)
 
 
-def cmd_mget(server: Server, session: Session, args: Args) -> bytes:
+def cmd_mget(server: HandlerContext, session: Session, args: Args) -> bytes:
     return resp.bulk_array(session.node.mget(args[1:]), session.protocol)
 
 
@@ -313,26 +310,26 @@ def _pairs(args: Args, command: str) -> list[tuple[bytes, bytes]]:
     return list(zip(args[1::2], args[2::2]))
 
 
-def cmd_mset(server: Server, session: Session, args: Args) -> bytes:
+def cmd_mset(server: HandlerContext, session: Session, args: Args) -> bytes:
     session.node.mset(_pairs(args, "mset"))
     return resp.OK
 
 
-def cmd_msetnx(server: Server, session: Session, args: Args) -> bytes:
+def cmd_msetnx(server: HandlerContext, session: Session, args: Args) -> bytes:
     return resp.ONE if session.node.mset(_pairs(args, "msetnx"), only_if_none_exist=True) else resp.ZERO
 
 
-def cmd_append(server: Server, session: Session, args: Args) -> bytes:
+def cmd_append(server: HandlerContext, session: Session, args: Args) -> bytes:
     return resp.integer(session.node.append(args[1], args[2]))
 
 
-def cmd_strlen(server: Server, session: Session, args: Args) -> bytes:
+def cmd_strlen(server: HandlerContext, session: Session, args: Args) -> bytes:
     entry = session.node.peek(args[1])
     return resp.integer(0 if entry is None else len(entry.value))
 
 
 def _incr_handler(sign: int, takes_amount: bool) -> RespHandler:
-    def handler(server: Server, session: Session, args: Args) -> bytes:
+    def handler(server: HandlerContext, session: Session, args: Args) -> bytes:
         amount = _integer(args[2]) if takes_amount else 1
         if sign < 0 and amount == -(2**63):
             raise _invalid("decrement would overflow")
@@ -344,22 +341,22 @@ def _incr_handler(sign: int, takes_amount: bool) -> RespHandler:
 # -- keys ----------------------------------------------------------------------------------
 
 
-def cmd_del(server: Server, session: Session, args: Args) -> bytes:
+def cmd_del(server: HandlerContext, session: Session, args: Args) -> bytes:
     if len(args) == 2:
         return resp.ONE if session.node.delete(args[1]) else resp.ZERO
     return resp.integer(session.node.delete_many(args[1:]))
 
 
-def cmd_exists(server: Server, session: Session, args: Args) -> bytes:
+def cmd_exists(server: HandlerContext, session: Session, args: Args) -> bytes:
     return resp.integer(session.node.exists(args[1:]))
 
 
-def cmd_type(server: Server, session: Session, args: Args) -> bytes:
+def cmd_type(server: HandlerContext, session: Session, args: Args) -> bytes:
     return b"+string\r\n" if session.node.peek(args[1]) is not None else b"+none\r\n"
 
 
 def _ttl_handler(unit_ms: int) -> RespHandler:
-    def handler(server: Server, session: Session, args: Args) -> bytes:
+    def handler(server: HandlerContext, session: Session, args: Args) -> bytes:
         remaining = session.node.remaining_ttl_ms(args[1])
         if remaining < 0 or unit_ms == 1:
             return resp.integer(remaining)
@@ -401,7 +398,7 @@ def _expire_condition(options: Args) -> ExpireCondition:
 
 
 def _expire_handler(command: str, unit_ms: int, absolute: bool) -> RespHandler:
-    def handler(server: Server, session: Session, args: Args) -> bytes:
+    def handler(server: HandlerContext, session: Session, args: Args) -> bytes:
         condition = _expire_condition(args[3:])  # Redis checks the options first
         amount = _integer(args[2])
         # Redis's overflow checks: the unit conversion, then adding the base time.
@@ -422,16 +419,16 @@ def _expire_handler(command: str, unit_ms: int, absolute: bool) -> RespHandler:
     return handler
 
 
-def cmd_persist(server: Server, session: Session, args: Args) -> bytes:
+def cmd_persist(server: HandlerContext, session: Session, args: Args) -> bytes:
     _exists, had_ttl = session.node.persist(args[1])
     return resp.ONE if had_ttl else resp.ZERO
 
 
-def cmd_dbsize(server: Server, session: Session, args: Args) -> bytes:
+def cmd_dbsize(server: HandlerContext, session: Session, args: Args) -> bytes:
     return resp.integer(session.node.key_count())
 
 
-def cmd_flush(server: Server, session: Session, args: Args) -> bytes:
+def cmd_flush(server: HandlerContext, session: Session, args: Args) -> bytes:
     if len(args) > 2 or (len(args) == 2 and args[1].upper() not in (b"ASYNC", b"SYNC")):
         raise _invalid(_SYNTAX)
     session.node.flush()
@@ -453,7 +450,7 @@ def _scan_cursor(text: bytes) -> int:
     return (-value) % 2**64 if text[:1] == b"-" else value
 
 
-def cmd_scan(server: Server, session: Session, args: Args) -> bytes:
+def cmd_scan(server: HandlerContext, session: Session, args: Args) -> bytes:
     cursor = _scan_cursor(args[1])
     count = 10
     pattern: bytes | None = None
@@ -490,7 +487,7 @@ def _human(size: int) -> str:
     return f"{size}B"
 
 
-def render_info(server: Server, sections: list[str] | None) -> bytes:
+def render_info(server: HandlerContext, sections: list[str] | None) -> bytes:
     """INFO text in Redis's layout (``# Section`` then ``field:value`` lines)."""
     wanted = {section.lower() for section in sections} if sections else None
     if wanted and wanted & {"all", "everything", "default"}:
@@ -510,7 +507,7 @@ def render_info(server: Server, sections: list[str] | None) -> bytes:
                 ("arch_bits", 64),
                 ("process_id", general["process_id"]),
                 ("run_id", server.run_id),
-                ("tcp_port", server.resp_address[1] if server.resp_listener else 0),
+                ("tcp_port", server.resp_bound[1]),
                 ("uptime_in_seconds", general["uptime_in_seconds"]),
                 ("uptime_in_days", int(general["uptime_in_seconds"]) // 86400),
                 ("executable", "aegis"),
@@ -598,7 +595,7 @@ def render_info(server: Server, sections: list[str] | None) -> bytes:
     return "\r\n".join(blocks).encode()
 
 
-def cmd_info(server: Server, session: Session, args: Args) -> bytes:
+def cmd_info(server: HandlerContext, session: Session, args: Args) -> bytes:
     text = render_info(server, [arg.decode("utf-8", "replace") for arg in args[1:]] or None)
     return resp.verbatim(text, session.protocol)
 
@@ -640,7 +637,7 @@ def client_info_line(session: Session) -> bytes:
     return (" ".join(f"{name}={value}" for name, value in fields) + "\n").encode()
 
 
-def cmd_client(server: Server, session: Session, args: Args) -> bytes:
+def cmd_client(server: HandlerContext, session: Session, args: Args) -> bytes:
     sub = args[1].upper()
     if sub == b"SETNAME" and len(args) == 3:
         session.name = _client_name(args[2]) or None
@@ -667,25 +664,25 @@ def cmd_client(server: Server, session: Session, args: Args) -> bytes:
     raise _invalid(f"unknown subcommand '{args[1].decode('utf-8', 'replace')}'. Try CLIENT HELP.")
 
 
-def _config_values(server: Server) -> dict[bytes, bytes]:
-    config = server.config
+def _config_values(server: HandlerContext) -> dict[bytes, bytes]:
+    config = server.settings
     return {
         b"maxmemory": b"%d" % config.max_memory_bytes,
         b"maxmemory-policy": b"allkeys-lru",
         b"maxclients": b"%d" % config.max_connections,
         b"timeout": b"%d" % int(config.idle_timeout),
         b"databases": b"1",
-        b"save": b"%d 1" % int(server.node.backend.snapshot_interval) if server.node.backend.snapshot_interval else b"",
+        b"save": b"%d 1" % int(server.node.snapshot_interval) if server.node.snapshot_interval else b"",
         b"appendonly": b"yes" if config.wal != "off" else b"no",
         b"appendfsync": {"fsync": b"always", "write": b"no"}.get(config.wal, b"no"),
-        b"port": b"%d" % (server.resp_address[1] if server.resp_listener else 0),
-        b"bind": (server.resp_address[0] if server.resp_listener else "").encode(),
+        b"port": b"%d" % server.resp_bound[1],
+        b"bind": server.resp_bound[0].encode(),
         b"proto-max-bulk-len": b"%d" % config.max_bulk_bytes,
         b"cluster-enabled": b"yes",  # every node answers the CLUSTER commands (see render_info)
     }
 
 
-def cmd_config(server: Server, session: Session, args: Args) -> bytes:
+def cmd_config(server: HandlerContext, session: Session, args: Args) -> bytes:
     sub = args[1].upper()
     if sub == b"GET":
         if len(args) < 3:
@@ -713,14 +710,14 @@ def cmd_config(server: Server, session: Session, args: Args) -> bytes:
     raise _invalid(f"unknown subcommand '{args[1].decode('utf-8', 'replace')}'. Try CONFIG HELP.")
 
 
-def cmd_bgsave(server: Server, session: Session, args: Args) -> bytes:
+def cmd_bgsave(server: HandlerContext, session: Session, args: Args) -> bytes:
     if len(args) > 2 or (len(args) == 2 and args[1].upper() != b"SCHEDULE"):
         raise _invalid(_SYNTAX)
     server.snapshot_in_background()
     return b"+Background saving started\r\n"
 
 
-def cmd_save(server: Server, session: Session, args: Args) -> bytes:
+def cmd_save(server: HandlerContext, session: Session, args: Args) -> bytes:
     session.node.start_snapshot()()
     return resp.OK
 
@@ -735,7 +732,7 @@ _MEMORY_HELP = [
 ]
 
 
-def cmd_memory(server: Server, session: Session, args: Args) -> bytes:
+def cmd_memory(server: HandlerContext, session: Session, args: Args) -> bytes:
     sub = args[1].upper()
     if sub == b"USAGE":
         if len(args) < 3:
@@ -755,7 +752,7 @@ def cmd_memory(server: Server, session: Session, args: Args) -> bytes:
     raise _invalid(f"unknown subcommand '{args[1].decode('utf-8', 'replace')}'. Try MEMORY HELP.")
 
 
-def cmd_lastsave(server: Server, session: Session, args: Args) -> bytes:
+def cmd_lastsave(server: HandlerContext, session: Session, args: Args) -> bytes:
     return resp.integer(int(session.node.last_snapshot_time or server.started))
 
 
@@ -777,7 +774,7 @@ class Spec(NamedTuple):
     categories: tuple[str, ...] | None = None
 
 
-def cmd_command(server: Server, session: Session, args: Args) -> bytes:
+def cmd_command(server: HandlerContext, session: Session, args: Args) -> bytes:
     if len(args) == 1:
         return resp.array([_command_entry(name, spec) for name, spec in sorted(SPECS.items())])
     sub = args[1].upper()

@@ -1,0 +1,139 @@
+"""The contract between a wire protocol and the request pipeline.
+
+A protocol package (``protocols/native``, ``protocols/resp``) provides a
+:class:`WireAdapter` that turns bytes into requests and routes each request to
+a handler; handlers see the server only through :class:`HandlerContext`, the
+narrow view declared here, so they import nothing from ``aegiskv.server`` and
+run in-process in tests with any object that has these attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar
+
+from aegiskv.cluster.shard_map import Topology
+from aegiskv.errors import CommandError
+from aegiskv.node.commands import Command
+from aegiskv.node.operations import Node
+from aegiskv.protocols.errors import PeerProtocolError
+from aegiskv.protocols.session import Authenticator, Session
+
+
+class SettingsView(Protocol):
+    """The settings handlers read (CONFIG GET, CLUSTER MYID); aegiskv.server.settings.Settings has them."""
+
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def max_memory_bytes(self) -> int: ...
+    @property
+    def max_connections(self) -> int: ...
+    @property
+    def idle_timeout(self) -> float: ...
+    @property
+    def wal(self) -> str: ...
+    @property
+    def max_bulk_bytes(self) -> int: ...
+
+
+class HandlerContext(Protocol):
+    """What a command handler may use of the server that runs it (aegiskv.server.wiring.Server).
+
+    Any thread: handlers run on the reactor or in a worker. ``info`` and
+    ``snapshot_in_background`` are the only calls that may take long; the
+    command table marks the commands that use them ``slow``.
+    """
+
+    node: Node
+    authenticator: Authenticator
+    topology: Topology
+    run_id: str
+    started: float  # wall-clock seconds when the server started
+
+    @property
+    def settings(self) -> SettingsView: ...
+
+    @property
+    def resp_bound(self) -> tuple[str, int]:
+        """The RESP port's bound address (``("", 0)`` when the node serves none)."""
+        ...
+
+    def info(self, sections: list[str] | None = None) -> dict[str, dict[str, Any]]:
+        """INFO, by section."""
+        ...
+
+    def snapshot_in_background(self) -> None:
+        """Start a snapshot (BGSAVE); raises CommandError when one runs or the backend keeps none."""
+        ...
+
+
+RequestT = TypeVar("RequestT")
+
+# A handler runs one request: adapters bind the protocol syntax to Node methods.
+Handler = Callable[[HandlerContext, Session, Any], bytes]
+
+
+class Violation(Exception):
+    """The peer broke the wire protocol: send ``reply`` (may be empty) and close.
+
+    With ``discard`` the connection closes at once, dropping replies not yet sent.
+    """
+
+    def __init__(self, reply: bytes, reason: str, discard: bool = False) -> None:
+        super().__init__(reason)
+        self.reply = reply
+        self.reason = reason
+        self.discard = discard
+
+
+class WireAdapter(Generic[RequestT]):
+    """What a protocol provides to :class:`RequestPipeline`.
+
+    A base class rather than a typing Protocol: compiled (setup.py), calls on
+    a value of a native class go straight to the method, where a Protocol-typed
+    value costs a generic attribute lookup and call per request.
+    """
+
+    def receive_data(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def take_requests(self) -> list[RequestT]:
+        """Every complete request buffered now (empty: more data needed); raises PeerProtocolError.
+
+        Requests before a protocol error are returned first; the error is
+        raised by the next call. Before authentication at most one request
+        (AUTH changes the limits the requests after it are decoded with).
+        """
+        raise NotImplementedError
+
+    def push_back(self, requests: list[RequestT]) -> None:
+        """Requests taken but not run (the pipeline paused): returned first by the next take."""
+        raise NotImplementedError
+
+    def error_pending(self) -> bool:
+        """The last take stopped before a protocol error, which the next take raises."""
+        raise NotImplementedError
+
+    def violation_reply(self, error: PeerProtocolError) -> bytes:
+        """What to send before closing a connection that broke the protocol."""
+        raise NotImplementedError
+
+    def route(self, request: RequestT) -> tuple[Command, Handler]:
+        """The command and its handler; raises CommandError for an unknown command."""
+        raise NotImplementedError
+
+    def batch_size(self, request: RequestT) -> int:
+        """Number of keys the request touches (decides inline versus pool for batch commands)."""
+        raise NotImplementedError
+
+    def error_reply(self, request: RequestT | None, error: CommandError) -> bytes:
+        raise NotImplementedError
+
+    def authenticated(self) -> None:
+        """The connection just authenticated: lift the small pre-auth limits."""
+        raise NotImplementedError
+
+    def buffered(self) -> int:
+        """Bytes received but not yet consumed as requests."""
+        raise NotImplementedError
