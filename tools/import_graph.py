@@ -34,7 +34,18 @@ ALLOWED: dict[str, set[str]] = {
     "server": {"protocols", "node", "backends", "cluster", "net", "errors", "aegiskv", "plugin_api"},
     "client": {"protocols", "cluster", "net"},
     "plugin_api": {"backends", "cluster"},
-    "testing": {"server", "protocols", "node", "backends", "cluster", "net", "errors", "client", "aegiskv", "plugin_api"},
+    "testing": {
+        "server",
+        "protocols",
+        "node",
+        "backends",
+        "cluster",
+        "net",
+        "errors",
+        "client",
+        "aegiskv",
+        "plugin_api",
+    },
 }
 
 

@@ -1,0 +1,260 @@
+"""The replication stream of a shard, as sans-IO state: what a primary sends and what a follower applies.
+
+Each shard has one primary at a time (the holder of its lease, see
+aegiskv.cluster.leases). Every change the primary makes to a shard's keys gets
+the shard's next *sequence number* and goes into the shard's :class:`Backlog`;
+followers receive the changes in order and acknowledge what they applied. A
+replica's *position* is ``(epoch, seq)``: the last change it applied and the
+epoch (lease term) in which that change was written. Sequence numbers keep
+growing across epochs: a new primary continues at its last seq + 1 under its
+new epoch, and records the switch in its backlog's *history*.
+
+Whether a follower can continue from its position (an *incremental* sync) or
+must be sent the whole shard (a *resync*) is decided by the primary
+(:meth:`Backlog.plan_sync`), Redis PSYNC-style: the position must lie on the
+primary's own history (the change at that seq was written in that epoch) and
+the changes after it must still be in the backlog. A follower that applied
+changes the new primary never had (an old primary's last writes that reached
+no majority) is not on the history: it is resynced, and what it held of the
+shard is discarded (counted, never merged back).
+
+No sockets, clocks or locks here: aegiskv.server.replication drives it.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+Position = tuple[int, int]  # (epoch, seq); (0, 0) is an empty replica
+
+
+class Op(enum.IntEnum):
+    """What one replicated change does."""
+
+    PUT = 1  # store value, version and deadline (a write, or a TTL change that rewrote the entry)
+    DELETE = 2  # remove the key; ``version`` is the delete's (a tombstone's) version
+    EXPIRE = 3  # change the deadline only (``expires_at_ms``; 0 drops it)
+    FLUSH = 4  # remove every key of the shard
+
+
+class Change(NamedTuple):
+    seq: int
+    op: int
+    key: bytes
+    value: bytes
+    version: int
+    expires_at_ms: int
+
+    def size(self) -> int:
+        """Bytes it costs in a backlog and on the wire (its encoding's length)."""
+        return _CHANGE.size + len(self.key) + len(self.value)
+
+
+# seq, op, version, expires_at_ms, key length, value length; then key and value.
+_CHANGE = struct.Struct(">QBQqII")
+
+
+def encode_changes(changes: Iterable[Change]) -> bytes:
+    parts = []
+    for change in changes:
+        parts.append(
+            _CHANGE.pack(
+                change.seq, change.op, change.version, change.expires_at_ms, len(change.key), len(change.value)
+            )
+        )
+        parts.append(change.key)
+        parts.append(change.value)
+    return b"".join(parts)
+
+
+def decode_changes(data: bytes | memoryview, max_items: int = 1 << 20) -> list[Change]:
+    """The changes in ``data``; raises ValueError on anything malformed (a peer broke the protocol)."""
+    view = memoryview(data)
+    changes: list[Change] = []
+    offset = 0
+    while offset < len(view):
+        if len(changes) >= max_items:
+            raise ValueError(f"more than {max_items} changes in one batch")
+        if len(view) - offset < _CHANGE.size:
+            raise ValueError("truncated change header")
+        seq, op, version, expires_at_ms, key_length, value_length = _CHANGE.unpack_from(view, offset)
+        offset += _CHANGE.size
+        if op not in _OPS:
+            raise ValueError(f"unknown change op {op}")
+        if len(view) - offset < key_length + value_length:
+            raise ValueError("truncated change body")
+        key = bytes(view[offset : offset + key_length])
+        offset += key_length
+        value = bytes(view[offset : offset + value_length])
+        offset += value_length
+        changes.append(Change(seq, op, key, value, version, expires_at_ms))
+    return changes
+
+
+_OPS = frozenset(int(op) for op in Op)
+
+
+class SyncPlan(NamedTuple):
+    """How the primary brings a follower at some position up to date."""
+
+    resync: bool  # True: send the whole shard (and the follower discards what it holds of it)
+    from_seq: int  # the first seq to stream (after the snapshot, when resync)
+    diverged: bool  # the follower held changes the primary never had (discarded on resync)
+
+
+@dataclass
+class Backlog:
+    """A primary's recent changes to one shard, bounded in bytes, and the epochs its log went through.
+
+    ``history`` lists ``(epoch, first seq written in it)`` in order. Not thread-safe:
+    the caller (the node, under its lock) serialises appends and reads.
+    """
+
+    max_bytes: int
+    last_seq: int = 0
+    history: list[tuple[int, int]] = field(default_factory=list)
+    _changes: deque[Change] = field(default_factory=deque)
+    _bytes: int = 0
+
+    @property
+    def first_seq(self) -> int:
+        """The oldest seq still held (last_seq + 1 when empty)."""
+        return self._changes[0].seq if self._changes else self.last_seq + 1
+
+    @property
+    def position(self) -> Position:
+        return (self.epoch_of(self.last_seq), self.last_seq)
+
+    def start_epoch(self, epoch: int) -> None:
+        """This node becomes primary for ``epoch``: later changes are written in it."""
+        if self.history and epoch <= self.history[-1][0]:
+            raise ValueError(f"epoch {epoch} does not grow past {self.history[-1][0]}")
+        self.history.append((epoch, self.last_seq + 1))
+
+    def restart_at(self, seq: int, history: Iterable[tuple[int, int]]) -> None:
+        """A follower resynchronised up to ``seq`` of a primary with ``history``: nothing older is held."""
+        self._changes.clear()
+        self._bytes = 0
+        self.last_seq = seq
+        self.history = []
+        self.merge_history(history)
+
+    def merge_history(self, entries: Iterable[tuple[int, int]]) -> None:
+        """Take in a primary's history entries (a follower learns of the epochs its changes were written in).
+
+        An entry starting at or before a known one replaces it and everything after:
+        the primary's word is the log.
+        """
+        for epoch, first_seq in sorted(entries, key=lambda entry: entry[1]):
+            if self.history and self.history[-1] == (epoch, first_seq):
+                continue
+            while self.history and self.history[-1][1] >= first_seq:
+                self.history.pop()
+            if self.history and self.history[-1][0] >= epoch:
+                raise ValueError(f"history epoch {epoch} at seq {first_seq} does not grow past {self.history[-1]}")
+            self.history.append((epoch, first_seq))
+
+    def history_since(self, seq: int) -> list[tuple[int, int]]:
+        """The entries a follower at ``seq`` needs to place changes after it: the one covering it and later ones."""
+        index = max(bisect_right(self.history, seq, key=lambda entry: entry[1]) - 1, 0)
+        return self.history[index:]
+
+    def append(self, op: int, key: bytes, value: bytes, version: int, expires_at_ms: int) -> Change:
+        if not self.history:
+            raise ValueError("append before start_epoch")
+        change = Change(self.last_seq + 1, op, key, value, version, expires_at_ms)
+        self._changes.append(change)
+        self._bytes += change.size()
+        self.last_seq = change.seq
+        while self._bytes > self.max_bytes and len(self._changes) > 1:
+            self._bytes -= self._changes.popleft().size()
+        return change
+
+    def record(self, change: Change) -> None:
+        """A follower keeps what it applied (in order), so it can serve as primary's backlog after a failover."""
+        if change.seq != self.last_seq + 1:
+            raise ValueError(f"change {change.seq} after {self.last_seq}")
+        self._changes.append(change)
+        self._bytes += change.size()
+        self.last_seq = change.seq
+        while self._bytes > self.max_bytes and len(self._changes) > 1:
+            self._bytes -= self._changes.popleft().size()
+
+    def epoch_of(self, seq: int) -> int:
+        """The epoch in which change ``seq`` was written (0 for seq 0, before any)."""
+        if seq <= 0 or not self.history:
+            return 0
+        index = bisect_right(self.history, seq, key=lambda entry: entry[1]) - 1
+        return self.history[index][0] if index >= 0 else 0
+
+    def changes_after(self, seq: int, max_bytes: int) -> list[Change]:
+        """Changes from ``seq + 1`` on, at most about ``max_bytes`` (always at least one when any)."""
+        if seq < self.first_seq - 1:
+            raise LookupError(f"changes after {seq} are gone (the backlog starts at {self.first_seq})")
+        found: list[Change] = []
+        size = 0
+        start = seq + 1 - self.first_seq
+        for index in range(max(start, 0), len(self._changes)):
+            change = self._changes[index]
+            if found and size + change.size() > max_bytes:
+                break
+            found.append(change)
+            size += change.size()
+        return found
+
+    def plan_sync(self, follower: Position) -> SyncPlan:
+        """Incremental from the follower's position when it lies on this log and is still held, else resync."""
+        epoch, seq = follower
+        if seq > self.last_seq:
+            return SyncPlan(True, self.last_seq + 1, True)  # it has changes beyond ours: an old primary's
+        on_history = seq == 0 or self.epoch_of(seq) == epoch
+        if not on_history:
+            return SyncPlan(True, self.last_seq + 1, True)
+        if seq >= self.first_seq - 1:
+            return SyncPlan(False, seq + 1, False)
+        return SyncPlan(True, self.last_seq + 1, False)  # on our log, but too far behind the backlog
+
+
+@dataclass
+class FollowerProgress:
+    """What a primary knows of one follower of one shard."""
+
+    acked_seq: int = 0  # the follower applied (and made durable, per its --wal) every change up to here
+    sent_seq: int = 0  # streamed up to here (sent, maybe not yet acknowledged)
+    syncing: bool = False  # a snapshot is on its way: nothing is streamed until it ends
+    connected: bool = False
+
+
+class QuorumTracker:
+    """Which changes of one shard enough replicas acknowledged (the primary counts itself)."""
+
+    def __init__(self) -> None:
+        self.followers: dict[str, FollowerProgress] = {}
+
+    def set_followers(self, node_ids: Iterable[str]) -> None:
+        wanted = set(node_ids)
+        for gone in set(self.followers) - wanted:
+            del self.followers[gone]
+        for node_id in wanted:
+            self.followers.setdefault(node_id, FollowerProgress())
+
+    def acknowledge(self, node_id: str, seq: int) -> bool:
+        """Record an acknowledgement; True when it moved the follower forward."""
+        progress = self.followers.get(node_id)
+        if progress is None or seq <= progress.acked_seq:
+            return False
+        progress.acked_seq = seq
+        return True
+
+    def copies(self, seq: int) -> int:
+        """How many replicas (the primary included) hold change ``seq``."""
+        return 1 + sum(1 for progress in self.followers.values() if progress.acked_seq >= seq)
+
+    def replicas(self) -> int:
+        return 1 + len(self.followers)

@@ -1,0 +1,161 @@
+"""The replication stream's sans-IO parts: backlog, sync plans, change codec, quorum counting."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aegiskv.cluster.replication import (
+    Backlog,
+    Change,
+    Op,
+    QuorumTracker,
+    decode_changes,
+    encode_changes,
+)
+from tests.effort import examples
+
+
+def primary_backlog(epochs: list[tuple[int, int]], max_bytes: int = 1 << 20) -> Backlog:
+    """A backlog that wrote ``count`` changes in each ``(epoch, count)``, in order."""
+    backlog = Backlog(max_bytes)
+    for epoch, count in epochs:
+        backlog.start_epoch(epoch)
+        for index in range(count):
+            backlog.append(Op.PUT, b"k%d" % index, b"v", index + 1, 0)
+    return backlog
+
+
+def test_sequence_numbers_continue_across_epochs_and_history_places_them() -> None:
+    backlog = primary_backlog([(1, 5), (3, 4)])
+    assert backlog.last_seq == 9
+    assert backlog.history == [(1, 1), (3, 6)]
+    assert [backlog.epoch_of(seq) for seq in (0, 1, 5, 6, 9)] == [0, 1, 1, 3, 3]
+    assert backlog.position == (3, 9)
+
+
+def test_epochs_must_grow() -> None:
+    backlog = primary_backlog([(4, 1)])
+    with pytest.raises(ValueError, match="does not grow"):
+        backlog.start_epoch(4)
+
+
+def test_a_follower_on_the_primarys_log_continues_incrementally() -> None:
+    backlog = primary_backlog([(1, 5), (3, 4)])
+    assert backlog.plan_sync((1, 5)) == (False, 6, False)
+    assert backlog.plan_sync((3, 7)) == (False, 8, False)
+    assert backlog.plan_sync((3, 9)) == (False, 10, False)  # up to date: nothing to send yet
+    assert backlog.plan_sync((0, 0)) == (False, 1, False)  # empty, and the backlog holds everything
+
+
+def test_a_follower_with_changes_the_primary_never_had_is_resynced_and_discards_them() -> None:
+    backlog = primary_backlog([(1, 5), (3, 4)])
+    # An old primary of epoch 2 wrote seq 6 and 7, which reached no majority: not on this history.
+    assert backlog.plan_sync((2, 7)) == (True, 10, True)
+    # Further than the primary got at all.
+    assert backlog.plan_sync((3, 12)) == (True, 10, True)
+
+
+def test_a_follower_behind_the_backlog_is_resynced_without_discarding() -> None:
+    backlog = primary_backlog([(1, 50)], max_bytes=300)
+    assert backlog.first_seq > 2
+    assert backlog.plan_sync((1, 1)) == (True, 51, False)
+    held_from = backlog.first_seq - 1
+    assert backlog.plan_sync((1, held_from)) == (False, held_from + 1, False)
+
+
+def test_changes_after_respect_the_byte_budget_and_refuse_what_is_gone() -> None:
+    backlog = primary_backlog([(1, 20)])
+    first = backlog.changes_after(0, max_bytes=1)
+    assert [change.seq for change in first] == [1]  # always at least one
+    some = backlog.changes_after(4, max_bytes=3 * first[0].size())
+    assert [change.seq for change in some] == [5, 6, 7]
+    assert backlog.changes_after(20, max_bytes=1 << 20) == []
+    small = primary_backlog([(1, 50)], max_bytes=300)
+    with pytest.raises(LookupError, match="gone"):
+        small.changes_after(0, 1 << 20)
+
+
+def test_a_follower_backlog_records_in_order_and_learns_the_history() -> None:
+    primary = primary_backlog([(1, 3), (2, 3)])
+    follower = Backlog(1 << 20)
+    follower.restart_at(0, primary.history_since(0))
+    for change in primary.changes_after(0, 1 << 20):
+        follower.record(change)
+    assert follower.position == primary.position == (2, 6)
+    with pytest.raises(ValueError, match="after"):
+        follower.record(Change(9, Op.PUT, b"k", b"v", 1, 0))
+    # The primary moves on to epoch 5; the follower learns it with the next changes.
+    primary.start_epoch(5)
+    primary.append(Op.DELETE, b"k0", b"", 99, 0)
+    follower.merge_history(primary.history_since(follower.last_seq))
+    follower.record(primary.changes_after(6, 1 << 20)[0])
+    assert follower.position == (5, 7)
+
+
+def test_history_from_a_new_primary_replaces_what_it_contradicts() -> None:
+    follower = Backlog(1 << 20)
+    follower.merge_history([(1, 1), (2, 10)])
+    follower.merge_history([(2, 10), (4, 12)])
+    assert follower.history == [(1, 1), (2, 10), (4, 12)]
+    with pytest.raises(ValueError, match="does not grow"):
+        follower.merge_history([(3, 20)])
+
+
+changes_strategy = st.lists(
+    st.builds(
+        Change,
+        st.integers(1, 2**63),
+        st.sampled_from([int(op) for op in Op]),
+        st.binary(max_size=40),
+        st.binary(max_size=200),
+        st.integers(0, 2**63),
+        st.integers(-(2**63), 2**63 - 1),
+    ),
+    max_size=20,
+)
+
+
+@given(changes_strategy)
+@settings(max_examples=examples(200))
+def test_the_change_codec_round_trips(changes: list[Change]) -> None:
+    assert decode_changes(encode_changes(changes)) == changes
+
+
+@given(changes_strategy.filter(bool), st.data())
+@settings(max_examples=examples(200))
+def test_truncated_or_damaged_batches_raise_value_error(changes: list[Change], data: st.DataObject) -> None:
+    encoded = encode_changes(changes)
+    cut = data.draw(st.integers(1, len(encoded) - 1)) if len(encoded) > 1 else 0
+    try:
+        decoded = decode_changes(encoded[:cut])
+    except ValueError:
+        return
+    # A cut exactly between two changes is a shorter, valid batch.
+    assert decoded == changes[: len(decoded)]
+
+
+def test_unknown_ops_and_too_many_items_are_refused() -> None:
+    bad = bytearray(encode_changes([Change(1, Op.PUT, b"k", b"v", 1, 0)]))
+    bad[8] = 77
+    with pytest.raises(ValueError, match="unknown change op"):
+        decode_changes(bytes(bad))
+    many = encode_changes([Change(seq, Op.DELETE, b"k", b"", 1, 0) for seq in range(1, 6)])
+    with pytest.raises(ValueError, match="more than 4"):
+        decode_changes(many, max_items=4)
+
+
+def test_quorum_counts_the_primary_and_each_follower_once() -> None:
+    tracker = QuorumTracker()
+    tracker.set_followers(["b", "c"])
+    assert tracker.replicas() == 3
+    assert tracker.copies(1) == 1
+    assert tracker.acknowledge("b", 5)
+    assert not tracker.acknowledge("b", 4)  # acknowledgements only move forward
+    assert not tracker.acknowledge("stranger", 9)
+    assert tracker.copies(5) == 2 and tracker.copies(6) == 1
+    tracker.acknowledge("c", 9)
+    assert tracker.copies(5) == 3
+    tracker.set_followers(["c", "d"])  # b left the replica set
+    assert tracker.copies(5) == 2 and tracker.replicas() == 3
