@@ -80,6 +80,9 @@ class ConnectionHandler:
         """True while bytes of an incomplete request may be buffered (asked by the once-a-second sweep)."""
         return False
 
+    def connection_failed(self, error: OSError) -> None:
+        """A connection this node opened (:meth:`Reactor.connect`) could not be made; nothing else is called."""
+
 
 @dataclass
 class ListenerOptions:
@@ -129,14 +132,21 @@ class Listener:
         pass
 
 
+def _options_of(listener: Listener | None) -> ListenerOptions:
+    if listener is None:
+        raise ValueError("a connection this node opens is given its options")
+    return listener.options
+
+
 class Transport:
-    """One accepted socket: buffers, interest set, and the transport API for its protocol."""
+    """One connected socket: buffers, interest set, and the transport API for its protocol."""
 
     __slots__ = (
         "reactor",
         "sock",
         "peer",
         "listener",
+        "options",
         "protocol",
         "_out",
         "out_size",
@@ -163,11 +173,21 @@ class Transport:
         "_data_received",
     )
 
-    def __init__(self, reactor: Reactor, sock: socket.socket, peer: Any, listener: Listener, connection_id: int):
+    def __init__(
+        self,
+        reactor: Reactor,
+        sock: socket.socket,
+        peer: Any,
+        listener: Listener | None,
+        connection_id: int,
+        options: ListenerOptions | None = None,
+    ):
         self.reactor = reactor
         self.sock = sock
         self.peer = peer
+        # The listener that accepted it; None for a connection this node opened (Reactor.connect).
         self.listener = listener
+        self.options: ListenerOptions = options if options is not None else _options_of(listener)
         self.protocol: ConnectionHandler = ConnectionHandler()
         # Bound once: looking a method up on the socket, or on a protocol class
         # that interpreted code may subclass, costs a dictionary search per call.
@@ -201,7 +221,7 @@ class Transport:
         self.last_activity = reactor.now
         self.created = reactor.now
         self.connection_id = connection_id
-        self.high_water = listener.options.output_high_water
+        self.high_water = self.options.output_high_water
         self._dirty = False  # queued in reactor.dirty for a send at the end of this loop turn
         self._tls = isinstance(sock, ssl.SSLSocket)
         self._handshaking = self._tls
@@ -304,7 +324,7 @@ class Transport:
         try:
             self._data_received(data)
         except Exception:
-            logger.exception("protocol {} failed on data from {}; closing", self.listener.options.name, self.peer)
+            logger.exception("protocol {} failed on data from {}; closing", self.options.name, self.peer)
             self._close_now()
             return
         if not self._dirty:
@@ -321,7 +341,7 @@ class Transport:
             self._handshake_events = WRITE
         except (ssl.SSLError, OSError) as error:
             self.reactor.tls_failures += 1
-            logger.info("TLS handshake with {} on {} failed: {}", self.peer, self.listener.options.name, error)
+            logger.info("TLS handshake with {} on {} failed: {}", self.peer, self.options.name, error)
             self.close_reason = "tls"
             self._close_now()
             return
@@ -344,13 +364,13 @@ class Transport:
             reactor.pre_send()  # e.g. the write-ahead log goes to the OS before any reply does
         out = self._out
         size = self.out_size
-        if size > self.listener.options.output_limit:
+        if size > self.options.output_limit:
             logger.warning(
                 "closing {} connection from {}: {} reply bytes not taken (limit {})",
-                self.listener.options.name,
+                self.options.name,
                 self.peer,
                 size,
-                self.listener.options.output_limit,
+                self.options.output_limit,
             )
             self.close_reason = "output_limit"
             self._close_now()
@@ -419,7 +439,7 @@ class Transport:
         try:
             self.protocol.output_drained()
         except Exception:
-            logger.exception("protocol {} failed resuming {}; closing", self.listener.options.name, self.peer)
+            logger.exception("protocol {} failed resuming {}; closing", self.options.name, self.peer)
             self._close_now()
 
     def kernel_queue_shrank(self) -> bool:
@@ -477,7 +497,7 @@ class Transport:
         try:
             self.protocol.connection_lost()
         except Exception:
-            logger.exception("protocol {} failed on close", self.listener.options.name)
+            logger.exception("protocol {} failed on close", self.options.name)
 
 
 class Reactor:
@@ -698,12 +718,44 @@ class Reactor:
         connection.attach(options.protocol_factory())
         connection._update_interest()
 
+    def connect(
+        self,
+        address: tuple[str, int],
+        options: ListenerOptions,
+        handler: ConnectionHandler,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        """Open a connection to ``address`` without blocking; ``handler`` drives it like an accepted one.
+
+        ``handler.connection_made`` runs once TCP is connected (with TLS, what it
+        writes waits for the handshake); ``handler.connection_failed`` instead when
+        the connection is refused, fails or takes longer than ``timeout``.
+        ``options`` gives the limits (``max_connections`` and ``protocol_factory``
+        are not used); such connections never count as clients.
+        """
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        dial = _Dial(self, sock, address, options, handler, ssl_context, server_hostname)
+        try:
+            code = sock.connect_ex(address)
+        except OSError as error:  # e.g. an address this host cannot route
+            dial.fail(error)
+            return
+        if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+            dial.fail(OSError(code, os.strerror(code)))
+            return
+        self.poller.register(sock, WRITE, dial)
+        self.call_later(timeout, dial.time_out)
+
     def _count(self, listener: Listener) -> int:
         return sum(1 for connection in self.connections.values() if connection.listener is listener)
 
     def _connection_closed(self, connection: Transport) -> None:
         removed = self.connections.pop(connection.connection_id, None) is not None
-        if removed and connection.listener.options.counts_as_client:
+        if removed and connection.options.counts_as_client:
             self.client_connections -= 1
 
     def _sweep(self) -> None:
@@ -716,7 +768,7 @@ class Reactor:
         try:
             now = self.now
             for connection in list(self.connections.values()):
-                options = connection.listener.options
+                options = connection.options
                 reason = ""
                 if connection._handshaking:
                     if now - connection.created > options.handshake_timeout:
@@ -756,5 +808,78 @@ class Reactor:
         return sum(
             1
             for connection in self.connections.values()
-            if connection.listener.options.counts_as_client and (connection.protocol.busy() or connection.out_size)
+            if connection.options.counts_as_client and (connection.protocol.busy() or connection.out_size)
         )
+
+
+class _Dial:
+    """A connection this node is opening: waits for the socket to become writable (connected or failed)."""
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        sock: socket.socket,
+        address: tuple[str, int],
+        options: ListenerOptions,
+        handler: ConnectionHandler,
+        ssl_context: ssl.SSLContext | None,
+        server_hostname: str | None,
+    ) -> None:
+        self.reactor = reactor
+        self.sock = sock
+        self.address = address
+        self.options = options
+        self.handler = handler
+        self.ssl_context = ssl_context
+        self.server_hostname = server_hostname
+        self.closed = False  # done: connected, failed or timed out
+
+    def handle_read(self) -> None:  # pragma: no cover - registered for writes only
+        self.handle_write()
+
+    def handle_write(self) -> None:
+        if self.closed:
+            return
+        reactor = self.reactor
+        reactor.poller.unregister(self.sock)
+        code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            self.fail(OSError(code, os.strerror(code)), registered=False)
+            return
+        self.closed = True
+        sock = self.sock
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.ssl_context is not None:
+            try:
+                sock = self.ssl_context.wrap_socket(
+                    sock, server_side=False, do_handshake_on_connect=False, server_hostname=self.server_hostname
+                )
+            except (ssl.SSLError, OSError) as error:
+                self.fail(error, registered=False)
+                return
+        transport = Transport(reactor, sock, self.address, None, next(reactor._connection_ids), self.options)
+        if transport._handshaking:
+            transport._handshake_events = WRITE  # the client speaks first: send the ClientHello now
+        reactor.connections[transport.connection_id] = transport
+        transport.attach(self.handler)
+        transport._update_interest()
+
+    def time_out(self) -> None:
+        if not self.closed:
+            self.fail(TimeoutError(f"connecting to {self.address[0]}:{self.address[1]} timed out"))
+
+    def fail(self, error: OSError, registered: bool = True) -> None:
+        if self.closed and registered:
+            return
+        self.closed = True
+        if registered:
+            try:
+                self.reactor.poller.unregister(self.sock)
+            except (KeyError, ValueError, OSError):
+                pass  # never registered (failed at once)
+        self.sock.close()
+        try:
+            self.handler.connection_failed(error)
+        except Exception:
+            logger.exception("connection_failed of {} raised", self.options.name)

@@ -305,7 +305,7 @@ class Server:
     def _drain_step(self) -> None:
         reactor = self.reactor
         for connection in list(reactor.connections.values()):
-            if connection.listener.options.counts_as_client and not connection.protocol.busy():
+            if connection.options.counts_as_client and not connection.protocol.busy():
                 connection.close(flush=True)  # closes once its replies have been sent
         remaining = reactor.client_connections
         if remaining == 0:
