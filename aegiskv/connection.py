@@ -15,6 +15,13 @@ encode errors; this class decides *where* and *when* each request runs:
   loop stops decoding, the reactor stops reading, and ``output_drained``
   resumes. A client that pipelines large GETs and never reads therefore holds
   at most about one high-water mark of replies, plus one reply.
+* With a write-ahead log, a write's reply is held until the log holds the
+  records the write appended (the sequence numbers it moved ``appended_seq``
+  through) as ``--wal`` promised, and replies behind it wait too
+  (aegiskv.durability). If the log gave those records up (a full or failing
+  disk), the write was undone and its reply becomes the storage error; while
+  the log cannot be written, writes are refused before they run. A node
+  without a log takes none of these paths.
 """
 
 from __future__ import annotations
@@ -139,11 +146,13 @@ class CommandConnection(Protocol, Generic[RequestT]):
         self._in_pool = False
         self._closing = False
         self.connection: Connection | None = None
-        # fsync mode: replies held until the write-ahead log is durable past them,
-        # as (sequence number needed, reply); later replies queue behind them.
-        self._durability = server.durability if server.durability is not None and server.durability.fsync else None
-        self._held: deque[tuple[int, bytes]] = deque()
+        # With a write-ahead log: replies held until the log holds the records of the
+        # write they answer, as (appended_seq before, appended_seq after, reply,
+        # request); later replies queue behind them (see _emit).
+        self._durability = server.durability
+        self._held: deque[tuple[int, int, bytes, RequestT | None]] = deque()
         self._held_bytes = 0
+        self._paused_for_log = False  # reading stopped until held replies leave (release() resumes)
 
     # -- reactor hooks -------------------------------------------------------------
 
@@ -171,39 +180,64 @@ class CommandConnection(Protocol, Generic[RequestT]):
             self._durability.forget(self)
         self._held.clear()
 
-    # -- held replies (fsync mode) -----------------------------------------------------
+    # -- held replies (nodes with a write-ahead log) -------------------------------------------
 
-    def _emit(self, reply: bytes, is_write: bool) -> None:
-        """Send ``reply`` now, or hold it until the log is durable (and keep order)."""
+    def _run_logged(self, command: Command, handler: Handler, request: RequestT, stats: RequestStats) -> None:
+        """Run one request on a node with a log, inline: its reply waits for the records it appended."""
+        durability = self._durability
+        assert durability is not None
+        log = durability.log
+        before = log.appended_seq
+        reply = self._execute(command, handler, request, stats, in_turn=True)
+        # A read's records (keys it found expired) need not reach the log first:
+        # a replay drops those keys again.
+        self._emit(reply, before, log.appended_seq if command.write else before, request)
+
+    def _emit(self, reply: bytes, before: int, after: int, request: RequestT | None) -> None:
+        """Send ``reply`` now, or hold it until the log holds the records in (before, after] (and keep order)."""
         durability = self._durability
         assert durability is not None and self.connection is not None
-        seq = durability.log.appended_seq if is_write else 0
-        if self._held or seq > durability.log.durable_seq:
-            self._held.append((seq, reply))
+        held = self._held
+        if held or (after > before and after > durability.confirmed_seq):
+            if not held:
+                durability.wait(self)
+            held.append((before, after, reply, request))
             self._held_bytes += len(reply)
-            durability.wait(self)
         else:
             self.connection.write(reply)
 
-    def release(self, durable_seq: int) -> None:
-        """The log is durable up to ``durable_seq``: send the replies that waited for it."""
+    def release(self) -> None:
+        """The log made progress or gave records up: send the replies that no longer wait."""
         connection = self.connection
         held = self._held
         if connection is None or connection.closed:
             held.clear()
             return
-        while held and held[0][0] <= durable_seq:
-            _seq, reply = held.popleft()
+        durability = self._durability
+        assert durability is not None
+        log = durability.log
+        confirmed = durability.confirmed_seq
+        while held:
+            before, after, reply, request = held[0]
+            if after <= before:
+                answer = reply  # no records of its own: it only kept its place in the order
+            elif log.given_up_between(before, after):
+                answer = self.adapter.error_reply(request, durability.given_up_write())
+            elif after > confirmed:
+                break
+            else:
+                answer = reply
+            held.popleft()
             self._held_bytes -= len(reply)
-            connection.write(reply)
+            connection.write(answer)
         if not held:
-            assert self._durability is not None
-            self._durability.forget(self)
+            durability.forget(self)
             if self._closing:
                 connection.close()  # QUIT or a fatal error waited for its earlier replies
-            elif not self._in_pool:
+            elif self._paused_for_log and not self._in_pool:
+                self._paused_for_log = False
                 connection.resume_reading()
-                self._process()  # it may have stopped at the high-water mark
+                self._process()  # it stopped at the high-water mark
 
     def busy(self) -> bool:
         return self._in_pool
@@ -253,7 +287,10 @@ class CommandConnection(Protocol, Generic[RequestT]):
                     self._violation(violation)
                     return
                 except CommandError as error:
-                    connection.write(adapter.error_reply(request, error))
+                    if durable:
+                        self._emit(adapter.error_reply(request, error), 0, 0, request)  # behind held replies
+                    else:
+                        connection.write(adapter.error_reply(request, error))
                     continue
                 if command.may_leave_reactor and (command.slow or adapter.batch_size(request) > limit):
                     adapter.push_back(requests[position + 1 :])
@@ -275,13 +312,11 @@ class CommandConnection(Protocol, Generic[RequestT]):
                     stats.ran(command.index)
                     if session.close_requested:
                         self._closing = True
+                elif durable:
+                    self._run_logged(command, handler, request, stats)
                 else:
-                    reply = self._execute(command, handler, request, stats, in_turn=True)
-                    if durable:
-                        self._emit(reply, command.write)
-                    else:
-                        connection.write(reply)
-                    plain = not durable and session.authenticated and session.rate is None  # after AUTH
+                    connection.write(self._execute(command, handler, request, stats, in_turn=True))
+                    plain = session.authenticated and session.rate is None  # after AUTH
                 if self._closing:
                     adapter.push_back(requests[position + 1 :])  # never run: the connection closes
                     if not self._held:
@@ -299,6 +334,7 @@ class CommandConnection(Protocol, Generic[RequestT]):
         connection = self.connection
         assert connection is not None
         if self._held_bytes and connection.out_size + self._held_bytes >= high_water:
+            self._paused_for_log = True
             connection.pause_reading()
 
     def _execute(
@@ -318,6 +354,11 @@ class CommandConnection(Protocol, Generic[RequestT]):
             return self.adapter.error_reply(
                 request, CommandError(ErrorKind.RATE_LIMITED, "rate limit exceeded for this connection")
             )
+        durability = self._durability
+        if command.write and durability is not None and durability.log.failure is not None:
+            # Refused before it runs: nothing to undo, and the error is the same on both ports.
+            stats.count_rejected(command.index)
+            return self.adapter.error_reply(request, durability.refused_write())
         was_authenticated = session.authenticated
         try:
             reply = handler(self.server, session, request)
@@ -370,13 +411,16 @@ class CommandConnection(Protocol, Generic[RequestT]):
         self._in_pool = True
         connection.pause_reading()
         registry = self.server.stats
+        log = self._durability.log if self._durability is not None else None
 
-        def run() -> list[bytes]:
+        def run() -> list[tuple[bytes, int, int, RequestT | None]]:
+            # Each reply with the log records its request appended (see _emit); the
+            # bounds also take in other threads' records, which only makes it wait longer.
             stats = registry.for_this_thread()
-            replies = []
+            replies: list[tuple[bytes, int, int, RequestT | None]] = []
             for item in batch:
                 if len(item) == 2:
-                    replies.append(self.adapter.error_reply(item[0], item[1]))
+                    replies.append((self.adapter.error_reply(item[0], item[1]), 0, 0, item[0]))
                 else:
                     queued_command, queued_handler, queued_request, routed_authenticated = item
                     if session.authenticated and not routed_authenticated:
@@ -385,14 +429,17 @@ class CommandConnection(Protocol, Generic[RequestT]):
                         try:
                             self.adapter.route(queued_request)
                         except CommandError as error:
-                            replies.append(self.adapter.error_reply(queued_request, error))
+                            replies.append((self.adapter.error_reply(queued_request, error), 0, 0, queued_request))
                             continue
-                    replies.append(self._execute(queued_command, queued_handler, queued_request, stats, in_turn=False))
+                    before = log.appended_seq if log is not None else 0
+                    reply = self._execute(queued_command, queued_handler, queued_request, stats, in_turn=False)
+                    after = log.appended_seq if log is not None and queued_command.write else before
+                    replies.append((reply, before, after, queued_request))
                 if self._closing:
                     break
             return replies
 
-        def done(replies: list[bytes] | None, error: BaseException | None) -> None:
+        def done(replies: list[tuple[bytes, int, int, RequestT | None]] | None, error: BaseException | None) -> None:
             self._in_pool = False
             if connection.closed:
                 return
@@ -400,11 +447,16 @@ class CommandConnection(Protocol, Generic[RequestT]):
                 connection.write(self.adapter.error_reply(None, CommandError(ErrorKind.INTERNAL, "internal error")))
                 connection.close()
                 return
-            if self._durability is not None:
-                for reply in replies:
-                    self._emit(reply, True)  # the batch's writes are all behind the log's current end
+            durability = self._durability
+            if durability is not None:
+                for reply, before, after, request in replies:
+                    if after > before and durability.log.given_up_between(before, after):
+                        # Its records were given up while the batch ran: the write was undone.
+                        self._emit(self.adapter.error_reply(request, durability.given_up_write()), 0, 0, request)
+                    else:
+                        self._emit(reply, before, after, request)
             else:
-                for reply in replies:
+                for reply, _before, _after, _request in replies:
                     connection.write(reply)
             if violation is not None:
                 self._violation(violation)
@@ -414,6 +466,7 @@ class CommandConnection(Protocol, Generic[RequestT]):
                     connection.close()
                 return
             if self._held and connection.out_size + self._held_bytes >= connection.high_water:
+                self._paused_for_log = True
                 return  # release() resumes reading
             connection.resume_reading()
             self._process()
@@ -431,7 +484,8 @@ class CommandConnection(Protocol, Generic[RequestT]):
             return
         if self._held:  # answered (and closed) after the replies the log still holds
             if violation.reply:
-                self._held.append((0, violation.reply))
+                self._held.append((0, 0, violation.reply, None))
+                self._held_bytes += len(violation.reply)
             return
         if violation.reply:
             connection.write(violation.reply)

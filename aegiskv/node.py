@@ -18,7 +18,18 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple
 
-from aegiskv.backends.base import NO_EXPIRY, Backend, BackendStats, Clock, Entry, Value, ValueTooLarge, wall_clock_ms
+from aegiskv.backends.base import (
+    NO_EXPIRY,
+    Backend,
+    BackendStats,
+    Clock,
+    Entry,
+    StorageUnavailable,
+    Value,
+    ValueTooLarge,
+    wall_clock_ms,
+)
+from aegiskv.backends.file_ops import describe_error
 from aegiskv.backends.memory import MemoryBackend, entry_cost
 from aegiskv.cluster.slots import ShardMapper
 from aegiskv.errors import CommandError, ErrorKind
@@ -448,7 +459,10 @@ class Node:
         with self._lock:
             if self.snapshot_running:
                 raise CommandError(ErrorKind.INVALID, "Background save already in progress")
-            job = self.backend.begin_snapshot()
+            try:
+                job = self.backend.begin_snapshot()
+            except StorageUnavailable as error:
+                raise CommandError(ErrorKind.STORAGE_FAILED, f"cannot snapshot: {error}") from None
             if job is None:
                 raise CommandError(
                     ErrorKind.INVALID, 'this node keeps no snapshots (start it with --wal, or backend = "snapshot")'
@@ -458,12 +472,20 @@ class Node:
         def run() -> str:
             try:
                 path = job()
-                self.last_snapshot_time = time.time()
-                return path
+            except OSError as error:
+                reason = f"{describe_error(error)} writing a snapshot"
+                raise CommandError(ErrorKind.STORAGE_FAILED, f"snapshot failed: {reason}") from None
             finally:
                 self.snapshot_running = False
+            self.last_snapshot_time = time.time()
+            return path
 
         return run
+
+    def undo_unlogged(self) -> int:
+        """Undo the changes whose log records could not be written (see Backend.undo_unlogged)."""
+        with self._lock:
+            return self.backend.undo_unlogged()
 
     # -- housekeeping ----------------------------------------------------------------
 

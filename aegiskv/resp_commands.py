@@ -1198,6 +1198,8 @@ _ERROR_PREFIX = {
     ErrorKind.INTERNAL: "ERR",
     ErrorKind.MOVED: "MOVED",
     ErrorKind.CLUSTER_DOWN: "CLUSTERDOWN",
+    # Redis's prefix when it cannot persist (-MISCONF Errors writing to the AOF file: ...).
+    ErrorKind.STORAGE_FAILED: "MISCONF",
 }
 
 

@@ -28,7 +28,7 @@ from aegiskv.cluster.shard_map import Endpoint, Member, Topology
 from aegiskv.config import Config, parse_address
 from aegiskv.connection import CommandConnection
 from aegiskv.durability import Durability
-from aegiskv.errors import CommandError
+from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.health import HealthProtocol
 from aegiskv.memtrim import find_malloc_trim
 from aegiskv.metrics import build_registry, render
@@ -94,7 +94,7 @@ class Server:
         self.resp_use_hiredis = {"auto": None, "hiredis": True, "python": False}[config.resp_parser]
         self.run_id = secrets.token_hex(20)
         log = node.backend.log
-        self.durability = Durability(self.reactor, log) if log is not None else None
+        self.durability = Durability(self.reactor, log, node.undo_unlogged) if log is not None else None
         self.metrics_registry = build_registry(self)
         self.native_listener: Listener | None = None
         self.resp_listener: Listener | None = None
@@ -246,15 +246,29 @@ class Server:
         self.node.expire_step(self.config.expiry_sample_size, self.config.expiry_step_budget)
 
     def _timed_snapshot(self) -> None:
-        if self.node.snapshot_running:
-            return
-        self.reactor.submit(self.snapshot_in_background, self._snapshot_done)
+        if self.node.snapshot_running or self.storage_failure() is not None:
+            return  # none while the log cannot be written: rotating it is a snapshot's first step
+        self.reactor.submit(self._start_timed_snapshot, self._snapshot_done)
+
+    def _start_timed_snapshot(self) -> None:
+        try:
+            self.snapshot_in_background()
+        except CommandError as error:
+            logger.warning("timed snapshot not started: {}", error.message)
 
     def snapshot_in_background(self) -> None:
         """Freeze the keyspace and write it from another worker (BGSAVE). Any thread but the reactor
-        should call this: freezing takes the node lock for a C-speed copy of the key references."""
+        should call this: freezing takes the node lock for a C-speed copy of the key references.
+        Raises CommandError when no snapshot can start (one is running, the log failed)."""
         job = self.node.start_snapshot()
-        self.reactor.submit(job, self._snapshot_done)
+
+        def write() -> None:
+            try:
+                job()
+            except CommandError as error:  # a storage error
+                logger.error("{}", error.message)
+
+        self.reactor.submit(write, self._snapshot_done)
 
     def _snapshot_done(self, _path: object, error: BaseException | None) -> None:
         if error is not None and not isinstance(error, CommandError):
@@ -264,8 +278,9 @@ class Server:
         """On graceful shutdown (after the reactor stopped): write a snapshot, synchronously."""
         try:
             self.node.start_snapshot()()
-        except CommandError:
-            pass  # no snapshots with this backend
+        except CommandError as error:
+            if error.kind is not ErrorKind.INVALID:  # INVALID: no snapshots with this backend
+                logger.error("snapshot at shutdown failed: {}", error.message)
         except Exception as error:
             logger.error("snapshot at shutdown failed: {}", error)
 
@@ -353,6 +368,11 @@ class Server:
 
     def render_metrics(self) -> tuple[bytes, str]:
         return render(self.metrics_registry)
+
+    def storage_failure(self) -> str | None:
+        """Why writes are refused now, in one line (None: they are accepted). Any thread."""
+        log = self.node.backend.log
+        return log.failure if log is not None else None
 
     def info(self, sections: list[str] | None = None) -> dict[str, dict[str, Any]]:
         """INFO, by section (server, clients, memory, stats, keyspace). Any thread."""

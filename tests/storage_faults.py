@@ -1,4 +1,4 @@
-"""Storage faults for tests: a FileOps that fails chosen calls.
+"""Storage faults for tests: a FileOps that fails chosen calls, and a node served in-process with it.
 
 :class:`FaultyFiles` is the real file system except for the calls a test
 names: the n-th call of an operation (or every call from some point on, a
@@ -7,6 +7,9 @@ given. It also keeps the books on descriptors: every write or fsync must go
 to a descriptor it opened and has not closed, so a log byte sent to a closed
 (and perhaps reused) descriptor is caught where it happens.
 
+:class:`InProcessNode` is a real Server (reactor, pipeline, both ports) on
+port 0 in a thread, whose backend makes its file-system calls through a
+FaultyFiles; the daemon has no way to take one, so it is built here.
 """
 
 from __future__ import annotations
@@ -15,13 +18,22 @@ import errno
 import os
 import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from aegiskv import plugins
 from aegiskv.backends.base import BackendOptions, wall_clock_ms
 from aegiskv.backends.file_ops import Data, FileOps
 from aegiskv.backends.snapshot import SnapshotBackend
-from aegiskv.node import first_version
+from aegiskv.backends.wal import WalBackend
+from aegiskv.cluster.interfaces import PlacementOptions
+from aegiskv.cluster.shard_map import Topology
+from aegiskv.cluster.slots import ShardMapper
+from aegiskv.config import build
+from aegiskv.node import Limits, Node, first_version
+from aegiskv.server import Server
 
 # The operations FaultyFiles can fail, as FileOps names them.
 OPERATIONS = ("open", "write", "pwrite", "fsync", "close", "replace", "unlink")
@@ -180,3 +192,66 @@ def open_backend(data_dir: Path, wal: str, files: FileOps | None = None, **optio
     if files is None:
         return SnapshotBackend(backend_options)
     return SnapshotBackend(backend_options, files=files)
+
+
+class InProcessNode:
+    """A Server on 127.0.0.1 port 0 in a thread, its backend writing through ``files``."""
+
+    def __init__(
+        self, data_dir: Path, wal: str, files: FileOps, segment_bytes: int = 64 << 20, retry_interval: float = 0.05
+    ) -> None:
+        self.config = build(
+            environ={},
+            flags={
+                "bind": "127.0.0.1:0",
+                "resp_bind": "127.0.0.1:0",
+                "health_addr": "127.0.0.1:0",
+                "gossip": "off",
+                "data_dir": str(data_dir),
+                "wal": wal,
+                "node_id": "storage-faults",
+                "worker_threads": "2",
+            },
+        )
+        config = self.config
+        backend = open_backend(data_dir, wal, files, wal_segment_bytes=segment_bytes)
+        self.backend: WalBackend = backend
+        limits = Limits(config.max_key_bytes, config.max_value_bytes, config.max_batch_keys)
+        node = Node(backend, limits, ShardMapper(config.shards))
+        _plugin, placement = plugins.load_placement(
+            config.placement, PlacementOptions(config.virtual_nodes, config.placement_load_factor)
+        )
+        self.server = Server(config, node, Topology(placement, ShardMapper(config.shards), config.replication_factor))
+        assert self.server.durability is not None
+        self.server.durability.retry_interval = retry_interval
+        started = threading.Event()
+
+        def serve() -> None:
+            # start() binds and schedules timers: on the thread that runs the reactor.
+            self.server.start()
+            started.set()
+            self.server.run()
+
+        self._thread = threading.Thread(target=serve, name="in-process-node", daemon=True)
+        self._thread.start()
+        if not started.wait(10):
+            raise RuntimeError("in-process node did not start")
+        self.resp_address = self.server.resp_address
+        self.native_address = self.server.native_address
+        self.health_address = self.server.health_address
+
+    def stop(self) -> None:
+        """Stop serving and close the log (a clean shutdown, without the final snapshot)."""
+        self.server.stop()
+        self._thread.join(10)
+        assert not self._thread.is_alive(), "in-process node did not stop"
+        self.backend.close()
+
+
+@contextmanager
+def in_process_node(data_dir: Path, wal: str, files: FileOps, **kwargs: object) -> Iterator[InProcessNode]:
+    node = InProcessNode(data_dir, wal, files, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield node
+    finally:
+        node.stop()

@@ -10,25 +10,41 @@ What must hold whatever fails (aegiskv.backends.wal_log, aegiskv.durability):
 * a failed fsync is never retried on the same descriptor, and the records it
   covered are written again to a fresh segment;
 * recovery reads a segment only up to where the next one starts;
-* a failed snapshot leaves the previous snapshot and the log as they were.
+* a failed snapshot leaves the previous snapshot and the log as they were;
+* a served node refuses writes on both ports with the storage error, keeps
+  serving reads, and accepts writes again by itself once the file system
+  lets it.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 
 from aegiskv.backends import wal_format
 from aegiskv.backends.base import StorageUnavailable
 from aegiskv.backends.snapshot import SnapshotBackend, list_snapshots
 from aegiskv.backends.wal_format import RecordType
 from aegiskv.backends.wal_log import WalCorruption, list_segments, recover, segment_name
+from aegiskv.client import Client, Config, StorageFailedError
 from tests.backend_state import State, state_of
-from tests.storage_faults import Fault, FaultyFiles, Sentinels, open_backend
+from tests.storage_faults import Fault, FaultyFiles, Sentinels, in_process_node, open_backend
+
+DEADLINE = 10.0  # seconds to wait for a condition that should come within a few retry intervals
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        time.sleep(0.01)
 
 
 def serve(backend: SnapshotBackend) -> None:
@@ -280,3 +296,61 @@ def test_failed_snapshot_leaves_the_previous_one_and_the_log(
     assert files.misuse == []
     backend.close()
     assert reopened(tmp_path, "write") == expected
+
+
+# -- a served node ----------------------------------------------------------------------------------
+
+
+def accepts_writes(client: redis.Redis, key: str) -> bool:
+    try:
+        return client.set(key, "back") is True
+    except redis.ResponseError as error:
+        assert str(error).startswith("MISCONF Errors writing to the write-ahead log"), error
+        return False
+
+
+@pytest.mark.parametrize("wal", ["write", "fsync"])
+def test_node_refuses_writes_serves_reads_and_recovers(wal: str, tmp_path: Path, files: FaultyFiles) -> None:
+    with in_process_node(tmp_path, wal, files) as node:
+        resp = redis.Redis(*node.resp_address, socket_timeout=10)
+        native = Client(Config(seeds=[f"{node.native_address[0]}:{node.native_address[1]}"], max_retries=0))
+        try:
+            assert resp.set("kept", "1")
+            files.fail_always("write", Fault(errno.ENOSPC))  # a full disk
+            with pytest.raises(redis.ResponseError, match=r"^MISCONF Errors writing to the write-ahead log: No space"):
+                resp.set("kept", "2")  # its record cannot be written: undone
+            assert resp.get("kept") == b"1"
+            # Refused before it runs, on both ports, while reads are served.
+            with pytest.raises(redis.ResponseError, match="writes are refused until it can be written"):
+                resp.set("other", "x")
+            with pytest.raises(StorageFailedError) as refused:
+                native.set("other", "x")
+            assert refused.value.code == "STORAGE_FAILED"
+            assert native.get("kept") == b"1"
+            with pytest.raises(redis.ResponseError, match=r"^MISCONF cannot snapshot"):
+                resp.bgsave()
+            files.heal()
+            wait_until(lambda: accepts_writes(resp, "other"), "writes are accepted again")
+            native.set("native", "y")
+            expected = {b"kept": b"1", b"other": b"back", b"native": b"y"}
+        finally:
+            native.close()
+            resp.close()
+    assert files.misuse == []
+    assert {key: value for key, (value, _version, _deadline) in reopened(tmp_path, wal).items()} == expected
+
+
+def test_reply_held_for_a_failed_fsync_leaves_once_the_records_are_written_again(
+    tmp_path: Path, files: FaultyFiles
+) -> None:
+    with in_process_node(tmp_path, "fsync", files) as node:
+        resp = redis.Redis(*node.resp_address, socket_timeout=10)
+        try:
+            assert resp.set("first", "1")
+            files.fail("fsync", 1, Fault(errno.EIO))
+            assert resp.set("second", "2"), "acknowledged once the repair fsynced it in a fresh segment"
+            assert len(files.injected) == 1 and files.injected[0].startswith("fsync#"), files.injected
+        finally:
+            resp.close()
+    assert files.misuse == []
+    assert set(reopened(tmp_path, "fsync")) == {b"first", b"second"}
