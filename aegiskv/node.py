@@ -129,6 +129,8 @@ class Node:
         self._scans = ScanCursors()
         self.snapshot_running = False
         self.last_snapshot_time = 0.0  # wall-clock seconds of the last snapshot this process wrote
+        self.last_snapshot_error = ""  # why the last snapshot failed ("" when it did not)
+        self.snapshot_failures = 0
 
     # -- reads -----------------------------------------------------------------------
 
@@ -462,6 +464,7 @@ class Node:
             try:
                 job = self.backend.begin_snapshot()
             except StorageUnavailable as error:
+                self._snapshot_failed(str(error))
                 raise CommandError(ErrorKind.STORAGE_FAILED, f"cannot snapshot: {error}") from None
             if job is None:
                 raise CommandError(
@@ -474,13 +477,22 @@ class Node:
                 path = job()
             except OSError as error:
                 reason = f"{describe_error(error)} writing a snapshot"
+                self._snapshot_failed(reason)
                 raise CommandError(ErrorKind.STORAGE_FAILED, f"snapshot failed: {reason}") from None
+            except Exception as error:
+                self._snapshot_failed(str(error))
+                raise
             finally:
                 self.snapshot_running = False
             self.last_snapshot_time = time.time()
+            self.last_snapshot_error = ""
             return path
 
         return run
+
+    def _snapshot_failed(self, reason: str) -> None:
+        self.snapshot_failures += 1
+        self.last_snapshot_error = reason
 
     def undo_unlogged(self) -> int:
         """Undo the changes whose log records could not be written (see Backend.undo_unlogged)."""

@@ -141,7 +141,9 @@ class Server:
                 parse_address(config.health_addr),
                 ListenerOptions(
                     name="http",
-                    protocol_factory=lambda: HealthProtocol(lambda: self.ready, self.render_metrics),
+                    protocol_factory=lambda: HealthProtocol(
+                        lambda: self.ready, self.render_metrics, self.storage_failure
+                    ),
                     max_connections=_HEALTH_MAX_CONNECTIONS,
                     idle_timeout=_HEALTH_IDLE_TIMEOUT,
                     output_high_water=1 << 20,
@@ -265,7 +267,7 @@ class Server:
         def write() -> None:
             try:
                 job()
-            except CommandError as error:  # a storage error
+            except CommandError as error:  # a storage error, already counted for INFO
                 logger.error("{}", error.message)
 
         self.reactor.submit(write, self._snapshot_done)
@@ -420,6 +422,7 @@ class Server:
             }
         if "persistence" in wanted:
             log = self.node.backend.log
+            failure = log.failure if log is not None else None
             result["persistence"] = {
                 "wal": self.config.wal,
                 "wal_records_written": log.records_written if log is not None else 0,
@@ -427,8 +430,16 @@ class Server:
                 "wal_syncs": log.syncs if log is not None else 0,
                 "wal_written_seq": log.written_seq if log is not None else 0,
                 "wal_durable_seq": log.durable_seq if log is not None else 0,
+                # "failing" while the log cannot be written: writes are refused, reads served.
+                "wal_status": "ok" if failure is None else "failing",
+                "wal_failure": failure or "",
+                "wal_failures": log.failures if log is not None else 0,
+                "wal_records_given_up": log.given_up if log is not None else 0,
                 "snapshot_in_progress": int(self.node.snapshot_running),
                 "last_snapshot_time": int(self.node.last_snapshot_time),
+                "last_snapshot_status": "err" if self.node.last_snapshot_error else "ok",
+                "last_snapshot_error": self.node.last_snapshot_error,
+                "snapshot_failures": self.node.snapshot_failures,
             }
         if "cluster" in wanted:
             shard_map = self.topology.current

@@ -12,8 +12,8 @@ What must hold whatever fails (aegiskv.backends.wal_log, aegiskv.durability):
 * recovery reads a segment only up to where the next one starts;
 * a failed snapshot leaves the previous snapshot and the log as they were;
 * a served node refuses writes on both ports with the storage error, keeps
-  serving reads, and accepts writes again by itself once the file system
-  lets it.
+  serving reads, says so in INFO, /health and /metrics, and accepts writes
+  again by itself once the file system lets it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -301,6 +302,12 @@ def test_failed_snapshot_leaves_the_previous_one_and_the_log(
 # -- a served node ----------------------------------------------------------------------------------
 
 
+def health(address: tuple[str, int] | None, path: str = "/health") -> str:
+    assert address is not None
+    with urllib.request.urlopen(f"http://{address[0]}:{address[1]}{path}", timeout=5) as response:
+        return response.read().decode()
+
+
 def accepts_writes(client: redis.Redis, key: str) -> bool:
     try:
         return client.set(key, "back") is True
@@ -329,8 +336,16 @@ def test_node_refuses_writes_serves_reads_and_recovers(wal: str, tmp_path: Path,
             assert native.get("kept") == b"1"
             with pytest.raises(redis.ResponseError, match=r"^MISCONF cannot snapshot"):
                 resp.bgsave()
+            persistence = resp.info("persistence")
+            assert persistence["aof_last_write_status"] == "err"
+            assert persistence["aegis_wal_status"] == "failing"
+            assert "No space left on device (ENOSPC)" in persistence["aegis_wal_failure"]
+            assert health(node.health_address).startswith("degraded: writes refused: No space left on device")
+            assert "aegis_wal_writable 0.0" in health(node.health_address, "/metrics")
             files.heal()
             wait_until(lambda: accepts_writes(resp, "other"), "writes are accepted again")
+            assert health(node.health_address) == "ok\n"
+            assert resp.info("persistence")["aof_last_write_status"] == "ok"
             native.set("native", "y")
             expected = {b"kept": b"1", b"other": b"back", b"native": b"y"}
         finally:
@@ -350,6 +365,7 @@ def test_reply_held_for_a_failed_fsync_leaves_once_the_records_are_written_again
             files.fail("fsync", 1, Fault(errno.EIO))
             assert resp.set("second", "2"), "acknowledged once the repair fsynced it in a fresh segment"
             assert len(files.injected) == 1 and files.injected[0].startswith("fsync#"), files.injected
+            assert resp.info("persistence")["aegis_wal_failures"] == 1
         finally:
             resp.close()
     assert files.misuse == []
