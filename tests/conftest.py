@@ -13,6 +13,12 @@ from aegiskv.localnode import LocalNode
 StartNode = Callable[..., LocalNode]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "needs_root: mounts file systems (tmpfs, bind mounts); skips without root or mount rights"
+    )
+
+
 @pytest.fixture
 def start_node(tmp_path) -> Iterator[StartNode]:
     """Factory: ``start_node("--max-memory", "5")`` starts a node and stops it after the test."""
