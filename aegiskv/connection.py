@@ -15,13 +15,14 @@ encode errors; this class decides *where* and *when* each request runs:
   loop stops decoding, the reactor stops reading, and ``output_drained``
   resumes. A client that pipelines large GETs and never reads therefore holds
   at most about one high-water mark of replies, plus one reply.
-* With a write-ahead log, a write's reply is held until the log holds the
-  records the write appended (the sequence numbers it moved ``appended_seq``
-  through) as ``--wal`` promised, and replies behind it wait too
-  (aegiskv.durability). If the log gave those records up (a full or failing
-  disk), the write was undone and its reply becomes the storage error; while
-  the log cannot be written, writes are refused before they run. A node
-  without a log takes none of these paths.
+* With a write-ahead log, a reply is held until the log holds every record
+  appended before it was computed (``appended_seq`` then) as ``--wal``
+  promised (a read: written; a write in fsync mode: fsynced), and replies
+  behind it wait too (aegiskv.durability). If the log gave up a record the
+  command could have seen or made (a full or failing disk), that change was
+  undone and the reply becomes the storage error; while the log cannot be
+  written, writes are refused before they run. A node without a log takes
+  none of these paths.
 """
 
 from __future__ import annotations
@@ -146,11 +147,11 @@ class CommandConnection(Protocol, Generic[RequestT]):
         self._in_pool = False
         self._closing = False
         self.connection: Connection | None = None
-        # With a write-ahead log: replies held until the log holds the records of the
-        # write they answer, as (appended_seq before, appended_seq after, reply,
-        # request); later replies queue behind them (see _emit).
+        # With a write-ahead log: replies held until the log settles what they saw, as
+        # (the log's undos before, appended_seq after, write, reply, request); later
+        # replies queue behind them (see _emit).
         self._durability = server.durability
-        self._held: deque[tuple[int, int, bytes, RequestT | None]] = deque()
+        self._held: deque[tuple[int, int, bool, bytes, RequestT | None]] = deque()
         self._held_bytes = 0
         self._paused_for_log = False  # reading stopped until held replies leave (release() resumes)
 
@@ -183,25 +184,31 @@ class CommandConnection(Protocol, Generic[RequestT]):
     # -- held replies (nodes with a write-ahead log) -------------------------------------------
 
     def _run_logged(self, command: Command, handler: Handler, request: RequestT, stats: RequestStats) -> None:
-        """Run one request on a node with a log, inline: its reply waits for the records it appended."""
+        """Run one request on a node with a log, inline: its reply waits for what it saw (see _emit)."""
         durability = self._durability
         assert durability is not None
         log = durability.log
-        before = log.appended_seq
+        undos = log.undos
         reply = self._execute(command, handler, request, stats, in_turn=True)
-        # A read's records (keys it found expired) need not reach the log first:
-        # a replay drops those keys again.
-        self._emit(reply, before, log.appended_seq if command.write else before, request)
+        self._emit(reply, undos, log.appended_seq, command.write, request)
 
-    def _emit(self, reply: bytes, before: int, after: int, request: RequestT | None) -> None:
-        """Send ``reply`` now, or hold it until the log holds the records in (before, after] (and keep order)."""
+    def _emit(self, reply: bytes, undos: int, seen_seq: int, write: bool, request: RequestT | None) -> None:
+        """Send ``reply`` now, or hold it until the log settles every record up to ``seen_seq`` (and keep order).
+
+        ``undos`` is the log's count of undone ranges before the command ran: one
+        undone since, up to ``seen_seq``, may hold a change the reply saw.
+        """
         durability = self._durability
         assert durability is not None and self.connection is not None
+        log = durability.log
+        if log.undos != undos and log.undone_since(undos, seen_seq):
+            reply = self.adapter.error_reply(request, durability.undone_error())
+            undos = log.undos
         held = self._held
-        if held or (after > before and after > durability.confirmed_seq):
+        if held or not durability.settled(seen_seq, write):
             if not held:
                 durability.wait(self)
-            held.append((before, after, reply, request))
+            held.append((undos, seen_seq, write, reply, request))
             self._held_bytes += len(reply)
         else:
             self.connection.write(reply)
@@ -216,15 +223,12 @@ class CommandConnection(Protocol, Generic[RequestT]):
         durability = self._durability
         assert durability is not None
         log = durability.log
-        confirmed = durability.confirmed_seq
         while held:
-            before, after, reply, request = held[0]
-            if after <= before:
-                answer = reply  # no records of its own: it only kept its place in the order
-            elif log.given_up_between(before, after):
-                answer = self.adapter.error_reply(request, durability.given_up_write())
-            elif after > confirmed:
-                break
+            undos, seen_seq, write, reply, request = held[0]
+            if log.undos != undos and log.undone_since(undos, seen_seq):
+                answer = self.adapter.error_reply(request, durability.undone_error())
+            elif not durability.settled(seen_seq, write):
+                break  # once settled, nothing it saw can be undone any more
             else:
                 answer = reply
             held.popleft()
@@ -265,6 +269,11 @@ class CommandConnection(Protocol, Generic[RequestT]):
         high_water = connection.high_water
         durable = self._durability is not None
         plain = not durable and session.authenticated and session.rate is None
+        # With a log, a read takes the plain path too while no record waits to be written
+        # and no reply is held: it cannot have seen a change the log may still give up
+        # (the records it appends itself drop expired keys, which are never put back).
+        log = self._durability.log if self._durability is not None else None
+        reads_plain = durable and session.authenticated and session.rate is None
         while True:
             # An authenticated take returns every complete request; before
             # authentication it returns one, so take again after running it.
@@ -288,7 +297,7 @@ class CommandConnection(Protocol, Generic[RequestT]):
                     return
                 except CommandError as error:
                     if durable:
-                        self._emit(adapter.error_reply(request, error), 0, 0, request)  # behind held replies
+                        self._emit(adapter.error_reply(request, error), 0, 0, False, request)  # behind held replies
                     else:
                         connection.write(adapter.error_reply(request, error))
                     continue
@@ -296,7 +305,13 @@ class CommandConnection(Protocol, Generic[RequestT]):
                     adapter.push_back(requests[position + 1 :])
                     self._hand_off(command, handler, request)
                     return
-                if plain:
+                if plain or (
+                    reads_plain
+                    and log is not None
+                    and not command.write
+                    and not self._held
+                    and log.appended_seq == log.written_seq
+                ):
                     try:
                         connection.write(handler(server, session, request))
                     except CommandError as error:
@@ -314,6 +329,7 @@ class CommandConnection(Protocol, Generic[RequestT]):
                         self._closing = True
                 elif durable:
                     self._run_logged(command, handler, request, stats)
+                    reads_plain = session.authenticated and session.rate is None  # after AUTH
                 else:
                     connection.write(self._execute(command, handler, request, stats, in_turn=True))
                     plain = session.authenticated and session.rate is None  # after AUTH
@@ -413,14 +429,13 @@ class CommandConnection(Protocol, Generic[RequestT]):
         registry = self.server.stats
         log = self._durability.log if self._durability is not None else None
 
-        def run() -> list[tuple[bytes, int, int, RequestT | None]]:
-            # Each reply with the log records its request appended (see _emit); the
-            # bounds also take in other threads' records, which only makes it wait longer.
+        def run() -> list[tuple[bytes, int, int, bool, RequestT | None]]:
+            # Each reply with what it saw of the log (see _emit).
             stats = registry.for_this_thread()
-            replies: list[tuple[bytes, int, int, RequestT | None]] = []
+            replies: list[tuple[bytes, int, int, bool, RequestT | None]] = []
             for item in batch:
                 if len(item) == 2:
-                    replies.append((self.adapter.error_reply(item[0], item[1]), 0, 0, item[0]))
+                    replies.append((self.adapter.error_reply(item[0], item[1]), 0, 0, False, item[0]))
                 else:
                     queued_command, queued_handler, queued_request, routed_authenticated = item
                     if session.authenticated and not routed_authenticated:
@@ -429,17 +444,21 @@ class CommandConnection(Protocol, Generic[RequestT]):
                         try:
                             self.adapter.route(queued_request)
                         except CommandError as error:
-                            replies.append((self.adapter.error_reply(queued_request, error), 0, 0, queued_request))
+                            replies.append(
+                                (self.adapter.error_reply(queued_request, error), 0, 0, False, queued_request)
+                            )
                             continue
-                    before = log.appended_seq if log is not None else 0
+                    undos = log.undos if log is not None else 0
                     reply = self._execute(queued_command, queued_handler, queued_request, stats, in_turn=False)
-                    after = log.appended_seq if log is not None and queued_command.write else before
-                    replies.append((reply, before, after, queued_request))
+                    seen_seq = log.appended_seq if log is not None else 0
+                    replies.append((reply, undos, seen_seq, queued_command.write, queued_request))
                 if self._closing:
                     break
             return replies
 
-        def done(replies: list[tuple[bytes, int, int, RequestT | None]] | None, error: BaseException | None) -> None:
+        def done(
+            replies: list[tuple[bytes, int, int, bool, RequestT | None]] | None, error: BaseException | None
+        ) -> None:
             self._in_pool = False
             if connection.closed:
                 return
@@ -447,16 +466,11 @@ class CommandConnection(Protocol, Generic[RequestT]):
                 connection.write(self.adapter.error_reply(None, CommandError(ErrorKind.INTERNAL, "internal error")))
                 connection.close()
                 return
-            durability = self._durability
-            if durability is not None:
-                for reply, before, after, request in replies:
-                    if after > before and durability.log.given_up_between(before, after):
-                        # Its records were given up while the batch ran: the write was undone.
-                        self._emit(self.adapter.error_reply(request, durability.given_up_write()), 0, 0, request)
-                    else:
-                        self._emit(reply, before, after, request)
+            if self._durability is not None:
+                for reply, undos, seen_seq, write, request in replies:
+                    self._emit(reply, undos, seen_seq, write, request)
             else:
-                for reply, _before, _after, _request in replies:
+                for reply, _undos, _seen_seq, _write, _request in replies:
                     connection.write(reply)
             if violation is not None:
                 self._violation(violation)
@@ -484,7 +498,7 @@ class CommandConnection(Protocol, Generic[RequestT]):
             return
         if self._held:  # answered (and closed) after the replies the log still holds
             if violation.reply:
-                self._held.append((0, 0, violation.reply, None))
+                self._held.append((0, 0, False, violation.reply, None))
                 self._held_bytes += len(violation.reply)
             return
         if violation.reply:

@@ -10,6 +10,12 @@
   one ``fsync`` goes to the worker pool; every write that reached the OS
   before it started shares it (group commit). Held replies are released in
   order. The reactor never waits on the disk; clients wait for theirs.
+* Any reply, a read's too, that was computed while records were waiting to
+  be written (it may have seen their changes) leaves only once they were
+  written or given up: in the same loop turn. If a change it may have seen
+  was undone, it gets the error instead (:meth:`undone_error`): a DEL that
+  found nothing because an earlier DEL had not been logged yet, or a GET of
+  a value that was then put back, must not be taken for the state.
 * When the log fails (full disk, EIO, read-only file system; see
   aegiskv.backends.wal_log): the changes whose records never reached the OS
   are undone in memory at once, under the node lock, and their writers get
@@ -62,19 +68,19 @@ class Durability:
         self._syncing = False
         self._repairing = False  # a repair is scheduled or running
         self._waiting: set[Holder] = set()
-        # What the holders last looked at: they look again when either changes.
-        self._seen_confirmed = self.confirmed_seq
-        self._seen_given_up = log.given_up
+        # What the holders last looked at: they look again when any of it changes.
+        self._seen = (log.written_seq, log.durable_seq, log.given_up)
         self.last_failure = ""  # the latest failure, for the error a given-up write gets
         self.writes_undone = 0
         reactor.pre_send = self.write_out
         reactor.end_of_turn.append(self._end_of_turn)
 
-    @property
-    def confirmed_seq(self) -> int:
-        """Writes whose records are at or below this sequence number may be acknowledged."""
+    def settled(self, seen_seq: int, write: bool) -> bool:
+        """Whether a reply that saw the log up to ``seen_seq`` may leave: every record up to
+        there is written (fsynced, for a write in fsync mode) or was given up."""
         log = self.log
-        return log.durable_seq if self.fsync else log.written_seq
+        limit = log.durable_seq if write and self.fsync else log.written_seq
+        return seen_seq <= limit or log.settled_through(seen_seq) <= limit
 
     @property
     def failure(self) -> str | None:
@@ -89,12 +95,12 @@ class Durability:
             "writes are refused until it can be written (reads are served)",
         )
 
-    def given_up_write(self) -> CommandError:
-        """The error a write gets when its record never reached the log (its change was undone)."""
+    def undone_error(self) -> CommandError:
+        """The error a command gets when changes it made or saw could not be logged and were undone."""
         return CommandError(
             ErrorKind.STORAGE_FAILED,
             f"Errors writing to the write-ahead log: {self.log.failure or self.last_failure}; "
-            "this write was not applied",
+            "changes not yet logged were undone, any this command made or read among them",
         )
 
     def write_out(self) -> None:
@@ -131,12 +137,11 @@ class Durability:
             self.reactor.submit(self._sync, self._synced)
 
     def _release_if_changed(self) -> None:
-        confirmed = self.confirmed_seq
-        given_up = self.log.given_up
-        if confirmed == self._seen_confirmed and given_up == self._seen_given_up:
+        log = self.log
+        seen = (log.written_seq, log.durable_seq, log.given_up)
+        if seen == self._seen:
             return
-        self._seen_confirmed = confirmed
-        self._seen_given_up = given_up
+        self._seen = seen
         for holder in list(self._waiting):
             holder.release()
 

@@ -240,11 +240,15 @@ class WriteAheadLog:
         self.syncs = 0
         self.failure: str | None = None  # why the log cannot be written now (None: it can)
         self.failures = 0  # times it entered the failed state
-        self.given_up = 0  # records that never reached the OS (their changes were undone)
-        # Sequence ranges (first, last) given up, merged; replaced whole, never changed in
-        # place, so the reactor reads it without the lock (one range per failure).
-        self._given_up_ranges: tuple[tuple[int, int], ...] = ()
-        self._unlogged: list[object] = []  # undo items of given-up records, for take_unlogged()
+        self.given_up = 0  # records that never reached the OS (handed to take_unlogged())
+        # Given-up records handed to the backend for undoing, as (given-up ranges merged,
+        # undone ranges in the order they were undone), (first, last) sequence numbers; an
+        # undone range is one that held a change the backend put back (not only keys the
+        # cache dropped). Replaced whole, never changed in place, so the reactor reads it
+        # without the lock; a range or two per failure.
+        self._gaps: tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]] = ((), ())
+        self.undos = 0  # how many undone ranges there are (a reply notes it before it runs)
+        self._unlogged: list[tuple[int, object]] = []  # (seq, undo item) given up, not yet taken
         # fsync mode: (last seq, bytes) of the records written since the last good fsync,
         # which a repair writes again after a failed one.
         self._unsynced: list[tuple[int, bytes]] = []
@@ -296,18 +300,46 @@ class WriteAheadLog:
         """Undo items of every record given up, oldest first, and of every record still
         buffered when the log is failed (given up now). The caller undoes them newest first,
         under the node lock: no record can be appended meanwhile, so no later change to a
-        key is undone before an earlier one."""
+        key is undone before an earlier one.
+
+        The records count as given up (and their changes as undone) from this call on, not
+        from the failed write: until memory is put back, a reply must not take them as settled.
+        """
         with self._lock:
             if self.failure is not None and self._buffer:
                 self._give_up_locked(self._take_buffer_locked()[1])
             items = self._unlogged
+            if not items:
+                return []
             self._unlogged = []
-            return items
+            first, last = items[0][0], items[-1][0]
+            given_up, undone = self._gaps
+            if given_up and given_up[-1][1] == first - 1:
+                given_up = (*given_up[:-1], (given_up[-1][0], last))
+            else:
+                given_up = (*given_up, (first, last))
+            if any(undo is not None for _seq, undo in items):
+                undone = (*undone, (first, last))
+            self._gaps = (given_up, undone)
+            self.undos = len(undone)
+            self.given_up += len(items)
+            return [undo for _seq, undo in items]
 
-    def given_up_between(self, after: int, through: int) -> bool:
-        """Whether a record with a sequence number in (after, through] was given up."""
-        ranges = self._given_up_ranges
-        return bool(ranges) and any(first <= through and last > after for first, last in ranges)
+    def settled_through(self, seq: int) -> int:
+        """``seq`` less the given-up records at its top: every record between the result and
+        ``seq`` was given up (and its change undone), so only the result must still be written."""
+        for first, last in reversed(self._gaps[0]):
+            if first <= seq <= last:
+                seq = first - 1
+            elif last < seq:
+                break
+        return seq
+
+    def undone_since(self, undos: int, seq: int) -> bool:
+        """Whether a range undone after the first ``undos`` holds a record at or below ``seq``:
+        a reply that noted ``undos`` before it ran and saw the log up to ``seq`` may have seen
+        a change that was then undone."""
+        return any(first <= seq for first, _last in self._gaps[1][undos:])
 
     # -- the reactor ---------------------------------------------------------------------
 
@@ -380,16 +412,8 @@ class WriteAheadLog:
         self._fail_locked(f"{describe_error(error)} writing {self._segment_path()}")
 
     def _give_up_locked(self, undo: list[object]) -> None:
-        if not undo:
-            return
         first = self.appended_seq - len(undo) + 1  # given-up records are always the newest
-        ranges = self._given_up_ranges
-        if ranges and ranges[-1][1] == first - 1:
-            self._given_up_ranges = (*ranges[:-1], (ranges[-1][0], self.appended_seq))
-        else:
-            self._given_up_ranges = (*ranges, (first, self.appended_seq))
-        self._unlogged.extend(undo)
-        self.given_up += len(undo)
+        self._unlogged.extend(zip(range(first, first + len(undo)), undo))
 
     def _fail_locked(self, failure: str) -> None:
         if self.failure is None:
