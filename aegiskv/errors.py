@@ -22,6 +22,8 @@ class ErrorKind(enum.Enum):
     INTERNAL = "internal"  # a bug or an unexpected failure on the server
     MOVED = "moved"  # the key belongs to another node (aegiskv.cluster.redirect.Moved says which)
     CLUSTER_DOWN = "cluster_down"  # no node serves the key's shard
+    # The node cannot write its log (full or failing disk): writes are refused, reads served.
+    STORAGE_FAILED = "storage_failed"
 
 
 class CommandError(Exception):

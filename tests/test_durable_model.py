@@ -64,8 +64,7 @@ def abandon(backend: Backend) -> None:
     """A crash: the process is gone, nothing more is written (the fd is closed only to not leak it)."""
     log = backend.log
     if log is not None:
-        os.close(log._fd)  # type: ignore[attr-defined]
-        for fd in log._unsynced_fds:  # type: ignore[attr-defined]
+        for fd in (log._fd, *log._to_sync):  # type: ignore[attr-defined]
             os.close(fd)
 
 

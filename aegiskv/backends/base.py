@@ -85,6 +85,10 @@ class ValueTooLarge(StorageError):
     """The entry cannot fit under the memory limit even with everything else evicted."""
 
 
+class StorageUnavailable(StorageError):
+    """The backend cannot persist now (its log failed); the message says why, in one line."""
+
+
 class Backend(ABC):
     """One node's keyspace. See the module docstring for the rules."""
 
@@ -165,6 +169,12 @@ class Backend(ABC):
         """The write-ahead log when this backend keeps one (the server drives its writes and syncs)."""
         return None
 
+    def undo_unlogged(self) -> int:
+        """Put back, in memory, every change whose log record could not be written (the log
+        gave it up), newest first; returns how many. Caller holds the node lock. A backend
+        without a log has nothing to undo."""
+        return 0
+
     def begin_snapshot(self) -> Callable[[], str] | None:
         """Freeze a point-in-time copy (caller holds the node lock; must be quick) and return
         the job that writes it out (run it without the lock, in a worker), or None when this
@@ -182,10 +192,23 @@ class WriteAheadLogLike(Protocol):
     records_written: int
     bytes_written: int
     syncs: int
+    failure: str | None
+    failures: int
+    given_up: int
+    undos: int
 
     @property
     def has_buffered(self) -> bool: ...
 
+    @property
+    def has_unlogged(self) -> bool: ...
+
     def write_out(self) -> None: ...
 
     def sync(self) -> int: ...
+
+    def repair(self) -> None: ...
+
+    def settled_through(self, seq: int) -> int: ...
+
+    def undone_since(self, undos: int, seq: int) -> bool: ...

@@ -312,6 +312,46 @@ class MemoryBackend(Backend):
         self._measure_structures()
         return removed
 
+    # -- undo (a log that could not record a change) -------------------------------
+
+    def saved_entry(self, key: bytes) -> tuple[bytes, int] | None:
+        """The key's stored version+value blob and deadline exactly as they are (no expiry, no
+        touch), or None when absent: what :meth:`restore` puts back."""
+        blob = self._protected_map.get(key)
+        if blob is None:
+            blob = self._probation_map.get(key)
+            if blob is None:
+                return None
+        packed_deadline = self._deadline_map.get(key)
+        return blob, NO_EXPIRY if packed_deadline is None else ExpiryIndex.unpack_deadline(packed_deadline)
+
+    def saved_entries(self) -> list[tuple[bytes, tuple[bytes, int] | None]]:
+        """:meth:`saved_entry` of every stored key (what a flush removes)."""
+        return [(key, self.saved_entry(key)) for key in self.key_snapshot()]
+
+    def restore(self, key: bytes, saved: tuple[bytes, int] | None) -> None:
+        """Put back what :meth:`saved_entry` returned, version included, or remove the key (None).
+
+        Undoes a change its write-ahead log could not record. The version
+        counter is left alone: a version handed out is never handed out again.
+        The entry comes back as a new one (probation, most recently used); if
+        it no longer fits, others are evicted as for any write.
+        """
+        self._remove(key)
+        if saved is None:
+            return
+        blob, deadline = saved
+        has_ttl = deadline != NO_EXPIRY
+        self._probation[key] = blob
+        self._probation_bytes += entry_cost(len(key), len(blob) - VERSION_BYTES, has_ttl)
+        if has_ttl:
+            self._deadlines.set(key, deadline)
+        self._writes_since_measure += 1
+        if self._writes_since_measure >= _STRUCTURE_REFRESH:
+            self._measure_structures()
+        if self._probation_bytes + self._protected_bytes + self._structure_bytes > self._limit and not self._recovering:
+            self._evict(keep=key)
+
     # -- expiry ------------------------------------------------------------------
 
     def expire_step(self, sample_size: int, budget_seconds: float) -> int:

@@ -15,6 +15,11 @@ would silently serve old values.
 
 Snapshots are taken every ``snapshot_interval`` seconds (0 = never on a timer),
 on the SNAPSHOT command, and on graceful shutdown.
+
+A snapshot that cannot be written (full disk, EIO, read-only file system)
+fails as a whole: its temporary file is deleted, the previous snapshot and
+the log it relies on stay as they were, and the error goes to the caller.
+None is started while the log is failed (rotating it is the first step).
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from collections.abc import Callable, Iterator
 from loguru import logger
 
 from aegiskv.backends import snapshot_format
-from aegiskv.backends.base import BackendOptions, Clock, wall_clock_ms
+from aegiskv.backends.base import BackendOptions, Clock, StorageUnavailable, wall_clock_ms
+from aegiskv.backends.file_ops import REAL_FILES, FileOps
 from aegiskv.backends.snapshot_format import SnapshotError
 from aegiskv.backends.wal import WalBackend
 
@@ -58,6 +64,7 @@ class SnapshotBackend(WalBackend):
         options: BackendOptions,
         clock: Clock = wall_clock_ms,
         rng: random.Random | None = None,
+        files: FileOps = REAL_FILES,
     ) -> None:
         if not options.data_dir:
             raise ValueError("snapshots need a data_dir")
@@ -66,7 +73,7 @@ class SnapshotBackend(WalBackend):
         self.snapshot_interval = options.snapshot_interval  # the server's timer reads it
         self.snapshots_taken = 0
         self.last_snapshot: snapshot_format.SnapshotInfo | None = None
-        super().__init__(options, clock, rng)
+        super().__init__(options, clock, rng, files)
 
     def _load_snapshot(self, options: BackendOptions) -> int:
         snapshots = list_snapshots(self._snapshot_directory)
@@ -90,15 +97,25 @@ class SnapshotBackend(WalBackend):
         return info.covered_seq
 
     def begin_snapshot(self) -> Callable[[], str]:
-        """Freeze the keyspace (under the node lock) and return the job that writes it."""
+        """Freeze the keyspace (under the node lock) and return the job that writes it.
+
+        Raises StorageUnavailable when the log cannot be rotated (it is failed).
+        """
         wal = self._wal
-        covered_seq = wal.rotate() - 1 if wal is not None else 0
+        try:
+            covered_seq = wal.rotate() - 1 if wal is not None else 0
+        except StorageUnavailable:
+            # Records its write-out gave up are undone now, under the node lock the
+            # caller holds, before any later change to the same keys.
+            self.undo_unlogged()
+            raise
         keys, blobs, deadline_of = self._memory.export()
         max_version = self._memory.last_version
         # Strictly later than the newest existing name, even within one millisecond.
         existing = list_snapshots(self._snapshot_directory)
         created_ms = max(self._clock(), existing[-1][0] + 1 if existing else 0)
         directory = self._snapshot_directory
+        files = self._files
 
         def entries() -> Iterator[tuple[bytes, bytes, int]]:
             for key, blob in zip(keys, blobs):
@@ -107,12 +124,22 @@ class SnapshotBackend(WalBackend):
         def job() -> str:
             path = os.path.join(directory, snapshot_name(created_ms))
             started = time.perf_counter()
-            info = snapshot_format.write(path, entries(), covered_seq, created_ms, max_version)
-            # Only now that the snapshot is durable may what it covers go.
+            info = snapshot_format.write(path, entries(), covered_seq, created_ms, max_version, files)
+            # Only now that the snapshot is durable may what it covers go. What
+            # cannot be deleted only costs space: start-up loads the newest
+            # snapshot and skips the log records it covers.
             for _seq, older in list_snapshots(directory):
                 if older != path:
-                    os.unlink(older)
-            dropped = wal.drop_before(covered_seq) if wal is not None else 0
+                    try:
+                        files.unlink(older)
+                    except OSError as error:
+                        logger.warning("snapshot {}: cannot delete the older {}: {}", path, older, error)
+            dropped = 0
+            if wal is not None:
+                try:
+                    dropped = wal.drop_before(covered_seq)
+                except OSError as error:
+                    logger.warning("snapshot {}: cannot delete the log segments it covers: {}", path, error)
             self.snapshots_taken += 1
             self.last_snapshot = info
             logger.info(

@@ -32,7 +32,9 @@ Columns rather than rows: loading unpacks each column with one ``struct``
 call and finds offsets with ``itertools.accumulate`` (both C speed), so the
 only per-entry Python work left is slicing keys and blobs.
 A writer creates ``<name>.tmp``, fsyncs it, renames it into place and fsyncs
-the directory, so a crash leaves either the old snapshot or the new one.
+the directory, so a crash leaves either the old snapshot or the new one; a
+write that fails (a full disk, EIO, a read-only file system) deletes the
+temporary file and leaves the old snapshot as it was.
 """
 
 from __future__ import annotations
@@ -42,10 +44,12 @@ import os
 import struct
 from collections.abc import Iterable, Iterator
 from itertools import accumulate, pairwise
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple
 
 import crcmod.predefined
 import lz4.block
+
+from aegiskv.backends.file_ops import REAL_FILES, FileOps, fsync_directory, pwrite_all, write_all
 
 _crc32c = crcmod.predefined.mkCrcFun("crc-32c")
 
@@ -80,50 +84,75 @@ def write(
     covered_seq: int,
     created_ms: int,
     max_version: int,
+    files: FileOps = REAL_FILES,
 ) -> SnapshotInfo:
-    """Write ``(key, blob, expires_at_ms)`` entries to ``path`` atomically; returns what was written."""
+    """Write ``(key, blob, expires_at_ms)`` entries to ``path`` atomically; returns what was written.
+
+    Raises OSError when the file cannot be written, fsynced or renamed into
+    place (the temporary file is then gone and any older snapshot untouched),
+    or when the directory cannot be fsynced after the rename (the new file is
+    in place but may not survive a power loss: the caller must keep what it
+    covers).
+    """
     temporary = path + ".tmp"
     count = 0
     index: list[tuple[int, int]] = []
-    with open(temporary, "wb") as out:
-        out.write(b"\0" * _HEADER.size)  # filled in at the end
-        keys: list[bytes] = []
-        blobs: list[bytes] = []
-        deadlines: list[int] = []
-        raw_size = 0
-        for key, blob, expires_at in entries:
-            keys.append(key)
-            blobs.append(blob)
-            deadlines.append(expires_at)
-            raw_size += 16 + len(key) + len(blob)
-            count += 1
-            if raw_size >= BLOCK_RAW_BYTES:
-                index.append((out.tell(), len(keys)))
-                _write_block(out, keys, blobs, deadlines)
-                keys, blobs, deadlines, raw_size = [], [], [], 0
-        if keys:
-            index.append((out.tell(), len(keys)))
-            _write_block(out, keys, blobs, deadlines)
-        index_offset = out.tell()
-        index_bytes = b"".join(_INDEX_ENTRY.pack(offset, entries_in) for offset, entries_in in index)
-        out.write(index_bytes)
-        out.write(_FOOTER.pack(index_offset, len(index), _crc32c(index_bytes), END_MAGIC))
-        header_body = _HEADER_BODY.pack(MAGIC, FORMAT_VERSION, covered_seq, created_ms, count, max_version)
-        out.seek(0)
-        out.write(header_body + struct.pack("!I", _crc32c(header_body)))
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd = os.open(directory, os.O_RDONLY)
+    fd = files.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    out = _Output(files, fd)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        try:
+            out.write(b"\0" * _HEADER.size)  # filled in at the end
+            keys: list[bytes] = []
+            blobs: list[bytes] = []
+            deadlines: list[int] = []
+            raw_size = 0
+            for key, blob, expires_at in entries:
+                keys.append(key)
+                blobs.append(blob)
+                deadlines.append(expires_at)
+                raw_size += 16 + len(key) + len(blob)
+                count += 1
+                if raw_size >= BLOCK_RAW_BYTES:
+                    index.append((out.offset, len(keys)))
+                    _write_block(out, keys, blobs, deadlines)
+                    keys, blobs, deadlines, raw_size = [], [], [], 0
+            if keys:
+                index.append((out.offset, len(keys)))
+                _write_block(out, keys, blobs, deadlines)
+            index_offset = out.offset
+            index_bytes = b"".join(_INDEX_ENTRY.pack(offset, entries_in) for offset, entries_in in index)
+            out.write(index_bytes)
+            out.write(_FOOTER.pack(index_offset, len(index), _crc32c(index_bytes), END_MAGIC))
+            header_body = _HEADER_BODY.pack(MAGIC, FORMAT_VERSION, covered_seq, created_ms, count, max_version)
+            pwrite_all(files, fd, header_body + struct.pack("!I", _crc32c(header_body)), 0)
+            files.fsync(fd)
+        finally:
+            files.close(fd)  # once, whatever happened: a descriptor is never closed twice
+        files.replace(temporary, path)
+    except BaseException:
+        try:
+            files.unlink(temporary)
+        except OSError:
+            pass  # gone already, or the file system refuses: start-up deletes leftovers
+        raise
+    fsync_directory(files, os.path.dirname(os.path.abspath(path)))
     return SnapshotInfo(covered_seq, created_ms, count, max_version)
 
 
-def _write_block(out: BinaryIO, keys: list[bytes], blobs: list[bytes], deadlines: list[int]) -> None:
+class _Output:
+    """Appends to a descriptor through FileOps, knowing its offset (what a file object's tell() gave)."""
+
+    def __init__(self, files: FileOps, fd: int) -> None:
+        self._files = files
+        self._fd = fd
+        self.offset = 0
+
+    def write(self, data: bytes) -> None:
+        write_all(self._files, self._fd, data)
+        self.offset += len(data)
+
+
+def _write_block(out: _Output, keys: list[bytes], blobs: list[bytes], deadlines: list[int]) -> None:
     count = len(keys)
     raw = b"".join(
         (

@@ -12,6 +12,15 @@ process crash loses no acknowledged write), ``fsync`` also waits for the disk
 aegiskv.server.durability. With ``off`` this backend keeps no log (snapshots only, in
 the snapshot backend).
 
+When the log cannot be written (a full or failing disk), the records that did
+not reach the OS are given up and the changes they describe are undone in
+memory (:meth:`WalBackend.undo_unlogged`), so memory always holds what a
+restart would replay: each change logged carries what to put back. Keys the
+cache drops on its own (expiry, eviction) are not put back when their record
+is given up: a replay brings back a key whose deadline passed only to drop it
+again, and an evicted key that reappears after a restart holds the value last
+written to it, which a cache may forget or keep.
+
 Like every backend it is not thread-safe: the node's lock serialises calls.
 """
 
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import os
 import random
+from typing import cast
 
 from loguru import logger
 
@@ -32,6 +42,7 @@ from aegiskv.backends.base import (
     Value,
     wall_clock_ms,
 )
+from aegiskv.backends.file_ops import REAL_FILES, FileOps
 from aegiskv.backends.memory import MemoryBackend
 from aegiskv.backends.wal_format import Record, RecordType
 from aegiskv.backends.wal_log import RecoveryReport, WriteAheadLog, recover
@@ -47,12 +58,15 @@ class WalBackend(Backend):
         options: BackendOptions,
         clock: Clock = wall_clock_ms,
         rng: random.Random | None = None,
+        files: FileOps = REAL_FILES,
     ) -> None:
+        """``files`` makes the log's (and snapshots') writes, fsyncs and renames: tests inject faults there."""
         if options.wal_mode not in WAL_MODES:
             raise ValueError(f"wal_mode must be one of {WAL_MODES}, not {options.wal_mode!r}")
         if options.wal_mode != "off" and not options.data_dir:
             raise ValueError("a write-ahead log needs a data_dir")
         self._clock = clock
+        self._files = files
         self._memory = MemoryBackend(options, clock, rng, on_drop=self._log_drop)
         self._replaying = False
         self._wal: WriteAheadLog | None = None
@@ -65,7 +79,7 @@ class WalBackend(Backend):
             directory = os.path.join(options.data_dir, "wal")
             os.makedirs(directory, exist_ok=True)
             last_seq = self._replay(directory, start_seq, options.wal_salvage)
-            self._wal = WriteAheadLog(directory, last_seq + 1, options.wal_segment_bytes, options.wal_mode)
+            self._wal = WriteAheadLog(directory, last_seq + 1, options.wal_segment_bytes, options.wal_mode, files)
         # With the log open, what expired while the node was down (and what no
         # longer fits a lowered max-memory) is dropped and logged like any drop.
         expired, evicted = self._memory.finish_recovery()
@@ -127,31 +141,59 @@ class WalBackend(Backend):
         return self._memory.get_entry(key, touch)
 
     def put(self, key: bytes, value: bytes, expires_at_ms: int = NO_EXPIRY, version: int | None = None) -> int:
+        wal = self._wal
+        if wal is None:
+            return self._memory.put(key, value, expires_at_ms, version)
+        saved = self._memory.saved_entry(key)
         version = self._memory.put(key, value, expires_at_ms, version)
-        if self._wal is not None:
-            self._wal.append(RecordType.PUT, key, value, version, expires_at_ms)
+        wal.append(RecordType.PUT, key, value, version, expires_at_ms, (key, saved))
         return version
 
     def delete(self, key: bytes) -> bool:
+        wal = self._wal
+        saved = self._memory.saved_entry(key) if wal is not None else None
         removed = self._memory.delete(key)
-        if removed and self._wal is not None:
-            self._wal.append(RecordType.DELETE, key)
+        if removed and wal is not None:
+            wal.append(RecordType.DELETE, key, undo=(key, saved))
         return removed
 
     def set_expiry(self, key: bytes, expires_at_ms: int) -> bool:
+        wal = self._wal
+        saved = self._memory.saved_entry(key) if wal is not None else None
         changed = self._memory.set_expiry(key, expires_at_ms)
-        if changed and self._wal is not None:
-            self._wal.append(RecordType.EXPIRE, key, expires_at_ms=expires_at_ms)
+        if changed and wal is not None:
+            wal.append(RecordType.EXPIRE, key, expires_at_ms=expires_at_ms, undo=(key, saved))
         return changed
 
     def expire_step(self, sample_size: int, budget_seconds: float) -> int:
         return self._memory.expire_step(sample_size, budget_seconds)  # drops are logged by _log_drop
 
     def flush(self) -> int:
+        wal = self._wal
+        saved = self._memory.saved_entries() if wal is not None else None
         removed = self._memory.flush()
-        if self._wal is not None:
-            self._wal.append(RecordType.FLUSH, b"")
+        if wal is not None:
+            wal.append(RecordType.FLUSH, b"", undo=saved)
         return removed
+
+    def undo_unlogged(self) -> int:
+        wal = self._wal
+        if wal is None:
+            return 0
+        memory = self._memory
+        undone = 0
+        # Newest first: a key changed twice gets its first change's "before" back last.
+        for item in reversed(wal.take_unlogged()):
+            if item is None:
+                continue  # a key the cache dropped on its own stays dropped (module docstring)
+            if isinstance(item, list):  # a flush: every key it removed
+                for key, saved in item:
+                    memory.restore(key, saved)
+            else:
+                key, saved = cast("tuple[bytes, tuple[bytes, int] | None]", item)
+                memory.restore(key, saved)
+            undone += 1
+        return undone
 
     def keys(self) -> list[bytes]:
         return self._memory.keys()

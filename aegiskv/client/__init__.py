@@ -14,6 +14,7 @@ from aegiskv.client.errors import (
     RateLimitedError,
     RetriesExhaustedError,
     ServerError,
+    StorageFailedError,
     VersionMismatchError,
 )
 
@@ -33,6 +34,7 @@ __all__ = [
     "RateLimitedError",
     "RetriesExhaustedError",
     "ServerError",
+    "StorageFailedError",
     "ValueWithTTL",
     "VersionMismatchError",
 ]

@@ -38,6 +38,7 @@ from aegiskv.client.errors import (
     RateLimitedError,
     RetriesExhaustedError,
     ServerError,
+    StorageFailedError,
     VersionMismatchError,
 )
 from aegiskv.client.route_table import RouteTable, parse_moved
@@ -166,6 +167,8 @@ def _raise_for_status(frame: Frame, key: bytes | None = None) -> None:
         raise RateLimitedError(message, code)
     if status == Status.OUT_OF_MEMORY:
         raise OutOfMemoryError(message, code)
+    if status == Status.STORAGE_FAILED:
+        raise StorageFailedError(message, code)
     if status == Status.BUSY:
         raise ConnectionClosedError(f"server refused the connection: {message}")
     if status == Status.PROTOCOL_ERROR:

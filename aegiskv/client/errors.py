@@ -61,6 +61,11 @@ class OutOfMemoryError(ServerError):
     """The value cannot fit under the server's --max-memory."""
 
 
+class StorageFailedError(ServerError):
+    """The node cannot write its log now (full or failing disk): it refuses writes and
+    serves reads until it can. A write that got this error was not applied."""
+
+
 class ConditionNotMetError(AegisError):
     """A conditional set (only-if-absent / only-if-present) did not store."""
 

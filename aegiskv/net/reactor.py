@@ -512,8 +512,9 @@ class Reactor:
         self.listeners: list[Listener] = []
         self.connections: dict[int, Transport] = {}
         self.dirty: list[Transport] = []  # connections written to during this loop turn
-        # Called before any connection sends (write-ahead log first), and once at
-        # the end of every loop turn (start group fsyncs). Reactor thread only.
+        # Called before any connection sends (write-ahead log first), and once per
+        # loop turn before its replies are sent (the log goes out, releasing the
+        # replies that waited for it; group fsyncs start). Reactor thread only.
         self.pre_send: Callable[[], None] | None = None
         self.end_of_turn: list[Callable[[], None]] = []
         # Told each loop turn's length in nanoseconds (from the poll's return to
@@ -629,10 +630,10 @@ class Reactor:
                 ended_ns = clock_ns()
                 for observer in observers:
                     observer(ended_ns - started_ns)
-                if self.dirty:
-                    self._flush_dirty()
                 for hook in self.end_of_turn:
                     hook()
+                if self.dirty:
+                    self._flush_dirty()
                 if until is not None and until():
                     break
         finally:

@@ -18,7 +18,18 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple
 
-from aegiskv.backends.base import NO_EXPIRY, Backend, BackendStats, Clock, Entry, Value, ValueTooLarge, wall_clock_ms
+from aegiskv.backends.base import (
+    NO_EXPIRY,
+    Backend,
+    BackendStats,
+    Clock,
+    Entry,
+    StorageUnavailable,
+    Value,
+    ValueTooLarge,
+    wall_clock_ms,
+)
+from aegiskv.backends.file_ops import describe_error
 from aegiskv.backends.memory import MemoryBackend, entry_cost
 from aegiskv.cluster.slots import ShardMapper
 from aegiskv.errors import CommandError, ErrorKind
@@ -118,6 +129,8 @@ class Node:
         self._scans = ScanCursors()
         self.snapshot_running = False
         self.last_snapshot_time = 0.0  # wall-clock seconds of the last snapshot this process wrote
+        self.last_snapshot_error = ""  # why the last snapshot failed ("" when it did not)
+        self.snapshot_failures = 0
 
     # -- reads -----------------------------------------------------------------------
 
@@ -453,7 +466,11 @@ class Node:
         with self._lock:
             if self.snapshot_running:
                 raise CommandError(ErrorKind.INVALID, "Background save already in progress")
-            job = self.backend.begin_snapshot()
+            try:
+                job = self.backend.begin_snapshot()
+            except StorageUnavailable as error:
+                self._snapshot_failed(str(error))
+                raise CommandError(ErrorKind.STORAGE_FAILED, f"cannot snapshot: {error}") from None
             if job is None:
                 raise CommandError(
                     ErrorKind.INVALID, 'this node keeps no snapshots (start it with --wal, or backend = "snapshot")'
@@ -463,12 +480,29 @@ class Node:
         def run() -> str:
             try:
                 path = job()
-                self.last_snapshot_time = time.time()
-                return path
+            except OSError as error:
+                reason = f"{describe_error(error)} writing a snapshot"
+                self._snapshot_failed(reason)
+                raise CommandError(ErrorKind.STORAGE_FAILED, f"snapshot failed: {reason}") from None
+            except Exception as error:
+                self._snapshot_failed(str(error))
+                raise
             finally:
                 self.snapshot_running = False
+            self.last_snapshot_time = time.time()
+            self.last_snapshot_error = ""
+            return path
 
         return run
+
+    def _snapshot_failed(self, reason: str) -> None:
+        self.snapshot_failures += 1
+        self.last_snapshot_error = reason
+
+    def undo_unlogged(self) -> int:
+        """Undo the changes whose log records could not be written (see Backend.undo_unlogged)."""
+        with self._lock:
+            return self.backend.undo_unlogged()
 
     # -- housekeeping ----------------------------------------------------------------
 

@@ -1,8 +1,11 @@
 """The operations port: GET /health, /ready and /metrics, served by the reactor.
 
-``/health`` answers 200 while the process runs; ``/ready`` 200 while the node
-serves clients and 503 before it listens and while it drains; ``/metrics`` the
-Prometheus text format. Rendering metrics walks every counter and takes the
+``/health`` answers 200 while the process runs, with the body ``ok``, or
+``degraded: writes refused: <why>`` while the node cannot write its log
+(still 200: the node serves reads, and a supervisor that restarted it on a
+full disk would take the reads down too); ``/ready`` 200 while the node
+serves clients and 503 before it listens and while it drains; ``/metrics``
+the Prometheus text format. Rendering metrics walks every counter and takes the
 node lock, so it runs in the worker pool, not on the reactor.
 """
 
@@ -17,10 +20,16 @@ from aegiskv.net.reactor import ConnectionHandler, Transport
 
 
 class HealthProtocol(ConnectionHandler):
-    def __init__(self, is_ready: Callable[[], bool], render_metrics: Callable[[], tuple[bytes, str]]) -> None:
+    def __init__(
+        self,
+        is_ready: Callable[[], bool],
+        render_metrics: Callable[[], tuple[bytes, str]],
+        storage_failure: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self._reader = RequestReader()
         self._is_ready = is_ready
         self._render_metrics = render_metrics
+        self._storage_failure = storage_failure
         self._answered = False
         self._in_pool = False
         self.transport: Transport | None = None
@@ -52,7 +61,9 @@ class HealthProtocol(ConnectionHandler):
         if request.method not in ("GET", "HEAD"):
             self._respond(405, b"only GET and HEAD\n")
         elif request.path == "/health":
-            self._respond(200, b"ok\n", head_only=head_only)
+            failure = self._storage_failure()
+            body = b"ok\n" if failure is None else f"degraded: writes refused: {failure}\n".encode()
+            self._respond(200, body, head_only=head_only)
         elif request.path == "/ready":
             if self._is_ready():
                 self._respond(200, b"ready\n", head_only=head_only)

@@ -98,6 +98,25 @@ class ServerCollector(Collector):
         )
         yield GaugeMetricFamily("aegis_ready", "1 while the node serves clients, 0 otherwise", value=int(server.ready))
 
+        log = server.node.backend.log
+        if log is not None:
+            yield GaugeMetricFamily(
+                "aegis_wal_writable",
+                "1 while the write-ahead log can be written; 0 while it fails and writes are refused",
+                value=int(log.failure is None),
+            )
+            yield CounterMetricFamily(
+                "aegis_wal_failures", "Times the write-ahead log failed (full or failing disk)", value=log.failures
+            )
+            yield CounterMetricFamily(
+                "aegis_wal_records_given_up",
+                "Log records that never reached the disk; the writes they described were undone and refused",
+                value=log.given_up,
+            )
+        yield CounterMetricFamily(
+            "aegis_snapshot_failures", "Snapshots that could not be written", value=server.node.snapshot_failures
+        )
+
 
 def build_registry(server: MetricsSource) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)

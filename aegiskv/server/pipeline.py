@@ -16,6 +16,14 @@ encode errors; this class decides *where* and *when* each request runs:
   loop stops decoding, the reactor stops reading, and ``output_drained``
   resumes. A client that pipelines large GETs and never reads therefore holds
   at most about one high-water mark of replies, plus one reply.
+* With a write-ahead log, a reply is held until the log holds every record
+  appended before it was computed (``appended_seq`` then) as ``--wal``
+  promised (a read: written; a write in fsync mode: fsynced), and replies
+  behind it wait too (aegiskv.durability). If the log gave up a record the
+  command could have seen or made (a full or failing disk), that change was
+  undone and the reply becomes the storage error; while the log cannot be
+  written, writes are refused before they run. A node without a log takes
+  none of these paths.
 """
 
 from __future__ import annotations
@@ -68,11 +76,13 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
         self._in_pool = False
         self._closing = False
         self.transport: Transport | None = None
-        # fsync mode: replies held until the write-ahead log is durable past them,
-        # as (sequence number needed, reply); later replies queue behind them.
-        self._durability = server.durability if server.durability is not None and server.durability.fsync else None
-        self._held: deque[tuple[int, bytes]] = deque()
+        # With a write-ahead log: replies held until the log settles what they saw, as
+        # (the log's undos before, appended_seq after, write, reply, request); later
+        # replies queue behind them (see _emit).
+        self._durability = server.durability
+        self._held: deque[tuple[int, int, bool, bytes, RequestT | None]] = deque()
         self._held_bytes = 0
+        self._paused_for_log = False  # reading stopped until held replies leave (release() resumes)
 
     # -- reactor hooks -------------------------------------------------------------
 
@@ -100,39 +110,67 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
             self._durability.forget(self)
         self._held.clear()
 
-    # -- held replies (fsync mode) -----------------------------------------------------
+    # -- held replies (nodes with a write-ahead log) -------------------------------------------
 
-    def _emit(self, reply: bytes, is_write: bool) -> None:
-        """Send ``reply`` now, or hold it until the log is durable (and keep order)."""
+    def _run_logged(self, command: Command, handler: Handler, request: RequestT, stats: RequestStats) -> None:
+        """Run one request on a node with a log, inline: its reply waits for what it saw (see _emit)."""
+        durability = self._durability
+        assert durability is not None
+        log = durability.log
+        undos = log.undos
+        reply = self._execute(command, handler, request, stats, in_turn=True)
+        self._emit(reply, undos, log.appended_seq, command.write, request)
+
+    def _emit(self, reply: bytes, undos: int, seen_seq: int, write: bool, request: RequestT | None) -> None:
+        """Send ``reply`` now, or hold it until the log settles every record up to ``seen_seq`` (and keep order).
+
+        ``undos`` is the log's count of undone ranges before the command ran: one
+        undone since, up to ``seen_seq``, may hold a change the reply saw.
+        """
         durability = self._durability
         assert durability is not None and self.transport is not None
-        seq = durability.log.appended_seq if is_write else 0
-        if self._held or seq > durability.log.durable_seq:
-            self._held.append((seq, reply))
+        log = durability.log
+        if log.undos != undos and log.undone_since(undos, seen_seq):
+            reply = self.adapter.error_reply(request, durability.undone_error())
+            undos = log.undos
+        held = self._held
+        if held or not durability.settled(seen_seq, write):
+            if not held:
+                durability.wait(self)
+            held.append((undos, seen_seq, write, reply, request))
             self._held_bytes += len(reply)
-            durability.wait(self)
         else:
             self.transport.write(reply)
 
-    def release(self, durable_seq: int) -> None:
-        """The log is durable up to ``durable_seq``: send the replies that waited for it."""
+    def release(self) -> None:
+        """The log made progress or gave records up: send the replies that no longer wait."""
         transport = self.transport
         held = self._held
         if transport is None or transport.closed:
             held.clear()
             return
-        while held and held[0][0] <= durable_seq:
-            _seq, reply = held.popleft()
+        durability = self._durability
+        assert durability is not None
+        log = durability.log
+        while held:
+            undos, seen_seq, write, reply, request = held[0]
+            if log.undos != undos and log.undone_since(undos, seen_seq):
+                answer = self.adapter.error_reply(request, durability.undone_error())
+            elif not durability.settled(seen_seq, write):
+                break  # once settled, nothing it saw can be undone any more
+            else:
+                answer = reply
+            held.popleft()
             self._held_bytes -= len(reply)
-            transport.write(reply)
+            transport.write(answer)
         if not held:
-            assert self._durability is not None
-            self._durability.forget(self)
+            durability.forget(self)
             if self._closing:
                 transport.close()  # QUIT or a fatal error waited for its earlier replies
-            elif not self._in_pool:
+            elif self._paused_for_log and not self._in_pool:
+                self._paused_for_log = False
                 transport.resume_reading()
-                self._process()  # it may have stopped at the high-water mark
+                self._process()  # it stopped at the high-water mark
 
     def busy(self) -> bool:
         return self._in_pool
@@ -160,6 +198,11 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
         high_water = transport.high_water
         durable = self._durability is not None
         plain = not durable and session.authenticated and session.rate is None
+        # With a log, a read takes the plain path too while no record waits to be written
+        # and no reply is held: it cannot have seen a change the log may still give up
+        # (the records it appends itself drop expired keys, which are never put back).
+        log = self._durability.log if self._durability is not None else None
+        reads_plain = durable and session.authenticated and session.rate is None
         while True:
             # An authenticated take returns every complete request; before
             # authentication it returns one, so take again after running it.
@@ -182,13 +225,22 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
                     self._violation(violation)
                     return
                 except CommandError as error:
-                    transport.write(adapter.error_reply(request, error))
+                    if durable:
+                        self._emit(adapter.error_reply(request, error), 0, 0, False, request)  # behind held replies
+                    else:
+                        transport.write(adapter.error_reply(request, error))
                     continue
                 if command.may_leave_reactor and (command.slow or adapter.batch_size(request) > limit):
                     adapter.push_back(requests[position + 1 :])
                     self._hand_off(command, handler, request)
                     return
-                if plain:
+                if plain or (
+                    reads_plain
+                    and log is not None
+                    and not command.write
+                    and not self._held
+                    and log.appended_seq == log.written_seq
+                ):
                     try:
                         transport.write(handler(server, session, request))
                     except CommandError as error:
@@ -204,13 +256,12 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
                     stats.ran(command.index)
                     if session.close_requested:
                         self._closing = True
+                elif durable:
+                    self._run_logged(command, handler, request, stats)
+                    reads_plain = session.authenticated and session.rate is None  # after AUTH
                 else:
-                    reply = self._execute(command, handler, request, stats, in_turn=True)
-                    if durable:
-                        self._emit(reply, command.write)
-                    else:
-                        transport.write(reply)
-                    plain = not durable and session.authenticated and session.rate is None  # after AUTH
+                    transport.write(self._execute(command, handler, request, stats, in_turn=True))
+                    plain = session.authenticated and session.rate is None  # after AUTH
                 if self._closing:
                     adapter.push_back(requests[position + 1 :])  # never run: the connection closes
                     if not self._held:
@@ -228,6 +279,7 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
         transport = self.transport
         assert transport is not None
         if self._held_bytes and transport.out_size + self._held_bytes >= high_water:
+            self._paused_for_log = True
             transport.pause_reading()
 
     def _execute(
@@ -247,6 +299,11 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
             return self.adapter.error_reply(
                 request, CommandError(ErrorKind.RATE_LIMITED, "rate limit exceeded for this connection")
             )
+        durability = self._durability
+        if command.write and durability is not None and durability.log.failure is not None:
+            # Refused before it runs: nothing to undo, and the error is the same on both ports.
+            stats.count_rejected(command.index)
+            return self.adapter.error_reply(request, durability.refused_write())
         was_authenticated = session.authenticated
         try:
             reply = handler(self.server, session, request)
@@ -299,13 +356,15 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
         self._in_pool = True
         transport.pause_reading()
         registry = self.server.stats
+        log = self._durability.log if self._durability is not None else None
 
-        def run() -> list[bytes]:
+        def run() -> list[tuple[bytes, int, int, bool, RequestT | None]]:
+            # Each reply with what it saw of the log (see _emit).
             stats = registry.for_this_thread()
-            replies = []
+            replies: list[tuple[bytes, int, int, bool, RequestT | None]] = []
             for item in batch:
                 if len(item) == 2:
-                    replies.append(self.adapter.error_reply(item[0], item[1]))
+                    replies.append((self.adapter.error_reply(item[0], item[1]), 0, 0, False, item[0]))
                 else:
                     queued_command, queued_handler, queued_request, routed_authenticated = item
                     if session.authenticated and not routed_authenticated:
@@ -314,14 +373,21 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
                         try:
                             self.adapter.route(queued_request)
                         except CommandError as error:
-                            replies.append(self.adapter.error_reply(queued_request, error))
+                            replies.append(
+                                (self.adapter.error_reply(queued_request, error), 0, 0, False, queued_request)
+                            )
                             continue
-                    replies.append(self._execute(queued_command, queued_handler, queued_request, stats, in_turn=False))
+                    undos = log.undos if log is not None else 0
+                    reply = self._execute(queued_command, queued_handler, queued_request, stats, in_turn=False)
+                    seen_seq = log.appended_seq if log is not None else 0
+                    replies.append((reply, undos, seen_seq, queued_command.write, queued_request))
                 if self._closing:
                     break
             return replies
 
-        def done(replies: list[bytes] | None, error: BaseException | None) -> None:
+        def done(
+            replies: list[tuple[bytes, int, int, bool, RequestT | None]] | None, error: BaseException | None
+        ) -> None:
             self._in_pool = False
             if transport.closed:
                 return
@@ -330,10 +396,10 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
                 transport.close()
                 return
             if self._durability is not None:
-                for reply in replies:
-                    self._emit(reply, True)  # the batch's writes are all behind the log's current end
+                for reply, undos, seen_seq, write, request in replies:
+                    self._emit(reply, undos, seen_seq, write, request)
             else:
-                for reply in replies:
+                for reply, _undos, _seen_seq, _write, _request in replies:
                     transport.write(reply)
             if violation is not None:
                 self._violation(violation)
@@ -343,6 +409,7 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
                     transport.close()
                 return
             if self._held and transport.out_size + self._held_bytes >= transport.high_water:
+                self._paused_for_log = True
                 return  # release() resumes reading
             transport.resume_reading()
             self._process()
@@ -360,7 +427,8 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
             return
         if self._held:  # answered (and closed) after the replies the log still holds
             if violation.reply:
-                self._held.append((0, violation.reply))
+                self._held.append((0, 0, False, violation.reply, None))
+                self._held_bytes += len(violation.reply)
             return
         if violation.reply:
             transport.write(violation.reply)

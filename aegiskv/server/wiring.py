@@ -24,7 +24,7 @@ from aegiskv.cluster.gossip import GossipService
 from aegiskv.cluster.interfaces import GossipTiming, MembershipFactory, MembershipOptions
 from aegiskv.cluster.redirect import Routing
 from aegiskv.cluster.shard_map import Endpoint, Member, Topology
-from aegiskv.errors import CommandError
+from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.net.http import encode_response
 from aegiskv.net.reactor import Listener, ListenerOptions, Reactor
 from aegiskv.node.operations import Node
@@ -95,7 +95,7 @@ class Server:
         self.resp_use_hiredis = {"auto": None, "hiredis": True, "python": False}[config.resp_parser]
         self.run_id = secrets.token_hex(20)
         log = node.backend.log
-        self.durability = Durability(self.reactor, log) if log is not None else None
+        self.durability = Durability(self.reactor, log, node.undo_unlogged) if log is not None else None
         self.metrics_registry = build_registry(self)
         self.native_listener: Listener | None = None
         self.resp_listener: Listener | None = None
@@ -142,7 +142,9 @@ class Server:
                 parse_address(config.health_addr),
                 ListenerOptions(
                     name="http",
-                    protocol_factory=lambda: HealthProtocol(lambda: self.ready, self.render_metrics),
+                    protocol_factory=lambda: HealthProtocol(
+                        lambda: self.ready, self.render_metrics, self.storage_failure
+                    ),
                     max_connections=_HEALTH_MAX_CONNECTIONS,
                     idle_timeout=_HEALTH_IDLE_TIMEOUT,
                     output_high_water=1 << 20,
@@ -247,15 +249,29 @@ class Server:
         self.node.expire_step(self.settings.expiry_sample_size, self.settings.expiry_step_budget)
 
     def _timed_snapshot(self) -> None:
-        if self.node.snapshot_running:
-            return
-        self.reactor.submit(self.snapshot_in_background, self._snapshot_done)
+        if self.node.snapshot_running or self.storage_failure() is not None:
+            return  # none while the log cannot be written: rotating it is a snapshot's first step
+        self.reactor.submit(self._start_timed_snapshot, self._snapshot_done)
+
+    def _start_timed_snapshot(self) -> None:
+        try:
+            self.snapshot_in_background()
+        except CommandError as error:
+            logger.warning("timed snapshot not started: {}", error.message)
 
     def snapshot_in_background(self) -> None:
         """Freeze the keyspace and write it from another worker (BGSAVE). Any thread but the reactor
-        should call this: freezing takes the node lock for a C-speed copy of the key references."""
+        should call this: freezing takes the node lock for a C-speed copy of the key references.
+        Raises CommandError when no snapshot can start (one is running, the log failed)."""
         job = self.node.start_snapshot()
-        self.reactor.submit(job, self._snapshot_done)
+
+        def write() -> None:
+            try:
+                job()
+            except CommandError as error:  # a storage error, already counted for INFO
+                logger.error("{}", error.message)
+
+        self.reactor.submit(write, self._snapshot_done)
 
     def _snapshot_done(self, _path: object, error: BaseException | None) -> None:
         if error is not None and not isinstance(error, CommandError):
@@ -265,8 +281,9 @@ class Server:
         """On graceful shutdown (after the reactor stopped): write a snapshot, synchronously."""
         try:
             self.node.start_snapshot()()
-        except CommandError:
-            pass  # no snapshots with this backend
+        except CommandError as error:
+            if error.kind is not ErrorKind.INVALID:  # INVALID: no snapshots with this backend
+                logger.error("snapshot at shutdown failed: {}", error.message)
         except Exception as error:
             logger.error("snapshot at shutdown failed: {}", error)
 
@@ -361,6 +378,11 @@ class Server:
     def render_metrics(self) -> tuple[bytes, str]:
         return render(self.metrics_registry)
 
+    def storage_failure(self) -> str | None:
+        """Why writes are refused now, in one line (None: they are accepted). Any thread."""
+        log = self.node.backend.log
+        return log.failure if log is not None else None
+
     def info(self, sections: list[str] | None = None) -> dict[str, dict[str, Any]]:
         """INFO, by section (server, clients, memory, stats, keyspace). Any thread."""
         wanted = (
@@ -407,6 +429,7 @@ class Server:
             }
         if "persistence" in wanted:
             log = self.node.backend.log
+            failure = log.failure if log is not None else None
             result["persistence"] = {
                 "wal": self.settings.wal,
                 "wal_records_written": log.records_written if log is not None else 0,
@@ -414,8 +437,16 @@ class Server:
                 "wal_syncs": log.syncs if log is not None else 0,
                 "wal_written_seq": log.written_seq if log is not None else 0,
                 "wal_durable_seq": log.durable_seq if log is not None else 0,
+                # "failing" while the log cannot be written: writes are refused, reads served.
+                "wal_status": "ok" if failure is None else "failing",
+                "wal_failure": failure or "",
+                "wal_failures": log.failures if log is not None else 0,
+                "wal_records_given_up": log.given_up if log is not None else 0,
                 "snapshot_in_progress": int(self.node.snapshot_running),
                 "last_snapshot_time": int(self.node.last_snapshot_time),
+                "last_snapshot_status": "err" if self.node.last_snapshot_error else "ok",
+                "last_snapshot_error": self.node.last_snapshot_error,
+                "snapshot_failures": self.node.snapshot_failures,
             }
         if "cluster" in wanted:
             shard_map = self.topology.current

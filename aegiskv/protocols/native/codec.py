@@ -94,6 +94,7 @@ class Status(enum.IntEnum):
     BUSY = 10  # the server refuses the connection (limit reached, draining)
     MOVED = 11  # another node serves the key; message: "<owner client host:port> <map epoch> <slot>"
     CLUSTER_DOWN = 12  # no node serves the key's shard
+    STORAGE_FAILED = 13  # the node cannot write its log: writes refused until it can, reads served
 
 
 # SET flags.

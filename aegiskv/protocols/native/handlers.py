@@ -35,6 +35,7 @@ _ERROR_STATUS = {
     ErrorKind.INTERNAL: Status.ERROR,
     ErrorKind.MOVED: Status.MOVED,
     ErrorKind.CLUSTER_DOWN: Status.CLUSTER_DOWN,
+    ErrorKind.STORAGE_FAILED: Status.STORAGE_FAILED,
 }
 
 _OK = Status.OK

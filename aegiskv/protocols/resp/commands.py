@@ -550,12 +550,21 @@ def render_info(server: HandlerContext, sections: list[str] | None) -> bytes:
                 ("loading", 0),
                 ("rdb_bgsave_in_progress", persistence["snapshot_in_progress"]),
                 ("rdb_last_save_time", persistence["last_snapshot_time"]),
+                ("rdb_last_bgsave_status", persistence["last_snapshot_status"]),
                 ("aof_enabled", int(persistence["wal"] != "off")),
+                # Redis's "err" while its appends fail and writes get -MISCONF: the same here.
+                ("aof_last_write_status", "ok" if persistence["wal_status"] == "ok" else "err"),
                 ("aegis_wal", persistence["wal"]),
                 ("aegis_wal_records_written", persistence["wal_records_written"]),
                 ("aegis_wal_bytes_written", persistence["wal_bytes_written"]),
                 ("aegis_wal_syncs", persistence["wal_syncs"]),
                 ("aegis_wal_durable_seq", persistence["wal_durable_seq"]),
+                ("aegis_wal_status", persistence["wal_status"]),
+                ("aegis_wal_failure", persistence["wal_failure"]),
+                ("aegis_wal_failures", persistence["wal_failures"]),
+                ("aegis_wal_records_given_up", persistence["wal_records_given_up"]),
+                ("aegis_snapshot_failures", persistence["snapshot_failures"]),
+                ("aegis_last_snapshot_error", persistence["last_snapshot_error"]),
             ],
         )
     )
@@ -1195,6 +1204,8 @@ _ERROR_PREFIX = {
     ErrorKind.INTERNAL: "ERR",
     ErrorKind.MOVED: "MOVED",
     ErrorKind.CLUSTER_DOWN: "CLUSTERDOWN",
+    # Redis's prefix when it cannot persist (-MISCONF Errors writing to the AOF file: ...).
+    ErrorKind.STORAGE_FAILED: "MISCONF",
 }
 
 
