@@ -713,10 +713,12 @@ class ShardLeases:
             return candidate == state.holder  # renewal (or a repeated request) by the holder of the term
         if now < state.promise_until and state.holder != candidate:
             return False  # a live promise to another node
-        if candidate != self.node_id and state.election_round:
-            # Campaigning ourselves: refuse rivals up to our epoch. Granting them
-            # would make us refuse our own vote at the end and, with two
-            # candidates at once, elect neither and block both for a lease.
+        if candidate != self.node_id and state.election_round and position <= state.position:
+            # Campaigning ourselves: refuse rivals up to our epoch that are no
+            # further ahead than we are. Granting them would make us refuse our
+            # own vote at the end and, with two candidates at once, elect
+            # neither and block both for a lease. A rival further ahead is
+            # granted: it is the better primary, and it refuses us anyway.
             # (Volatile and a refusal only, so safe to forget on a restart.)
             campaign = state.rounds.get(state.election_round)
             if campaign is not None and epoch <= campaign.epoch:
