@@ -16,7 +16,9 @@ Faults (each scheduled at a real time, for a duration):
   stays: the votes are durable); its replication log stays or goes
   (``keep_log``); it restarts with ``restarted=True``, untrusted for the
   shards whose log it lost until a holder resynchronises it;
-* ``Lossy`` and ``Slow``: a loss rate, or extra delay, on every link.
+* ``Lossy``: a loss rate on every link; ``Slow``: extra delay on some
+  directed links (a reply path slower than the request path is what exposes
+  a lease counted from when a reply arrived instead of when the request left).
 
 Lease messages are datagrams: one still in flight when its receiver restarts
 reaches the new process. Replication travels on connections, as the real
@@ -92,6 +94,7 @@ class Slow:
     start: float
     duration: float
     extra_delay: float
+    links: frozenset[tuple[str, str]]  # (sender, receiver) pairs slowed down
 
 
 Fault = Partition | Pause | Crash | Lossy | Slow
@@ -192,6 +195,7 @@ class LeaseSim:
         write_interval: float | None = 0.05,
         leases_factory: Callable[..., ShardLeases] = ShardLeases,
         restarted_at_start: bool = False,
+        idle_shards: frozenset[int] = frozenset(),
     ) -> None:
         self.timing = timing or LeaseTiming()
         self.rng = random.Random(seed)
@@ -207,7 +211,7 @@ class LeaseSim:
         self._noop_ids = itertools.count(-1, -1)
         self.blocked: list[frozenset[tuple[str, str]]] = []
         self.loss: list[float] = []
-        self.extra_delay: list[float] = []
+        self.slow: list[Slow] = []
         self.violations: list[str] = []
         self.acked: list[AckedWrite] = []
         self.acquisitions: list[tuple[float, int, str, int]] = []  # (real time, shard, node, epoch)
@@ -235,7 +239,9 @@ class LeaseSim:
             self._start(node, restarted=restarted_at_start)
             self._schedule(self.rng.uniform(0, tick), "tick", node.node_id)
         if write_interval is not None:
-            for shard in self.replica_sets:
+            # Idle shards get no writes: positions stay equal there, so the
+            # up-to-date rule does not hide a voter rule that went wrong.
+            for shard in set(self.replica_sets) - idle_shards:
                 self._schedule(self.rng.uniform(0, write_interval), "write", shard)
         for fault in faults:
             self._schedule(fault.start, "fault_start", fault)
@@ -345,9 +351,9 @@ class LeaseSim:
                 self.loss.remove(fault.loss)
         elif isinstance(fault, Slow):
             if starting:
-                self.extra_delay.append(fault.extra_delay)
+                self.slow.append(fault)
             else:
-                self.extra_delay.remove(fault.extra_delay)
+                self.slow.remove(fault)
         elif isinstance(fault, Pause):
             node = self.nodes[fault.node]
             if starting:
@@ -382,7 +388,8 @@ class LeaseSim:
         if loss and self.rng.random() < loss:
             self.dropped += 1
             return
-        at = self.now + self.delay + self.rng.random() * self.jitter + max(self.extra_delay, default=0.0)
+        extra = max((slow.extra_delay for slow in self.slow if (source, target) in slow.links), default=0.0)
+        at = self.now + self.delay + self.rng.random() * self.jitter + extra
         self._schedule(at, "deliver", source, target, message, self.nodes[target].incarnation)
 
     def _deliver(self, source: str, target: str, message: Message, incarnation: int) -> None:
