@@ -154,15 +154,20 @@ def test_a_candidate_behind_the_voter_is_refused() -> None:
     assert reply.granted and reply.position == (3, 10)
 
 
-def test_a_campaigning_voter_refuses_rivals_no_further_ahead_but_grants_one_ahead() -> None:
+def test_a_campaigning_voter_grants_only_a_rival_that_outranks_it() -> None:
     leases = voter("b")
     leases.set_position(0, (1, 5))
     assert leases.tick(10.0)  # b (not preferred) campaigns for epoch 1 once its delay is over
     assert leases.counters["elections_started"] == 1
-    # c at the same position would split the vote with b: refused.
+    # c as far ahead but later in R(s): refused, or the two would split the vote.
     assert not ask(leases, 1, "c", now=10.01, position=(1, 5)).granted
     # c further ahead is the better primary (and refuses b): granted.
     assert ask(leases, 1, "c", now=10.02, position=(1, 6)).granted
+    # a as far ahead and earlier in R(s) wins the tie: granted.
+    other = voter("b")
+    other.set_position(0, (1, 5))
+    assert other.tick(10.0)
+    assert ask(other, 1, "a", now=10.01, position=(1, 5)).granted
 
 
 def test_strangers_are_refused_and_leave_no_state() -> None:

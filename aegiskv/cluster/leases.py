@@ -713,12 +713,13 @@ class ShardLeases:
             return candidate == state.holder  # renewal (or a repeated request) by the holder of the term
         if now < state.promise_until and state.holder != candidate:
             return False  # a live promise to another node
-        if candidate != self.node_id and state.election_round and position <= state.position:
-            # Campaigning ourselves: refuse rivals up to our epoch that are no
-            # further ahead than we are. Granting them would make us refuse our
-            # own vote at the end and, with two candidates at once, elect
-            # neither and block both for a lease. A rival further ahead is
-            # granted: it is the better primary, and it refuses us anyway.
+        if candidate != self.node_id and state.election_round and not self._outranks(state, candidate, position):
+            # Campaigning ourselves: refuse rivals up to our epoch that do not
+            # outrank us. Granting every rival would make us refuse our own
+            # vote at the end and, with two candidates at once, elect neither
+            # and block both for a lease; refusing every rival would make two
+            # simultaneous candidates refuse each other and both back off. So
+            # one of any two wins: the further ahead, else the earlier in R(s).
             # (Volatile and a refusal only, so safe to forget on a restart.)
             campaign = state.rounds.get(state.election_round)
             if campaign is not None and epoch <= campaign.epoch:
@@ -728,6 +729,12 @@ class ShardLeases:
         if not state.trusted and now - state.untrusted_since < self.timing.untrusted_grant_after:
             return False
         return position >= state.position
+
+    def _outranks(self, state: _Shard, candidate: str, position: Position) -> bool:
+        """Whether ``candidate`` is the better primary than this node: further ahead, or as far and earlier in R(s)."""
+        if position != state.position:
+            return position > state.position
+        return state.replicas.index(candidate) < state.replicas.index(self.node_id)
 
     def _on_request(self, request: LeaseRequest, now: float) -> Outbound:
         state = self._shards.get(request.shard)
