@@ -170,6 +170,30 @@ def test_a_campaigning_voter_grants_only_a_rival_that_outranks_it() -> None:
     assert ask(other, 1, "a", now=10.01, position=(1, 5)).granted
 
 
+def test_a_refusal_for_a_live_promise_says_how_long_it_still_runs() -> None:
+    leases = voter()
+    assert ask(leases, 1, "a", now=0.0).granted
+    assert ask(leases, 2, "c", now=0.5).promise_ms == 1500
+    assert ask(leases, 2, "a", now=0.6).promise_ms == 0  # granted: the promise is to a itself
+    behind = voter()
+    behind.set_position(0, (1, 1))
+    assert ask(behind, 1, "a", now=0.0).promise_ms == 0  # refused for its position, no promise
+
+
+def test_a_candidate_asks_again_when_the_promise_in_its_way_ends() -> None:
+    a, b, c = voter("a"), voter("b"), voter("c")
+    for node in (a, b):
+        assert ask(node, 1, "a", now=8.03).granted  # both promised a until 10.03
+    requests = c.tick(10.0)
+    assert len(requests) == 2 and c.counters["elections_started"] == 1
+    for target, payload in requests:
+        ((_, reply),) = {"a": a, "b": b}[target].receive("c", payload, 10.0)
+        c.receive(target, reply, 10.001)
+    # Refused with 30 ms to go: c asks again then, sooner than any backoff (>= 50 ms).
+    assert c.tick(10.02) == []
+    assert c.tick(10.04) and c.counters["elections_started"] == 2
+
+
 def test_strangers_are_refused_and_leave_no_state() -> None:
     leases = voter()
     assert not ask(leases, 1, "z").granted  # not in R(s)
@@ -385,6 +409,7 @@ messages = st.one_of(
         u64,
         st.one_of(st.just(""), node_ids),
         positions,
+        st.integers(0, 2**32 - 1),
     ),
     st.builds(LeaseRelease, st.integers(0, 2**32 - 1), u64, node_ids),
 )
@@ -610,7 +635,9 @@ def lagging_follower_then_holder_dies(draw: st.DrawFn) -> Schedule:
     cut_for = draw(st.floats(1.5, 4.0))
     faults: list[Fault] = [
         Partition(cut_from, cut_for, _cut(lagger)),
-        Crash(cut_from + draw(st.floats(1.0, cut_for)), 9.0, "n0", True),
+        # Dying late enough that the lagging one is back before the up-to-date
+        # one's promise ends: refused, it asks again at that very moment.
+        Crash(cut_from + draw(st.floats(max(1.0, cut_for - 1.5), cut_for)), 9.0, "n0", True),
     ]
     return Schedule(3, 3, 1, draw(st.lists(EXTREMES, min_size=3, max_size=3)), faults, draw(seeds))
 

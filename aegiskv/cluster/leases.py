@@ -76,6 +76,7 @@ its votes count, or it could elect a candidate missing acknowledged writes.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import struct
@@ -167,8 +168,9 @@ _KINDS = {_REQUEST: "request", _REPLY: "reply", _RELEASE: "release"}
 
 # version, kind, shard, epoch, round, position epoch, position seq, renew, candidate length
 _REQUEST_HEAD = struct.Struct(">BBIQQQQBB")
-# version, kind, shard, epoch, round, granted, term, position epoch, position seq, voter length, holder length
-_REPLY_HEAD = struct.Struct(">BBIQQBQQQBB")
+# version, kind, shard, epoch, round, granted, term, position epoch, position seq, promise ms,
+# voter length, holder length
+_REPLY_HEAD = struct.Struct(">BBIQQBQQQIBB")
 # version, kind, shard, epoch, holder length
 _RELEASE_HEAD = struct.Struct(">BBIQB")
 
@@ -265,7 +267,16 @@ class LeaseRequest:
 
 @dataclass(frozen=True)
 class LeaseReply:
-    """A voter's answer. Refusals carry its term, holder and position so the candidate learns and backs off."""
+    """A voter's answer. Refusals carry its term, holder and position so the candidate learns and backs off.
+
+    ``promise_ms``: how much longer (milliseconds of the voter's clock) its
+    promise to another node runs, when that stands in the way; 0 otherwise.
+    A candidate that runs into a live promise (one back from a partition,
+    clocks further apart than the election delay) asks again right then
+    instead of after a random backoff of up to ``max_backoff``. After a
+    killed holder it rarely matters: the followers' promises end within
+    milliseconds of each other, and the election delay covers that.
+    """
 
     shard: int
     epoch: int  # the epoch asked for
@@ -275,11 +286,14 @@ class LeaseReply:
     term: int  # the voter's term after answering
     holder: str  # whom it granted that term ("" before any grant)
     position: Position  # the voter's own position
+    promise_ms: int = 0
 
     def encode(self) -> bytes:
         voter = _id_bytes(self.voter, "voter")
         holder = _id_bytes(self.holder, "holder", allow_empty=True)
         _check_ranges(self.shard, self.epoch, self.round_id, self.term, *self.position)
+        if not 0 <= self.promise_ms <= _U32:
+            raise ValueError(f"promise_ms {self.promise_ms} is outside 0..{_U32}")
         head = _REPLY_HEAD.pack(
             WIRE_VERSION,
             _REPLY,
@@ -290,6 +304,7 @@ class LeaseReply:
             self.term,
             self.position[0],
             self.position[1],
+            self.promise_ms,
             len(voter),
             len(holder),
         )
@@ -298,11 +313,14 @@ class LeaseReply:
     @classmethod
     def decode(cls, data: bytes) -> LeaseReply:
         fields = _head(data, _REPLY_HEAD, _REPLY)
-        _, _, shard, epoch, round_id, granted, term, position_epoch, seq, voter_length, holder_length = fields
+        _, _, shard, epoch, round_id, granted, term, position_epoch, seq, promise_ms, voter_length, holder_length = (
+            fields
+        )
         voter, holder = _ids(data, _REPLY_HEAD.size, (voter_length, holder_length), _REPLY)
         if not voter:
             raise ValueError("lease reply without a voter")
-        return cls(shard, epoch, round_id, voter, _flag(granted, "granted"), term, holder, (position_epoch, seq))
+        granted_flag = _flag(granted, "granted")
+        return cls(shard, epoch, round_id, voter, granted_flag, term, holder, (position_epoch, seq), promise_ms)
 
 
 @dataclass(frozen=True)
@@ -495,6 +513,7 @@ class _Round:
     renew: bool
     granted: set[str] = field(default_factory=set)
     refused: set[str] = field(default_factory=set)
+    retry_at: float = math.inf  # the earliest a refusing voter's promise to another node ends (our clock)
 
 
 @dataclass
@@ -766,6 +785,9 @@ class ShardLeases:
         granted = self._vote(request.shard, state, request.epoch, request.candidate, request.position, now)
         if granted and request.renew:
             self.counters["renewals_granted"] += 1
+        promise_ms = 0
+        if not granted and state.holder != request.candidate and now < state.promise_until:
+            promise_ms = min(_U32, math.ceil((state.promise_until - now) * 1000))
         reply = LeaseReply(
             request.shard,
             request.epoch,
@@ -775,6 +797,7 @@ class ShardLeases:
             state.term,
             state.holder,
             state.position,
+            promise_ms,
         )
         return [(request.candidate, reply.encode())]
 
@@ -802,6 +825,10 @@ class ShardLeases:
             round_.granted.add(reply.voter)
             return self._count(reply.shard, state, reply.round_id, round_, now)
         round_.refused.add(reply.voter)
+        if reply.promise_ms:
+            # Their clock may run slower than ours by max_clock_drift: ask once it surely ended.
+            ends = now + reply.promise_ms / 1000 * (1 + self.timing.max_clock_drift)
+            round_.retry_at = min(round_.retry_at, ends)
         if state.held_epoch and reply.term > state.held_epoch:
             # A majority may have moved on, and this voter refuses our appends:
             # step down so that an election at a higher epoch brings it back.
@@ -882,12 +909,16 @@ class ShardLeases:
         return lapsed + self.timing.election_delay * (1 + ahead + self.rng.random())
 
     def _fail_election(self, state: _Shard, now: float) -> None:
-        state.rounds.pop(state.election_round, None)
+        """Back off (random, bounded), or ask again when a refusing voter's promise ends if that is sooner."""
+        round_ = state.rounds.pop(state.election_round, None)
         state.election_round = 0
         state.failures += 1
         timing = self.timing
         backoff = timing.election_delay * 2 ** min(state.failures - 1, 6) * (0.5 + self.rng.random())
-        state.campaign_at = now + min(timing.max_backoff, max(backoff, timing.election_delay / 2))
+        retry_at = now + min(timing.max_backoff, max(backoff, timing.election_delay / 2))
+        if round_ is not None:
+            retry_at = min(retry_at, max(round_.retry_at, now))
+        state.campaign_at = retry_at
 
     def _expire_rounds(self, state: _Shard, now: float) -> None:
         if state.election_round:
