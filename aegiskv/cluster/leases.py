@@ -46,8 +46,8 @@ same epoch) each extend the lease from their own ``sent``.
 Rounds carry a number that replies echo. Without it a late reply to an earlier
 round could be counted for a later one and extend the lease from a ``sent``
 that came *after* the voter's grant, past the voter's promise (the simulation
-in tests/lease_sim.py finds exactly that when a holder is paused with replies
-queued).
+in tests/lease_sim.py finds exactly that when replies travel slower than
+requests and the holder is then cut off).
 
 **The candidate votes for itself last.** Its own vote, under the same rule, is
 cast when the others' grants already make a majority with it. A candidate cut
@@ -63,12 +63,18 @@ its own promise to another node has lapsed (or it restarted, after the restart
 wait). The preferred primary campaigns at once when trusted; the others after a
 random delay, longer for each member they know to be further ahead (positions
 arrive in requests and replies). The epoch is one above the highest seen.
-A failed round backs off (random, bounded). A holder that learns of a higher
-term in a refusal steps down and releases the lease.
+While its own round is out, a candidate grants only a rival that outranks it
+(further ahead, else earlier in ``R(s)``), so of two at once one wins. A
+failed round backs off (random, bounded), or asks again when the promise that
+refused it ends, if sooner. A holder that learns of a higher term in a refusal
+steps down and releases the lease.
 
-**What this module does not do.** Changing ``R(s)`` is safe when consecutive
-replica sets share a majority (one member replaced at a time); a larger jump
-needs joint consensus, which the placement does not ask for today. Untrusted
+**What this module does not do.** Changing ``R(s)`` is safe only when every
+majority of the old set meets every majority of the new one: one member
+added, or one removed, at a time. Replacing a member (``{a, b, c}`` to
+``{a, b, d}``) must go through the union (add ``d``, untrusted until it has
+copied the shard, then drop ``c``); jumping straight there lets ``{a, c}``
+and ``{b, d}`` elect two holders, and nothing here can tell. Untrusted
 members (``set_trusted``) are the replication layer's call: a node that lost
 its copy of a shard, or a new member still copying it, must be marked before
 its votes count, or it could elect a candidate missing acknowledged writes.
