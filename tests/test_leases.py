@@ -8,7 +8,9 @@ draws the fault schedules and the invariants are checked at every event.
 from __future__ import annotations
 
 import math
+import os
 import random
+import stat
 from pathlib import Path
 from typing import NamedTuple
 
@@ -467,6 +469,26 @@ def test_file_votes_survive_a_reopen_and_leave_no_temporary(tmp_path: Path) -> N
     store.save(3, 8, "node-c")
     assert FileVoteStore(tmp_path).load() == {3: (8, "node-c"), 1: (2, "ñode-b")}
     assert sorted(p.name for p in tmp_path.iterdir()) == [FileVoteStore.FILE_NAME]
+
+
+def test_a_file_vote_is_synced_before_the_rename_and_the_directory_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        calls.append("fsync directory" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        real_fsync(fd)
+
+    def replace(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+        calls.append("rename")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    FileVoteStore(tmp_path).save(0, 1, "a")
+    assert calls == ["fsync file", "rename", "fsync directory"]
 
 
 def test_a_restarted_node_keeps_its_terms_from_the_file(tmp_path: Path) -> None:
