@@ -81,6 +81,11 @@ def _matches_one(token: Token, byte: int) -> bool:
 
 def glob_match(pattern: bytes, text: bytes) -> bool:
     """True when ``text`` matches the Redis glob ``pattern``."""
+    if not text:
+        # Redis's matcher never enters its loop for an empty string, so only an empty
+        # pattern matches it; SCAN and KEYS take a pattern of exactly "*" as "no pattern"
+        # and list the empty key anyway, but "**" (or "?*"...) does not match it.
+        return pattern in (b"", b"*")
     tokens = compile_pattern(pattern)
     if tokens == (_STAR,):
         return True
