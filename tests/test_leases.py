@@ -36,6 +36,7 @@ from tests.lease_sim import Crash, Fault, LeaseSim, Lossy, Partition, Pause, Slo
 TIMING = LeaseTiming()
 D = TIMING.lease_duration
 REPLICAS = ("a", "b", "c")
+FIRST_A = 1  # the epoch of a's first election
 
 
 def voter(
@@ -269,10 +270,10 @@ def test_the_preferred_primary_wins_and_holds_from_when_it_sent() -> None:
     assert trio.nodes["a"].counters["elections_started"] == 1
     trio.deliver(now=1.2)  # replies arrive 0.2 s after the requests left
     a = trio.nodes["a"]
-    assert a.events == [LeaseEvent(0, "acquired", 1)]
+    assert a.events == [LeaseEvent(0, "acquired", FIRST_A)]
     assert a.lease_until(0) == pytest.approx(1.0 + D * (1 - TIMING.max_clock_drift))
     assert a.holds_lease(0, 1.0 + D * 0.95 - 0.001) and not a.holds_lease(0, 1.0 + D * 0.95)
-    assert a.epoch(0) == 1  # its own grant, saved
+    assert a.epoch(0) == FIRST_A  # its own grant, saved
     assert trio.nodes["b"].known_holder(0, 1.5) == "a" and a.known_holder(0, 1.5) == "a"
 
 
@@ -322,7 +323,7 @@ def test_a_holder_cut_off_loses_its_lease_when_it_runs_out() -> None:
         trio.tick("a", t)
         trio.in_flight.clear()  # every renewal lost
     assert not a.holds_lease(0, t)
-    assert a.events == [LeaseEvent(0, "lost", 1)] and a.counters["lost"] == 1
+    assert a.events == [LeaseEvent(0, "lost", FIRST_A)] and a.counters["lost"] == 1
 
 
 def test_a_holder_refused_for_a_higher_term_steps_down_and_releases() -> None:
@@ -336,7 +337,7 @@ def test_a_holder_refused_for_a_higher_term_steps_down_and_releases() -> None:
     trio.tick("a", D * TIMING.renew_fraction)
     trio.deliver(now=D * TIMING.renew_fraction, only={"b"})
     trio.deliver(now=D * TIMING.renew_fraction, only={"a"})  # the refusal carries term 5
-    assert a.events == [LeaseEvent(0, "lost", 1)]
+    assert a.events == [LeaseEvent(0, "lost", FIRST_A)]
     releases = [decode_message(p) for s, _, p in trio.in_flight if s == "a"]
     assert LeaseRelease(0, 1, "a") in releases
 
@@ -347,7 +348,7 @@ def test_a_release_lets_a_successor_win_at_once() -> None:
     trio.deliver(now=0.0)
     a, b = trio.nodes["a"], trio.nodes["b"]
     trio.send("a", a.release(0, 0.5))
-    assert not a.holds_lease(0, 0.5) and a.events[-1] == LeaseEvent(0, "lost", 1)
+    assert not a.holds_lease(0, 0.5) and a.events[-1] == LeaseEvent(0, "lost", FIRST_A)
     trio.deliver(now=0.5)
     assert b.counters["releases"] == 1 and b.known_holder(0, 0.5) is None
     # b (not preferred) waits only its election delay, not the rest of a's lease.
@@ -368,7 +369,7 @@ def test_a_holder_removed_from_the_replica_set_steps_down() -> None:
     trio.deliver(now=0.0)
     a = trio.nodes["a"]
     out = a.set_replica_sets({0: ("b", "c", "d")}, 0.2)
-    assert not a.holds_lease(0, 0.2) and a.events[-1] == LeaseEvent(0, "lost", 1)
+    assert not a.holds_lease(0, 0.2) and a.events[-1] == LeaseEvent(0, "lost", FIRST_A)
     assert {target for target, _ in out} == {"b", "c"}
     assert all(decode_message(payload) == LeaseRelease(0, 1, "a") for _, payload in out)
     # And as a voter it no longer takes part.
@@ -469,6 +470,15 @@ def test_file_votes_survive_a_reopen_and_leave_no_temporary(tmp_path: Path) -> N
     store.save(3, 8, "node-c")
     assert FileVoteStore(tmp_path).load() == {3: (8, "node-c"), 1: (2, "ñode-b")}
     assert sorted(p.name for p in tmp_path.iterdir()) == [FileVoteStore.FILE_NAME]
+
+
+def test_deferred_file_votes_reach_the_disk_on_flush_only(tmp_path: Path) -> None:
+    store = FileVoteStore(tmp_path / "votes", deferred=True)  # the directory is made if missing
+    store.save(3, 7, "node-a")
+    store.save(4, 7, "node-a")
+    assert FileVoteStore(tmp_path / "votes").load() == {}  # nothing durable yet: the caller must flush
+    store.flush()
+    assert FileVoteStore(tmp_path / "votes").load() == {3: (7, "node-a"), 4: (7, "node-a")}
 
 
 def test_a_file_vote_is_synced_before_the_rename_and_the_directory_after(

@@ -374,9 +374,12 @@ def decode_message(data: bytes) -> LeaseMessage:
 class VoteStore(Protocol):
     """Where a voter keeps, per shard, the highest epoch it granted and to whom.
 
-    ``save`` must be durable when it returns: the grant is acted on (promise,
-    reply) only afterwards, so a voter that crashes and restarts never grants
-    the same epoch twice or a lower one.
+    ``save`` must be durable before the grant is acted on (promise, reply), so
+    a voter that crashes and restarts never grants the same epoch twice or a
+    lower one. A store may make it durable when ``save`` returns, or later in
+    ``flush``: then the caller of :class:`ShardLeases` calls ``flush`` before it
+    sends any message or acts on any event a call returned (one write and
+    fsync for all the grants of an election round, not one per shard).
     """
 
     def load(self) -> dict[int, tuple[int, str]]:
@@ -384,6 +387,10 @@ class VoteStore(Protocol):
         ...
 
     def save(self, shard: int, term: int, holder: str) -> None: ...
+
+    def flush(self) -> None:
+        """Make every saved vote durable (a no-op for a store whose saves are durable at once)."""
+        ...
 
 
 class MemoryVoteStore:
@@ -399,6 +406,9 @@ class MemoryVoteStore:
     def save(self, shard: int, term: int, holder: str) -> None:
         self.votes[shard] = (term, holder)
         self.saves += 1
+
+    def flush(self) -> None:
+        pass
 
 
 class VoteStoreError(ValueError):
@@ -424,9 +434,13 @@ class FileVoteStore:
     _ENTRY = struct.Struct(">IQB")
     _CRC = struct.Struct(">I")
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], deferred: bool = False) -> None:
+        """``deferred``: saves are written by :meth:`flush` (see VoteStore), else at once."""
         self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
         self.path = self.directory / self.FILE_NAME
+        self.deferred = deferred
+        self._dirty = False
         self._votes: dict[int, tuple[int, str]] | None = None
 
     def load(self) -> dict[int, tuple[int, str]]:
@@ -440,7 +454,15 @@ class FileVoteStore:
         _check_ranges(shard, term)
         _id_bytes(holder, "holder")
         self._votes[shard] = (term, holder)
-        self._write(self._votes)
+        if self.deferred:
+            self._dirty = True
+        else:
+            self._write(self._votes)
+
+    def flush(self) -> None:
+        if self._dirty and self._votes is not None:
+            self._write(self._votes)
+            self._dirty = False
 
     def _read(self) -> dict[int, tuple[int, str]]:
         try:
@@ -762,8 +784,10 @@ class ShardLeases:
             campaign = state.rounds.get(state.election_round)
             if campaign is not None and epoch <= campaign.epoch:
                 return False
-        if now < self._elections_from:
-            return False  # restarted: promises made before are unknown
+        if now < self._elections_from and state.replicas != (self.node_id,):
+            # Restarted: promises made before are unknown. A replica set of this node
+            # alone is the exception: no other node could have been promised anything.
+            return False
         if not state.trusted and now - state.untrusted_since < self.timing.untrusted_grant_after:
             return False
         return position >= state.position
@@ -903,7 +927,10 @@ class ShardLeases:
 
     def _campaign_time(self, state: _Shard) -> float:
         """When to campaign: as the lease we knew of lapses, the preferred primary first, the most up to date next."""
-        lapsed = max(state.promise_until if state.holder != self.node_id else 0.0, self._elections_from)
+        alone = state.replicas == (self.node_id,)  # see _may_grant: no restart wait
+        lapsed = max(
+            state.promise_until if state.holder != self.node_id else 0.0, 0.0 if alone else self._elections_from
+        )
         if state.replicas[0] == self.node_id and state.trusted:
             return lapsed
         # The lapsed holder is left out of the ranking: it is the one presumed gone.
