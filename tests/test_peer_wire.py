@@ -83,7 +83,7 @@ def test_handshake_messages_round_trip_and_refuse_damage() -> None:
 @pytest.mark.parametrize("kind", [Kind.APPEND, Kind.SNAPSHOT_ITEMS, Kind.OFFER, Kind.ACK])
 def test_shard_messages_round_trip(kind: Kind) -> None:
     changes = [Change(7 + index, Op.PUT, b"key%d" % index, b"v" * 100, 1000 + index, 0) for index in range(50)]
-    message = ShardMessage(kind, 17, 4, 6, 3, [(1, 1), (4, 6)], changes)
+    message = ShardMessage(kind, 17, 4, 6, 3, [(1, 1, 99), (4, 6, 2**64 - 1)], changes, position_writer=2**63)
     assert ShardMessage.decode(kind, message.encode()) == message
 
 
@@ -99,7 +99,7 @@ def test_snapshot_items_are_compressed_and_bounded() -> None:
 
 
 def test_truncated_shard_messages_are_refused() -> None:
-    encoded = ShardMessage(Kind.OFFER, 1, 2, 3, 0, [(2, 1)], []).encode()
+    encoded = ShardMessage(Kind.OFFER, 1, 2, 3, 0, [(2, 1, 7)], []).encode()
     for cut in range(len(encoded)):
         with pytest.raises(PeerProtocolError):
             ShardMessage.decode(Kind.OFFER, encoded[:cut])

@@ -13,15 +13,18 @@ from aegiskv.cluster.replication import (
     QuorumTracker,
     decode_changes,
     encode_changes,
+    writer_tag,
 )
 from tests.effort import examples
 
+A, B = writer_tag("a"), writer_tag("b")
 
-def primary_backlog(epochs: list[tuple[int, int]], max_bytes: int = 1 << 20) -> Backlog:
-    """A backlog that wrote ``count`` changes in each ``(epoch, count)``, in order."""
+
+def primary_backlog(epochs: list[tuple[int, int]], max_bytes: int = 1 << 20, writer: int = A) -> Backlog:
+    """A backlog that wrote ``count`` changes in each ``(epoch, count)``, in order, as ``writer``."""
     backlog = Backlog(max_bytes)
     for epoch, count in epochs:
-        backlog.start_epoch(epoch)
+        backlog.start_epoch(epoch, writer)
         for index in range(count):
             backlog.append(Op.PUT, b"k%d" % index, b"v", index + 1, 0)
     return backlog
@@ -30,7 +33,7 @@ def primary_backlog(epochs: list[tuple[int, int]], max_bytes: int = 1 << 20) -> 
 def test_sequence_numbers_continue_across_epochs_and_history_places_them() -> None:
     backlog = primary_backlog([(1, 5), (3, 4)])
     assert backlog.last_seq == 9
-    assert backlog.history == [(1, 1), (3, 6)]
+    assert backlog.history == [(1, 1, A), (3, 6, A)]
     assert [backlog.epoch_of(seq) for seq in (0, 1, 5, 6, 9)] == [0, 1, 1, 3, 3]
     assert backlog.position == (3, 9)
 
@@ -38,31 +41,39 @@ def test_sequence_numbers_continue_across_epochs_and_history_places_them() -> No
 def test_epochs_must_grow() -> None:
     backlog = primary_backlog([(4, 1)])
     with pytest.raises(ValueError, match="does not grow"):
-        backlog.start_epoch(4)
+        backlog.start_epoch(4, A)
 
 
 def test_a_follower_on_the_primarys_log_continues_incrementally() -> None:
     backlog = primary_backlog([(1, 5), (3, 4)])
-    assert backlog.plan_sync((1, 5)) == (False, 6, False)
-    assert backlog.plan_sync((3, 7)) == (False, 8, False)
-    assert backlog.plan_sync((3, 9)) == (False, 10, False)  # up to date: nothing to send yet
-    assert backlog.plan_sync((0, 0)) == (False, 1, False)  # empty, and the backlog holds everything
+    assert backlog.plan_sync((1, 5), A) == (False, 6, False)
+    assert backlog.plan_sync((3, 7), A) == (False, 8, False)
+    assert backlog.plan_sync((3, 9), A) == (False, 10, False)  # up to date: nothing to send yet
+    assert backlog.plan_sync((0, 0), 0) == (False, 1, False)  # empty, and the backlog holds everything
 
 
 def test_a_follower_with_changes_the_primary_never_had_is_resynced_and_discards_them() -> None:
     backlog = primary_backlog([(1, 5), (3, 4)])
     # An old primary of epoch 2 wrote seq 6 and 7, which reached no majority: not on this history.
-    assert backlog.plan_sync((2, 7)) == (True, 10, True)
+    assert backlog.plan_sync((2, 7), A) == (True, 10, True)
     # Further than the primary got at all.
-    assert backlog.plan_sync((3, 12)) == (True, 10, True)
+    assert backlog.plan_sync((3, 12), A) == (True, 10, True)
+
+
+def test_the_same_epoch_written_by_another_primary_is_another_log() -> None:
+    # Each node starts alone and elects itself for epoch 1 before it joins: b's "epoch 1, seq 4"
+    # holds other changes than a's, and must be resynced, not continued.
+    backlog = primary_backlog([(1, 5), (3, 4)])
+    assert backlog.plan_sync((1, 4), B) == (True, 10, True)
+    assert backlog.plan_sync((1, 4), A) == (False, 5, False)
 
 
 def test_a_follower_behind_the_backlog_is_resynced_without_discarding() -> None:
     backlog = primary_backlog([(1, 50)], max_bytes=300)
     assert backlog.first_seq > 2
-    assert backlog.plan_sync((1, 1)) == (True, 51, False)
+    assert backlog.plan_sync((1, 1), A) == (True, 51, False)
     held_from = backlog.first_seq - 1
-    assert backlog.plan_sync((1, held_from)) == (False, held_from + 1, False)
+    assert backlog.plan_sync((1, held_from), A) == (False, held_from + 1, False)
 
 
 def test_changes_after_respect_the_byte_budget_and_refuse_what_is_gone() -> None:
@@ -87,7 +98,7 @@ def test_a_follower_backlog_records_in_order_and_learns_the_history() -> None:
     with pytest.raises(ValueError, match="after"):
         follower.record(Change(9, Op.PUT, b"k", b"v", 1, 0))
     # The primary moves on to epoch 5; the follower learns it with the next changes.
-    primary.start_epoch(5)
+    primary.start_epoch(5, B)
     primary.append(Op.DELETE, b"k0", b"", 99, 0)
     follower.merge_history(primary.history_since(follower.last_seq))
     follower.record(primary.changes_after(6, 1 << 20)[0])
@@ -96,11 +107,12 @@ def test_a_follower_backlog_records_in_order_and_learns_the_history() -> None:
 
 def test_history_from_a_new_primary_replaces_what_it_contradicts() -> None:
     follower = Backlog(1 << 20)
-    follower.merge_history([(1, 1), (2, 10)])
-    follower.merge_history([(2, 10), (4, 12)])
-    assert follower.history == [(1, 1), (2, 10), (4, 12)]
+    follower.merge_history([(1, 1, A), (2, 10, A)])
+    follower.merge_history([(2, 10, A), (4, 12, B)])
+    assert follower.history == [(1, 1, A), (2, 10, A), (4, 12, B)]
+    assert follower.writer == 0  # it holds no change yet
     with pytest.raises(ValueError, match="does not grow"):
-        follower.merge_history([(3, 20)])
+        follower.merge_history([(3, 20, B)])
 
 
 changes_strategy = st.lists(

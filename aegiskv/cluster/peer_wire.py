@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import lz4.block
 
-from aegiskv.cluster.replication import Change, decode_changes, encode_changes
+from aegiskv.cluster.replication import Change, HistoryEntry, decode_changes, encode_changes
 
 PROTOCOL_VERSION = 1
 HANDSHAKE_MAX = 512  # bytes a frame may hold before the peer proved it holds the key
@@ -196,13 +196,13 @@ def _text(data: bytes, what: str) -> str:
 
 # -- replication messages -----------------------------------------------------------------------
 
-History = list[tuple[int, int]]
+History = list[HistoryEntry]
 _SHARD_EPOCH = struct.Struct(">IQ")
-_HISTORY_ENTRY = struct.Struct(">QQ")
+_HISTORY_ENTRY = struct.Struct(">QQQ")
 _U64 = struct.Struct(">Q")
 
 
-def _pack_history(history: Iterable[tuple[int, int]]) -> bytes:
+def _pack_history(history: Iterable[HistoryEntry]) -> bytes:
     entries = list(history)
     return struct.pack(">H", len(entries)) + b"".join(_HISTORY_ENTRY.pack(*entry) for entry in entries)
 
@@ -216,7 +216,7 @@ def _unpack_history(payload: bytes, offset: int) -> tuple[History, int]:
     if len(payload) < end:
         raise PeerProtocolError("truncated history")
     history = [_HISTORY_ENTRY.unpack_from(payload, offset + index * _HISTORY_ENTRY.size) for index in range(count)]
-    return [(int(epoch), int(first)) for epoch, first in history], end
+    return [(int(epoch), int(first), int(writer)) for epoch, first, writer in history], end
 
 
 class ShardMessage(NamedTuple):
@@ -224,7 +224,8 @@ class ShardMessage(NamedTuple):
 
     ``seq`` is OFFER's and SNAPSHOT_END's last seq, POSITION's position seq, ACK's
     applied seq, FENCED's term (in ``epoch``'s place the sender's term), APPEND's
-    seq before its first change. ``position_epoch`` is POSITION's.
+    seq before its first change. ``position_epoch`` and ``position_writer`` are
+    POSITION's: the epoch and writer of the follower's last change.
     """
 
     kind: int
@@ -234,9 +235,11 @@ class ShardMessage(NamedTuple):
     position_epoch: int = 0
     history: History = []
     changes: list[Change] = []
+    position_writer: int = 0
 
     def encode(self) -> bytes:
         head = _SHARD_EPOCH.pack(self.shard, self.epoch) + _U64.pack(self.seq) + _U64.pack(self.position_epoch)
+        head += _U64.pack(self.position_writer)
         body = encode_changes(self.changes)
         if self.kind == Kind.SNAPSHOT_ITEMS:
             # A shard's keys go over the wire once per resync: lz4 block compression
@@ -246,12 +249,13 @@ class ShardMessage(NamedTuple):
 
     @classmethod
     def decode(cls, kind: int, payload: bytes, max_changes: int = 1 << 20, max_bytes: int = 1 << 30) -> ShardMessage:
-        fixed = _SHARD_EPOCH.size + 2 * _U64.size
+        fixed = _SHARD_EPOCH.size + 3 * _U64.size
         if len(payload) < fixed:
             raise PeerProtocolError(f"truncated message of kind {kind}")
         shard, epoch = _SHARD_EPOCH.unpack_from(payload, 0)
         (seq,) = _U64.unpack_from(payload, _SHARD_EPOCH.size)
         (position_epoch,) = _U64.unpack_from(payload, _SHARD_EPOCH.size + _U64.size)
+        (position_writer,) = _U64.unpack_from(payload, _SHARD_EPOCH.size + 2 * _U64.size)
         history, offset = _unpack_history(payload, fixed)
         body: bytes | memoryview = memoryview(payload)[offset:]
         try:
@@ -260,7 +264,7 @@ class ShardMessage(NamedTuple):
             changes = decode_changes(body, max_changes)
         except ValueError as error:
             raise PeerProtocolError(str(error)) from None
-        return cls(kind, shard, epoch, seq, position_epoch, history, changes)
+        return cls(kind, shard, epoch, seq, position_epoch, history, changes, position_writer)
 
 
 def _decompress(data: bytes, max_bytes: int) -> bytes:

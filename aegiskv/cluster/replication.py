@@ -24,6 +24,7 @@ No sockets, clocks or locks here: aegiskv.server.replication drives it.
 from __future__ import annotations
 
 import enum
+import hashlib
 import struct
 from bisect import bisect_right
 from collections import deque
@@ -32,6 +33,16 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 Position = tuple[int, int]  # (epoch, seq); (0, 0) is an empty replica
+# One entry of a log's history: (epoch, first seq written in it, writer), where the writer is
+# a 64-bit tag of the primary's node id (writer_tag). Epochs are unique within one cluster's
+# elections, but every node starts alone and elects itself before it joins the others: two
+# nodes then each wrote "epoch 1", and only the writer tells those two logs apart.
+HistoryEntry = tuple[int, int, int]
+
+
+def writer_tag(node_id: str) -> int:
+    """The 64-bit tag a primary's history entries carry (stable across processes)."""
+    return int.from_bytes(hashlib.blake2b(node_id.encode(), digest_size=8).digest(), "big")
 
 
 class Op(enum.IntEnum):
@@ -41,6 +52,7 @@ class Op(enum.IntEnum):
     DELETE = 2  # remove the key; ``version`` is the delete's (a tombstone's) version
     EXPIRE = 3  # change the deadline only (``expires_at_ms``; 0 drops it)
     FLUSH = 4  # remove every key of the shard
+    NOOP = 5  # changes nothing: a new primary's first change, so its epoch shows in every follower's position
 
 
 class Change(NamedTuple):
@@ -112,13 +124,13 @@ class SyncPlan(NamedTuple):
 class Backlog:
     """A primary's recent changes to one shard, bounded in bytes, and the epochs its log went through.
 
-    ``history`` lists ``(epoch, first seq written in it)`` in order. Not thread-safe:
+    ``history`` lists ``(epoch, first seq written in it, writer)`` in order. Not thread-safe:
     the caller (the node, under its lock) serialises appends and reads.
     """
 
     max_bytes: int
     last_seq: int = 0
-    history: list[tuple[int, int]] = field(default_factory=list)
+    history: list[HistoryEntry] = field(default_factory=list)
     _changes: deque[Change] = field(default_factory=deque)
     _bytes: int = 0
 
@@ -131,13 +143,18 @@ class Backlog:
     def position(self) -> Position:
         return (self.epoch_of(self.last_seq), self.last_seq)
 
-    def start_epoch(self, epoch: int) -> None:
-        """This node becomes primary for ``epoch``: later changes are written in it."""
+    @property
+    def writer(self) -> int:
+        """The writer tag of the last change held (0 for none): with ``position``, its lineage."""
+        return self.entry_of(self.last_seq)[2]
+
+    def start_epoch(self, epoch: int, writer: int) -> None:
+        """This node (whose tag is ``writer``) becomes primary for ``epoch``: later changes are written in it."""
         if self.history and epoch <= self.history[-1][0]:
             raise ValueError(f"epoch {epoch} does not grow past {self.history[-1][0]}")
-        self.history.append((epoch, self.last_seq + 1))
+        self.history.append((epoch, self.last_seq + 1, writer))
 
-    def restart_at(self, seq: int, history: Iterable[tuple[int, int]]) -> None:
+    def restart_at(self, seq: int, history: Iterable[HistoryEntry]) -> None:
         """A follower resynchronised up to ``seq`` of a primary with ``history``: nothing older is held."""
         self._changes.clear()
         self._bytes = 0
@@ -145,22 +162,22 @@ class Backlog:
         self.history = []
         self.merge_history(history)
 
-    def merge_history(self, entries: Iterable[tuple[int, int]]) -> None:
+    def merge_history(self, entries: Iterable[HistoryEntry]) -> None:
         """Take in a primary's history entries (a follower learns of the epochs its changes were written in).
 
         An entry starting at or before a known one replaces it and everything after:
         the primary's word is the log.
         """
-        for epoch, first_seq in sorted(entries, key=lambda entry: entry[1]):
-            if self.history and self.history[-1] == (epoch, first_seq):
+        for epoch, first_seq, writer in sorted(entries, key=lambda entry: entry[1]):
+            if self.history and self.history[-1] == (epoch, first_seq, writer):
                 continue
             while self.history and self.history[-1][1] >= first_seq:
                 self.history.pop()
             if self.history and self.history[-1][0] >= epoch:
                 raise ValueError(f"history epoch {epoch} at seq {first_seq} does not grow past {self.history[-1]}")
-            self.history.append((epoch, first_seq))
+            self.history.append((epoch, first_seq, writer))
 
-    def history_since(self, seq: int) -> list[tuple[int, int]]:
+    def history_since(self, seq: int) -> list[HistoryEntry]:
         """The entries a follower at ``seq`` needs to place changes after it: the one covering it and later ones."""
         index = max(bisect_right(self.history, seq, key=lambda entry: entry[1]) - 1, 0)
         return self.history[index:]
@@ -188,10 +205,14 @@ class Backlog:
 
     def epoch_of(self, seq: int) -> int:
         """The epoch in which change ``seq`` was written (0 for seq 0, before any)."""
+        return self.entry_of(seq)[0]
+
+    def entry_of(self, seq: int) -> HistoryEntry:
+        """The history entry change ``seq`` was written under ((0, 0, 0) for seq 0, before any)."""
         if seq <= 0 or not self.history:
-            return 0
+            return (0, 0, 0)
         index = bisect_right(self.history, seq, key=lambda entry: entry[1]) - 1
-        return self.history[index][0] if index >= 0 else 0
+        return self.history[index] if index >= 0 else (0, 0, 0)
 
     def changes_after(self, seq: int, max_bytes: int) -> list[Change]:
         """Changes from ``seq + 1`` on, at most about ``max_bytes`` (always at least one when any)."""
@@ -208,12 +229,14 @@ class Backlog:
             size += change.size()
         return found
 
-    def plan_sync(self, follower: Position) -> SyncPlan:
-        """Incremental from the follower's position when it lies on this log and is still held, else resync."""
+    def plan_sync(self, follower: Position, writer: int) -> SyncPlan:
+        """Incremental from the follower's position (written by ``writer``) when it lies on this log and is
+        still held, else resync."""
         epoch, seq = follower
         if seq > self.last_seq:
             return SyncPlan(True, self.last_seq + 1, True)  # it has changes beyond ours: an old primary's
-        on_history = seq == 0 or self.epoch_of(seq) == epoch
+        entry = self.entry_of(seq)
+        on_history = seq == 0 or (entry[0] == epoch and entry[2] == writer)
         if not on_history:
             return SyncPlan(True, self.last_seq + 1, True)
         if seq >= self.first_seq - 1:
