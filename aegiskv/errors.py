@@ -24,6 +24,9 @@ class ErrorKind(enum.Enum):
     CLUSTER_DOWN = "cluster_down"  # no node serves the key's shard
     # The node cannot write its log (full or failing disk): writes are refused, reads served.
     STORAGE_FAILED = "storage_failed"
+    # A write whose outcome is unknown (its quorum or its primary's lease failed), or a shard
+    # with no primary yet (an election under way): the client may retry.
+    TRYAGAIN = "tryagain"
 
 
 class CommandError(Exception):

@@ -84,14 +84,24 @@ def info(node: LocalNode, section: str) -> dict[str, str]:
         return client.info(section)[section]
 
 
-def wait_for_agreement(nodes: list[LocalNode], members: set[str], timeout: float = 20.0) -> dict[str, Any]:
-    """Until every node's map lists exactly ``members`` with the same replica sets; returns one map."""
+def wait_for_agreement(nodes: list[LocalNode], members: set[str], timeout: float = 30.0) -> dict[str, Any]:
+    """Until every node's map lists exactly ``members`` with the same replica sets and primaries; returns one map.
+
+    Settled also means led as placement prefers: every shard's primary (the holder of
+    its lease, listed first) is its preferred member, which a node that took a lease
+    while alone hands back once that member has caught up (aegiskv.server.replicas).
+    """
     deadline = time.monotonic() + timeout
     seen: list[dict[str, Any]] = []
     while True:
         seen = [topology(node) for node in nodes]
         shard_lists = {json.dumps(answer["shards"]) for answer in seen}
-        if all(set(answer["nodes"]) == members for answer in seen) and len(shard_lists) == 1:
+        if (
+            all(set(answer["nodes"]) == members for answer in seen)
+            and len(shard_lists) == 1
+            and all(answer["shards"][index].get("primary") for answer in seen for index in range(len(answer["shards"])))
+            and all(shard["primary"] == shard.get("preferred") for shard in seen[0]["shards"])
+        ):
             return seen[0]
         if time.monotonic() > deadline:
             raise AssertionError(

@@ -189,7 +189,16 @@ def test_mset_and_mget(kv: Client) -> None:
 def test_info_sections(kv: Client, shared_node: LocalNode) -> None:
     kv.set("ops:info", "x")
     everything = kv.info()
-    assert set(everything) == {"server", "clients", "memory", "persistence", "stats", "keyspace", "cluster"}
+    assert set(everything) == {
+        "server",
+        "clients",
+        "memory",
+        "persistence",
+        "stats",
+        "keyspace",
+        "cluster",
+        "replication",
+    }
     assert everything["persistence"]["wal"] == "off"
     assert int(everything["server"]["process_id"]) == shared_node.pid
     assert int(everything["server"]["tcp_port"]) == shared_node.address[1]

@@ -15,6 +15,7 @@ from aegiskv.client.errors import (
     RetriesExhaustedError,
     ServerError,
     StorageFailedError,
+    TryAgainError,
     VersionMismatchError,
 )
 
@@ -35,6 +36,7 @@ __all__ = [
     "RetriesExhaustedError",
     "ServerError",
     "StorageFailedError",
+    "TryAgainError",
     "ValueWithTTL",
     "VersionMismatchError",
 ]

@@ -39,6 +39,7 @@ from aegiskv.client.errors import (
     RetriesExhaustedError,
     ServerError,
     StorageFailedError,
+    TryAgainError,
     VersionMismatchError,
 )
 from aegiskv.client.route_table import RouteTable, parse_moved
@@ -169,6 +170,8 @@ def _raise_for_status(frame: Frame, key: bytes | None = None) -> None:
         raise OutOfMemoryError(message, code)
     if status == Status.STORAGE_FAILED:
         raise StorageFailedError(message, code)
+    if status == Status.TRY_AGAIN:
+        raise TryAgainError(message, code)
     if status == Status.BUSY:
         raise ConnectionClosedError(f"server refused the connection: {message}")
     if status == Status.PROTOCOL_ERROR:

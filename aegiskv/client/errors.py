@@ -66,6 +66,12 @@ class StorageFailedError(ServerError):
     serves reads until it can. A write that got this error was not applied."""
 
 
+class TryAgainError(ServerError):
+    """The key's shard is between primaries (a failover), or a write's quorum or its primary's
+    lease failed before it was confirmed: the write may or may not have been applied. Retrying
+    an idempotent operation is safe."""
+
+
 class ConditionNotMetError(AegisError):
     """A conditional set (only-if-absent / only-if-present) did not store."""
 

@@ -274,6 +274,16 @@ class GossipService:
                 self.counters["unreadable_members"] += 1
         return members
 
+    @property
+    def joined(self) -> bool:
+        """Whether this node is in a cluster: it has no seeds, or an exchange with one (or a peer's with it) worked."""
+        return self._joined
+
+    def set_meta(self, meta: dict[str, str]) -> None:
+        """Publish this node's metadata anew (the shards it leads changed)."""
+        self.membership.update_meta(meta, time.monotonic())
+        self._changed = True
+
     def stats(self) -> dict[str, int]:
         """Counters as of the last tick. Any thread: INFO runs in the worker pool,
         and the membership itself may only be read on the reactor thread."""
@@ -432,4 +442,12 @@ def _shard_member(member: MemberView) -> ShardMember:
     client = parse_endpoint(member.meta.get("client", f":{0}"), host)
     resp_text = member.meta.get("resp")
     resp = parse_endpoint(resp_text, host) if resp_text else None
-    return ShardMember(member.node_id, client, resp)
+    peer_text = member.meta.get("peer")
+    peer = parse_endpoint(peer_text, host) if peer_text else None
+    return ShardMember(member.node_id, client, resp, peer, _shards_of_bitmap(member.meta.get("lead", "")))
+
+
+def _shards_of_bitmap(text: str) -> frozenset[int]:
+    """The shards a ``lead`` bitmap (hex, little-endian: shard 0 is the lowest bit) names."""
+    bits = int.from_bytes(bytes.fromhex(text), "little") if text else 0
+    return frozenset(shard for shard in range(bits.bit_length()) if bits >> shard & 1)

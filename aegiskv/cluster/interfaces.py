@@ -166,6 +166,10 @@ class MembershipCore(Protocol):
 
     def live_members(self) -> Sequence[MemberView]: ...
 
+    def update_meta(self, meta: dict[str, str], now: float) -> None:
+        """Publish new metadata for this node to the others (the shards it leads change at a failover)."""
+        ...
+
     def state_counts(self) -> dict[str, int]:
         """Members by state, for INFO: at least ``alive``; also ``suspect``, ``dead``, ``left`` if known."""
         ...

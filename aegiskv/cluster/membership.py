@@ -463,6 +463,19 @@ class SwimMembership:
                 del updates[update.node_id]
         return encoded
 
+    def update_meta(self, meta: dict[str, str], now: float) -> None:
+        """Publish new metadata for this node (which shards it leads, say).
+
+        A new incarnation carries it, so it supersedes the old everywhere as any
+        other news of this node does (memberlist's UpdateNode).
+        """
+        if meta == self.me.meta:
+            return
+        self.me.meta = dict(meta)
+        self.me.incarnation += 1
+        self._queue_update(self.me, self.me.node_id)
+        self._notify(self.me)
+
     # -- state changes -------------------------------------------------------------------------
 
     def _queue_update(self, member: Member, source: str) -> None:
@@ -600,8 +613,10 @@ class SwimMembership:
 
 
 def _valid_meta(name: str, value: str) -> bool:
-    """Addresses in meta ("client", "resp") must read as host:port ([v6]:port); clients resolve the host."""
-    if name not in ("client", "resp"):
+    """Addresses in meta ("client", "resp", "peer") must read as host:port ([v6]:port); clients resolve the host."""
+    if name == "lead":  # the shards a node holds leases for, as a bitmap in hex (1024 chars: 4096 shards)
+        return len(value) <= 1024 and all(char in "0123456789abcdef" for char in value)
+    if name not in ("client", "resp", "peer"):
         return len(name) <= 64 and len(value) <= 256
     host, separator, port = value.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host

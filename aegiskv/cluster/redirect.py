@@ -37,14 +37,27 @@ class Moved(CommandError):
 
 
 class Router:
-    """Checks keys against one shard map for one node. Immutable."""
+    """Checks keys against one shard map for one node. Immutable.
 
-    __slots__ = ("_local", "_shard_of_key", "_shard_map")
+    With ``leased`` (replication: a shard's primary is the holder of its lease)
+    the node serves the shards the map names it primary of by lease, and a
+    shard whose holder is not known yet, where the node itself would be named,
+    is refused with TRYAGAIN (an election is under way) rather than redirected
+    to itself.
+    """
 
-    def __init__(self, shard_map: ShardMap, node_id: str) -> None:
+    __slots__ = ("_local", "_shard_of_key", "_shard_map", "_node_id", "_leased")
+
+    def __init__(self, shard_map: ShardMap, node_id: str, leased: bool = False) -> None:
         self._shard_map = shard_map
         self._shard_of_key = shard_map.mapper.shard_of_key
-        self._local = bytes(replicas[:1] == (node_id,) for replicas in shard_map.replica_sets)
+        self._node_id = node_id
+        self._leased = leased
+        if leased:
+            primaries = shard_map.primaries
+            self._local = bytes(primaries.get(shard) == node_id for shard in range(len(shard_map.replica_sets)))
+        else:
+            self._local = bytes(replicas[:1] == (node_id,) for replicas in shard_map.replica_sets)
 
     def check(self, key: bytes) -> None:
         if not self._local[self._shard_of_key(key)]:
@@ -63,6 +76,8 @@ class Router:
         owner = shard_map.primary_of_slot(slot)
         if owner is None:
             raise CommandError(ErrorKind.CLUSTER_DOWN, f"no node serves slot {slot}")
+        if self._leased and owner.node_id == self._node_id:
+            raise CommandError(ErrorKind.TRYAGAIN, f"slot {slot} has no primary yet (an election is under way)")
         raise Moved(slot, shard_map.epoch, owner.client, owner.resp)
 
 
@@ -72,6 +87,11 @@ class Routing:
     def __init__(self) -> None:
         self.router: Router | None = None
 
-    def update(self, shard_map: ShardMap, node_id: str) -> None:
-        everything_local = all(replicas[:1] == (node_id,) for replicas in shard_map.replica_sets)
-        self.router = None if everything_local else Router(shard_map, node_id)
+    def update(self, shard_map: ShardMap, node_id: str, leased: bool = False) -> None:
+        if leased:
+            everything_local = all(
+                shard_map.primaries.get(shard) == node_id for shard in range(shard_map.mapper.shards)
+            )
+        else:
+            everything_local = all(replicas[:1] == (node_id,) for replicas in shard_map.replica_sets)
+        self.router = None if everything_local else Router(shard_map, node_id, leased)

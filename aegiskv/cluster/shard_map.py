@@ -6,7 +6,10 @@ placement whenever the member set (or a member's address) changes; the map's
 epoch grows by one on every rebuild that changed anything, so a client holding
 an older epoch knows to refresh.
 
-Until leases exist the primary of a shard is the first member of its replica set.
+The primary of a shard is the member that holds its lease (aegiskv.cluster.leases),
+when the node knows it: ``replica_sets`` lists that member first. Until a holder
+is known, placement's order stands and its first member (the *preferred*
+primary) is named.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ class Member(NamedTuple):
     node_id: str
     client: Endpoint  # native protocol
     resp: Endpoint | None  # RESP, when the node serves it
+    peer: Endpoint | None = None  # the cluster port (leases, replication), when it replicates
+    lead: frozenset[int] = frozenset()  # the shards it says it leads (gossip news: may lag)
 
 
 class SlotRange(NamedTuple):
@@ -44,18 +49,34 @@ class SlotRange(NamedTuple):
 class ShardMap:
     """An immutable snapshot of who holds what. Safe to share between threads."""
 
-    __slots__ = ("epoch", "mapper", "replica_sets", "members", "_ranges")
+    __slots__ = ("epoch", "mapper", "placement_sets", "replica_sets", "primaries", "members", "_ranges")
 
     def __init__(
-        self, epoch: int, mapper: ShardMapper, replica_sets: list[tuple[str, ...]], members: Mapping[str, Member]
+        self,
+        epoch: int,
+        mapper: ShardMapper,
+        replica_sets: list[tuple[str, ...]],
+        members: Mapping[str, Member],
+        primaries: Mapping[int, str] | None = None,
     ) -> None:
         if len(replica_sets) != mapper.shards:
             raise ValueError(f"{len(replica_sets)} replica sets for {mapper.shards} shards")
         self.epoch = epoch
         self.mapper = mapper
-        self.replica_sets = tuple(replica_sets)
+        self.placement_sets = tuple(replica_sets)  # placement's order: the first is the preferred primary
+        # Known lease holders by shard; one outside the shard's replica set is out of date and ignored.
+        self.primaries = {
+            shard: holder for shard, holder in (primaries or {}).items() if holder in self.placement_sets[shard]
+        }
+        self.replica_sets = tuple(
+            _primary_first(replicas, self.primaries.get(shard)) for shard, replicas in enumerate(self.placement_sets)
+        )
         self.members = dict(members)
         self._ranges: list[SlotRange] | None = None
+
+    def with_primaries(self, primaries: Mapping[int, str]) -> ShardMap:
+        """The same map with these lease holders, one epoch later (clients refresh on a new epoch)."""
+        return ShardMap(self.epoch + 1, self.mapper, list(self.placement_sets), self.members, primaries)
 
     def replica_set_of_key(self, key: bytes) -> tuple[str, ...]:
         return self.replica_sets[self.mapper.shard_of_key(key)]
@@ -94,7 +115,13 @@ class ShardMap:
             "epoch": self.epoch,
             "slots": SLOTS,
             "shards": [
-                {"shard": shard, "slots": list(self.mapper.slot_range(shard)), "replicas": list(replicas)}
+                {
+                    "shard": shard,
+                    "slots": list(self.mapper.slot_range(shard)),
+                    "replicas": list(replicas),  # the primary first
+                    "primary": self.primaries.get(shard),  # the lease holder, None while unknown
+                    "preferred": self.placement_sets[shard][0] if self.placement_sets[shard] else None,
+                }
                 for shard, replicas in enumerate(self.replica_sets)
             ],
             "nodes": {
@@ -102,6 +129,12 @@ class ShardMap:
                 for member in self.members.values()
             },
         }
+
+
+def _primary_first(replicas: tuple[str, ...], primary: str | None) -> tuple[str, ...]:
+    if primary is None or replicas[:1] == (primary,):
+        return replicas
+    return (primary, *(member for member in replicas if member != primary))
 
 
 class Topology:
@@ -123,8 +156,18 @@ class Topology:
                 return current
             replica_sets = self._placement.assign(list(by_id), self._mapper.shards, self._replication_factor)
             _check_replica_sets(replica_sets, by_id, self._mapper.shards, self._replication_factor)
-            self.current = ShardMap(current.epoch + 1, self._mapper, replica_sets, by_id)
+            self.current = ShardMap(current.epoch + 1, self._mapper, replica_sets, by_id, current.primaries)
             return self.current
+
+    def set_primaries(self, primaries: Mapping[int, str]) -> ShardMap:
+        """Record the known lease holders; the epoch grows only if that changed the map."""
+        with self._lock:
+            current = self.current
+            candidate = current.with_primaries(primaries)
+            if candidate.replica_sets == current.replica_sets and candidate.primaries == current.primaries:
+                return current
+            self.current = candidate
+            return candidate
 
 
 def _check_replica_sets(

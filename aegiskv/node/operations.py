@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable, Sequence
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, Protocol
 
 from aegiskv.backends.base import (
     NO_EXPIRY,
@@ -31,11 +31,32 @@ from aegiskv.backends.base import (
 )
 from aegiskv.backends.file_ops import describe_error
 from aegiskv.backends.memory import MemoryBackend, entry_cost
+from aegiskv.cluster.replication import Change, Op
 from aegiskv.cluster.slots import ShardMapper
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.node.handoff_lock import HandoffLock, new_handoff_lock
 from aegiskv.node.pattern import glob_match
 from aegiskv.node.scan_cursors import ScanCursors, snapshot_budget
+
+
+class ChangeFeed(Protocol):
+    """What the node tells of each change it makes (aegiskv.server.replicas.ReplicaManager listens).
+
+    Called with the node lock held, on whichever thread runs the command, after
+    the backend accepted the change; it must not block.
+    """
+
+    def put(self, key: bytes, value: bytes, version: int, expires_at_ms: int) -> None: ...
+
+    def delete(self, key: bytes) -> None: ...
+
+    def expire(self, key: bytes, expires_at_ms: int) -> None: ...
+
+    def flush_shard(self, shard: int) -> None: ...
+
+    def led_shards(self) -> set[int]:
+        """The shards this node leads: FLUSHALL removes their keys only."""
+        ...
 
 
 class Condition(enum.Enum):
@@ -131,6 +152,9 @@ class Node:
         self.last_snapshot_time = 0.0  # wall-clock seconds of the last snapshot this process wrote
         self.last_snapshot_error = ""  # why the last snapshot failed ("" when it did not)
         self.snapshot_failures = 0
+        # Told of every change a command makes (the replication stream, aegiskv.server.replicas);
+        # None on a node that replicates nothing, where it costs one attribute read per write.
+        self.feed: ChangeFeed | None = None
 
     # -- reads -----------------------------------------------------------------------
 
@@ -210,7 +234,7 @@ class Node:
                 self.misses += 1
                 return None
             self.hits += 1
-            self.backend.delete(key)
+            self._delete(key)
             return entry.value
 
     def getex(
@@ -225,12 +249,12 @@ class Node:
                 return None
             self.hits += 1
             if persist:
-                self.backend.set_expiry(key, NO_EXPIRY)
+                self._set_expiry(key, NO_EXPIRY)
             elif deadline is not None:
                 if deadline <= self._clock():
-                    self.backend.delete(key)
+                    self._delete(key)
                 else:
-                    self.backend.set_expiry(key, deadline)
+                    self._set_expiry(key, deadline)
             return entry.value
 
     def exists(self, keys: Sequence[bytes]) -> int:
@@ -255,8 +279,13 @@ class Node:
         try:
             memory = self._memory
             if memory is not None:
-                return memory.put(key, value, expires_at)
-            return self._backend_put(key, value, expires_at)
+                version = memory.put(key, value, expires_at)
+            else:
+                version = self._backend_put(key, value, expires_at)
+            feed = self.feed
+            if feed is not None:
+                feed.put(key, value, version, expires_at)
+            return version
         except ValueTooLarge as error:
             raise CommandError(ErrorKind.OUT_OF_MEMORY, str(error)) from None
         finally:
@@ -298,10 +327,10 @@ class Node:
             if expires_at_ms != NO_EXPIRY and expires_at_ms <= self._clock():
                 # An absolute deadline in the past: the write happens and expires at once
                 # (Redis does the same for SET ... EXAT in the past).
-                backend.delete(key)
+                self._delete(key)
                 return SetResult(True, current_version, old_value)
             try:
-                version = backend.put(key, value, expires_at_ms)
+                version = self._put(key, value, expires_at_ms)
             except ValueTooLarge as error:
                 raise CommandError(ErrorKind.OUT_OF_MEMORY, str(error)) from None
             return SetResult(True, version, old_value)
@@ -331,7 +360,7 @@ class Node:
                     if start:
                         self._lock.let_waiters_in()
                     for key, value in pairs[start : start + chunk_size]:
-                        version = backend.put(key, value, expires_at)
+                        version = self._put(key, value, expires_at)
         except ValueTooLarge as error:
             raise CommandError(ErrorKind.OUT_OF_MEMORY, str(error)) from None
         return version
@@ -344,7 +373,7 @@ class Node:
             self._check_sizes(key, value)
             expires_at = NO_EXPIRY if entry is None else entry.expires_at_ms
             try:
-                self.backend.put(key, value, expires_at)
+                self._put(key, value, expires_at)
             except ValueTooLarge as error:
                 raise CommandError(ErrorKind.OUT_OF_MEMORY, str(error)) from None
             return len(value)
@@ -365,18 +394,18 @@ class Node:
             if not -(2**63) <= result < 2**63:
                 raise CommandError(ErrorKind.INVALID, "increment or decrement would overflow")
             try:
-                self.backend.put(key, b"%d" % result, expires_at)
+                self._put(key, b"%d" % result, expires_at)
             except ValueTooLarge as error:
                 raise CommandError(ErrorKind.OUT_OF_MEMORY, str(error)) from None
             return result
 
     def delete(self, key: bytes) -> bool:
         with self._lock:
-            return self.backend.delete(key)
+            return self._delete(key)
 
     def delete_many(self, keys: Sequence[bytes]) -> int:
         removed = 0
-        delete = self.backend.delete
+        delete = self._delete
         with self._lock:
             for start in range(0, len(keys), BATCH_CHUNK):
                 if start:
@@ -408,8 +437,8 @@ class Node:
                 ):
                     return False
             if deadline_ms <= self._clock():
-                return self.backend.delete(key)
-            return self.backend.set_expiry(key, deadline_ms)
+                return self._delete(key)
+            return self._set_expiry(key, deadline_ms)
 
     def persist(self, key: bytes) -> tuple[bool, bool]:
         """Drop the TTL; returns (key exists, it had a TTL)."""
@@ -419,13 +448,27 @@ class Node:
                 return False, False
             if entry.expires_at_ms == NO_EXPIRY:
                 return True, False
-            self.backend.set_expiry(key, NO_EXPIRY)
+            self._set_expiry(key, NO_EXPIRY)
             return True, True
 
     def flush(self) -> int:
+        """Remove every key this node is the authority for: all of them, or with replication, the led shards'."""
         with self._lock:
             self._scans.forget_keys()
-            return self.backend.flush()
+            feed = self.feed
+            if feed is None:
+                return self.backend.flush()
+            led = feed.led_shards()
+            shard_of_key = self.shards.shard_of_key
+            doomed = [key for key in self.backend.key_snapshot() if shard_of_key(key) in led]
+            removed = 0
+            for start in range(0, len(doomed), BATCH_CHUNK):
+                if start:
+                    self._lock.let_waiters_in()
+                removed += sum(1 for key in doomed[start : start + BATCH_CHUNK] if self.backend.delete(key))
+            for shard in led:
+                feed.flush_shard(shard)
+            return removed
 
     def scan(self, cursor: int, count: int, pattern: bytes | None = None) -> tuple[int, list[bytes]]:
         """One SCAN step: (next cursor, keys). Cursor 0 starts; a returned 0 means done.
@@ -545,6 +588,86 @@ class Node:
 
     def now_ms(self) -> int:
         return self._clock()
+
+    # -- changes, with the feed told (the node lock is held) --------------------------
+
+    def _put(self, key: bytes, value: bytes, expires_at_ms: int) -> int:
+        version = self.backend.put(key, value, expires_at_ms)
+        feed = self.feed
+        if feed is not None:
+            feed.put(key, value, version, expires_at_ms)
+        return version
+
+    def _delete(self, key: bytes) -> bool:
+        removed = self.backend.delete(key)
+        if removed and self.feed is not None:
+            self.feed.delete(key)
+        return removed
+
+    def _set_expiry(self, key: bytes, expires_at_ms: int) -> bool:
+        changed = self.backend.set_expiry(key, expires_at_ms)
+        if changed and self.feed is not None:
+            self.feed.expire(key, expires_at_ms)
+        return changed
+
+    # -- replication: a follower's side ---------------------------------------------------
+
+    def apply_replicated(self, shard: int, changes: Sequence[Change]) -> None:
+        """Apply a primary's changes to ``shard`` in order, with their versions; the feed is not told."""
+        with self._lock:
+            backend = self.backend
+            for change in changes:
+                op = change.op
+                if op == Op.PUT:
+                    try:
+                        backend.put(change.key, change.value, change.expires_at_ms, change.version)
+                    except ValueTooLarge:
+                        backend.delete(change.key)  # cannot hold it here: a miss, never a stale value
+                elif op == Op.DELETE:
+                    backend.delete(change.key)
+                elif op == Op.EXPIRE:
+                    backend.set_expiry(change.key, change.expires_at_ms)
+                elif op == Op.FLUSH:
+                    self._drop_shard_locked(shard)
+
+    def shard_keys(self, shard: int) -> list[bytes]:
+        """Every key of ``shard`` held now. The key list is copied under the lock (C speed), filtered outside."""
+        with self._lock:
+            keys = self.backend.key_snapshot()
+        shard_of_key = self.shards.shard_of_key
+        return [key for key in keys if shard_of_key(key) == shard]
+
+    def entries(self, keys: Sequence[bytes]) -> list[tuple[bytes, Entry]]:
+        """The live entries of ``keys`` (absent ones left out), read under one lock hold."""
+        with self._lock:
+            get_entry = self.backend.get_entry
+            found = []
+            for key in keys:
+                entry = get_entry(key, touch=False)
+                if entry is not None:
+                    found.append((key, entry))
+            return found
+
+    def drop_shard(self, shard: int) -> int:
+        """Remove every key of ``shard`` (a follower about to be sent the whole shard again)."""
+        with self._lock:
+            return self._drop_shard_locked(shard)
+
+    def _drop_shard_locked(self, shard: int) -> int:
+        shard_of_key = self.shards.shard_of_key
+        doomed = [key for key in self.backend.key_snapshot() if shard_of_key(key) == shard]
+        removed = 0
+        delete = self.backend.delete
+        for start in range(0, len(doomed), BATCH_CHUNK):
+            if start:
+                self._lock.let_waiters_in()
+            removed += sum(1 for key in doomed[start : start + BATCH_CHUNK] if delete(key))
+        return removed
+
+    @property
+    def lock(self) -> HandoffLock:
+        """The node lock, for a caller that must read state a write changes in the same hold (replication)."""
+        return self._lock
 
     # -- helpers ---------------------------------------------------------------------
 

@@ -24,13 +24,17 @@ encode errors; this class decides *where* and *when* each request runs:
   undone and the reply becomes the storage error; while the log cannot be
   written, writes are refused before they run. A node without a log takes
   none of these paths.
+* With replication, the reply to a write is held until ``write_quorum``
+  copies hold its changes and this node still holds the lease of every shard
+  it wrote (aegiskv.server.replicas); replies behind it wait too. A write
+  whose quorum or lease fails gets an error saying its outcome is unknown.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Final, Generic
+from typing import Any, Final, Generic
 from typing import Protocol as TypingProtocol
 
 from loguru import logger
@@ -49,10 +53,38 @@ from aegiskv.server.stats import RequestStats, StatsRegistry
 _clock_ns: Final = time.perf_counter_ns
 
 
+class ReplicationGate(TypingProtocol):
+    """What a reply waits for under replication (aegiskv.server.replicas.ReplicaManager)."""
+
+    def take_writes(self) -> Any:
+        """The writes the command just run on this thread made (None: none)."""
+        ...
+
+    def ticket(self, writes: Any) -> Any: ...
+
+    def verdict(self, ticket: Any) -> CommandError | bool:
+        """True: the reply may leave; False: it waits; an error: send it instead."""
+        ...
+
+    def wait(self, holder: Any) -> None: ...
+
+    def forget(self, holder: Any) -> None: ...
+
+
+# A held reply: the log's undo count before the command ran, the log's appended_seq after
+# it, whether it was a write, the reply, the request (for an error reply), and what it
+# waits for under replication (None: nothing).
+Held = tuple[int, int, bool, bytes, Any, Any]
+
+
 class ServingContext(HandlerContext, TypingProtocol):
     """What the pipeline needs from the server beside what its handlers need (aegiskv.server.wiring.Server)."""
 
     durability: Durability | None
+
+    @property
+    def replicas(self) -> ReplicationGate | None: ...
+
     stats: StatsRegistry
     authenticator: Authenticator
     rate_limit: float
@@ -76,11 +108,12 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
         self._in_pool = False
         self._closing = False
         self.transport: Transport | None = None
-        # With a write-ahead log: replies held until the log settles what they saw, as
-        # (the log's undos before, appended_seq after, write, reply, request); later
-        # replies queue behind them (see _emit).
+        # With a write-ahead log or replication: replies held until what they wait for
+        # is settled (see Held and _emit); later replies queue behind them.
         self._durability = server.durability
-        self._held: deque[tuple[int, int, bool, bytes, RequestT | None]] = deque()
+        self._replicas = server.replicas
+        self._gated = self._durability is not None or self._replicas is not None
+        self._held: deque[Held] = deque()
         self._held_bytes = 0
         self._paused_for_log = False  # reading stopped until held replies leave (release() resumes)
 
@@ -106,65 +139,91 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
             self._process()
 
     def connection_lost(self) -> None:
+        self._forget()
+        self._held.clear()
+
+    def _forget(self) -> None:
         if self._durability is not None:
             self._durability.forget(self)
-        self._held.clear()
+        if self._replicas is not None:
+            self._replicas.forget(self)
 
     # -- held replies (nodes with a write-ahead log) -------------------------------------------
 
-    def _run_logged(self, command: Command, handler: Handler, request: RequestT, stats: RequestStats) -> None:
-        """Run one request on a node with a log, inline: its reply waits for what it saw (see _emit)."""
-        durability = self._durability
-        assert durability is not None
-        log = durability.log
-        undos = log.undos
+    def _run_gated(self, command: Command, handler: Handler, request: RequestT, stats: RequestStats) -> None:
+        """Run one request inline on a node with a log or replication: its reply waits (see _emit)."""
+        log = self._durability.log if self._durability is not None else None
+        undos = log.undos if log is not None else 0
         reply = self._execute(command, handler, request, stats, in_turn=True)
-        self._emit(reply, undos, log.appended_seq, command.write, request)
+        seen_seq = log.appended_seq if log is not None else 0
+        self._emit(reply, undos, seen_seq, command.write, request, self._take_ticket())
 
-    def _emit(self, reply: bytes, undos: int, seen_seq: int, write: bool, request: RequestT | None) -> None:
-        """Send ``reply`` now, or hold it until the log settles every record up to ``seen_seq`` (and keep order).
+    def _take_ticket(self) -> Any:
+        """What the command just run on this thread must wait for under replication (None: nothing)."""
+        replicas = self._replicas
+        if replicas is None:
+            return None
+        writes = replicas.take_writes()
+        return replicas.ticket(writes) if writes is not None else None
+
+    def _verdict(self, undos: int, seen_seq: int, write: bool, request: Any, ticket: Any) -> bytes | bool:
+        """An error reply that replaces the held one, True when it may leave, False when it still waits.
 
         ``undos`` is the log's count of undone ranges before the command ran: one
-        undone since, up to ``seen_seq``, may hold a change the reply saw.
+        undone since, up to ``seen_seq``, may hold a change the reply saw. Once the
+        log settled every record up to ``seen_seq``, nothing it saw can be undone.
         """
         durability = self._durability
-        assert durability is not None and self.transport is not None
-        log = durability.log
-        if log.undos != undos and log.undone_since(undos, seen_seq):
-            reply = self.adapter.error_reply(request, durability.undone_error())
-            undos = log.undos
+        if durability is not None:
+            log = durability.log
+            if log.undos != undos and log.undone_since(undos, seen_seq):
+                return self.adapter.error_reply(request, durability.undone_error())
+            if not durability.settled(seen_seq, write):
+                return False
+        if ticket is not None:
+            assert self._replicas is not None
+            verdict = self._replicas.verdict(ticket)
+            if isinstance(verdict, CommandError):
+                return self.adapter.error_reply(request, verdict)
+            return verdict
+        return True
+
+    def _emit(self, reply: bytes, undos: int, seen_seq: int, write: bool, request: Any, ticket: Any = None) -> None:
+        """Send ``reply`` now, or hold it until what it waits for is settled (and keep order)."""
+        assert self.transport is not None
         held = self._held
-        if held or not durability.settled(seen_seq, write):
-            if not held:
-                durability.wait(self)
-            held.append((undos, seen_seq, write, reply, request))
-            self._held_bytes += len(reply)
-        else:
-            self.transport.write(reply)
+        if not held:
+            verdict = self._verdict(undos, seen_seq, write, request, ticket)
+            if verdict is True:
+                self.transport.write(reply)
+                return
+            if verdict is not False:
+                self.transport.write(verdict)
+                return
+            if self._durability is not None:
+                self._durability.wait(self)
+            if self._replicas is not None:
+                self._replicas.wait(self)
+        held.append((undos, seen_seq, write, reply, request, ticket))
+        self._held_bytes += len(reply)
 
     def release(self) -> None:
-        """The log made progress or gave records up: send the replies that no longer wait."""
+        """The log or the replicas made progress (or gave up): send the replies that no longer wait."""
         transport = self.transport
         held = self._held
         if transport is None or transport.closed:
             held.clear()
             return
-        durability = self._durability
-        assert durability is not None
-        log = durability.log
         while held:
-            undos, seen_seq, write, reply, request = held[0]
-            if log.undos != undos and log.undone_since(undos, seen_seq):
-                answer = self.adapter.error_reply(request, durability.undone_error())
-            elif not durability.settled(seen_seq, write):
-                break  # once settled, nothing it saw can be undone any more
-            else:
-                answer = reply
+            undos, seen_seq, write, reply, request, ticket = held[0]
+            verdict = self._verdict(undos, seen_seq, write, request, ticket)
+            if verdict is False:
+                break
             held.popleft()
             self._held_bytes -= len(reply)
-            transport.write(answer)
+            transport.write(reply if verdict is True else verdict)
         if not held:
-            durability.forget(self)
+            self._forget()
             if self._closing:
                 transport.close()  # QUIT or a fatal error waited for its earlier replies
             elif self._paused_for_log and not self._in_pool:
@@ -196,13 +255,14 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
         stats = self._inline_stats
         limit = self._inline_batch_limit
         high_water = transport.high_water
-        durable = self._durability is not None
-        plain = not durable and session.authenticated and session.rate is None
+        gated = self._gated
+        plain = not gated and session.authenticated and session.rate is None
         # With a log, a read takes the plain path too while no record waits to be written
         # and no reply is held: it cannot have seen a change the log may still give up
         # (the records it appends itself drop expired keys, which are never put back).
+        # Under replication alone a read waits for nothing.
         log = self._durability.log if self._durability is not None else None
-        reads_plain = durable and session.authenticated and session.rate is None
+        reads_plain = gated and session.authenticated and session.rate is None
         while True:
             # An authenticated take returns every complete request; before
             # authentication it returns one, so take again after running it.
@@ -225,7 +285,7 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
                     self._violation(violation)
                     return
                 except CommandError as error:
-                    if durable:
+                    if gated:
                         self._emit(adapter.error_reply(request, error), 0, 0, False, request)  # behind held replies
                     else:
                         transport.write(adapter.error_reply(request, error))
@@ -236,10 +296,9 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
                     return
                 if plain or (
                     reads_plain
-                    and log is not None
                     and not command.write
                     and not self._held
-                    and log.appended_seq == log.written_seq
+                    and (log is None or log.appended_seq == log.written_seq)
                 ):
                     try:
                         transport.write(handler(server, session, request))
@@ -256,8 +315,8 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
                     stats.ran(command.index)
                     if session.close_requested:
                         self._closing = True
-                elif durable:
-                    self._run_logged(command, handler, request, stats)
+                elif gated:
+                    self._run_gated(command, handler, request, stats)
                     reads_plain = session.authenticated and session.rate is None  # after AUTH
                 else:
                     transport.write(self._execute(command, handler, request, stats, in_turn=True))
@@ -358,13 +417,13 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
         registry = self.server.stats
         log = self._durability.log if self._durability is not None else None
 
-        def run() -> list[tuple[bytes, int, int, bool, RequestT | None]]:
-            # Each reply with what it saw of the log (see _emit).
+        def run() -> list[tuple[bytes, int, int, bool, RequestT | None, Any]]:
+            # Each reply with what it saw of the log and waits for under replication (see _emit).
             stats = registry.for_this_thread()
-            replies: list[tuple[bytes, int, int, bool, RequestT | None]] = []
+            replies: list[tuple[bytes, int, int, bool, RequestT | None, Any]] = []
             for item in batch:
                 if len(item) == 2:
-                    replies.append((self.adapter.error_reply(item[0], item[1]), 0, 0, False, item[0]))
+                    replies.append((self.adapter.error_reply(item[0], item[1]), 0, 0, False, item[0], None))
                 else:
                     queued_command, queued_handler, queued_request, routed_authenticated = item
                     if session.authenticated and not routed_authenticated:
@@ -374,19 +433,20 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
                             self.adapter.route(queued_request)
                         except CommandError as error:
                             replies.append(
-                                (self.adapter.error_reply(queued_request, error), 0, 0, False, queued_request)
+                                (self.adapter.error_reply(queued_request, error), 0, 0, False, queued_request, None)
                             )
                             continue
                     undos = log.undos if log is not None else 0
                     reply = self._execute(queued_command, queued_handler, queued_request, stats, in_turn=False)
                     seen_seq = log.appended_seq if log is not None else 0
-                    replies.append((reply, undos, seen_seq, queued_command.write, queued_request))
+                    ticket = self._take_ticket()
+                    replies.append((reply, undos, seen_seq, queued_command.write, queued_request, ticket))
                 if self._closing:
                     break
             return replies
 
         def done(
-            replies: list[tuple[bytes, int, int, bool, RequestT | None]] | None, error: BaseException | None
+            replies: list[tuple[bytes, int, int, bool, RequestT | None, Any]] | None, error: BaseException | None
         ) -> None:
             self._in_pool = False
             if transport.closed:
@@ -395,11 +455,11 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
                 transport.write(self.adapter.error_reply(None, CommandError(ErrorKind.INTERNAL, "internal error")))
                 transport.close()
                 return
-            if self._durability is not None:
-                for reply, undos, seen_seq, write, request in replies:
-                    self._emit(reply, undos, seen_seq, write, request)
+            if self._gated:
+                for reply, undos, seen_seq, write, request, ticket in replies:
+                    self._emit(reply, undos, seen_seq, write, request, ticket)
             else:
-                for reply, _undos, _seen_seq, _write, _request in replies:
+                for reply, _undos, _seen_seq, _write, _request, _ticket in replies:
                     transport.write(reply)
             if violation is not None:
                 self._violation(violation)
@@ -427,7 +487,7 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
             return
         if self._held:  # answered (and closed) after the replies the log still holds
             if violation.reply:
-                self._held.append((0, 0, False, violation.reply, None))
+                self._held.append((0, 0, False, violation.reply, None, None))
                 self._held_bytes += len(violation.reply)
             return
         if violation.reply:

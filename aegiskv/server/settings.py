@@ -398,6 +398,56 @@ SETTINGS: tuple[Setting, ...] = (
         _number(1.0),
         "most shard replicas (and primaries) one node may hold, as a multiple of the mean",
     ),
+    # -- replication ------------------------------------------------------------
+    Setting(
+        "cluster_bind",
+        "0.0.0.0:7702",
+        _address,
+        "cluster port: leases and the replication stream between nodes (authenticated by the gossip "
+        "secret or auth token, TLS as the client ports)",
+        flag=True,
+    ),
+    Setting("cluster_advertise", None, _optional(_address), "cluster address other nodes should use", flag=True),
+    Setting(
+        "write_quorum",
+        0,
+        _integer(-1, 16, "an integer"),
+        "copies a write waits for before its reply: 0 = the primary applied it (asynchronous), "
+        "N = N copies applied it (and logged it per each node's --wal), -1 = every current replica",
+        flag=True,
+    ),
+    Setting(
+        "read_quorum",
+        0,
+        _integer(0, 16, "an integer"),
+        "copies a read consults: 0 = the primary answers alone, N = N copies, the newest version wins",
+        flag=True,
+    ),
+    Setting(
+        "quorum_timeout",
+        2.0,
+        _duration(allow_zero=False),
+        "longest a write waits for its quorum; past it the reply says the outcome is unknown",
+    ),
+    Setting(
+        "lease_duration",
+        2.0,
+        _duration(allow_zero=False),
+        "how long a shard's primary may act on a majority's grant (failover takes about this long)",
+    ),
+    Setting(
+        "max_clock_drift",
+        0.05,
+        _probability,
+        "the most two nodes' clocks may differ in rate, as a fraction; leases end this much early",
+    ),
+    Setting(
+        "replication_backlog",
+        64 * MIB,
+        _size(64 * 1024, 2**40),
+        "bytes of recent changes kept for followers that fall behind, split over the shards; "
+        "one further behind is sent the whole shard again",
+    ),
     Setting(
         "backend",
         "auto",
@@ -576,6 +626,14 @@ class Settings:
     placement: str
     virtual_nodes: int
     placement_load_factor: float
+    cluster_bind: str
+    cluster_advertise: str | None
+    write_quorum: int
+    read_quorum: int
+    quorum_timeout: float
+    lease_duration: float
+    max_clock_drift: float
+    replication_backlog: int
     backend: str
     wal: str
     wal_segment_bytes: int

@@ -19,14 +19,16 @@ from typing import Any
 from loguru import logger
 
 import aegiskv
-from aegiskv.backends.base import BackendStats
+from aegiskv.backends.base import BackendStats, WriteAheadLogLike
 from aegiskv.cluster.gossip import GossipService
 from aegiskv.cluster.interfaces import GossipTiming, MembershipFactory, MembershipOptions
+from aegiskv.cluster.leases import LeaseTiming
 from aegiskv.cluster.redirect import Routing
 from aegiskv.cluster.shard_map import Endpoint, Member, Topology
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.net.http import encode_response
 from aegiskv.net.reactor import Listener, ListenerOptions, Reactor
+from aegiskv.net.tls import client_context
 from aegiskv.node.operations import Node
 from aegiskv.protocols.native import codec as native
 from aegiskv.protocols.native.handlers import NativeAdapter, refusal
@@ -37,7 +39,9 @@ from aegiskv.server.durability import Durability
 from aegiskv.server.health import HealthProtocol
 from aegiskv.server.memtrim import find_malloc_trim
 from aegiskv.server.metrics import build_registry, render
+from aegiskv.server.peer_links import PeerNetwork, PeerSecurity
 from aegiskv.server.pipeline import RequestPipeline
+from aegiskv.server.replicas import ReplicaManager, ReplicationOptions
 from aegiskv.server.settings import Settings, parse_address
 from aegiskv.server.stats import StatsRegistry
 
@@ -96,6 +100,19 @@ class Server:
         self.run_id = secrets.token_hex(20)
         log = node.backend.log
         self.durability = Durability(self.reactor, log, node.undo_unlogged) if log is not None else None
+        # Replication runs wherever the node can be part of a cluster (gossip on).
+        self.replicas: ReplicaManager | None = None
+        self.peers: PeerNetwork | None = None
+        self.cluster_listener: Listener | None = None
+        if config.gossip:
+            self.replicas = ReplicaManager(
+                node,
+                self.reactor,
+                config.node_id,
+                replication_options(config),
+                config.data_dir,
+                log_durable=_log_positions(log) if log is not None else None,
+            )
         self.metrics_registry = build_registry(self)
         self.native_listener: Listener | None = None
         self.resp_listener: Listener | None = None
@@ -162,7 +179,12 @@ class Server:
         if config.memory_trim_interval and release_memory is not None:
             self.reactor.call_every(config.memory_trim_interval, lambda: self._trim_memory(release_memory))
         if config.gossip:
+            self._start_replication()
             self.gossip = self._start_gossip()
+            assert self.replicas is not None
+            # Elections that need no other node (a node alone, so far) are won before the node says
+            # it is ready, so its first clients find primaries rather than an election under way.
+            self.replicas.tick()
         else:
             self._membership_changed([self.local_member()])
         self.ready = True
@@ -173,13 +195,46 @@ class Server:
             aegiskv.build(),
         )
 
-    def _start_gossip(self) -> GossipService:
+    def _start_replication(self) -> None:
         config = self.settings
-        assert config.gossip is not None and self.membership_factory is not None
+        replicas = self.replicas
+        assert replicas is not None
+        peers = PeerNetwork(
+            self.reactor,
+            config.node_id,
+            peer_security(config, self.ssl_context),
+            replicas.on_message,
+            max_frame=self.native_limits.max_frame_bytes + _FRAME_SLACK,
+            on_link_up=replicas.link_up,
+        )
+        self.cluster_listener = peers.listen(parse_address(config.cluster_bind))
+        self.peers = peers
+        replicas.peers = peers
+        replicas.start(self._primaries_changed)
+
+    def _primaries_changed(self, primaries: dict[int, str]) -> None:
+        """The known lease holders changed: route by them, and tell the cluster which shards this node leads."""
+        shard_map = self.topology.set_primaries(primaries)
+        self.routing.update(shard_map, self.settings.node_id, leased=True)
+        if self.gossip is not None and self.replicas is not None:
+            meta = self._meta()
+            meta["lead"] = self.replicas.led_bitmap()
+            self.gossip.set_meta(meta)
+
+    def _meta(self) -> dict[str, str]:
+        """What gossip publishes of this node: the addresses clients and peers use."""
         me = self.local_member()
         meta = {"client": str(me.client)}
         if me.resp is not None:
             meta["resp"] = str(me.resp)
+        if self.cluster_listener is not None:
+            meta["peer"] = str(advertised_endpoint(self.settings.cluster_advertise, self.cluster_listener.address))
+        return meta
+
+    def _start_gossip(self) -> GossipService:
+        config = self.settings
+        assert config.gossip is not None and self.membership_factory is not None
+        meta = self._meta()
         factory = self.membership_factory
         gossip = GossipService(
             self.reactor,
@@ -199,7 +254,19 @@ class Server:
     def _membership_changed(self, members: list[Member]) -> None:
         before = self.topology.current
         shard_map = self.topology.update(members)
-        self.routing.update(shard_map, self.settings.node_id)
+        replicas = self.replicas
+        # (While gossip starts, self.gossip is not set yet: joined means it was given no seeds.)
+        joined = self.gossip.joined if self.gossip is not None else not self.settings.seeds
+        if replicas is not None and not joined:
+            # A node given seeds leads nothing until it is in their cluster: alone, it would elect
+            # itself primary of every shard and take writes the cluster then resyncs away.
+            self.routing.update(shard_map, self.settings.node_id, leased=True)
+        elif replicas is not None:
+            peers = {member.node_id: (member.peer.host, member.peer.port) for member in members if member.peer}
+            replicas.set_gossip_leads({shard: member.node_id for member in members for shard in member.lead})
+            replicas.set_shard_map(shard_map, peers)  # publishes the primaries: routing follows
+        else:
+            self.routing.update(shard_map, self.settings.node_id)
         if shard_map is not before:
             primary, follower = shard_map.shards_of(self.settings.node_id)
             logger.info(
@@ -370,6 +437,8 @@ class Server:
                 found[name] = listener.address
         if self.gossip is not None:
             found["gossip"] = self.gossip.bound
+        if self.cluster_listener is not None:
+            found["cluster"] = self.cluster_listener.address
         return found
 
     def node_stats(self) -> BackendStats:
@@ -388,7 +457,7 @@ class Server:
         wanted = (
             set(sections)
             if sections
-            else {"server", "clients", "memory", "persistence", "stats", "keyspace", "cluster"}
+            else {"server", "clients", "memory", "persistence", "stats", "keyspace", "cluster", "replication"}
         )
         result: dict[str, dict[str, Any]] = {}
         backend = self.node_stats() if wanted & {"memory", "stats", "keyspace"} else None
@@ -464,6 +533,11 @@ class Server:
                 cluster["gossip_address"] = str(Endpoint(*self.gossip.address))
                 cluster.update({f"gossip_{name}": value for name, value in self.gossip.stats().items()})
             result["cluster"] = cluster
+        if "replication" in wanted:
+            if self.replicas is not None:
+                result["replication"] = self.replicas.info()
+            else:
+                result["replication"] = {"role": "primary", "shards_primary": self.node.shards.shards}
         if backend is not None and "keyspace" in wanted:
             result["keyspace"] = {
                 "keys": backend.keys,
@@ -481,6 +555,36 @@ class Server:
                 "keys_mean": round(sum(shard_keys) / len(shard_keys), 1),
             }
         return result
+
+
+def replication_options(config: Settings) -> ReplicationOptions:
+    return ReplicationOptions(
+        write_quorum=config.write_quorum,
+        quorum_timeout=config.quorum_timeout,
+        backlog_bytes=config.replication_backlog,
+        timing=LeaseTiming(lease_duration=config.lease_duration, max_clock_drift=config.max_clock_drift),
+    )
+
+
+def peer_security(config: Settings, server_tls: ssl.SSLContext | None) -> PeerSecurity:
+    """How cluster links authenticate: the cluster key (as gossip's), and TLS as the client ports have it.
+
+    With a CA, a link verifies the peer's certificate against it (and presents
+    its own: the cluster port requires one, as the client ports do). Without a
+    CA the link is encrypted, and the handshake's proof of the key says who is
+    at the other end.
+    """
+    client_tls = None
+    if config.tls_cert and config.tls_key:
+        client_tls = client_context(config.tls_ca, config.tls_cert, config.tls_key, check_hostname=False)
+        if not config.tls_ca:
+            client_tls.verify_mode = ssl.CERT_NONE
+    return PeerSecurity(gossip_key(config), server_tls, client_tls)
+
+
+def _log_positions(log: WriteAheadLogLike) -> Callable[[], tuple[bool, int, int]]:
+    fsync = log.mode == "fsync"
+    return lambda: (fsync, log.appended_seq, log.durable_seq)
 
 
 def gossip_key(config: Settings) -> bytes | None:

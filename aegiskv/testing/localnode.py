@@ -35,12 +35,16 @@ class LocalNode:
         resp_bind: str = "127.0.0.1:0",
         health_addr: str | None = "127.0.0.1:0",
         gossip: str | None = "127.0.0.1:0",
+        cluster_bind: str | None = None,
         env: Mapping[str, str] | None = None,
         start_timeout: float = 20.0,
         python: str = sys.executable,
     ) -> None:
         command = [python, "-m", "aegiskv", "--bind", bind, "--resp-bind", resp_bind, "--data-dir", data_dir]
         command += ["--gossip", gossip or "off"]
+        if gossip:
+            # The cluster port (leases, replication) on the gossip host, any free port unless given.
+            command += ["--cluster-bind", cluster_bind or f"{gossip.rpartition(':')[0]}:0"]
         if health_addr:
             command += ["--health-addr", health_addr]
         command += list(args)

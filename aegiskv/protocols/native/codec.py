@@ -95,6 +95,7 @@ class Status(enum.IntEnum):
     MOVED = 11  # another node serves the key; message: "<owner client host:port> <map epoch> <slot>"
     CLUSTER_DOWN = 12  # no node serves the key's shard
     STORAGE_FAILED = 13  # the node cannot write its log: writes refused until it can, reads served
+    TRY_AGAIN = 14  # a failover is under way, or a write's quorum failed (outcome unknown): retry
 
 
 # SET flags.

@@ -36,6 +36,7 @@ _ERROR_STATUS = {
     ErrorKind.MOVED: Status.MOVED,
     ErrorKind.CLUSTER_DOWN: Status.CLUSTER_DOWN,
     ErrorKind.STORAGE_FAILED: Status.STORAGE_FAILED,
+    ErrorKind.TRYAGAIN: Status.TRY_AGAIN,
 }
 
 _OK = Status.OK

@@ -1206,6 +1206,7 @@ _ERROR_PREFIX = {
     ErrorKind.CLUSTER_DOWN: "CLUSTERDOWN",
     # Redis's prefix when it cannot persist (-MISCONF Errors writing to the AOF file: ...).
     ErrorKind.STORAGE_FAILED: "MISCONF",
+    ErrorKind.TRYAGAIN: "TRYAGAIN",  # redis-py's cluster client retries it, as Redis Cluster's own
 }
 
 

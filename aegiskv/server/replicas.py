@@ -1,0 +1,725 @@
+"""This node's part in replication: per-shard leases, the stream to followers, applying a primary's stream.
+
+The pieces it drives are sans-IO and live in ``aegiskv.cluster``: leases
+(:mod:`~aegiskv.cluster.leases`: who may accept writes for a shard), the
+backlog and sync plans (:mod:`~aegiskv.cluster.replication`), the cluster
+port's messages (:mod:`~aegiskv.cluster.peer_wire`). Links to peers are
+:mod:`aegiskv.server.peer_links`. Here they meet the node's keyspace and the
+request pipeline:
+
+* **Changes.** The node tells :class:`ReplicaManager` of each change a command
+  makes (it is the node's ``feed``), under the node lock, on whatever thread
+  runs the command. A change to a shard this node leads gets the shard's next
+  sequence number in its backlog; the request's thread remembers it, so the
+  pipeline can hold the reply until enough copies have it.
+* **Primary.** On winning a shard's lease for an epoch the node appends a no-op
+  change at that epoch (every follower's position then shows the epoch, which
+  elections compare), and offers its stream to each follower. A follower
+  answers with its position; the backlog decides between streaming on from
+  there and sending the whole shard again (a resync). Changes stream in
+  batches of at most ``BATCH_BYTES``, no more than ``WINDOW_BYTES`` unsent on a
+  link. Followers acknowledge what they applied; acknowledgements count
+  towards write quorums.
+* **Follower.** Changes from a primary whose epoch is below this node's term
+  for the shard (the newest epoch it voted for or followed) are refused with
+  FENCED: a deposed primary can never reach a quorum. A follower acknowledges
+  a batch once it applied it and, in fsync mode, once its own log is durable.
+* **Quorums.** A write's reply waits until ``write_quorum`` copies hold its
+  change, and leaves only if this node still holds the shard's lease at that
+  moment; past ``quorum_timeout`` the client is told the outcome is unknown.
+  W = 0 replies at once, after the same lease check.
+
+Reactor thread only, except :meth:`put`, :meth:`delete`, :meth:`expire`,
+:meth:`flush_shard` (the feed: any thread, node lock held) and
+:meth:`take_writes` (the thread that ran the command).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from loguru import logger
+
+from aegiskv.cluster.leases import FileVoteStore, LeaseTiming, ShardLeases, VoteStore
+from aegiskv.cluster.peer_wire import Kind, PeerProtocolError, ShardMessage
+from aegiskv.cluster.replication import Backlog, Change, Op, QuorumTracker, writer_tag
+from aegiskv.cluster.shard_map import ShardMap
+from aegiskv.errors import CommandError, ErrorKind
+from aegiskv.net.reactor import Reactor
+from aegiskv.node.operations import Node
+from aegiskv.server.peer_links import PeerNetwork, Reply
+
+TICK_SECONDS = 0.05
+BATCH_BYTES = 256 * 1024  # changes in one APPEND
+WINDOW_BYTES = 4 * 1024 * 1024  # unsent bytes on a link before a primary stops adding more
+SNAPSHOT_KEYS = 512  # keys per SNAPSHOT_ITEMS chunk
+# A primary that is not its shard's preferred one (placement's first member: primaries spread
+# evenly) hands the lease over once the preferred one has every change, after leading this long,
+# a few shards per tick so a node that comes back does not stall every shard at once.
+HANDOFF_AFTER = 1.0
+HANDOFFS_PER_TICK = 4
+
+Writes = dict[int, int]  # shard -> the last seq a request wrote to it
+
+
+@dataclass(frozen=True)
+class ReplicationOptions:
+    write_quorum: int = 0  # 0 = primary only, N = N copies, -1 = every current replica
+    quorum_timeout: float = 2.0
+    backlog_bytes: int = 64 * 1024 * 1024  # all shards together
+    timing: LeaseTiming = field(default_factory=LeaseTiming)
+
+
+@dataclass
+class _Stream:
+    """The primary's view of one follower of one shard."""
+
+    state: str = "offered"  # offered (waiting for its position), streaming, snapshot
+    sent_seq: int = 0
+    snapshot_keys: list[bytes] = field(default_factory=list)
+    snapshot_at: int = 0  # the seq the snapshot's key list was taken at
+
+
+class _Shard:
+    """One shard this node holds a copy of."""
+
+    def __init__(self, shard: int, members: tuple[str, ...], backlog_bytes: int) -> None:
+        self.shard = shard
+        self.members = members
+        self.backlog = Backlog(backlog_bytes)
+        self.leading_epoch = 0  # > 0 while this node is the primary
+        self.led_since = 0.0
+        self.tracker = QuorumTracker()
+        self.streams: dict[str, _Stream] = {}
+        self.following = ""  # the primary this node takes changes from
+        self.followed_epoch = 0
+        self.receiving_snapshot = False
+        self.caught_up_to = 0  # a restarted copy is trusted again once it applied up to here
+
+
+class ReplicaManager:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        node: Node,
+        reactor: Reactor,
+        node_id: str,
+        options: ReplicationOptions,
+        data_dir: str | None,
+        log_durable: Callable[[], tuple[bool, int, int]] | None = None,
+        store: VoteStore | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """``log_durable()`` says (fsync mode, appended seq, durable seq) of the node's log, when it keeps one."""
+        self.node = node
+        self.reactor = reactor
+        self.node_id = node_id
+        self._writer = writer_tag(node_id)
+        self.options = options
+        self.peers: PeerNetwork | None = None  # set by the server once the cluster port is bound
+        self._log_durable = log_durable
+        restarted = False
+        if store is None:
+            if data_dir is None:
+                raise ValueError("leases need a data dir for their votes (or a store)")
+            store = FileVoteStore(f"{data_dir}/leases", deferred=True)
+            restarted = bool(store.load())
+        self.restarted = restarted
+        self._store = store
+        self.leases = ShardLeases(node_id, options.timing, store, time.monotonic(), rng or random.Random(), restarted)
+        self._shards: dict[int, _Shard] = {}
+        self._led: list[_Shard | None] = [None] * node.shards.shards  # by shard: set while leading
+        self._shard_of_key = node.shards.shard_of_key
+        self._request = threading.local()
+        self._waiting: set[_Holder] = set()
+        self._acks_held: list[tuple[int, Callable[[], None]]] = []  # fsync mode: (log seq needed, send the ack)
+        self._primaries_changed: Callable[[dict[int, str]], None] = lambda primaries: None
+        self._published: dict[int, str] | None = None
+        # Shards with changes not yet streamed; set by the feed (any thread), drained at the end of
+        # each reactor turn, so a change leaves in the turn that made it, not on the next tick.
+        self._unsent: set[int] = set()
+        self._gossip_leads: dict[int, str] = {}
+        self.counters = {
+            "changes_replicated": 0,
+            "changes_applied": 0,
+            "resyncs_sent": 0,
+            "resyncs_received": 0,
+            "changes_discarded": 0,
+            "fenced": 0,
+            "quorum_failures": 0,
+            "quorum_timeouts": 0,
+            "lease_lost_replies": 0,
+            "unreplicated_writes": 0,
+            "handoffs": 0,
+        }
+
+    # -- wiring ------------------------------------------------------------------------------
+
+    def start(self, on_primaries: Callable[[dict[int, str]], None]) -> None:
+        """Start the timers; ``on_primaries`` gets the known primary of every shard whenever it changes."""
+        self._primaries_changed = on_primaries
+        self.node.feed = self
+        self.reactor.call_every(TICK_SECONDS, self.tick)
+        self.reactor.end_of_turn.append(self._stream_unsent)
+
+    def set_shard_map(self, shard_map: ShardMap, peer_addresses: Mapping[str, tuple[str, int]]) -> None:
+        """Membership changed: the shards this node holds a copy of, their members, the links to keep."""
+        now = time.monotonic()
+        mine: dict[int, tuple[str, ...]] = {}
+        for shard, members in enumerate(shard_map.placement_sets):
+            if self.node_id in members:
+                mine[shard] = members
+        for shard in list(self._shards):
+            if shard not in mine:
+                self._stop_leading(self._shards.pop(shard), "the shard moved away")
+        for shard, members in mine.items():
+            state = self._shards.get(shard)
+            if state is None:
+                state = self._shards[shard] = _Shard(shard, members, self._backlog_bytes())
+                if self.restarted:
+                    # What this node held before it restarted is not known to be complete:
+                    # its vote must not help elect a primary missing acknowledged writes.
+                    self.leases.set_trusted(shard, False, now)
+            state.members = members
+            if members == (self.node_id,):
+                # Alone in the replica set: its own copy is the shard, there is no other to wait for.
+                self.leases.set_trusted(shard, True, now)
+            if state.leading_epoch:
+                state.tracker.set_followers(member for member in members if member != self.node_id)
+                for member in members:
+                    if member != self.node_id and member not in state.streams:
+                        state.streams[member] = _Stream()
+                        self._offer(state, member)
+        self._send_all(self.leases.set_replica_sets(mine, now))
+        if self.peers is not None:
+            wanted = {peer for members in mine.values() for peer in members if peer != self.node_id}
+            self.peers.set_peers({peer: peer_addresses[peer] for peer in wanted if peer in peer_addresses})
+        self._publish_primaries()
+
+    def set_gossip_leads(self, leads: Mapping[int, str]) -> None:
+        """Who other nodes say leads the shards this node holds no copy of (gossip metadata)."""
+        self._gossip_leads = dict(leads)
+        self._publish_primaries()
+
+    def led_bitmap(self) -> str:
+        """The shards this node leads, as the hex bitmap gossip publishes."""
+        bits = 0
+        for shard, state in enumerate(self._led):
+            if state is not None:
+                bits |= 1 << shard
+        width = (len(self._led) + 7) // 8
+        return bits.to_bytes(width, "little").hex()
+
+    def _backlog_bytes(self) -> int:
+        return max(64 * 1024, self.options.backlog_bytes // max(1, len(self._led)))
+
+    # -- the feed (any thread, node lock held) -------------------------------------------------
+
+    def put(self, key: bytes, value: bytes, version: int, expires_at_ms: int) -> None:
+        self._record(Op.PUT, key, value, version, expires_at_ms)
+
+    def delete(self, key: bytes) -> None:
+        self._record(Op.DELETE, key, b"", 0, 0)
+
+    def expire(self, key: bytes, expires_at_ms: int) -> None:
+        self._record(Op.EXPIRE, key, b"", 0, expires_at_ms)
+
+    def flush_shard(self, shard: int) -> None:
+        state = self._led[shard]
+        if state is not None:
+            change = state.backlog.append(Op.FLUSH, b"", b"", 0, 0)
+            self._remember(shard, change.seq)
+            self._unsent.add(shard)
+
+    def led_shards(self) -> set[int]:
+        return {shard for shard, state in enumerate(self._led) if state is not None}
+
+    def _record(self, op: int, key: bytes, value: bytes, version: int, expires_at_ms: int) -> None:
+        shard = self._shard_of_key(key)
+        state = self._led[shard]
+        if state is None:
+            # Routing sends writes only to the primary; one that lost its lease while a
+            # batch ran in a worker lands here and is not streamed (its reply fails).
+            self.counters["unreplicated_writes"] += 1
+            self._remember(shard, -1)
+            return
+        change = state.backlog.append(op, key, value, version, expires_at_ms)
+        self._remember(shard, change.seq)
+        self._unsent.add(shard)
+
+    def _remember(self, shard: int, seq: int) -> None:
+        writes: Writes | None = getattr(self._request, "writes", None)
+        if writes is None:
+            writes = self._request.writes = {}
+        writes[shard] = seq
+
+    # -- the pipeline: what a reply waits for ----------------------------------------------------
+
+    def take_writes(self) -> Writes | None:
+        """The shards (and seqs) the command just run on this thread wrote to; None for none."""
+        writes: Writes | None = getattr(self._request, "writes", None)
+        if writes:
+            self._request.writes = None
+            return writes
+        return None
+
+    def ticket(self, writes: Writes) -> Ticket:
+        """What the reply to a command with these writes waits for."""
+        epochs = {shard: (state.leading_epoch if (state := self._led[shard]) is not None else 0) for shard in writes}
+        return Ticket(writes, epochs, time.monotonic() + self.options.quorum_timeout)
+
+    def verdict(self, ticket: Ticket) -> CommandError | bool:
+        """True: the reply may leave; False: it waits; an error: send that instead."""
+        now = time.monotonic()
+        quorum = self.options.write_quorum
+        for shard, seq in ticket.writes.items():
+            state = self._shards.get(shard)
+            if seq < 0 or state is None or state.leading_epoch != ticket.epochs[shard] or not state.leading_epoch:
+                self.counters["quorum_failures"] += 1
+                return _lost_leadership(shard)
+            if not self.leases.holds_lease(shard, now):
+                self.counters["lease_lost_replies"] += 1
+                return _lost_leadership(shard)
+            need = state.tracker.replicas() if quorum < 0 else quorum
+            if need > 1 and state.tracker.copies(seq) < need:
+                if now >= ticket.deadline:
+                    self.counters["quorum_timeouts"] += 1
+                    return CommandError(
+                        ErrorKind.TRYAGAIN,
+                        f"write quorum of {need} not reached within {self.options.quorum_timeout:g}s for shard "
+                        f"{shard}; the write may or may not have been applied",
+                    )
+                return False
+        return True
+
+    def wait(self, holder: _Holder) -> None:
+        self._waiting.add(holder)
+
+    def forget(self, holder: _Holder) -> None:
+        self._waiting.discard(holder)
+
+    def _release_waiting(self) -> None:
+        for holder in list(self._waiting):
+            holder.release()
+
+    # -- timers -----------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Lease rounds, streaming, quorum deadlines, hand-overs: every TICK_SECONDS (and once at start)."""
+        now = time.monotonic()
+        self._send_all(self.leases.tick(now))
+        self._handle_lease_events()
+        for state in self._led:
+            if state is not None:
+                self._stream(state)
+        if self._waiting:
+            self._release_waiting()  # quorum deadlines and lapsed leases
+        self._release_acks()
+        self._hand_over(now)
+        self._publish_primaries()  # a holder this node learned of from lease traffic
+
+    def _hand_over(self, now: float) -> None:
+        """Give leases back to the preferred primaries that have caught up (see HANDOFF_AFTER)."""
+        peers = self.peers
+        if peers is None:
+            return
+        budget = HANDOFFS_PER_TICK
+        for state in self._led:
+            if state is None or budget == 0:
+                continue
+            preferred = state.members[0]
+            if preferred == self.node_id or now - state.led_since < HANDOFF_AFTER or not peers.is_up(preferred):
+                continue
+            stream = state.streams.get(preferred)
+            progress = state.tracker.followers.get(preferred)
+            if stream is None or stream.state != "streaming" or progress is None:
+                continue
+            if progress.acked_seq < state.backlog.last_seq:
+                continue
+            budget -= 1
+            self.counters["handoffs"] += 1
+            self._send_all(self.leases.release(state.shard, now))
+            self._stop_leading(state, f"handing over to {preferred}, the preferred primary")
+
+    def _stream_unsent(self) -> None:
+        unsent = self._unsent
+        while unsent:
+            state = self._led[unsent.pop()]
+            if state is not None:
+                self._stream(state)
+
+    def _handle_lease_events(self) -> None:
+        events = self.leases.events
+        if not events:
+            return
+        self._store.flush()  # no lease is acted on before the votes that made it are on disk
+        changed = False
+        for event in list(events):
+            state = self._shards.get(event.shard)
+            if state is None:
+                continue
+            if event.kind == "acquired":
+                self._start_leading(state, event.epoch)
+                changed = True
+            elif event.kind == "lost" and state.leading_epoch:
+                self._stop_leading(state, "lease lost")
+                changed = True
+        events.clear()
+        if changed:
+            self._publish_primaries()
+
+    def _start_leading(self, state: _Shard, epoch: int) -> None:
+        node = self.node
+        with node.lock:
+            backlog = state.backlog
+            if backlog.history and backlog.history[-1][0] >= epoch:
+                logger.error("shard {}: lease for epoch {} not above the log's {}", state.shard, epoch, backlog.history)
+                return
+            backlog.start_epoch(epoch, self._writer)
+            backlog.append(Op.NOOP, b"", b"", 0, 0)
+            state.leading_epoch = epoch
+            state.led_since = time.monotonic()
+            self._led[state.shard] = state
+        self.leases.set_position(state.shard, backlog.position)
+        state.following = ""
+        state.tracker = QuorumTracker()
+        state.tracker.set_followers(member for member in state.members if member != self.node_id)
+        state.streams = {member: _Stream() for member in state.members if member != self.node_id}
+        logger.info("shard {}: primary for epoch {} from seq {}", state.shard, epoch, backlog.last_seq)
+        for member in state.streams:
+            self._offer(state, member)
+
+    def _stop_leading(self, state: _Shard, why: str) -> None:
+        if not state.leading_epoch:
+            return
+        logger.info("shard {}: no longer primary (epoch {}): {}", state.shard, state.leading_epoch, why)
+        with self.node.lock:
+            state.leading_epoch = 0
+            self._led[state.shard] = None
+        state.streams = {}
+        self._release_waiting()
+
+    # -- primary: streaming ---------------------------------------------------------------------
+
+    def _offer(self, state: _Shard, member: str) -> None:
+        backlog = state.backlog
+        self._send(
+            member,
+            ShardMessage(Kind.OFFER, state.shard, state.leading_epoch, backlog.last_seq, 0, backlog.history[-8:]),
+        )
+
+    def link_up(self, peer: str) -> None:
+        """A link to ``peer`` came (back) up: offer it every stream this node owes it."""
+        for state in self._led:
+            if state is not None and peer in state.streams:
+                state.streams[peer] = _Stream()
+                self._offer(state, peer)
+
+    def _stream(self, state: _Shard) -> None:
+        peers = self.peers
+        if peers is None:
+            return
+        for member, stream in state.streams.items():
+            if not peers.is_up(member) or peers.pending_bytes(member) > WINDOW_BYTES:
+                continue
+            if stream.state == "streaming":
+                self._send_changes(state, member, stream)
+            elif stream.state == "snapshot":
+                self._send_snapshot_chunk(state, member, stream)
+
+    def _send_changes(self, state: _Shard, member: str, stream: _Stream) -> None:
+        node = self.node
+        while self.peers is not None and self.peers.pending_bytes(member) <= WINDOW_BYTES:
+            with node.lock:
+                backlog = state.backlog
+                if stream.sent_seq >= backlog.last_seq:
+                    return
+                try:
+                    changes = backlog.changes_after(stream.sent_seq, BATCH_BYTES)
+                except LookupError:
+                    changes = None
+                history = backlog.history_since(stream.sent_seq)
+            if changes is None:
+                self._start_snapshot(state, member, stream)  # it fell behind the backlog
+                return
+            message = ShardMessage(Kind.APPEND, state.shard, state.leading_epoch, stream.sent_seq, 0, history, changes)
+            self._send(member, message)
+            stream.sent_seq = changes[-1].seq
+            self.counters["changes_replicated"] += len(changes)
+
+    def _start_snapshot(self, state: _Shard, member: str, stream: _Stream) -> None:
+        node = self.node
+        with node.lock:
+            keys = node.backend.key_snapshot()
+            at = state.backlog.last_seq
+        shard_of_key = self._shard_of_key
+        stream.snapshot_keys = [key for key in keys if shard_of_key(key) == state.shard]
+        stream.snapshot_at = at
+        stream.state = "snapshot"
+        self.counters["resyncs_sent"] += 1
+        logger.info("shard {}: sending {} keys to {} (at seq {})", state.shard, len(stream.snapshot_keys), member, at)
+        self._send(member, ShardMessage(Kind.SNAPSHOT_BEGIN, state.shard, state.leading_epoch, at))
+
+    def _send_snapshot_chunk(self, state: _Shard, member: str, stream: _Stream) -> None:
+        while stream.snapshot_keys and self.peers is not None and self.peers.pending_bytes(member) <= WINDOW_BYTES:
+            chunk = stream.snapshot_keys[-SNAPSHOT_KEYS:]
+            del stream.snapshot_keys[-SNAPSHOT_KEYS:]
+            items = [
+                Change(0, Op.PUT, key, bytes(entry.value), entry.version, entry.expires_at_ms)
+                for key, entry in self.node.entries(chunk)
+            ]
+            if items:
+                self._send(member, ShardMessage(Kind.SNAPSHOT_ITEMS, state.shard, state.leading_epoch, 0, 0, [], items))
+        if not stream.snapshot_keys:
+            with self.node.lock:
+                backlog = state.backlog
+                if backlog.first_seq > stream.snapshot_at + 1:
+                    gone = True  # the changes since the snapshot began are no longer held: start over
+                else:
+                    gone = False
+                    history = backlog.history_since(stream.snapshot_at)
+            if gone:
+                self._start_snapshot(state, member, stream)
+                return
+            end = ShardMessage(Kind.SNAPSHOT_END, state.shard, state.leading_epoch, stream.snapshot_at, 0, history)
+            self._send(member, end)
+            stream.state = "streaming"
+            stream.sent_seq = stream.snapshot_at
+
+    # -- messages ---------------------------------------------------------------------------------
+
+    def on_message(self, peer: str, kind: int, payload: bytes, reply: Reply) -> None:
+        """A frame from ``peer`` (on either link with it); answers go back through ``reply``."""
+        now = time.monotonic()
+        if kind == Kind.LEASE:
+            answers = self.leases.receive(peer, payload, now)
+            self._store.flush()  # a grant leaves only once it is on disk
+            for target, answer in answers:
+                if target == peer:
+                    reply(Kind.LEASE, answer)
+                else:
+                    self._send_lease(target, answer)
+            self._handle_lease_events()
+            return
+        message = ShardMessage.decode(kind, payload)  # PeerProtocolError closes the link
+        state = self._shards.get(message.shard)
+        if state is None:
+            return  # not a shard this node holds a copy of (any more)
+        handler = _HANDLERS.get(kind)
+        if handler is None:
+            raise PeerProtocolError(f"unexpected frame kind {kind}")
+        handler(self, peer, state, message, reply)
+
+    def _on_offer(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
+        if self._fence(peer, state, message, reply):
+            return
+        state.following = peer
+        state.followed_epoch = message.epoch
+        if state.caught_up_to == 0 or message.seq > state.caught_up_to:
+            state.caught_up_to = message.seq
+        reply(Kind.POSITION, self._position(state, message.epoch).encode())
+
+    def _on_position(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
+        stream = state.streams.get(peer)
+        if stream is None or message.epoch != state.leading_epoch:
+            return
+        with self.node.lock:
+            plan = state.backlog.plan_sync((message.position_epoch, message.seq), message.position_writer)
+        if plan.resync:
+            self._start_snapshot(state, peer, stream)
+        else:
+            stream.state = "streaming"
+            stream.sent_seq = plan.from_seq - 1
+            self._stream(state)
+
+    def _on_append(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
+        if self._fence(peer, state, message, reply):
+            return
+        backlog = state.backlog
+        if state.following != peer or state.followed_epoch != message.epoch or message.seq != backlog.last_seq:
+            # Out of step (a batch lost to a broken link, or a new primary without an offer yet): say where we are.
+            reply(Kind.POSITION, self._position(state, message.epoch).encode())
+            return
+        self.node.apply_replicated(state.shard, message.changes)
+        backlog.merge_history(message.history)
+        for change in message.changes:
+            backlog.record(change)
+        self.counters["changes_applied"] += len(message.changes)
+        self._applied(state, message.epoch, reply)
+
+    def _on_snapshot_begin(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
+        if self._fence(peer, state, message, reply):
+            return
+        state.following = peer
+        state.followed_epoch = message.epoch
+        state.receiving_snapshot = True
+        held = state.backlog.last_seq
+        dropped = self.node.drop_shard(state.shard)
+        self.counters["resyncs_received"] += 1
+        if held > message.seq:
+            self.counters["changes_discarded"] += held - message.seq
+        self.leases.set_trusted(state.shard, False, time.monotonic())
+        logger.info("shard {}: copy from {} begins (dropped {} keys held)", state.shard, peer, dropped)
+
+    def _on_snapshot_items(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
+        if self._fence(peer, state, message, reply):
+            return
+        if state.receiving_snapshot and state.following == peer:
+            self.node.apply_replicated(state.shard, message.changes)
+
+    def _on_snapshot_end(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
+        if self._fence(peer, state, message, reply) or not state.receiving_snapshot or state.following != peer:
+            return
+        state.receiving_snapshot = False
+        state.backlog.restart_at(message.seq, message.history)
+        logger.info("shard {}: copy from {} complete at seq {}", state.shard, peer, message.seq)
+        self._applied(state, message.epoch, reply)
+
+    def _on_ack(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
+        if message.epoch == state.leading_epoch and state.tracker.acknowledge(peer, message.seq):
+            self._release_waiting()
+
+    def _on_fenced(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
+        if state.leading_epoch and message.epoch > state.leading_epoch:
+            self.counters["fenced"] += 1
+            logger.warning("shard {}: {} follows epoch {} now; stepping down", state.shard, peer, message.epoch)
+            self._send_all(self.leases.release(state.shard, time.monotonic()))
+            self._stop_leading(state, "fenced by a newer epoch")
+            self._publish_primaries()
+
+    def _fence(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> bool:
+        """Refuse a message from a primary of an epoch older than this node's term; True when refused."""
+        term = max(self.leases.epoch(state.shard), state.followed_epoch)
+        if message.epoch < term or state.leading_epoch:
+            answer = ShardMessage(Kind.FENCED, state.shard, max(term, state.leading_epoch))
+            reply(Kind.FENCED, answer.encode())
+            return True
+        return False
+
+    def _position(self, state: _Shard, epoch: int) -> ShardMessage:
+        """POSITION: where this copy of the shard is, and which primary wrote its last change."""
+        backlog = state.backlog
+        epoch_of_last, seq = backlog.position
+        return ShardMessage(Kind.POSITION, state.shard, epoch, seq, epoch_of_last, position_writer=backlog.writer)
+
+    def _applied(self, state: _Shard, epoch: int, reply: Reply) -> None:
+        position = state.backlog.position
+        self.leases.set_position(state.shard, position)
+        if state.caught_up_to and position[1] >= state.caught_up_to:
+            state.caught_up_to = 0
+            self.leases.set_trusted(state.shard, True, time.monotonic())
+        ack = ShardMessage(Kind.ACK, state.shard, epoch, position[1]).encode()
+        log = self._log_durable() if self._log_durable is not None else None
+        if log is not None and log[0] and log[1] > log[2]:
+            needed = log[1]  # fsync mode: acknowledge what the disk holds, not what memory does
+            self._acks_held.append((needed, lambda: reply(Kind.ACK, ack)))
+        else:
+            reply(Kind.ACK, ack)
+
+    def _release_acks(self) -> None:
+        if not self._acks_held or self._log_durable is None:
+            return
+        durable = self._log_durable()[2]
+        still = []
+        for needed, send in self._acks_held:
+            if needed <= durable:
+                send()
+            else:
+                still.append((needed, send))
+        self._acks_held = still
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def _send(self, peer: str, message: ShardMessage) -> None:
+        if self.peers is not None:
+            self.peers.send(peer, message.kind, message.encode())
+
+    def _send_lease(self, peer: str, payload: bytes) -> None:
+        if self.peers is not None:
+            self.peers.send(peer, Kind.LEASE, payload)
+
+    def _send_all(self, messages: Iterable[tuple[str, bytes]]) -> None:
+        self._store.flush()  # grants (self-votes included) are on disk before any message leaves
+        for peer, payload in messages:
+            self._send_lease(peer, payload)
+
+    # -- what others should know -------------------------------------------------------------------
+
+    def _publish_primaries(self) -> None:
+        now = time.monotonic()
+        primaries = dict(self._gossip_leads)
+        for shard, state in self._shards.items():
+            primaries.pop(shard, None)
+            if state.leading_epoch and self.leases.holds_lease(shard, now):
+                primaries[shard] = self.node_id
+            else:
+                holder = self.leases.known_holder(shard, now)
+                if holder is not None:
+                    primaries[shard] = holder
+        if primaries != self._published:
+            self._published = primaries
+            self._primaries_changed(primaries)
+
+    def info(self) -> dict[str, object]:
+        """INFO replication: roles, positions, lag (reactor thread, or any thread for a rough view)."""
+        leading = [state for state in self._shards.values() if state.leading_epoch]
+        following = [state for state in self._shards.values() if not state.leading_epoch]
+        lag = 0
+        for state in leading:
+            last = state.backlog.last_seq
+            for progress in state.tracker.followers.values():
+                lag = max(lag, last - progress.acked_seq)
+        result: dict[str, object] = {
+            "role": "primary" if leading else "follower",
+            "shards_primary": len(leading),
+            "shards_follower": len(following),
+            "write_quorum": self.options.write_quorum,
+            "max_follower_lag_changes": lag,
+            "links_up": sum(1 for peer in self._peer_ids() if self.peers is not None and self.peers.is_up(peer)),
+        }
+        result.update(self.counters)
+        result.update({f"lease_{name}": value for name, value in self.leases.counters.items()})
+        return result
+
+    def _peer_ids(self) -> set[str]:
+        return {peer for state in self._shards.values() for peer in state.members if peer != self.node_id}
+
+
+class _Holder:
+    """What waits for replication: a pipeline holding replies (aegiskv.server.pipeline)."""
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Ticket:
+    writes: Writes
+    epochs: dict[int, int]
+    deadline: float
+
+
+def _lost_leadership(shard: int) -> CommandError:
+    return CommandError(
+        ErrorKind.TRYAGAIN,
+        f"this node stopped being the primary of shard {shard} before the write was confirmed; "
+        "it may or may not have been applied",
+    )
+
+
+_Handler = Callable[[ReplicaManager, str, _Shard, ShardMessage, Reply], None]
+_HANDLERS: dict[int, _Handler] = {
+    Kind.OFFER: ReplicaManager._on_offer,
+    Kind.POSITION: ReplicaManager._on_position,
+    Kind.APPEND: ReplicaManager._on_append,
+    Kind.ACK: ReplicaManager._on_ack,
+    Kind.FENCED: ReplicaManager._on_fenced,
+    Kind.SNAPSHOT_BEGIN: ReplicaManager._on_snapshot_begin,
+    Kind.SNAPSHOT_ITEMS: ReplicaManager._on_snapshot_items,
+    Kind.SNAPSHOT_END: ReplicaManager._on_snapshot_end,
+}

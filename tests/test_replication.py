@@ -1,0 +1,159 @@
+"""Replication on real processes: copies that survive a kill -9, a pause and a restart.
+
+Three ``aegis`` nodes on 127.0.0.x (tests/cluster_harness.py), RF 3, eight
+shards, fast gossip. Writes go through the native client with cluster routing;
+every acknowledged write is checked after the fault. The fault suites with
+partitions and long runs are in tests/faults/; these are the quick ones.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aegiskv.client import Client, Config, NotFoundError
+from aegiskv.cluster.slots import ShardMapper
+from aegiskv.testing.localnode import LocalNode
+from tests.cluster_harness import Cluster, gossip_address, info, topology, wait_for_agreement
+from tests.wire import wait_until
+
+pytestmark = pytest.mark.slow
+
+MEMBERS = {"n0", "n1", "n2"}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    started = Cluster(tmp_path, shards=8, env={"AEGIS_WRITE_QUORUM": "2"})
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+def primaries(node: LocalNode) -> list[str]:
+    return [shard["replicas"][0] for shard in topology(node)["shards"]]
+
+
+def settled(nodes: list[LocalNode]) -> list[str]:
+    """Wait until every node names the same primaries, each one placement's preferred (hand-offs done)."""
+    wait_for_agreement(nodes, {node_id for node_id in MEMBERS if any(n.process.poll() is None for n in nodes)})
+
+    def agreed() -> list[str] | None:
+        views = {tuple(primaries(node)) for node in nodes}
+        if len(views) != 1:
+            return None
+        leading = [int(info(node, "replication")["shards_primary"]) for node in nodes]
+        return list(views.pop()) if sum(leading) == 8 else None
+
+    return wait_until(agreed, timeout=30, interval=0.1, what="every shard to have one agreed primary")
+
+
+def write_keys(client: Client, prefix: str, count: int) -> dict[str, str]:
+    acknowledged = {}
+    for index in range(count):
+        key, value = f"{prefix}:{index}", f"value-{index}"
+        client.set(key, value)
+        acknowledged[key] = value
+    return acknowledged
+
+
+def missing(client: Client, expected: dict[str, str]) -> list[str]:
+    lost = []
+    for key, value in expected.items():
+        try:
+            if client.get(key) != value.encode():
+                lost.append(key)
+        except NotFoundError:
+            lost.append(key)
+    return lost
+
+
+def client_for(nodes: list[LocalNode]) -> Client:
+    return Client(Config(seeds=[node.address_text for node in nodes], max_retries=20))
+
+
+def test_a_killed_primary_loses_no_write_acknowledged_by_a_majority(cluster: Cluster) -> None:
+    nodes = cluster.start_many(3)
+    layout = settled(nodes)
+    with client_for(nodes) as client:
+        written = write_keys(client, "before", 300)
+    victim_id = layout[0]
+    victim = cluster.nodes[victim_id]
+    victim.kill()
+    survivors = [node for node in nodes if node is not victim]
+    with client_for(survivors) as client:
+        # The client rides out the failover (TRYAGAIN and moves are retried), then writes succeed.
+        written.update(write_keys(client, "after", 100))
+        assert missing(client, written) == []
+    for node in survivors:
+        assert victim_id not in primaries(node)
+
+
+def test_a_paused_primary_acknowledges_nothing_after_its_lease_lapsed(cluster: Cluster) -> None:
+    nodes = cluster.start_many(3)
+    layout = settled(nodes)
+    victim_id = layout[0]
+    victim = cluster.nodes[victim_id]
+    mapper = ShardMapper(8)
+    key = next(f"paused:{index}" for index in range(10_000) if mapper.shard_of_key(f"paused:{index}".encode()) == 0)
+    with Client(Config(seeds=[victim.address_text], cluster_routing=False, read_timeout=30)) as direct:
+        direct.set(key, "before")
+        victim.process.send_signal(signal.SIGSTOP)
+        try:
+            # Four lease durations: the others elect a new primary of shard 0 meanwhile.
+            survivors = [node for node in nodes if node is not victim]
+            wait_until(
+                lambda: all(primaries(node)[0] != victim_id for node in survivors),
+                timeout=30,
+                what="a new primary for shard 0",
+            )
+            with client_for(survivors) as client:
+                client.set(key, "while-paused")
+        finally:
+            victim.process.send_signal(signal.SIGCONT)
+        # The write sent to the old primary now: it wakes with its lease lapsed and must refuse it.
+        with pytest.raises(Exception) as refused:
+            direct.set(key, "stale")
+        assert "TRYAGAIN" in str(refused.value) or "MOVED" in str(refused.value) or "primary" in str(refused.value)
+    with client_for(nodes) as client:
+        assert client.get(key) == b"while-paused"
+
+
+def test_a_restarted_node_catches_up_and_serves_again(cluster: Cluster) -> None:
+    nodes = cluster.start_many(3)
+    settled(nodes)
+    with client_for(nodes) as client:
+        written = write_keys(client, "first", 200)
+    victim = nodes[1]
+    victim.kill()
+    survivors = [nodes[0], nodes[2]]
+    with client_for(survivors) as client:
+        written.update(write_keys(client, "while-down", 200))
+    restarted = cluster.start(1, seeds=[gossip_address(nodes[0])])
+    everyone = [nodes[0], restarted, nodes[2]]
+    settled(everyone)
+    # The restarted node (wal off: it came back empty) was sent every shard again.
+    assert int(info(restarted, "replication")["resyncs_received"]) > 0
+    with client_for(everyone) as client:
+        assert missing(client, written) == []
+    # It holds a full copy: with one of the others gone it still serves every key.
+    nodes[0].kill()
+    with client_for([restarted, nodes[2]]) as client:
+        assert missing(client, written) == []
+
+
+def test_info_reports_roles_and_streams(cluster: Cluster) -> None:
+    nodes = cluster.start_many(3)
+    settled(nodes)
+    with client_for(nodes) as client:
+        write_keys(client, "info", 50)
+    sections = [info(node, "replication") for node in nodes]
+    assert sum(int(section["shards_primary"]) for section in sections) == 8
+    assert all(int(section["shards_follower"]) == 8 - int(section["shards_primary"]) for section in sections)
+    assert sum(int(section["changes_applied"]) for section in sections) >= 2 * 50  # two followers per write
+    assert all(int(section["links_up"]) == 2 for section in sections)
+    assert {section["write_quorum"] for section in sections} == {"2"}
