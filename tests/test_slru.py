@@ -40,7 +40,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from aegiskv.backends.base import NO_EXPIRY, BackendOptions, ValueTooLarge
-from aegiskv.backends.memory import MemoryBackend, entry_cost
+from aegiskv.backends.memory import MemoryBackend, entry_cost, ghost_position
 from tests.effort import examples
 from tests.fake_clock import START_MS, FakeClock
 
@@ -507,6 +507,63 @@ def test_a_rewrite_of_an_expired_protected_key_starts_in_probation() -> None:
     clock.advance(50)
     backend.put(b"aa", b"2" * 100)
     assert backend.segments() == ([b"bb", b"aa"], [])
+    backend.check()
+
+
+def distinct_slot_keys(count: int) -> list[bytes]:
+    """``count`` 2-byte keys in distinct ghost slots (slots follow the process's hash seed)."""
+    keys: dict[int, bytes] = {}
+    for number in range(10 * count + 100):
+        name = b"%02x" % number if number < 256 else bytes((65 + number % 26, 97 + number // 26 % 26))
+        keys.setdefault(ghost_position(name, 1024)[0], name)
+        if len(keys) == count:
+            return list(keys.values())
+    raise AssertionError("not enough keys in distinct slots")
+
+
+def test_a_returning_probation_ghost_shrinks_protected_by_its_cost() -> None:
+    keys = distinct_slot_keys(6)
+    backend = make(4 * COST)
+    start = backend.protected_target
+    for name in keys[:5]:  # the fifth evicts the first, never read: a probation ghost
+        backend.put(name, b"v" * 100)
+    assert backend.protected_target == start
+    backend.put(keys[0], b"v" * 100)  # it comes back: a longer probation would have hit it
+    assert backend.protected_target == start - COST  # no ghost of a protected key: one entry
+    backend.put(keys[5], b"v" * 100)  # a key never seen before changes nothing
+    assert backend.protected_target == start - COST
+    backend.check()
+
+
+def test_a_demoted_key_read_again_grows_protected_by_its_cost() -> None:
+    keys = distinct_slot_keys(5)
+    backend = make(10 * COST, protected_fraction=0.3)  # protected holds 3 entries
+    for name in keys:
+        backend.put(name, b"v" * 100)
+    for name in keys[:4]:
+        backend.get(name)  # the fourth promotion demotes the first
+    assert backend.segments() == ([keys[4], keys[0]], keys[1:4])
+    start = backend.protected_target
+    backend.get(keys[0])  # read again after its demotion: protected was too small for it
+    assert backend.protected_target == start + COST
+    backend.check()
+
+
+def test_shrink_steps_scale_with_ghosts_of_protected_over_ghosts_of_probation() -> None:
+    # ARC's rule: a B1 hit moves the target by max(1, |B2| // |B1|) entries.
+    keys = distinct_slot_keys(11)
+    backend = make(6 * COST, protected_fraction=1.0)  # protected may take everything
+    for name in keys[:6]:
+        backend.put(name, b"v" * 100)
+        backend.get(name)
+    for name in keys[6:9]:
+        backend.put(name, b"v" * 100)  # probation holds only this key: protected's LRU goes (B2)
+        backend.get(name)
+    backend.put(keys[9], b"v" * 100)  # a fourth protected key goes (B2 = 4)
+    backend.put(keys[10], b"v" * 100)  # probation's LRU, keys[9], goes unread (B1 = 1)
+    assert backend.protected_target == 6 * COST
+    backend.put(keys[9], b"v" * 100)
+    assert backend.protected_target == 6 * COST - 4 * COST
     backend.check()
 
 
