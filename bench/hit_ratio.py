@@ -29,7 +29,7 @@ which is why ``--runs`` repeats and the table gives medians.
 
     python bench/hit_ratio.py [--quick] [--requests 10000000] [--max-memory 64] [--keyspace N]
                               [--traces zipf,scan,drift,daily] [--values 100,1000] [--runs 1]
-                              [--also PYTHON]
+                              [--also PYTHON [--also-name aegis@REF]]
 
 Default: 10M requests per trace, 64 MiB, a keyspace of 2.4M keys (36 per KiB
 of budget; about ten times what the budget holds at 100 bytes). ``--quick``:
@@ -189,6 +189,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=256, help="requests per pipelined batch")
     parser.add_argument("--windows", type=int, default=10)
     parser.add_argument("--also", metavar="PYTHON", help="also an aegis node of the aegiskv installed for PYTHON")
+    parser.add_argument("--also-name", default="aegis-also", help="its name in the table (e.g. aegis@<commit>)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin servers and client to CPUs")
     args = parser.parse_args()
     servers.PIN = servers.PIN and not args.no_pin
@@ -196,8 +197,8 @@ def main() -> int:
     requests = args.requests or (1_000_000 if args.quick else 10_000_000)
     max_memory = args.max_memory or (8 if args.quick else 64)
     keyspace = args.keyspace or max_memory * 1024 * KEYS_PER_KIB
-    names = ["aegis", *(["aegis-also"] if args.also else []), "redis-lru", "redis-lfu"]
-    pythons = {"aegis": sys.executable, "aegis-also": args.also}
+    names = ["aegis", *([args.also_name] if args.also else []), "redis-lru", "redis-lfu"]
+    pythons = {"aegis": sys.executable, args.also_name: args.also}
     builds: dict[str, str] = {}  # what each aegis node reports in INFO (compiled or interpreted)
     if servers.PIN:
         os.sched_setaffinity(0, {servers.LOAD_CPU})
@@ -274,15 +275,15 @@ def render(report: dict) -> str:
         f" median of {report['runs']} run(s); {report['date']} at {report['commit']}; {report['machine']['redis']}",
         "aegis builds: "
         + ", ".join(f"{name} {build}" for name, build in report["builds"].items())
-        + (f" (aegis-also: {report['also']})" if report.get("also") else ""),
-        f"{'trace':<6}{'value':>6} {'server':<11}{'hit ratio':>10}{'keys':>9}{'used MiB':>9}{'RSS MiB':>8}"
+        + (f" (the second: the aegiskv installed for {report['also']})" if report.get("also") else ""),
+        f"{'trace':<6}{'value':>6} {'server':<15}{'hit ratio':>10}{'keys':>9}{'used MiB':>9}{'RSS MiB':>8}"
         f"{'req/s':>8}{'cpu us':>7}  hit ratio per window",
     ]
     for trace, by_size in report["medians"].items():
         for size, by_name in by_size.items():
             for name, figures in by_name.items():
                 lines.append(
-                    f"{trace:<6}{size:>6} {name:<11}{figures['hit_ratio']:>10.3f}{figures['keys']:>9.0f}"
+                    f"{trace:<6}{size:>6} {name:<15}{figures['hit_ratio']:>10.3f}{figures['keys']:>9.0f}"
                     f"{figures['used_memory'] / 2**20:>9.1f}{figures['rss'] / 2**20:>8.1f}"
                     f"{figures['requests_per_second']:>8.0f}{figures['server_cpu_us_per_request']:>7.1f}  "
                     + " ".join(f"{ratio:.2f}" for ratio in figures["windows"])

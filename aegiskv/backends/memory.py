@@ -46,9 +46,9 @@ least 1,024), two bytes each: a slot holds the key hash's top 14 bits and a
 2-bit state (empty, demoted, ghost of a probation key, ghost of a protected
 one). Colliding keys overwrite each other: a lost ghost only skips one
 adjustment, and a false match needs equal slot and tag (one in 16,384 among
-keys sharing a slot). Nothing is added on the path of a protected hit; a
-probation hit, a demotion, an eviction and the write of a new key each read
-one slot.
+keys sharing a slot). Nothing is added on the path of a protected hit or of a
+miss; an eviction and a demotion write one slot, the write of a new key reads
+one once anything was evicted, and a probation hit once any key was demoted.
 
 Memory layout, chosen for bytes per key (measured in ``tools/calibrate_memory.py``):
 each segment is an ``OrderedDict`` (C-implemented, O(1) move-to-end and pop of
