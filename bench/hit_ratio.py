@@ -273,9 +273,7 @@ def render(report: dict) -> str:
         f"Hit ratio, cache-aside (GET; SET on a miss), {report['requests']:,} requests per trace,"
         f" keyspace {report['keyspace']:,}, max-memory {report['max_memory_mib']} MiB for every server;"
         f" median of {report['runs']} run(s); {report['date']} at {report['commit']}; {report['machine']['redis']}",
-        "aegis builds: "
-        + ", ".join(f"{name} {build}" for name, build in report["builds"].items())
-        + (f" (the second: the aegiskv installed for {report['also']})" if report.get("also") else ""),
+        "aegis builds: " + ", ".join(f"{name} {build}" for name, build in report["builds"].items()),
         f"{'trace':<6}{'value':>6} {'server':<15}{'hit ratio':>10}{'keys':>9}{'used MiB':>9}{'RSS MiB':>8}"
         f"{'req/s':>8}{'cpu us':>7}  hit ratio per window",
     ]
@@ -308,7 +306,8 @@ def write_results_md() -> None:
             continue
         report = json.loads(path.read_text())
         body += [
-            f"### {'`--quick`' if report['quick'] else 'Default run'}",
+            f"### {report['requests']:,} requests, {report['max_memory_mib']} MiB"
+            + (" (`--quick`)" if report["quick"] else ""),
             "",
             "```",
             render(report).rstrip(),
