@@ -127,8 +127,9 @@ def start_aegis(
     env: dict[str, str] | None = None,
     name: str = "aegis",
     interpreted: bool = False,
+    python: str = sys.executable,
 ) -> Server:
-    """A node of the aegiskv installed for this interpreter (compiled, if it was built so).
+    """A node of the aegiskv installed for ``python`` (this interpreter unless given; compiled, if it was built so).
 
     ``interpreted``: the sources of this checkout instead, run by the interpreter.
     """
@@ -141,6 +142,7 @@ def start_aegis(
         health_addr=None,
         env=environment,
         start_timeout=600,
+        python=python,
     )
     assert node.resp_address is not None
     if PIN:

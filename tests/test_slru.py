@@ -15,7 +15,17 @@ it can be checked by reading it. The rules, from the memory.py docstring:
   promoted);
 * eviction takes probation's LRU key first, then protected's LRU key, and never
   the entry being written;
-* ``get_entry(touch=False)`` and ``set_expiry`` do not change the order.
+* ``get_entry(touch=False)`` and ``set_expiry`` do not change the order;
+* protected's share starts at ``protected_fraction`` of the budget and adapts
+  (ARC's rule): a ghost table of 1,024 slots (the smallest, and these runs
+  never store more keys) remembers per slot one key by its hash's top bits,
+  as demoted from protected, or as evicted from probation (B1) or after a
+  demotion or from protected (B2). Writing a key stored in neither segment
+  whose B1 ghost is remembered shrinks the share by the entry's cost times
+  max(1, B2 // B1); a B2 ghost, or a demoted key read again in probation,
+  grows it by the cost times max(1, B1 // B2) (counts taken before the ghost
+  is forgotten), within 0 and the budget. A shrink demotes nothing until
+  protected next takes a key.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from aegiskv.backends.base import NO_EXPIRY, BackendOptions, ValueTooLarge
-from aegiskv.backends.memory import MemoryBackend, entry_cost
+from aegiskv.backends.memory import MemoryBackend, entry_cost, ghost_position
 from tests.effort import examples
 from tests.fake_clock import START_MS, FakeClock
 
@@ -42,12 +52,18 @@ class ModelEntry:
     deadline: int  # NO_EXPIRY when the key has no TTL
 
 
+GHOST_SLOTS = 1024
+DEMOTED, GHOST_OF_PROBATION, GHOST_OF_PROTECTED = "demoted", "B1", "B2"
+
+
 class SlruModel:
     """The reference: two ordered dicts (LRU first) and the rules above, nothing clever."""
 
     def __init__(self, limit: int, protected_fraction: float, clock: FakeClock, first_version: int = 1) -> None:
         self.limit = limit
         self.protected_limit = int(limit * protected_fraction)
+        # slot -> (the key hash's top bits, state); a key's own slot from its hash's low bits.
+        self.ghosts: dict[int, tuple[int, str]] = {}
         self.clock = clock
         self.probation: OrderedDict[bytes, ModelEntry] = OrderedDict()
         self.protected: OrderedDict[bytes, ModelEntry] = OrderedDict()
@@ -87,24 +103,62 @@ class SlruModel:
             return None
         return entry
 
+    # -- the ghost table and the adaptive share ------------------------------------------
+
+    @staticmethod
+    def ghost_slot(key: bytes) -> tuple[int, int]:
+        return hash(key) % GHOST_SLOTS, hash(key) >> 50
+
+    def ghost_state(self, key: bytes) -> str | None:
+        slot, tag = self.ghost_slot(key)
+        found = self.ghosts.get(slot)
+        return found[1] if found is not None and found[0] == tag else None
+
+    def set_ghost(self, key: bytes, state: str | None) -> None:
+        slot, tag = self.ghost_slot(key)
+        if state is None:
+            del self.ghosts[slot]
+        else:
+            self.ghosts[slot] = (tag, state)
+
+    def ghost_count(self, state: str) -> int:
+        return sum(1 for _tag, held in self.ghosts.values() if held == state)
+
+    def grow(self, cost: int) -> None:
+        ratio = max(1, self.ghost_count(GHOST_OF_PROBATION) // max(1, self.ghost_count(GHOST_OF_PROTECTED)))
+        self.protected_limit = min(self.limit, self.protected_limit + cost * ratio)
+
+    def shrink(self, cost: int) -> None:
+        ratio = max(1, self.ghost_count(GHOST_OF_PROTECTED) // max(1, self.ghost_count(GHOST_OF_PROBATION)))
+        self.protected_limit = max(0, self.protected_limit - cost * ratio)
+
+    # -- segments --------------------------------------------------------------------------
+
     def hit(self, key: bytes) -> None:
         if key in self.protected:
             self.protected.move_to_end(key)
             return
         self.protected[key] = self.probation.pop(key)
+        if self.ghost_state(key) == DEMOTED:
+            self.set_ghost(key, None)
+            self.grow(self.cost(key, self.protected[key]))
         self.demote_overflow()
 
     def demote_overflow(self) -> None:
         while self.bytes_of(self.protected) > self.protected_limit and len(self.protected) > 1:
             old_key, old_entry = self.protected.popitem(last=False)
             self.probation[old_key] = old_entry
+            self.set_ghost(old_key, DEMOTED)
 
     def evict(self, keep: bytes) -> None:
         while self.used > self.limit:
             victims = [key for key in self.probation if key != keep] or [key for key in self.protected if key != keep]
             if not victims:
                 return
-            self.drop(victims[0])
+            victim = victims[0]
+            demoted = victim in self.protected or self.ghost_state(victim) == DEMOTED
+            self.set_ghost(victim, GHOST_OF_PROTECTED if demoted else GHOST_OF_PROBATION)
+            self.drop(victim)
             self.evictions += 1
 
     # -- the operations ------------------------------------------------------------------
@@ -129,6 +183,11 @@ class SlruModel:
                     self.demote_overflow()
                 break
         else:
+            if key not in self.probation and key not in self.protected:
+                ghost = self.ghost_state(key)
+                if ghost in (GHOST_OF_PROBATION, GHOST_OF_PROTECTED):
+                    (self.shrink if ghost == GHOST_OF_PROBATION else self.grow)(self.cost(key, entry))
+                    self.set_ghost(key, None)
             self.drop(key)  # an expired key is replaced, not counted as expired
             self.probation[key] = entry
         self.evict(keep=key)
@@ -305,6 +364,7 @@ class SlruMachine(RuleBasedStateMachine):
         with_ttl = sum(entry.deadline != NO_EXPIRY for entry in [*model.probation.values(), *model.protected.values()])
         assert stats.keys_with_ttl == with_ttl
         assert self.backend.last_version == model.version
+        assert self.backend.protected_target == model.protected_limit
 
 
 TestSlruMachine = SlruMachine.TestCase
@@ -447,6 +507,63 @@ def test_a_rewrite_of_an_expired_protected_key_starts_in_probation() -> None:
     clock.advance(50)
     backend.put(b"aa", b"2" * 100)
     assert backend.segments() == ([b"bb", b"aa"], [])
+    backend.check()
+
+
+def distinct_slot_keys(count: int) -> list[bytes]:
+    """``count`` 2-byte keys in distinct ghost slots (slots follow the process's hash seed)."""
+    keys: dict[int, bytes] = {}
+    for number in range(10 * count + 100):
+        name = b"%02x" % number if number < 256 else bytes((65 + number % 26, 97 + number // 26 % 26))
+        keys.setdefault(ghost_position(name, 1024)[0], name)
+        if len(keys) == count:
+            return list(keys.values())
+    raise AssertionError("not enough keys in distinct slots")
+
+
+def test_a_returning_probation_ghost_shrinks_protected_by_its_cost() -> None:
+    keys = distinct_slot_keys(6)
+    backend = make(4 * COST)
+    start = backend.protected_target
+    for name in keys[:5]:  # the fifth evicts the first, never read: a probation ghost
+        backend.put(name, b"v" * 100)
+    assert backend.protected_target == start
+    backend.put(keys[0], b"v" * 100)  # it comes back: a longer probation would have hit it
+    assert backend.protected_target == start - COST  # no ghost of a protected key: one entry
+    backend.put(keys[5], b"v" * 100)  # a key never seen before changes nothing
+    assert backend.protected_target == start - COST
+    backend.check()
+
+
+def test_a_demoted_key_read_again_grows_protected_by_its_cost() -> None:
+    keys = distinct_slot_keys(5)
+    backend = make(10 * COST, protected_fraction=0.3)  # protected holds 3 entries
+    for name in keys:
+        backend.put(name, b"v" * 100)
+    for name in keys[:4]:
+        backend.get(name)  # the fourth promotion demotes the first
+    assert backend.segments() == ([keys[4], keys[0]], keys[1:4])
+    start = backend.protected_target
+    backend.get(keys[0])  # read again after its demotion: protected was too small for it
+    assert backend.protected_target == start + COST
+    backend.check()
+
+
+def test_shrink_steps_scale_with_ghosts_of_protected_over_ghosts_of_probation() -> None:
+    # ARC's rule: a B1 hit moves the target by max(1, |B2| // |B1|) entries.
+    keys = distinct_slot_keys(11)
+    backend = make(6 * COST, protected_fraction=1.0)  # protected may take everything
+    for name in keys[:6]:
+        backend.put(name, b"v" * 100)
+        backend.get(name)
+    for name in keys[6:9]:
+        backend.put(name, b"v" * 100)  # probation holds only this key: protected's LRU goes (B2)
+        backend.get(name)
+    backend.put(keys[9], b"v" * 100)  # a fourth protected key goes (B2 = 4)
+    backend.put(keys[10], b"v" * 100)  # probation's LRU, keys[9], goes unread (B1 = 1)
+    assert backend.protected_target == 6 * COST
+    backend.put(keys[9], b"v" * 100)
+    assert backend.protected_target == 6 * COST - 4 * COST
     backend.check()
 
 

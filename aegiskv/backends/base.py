@@ -50,7 +50,7 @@ class BackendOptions:
     """What a backend is told when it is created."""
 
     max_memory_bytes: int
-    protected_fraction: float = 0.8  # share of the budget the SLRU protected segment may use
+    protected_fraction: float = 0.8  # share of the budget the SLRU protected segment starts with (it adapts)
     data_dir: str | None = None
     first_version: int = 1  # versions handed out start above this
     # Charge the tables (dicts, indexes) as well as the entries. Always on in the

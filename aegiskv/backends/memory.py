@@ -1,13 +1,54 @@
-"""The in-memory backend: a segmented LRU bounded by honest byte accounting.
+"""The in-memory backend: an adaptive segmented LRU bounded by honest byte accounting.
 
 Segmented LRU (SLRU): a new key enters the *probation* segment; a second hit
-moves it to the *protected* segment, which may hold at most
-``protected_fraction`` of the budget (its least recently used keys are demoted
-back to probation when it overflows). A rewrite of a key counts as a use: the
-key stays in its segment, at the most recently used end. Eviction takes the
-least recently used probation key first and touches protected keys only when
-probation is empty.
+moves it to the *protected* segment, whose least recently used keys are
+demoted back to probation's most recently used end when it holds more than its
+target. A rewrite of a key counts as a use: the key stays in its segment, at
+the most recently used end. Eviction takes the least recently used probation
+key first and touches protected keys only when probation is empty.
 A scan of once-read keys therefore cannot flush the keys that are read often.
+
+The protected segment's target is counted in the bytes max-memory charges:
+its entries *and* its share of the tables (the tables' bytes times its share of
+the keys). Counting entries alone let it hold every key once the tables took a
+third of the budget (100-byte values): probation drained, each new key was
+evicted by the next insert before it could be read again, and when the hot set
+moved onto new keys the hit ratio fell from 0.55 to 0.02 and stayed there
+(``bench/eviction_sim.py``, the ``drift`` trace).
+
+The target adapts with ARC's rule (Megiddo and Modha, 2003). A ghost table
+remembers recently evicted keys (a 16-bit tag per slot, no key kept) and
+whether each had been demoted from protected first. A new key that turns out
+to be the ghost of a key evicted from probation and never demoted (ARC's B1)
+is a miss that a longer probation would have hit: the target shrinks by the
+entry's bytes times ``max(1, |B2| // |B1|)``. The ghost of a demoted key
+(B2), or a demoted key read again while still in probation, is one that a
+larger protected segment would have kept: the target grows by the entry's
+bytes times ``max(1, |B1| // |B2|)``. |B1| and |B2| count the ghosts of each
+kind the table holds. When the hot set moves onto new keys, the keys that fall
+out of probation come back and the target shrinks until they get their second
+read; under a stable Zipf load the demoted keys come back and it grows.
+``slru_protected_fraction`` is the starting target.
+
+Measured with ``bench/eviction_sim.py`` (4 MiB, 1M requests, hit ratio on the
+Zipf / scan / drift / daily traces) before choosing: this rule 0.755 / 0.598
+/ 0.603 / 0.421; a fixed share of 0.8 counted the same way 0.752 / 0.598 /
+0.519 / 0.424 (0.5: 0.728 / 0.577 / 0.574 / 0.406); a fixed share plus a
+ghost's key readmitted straight into protected 0.748 / 0.600 / 0.571 / 0.429.
+At the same number of keys, exact LRU gets 0.715 / 0.523 / 0.621 / 0.375, ARC
+0.757 / 0.602 / 0.609 / 0.424, Redis's LFU 0.758 / 0.595 / 0.450 / 0.396.
+W-TinyLFU (0.744 / 0.582 / 0.320 / 0.402) counts every read in a sketch, a
+cost on every GET; S3-FIFO (0.754 / 0.591 / 0.533 / 0.433) needs a use
+counter per key, which the one-blob-per-key layout below has no room for.
+
+The ghost table has a slot per stored key (rounded up to a power of two, at
+least 1,024), two bytes each: a slot holds the key hash's top 14 bits and a
+2-bit state (empty, demoted, ghost of a probation key, ghost of a protected
+one). Colliding keys overwrite each other: a lost ghost only skips one
+adjustment, and a false match needs equal slot and tag (one in 16,384 among
+keys sharing a slot). Nothing is added on the path of a protected hit or of a
+miss; an eviction and a demotion write one slot, the write of a new key reads
+one once anything was evicted, and a probation hit once any key was demoted.
 
 Memory layout, chosen for bytes per key (measured in ``tools/calibrate_memory.py``):
 each segment is an ``OrderedDict`` (C-implemented, O(1) move-to-end and pop of
@@ -23,12 +64,12 @@ and against RSS by ``bench/native_client.py``, has two parts:
   (:func:`entry_cost`: the key and the version+value bytes objects, rounded as
   pymalloc and malloc round them; a key with a TTL also pays for the deadline
   integer and for a second key object, since the expiry index may hold its own);
-* the tables themselves (the two OrderedDicts and the expiry index) are
-  charged what ``sys.getsizeof`` reports, re-read every 64 writes. Under churn
-  a dict keeps its deleted slots until it resizes, so the tables cost 100 to
-  160 bytes per live key; a per-entry constant either under-charged that
-  (RSS went to 1.4x the limit when writing twice the limit) or over-charged a
-  fresh table.
+* the tables themselves (the two OrderedDicts, the expiry index and the ghost
+  table) are charged what ``sys.getsizeof`` reports, re-read every 64 writes.
+  Under churn a dict keeps its deleted slots until it resizes, so the tables
+  cost 100 to 160 bytes per live key; a per-entry constant either
+  under-charged that (RSS went to 1.4x the limit when writing twice the limit)
+  or over-charged a fresh table.
 """
 
 from __future__ import annotations
@@ -37,9 +78,12 @@ import random
 import struct
 import sys
 import time
+from array import array
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Final
+
+from mypy_extensions import i64
 
 from aegiskv.backends.base import (
     NO_EXPIRY,
@@ -95,9 +139,30 @@ _LAST_VERSION_BYTE: Final = [bytes((low,)) for low in range(256)]
 # Keys with a TTL that INFO's avg_ttl estimate looks at.
 _TTL_SAMPLE: Final = 128
 
+# The ghost table (see the module docstring): a slot's low two bits are its
+# state, the others the top bits of the key's hash.
+_GHOST_MIN_SLOTS: Final = 1024
+_STATE_MASK: Final = 3
+_DEMOTED: Final = 1  # the key is stored; it was demoted from protected
+_GHOST_OF_PROBATION: Final = 2  # evicted from probation, never demoted
+_GHOST_OF_PROTECTED: Final = 3  # evicted after a demotion (or from protected itself)
+_TAG_SHIFT: Final = 48  # bits 50..63 of the hash, unlike the slot's low bits
+_TAG_MASK: Final = 0xFFFC
+
+
+def ghost_position(key: bytes, slots: i64) -> tuple[i64, i64]:
+    """(slot, tag) of ``key`` in a ghost table of ``slots`` slots (a power of two).
+
+    Native 64-bit integers when compiled: a hash does not fit mypyc's tagged
+    int, whose arithmetic then goes through Python's long objects (a
+    promotion's look-up cost about 900 instructions that way).
+    """
+    hashed: i64 = hash(key)
+    return hashed & (slots - 1), (hashed >> _TAG_SHIFT) & _TAG_MASK
+
 
 class MemoryBackend(Backend):
-    """Segmented LRU under a byte budget, with lazy and sampled active expiry."""
+    """Adaptive segmented LRU under a byte budget, with lazy and sampled active expiry."""
 
     name = "memory"
 
@@ -117,7 +182,11 @@ class MemoryBackend(Backend):
         self._rng = rng or random.Random()
         self._stats_rng = stats_rng or random.Random()
         self._limit = options.max_memory_bytes
-        self._protected_limit = int(options.max_memory_bytes * options.protected_fraction)
+        # What protected may hold, tables included (adapted, see the module
+        # docstring), and the same less its share of the tables: the figure its
+        # entries are held to, recomputed when either changes.
+        self._protected_target = int(options.max_memory_bytes * options.protected_fraction)
+        self._protected_limit = self._protected_target
         self._probation: OrderedDict[bytes, bytes] = OrderedDict()
         self._protected: OrderedDict[bytes, bytes] = OrderedDict()
         self._probation_bytes = 0
@@ -140,6 +209,19 @@ class MemoryBackend(Backend):
         self._version_head = b""
         self._count_structures = options.count_structures
         self._structure_bytes = 0
+        self._ghosts: array[int] = array("H", bytes(2 * _GHOST_MIN_SLOTS))
+        self._ghost_slots: i64 = _GHOST_MIN_SLOTS  # len(self._ghosts), as a native int when compiled
+        # sys.getsizeof(self._ghosts), read when the table is made: a getsizeof
+        # costs about 1,300 instructions compiled, and the tables are measured
+        # on every eviction.
+        self._ghost_table_bytes = sys.getsizeof(self._ghosts)
+        self._ghosts_of_probation = 0  # slots in each ghost state (ARC's |B1| and |B2|)
+        self._ghosts_of_protected = 0
+        # Slots marking a demoted key: none until protected first overflows, and
+        # a promotion then skips the ghost table (hot_path.py, GET of random keys
+        # read once before, compiled: 8,628 instructions before the ghost table,
+        # 9,302 with an unconditional look-up).
+        self._demoted_marks = 0
         self._writes_since_measure = 0
         self.evictions = 0
         self.expirations = 0
@@ -255,6 +337,10 @@ class MemoryBackend(Backend):
                 had_ttl = False
                 probation[key] = blob
                 self._probation_bytes += cost
+                # Ghosts exist only once something was evicted: a cache under
+                # its limit never pays for the lookup.
+                if self._ghosts_of_probation or self._ghosts_of_protected:
+                    self._adapt_to_ghost(key, cost)
         if has_ttl:
             self._deadlines.set(key, expires_at_ms)
         elif had_ttl:
@@ -309,6 +395,9 @@ class MemoryBackend(Backend):
         self._protected.clear()
         self._deadlines.clear()
         self._probation_bytes = self._protected_bytes = 0
+        # Ghosts of keys a flush removed are no evidence about the next load.
+        self._ghosts = array("H", bytes(2 * self._ghost_slots))
+        self._ghosts_of_probation = self._ghosts_of_protected = self._demoted_marks = 0
         self._measure_structures()
         return removed
 
@@ -392,12 +481,22 @@ class MemoryBackend(Backend):
     # -- segments ------------------------------------------------------------------
 
     def _promote(self, key: bytes, blob: bytes) -> None:
-        """Second hit: probation -> protected, demoting protected LRU keys on overflow."""
+        """Second hit: probation -> protected, demoting protected LRU keys on overflow.
+
+        A key demoted from protected and read again is one that a larger
+        protected segment would have kept: the target grows (ARC's B2 hit)."""
         cost = entry_cost(len(key), len(blob) - VERSION_BYTES, key in self._deadline_map)
         del self._probation[key]
         self._probation_bytes -= cost
         self._protected[key] = blob
         self._protected_bytes += cost
+        if self._demoted_marks:
+            ghosts = self._ghosts
+            slot, tag = ghost_position(key, self._ghost_slots)
+            if ghosts[slot] == tag | _DEMOTED:
+                ghosts[slot] = 0
+                self._demoted_marks -= 1
+                self._grow_protected(cost)
         # An insert into the protected table may grow it, like a write.
         self._writes_since_measure += 1
         if self._writes_since_measure >= _STRUCTURE_REFRESH:
@@ -412,12 +511,17 @@ class MemoryBackend(Backend):
         The key just promoted or rewritten is at protected's MRU end, and the
         loop stops at one key, so that key stays."""
         protected = self._protected
+        ghosts = self._ghosts
         while self._protected_bytes > self._protected_limit and len(protected) > 1:
             old_key, old_blob = protected.popitem(last=False)
             old_cost = entry_cost(len(old_key), len(old_blob) - VERSION_BYTES, old_key in self._deadline_map)
             self._protected_bytes -= old_cost
             self._probation[old_key] = old_blob
             self._probation_bytes += old_cost
+            slot, tag = ghost_position(old_key, self._ghost_slots)
+            self._forget_ghost(ghosts[slot])
+            ghosts[slot] = tag | _DEMOTED
+            self._demoted_marks += 1
 
     def _remove(self, key: bytes) -> bool:
         blob = self._probation.pop(key, None)
@@ -461,6 +565,7 @@ class MemoryBackend(Backend):
                 self._probation_bytes -= cost
             else:
                 self._protected_bytes -= cost
+            self._remember_evicted(victim, in_probation)
             self._deadlines.discard(victim)
             self.evictions += 1
             if self._on_drop is not None:
@@ -468,10 +573,91 @@ class MemoryBackend(Backend):
 
     def _measure_structures(self) -> None:
         self._writes_since_measure = 0
+        stored = len(self._probation) + len(self._protected)
+        if stored > self._ghost_slots:
+            # A slot per key, so that a ghost is remembered about as long as
+            # ARC remembers it (its ghost lists hold up to the cache's size).
+            # Grown only: the old ghosts are dropped, not rehashed (the table
+            # keeps no keys), and a few adjustments are skipped.
+            slots = self._ghost_slots
+            while slots < stored:
+                slots *= 2
+            self._ghosts = array("H", bytes(2 * slots))
+            self._ghost_slots = slots
+            self._ghost_table_bytes = sys.getsizeof(self._ghosts)
+            self._ghosts_of_probation = self._ghosts_of_protected = self._demoted_marks = 0
         if self._count_structures:
             self._structure_bytes = (
-                sys.getsizeof(self._probation) + sys.getsizeof(self._protected) + self._deadlines.table_bytes()
+                sys.getsizeof(self._probation)
+                + sys.getsizeof(self._protected)
+                + self._deadlines.table_bytes()
+                + self._ghost_table_bytes
             )
+        self._set_protected_limit()
+
+    # -- adapting the protected target -------------------------------------------------
+
+    def _set_protected_limit(self) -> None:
+        """The target less protected's share of the tables, in proportion to its keys.
+
+        Per key rather than each table's own size: a dict never shrinks until
+        it is written, so protected's table would be charged for keys that
+        were demoted long ago."""
+        stored = len(self._probation) + len(self._protected)
+        share = self._structure_bytes * len(self._protected) // stored if stored else 0
+        self._protected_limit = self._protected_target - share
+
+    def _grow_protected(self, cost: int) -> None:
+        """Protected was too small for a key it had: grow the target (ARC: by max(1, |B1|/|B2|) entries)."""
+        step = cost * max(1, self._ghosts_of_probation // max(1, self._ghosts_of_protected))
+        self._protected_target = min(self._limit, self._protected_target + step)
+        self._set_protected_limit()
+
+    def _shrink_protected(self, cost: int) -> None:
+        """Probation was too small for a key it had: shrink the target (ARC: by max(1, |B2|/|B1|) entries).
+
+        Protected is not demoted at once: its LRU keys move when it next takes a key."""
+        step = cost * max(1, self._ghosts_of_protected // max(1, self._ghosts_of_probation))
+        self._protected_target = max(0, self._protected_target - step)
+        self._set_protected_limit()
+
+    def _adapt_to_ghost(self, key: bytes, cost: int) -> None:
+        """A new key was written: if it is a remembered ghost, adapt the target and forget it."""
+        ghosts = self._ghosts
+        slot, tag = ghost_position(key, self._ghost_slots)
+        state = ghosts[slot]
+        if state & _TAG_MASK != tag or state & _STATE_MASK < _GHOST_OF_PROBATION:
+            return
+        # ARC's ratio counts the ghost being hit: measured before it is forgotten.
+        if state & _STATE_MASK == _GHOST_OF_PROBATION:
+            self._shrink_protected(cost)
+        else:
+            self._grow_protected(cost)
+        self._forget_ghost(state)
+        ghosts[slot] = 0
+
+    def _remember_evicted(self, key: bytes, from_probation: bool) -> None:
+        ghosts = self._ghosts
+        slot, tag = ghost_position(key, self._ghost_slots)
+        state = ghosts[slot]
+        demoted = state == tag | _DEMOTED or not from_probation
+        self._forget_ghost(state)
+        if demoted:
+            ghosts[slot] = tag | _GHOST_OF_PROTECTED
+            self._ghosts_of_protected += 1
+        else:
+            ghosts[slot] = tag | _GHOST_OF_PROBATION
+            self._ghosts_of_probation += 1
+
+    def _forget_ghost(self, state: int) -> None:
+        """Uncount what a slot held (a ghost or a demoted mark) before it is overwritten."""
+        kind = state & _STATE_MASK
+        if kind == _GHOST_OF_PROBATION:
+            self._ghosts_of_probation -= 1
+        elif kind == _GHOST_OF_PROTECTED:
+            self._ghosts_of_protected -= 1
+        elif kind == _DEMOTED:
+            self._demoted_marks -= 1
 
     # -- introspection -------------------------------------------------------------
 
@@ -625,6 +811,11 @@ class MemoryBackend(Backend):
             self._evict(keep=None)
         return len(expired_keys), self.evictions - evictions_before
 
+    @property
+    def protected_target(self) -> int:
+        """Bytes the protected segment may hold, its share of the tables included (adapts; see the module)."""
+        return self._protected_target
+
     def segments(self) -> tuple[list[bytes], list[bytes]]:
         """(probation, protected) keys, least recently used first. For tests and INFO."""
         return list(self._probation), list(self._protected)
@@ -640,5 +831,14 @@ class MemoryBackend(Backend):
             )
             assert total == counted, (total, counted)
         assert self._probation_bytes + self._protected_bytes + self._structure_bytes <= self._limit or len(self) <= 1
+        assert 0 <= self._protected_target <= self._limit
+        states = Counter(state & _STATE_MASK for state in self._ghosts)
+        assert (states[_GHOST_OF_PROBATION], states[_GHOST_OF_PROTECTED], states[_DEMOTED]) == (
+            self._ghosts_of_probation,
+            self._ghosts_of_protected,
+            self._demoted_marks,
+        )
+        assert len(self._ghosts) == self._ghost_slots
+        assert sys.getsizeof(self._ghosts) == self._ghost_table_bytes
         for key, _deadline in self._deadlines:
             assert key in self._probation or key in self._protected

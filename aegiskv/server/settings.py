@@ -474,7 +474,12 @@ SETTINGS: tuple[Setting, ...] = (
         _duration(),
         "seconds between automatic snapshots with the snapshot backend (0 = only on command and shutdown)",
     ),
-    Setting("slru_protected_fraction", 0.8, _probability, "share of --max-memory the SLRU protected segment may hold"),
+    Setting(
+        "slru_protected_fraction",
+        0.8,
+        _probability,
+        "share of --max-memory the SLRU protected segment starts with (it adapts to the load)",
+    ),
     Setting("max_key_bytes", 65535, _size(1, 2**32 - 1), "largest key accepted"),
     Setting("max_value_bytes", 64 * MIB, _size(0, 2**31 - 1), "largest value accepted"),
     Setting("max_batch_keys", 100_000, _integer(1, 10_000_000), "most keys in one MGET or MSET"),
