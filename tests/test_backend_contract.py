@@ -182,6 +182,18 @@ def test_imposed_version_too_low_is_replaced(backend: Backend, offset: int) -> N
     assert entry is not None and entry.version == got
 
 
+@pytest.mark.parametrize("offset", [100, 0, -3], ids=["above", "equal", "below"])
+def test_applied_entries_keep_their_version_and_lift_the_last_one(backend: Backend, offset: int) -> None:
+    # A primary's entry keeps the version the primary gave it, however it compares with ours.
+    for index in range(5):
+        last = backend.put(b"a%d" % index, b"1")
+    backend.apply(b"b", b"replicated", NO_EXPIRY, last + offset)
+    entry = backend.get_entry(b"b")
+    assert entry is not None and (entry.value, entry.version) == (b"replicated", last + offset)
+    assert backend.last_version == max(last, last + offset)
+    assert backend.put(b"c", b"1") > max(last, last + offset)  # our own versions stay above it
+
+
 def test_versions_keep_increasing_after_flush(backend: Backend) -> None:
     # A flushed key written again must not reuse a version a replica may have seen.
     before = backend.put(b"k", b"v")

@@ -114,6 +114,18 @@ class Backend(ABC):
         exceeds the memory limit; otherwise evicts what it must.
         """
 
+    def apply(self, key: bytes, value: bytes, expires_at_ms: int, version: int) -> None:
+        """Store an entry a shard's primary wrote, with exactly its version (replication).
+
+        Every copy of a key must carry the version its primary gave it, or a
+        compare-and-set would succeed on one copy and fail on another after a
+        failover; ``last_version`` rises to at least ``version``, so this node's
+        own versions stay above every version it holds. Raises ValueTooLarge
+        as :meth:`put`. The default suits a backend whose ``put`` already
+        keeps imposed versions as given.
+        """
+        self.put(key, value, expires_at_ms, version)
+
     @abstractmethod
     def delete(self, key: bytes) -> bool:
         """Remove ``key``; True when a live key was removed."""

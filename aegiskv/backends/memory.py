@@ -228,6 +228,7 @@ class MemoryBackend(Backend):
         # Replaying a log (see begin_recovery): records are applied as written,
         # without expiry, eviction or fresh versions.
         self._recovering = False
+        self._exact_versions = False  # set by apply(): an imposed version is stored as given
         self._measure_structures()
 
     # -- reads -------------------------------------------------------------------
@@ -291,7 +292,7 @@ class MemoryBackend(Backend):
         else:
             new_version = version
             if version <= self._version:
-                if not self._recovering:
+                if not (self._recovering or self._exact_versions):
                     new_version = self._version + 1
             elif version > _MAX_VERSION:
                 raise ValueError(f"version {version} does not fit in 64 bits")
@@ -353,6 +354,14 @@ class MemoryBackend(Backend):
         if self._probation_bytes + self._protected_bytes + self._structure_bytes > self._limit and not self._recovering:
             self._evict(keep=key)
         return new_version
+
+    def apply(self, key: bytes, value: bytes, expires_at_ms: int, version: int) -> None:
+        """Store a primary's entry with exactly its version (see Backend.apply)."""
+        self._exact_versions = True
+        try:
+            self.put(key, value, expires_at_ms, version)
+        finally:
+            self._exact_versions = False
 
     def delete(self, key: bytes) -> bool:
         if key in self._deadline_map and self._expired(key):

@@ -149,6 +149,13 @@ class WalBackend(Backend):
         wal.append(RecordType.PUT, key, value, version, expires_at_ms, (key, saved))
         return version
 
+    def apply(self, key: bytes, value: bytes, expires_at_ms: int, version: int) -> None:
+        wal = self._wal
+        saved = self._memory.saved_entry(key) if wal is not None else None
+        self._memory.apply(key, value, expires_at_ms, version)
+        if wal is not None:
+            wal.append(RecordType.PUT, key, value, version, expires_at_ms, (key, saved))
+
     def delete(self, key: bytes) -> bool:
         wal = self._wal
         saved = self._memory.saved_entry(key) if wal is not None else None

@@ -620,7 +620,7 @@ class Node:
                 op = change.op
                 if op == Op.PUT:
                     try:
-                        backend.put(change.key, change.value, change.expires_at_ms, change.version)
+                        backend.apply(change.key, change.value, change.expires_at_ms, change.version)
                     except ValueTooLarge:
                         backend.delete(change.key)  # cannot hold it here: a miss, never a stale value
                 elif op == Op.DELETE:
