@@ -160,17 +160,31 @@ def test_a_candidate_behind_the_voter_is_refused() -> None:
 def test_a_campaigning_voter_grants_only_a_rival_that_outranks_it() -> None:
     leases = voter("b")
     leases.set_position(0, (1, 5))
-    assert leases.tick(10.0)  # b (not preferred) campaigns for epoch 1 once its delay is over
+    assert leases.tick(10.0)  # b (not preferred) campaigns for epoch 2 (above its position's) once its delay is over
     assert leases.counters["elections_started"] == 1
     # c as far ahead but later in R(s): refused, or the two would split the vote.
-    assert not ask(leases, 1, "c", now=10.01, position=(1, 5)).granted
+    assert not ask(leases, 2, "c", now=10.01, position=(1, 5)).granted
     # c further ahead is the better primary (and refuses b): granted.
-    assert ask(leases, 1, "c", now=10.02, position=(1, 6)).granted
+    assert ask(leases, 2, "c", now=10.02, position=(1, 6)).granted
     # a as far ahead and earlier in R(s) wins the tie: granted.
     other = voter("b")
     other.set_position(0, (1, 5))
     assert other.tick(10.0)
-    assert ask(other, 1, "a", now=10.01, position=(1, 5)).granted
+    assert ask(other, 2, "a", now=10.01, position=(1, 5)).granted
+
+
+def test_an_epoch_the_voter_holds_changes_of_is_never_granted_again() -> None:
+    # A replica set that changed can meet members that never saw epoch 3, which this voter
+    # holds changes of: granting epoch 3 again would give two primaries' logs one epoch.
+    leases = voter("b")
+    leases.set_position(0, (3, 7))
+    assert not ask(leases, 3, "a", now=10.0, position=(3, 7)).granted
+    assert ask(leases, 4, "a", now=10.0, position=(3, 7)).granted
+    # And a candidate's own epoch is above its position's.
+    candidate = voter("a")
+    candidate.set_position(0, (5, 2))
+    out = candidate.tick(0.0)
+    assert out and all(decode_message(payload).epoch == 6 for _, payload in out)
 
 
 def test_a_refusal_for_a_live_promise_says_how_long_it_still_runs() -> None:

@@ -790,7 +790,9 @@ class ShardLeases:
             return False
         if not state.trusted and now - state.untrusted_since < self.timing.untrusted_grant_after:
             return False
-        return position >= state.position
+        # An epoch this voter holds changes of (or a later one) is taken, whoever holds the term
+        # now: a replica set that changed may grant it again (aegiskv.cluster.replication).
+        return position >= state.position and epoch > state.position[0]
 
     def _outranks(self, state: _Shard, candidate: str, position: Position) -> bool:
         """Whether ``candidate`` is the better primary than this node: further ahead, or as far and earlier in R(s)."""
@@ -917,7 +919,9 @@ class ShardLeases:
             state.campaign_at = self._campaign_time(state)
         if now < state.campaign_at:
             return []
-        epoch = max(state.highest_seen, state.term) + 1
+        # Above any epoch this node has seen, voted for, or holds changes of: a replica set that
+        # changed may hold members that never saw the epoch a change here was written in.
+        epoch = max(state.highest_seen, state.term, state.position[0]) + 1
         if not self._may_grant(state, epoch, self.node_id, state.position, now):
             # We would refuse ourselves (restart wait, untrusted): look again later.
             state.campaign_at = None

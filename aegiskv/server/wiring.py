@@ -184,7 +184,7 @@ class Server:
             assert self.replicas is not None
             # Elections that need no other node (a node alone, so far) are won before the node says
             # it is ready, so its first clients find primaries rather than an election under way.
-            self.replicas.tick()
+            self.replicas.settle()
         else:
             self._membership_changed([self.local_member()])
         self.ready = True
