@@ -27,6 +27,8 @@ import fuzz_config  # noqa: E402
 import fuzz_native  # noqa: E402
 import fuzz_resp  # noqa: E402
 
+from aegiskv.protocols.resp.encoder import encode_command  # noqa: E402
+
 config = fuzz_config.config
 native = fuzz_native.native
 resp = fuzz_resp.resp
@@ -101,7 +103,7 @@ def resp_fields(sizes: list[int], thresholds: tuple[int, int] | None = None) -> 
 
 
 def resp_seeds() -> dict[str, bytes]:
-    command = resp.encode_command
+    command = encode_command
     pipeline = command(b"SET", b"key", b"value") + command(b"GET", b"key") + command(b"PING")
     return {
         "set-get-ping": build(resp_fields([]), pipeline),

@@ -1,4 +1,4 @@
-"""Unit and property tests for the RESP codec (aegiskv.protocols.resp.reader): request parser and reply encoders.
+"""Unit and property tests for the RESP codec (aegiskv.protocols.resp: reader, inline, encoder).
 
 The parser has two modes that must agree: the pure-Python one (fast split path plus the exact
 parser) and the hiredis one (hiredis's C reader, falling back to the exact parser). Every test of
@@ -17,17 +17,16 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from aegiskv.protocols.resp import reader as resp
+from aegiskv.protocols.resp import encoder, reader
 from aegiskv.protocols.resp.commands import _ROUTES
+from aegiskv.protocols.resp.encoder import encode_command
+from aegiskv.protocols.resp.inline import INLINE_MAX, split_inline
 from aegiskv.protocols.resp.reader import (
     DEFAULT_LIMITS,
     HIREDIS_AVAILABLE,
-    INLINE_MAX,
     RequestParser,
     RespLimits,
     RespProtocolError,
-    encode_command,
-    split_inline,
 )
 from tests.effort import examples
 
@@ -38,7 +37,7 @@ MODES = [pytest.param(False, id="python"), pytest.param(True, id="hiredis", mark
 BOTH = (False, True) if HIREDIS_AVAILABLE else (False,)
 
 # The hiredis mode checks the limits of a command it is still assembling once more than this much
-# is kept (resp._TAIL_CHECK); a refusal may wait that long, never for the declared size.
+# is kept (reader._TAIL_CHECK); a refusal may wait that long, never for the declared size.
 TAIL_CHECK = 16 * 1024
 FILLER = b"a" * (TAIL_CHECK + 1024)
 
@@ -692,7 +691,7 @@ def test_taking_in_batches_errs_like_one_at_a_time(stream: bytes, cuts: list[int
 
 # -- the two fast paths ----------------------------------------------------------------
 
-FAST_PATHS = [pytest.param(resp.split_commands, id="split"), pytest.param(resp.scan_commands, id="scan")]
+FAST_PATHS = [pytest.param(reader.split_commands, id="split"), pytest.param(reader.scan_commands, id="scan")]
 
 
 def _exact_prefix(data: bytes) -> list[list[bytes]]:
@@ -741,7 +740,7 @@ def test_scan_takes_every_whole_multibulk_command(commands: list[list[bytes]], c
     while whole < len(encoded) and sum(map(len, encoded[: whole + 1])) <= cut:
         whole += 1
     ready: list[list[bytes]] = []
-    consumed = resp.scan_commands(stream[:cut], ready, DEFAULT_LIMITS.max_multibulk, DEFAULT_LIMITS.max_bulk)
+    consumed = reader.scan_commands(stream[:cut], ready, DEFAULT_LIMITS.max_multibulk, DEFAULT_LIMITS.max_bulk)
     assert (consumed, list(ready)) == (sum(map(len, encoded[:whole])), commands[:whole])
 
 
@@ -749,7 +748,7 @@ def test_scan_takes_every_whole_multibulk_command(commands: list[list[bytes]], c
 def test_scan_names_commands_exactly_and_shares_the_routed_name_objects(name: bytes) -> None:
     stream = encode_command(name, b"GET") + encode_command(b"SET", b"k", b"v")
     ready: list[list[bytes]] = []
-    consumed = resp.scan_commands(stream, ready, DEFAULT_LIMITS.max_multibulk, DEFAULT_LIMITS.max_bulk)
+    consumed = reader.scan_commands(stream, ready, DEFAULT_LIMITS.max_multibulk, DEFAULT_LIMITS.max_bulk)
     assert consumed == len(stream)
     assert ready == [[name, b"GET"], [b"SET", b"k", b"v"]]
     # GET and SET come out as the very objects the command table is keyed by, so
@@ -790,35 +789,35 @@ def test_fast_paths_leave_the_unusual_to_the_exact_parser(fast_path, data: bytes
 def test_scan_reads_values_containing_crlf_by_their_length() -> None:
     data = encode_command(b"SET", b"k", b"a\r\n*1\r\n") + encode_command(b"GET", b"k")
     ready: list[list[bytes]] = []
-    assert resp.scan_commands(data, ready, 4, 1000) == len(data)
+    assert reader.scan_commands(data, ready, 4, 1000) == len(data)
     assert list(ready) == [[b"SET", b"k", b"a\r\n*1\r\n"], [b"GET", b"k"]]
     ready.clear()
-    assert resp.scan_commands(data, ready, 2, 1000) == 0  # more arguments than max_multibulk
-    assert resp.scan_commands(data, ready, 4, 6) == 0  # a value longer than max_bulk
+    assert reader.scan_commands(data, ready, 2, 1000) == 0  # more arguments than max_multibulk
+    assert reader.scan_commands(data, ready, 4, 6) == 0  # a value longer than max_bulk
 
 
 # -- reply encoders --------------------------------------------------------------------
 
 
 def test_bulk() -> None:
-    assert resp.bulk(b"") == b"$0\r\n\r\n"
-    assert resp.bulk(b"hello") == b"$5\r\nhello\r\n"
-    assert resp.bulk(b"a\r\nb") == b"$4\r\na\r\nb\r\n"  # binary-safe: CRLF inside is counted, not escaped
-    assert resp.bulk(memoryview(b"xyz")[1:]) == b"$2\r\nyz\r\n"
+    assert encoder.bulk(b"") == b"$0\r\n\r\n"
+    assert encoder.bulk(b"hello") == b"$5\r\nhello\r\n"
+    assert encoder.bulk(b"a\r\nb") == b"$4\r\na\r\nb\r\n"  # binary-safe: CRLF inside is counted, not escaped
+    assert encoder.bulk(memoryview(b"xyz")[1:]) == b"$2\r\nyz\r\n"
 
 
 def test_scalars() -> None:
-    assert resp.integer(0) == b":0\r\n"
-    assert resp.integer(-(2**63)) == b":-9223372036854775808\r\n"
-    assert resp.simple("OK") == resp.OK == b"+OK\r\n"
-    assert resp.PONG == b"+PONG\r\n"
-    assert resp.null(2) == resp.NULL_BULK == b"$-1\r\n"
-    assert resp.null(3) == resp.NULL3 == b"_\r\n"
+    assert encoder.integer(0) == b":0\r\n"
+    assert encoder.integer(-(2**63)) == b":-9223372036854775808\r\n"
+    assert encoder.simple("OK") == encoder.OK == b"+OK\r\n"
+    assert encoder.PONG == b"+PONG\r\n"
+    assert encoder.null(2) == encoder.NULL_BULK == b"$-1\r\n"
+    assert encoder.null(3) == encoder.NULL3 == b"_\r\n"
 
 
 def test_array() -> None:
-    assert resp.array([]) == resp.EMPTY_ARRAY == b"*0\r\n"
-    assert resp.array([resp.integer(1), resp.bulk(b"a")]) == b"*2\r\n:1\r\n$1\r\na\r\n"
+    assert encoder.array([]) == encoder.EMPTY_ARRAY == b"*0\r\n"
+    assert encoder.array([encoder.integer(1), encoder.bulk(b"a")]) == b"*2\r\n:1\r\n$1\r\na\r\n"
 
 
 @pytest.mark.parametrize(
@@ -826,23 +825,23 @@ def test_array() -> None:
     [(2, b"$-1\r\n"), (3, b"_\r\n")],
 )
 def test_bulk_array(protocol: int, nil: bytes) -> None:
-    assert resp.bulk_array([], protocol) == b"*0\r\n"
-    encoded = resp.bulk_array([b"a", None, memoryview(b"bc"), b""], protocol)
+    assert encoder.bulk_array([], protocol) == b"*0\r\n"
+    encoded = encoder.bulk_array([b"a", None, memoryview(b"bc"), b""], protocol)
     assert encoded == b"*4\r\n$1\r\na\r\n" + nil + b"$2\r\nbc\r\n$0\r\n\r\n"
 
 
 def test_mapping() -> None:
-    pairs = [(resp.bulk(b"a"), resp.integer(1)), (resp.bulk(b"b"), resp.bulk(b"x"))]
+    pairs = [(encoder.bulk(b"a"), encoder.integer(1)), (encoder.bulk(b"b"), encoder.bulk(b"x"))]
     body = b"$1\r\na\r\n:1\r\n$1\r\nb\r\n$1\r\nx\r\n"
-    assert resp.mapping(pairs, 3) == b"%2\r\n" + body
-    assert resp.mapping(pairs, 2) == b"*4\r\n" + body  # RESP2: a flat array of keys and values
-    assert resp.mapping([], 3) == b"%0\r\n"
-    assert resp.mapping([], 2) == b"*0\r\n"
+    assert encoder.mapping(pairs, 3) == b"%2\r\n" + body
+    assert encoder.mapping(pairs, 2) == b"*4\r\n" + body  # RESP2: a flat array of keys and values
+    assert encoder.mapping([], 3) == b"%0\r\n"
+    assert encoder.mapping([], 2) == b"*0\r\n"
 
 
 def test_verbatim() -> None:
-    assert resp.verbatim(b"hello", 3) == b"=9\r\ntxt:hello\r\n"
-    assert resp.verbatim(b"a\r\nb", 2) == b"$4\r\na\r\nb\r\n"
+    assert encoder.verbatim(b"hello", 3) == b"=9\r\ntxt:hello\r\n"
+    assert encoder.verbatim(b"a\r\nb", 2) == b"$4\r\na\r\nb\r\n"
 
 
 @pytest.mark.parametrize(
@@ -857,7 +856,7 @@ def test_verbatim() -> None:
     ],
 )
 def test_error_sanitises(text: str, encoded: bytes) -> None:
-    assert resp.error(text) == encoded
+    assert encoder.error(text) == encoded
 
 
 def test_encode_command() -> None:
@@ -872,11 +871,11 @@ def test_encoders_decode_with_an_independent_reader(values: list[bytes | None], 
     import hiredis
 
     reader = hiredis.Reader()
-    reader.feed(resp.bulk_array(values, protocol))
-    pairs = [(resp.bulk(b"k%d" % index), resp.bulk(value or b"")) for index, value in enumerate(values)]
-    reader.feed(resp.mapping(pairs, protocol))
-    reader.feed(resp.verbatim(b"".join(value or b"" for value in values), protocol))
-    reader.feed(resp.error("ERR " + repr(values)))
+    reader.feed(encoder.bulk_array(values, protocol))
+    pairs = [(encoder.bulk(b"k%d" % index), encoder.bulk(value or b"")) for index, value in enumerate(values)]
+    reader.feed(encoder.mapping(pairs, protocol))
+    reader.feed(encoder.verbatim(b"".join(value or b"" for value in values), protocol))
+    reader.feed(encoder.error("ERR " + repr(values)))
     assert reader.gets() == values
     flat = [item for key, value in enumerate(values) for item in (b"k%d" % key, value or b"")]
     mapping = reader.gets()

@@ -20,7 +20,8 @@ from redis.connection import _HiredisParser, _RESP2Parser
 
 from aegiskv.backends.memory import entry_cost
 from aegiskv.node.scan_cursors import MIN_LISTS
-from aegiskv.protocols.resp.reader import HIREDIS_AVAILABLE, encode_command
+from aegiskv.protocols.resp.encoder import encode_command
+from aegiskv.protocols.resp.reader import HIREDIS_AVAILABLE
 from aegiskv.testing.localnode import LocalNode
 
 TOKEN = "s3cret-token"

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 
 from aegiskv.net.reactor import SMALL_READ
 from aegiskv.protocols.resp.commands import SPECS
-from aegiskv.protocols.resp.reader import HIREDIS_AVAILABLE, encode_command
+from aegiskv.protocols.resp.encoder import encode_command
+from aegiskv.protocols.resp.reader import HIREDIS_AVAILABLE
 from aegiskv.testing.localnode import LocalNode
 from tests.effort import examples
 from tests.wire import cpu_seconds

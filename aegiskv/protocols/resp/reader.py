@@ -1,7 +1,8 @@
-"""RESP (the Redis protocol) as a sans-IO codec: requests in, replies out.
+"""The RESP (Redis protocol) request reader, sans-IO: bytes in, commands out.
 
 Requests are multibulk arrays of bulk strings (what every Redis client sends)
-or inline commands (what a person types into telnet). Errors use Redis's own
+or inline commands (what a person types into telnet, split by
+aegiskv.protocols.resp.inline); replies are aegiskv.protocols.resp.encoder's. Errors use Redis's own
 texts, so clients and operators see what they would see from Redis, and a
 request that breaks the protocol is answered with ``-ERR Protocol error: ...``
 before the connection is closed, as Redis does.
@@ -67,6 +68,7 @@ from typing import Any, Final, NamedTuple
 from mypy_extensions import i64
 
 from aegiskv.protocols.errors import PeerProtocolError
+from aegiskv.protocols.resp.inline import INLINE_MAX, split_inline
 
 _hiredis: Any = None
 try:  # optional C accelerator, see the module docstring
@@ -77,7 +79,6 @@ except ImportError:  # pragma: no cover - depends on the environment
 HIREDIS_AVAILABLE = _hiredis is not None
 
 CRLF: Final = b"\r\n"
-INLINE_MAX = 64 * 1024  # Redis PROTO_INLINE_MAX_SIZE
 _STAR: Final = 42  # ord("*")
 _DOLLAR: Final = 36  # ord("$")
 _CR: Final = 13
@@ -748,166 +749,3 @@ class RequestParser:
         if arguments is None:
             raise RespProtocolError("Protocol error: unbalanced quotes in request")
         return arguments, newline + 1 - start
-
-
-_ESCAPES = {ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t", ord("b"): b"\b", ord("a"): b"\a"}
-_HEX = b"0123456789abcdefABCDEF"
-_SPACES = b" \n\r\t\v\f"  # isspace(): skipped between arguments
-_TOKEN_END = b" \n\r\t\0"  # what ends an unquoted argument in Redis's sdssplitargs
-
-
-def split_inline(line: bytes) -> list[bytes] | None:
-    """Redis's sdssplitargs: spaces separate, quotes group, escapes in double quotes.
-
-    Returns ``None`` for unbalanced quotes (or a closing quote not followed by a space).
-    """
-    # sdssplitargs walks a C string: a NUL byte ends the line (inside quotes it
-    # leaves them unbalanced, which the truncated line reproduces).
-    nul = line.find(b"\0")
-    if nul != -1:
-        line = line[:nul]
-    arguments: list[bytes] = []
-    index = 0
-    size = len(line)
-    while True:
-        while index < size and line[index] in _SPACES:
-            index += 1
-        if index >= size:
-            return arguments
-        current = bytearray()
-        in_double = in_single = False
-        while True:
-            if in_double:
-                if index >= size:
-                    return None
-                char = line[index]
-                if (
-                    char == 92  # backslash
-                    and index + 3 < size
-                    and line[index + 1] == ord("x")
-                    and line[index + 2] in _HEX
-                    and line[index + 3] in _HEX
-                ):
-                    current.append(int(line[index + 2 : index + 4], 16))
-                    index += 3
-                elif char == 92 and index + 1 < size:
-                    index += 1
-                    current += _ESCAPES.get(line[index], bytes([line[index]]))
-                elif char == 34:  # closing double quote must be followed by a space or the end
-                    if index + 1 < size and line[index + 1] not in _SPACES:
-                        return None
-                    index += 1
-                    break
-                else:
-                    current.append(char)
-            elif in_single:
-                if index >= size:
-                    return None
-                char = line[index]
-                if char == 92 and index + 1 < size and line[index + 1] == 39:
-                    index += 1
-                    current.append(39)
-                elif char == 39:
-                    if index + 1 < size and line[index + 1] not in _SPACES:
-                        return None
-                    index += 1
-                    break
-                else:
-                    current.append(char)
-            else:
-                if index >= size:
-                    break
-                char = line[index]
-                if char in _TOKEN_END:
-                    break
-                if char == 34:
-                    in_double = True
-                elif char == 39:
-                    in_single = True
-                else:
-                    current.append(char)
-            index += 1
-        arguments.append(bytes(current))
-
-
-# -- replies ----------------------------------------------------------------------------
-
-OK: Final = b"+OK\r\n"
-PONG: Final = b"+PONG\r\n"
-NULL_BULK: Final = b"$-1\r\n"
-NULL_ARRAY: Final = b"*-1\r\n"
-NULL3: Final = b"_\r\n"
-EMPTY_ARRAY: Final = b"*0\r\n"
-ZERO: Final = b":0\r\n"
-ONE: Final = b":1\r\n"
-
-
-# "$<n>\r\n" for the common value sizes: a table lookup instead of formatting
-# (about 0.2 us of a GET's reply here).
-_BULK_HEADERS: Final = [b"$%d\r\n" % length for length in range(4096)]
-_BULK_HEADER_LIMIT: Final = len(_BULK_HEADERS)
-
-
-def bulk(value: bytes | memoryview) -> bytes:
-    length = len(value)
-    if length < _BULK_HEADER_LIMIT and type(value) is bytes:
-        # Two concatenations: compiled, cheaper than building a tuple to join.
-        return _BULK_HEADERS[length] + value + CRLF
-    return b"".join((b"$%d\r\n" % length, value, CRLF))
-
-
-def integer(value: int) -> bytes:
-    return b":%d\r\n" % value
-
-
-def simple(text: str) -> bytes:
-    return b"+%b\r\n" % text.encode()
-
-
-def error(text: str) -> bytes:
-    """``text`` starts with the error code (``ERR ...``, ``WRONGTYPE ...``); CR/LF become spaces.
-
-    Client bytes quoted in a message (an unknown command's name) arrive decoded
-    with ``surrogateescape`` and go back out as the same bytes, as Redis echoes them.
-    """
-    line = text.replace("\r", " ").replace("\n", " ")
-    try:
-        encoded = line.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        encoded = line.encode("utf-8", "replace")
-    return b"-%b\r\n" % encoded
-
-
-def null(protocol: int) -> bytes:
-    return NULL3 if protocol == 3 else NULL_BULK
-
-
-def array(items: list[bytes]) -> bytes:
-    """An array of already-encoded replies."""
-    return b"*%d\r\n%b" % (len(items), b"".join(items))
-
-
-def bulk_array(values: list[bytes | memoryview | None], protocol: int = 2) -> bytes:
-    nil = null(protocol)
-    parts = [b"*%d\r\n" % len(values)]
-    parts.extend(nil if value is None else bulk(value) for value in values)
-    return b"".join(parts)
-
-
-def mapping(pairs: list[tuple[bytes, bytes]], protocol: int) -> bytes:
-    """A map of already-encoded keys and values: RESP3 ``%``, or a flat RESP2 array."""
-    if protocol == 3:
-        return b"%%%d\r\n%b" % (len(pairs), b"".join(key + value for key, value in pairs))
-    return b"*%d\r\n%b" % (2 * len(pairs), b"".join(key + value for key, value in pairs))
-
-
-def verbatim(text: bytes, protocol: int) -> bytes:
-    """Text meant for people (INFO, CLIENT INFO): RESP3 verbatim string, else bulk."""
-    if protocol == 3:
-        return b"=%d\r\ntxt:%b\r\n" % (len(text) + 4, text)
-    return bulk(text)
-
-
-def encode_command(*arguments: bytes) -> bytes:
-    """A request as clients send it (tests and benchmarks)."""
-    return b"*%d\r\n" % len(arguments) + b"".join(b"$%d\r\n%b\r\n" % (len(arg), arg) for arg in arguments)
