@@ -1,14 +1,15 @@
 """Unit and property tests for the RESP codec (aegiskv.protocols.resp: reader, inline, encoder).
 
-The parser has two modes that must agree: the pure-Python one (fast split path plus the exact
-parser) and the hiredis one (hiredis's C reader, falling back to the exact parser). Every test of
-the parser runs in both. Expected commands and error texts are written out by hand from Redis's
-networking.c (processInlineBuffer, processMultibulkBuffer, sdssplitargs) and were checked against a
-real redis-server 7.0; tests/test_resp_protocol.py compares the two servers directly.
+The parser is the build's fast path in front of the exact parser; both fast paths are checked
+against the exact parser here, whichever build runs. Expected commands and error texts are
+written out by hand from Redis's networking.c (processInlineBuffer, processMultibulkBuffer,
+sdssplitargs) and were checked against a real redis-server 7.0; tests/test_resp_protocol.py
+compares the two servers directly.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import random
 import time
@@ -23,23 +24,14 @@ from aegiskv.protocols.resp.encoder import encode_command
 from aegiskv.protocols.resp.inline import INLINE_MAX, split_inline
 from aegiskv.protocols.resp.reader import (
     DEFAULT_LIMITS,
-    HIREDIS_AVAILABLE,
     RequestParser,
     RespLimits,
     RespProtocolError,
 )
 from tests.effort import examples
 
-needs_hiredis = pytest.mark.skipif(not HIREDIS_AVAILABLE, reason="hiredis is not installed")
-
-# Both parser modes, as a parametrization: use_hiredis=False / True.
-MODES = [pytest.param(False, id="python"), pytest.param(True, id="hiredis", marks=needs_hiredis)]
-BOTH = (False, True) if HIREDIS_AVAILABLE else (False,)
-
-# The hiredis mode checks the limits of a command it is still assembling once more than this much
-# is kept (reader._TAIL_CHECK); a refusal may wait that long, never for the declared size.
-TAIL_CHECK = 16 * 1024
-FILLER = b"a" * (TAIL_CHECK + 1024)
+# hiredis (a test dependency through redis-py) is an independent reader of the encoders' output.
+needs_hiredis = pytest.mark.skipif(importlib.util.find_spec("hiredis") is None, reason="hiredis is not installed")
 
 # Property tests: enough examples to find shallow bugs, few enough that the file stays fast.
 _PROPERTY = settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -55,13 +47,12 @@ _FUZZ = settings(_PROPERTY, max_examples=examples(400), phases=_NO_SHRINK)
 
 def feed(
     chunks: list[bytes],
-    use_hiredis: bool,
     *,
     authenticated: bool = True,
     limits: RespLimits = DEFAULT_LIMITS,
 ) -> tuple[list[list[bytes]], RespProtocolError | None, RequestParser]:
     """Feed ``chunks`` one read at a time, draining commands after each: (commands, error, parser)."""
-    parser = RequestParser(limits, authenticated=authenticated, use_hiredis=use_hiredis)
+    parser = RequestParser(limits, authenticated=authenticated)
     commands, error = feed_more(parser, chunks)
     return commands, error, parser
 
@@ -80,10 +71,10 @@ def feed_more(parser: RequestParser, chunks: list[bytes]) -> tuple[list[list[byt
 
 
 def feed_taking(
-    chunks: list[bytes], use_hiredis: bool, *, authenticated: bool = True
+    chunks: list[bytes], *, authenticated: bool = True
 ) -> tuple[list[list[bytes]], RespProtocolError | None]:
     """Like feed(), draining with take_commands() the way the server's pipeline does."""
-    parser = RequestParser(authenticated=authenticated, use_hiredis=use_hiredis)
+    parser = RequestParser(authenticated=authenticated)
     commands: list[list[bytes]] = []
     try:
         for chunk in chunks:
@@ -164,7 +155,7 @@ _rngs = st.integers(0, 2**32 - 1).map(random.Random)
 
 _tricky = st.sampled_from([b"", b"\r\n", b"a\r\nb", b"\r", b"\n", b"*1\r\n", b"$3\r\n", b'"', b"'", b"\\", b"\x00"])
 _small_arg = st.one_of(st.binary(max_size=24), _tricky)
-# Large values cross the hiredis mode's 4 KiB boundary claims and 16 KiB limit checks.
+# Large values cross read boundaries and the fast path's 16 KiB tail check.
 _large_arg = st.builds(lambda piece, times: piece * times, st.binary(min_size=1, max_size=4), st.integers(900, 6000))
 _arg = st.one_of(_small_arg, _small_arg, _small_arg, _large_arg)
 
@@ -202,51 +193,34 @@ def split_streams(draw, large: bool = True) -> tuple[list[bytes], list[list[byte
 # -- valid streams ---------------------------------------------------------------------
 
 
-def test_hiredis_mode_really_uses_hiredis() -> None:
-    # Without this the "hiredis" parametrizations could silently test the Python parser twice.
-    if not HIREDIS_AVAILABLE:
-        pytest.skip("hiredis is not installed")
-    assert RequestParser(use_hiredis=True).using_hiredis
-    assert not RequestParser(use_hiredis=False).using_hiredis
-    # Before authentication the small limits need the exact parser; hiredis starts afterwards.
-    parser = RequestParser(authenticated=False, use_hiredis=True)
-    assert not parser.using_hiredis
-    parser.authenticated = True
-    assert parser.using_hiredis
-
-
 @settings(_PROPERTY, max_examples=examples(100))
 @given(split_streams())
-def test_valid_streams_decode_identically_in_both_modes(case) -> None:
+def test_valid_streams_decode_however_they_are_cut(case) -> None:
     chunks, expected = case
-    for use_hiredis in BOTH:
-        commands, error, _ = feed(chunks, use_hiredis)
-        assert error is None, (use_hiredis, error)
-        assert commands == expected, use_hiredis
+    commands, error, _ = feed(chunks)
+    assert error is None
+    assert commands == expected
 
 
 @settings(_PROPERTY, max_examples=examples(60))
-@given(split_streams(), st.booleans())
-def test_taking_in_batches_decodes_like_one_at_a_time(case, use_hiredis: bool) -> None:
+@given(split_streams())
+def test_taking_in_batches_decodes_like_one_at_a_time(case) -> None:
     # The server drains with take_commands(), which has its own fast paths (a read of whole
     # commands is parsed where it lies); it must give what next_command() gives.
     chunks, expected = case
-    if use_hiredis and not HIREDIS_AVAILABLE:
-        use_hiredis = False
-    assert feed_taking(chunks, use_hiredis) == (expected, None)
+    assert feed_taking(chunks) == (expected, None)
 
 
 @given(split_streams(large=False))
 def test_valid_streams_decode_before_authentication(case) -> None:
     # Before AUTH only the exact parser runs, with the 10-argument / 16 KiB limits.
     chunks, expected = case
-    commands, error, _ = feed(chunks, True, authenticated=False)
+    commands, error, _ = feed(chunks, authenticated=False)
     assert error is None
     assert commands == expected
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
-def test_byte_at_a_time(use_hiredis: bool) -> None:
+def test_byte_at_a_time() -> None:
     stream = (
         encode_command(b"SET", b"k\r\nx", b"")
         + b'set "a b" \'c\\\'d\' "\\x41\\n"\r\n'
@@ -254,46 +228,42 @@ def test_byte_at_a_time(use_hiredis: bool) -> None:
         + encode_command(b"GET", b"k")
         + b"PING\n"
     )
-    commands, error, parser = feed([bytes([byte]) for byte in stream], use_hiredis)
+    commands, error, parser = feed([bytes([byte]) for byte in stream])
     assert error is None
     assert commands == [[b"SET", b"k\r\nx", b""], [b"set", b"a b", b"c'd", b"A\n"], [b"GET", b"k"], [b"PING"]]
     assert parser.next_command() is None
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
 @pytest.mark.parametrize("read_size", [1000, 4096, 65536])
-def test_large_values_in_many_reads(use_hiredis: bool, read_size: int) -> None:
+def test_large_values_in_many_reads(read_size: int) -> None:
     # Several commands far above the claim (4 KiB) and check (16 KiB) sizes, cut at every offset
     # the read size gives: boundaries land inside headers, values and the CRLF after them.
     values = [bytes([65 + index]) * size for index, size in enumerate([5000, 70_000, 1, 300_000, 4095])]
     stream = b"".join(encode_command(b"SET", b"key%d" % index, value) for index, value in enumerate(values))
     chunks = [stream[start : start + read_size] for start in range(0, len(stream), read_size)]
-    commands, error, _ = feed(chunks, use_hiredis)
+    commands, error, _ = feed(chunks)
     assert error is None
     assert commands == [[b"SET", b"key%d" % index, value] for index, value in enumerate(values)]
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
-def test_value_of_exactly_the_limit_is_accepted(use_hiredis: bool) -> None:
+def test_value_of_exactly_the_limit_is_accepted() -> None:
     limits = RespLimits(max_bulk=50_000, max_multibulk=3)
-    commands, error, _ = feed([encode_command(b"SET", b"k", b"v" * 50_000)], use_hiredis, limits=limits)
+    commands, error, _ = feed([encode_command(b"SET", b"k", b"v" * 50_000)], limits=limits)
     assert error is None
     assert commands == [[b"SET", b"k", b"v" * 50_000]]
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
-def test_pre_auth_limits_are_inclusive(use_hiredis: bool) -> None:
+def test_pre_auth_limits_are_inclusive() -> None:
     # Redis refuses more than 10 arguments and bulks above 16384 bytes: exactly those are fine.
     stream = encode_command(*[b"a"] * 10) + encode_command(b"ECHO", b"x" * 16384)
-    commands, error, _ = feed([stream], use_hiredis, authenticated=False)
+    commands, error, _ = feed([stream], authenticated=False)
     assert error is None
     assert commands == [[b"a"] * 10, [b"ECHO", b"x" * 16384]]
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
-def test_bytes_after_a_bulk_are_skipped_unchecked(use_hiredis: bool) -> None:
+def test_bytes_after_a_bulk_are_skipped_unchecked() -> None:
     # Redis skips the two bytes after a bulk value without looking at them.
-    commands, error, _ = feed([b"*1\r\n$4\r\nPINGxx*1\r\n$4\r\nPING\r\n"], use_hiredis)
+    commands, error, _ = feed([b"*1\r\n$4\r\nPINGxx*1\r\n$4\r\nPING\r\n"])
     assert error is None
     assert commands == [[b"PING"], [b"PING"]]
 
@@ -337,20 +307,18 @@ def test_split_inline_unbalanced(line: bytes) -> None:
     assert split_inline(line) is None
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
 @pytest.mark.parametrize(("line", "expected"), [case for case in INLINE_CASES if case[1]])
-def test_inline_commands_through_the_parser(use_hiredis: bool, line: bytes, expected: list[bytes]) -> None:
+def test_inline_commands_through_the_parser(line: bytes, expected: list[bytes]) -> None:
     for ending in (b"\r\n", b"\n"):
-        commands, error, _ = feed([line + ending + b"PING\r\n"], use_hiredis)
+        commands, error, _ = feed([line + ending + b"PING\r\n"])
         assert error is None
         assert commands == [expected, [b"PING"]]
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
-def test_inline_line_of_exactly_the_limit_waits(use_hiredis: bool) -> None:
+def test_inline_line_of_exactly_the_limit_waits() -> None:
     # Redis checks the size (PROTO_INLINE_MAX_SIZE) only while no newline is buffered: 64 KiB
     # without one are still acceptable, and when the CRLF follows, the line is a command.
-    commands, error, parser = feed([b"a" * INLINE_MAX], use_hiredis)
+    commands, error, parser = feed([b"a" * INLINE_MAX])
     assert (commands, error) == ([], None)
     parser.receive_data(b"\r\n")
     assert parser.next_command() == [b"a" * INLINE_MAX]
@@ -420,31 +388,22 @@ ERROR_CASES = [
 ]
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
 @pytest.mark.parametrize(("stream", "authenticated", "limits", "message"), ERROR_CASES)
-def test_protocol_error_text(
-    use_hiredis: bool, stream: bytes, authenticated: bool, limits: RespLimits, message: str
-) -> None:
-    commands, error, parser = feed([stream], use_hiredis, authenticated=authenticated, limits=limits)
-    if error is None and use_hiredis:
-        # The hiredis mode may wait for up to 16 KiB more before judging an incomplete command.
-        more, error = feed_more(parser, [FILLER])
-        commands += more
-    assert error_text(error) == message
-    assert commands == []
+def test_protocol_error_text(stream: bytes, authenticated: bool, limits: RespLimits, message: str) -> None:
+    commands, error, _ = feed([stream], authenticated=authenticated, limits=limits)
+    assert (commands, error_text(error)) == ([], message)
 
 
 @pytest.mark.parametrize(("stream", "authenticated", "limits", "message"), ERROR_CASES)
 def test_protocol_error_without_waiting_for_more(
     stream: bytes, authenticated: bool, limits: RespLimits, message: str
 ) -> None:
-    # Like Redis, the Python parser needs no byte beyond the offending one, in whatever pieces it comes.
+    # Like Redis, the parser needs no byte beyond the offending one, in whatever pieces it comes.
     chunks = [bytes([byte]) for byte in stream] if len(stream) < 200 else [stream[:100], stream[100:]]
-    commands, error, _ = feed(chunks, False, authenticated=authenticated, limits=limits)
+    commands, error, _ = feed(chunks, authenticated=authenticated, limits=limits)
     assert (commands, error_text(error)) == ([], message)
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
 @pytest.mark.parametrize(
     ("header", "limits", "message"),
     [
@@ -458,36 +417,28 @@ def test_protocol_error_without_waiting_for_more(
         pytest.param(b"*3000000\r\n", RespLimits(max_multibulk=1 << 20), "invalid multibulk length", id="multibulk"),
     ],
 )
-def test_huge_declared_lengths_are_refused_before_they_arrive(
-    use_hiredis: bool, header: bytes, limits: RespLimits, message: str
-) -> None:
-    # A client declaring a huge value must be refused from its header (plus at most the 16 KiB the
-    # hiredis mode may keep), never after the server has buffered the declared size.
-    parser = RequestParser(limits, use_hiredis=use_hiredis)
+def test_huge_declared_lengths_are_refused_before_they_arrive(header: bytes, limits: RespLimits, message: str) -> None:
+    # A client declaring a huge value must be refused from its header, never after the server
+    # has buffered the declared size.
+    parser = RequestParser(limits)
     parser.receive_data(header)
-    fed = len(header)
-    piece = b"$1\r\nx\r\n" * 128 if message == "invalid multibulk length" else b"x" * 1024
     with pytest.raises(RespProtocolError) as raised:
-        while fed < 4 * TAIL_CHECK:
-            assert parser.next_command() is None
-            parser.receive_data(piece)
-            fed += len(piece)
         parser.next_command()
     assert str(raised.value) == f"Protocol error: {message}"
-    assert parser.buffered <= 4 * TAIL_CHECK
+    assert parser.buffered <= len(header)
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
-def test_a_node_limit_above_redis_own_takes_longer_bulks(use_hiredis: bool) -> None:
+def test_a_node_limit_above_redis_own_takes_longer_bulks() -> None:
     # max_value_bytes may be set up to 2 GiB - 1: a 600 MiB value is then awaited, not refused.
-    parser = RequestParser(RespLimits(max_bulk=(1 << 31) - 1), use_hiredis=use_hiredis)
-    # 20 KiB of it: past the 16 KiB after which the hiredis mode judges a partial command too.
+    parser = RequestParser(RespLimits(max_bulk=(1 << 31) - 1))
+    # 20 KiB of it: past the 16 KiB after which the fast path hands a partial command over.
     parser.receive_data(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$629145600\r\n" + b"x" * 20_480)
     assert parser.next_command() is None
 
 
-# Each a complete, valid RESP3 element, so that hiredis parses it rather than failing on its own.
+# Each a complete, valid RESP3 element: a general RESP reader (hiredis) would accept it.
 RESP3_ELEMENTS = [
+    b"+abc\r\n",
     b":1\r\n",
     b"-ERR x\r\n",
     b"_\r\n",
@@ -504,24 +455,22 @@ RESP3_ELEMENTS = [
 ]
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
 @pytest.mark.parametrize("element", RESP3_ELEMENTS, ids=lambda element: repr(chr(element[0])))
-def test_non_bulk_arguments_are_refused(use_hiredis: bool, element: bytes) -> None:
-    # Redis accepts only bulk strings inside a multibulk request, whatever hiredis makes of the rest.
-    commands, error, _ = feed([b"*2\r\n$4\r\nECHO\r\n" + element], use_hiredis)
+def test_non_bulk_arguments_are_refused(element: bytes) -> None:
+    # Redis accepts only bulk strings inside a multibulk request.
+    commands, error, _ = feed([b"*2\r\n$4\r\nECHO\r\n" + element])
     assert commands == []
     assert error_text(error) == f"Protocol error: expected '$', got '{chr(element[0])}'"
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
 @pytest.mark.parametrize("count", [200_000_000, 2_000_000])
-def test_refusing_a_huge_multibulk_count_takes_constant_time(use_hiredis: bool, count: int) -> None:
-    # Found with "*3000000000" (Redis's own test value): the hiredis mode took 23 s to refuse it,
+def test_refusing_a_huge_multibulk_count_takes_constant_time(count: int) -> None:
+    # Found with "*3000000000" (Redis's own test value): the former hiredis mode took 23 s to refuse it,
     # time proportional to the declared count, on the thread that serves every client. Over the
     # limit (1M by default) the count must be refused from its header. Counted in this thread's
     # CPU time, which other processes on a loaded machine do not inflate: refusing from the
     # header takes microseconds, taking the count costs about 4 ns per element (0.8 s for 2e8).
-    parser = RequestParser(use_hiredis=use_hiredis)
+    parser = RequestParser()
     started = time.thread_time()
     with pytest.raises(RespProtocolError, match="invalid multibulk length"):
         parser.receive_data(b"*%d\r\n" % count)
@@ -531,7 +480,6 @@ def test_refusing_a_huge_multibulk_count_takes_constant_time(use_hiredis: bool, 
     assert time.thread_time() - started < 0.15
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
 @pytest.mark.parametrize(
     ("stream", "expected"),
     [
@@ -544,24 +492,13 @@ def test_refusing_a_huge_multibulk_count_takes_constant_time(use_hiredis: bool, 
     ],
 )
 def test_resp3_type_bytes_at_a_command_boundary_start_inline_commands(
-    use_hiredis: bool, stream: bytes, expected: list[list[bytes]]
+    stream: bytes, expected: list[list[bytes]]
 ) -> None:
     # Redis reads anything that does not start with '*' as an inline command: "%1" is a command
     # named "%1" (an unknown command reply), not the header of a RESP3 map.
-    commands, error, _ = feed([stream], use_hiredis)
+    commands, error, _ = feed([stream])
     assert error is None
     assert commands == expected
-
-
-@needs_hiredis
-def test_a_simple_string_where_a_bulk_belongs_is_refused_with_hiredis_too() -> None:
-    # hiredis alone would read "+abc" as the argument "abc"; Redis refuses it. The pre-scan
-    # (a line starting with a type byte other than * and $) sends it to the exact parser.
-    stream = b"*2\r\n$4\r\nECHO\r\n+abc\r\n"
-    for use_hiredis in (True, False):
-        commands, error, _ = feed([stream], use_hiredis)
-        assert commands == []
-        assert error_text(error) == "Protocol error: expected '$', got '+'"
 
 
 # -- after an error --------------------------------------------------------------------
@@ -583,14 +520,12 @@ def test_commands_before_an_error_are_returned_and_nothing_after(prefix, bad, su
     (head, expected), (tail, message), (after, _) = prefix, bad, suffix
     stream = head + tail + after
     chunks = split_at(stream, data.draw(st.lists(st.integers(0, len(stream)), max_size=4)))
-    for use_hiredis in BOTH:
-        commands, error, parser = feed(chunks, use_hiredis)
-        assert (commands, error_text(error)) == (expected, message), use_hiredis
-        more, _ = feed_more(parser, [encode_command(b"PING")])
-        assert more == [], use_hiredis
+    commands, error, parser = feed(chunks)
+    assert (commands, error_text(error)) == (expected, message)
+    more, _ = feed_more(parser, [encode_command(b"PING")])
+    assert more == []
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
 @pytest.mark.parametrize(
     ("stream", "expected", "message"),
     [
@@ -606,12 +541,10 @@ def test_commands_before_an_error_are_returned_and_nothing_after(prefix, bad, su
         ),
     ],
 )
-def test_commands_before_an_error_in_the_same_read(
-    use_hiredis: bool, stream: bytes, expected: list[list[bytes]], message: str
-) -> None:
+def test_commands_before_an_error_in_the_same_read(stream: bytes, expected: list[list[bytes]], message: str) -> None:
     # The explicit cases behind the property above, each in one read (redis-server replies to
     # every command before the error, then sends the error).
-    commands, error, _ = feed([stream], use_hiredis)
+    commands, error, _ = feed([stream])
     assert (commands, error_text(error)) == (expected, f"Protocol error: {message}")
 
 
@@ -622,7 +555,7 @@ _TOKENS = [
     b"\r\n", b"\n", b"\r", b"0", b"1", b"-1", b"2", b"99999999999", b"\x00", b'"', b"'", b"\\", b" ",
 ]  # fmt: skip
 # Whole RESP3 headers: Redis reads them as inline commands at a command boundary, and as
-# "expected '$'" errors inside a request; hiredis would parse them as RESP3 if they reached it.
+# "expected '$'" errors inside a request; a general RESP reader would parse them as RESP3.
 _RESP3_HEADERS = [b"%1\r\n", b"~1\r\n", b">1\r\n", b"|1\r\n", b"*1\r\n", b"=5\r\ntxt:a\r\n", b"(1\r\n", b"$-1\r\n"]
 
 
@@ -652,19 +585,18 @@ def mutated_streams(draw) -> bytes:
 
 def _check_only_protocol_errors(stream: bytes, cuts: list[int], authenticated: bool) -> None:
     chunks = split_at(stream, cuts)
-    for use_hiredis in BOTH:
-        # Anything but RespProtocolError escapes feed() and fails the test with its traceback.
-        commands, error, _ = feed(chunks, use_hiredis, authenticated=authenticated)
-        for command in commands:
-            assert type(command) is list and command, (use_hiredis, command)
-            assert all(type(argument) is bytes for argument in command), (use_hiredis, command)
-        # (What may come after an error is test_commands_before_an_error_are_returned_and_nothing_after's.)
-        assert error is None or str(error).startswith("Protocol error: ")
+    # Anything but RespProtocolError escapes feed() and fails the test with its traceback.
+    commands, error, _ = feed(chunks, authenticated=authenticated)
+    for command in commands:
+        assert type(command) is list and command, command
+        assert all(type(argument) is bytes for argument in command), command
+    # (What may come after an error is test_commands_before_an_error_are_returned_and_nothing_after's.)
+    assert error is None or str(error).startswith("Protocol error: ")
 
 
 @_FUZZ
 @given(mutated_streams(), st.lists(st.integers(0, 2000), max_size=5), st.booleans())
-# Found by this test (hiredis mode raised TypeError); kept so that every run checks it.
+# Found by this test (the former hiredis mode raised TypeError); kept so that every run checks it.
 @example(b"%1\r\n*2\r\n$2\r\nab\r\n$4\r\ncdef\r\n", [], True)
 # A NUL byte in an inline command once looped forever (Redis ends the line there).
 @example(b"GET a\x00b\r\n", [], True)
@@ -679,13 +611,11 @@ def test_random_bytes_raise_only_protocol_errors(stream: bytes, cuts: list[int],
 
 
 @_FUZZ
-@given(mutated_streams(), st.lists(st.integers(0, 2000), max_size=5), st.booleans())
-def test_taking_in_batches_errs_like_one_at_a_time(stream: bytes, cuts: list[int], use_hiredis: bool) -> None:
+@given(mutated_streams(), st.lists(st.integers(0, 2000), max_size=5))
+def test_taking_in_batches_errs_like_one_at_a_time(stream: bytes, cuts: list[int]) -> None:
     chunks = split_at(stream, cuts)
-    if use_hiredis and not HIREDIS_AVAILABLE:
-        use_hiredis = False
-    commands, error, _ = feed(chunks, use_hiredis)
-    taken, take_error = feed_taking(chunks, use_hiredis)
+    commands, error, _ = feed(chunks)
+    taken, take_error = feed_taking(chunks)
     assert (taken, error_text(take_error)) == (commands, error_text(error))
 
 
@@ -696,7 +626,7 @@ FAST_PATHS = [pytest.param(reader.split_commands, id="split"), pytest.param(read
 
 def _exact_prefix(data: bytes) -> list[list[bytes]]:
     """What the exact parser alone makes of ``data``; it must be whole commands and nothing else."""
-    parser = RequestParser(use_hiredis=False)
+    parser = RequestParser()
     parser._buffer = bytearray(data)
     parser._exact_parse()
     assert parser._error is None and not parser._buffer, data
@@ -870,54 +800,51 @@ def test_encoders_decode_with_an_independent_reader(values: list[bytes | None], 
     # hiredis (a C RESP2/RESP3 reader) is the independent check of the framing.
     import hiredis
 
-    reader = hiredis.Reader()
-    reader.feed(encoder.bulk_array(values, protocol))
+    independent = hiredis.Reader()
+    independent.feed(encoder.bulk_array(values, protocol))
     pairs = [(encoder.bulk(b"k%d" % index), encoder.bulk(value or b"")) for index, value in enumerate(values)]
-    reader.feed(encoder.mapping(pairs, protocol))
-    reader.feed(encoder.verbatim(b"".join(value or b"" for value in values), protocol))
-    reader.feed(encoder.error("ERR " + repr(values)))
-    assert reader.gets() == values
+    independent.feed(encoder.mapping(pairs, protocol))
+    independent.feed(encoder.verbatim(b"".join(value or b"" for value in values), protocol))
+    independent.feed(encoder.error("ERR " + repr(values)))
+    assert independent.gets() == values
     flat = [item for key, value in enumerate(values) for item in (b"k%d" % key, value or b"")]
-    mapping = reader.gets()
+    mapping = independent.gets()
     assert (mapping == dict(zip(flat[::2], flat[1::2]))) if protocol == 3 else (mapping == flat)
-    assert reader.gets() == b"".join(value or b"" for value in values)
-    assert isinstance(reader.gets(), hiredis.ReplyError)
-    assert reader.gets() is False  # nothing left over: every length was right
+    assert independent.gets() == b"".join(value or b"" for value in values)
+    assert isinstance(independent.gets(), hiredis.ReplyError)
+    assert independent.gets() is False  # nothing left over: every length was right
 
 
-@pytest.mark.parametrize("use_hiredis", BOTH)
 @pytest.mark.parametrize("cuts", [[], [22], [23], [24]])
-def test_a_header_line_ended_by_a_lone_cr_is_read_as_redis_reads_it(use_hiredis: bool, cuts: list[int]) -> None:
+def test_a_header_line_ended_by_a_lone_cr_is_read_as_redis_reads_it(cuts: list[int]) -> None:
     # Found by fuzz/fuzz_resp.py: Redis ends a line at its CR and skips the byte after it
-    # unchecked, so "$4\rXabcd.." is a 4-byte bulk; hiredis waited for a CRLF instead.
+    # unchecked, so "$4\rXabcd.." is a 4-byte bulk; the former hiredis mode waited for a CRLF.
     stream = b"*1\r\n$4\r\nPING\r\n*1\r\n$4\rXoooo\r\n*1\r\n$4\r\nPING\r\n"
-    commands, error, parser = feed(split_at(stream, cuts), use_hiredis)
+    commands, error, parser = feed(split_at(stream, cuts))
     assert (commands, error, parser.buffered) == ([[b"PING"], [b"oooo"], [b"PING"]], None, 0)
 
 
-@pytest.mark.parametrize("use_hiredis", BOTH)
-def test_an_inline_command_that_looks_like_a_bulk_header_is_answered_at_once(use_hiredis: bool) -> None:
+def test_an_inline_command_that_looks_like_a_bulk_header_is_answered_at_once() -> None:
     # Found by fuzz/fuzz_resp.py: Redis reads "$abc\n" at a command boundary as an inline
-    # command; hiredis took it for a bulk header and waited for the client's next write.
+    # command; the former hiredis mode took it for a bulk header and waited for the next write.
     for chunks in ([b"*1\r\n$4\r\nPING\r\n$abc\n"], [b"*1\r\n$4\r\nPING\r\n", b"$abc\n"], [b"$3\r\nGET\r\n"]):
-        commands, error, parser = feed(chunks, use_hiredis)
+        commands, error, parser = feed(chunks)
         expected = [[b"PING"], [b"$abc"]] if chunks[0].startswith(b"*") else [[b"$3"], [b"GET"]]
         assert (commands, error, parser.buffered) == (expected, None, 0), chunks
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
 @pytest.mark.parametrize("type_byte", [b"(", b"+", b"="])
 @pytest.mark.parametrize("split", [None, 3, 12])
 def test_a_resp3_string_type_after_a_bulk_without_crlf_is_refused_like_redis(
-    use_hiredis: bool, type_byte: bytes, split: int | None
+    type_byte: bytes, split: int | None
 ) -> None:
     # Found by fuzz/fuzz_resp.py: Redis skips the two bytes after a bulk's data
-    # unread, so the "xy" here hides that the next element is not a bulk. hiredis
-    # read "(" (a big number) as the argument b"" and returned a command Redis refuses.
+    # unread, so the "xy" here hides that the next element is not a bulk. The former hiredis
+    # mode read "(" (a big number) as the argument b"" and returned a command Redis refuses.
     stream = b"*2\r\n$3\r\nGETxy" + type_byte + b"3\r\nabc\r\n*1\r\n$4\r\nPING\r\n"
     chunks = [stream] if split is None else [stream[:split], stream[split:]]
-    commands, error, _ = feed(chunks, use_hiredis)
+    commands, error, _ = feed(chunks)
     assert commands == []
     assert error is not None and str(error) == f"Protocol error: expected '$', got '{type_byte.decode()}'"
-    taken, taken_error = feed_taking(chunks, use_hiredis)
+    taken, taken_error = feed_taking(chunks)
     assert taken == [] and str(taken_error) == str(error)

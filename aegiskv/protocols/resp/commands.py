@@ -1211,10 +1211,9 @@ class RespAdapter(WireAdapter[Args]):
         self,
         limits: reader.RespLimits,
         authenticated: bool,
-        use_hiredis: bool | None = None,
         routing: Routing | None = None,
     ) -> None:
-        self._parser = reader.RequestParser(limits, authenticated=authenticated, use_hiredis=use_hiredis)
+        self._parser = reader.RequestParser(limits, authenticated=authenticated)
         self._routing = routing or Routing()
 
     def receive_data(self, data: bytes) -> None:

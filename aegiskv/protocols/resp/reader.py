@@ -2,10 +2,10 @@
 
 Requests are multibulk arrays of bulk strings (what every Redis client sends)
 or inline commands (what a person types into telnet, split by
-aegiskv.protocols.resp.inline); replies are aegiskv.protocols.resp.encoder's. Errors use Redis's own
-texts, so clients and operators see what they would see from Redis, and a
-request that breaks the protocol is answered with ``-ERR Protocol error: ...``
-before the connection is closed, as Redis does.
+aegiskv.protocols.resp.inline); replies are aegiskv.protocols.resp.encoder's. Errors
+use Redis's own texts, so clients and operators see what they would see from
+Redis, and a request that breaks the protocol is answered with ``-ERR
+Protocol error: ...`` before the connection is closed, as Redis does.
 
 Parsing speed matters: under pipelining parsing was about two thirds of a
 Python server's time (64%, measured with throwaway prototypes on this
@@ -14,10 +14,10 @@ project's 2-core machines, 2026-11). Two parsers share the work:
 * the **fast path** takes the well-formed multibulk commands at the start of
   the buffer (``*3``, ``$3``, ``SET``, ``$3``, ``key``, ...) and stops at the first
   thing that is not one: an incomplete command, an inline command, anything
-  unusual. Interpreted it splits the buffer on CRLF once (C speed) and walks
-  the pieces (:func:`split_commands`); compiled by mypyc it walks the bytes
-  with machine integers (:func:`scan_commands`), which is faster still. What
-  it stops at goes to
+  unusual. One per build: interpreted it splits the buffer on CRLF once (C
+  speed) and walks the pieces (:func:`split_commands`); compiled by mypyc it
+  walks the bytes with machine integers (:func:`scan_commands`), which is
+  faster still. What it stops at goes to
 * the **exact parser**, which walks the buffer by position with every limit
   and every Redis error message. It also validates the incomplete command at
   the tail of the buffer, so a huge declared length is refused as soon as its
@@ -25,58 +25,19 @@ project's 2-core machines, 2026-11). Two parsers share the work:
   how many bytes the tail still needs so a large value arriving in many reads
   is not re-parsed on every read.
 
-In the interpreted build, when the ``hiredis`` package is installed, its C
-reader replaces the fast path (about 0.35 microseconds per command here
-against 2 for the split walk; the compiled scan costs 0.15-0.2 and needs none
-of the checks below, so the compiled build does not use hiredis unless asked).
-Everything fed to it since the last command boundary is also kept, so that
-whenever hiredis meets something it cannot judge the way Redis does (an inline
-command, a non-bulk argument, a protocol error) the exact parser takes over
-from that boundary, skipping the commands hiredis already returned, and gives
-Redis's answer. The kept bytes are validated by the exact parser whenever they
-pass 16 KiB, so limits hold with hiredis too, and a count or length with more
-digits than any legal value sends the connection to the exact parser before
-hiredis sees it, and so does any line starting with a type byte other than
-``*`` and ``$`` (RESP3 sets, maps, verbatim strings, simple strings...), which
-Redis refuses where hiredis would read them. A type byte need not start a
-line, though: Redis and hiredis both skip the two bytes after a bulk's data
-without looking at them, so after ``$3 GETxy`` the next byte is a type byte
-whatever precedes it. Most such types give hiredis something that is not bytes
-(an integer, a list...), which the exact parser then judges; the three that give
-bytes (``+`` simple, ``(`` big number, ``=`` verbatim strings) are kept from
-hiredis by looking for those bytes anywhere in a read: a read that holds one
-goes to the exact parser (its split walk parses ordinary commands quickly too).
-So both modes answer alike.
-
-hiredis does not say where a command ends, so boundaries are inferred: when
-it holds no unparsed byte after a read and more than 4 KiB are kept, they are
-set aside as *claimed* complete; the next command hiredis returns must then start exactly
-at the first new byte (its ``*<n>`` header). If it does not, hiredis had
-consumed part of a command into its own state, the claim was wrong, and the
-set-aside bytes are joined back. One check per read, not per command.
-
-All paths produce ``list[bytes]`` commands; a hypothesis test checks they agree.
+Both produce ``list[bytes]`` commands; a hypothesis test checks they agree.
 """
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from importlib.machinery import EXTENSION_SUFFIXES
-from typing import Any, Final, NamedTuple
+from typing import Final, NamedTuple
 
 from mypy_extensions import i64
 
 from aegiskv.protocols.errors import PeerProtocolError
 from aegiskv.protocols.resp.inline import INLINE_MAX, split_inline
-
-_hiredis: Any = None
-try:  # optional C accelerator, see the module docstring
-    import hiredis as _hiredis  # type: ignore[no-redef, unused-ignore]
-except ImportError:  # pragma: no cover - depends on the environment
-    pass
-
-HIREDIS_AVAILABLE = _hiredis is not None
 
 CRLF: Final = b"\r\n"
 _STAR: Final = 42  # ord("*")
@@ -100,22 +61,6 @@ SET_NAME: Final = b"SET"
 # The fast path re-validates the incomplete tail only once it is this large;
 # smaller tails cannot have buffered anything worth refusing.
 _TAIL_CHECK: Final = 16 * 1024
-# With hiredis, kept bytes are set aside at a likely command boundary once they
-# pass this size: often enough to bound the memory, rarely enough that small
-# unpipelined requests do not pay for it on every read.
-_CLAIM_AT: Final = 4096
-# Type bytes hiredis reads as bulk strings (see the module docstring), as integers:
-# "40 in data" is one memchr, where "b'(' in data" is a substring search that
-# costs ten times as much per call (timeit, CPython 3.11).
-_LPAREN: Final = ord("(")
-_PLUS: Final = ord("+")
-_EQUALS: Final = ord("=")
-
-
-# hiredis waiting inside a command of at most this many kept bytes: the exact
-# parser checks whether Redis would have framed a whole command there.
-_PROBE_MAX: Final = 4096
-
 
 _REDIS_MAX_BULK: Final = 512 * 1024 * 1024  # Redis's default proto-max-bulk-len
 
@@ -193,8 +138,8 @@ def scan_commands(data: bytes, ready: list[list[bytes]], max_multibulk: i64, max
     """The fast path when compiled: the same contract as :func:`split_commands`, byte by byte.
 
     Compiled, this loop over machine integers costs about 0.15-0.2 us per
-    command (hiredis behind its safety checks cost 1-2); interpreted it is
-    twice as slow as the split walk, which is why both exist. A length header
+    command; interpreted it is twice as slow as the split walk, which is why
+    both exist. A length header
     says where its value ends, so values may contain CRLF.
     """
     size: i64 = len(data)
@@ -268,24 +213,13 @@ class RequestParser:
         "_pending",
         "_ready",
         "_wait_until",
-        "_use_hiredis",
-        "_reader",
-        "_retained",
-        "_returned",
-        "_claimed",
-        "_returned_before_claim",
-        "_skip",
-        "_check_at",
         "_max_bulk",
         "_max_multibulk",
         "_error",
         "error_pending",
-        "_suspicious_line",
     )
 
-    def __init__(
-        self, limits: RespLimits = DEFAULT_LIMITS, authenticated: bool = True, use_hiredis: bool | None = None
-    ) -> None:
+    def __init__(self, limits: RespLimits = DEFAULT_LIMITS, authenticated: bool = True) -> None:
         self.limits = limits
         self._authenticated = authenticated
         self._buffer = bytearray()  # input for the exact parser and the fast path
@@ -294,37 +228,10 @@ class RequestParser:
         self._pending: bytes | None = None
         self._ready: deque[list[bytes]] = deque()
         self._wait_until = 0  # bytes the incomplete tail needs before parsing again
-        # Unless asked, hiredis when installed, except in the compiled build, whose own
-        # fast path (scan_commands) is faster than hiredis behind its safety checks.
-        if use_hiredis is None:
-            use_hiredis = _INTERPRETED
-        self._use_hiredis = use_hiredis and HIREDIS_AVAILABLE
-        self._reader: Any = None  # a hiredis.Reader while hiredis parses
-        self._retained = bytearray()  # bytes fed to hiredis since the last (claimed) boundary
-        self._returned = 0  # commands hiredis returned out of _retained
-        self._claimed: bytearray | None = None  # bytes before a boundary claim not yet verified
-        self._returned_before_claim = 0  # commands hiredis returned out of _claimed
-        self._skip = 0  # commands the exact parser must drop (hiredis returned them already)
-        self._check_at = _TAIL_CHECK
         self._max_bulk = limits.max_bulk
         self._max_multibulk = limits.max_multibulk
         self._error: RespProtocolError | None = None  # raised once the commands before it are out
         self.error_pending = False  # _error is set: the next take (after the commands before it) raises
-        # What hiredis must never see: a count with more digits than any allowed
-        # value (it allocates the array first and asks later), and a line that
-        # starts with a type byte other than * and $ (hiredis would read RESP3
-        # sets, maps, verbatim strings... where Redis refuses them). Both start a
-        # line, so one search for a newline followed by either: the regex engine
-        # skips from newline to newline at C speed (one search with the two
-        # patterns as top-level alternatives took 13 us per 160-byte command,
-        # two separate searches 0.45 us, this one 0.3). A value that merely looks
-        # like one costs a detour through the exact parser, no more. A bulk
-        # length too large is caught by the validation of kept bytes instead:
-        # hiredis allocates a bulk only once all of it has arrived.
-        self._suspicious_line = re.compile(
-            rb"\n(?:[-+:=(,#!_%%~|>]|\*[0-9]{%d})" % len(str(limits.max_multibulk))
-        ).search
-        self._maybe_start_hiredis()
 
     @property
     def authenticated(self) -> bool:
@@ -333,59 +240,14 @@ class RequestParser:
     @authenticated.setter
     def authenticated(self, value: bool) -> None:
         self._authenticated = value
-        self._maybe_start_hiredis()
-
-    @property
-    def using_hiredis(self) -> bool:
-        return self._reader is not None
 
     @property
     def buffered(self) -> int:
         pending = len(self._pending) if self._pending is not None else 0
-        return len(self._buffer) + pending + len(self._retained) + len(self._claimed or b"")
-
-    def _maybe_start_hiredis(self) -> None:
-        # Only at a command boundary with nothing left for the exact parser, and
-        # only once authenticated (the tiny pre-auth limits need the exact parser).
-        if (
-            self._use_hiredis
-            and self._reader is None
-            and self._authenticated
-            and not self._buffer
-            and self._pending is None
-        ):
-            self._reader = _hiredis.Reader()
-            self._retained = bytearray()
-            self._returned = 0
-            self._claimed = None
-            self._returned_before_claim = 0
-            self._check_at = _TAIL_CHECK
+        return len(self._buffer) + pending
 
     def receive_data(self, data: bytes) -> None:
-        if self._reader is not None:
-            retained = self._retained
-            probe: bytes | bytearray
-            if not retained or retained[-1] == 10:
-                # Nothing kept (a command boundary) or the kept bytes end a line:
-                # the data starts a line (the usual case: clients write whole commands).
-                probe = b"\n" + data
-            elif len(retained) <= 20:
-                probe = b"\n" + retained + data  # the kept bytes start at a boundary
-            else:
-                # A line that began in the kept bytes: a count line is at most
-                # 20 bytes, so its start is within the last 20.
-                probe = retained[-20:] + data
-            if _LPAREN in data or _PLUS in data or _EQUALS in data or self._suspicious_line(probe):
-                # A type byte hiredis would read as a bulk string where Redis
-                # refuses it (see the module docstring), or a count or length too
-                # large for any legal request (or a value that looks like either):
-                # let the exact parser judge from here.
-                self._fall_back()
-                self._buffer += data
-                return
-            self._reader.feed(data)
-            self._retained += data
-        elif data and self._pending is None and not self._buffer:
+        if data and self._pending is None and not self._buffer:
             self._pending = data
         else:
             self._absorb_pending()
@@ -411,21 +273,15 @@ class RequestParser:
         error = self._error
         if error is not None:
             raise error
-        if self._reader is not None:
-            command = self._hiredis_next()
-            if command is not None or self._reader is not None:
-                return command
         self._absorb_pending()
         buffer = self._buffer
         if not buffer or len(buffer) < self._wait_until:
             return None
         self._wait_until = 0
-        if self._authenticated and buffer[0] == _STAR and len(buffer) <= self.limits.max_bulk and not self._skip:
+        if self._authenticated and buffer[0] == _STAR and len(buffer) <= self.limits.max_bulk:
             self._fast_parse()
         else:
             self._exact_parse()
-        if not self._buffer:
-            self._maybe_start_hiredis()
         if ready:
             return ready.popleft()
         if self._error is not None:
@@ -444,41 +300,28 @@ class RequestParser:
         if not self._authenticated:
             command = self.next_command()
             return [] if command is None else [command]
-        if self._reader is not None and self._error is None:
-            if self._ready:
-                # Pushed back by the pipeline: those, then whatever hiredis holds behind them.
-                commands = [*self._ready]
-                self._ready.clear()
-                commands += self._hiredis_take()
-            else:
-                commands = self._hiredis_take()
-            if self._reader is not None:
-                return commands
-        else:
-            commands = []
-            if not self._ready and not self._skip and self._error is None:
-                # The usual case without hiredis: whole commands, parsed in one go from the
-                # read that brought them (as it came, when nothing was buffered before it).
-                data = self._pending
-                buffer = self._buffer
-                if data is not None:  # the buffer is empty
-                    self._pending = None
-                elif buffer and self._wait_until <= len(buffer):
-                    # What an earlier parse said the tail needed is here (next_command resets it too).
-                    self._wait_until = 0
-                    data = bytes(buffer)
-                    buffer.clear()
-                if data:
-                    consumed = self._fast_path(data, commands) if len(data) <= self._max_bulk else 0
-                    if consumed == len(data):
-                        if self._use_hiredis:
-                            self._maybe_start_hiredis()  # it had handed over to the exact parser
-                        return commands
-                    # The rest is incomplete or unusual: the general path below, after these.
-                    buffer += data[consumed:] if consumed else data
-                    self._ready.extend(commands)
-                    commands = []
-        # The exact parser's paths (or hiredis gave up part-way: continue after it).
+        commands: list[list[bytes]] = []
+        if not self._ready and self._error is None:
+            # The usual case: whole commands, parsed in one go from the read that
+            # brought them (as it came, when nothing was buffered before it).
+            data = self._pending
+            buffer = self._buffer
+            if data is not None:  # the buffer is empty
+                self._pending = None
+            elif buffer and self._wait_until <= len(buffer):
+                # What an earlier parse said the tail needed is here (next_command resets it too).
+                self._wait_until = 0
+                data = bytes(buffer)
+                buffer.clear()
+            if data:
+                consumed = self._fast_path(data, commands) if len(data) <= self._max_bulk else 0
+                if consumed == len(data):
+                    return commands
+                # The rest is incomplete or unusual: the general path below, after these.
+                buffer += data[consumed:] if consumed else data
+                self._ready.extend(commands)
+                commands = []
+        # The exact parser's path.
         while True:
             try:
                 command = self.next_command()
@@ -493,129 +336,6 @@ class RequestParser:
     def push_back(self, commands: list[list[bytes]]) -> None:
         """Return taken commands that were not run; they come out first next time."""
         self._ready.extendleft(reversed(commands))
-
-    # -- hiredis ---------------------------------------------------------------------
-
-    def _hiredis_next(self) -> list[bytes] | None:
-        commands = self._hiredis_take(1)
-        return commands[0] if commands else None
-
-    def _hiredis_take(self, most: int = 1 << 62) -> list[list[bytes]]:
-        """Up to ``most`` commands from hiredis; falls back to the exact parser on anything unusual."""
-        reader = self._reader
-        gets = reader.gets
-        max_multibulk = self._max_multibulk
-        max_bulk = self._max_bulk
-        commands: list[list[bytes]] = []
-        while len(commands) < most:
-            try:
-                command = gets()
-            except _hiredis.ProtocolError:
-                self._fall_back()
-                return commands
-            if command is False:
-                if not reader.has_data():
-                    if len(self._retained) >= _CLAIM_AT:
-                        self._claim_boundary()
-                elif len(self._retained) >= self._check_at or len(self._retained) <= _PROBE_MAX:
-                    # Also whenever hiredis waits inside a small command: Redis
-                    # may have framed a whole inline command there (a "$..."
-                    # line hiredis takes for a bulk header), which must be
-                    # answered now, not after the client's next write. Small:
-                    # at most 4 KiB re-parsed, only for commands split by a read.
-                    self._validate_retained()
-                return commands
-            if type(command) is not list:
-                # None ("*-1", or RESP3's "_"), maps, pushes, bare strings: the
-                # exact parser tells an empty command from an inline one.
-                self._fall_back()
-                return commands
-            if not command:
-                continue  # "*0": an empty command, skipped like Redis (and by the exact parser)
-            try:
-                # join() refuses anything that is not bytes (integers, nulls,
-                # nested arrays) at C speed, about 0.05 us for a small command
-                # against 0.4 for a per-argument type check; the exact parser
-                # then words Redis's error.
-                total = len(b"".join(command))
-            except TypeError:
-                self._fall_back()
-                return commands
-            if len(command) > max_multibulk or (total > max_bulk and max(map(len, command)) > max_bulk):
-                self._fall_back()
-                return commands
-            if self._claimed is not None:
-                self._verify_claim(len(command))
-            self._returned += 1
-            commands.append(command)  # checked above: a list of bytes
-        return commands
-
-    def _claim_boundary(self) -> None:
-        """hiredis holds no unparsed byte: probably between commands (verified by the next one)."""
-        if not self._retained:
-            return
-        if self._claimed is None:
-            self._claimed = self._retained
-        else:
-            self._claimed += self._retained
-        self._returned_before_claim += self._returned
-        self._retained = bytearray()
-        self._returned = 0
-        self._check_at = _TAIL_CHECK
-        if len(self._claimed) >= _TAIL_CHECK:
-            # Claims that are never verified keep growing only while hiredis
-            # assembles one long command from small parts: check its limits.
-            self._validate_retained()
-
-    def _verify_claim(self, arguments: int) -> None:
-        claimed = self._claimed
-        assert claimed is not None
-        if not self._retained.startswith(b"*%d\r\n" % arguments):
-            # hiredis was inside a command when it ran out of bytes: undo the claim.
-            claimed += self._retained
-            self._retained = claimed
-            self._returned += self._returned_before_claim
-            self._check_at = len(claimed) + _TAIL_CHECK
-        self._claimed = None
-        self._returned_before_claim = 0
-
-    def _kept(self) -> tuple[bytearray, int]:
-        """Bytes since the last certain boundary, and the commands hiredis returned from them."""
-        if self._claimed is None:
-            return self._retained, self._returned
-        return self._claimed + self._retained, self._returned_before_claim + self._returned
-
-    def _fall_back(self) -> None:
-        """Hand the kept bytes to the exact parser, which skips what hiredis returned."""
-        kept, returned = self._kept()
-        self._reader = None
-        self._buffer = kept + self._buffer
-        self._retained = bytearray()
-        self._claimed = None
-        self._returned_before_claim = self._returned = 0
-        self._skip = returned
-
-    def _validate_retained(self) -> None:
-        """Check the limits on the incomplete command hiredis is assembling; trim what is done."""
-        kept, returned = self._kept()
-        probe = RequestParser(self.limits, authenticated=True, use_hiredis=False)
-        probe._buffer = bytearray(kept)
-        probe._skip = returned
-        probe._exact_parse()
-        if probe._error is not None or probe._ready:
-            # The tail breaks a limit, or Redis would have framed a complete
-            # command that hiredis is still assembling (an inline "$3" line
-            # that hiredis reads as a bulk header): the exact parser takes over.
-            self._fall_back()
-            return
-        self._retained = probe._buffer  # the incomplete command, from its first byte
-        self._claimed = None
-        self._returned_before_claim = self._returned = 0
-        # Every 16 KiB up to 1 MiB (so a 64 KiB line limit bites near 64 KiB), then
-        # geometric: a legitimately large command being assembled is re-checked
-        # after it doubles, so the checks cost O(n) in all, not O(n^2).
-        pending = len(self._retained)
-        self._check_at = pending + _TAIL_CHECK if pending < 1 << 20 else 2 * pending
 
     # -- fast path -------------------------------------------------------------------
 
@@ -656,14 +376,11 @@ class RequestParser:
                     break
                 position += consumed
                 if command:
-                    if self._skip:
-                        self._skip -= 1  # hiredis returned it already
-                    else:
-                        ready.append(command)
-                        if not self._authenticated:
-                            # One command at a time before AUTH: if this one is a
-                            # successful AUTH, what follows gets the normal limits.
-                            break
+                    ready.append(command)
+                    if not self._authenticated:
+                        # One command at a time before AUTH: if this one is a
+                        # successful AUTH, what follows gets the normal limits.
+                        break
         except RespProtocolError as error:
             self._error = error
             self.error_pending = True
