@@ -11,7 +11,8 @@ each fed the stream in chunks and in one read. Only ``RespProtocolError`` may es
 
 * every command is a non-empty ``list`` of ``bytes``;
 * the parser gives the same commands and error whether fed in one read or in chunks;
-* no command parsed ahead of a protocol error is withheld.
+* no command parsed ahead of a protocol error is withheld;
+* the parser's work (``examined``) stays within a few bytes per byte received.
 
 Bugs this target found (commands withheld before an error; the former hiredis mode reading
 RESP3 reply types where Redis reads inline commands or refuses, and letting a TypeError
@@ -32,6 +33,9 @@ with atheris.instrument_imports():
 _MAX_CHUNKS = 8
 # Reads of up to 4 KiB, cycled: a stream up to eight times that is cut in many places.
 _MAX_CHUNK = 4096
+# Most work (RequestParser.examined) per byte received and per read: see _parse.
+_WORK_PER_BYTE = 8
+_WORK_PER_READ = 8
 
 
 def _limits(fdp: atheris.FuzzedDataProvider) -> resp.RespLimits:
@@ -55,11 +59,18 @@ def _parse(chunks: list[bytes], limits: resp.RespLimits, authenticated: bool, au
     """All commands the parser returns for the chunks, and the error that ended them (or None)."""
     parser = resp.RequestParser(limits, authenticated=authenticated)
     commands: list[list[bytes]] = []
+    received = 0
     try:
         for index, chunk in enumerate(chunks):
             parser.receive_data(chunk)
-            while (command := parser.next_command()) is not None:
-                commands.append(command)
+            while taken := parser.take_commands():  # before AUTH, one command a take
+                commands += taken
+            received += len(chunk)
+            # Linear work: each byte is copied, searched and taken apart a bounded number of times.
+            assert parser.examined <= _WORK_PER_BYTE * received + _WORK_PER_READ * (index + 1), (
+                parser.examined,
+                received,
+            )
             if index == auth_after:
                 # As the server does once AUTH succeeds: at a read boundary, possibly with
                 # part of the next command already buffered.
@@ -75,18 +86,11 @@ def _parse(chunks: list[bytes], limits: resp.RespLimits, authenticated: bool, au
 
 
 def _drain_after_error(parser: resp.RequestParser) -> list[list[bytes]]:
-    stranded: list[list[bytes]] = []
-    # Bounded: each call pops one queued command; once the queue is empty the parser
-    # meets the same bad bytes again and raises.
-    for _ in range(len(parser._ready) + 2):
-        try:
-            command = parser.next_command()
-        except resp.RespProtocolError:
-            break
-        if command is None:
-            break
-        stranded.append(command)
-    return stranded
+    # Once it raised, every take raises again: nothing was kept back.
+    try:
+        return parser.take_commands()
+    except resp.RespProtocolError:
+        return []
 
 
 def _check_types(outcome: Outcome) -> None:

@@ -13,6 +13,7 @@ import importlib.util
 import itertools
 import random
 import time
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
@@ -63,22 +64,7 @@ def feed_more(parser: RequestParser, chunks: list[bytes]) -> tuple[list[list[byt
     try:
         for chunk in chunks:
             parser.receive_data(chunk)
-            while (command := parser.next_command()) is not None:
-                commands.append(command)
-    except RespProtocolError as error:
-        return commands, error
-    return commands, None
-
-
-def feed_taking(
-    chunks: list[bytes], *, authenticated: bool = True
-) -> tuple[list[list[bytes]], RespProtocolError | None]:
-    """Like feed(), draining with take_commands() the way the server's pipeline does."""
-    parser = RequestParser(authenticated=authenticated)
-    commands: list[list[bytes]] = []
-    try:
-        for chunk in chunks:
-            parser.receive_data(chunk)
+            # As the server's pipeline does; before AUTH each take returns one command.
             while taken := parser.take_commands():
                 commands += taken
     except RespProtocolError as error:
@@ -155,7 +141,7 @@ _rngs = st.integers(0, 2**32 - 1).map(random.Random)
 
 _tricky = st.sampled_from([b"", b"\r\n", b"a\r\nb", b"\r", b"\n", b"*1\r\n", b"$3\r\n", b'"', b"'", b"\\", b"\x00"])
 _small_arg = st.one_of(st.binary(max_size=24), _tricky)
-# Large values cross read boundaries and the fast path's 16 KiB tail check.
+# Large values span many reads: the exact parser waits inside them and resumes.
 _large_arg = st.builds(lambda piece, times: piece * times, st.binary(min_size=1, max_size=4), st.integers(900, 6000))
 _arg = st.one_of(_small_arg, _small_arg, _small_arg, _large_arg)
 
@@ -202,15 +188,6 @@ def test_valid_streams_decode_however_they_are_cut(case) -> None:
     assert commands == expected
 
 
-@settings(_PROPERTY, max_examples=examples(60))
-@given(split_streams())
-def test_taking_in_batches_decodes_like_one_at_a_time(case) -> None:
-    # The server drains with take_commands(), which has its own fast paths (a read of whole
-    # commands is parsed where it lies); it must give what next_command() gives.
-    chunks, expected = case
-    assert feed_taking(chunks) == (expected, None)
-
-
 @given(split_streams(large=False))
 def test_valid_streams_decode_before_authentication(case) -> None:
     # Before AUTH only the exact parser runs, with the 10-argument / 16 KiB limits.
@@ -231,13 +208,13 @@ def test_byte_at_a_time() -> None:
     commands, error, parser = feed([bytes([byte]) for byte in stream])
     assert error is None
     assert commands == [[b"SET", b"k\r\nx", b""], [b"set", b"a b", b"c'd", b"A\n"], [b"GET", b"k"], [b"PING"]]
-    assert parser.next_command() is None
+    assert (parser.take_commands(), parser.buffered) == ([], 0)
 
 
 @pytest.mark.parametrize("read_size", [1000, 4096, 65536])
 def test_large_values_in_many_reads(read_size: int) -> None:
-    # Several commands far above the claim (4 KiB) and check (16 KiB) sizes, cut at every offset
-    # the read size gives: boundaries land inside headers, values and the CRLF after them.
+    # Several commands far above the read sizes, cut at every offset the read size gives:
+    # boundaries land inside headers, values and the CRLF after them.
     values = [bytes([65 + index]) * size for index, size in enumerate([5000, 70_000, 1, 300_000, 4095])]
     stream = b"".join(encode_command(b"SET", b"key%d" % index, value) for index, value in enumerate(values))
     chunks = [stream[start : start + read_size] for start in range(0, len(stream), read_size)]
@@ -321,7 +298,7 @@ def test_inline_line_of_exactly_the_limit_waits() -> None:
     commands, error, parser = feed([b"a" * INLINE_MAX])
     assert (commands, error) == ([], None)
     parser.receive_data(b"\r\n")
-    assert parser.next_command() == [b"a" * INLINE_MAX]
+    assert parser.take_commands() == [[b"a" * INLINE_MAX]]
 
 
 @given(st.lists(_small_arg, min_size=1, max_size=8), _rngs)
@@ -423,7 +400,7 @@ def test_huge_declared_lengths_are_refused_before_they_arrive(header: bytes, lim
     parser = RequestParser(limits)
     parser.receive_data(header)
     with pytest.raises(RespProtocolError) as raised:
-        parser.next_command()
+        parser.take_commands()
     assert str(raised.value) == f"Protocol error: {message}"
     assert parser.buffered <= len(header)
 
@@ -431,9 +408,10 @@ def test_huge_declared_lengths_are_refused_before_they_arrive(header: bytes, lim
 def test_a_node_limit_above_redis_own_takes_longer_bulks() -> None:
     # max_value_bytes may be set up to 2 GiB - 1: a 600 MiB value is then awaited, not refused.
     parser = RequestParser(RespLimits(max_bulk=(1 << 31) - 1))
-    # 20 KiB of it: past the 16 KiB after which the fast path hands a partial command over.
-    parser.receive_data(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$629145600\r\n" + b"x" * 20_480)
-    assert parser.next_command() is None
+    headers = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$629145600\r\n"
+    parser.receive_data(headers + b"x" * 20_480)
+    assert parser.take_commands() == []
+    assert parser.buffered == len(headers) + 20_480  # all of it held for the command, none dropped
 
 
 # Each a complete, valid RESP3 element: a general RESP reader (hiredis) would accept it.
@@ -474,9 +452,9 @@ def test_refusing_a_huge_multibulk_count_takes_constant_time(count: int) -> None
     started = time.thread_time()
     with pytest.raises(RespProtocolError, match="invalid multibulk length"):
         parser.receive_data(b"*%d\r\n" % count)
-        parser.next_command()
+        parser.take_commands()
         parser.receive_data(b"x")  # what comes next is not even a bulk header
-        parser.next_command()
+        parser.take_commands()
     assert time.thread_time() - started < 0.15
 
 
@@ -612,11 +590,65 @@ def test_random_bytes_raise_only_protocol_errors(stream: bytes, cuts: list[int],
 
 @_FUZZ
 @given(mutated_streams(), st.lists(st.integers(0, 2000), max_size=5))
-def test_taking_in_batches_errs_like_one_at_a_time(stream: bytes, cuts: list[int]) -> None:
-    chunks = split_at(stream, cuts)
-    commands, error, _ = feed(chunks)
-    taken, take_error = feed_taking(chunks)
-    assert (taken, error_text(take_error)) == (commands, error_text(error))
+def test_reads_cut_anywhere_parse_like_one_read(stream: bytes, cuts: list[int]) -> None:
+    # The exact parser resumes inside lines and values where a read ended: where that is must
+    # not change the commands or the error.
+    commands, error, _ = feed(split_at(stream, cuts))
+    whole, whole_error, _ = feed([stream])
+    assert (commands, error_text(error)) == (whole, error_text(whole_error))
+
+
+# -- parse work linear in the input ------------------------------------------------------
+
+# One request at four times the size may cost the parser at most this much more work, however
+# the request is cut into reads. Work is RequestParser.examined (bytes copied, split or searched),
+# which does not move with the machine as time does.
+_WORK_RATIO = 4.5
+# And at any moment at most this much work per byte received so far (plus a little for the first
+# reads): each byte is copied into the buffer, searched and copied out about once. A parser that
+# re-reads what it holds soon passes this, so the test fails in seconds, not after minutes.
+_WORK_PER_BYTE = 8
+_WORK_ALLOWANCE = 256
+
+
+def _reads(stream: bytes, chunking: str) -> Iterator[bytes]:
+    if chunking == "whole":
+        yield stream
+    elif chunking == "bytes":
+        for position in range(len(stream)):
+            yield stream[position : position + 1]
+    else:  # random sizes up to 16 KiB (seeded): reads end anywhere, in headers and in values
+        rng = random.Random(len(stream))
+        position = 0
+        while position < len(stream):
+            size = rng.randint(1, 16384)
+            yield stream[position : position + size]
+            position += size
+
+
+def _parse_work(arguments: int, chunking: str) -> int:
+    """The parser's work to take one MGET of ``arguments`` 1-byte keys, delivered as ``chunking`` says."""
+    stream = encode_command(b"MGET", *[b"k"] * arguments)
+    parser = RequestParser()
+    taken: list[list[bytes]] = []
+    received = 0
+    for data in _reads(stream, chunking):
+        parser.receive_data(data)
+        taken += parser.take_commands()
+        received += len(data)
+        assert parser.examined <= _WORK_PER_BYTE * received + _WORK_ALLOWANCE, (parser.examined, received)
+    assert len(taken) == 1 and len(taken[0]) == arguments + 1 and taken[0][-1] == b"k"
+    return parser.examined
+
+
+# Measured on main before the parser resumed where a read left it: one MGET of 1-byte keys in
+# one sendall took 1.75 s with 160k arguments and 31.3 s with 640k (while other clients' PINGs
+# waited 235 ms). Byte-sized reads run with fewer arguments, so that the test stays quick.
+@pytest.mark.parametrize(("chunking", "arguments"), [("whole", 160_000), ("random", 160_000), ("bytes", 8_000)])
+def test_parse_work_is_linear_in_the_input_however_it_is_cut(chunking: str, arguments: int) -> None:
+    work = _parse_work(arguments, chunking)
+    four_times = _parse_work(4 * arguments, chunking)
+    assert four_times <= _WORK_RATIO * work, (work, four_times, four_times / work)
 
 
 # -- the two fast paths ----------------------------------------------------------------
@@ -628,9 +660,10 @@ def _exact_prefix(data: bytes) -> list[list[bytes]]:
     """What the exact parser alone makes of ``data``; it must be whole commands and nothing else."""
     parser = RequestParser()
     parser._buffer = bytearray(data)
-    parser._exact_parse()
-    assert parser._error is None and not parser._buffer, data
-    return list(parser._ready)
+    commands: list[list[bytes]] = []
+    parser._exact_parse(commands, len(data) + 1)
+    assert parser._error is None and not parser.buffered, data
+    return commands
 
 
 def _check_fast_path(fast_path, data: bytes) -> None:
@@ -846,5 +879,3 @@ def test_a_resp3_string_type_after_a_bulk_without_crlf_is_refused_like_redis(
     commands, error, _ = feed(chunks)
     assert commands == []
     assert error is not None and str(error) == f"Protocol error: expected '$', got '{type_byte.decode()}'"
-    taken, taken_error = feed_taking(chunks)
-    assert taken == [] and str(taken_error) == str(error)

@@ -1,36 +1,39 @@
 """The RESP (Redis protocol) request reader, sans-IO: bytes in, commands out.
 
-Requests are multibulk arrays of bulk strings (what every Redis client sends)
-or inline commands (what a person types into telnet, split by
-aegiskv.protocols.resp.inline); replies are aegiskv.protocols.resp.encoder's. Errors
-use Redis's own texts, so clients and operators see what they would see from
-Redis, and a request that breaks the protocol is answered with ``-ERR
-Protocol error: ...`` before the connection is closed, as Redis does.
+``receive_data(bytes)`` hands it a read; ``take_commands()`` returns every
+complete command (a ``list[bytes]`` each; an empty list: more data needed);
+``push_back(commands)`` returns taken commands the caller did not run, to
+come out first next time. Requests are multibulk arrays of bulk strings
+(what every Redis client sends) or inline commands (what a person types into
+telnet, split by aegiskv.protocols.resp.inline); replies are built by
+aegiskv.protocols.resp.encoder.
 
-Parsing speed matters: under pipelining parsing was about two thirds of a
-Python server's time (64%, measured with throwaway prototypes on this
-project's 2-core machines, 2026-11). Two parsers share the work:
+Two kinds of error. The peer broke the protocol: :class:`RespProtocolError`,
+worded as Redis words it, raised once the commands before it have been taken;
+the server answers ``-ERR Protocol error: ...`` and closes, as Redis does.
+The caller broke this API (a bug on our side, never the peer's doing):
+``ValueError``. Every length is bounded here and refused from its header,
+before the bytes it declares are buffered: arguments per command, bytes per
+argument (both smaller before AUTH), bytes in a line not ended yet (64 KiB).
 
-* the **fast path** takes the well-formed multibulk commands at the start of
-  the buffer (``*3``, ``$3``, ``SET``, ``$3``, ``key``, ...) and stops at the first
-  thing that is not one: an incomplete command, an inline command, anything
-  unusual. One per build: interpreted it splits the buffer on CRLF once (C
-  speed) and walks the pieces (:func:`split_commands`); compiled by mypyc it
-  walks the bytes with machine integers (:func:`scan_commands`), which is
-  faster still. What it stops at goes to
-* the **exact parser**, which walks the buffer by position with every limit
-  and every Redis error message. It also validates the incomplete command at
-  the tail of the buffer, so a huge declared length is refused as soon as its
-  header arrives instead of after the bytes have been buffered, and it records
-  how many bytes the tail still needs so a large value arriving in many reads
-  is not re-parsed on every read.
+One fast path per build, and the exact parser behind it:
 
-Both produce ``list[bytes]`` commands; a hypothesis test checks they agree.
+* the **fast path** takes the whole, well-formed multibulk commands at the
+  start of a read and stops at anything else. Compiled by mypyc it walks the
+  bytes with machine integers (:func:`scan_commands`, 0.15-0.2 us a command);
+  interpreted it splits the read on CRLF at C speed and walks the pieces
+  (:func:`split_commands`), which is twice as fast there as walking bytes.
+* the **exact parser** takes what the fast path left: inline commands,
+  anything unusual, and the command a read ended inside. It walks by position
+  with every limit and every Redis error text, and it resumes where the last
+  read left it: the arguments taken so far, the count still due, the length of
+  a bulk still arriving and how far an unfinished line has been searched are
+  kept, so each byte is looked at a bounded number of times however the input
+  is cut (``examined`` counts them; a test holds it linear).
 """
 
 from __future__ import annotations
 
-from collections import deque
 from importlib.machinery import EXTENSION_SUFFIXES
 from typing import Final, NamedTuple
 
@@ -58,10 +61,6 @@ _T: Final = 84  # ord("T")
 # identity match instead of hashing and comparing three new bytes.
 GET_NAME: Final = b"GET"
 SET_NAME: Final = b"SET"
-# The fast path re-validates the incomplete tail only once it is this large;
-# smaller tails cannot have buffered anything worth refusing.
-_TAIL_CHECK: Final = 16 * 1024
-
 _REDIS_MAX_BULK: Final = 512 * 1024 * 1024  # Redis's default proto-max-bulk-len
 
 
@@ -139,8 +138,8 @@ def scan_commands(data: bytes, ready: list[list[bytes]], max_multibulk: i64, max
 
     Compiled, this loop over machine integers costs about 0.15-0.2 us per
     command; interpreted it is twice as slow as the split walk, which is why
-    both exist. A length header
-    says where its value ends, so values may contain CRLF.
+    both exist. A length header says where its value ends, so values may
+    contain CRLF.
     """
     size: i64 = len(data)
     position: i64 = 0
@@ -201,42 +200,59 @@ def scan_commands(data: bytes, ready: list[list[bytes]], max_multibulk: i64, max
 
 # Which fast path this build runs (see the two functions): compiled modules are extensions.
 _INTERPRETED: Final = not __file__.endswith(tuple(EXTENSION_SUFFIXES))
+_ALL: Final = 1 << 62  # no limit on the commands one parse may take
 
 
 class RequestParser:
-    """Turns a byte stream into commands (``list[bytes]``). See the module docstring."""
+    """Turns one connection's byte stream into commands; see the module docstring.
+
+    Called from one thread (the reactor's); not thread-safe.
+    """
 
     __slots__ = (
         "limits",
+        "examined",
+        "error_pending",
         "_authenticated",
-        "_buffer",
-        "_pending",
-        "_ready",
-        "_wait_until",
         "_max_bulk",
         "_max_multibulk",
+        "_pending",
+        "_buffer",
+        "_ready",
+        "_arguments",
+        "_remaining",
+        "_bulk_length",
+        "_searched",
+        "_held",
         "_error",
-        "error_pending",
-        "examined",
     )
 
     def __init__(self, limits: RespLimits = DEFAULT_LIMITS, authenticated: bool = True) -> None:
+        bounds = (limits.max_bulk, limits.max_multibulk, limits.unauthenticated_max_bulk)
+        if min(bounds) < 0 or limits.unauthenticated_max_multibulk < 0:
+            raise ValueError(f"RESP limits must not be negative: {limits}")
         self.limits = limits
+        # Bytes copied, split or searched so far, each time it happens: the parser's
+        # work as a count that does not depend on the machine (a test compares it
+        # across input sizes; the time of the same work moves by 2x here).
+        self.examined = 0
+        # The peer broke the protocol: a take raises once the commands before the error are out.
+        self.error_pending = False
         self._authenticated = authenticated
-        self._buffer = bytearray()  # input for the exact parser and the fast path
-        # A read that arrived with nothing buffered, kept as it came: take_commands
-        # parses it in place, without copying it into and out of the buffer.
-        self._pending: bytes | None = None
-        self._ready: deque[list[bytes]] = deque()
-        self._wait_until = 0  # bytes the incomplete tail needs before parsing again
         self._max_bulk = limits.max_bulk
         self._max_multibulk = limits.max_multibulk
-        self._error: RespProtocolError | None = None  # raised once the commands before it are out
-        self.error_pending = False  # _error is set: the next take (after the commands before it) raises
-        # Bytes copied, split or searched so far, each time it happens: the parser's
-        # work as a count that does not depend on the machine (the linearity tests
-        # compare it across input sizes; the time of the same work moves by 2x here).
-        self.examined = 0
+        # A read that came at a command boundary with nothing buffered: the next take
+        # parses it where it lies, without copying it into and out of the buffer.
+        self._pending: bytes | None = None
+        self._buffer = bytearray()  # what the exact parser has not consumed; starts where it stopped
+        self._ready: list[list[bytes]] = []  # pushed back
+        # Where the exact parser stopped inside an incomplete command:
+        self._arguments: list[bytes] | None = None  # its arguments so far; None between commands
+        self._remaining = 0  # arguments still due
+        self._bulk_length = -1  # length of the bulk whose bytes are arriving; -1: its header is next
+        self._searched = 0  # bytes of the unfinished line at the buffer's start known to hold no line end
+        self._held = 0  # bytes of the command consumed into _arguments
+        self._error: RespProtocolError | None = None  # raised by every take once the commands before it are out
 
     @property
     def authenticated(self) -> bool:
@@ -244,20 +260,67 @@ class RequestParser:
 
     @authenticated.setter
     def authenticated(self, value: bool) -> None:
+        if self._authenticated and not value:
+            raise ValueError("a RESP connection cannot lose its authentication")
         self._authenticated = value
 
     @property
     def buffered(self) -> int:
+        """Bytes received and not yet returned as commands (0: no request is partly here)."""
         pending = len(self._pending) if self._pending is not None else 0
-        return len(self._buffer) + pending
+        return pending + len(self._buffer) + self._held
 
     def receive_data(self, data: bytes) -> None:
-        if data and self._pending is None and not self._buffer:
+        """Take one read. After a protocol error nothing more is kept: the connection is closing."""
+        if not data or self._error is not None:
+            return
+        if self._pending is None and not self._buffer and self._arguments is None:
             self._pending = data
+            return
+        self._absorb_pending()
+        self._buffer += data
+        self.examined += len(data)
+
+    def take_commands(self) -> list[list[bytes]]:
+        """Every complete command received so far, in order; an empty list: more data needed.
+
+        Commands pushed back come first. A protocol error is raised once the
+        commands before it have been taken (by an earlier call), then by every
+        call. Before authentication one command a call: a successful AUTH lifts
+        the small pre-auth limits for the commands behind it.
+        """
+        ready = self._ready
+        commands: list[list[bytes]] = []
+        if not self._authenticated:
+            if ready:
+                return [ready.pop(0)]
+            if self._error is None:
+                self._absorb_pending()
+                self._exact_parse(commands, 1)
         else:
-            self._absorb_pending()
-            self._buffer += data
-            self.examined += len(data)
+            if ready:
+                commands = ready
+                self._ready = []
+            data = self._pending
+            if data is not None:  # (no error then: a read after one is not kept)
+                # The usual case: a read of whole commands from a command boundary,
+                # parsed where it lies by the fast path.
+                self._pending = None
+                consumed = self._fast_path(data, commands) if len(data) <= self._max_bulk else 0
+                if consumed < len(data):
+                    self._exact_parse_rest(data, consumed, commands)
+            elif self._buffer and self._error is None:
+                self._resume(commands)
+        # Through a local: a narrowed self._error would, for mypy (and so for
+        # mypyc, which trusts it), stay None across the parse calls above.
+        error = self._error
+        if error is not None and not commands:
+            raise error
+        return commands
+
+    def push_back(self, commands: list[list[bytes]]) -> None:
+        """Return taken commands that were not run; they come out first next time."""
+        self._ready = commands + self._ready
 
     def _absorb_pending(self) -> None:
         pending = self._pending
@@ -266,220 +329,188 @@ class RequestParser:
             self._buffer += pending
             self.examined += len(pending)
 
-    def next_command(self) -> list[bytes] | None:
-        """The next complete command, or ``None`` until more data arrives.
-
-        Raises :class:`RespProtocolError`; the caller replies and closes.
-        Commands already parsed ahead of the error are returned first.
-        """
-        ready = self._ready
-        if ready:
-            return ready.popleft()
-        # Through a local: a narrowed self._error would, for mypy (and so for
-        # mypyc, which trusts it), stay None across the parse calls below.
-        error = self._error
-        if error is not None:
-            raise error
-        self._absorb_pending()
+    def _resume(self, commands: list[list[bytes]]) -> None:
+        """Authenticated, a read appended to what the exact parser had not finished."""
         buffer = self._buffer
-        if not buffer or len(buffer) < self._wait_until:
-            return None
-        self._wait_until = 0
-        if self._authenticated and buffer[0] == _STAR and len(buffer) <= self.limits.max_bulk:
-            self._fast_parse()
-        else:
-            self._exact_parse()
-        if ready:
-            return ready.popleft()
-        if self._error is not None:
-            raise self._error
-        return None
+        # First the command a read ended inside, where the exact parser left it;
+        # what follows it starts at a command boundary: the fast path again.
+        if not self._exact_parse(commands, 1) or not buffer:
+            return
+        data = bytes(buffer)
+        self.examined += len(data)
+        buffer.clear()
+        consumed = self._fast_path(data, commands) if len(data) <= self._max_bulk else 0
+        if consumed < len(data):
+            self._exact_parse_rest(data, consumed, commands)
 
-    def take_commands(self) -> list[list[bytes]]:
-        """Every complete command buffered now, in order (an empty list: more data needed).
-
-        The batch form of :meth:`next_command` for the server's pipeline: one
-        call per read instead of one per command. A protocol error is raised
-        once the commands before it have been taken (by an earlier call).
-        Before authentication one command at a time: an AUTH lifts the small
-        pre-auth limits for the commands behind it.
-        """
-        if not self._authenticated:
-            command = self.next_command()
-            return [] if command is None else [command]
-        commands: list[list[bytes]] = []
-        if not self._ready and self._error is None:
-            # The usual case: whole commands, parsed in one go from the read that
-            # brought them (as it came, when nothing was buffered before it).
-            data = self._pending
-            buffer = self._buffer
-            if data is not None:  # the buffer is empty
-                self._pending = None
-            elif buffer and self._wait_until <= len(buffer):
-                # What an earlier parse said the tail needed is here (next_command resets it too).
-                self._wait_until = 0
-                data = bytes(buffer)
-                self.examined += len(data)
-                buffer.clear()
-            if data:
-                consumed = self._fast_path(data, commands) if len(data) <= self._max_bulk else 0
-                if consumed == len(data):
-                    return commands
-                # The rest is incomplete or unusual: the general path below, after these.
-                buffer += data[consumed:] if consumed else data
-                self.examined += len(data) - consumed
-                self._ready.extend(commands)
-                commands = []
-        # The exact parser's path.
-        while True:
-            try:
-                command = self.next_command()
-            except RespProtocolError:
-                if commands:
-                    return commands  # the error stays set and is raised on the next call
-                raise
-            if command is None:
-                return commands
-            commands.append(command)
-
-    def push_back(self, commands: list[list[bytes]]) -> None:
-        """Return taken commands that were not run; they come out first next time."""
-        self._ready.extendleft(reversed(commands))
+    def _exact_parse_rest(self, data: bytes, consumed: int, commands: list[list[bytes]]) -> None:
+        """An incomplete or unusual command at ``data[consumed:]``: the exact parser, which keeps its place."""
+        self._buffer += memoryview(data)[consumed:]
+        self.examined += len(data) - consumed
+        self._exact_parse(commands, _ALL)
 
     # -- fast path -------------------------------------------------------------------
 
-    def _fast_path(self, data: bytes, ready: list[list[bytes]]) -> i64:
+    def _fast_path(self, data: bytes, commands: list[list[bytes]]) -> i64:
+        # Only at a command boundary, on at most max_bulk bytes (the split walk
+        # does not check argument lengths: none can be longer than the data).
         self.examined += len(data)  # the split reads all of it; the scan at most all
         if _INTERPRETED:
-            return split_commands(data, ready, self._max_multibulk, self._max_bulk)
-        return scan_commands(data, ready, self._max_multibulk, self._max_bulk)
-
-    def _fast_parse(self) -> None:
-        data = bytes(self._buffer)
-        self.examined += len(data)
-        found: list[list[bytes]] = []
-        consumed = self._fast_path(data, found)
-        if consumed == 0:
-            self._exact_parse()
-            return
-        self._ready.extend(found)
-        # Keep the unparsed tail (usually short: at most one incomplete command).
-        del self._buffer[:consumed]
-        tail = len(data) - consumed
-        if tail and (tail >= _TAIL_CHECK or data[consumed] != _STAR):
-            self._exact_parse()
+            return split_commands(data, commands, self._max_multibulk, self._max_bulk)
+        return scan_commands(data, commands, self._max_multibulk, self._max_bulk)
 
     # -- exact parser ------------------------------------------------------------------
 
-    def _exact_parse(self) -> None:
-        """Parse what is buffered; a protocol error is kept for after the commands before it."""
+    def _exact_parse(self, commands: list[list[bytes]], most: int) -> int:
+        """Append up to ``most`` commands from the buffer to ``commands``; returns how many.
+
+        Resumes inside the command the last parse stopped in, and drops what it
+        consumed from the buffer, so the buffer keeps only the unfinished part of
+        an incomplete command (a line not ended yet, a bulk still arriving). A
+        protocol error is kept in ``_error`` for the take to raise.
+        """
         buffer = self._buffer
-        position = 0
         size = len(buffer)
-        ready = self._ready
+        limits = self.limits
+        position = 0
+        started = 0  # where the command in progress began in the buffer (0: before it)
+        taken = 0
         try:
-            while position < size:
-                if buffer[position] == _STAR:
-                    command, consumed = self._multibulk(buffer, position)
-                else:
-                    command, consumed = self._inline(buffer, position)
-                if consumed == 0:
-                    break
-                position += consumed
-                if command:
-                    ready.append(command)
-                    if not self._authenticated:
-                        # One command at a time before AUTH: if this one is a
-                        # successful AUTH, what follows gets the normal limits.
+            while taken < most:
+                arguments = self._arguments
+                if arguments is None:  # at a command boundary
+                    if position >= size:
                         break
+                    started = position
+                    if buffer[position] != _STAR:
+                        end = self._inline_end(buffer, position)
+                        if end < 0:
+                            break
+                        inline = self._inline(buffer, position, end)
+                        position = end + 1
+                        if inline:  # an empty line is skipped, as Redis skips it
+                            commands.append(inline)
+                            taken += 1
+                        continue
+                    end = self._header_end(buffer, position, "too big mbulk count string")
+                    if end < 0:
+                        break
+                    count = _int(bytes(buffer[position + 1 : end]))
+                    self.examined += end - position
+                    if count is None or count > limits.max_multibulk:
+                        raise RespProtocolError("Protocol error: invalid multibulk length")
+                    if not self._authenticated and count > limits.unauthenticated_max_multibulk:
+                        raise RespProtocolError("Protocol error: unauthenticated multibulk length")
+                    position = end + 2
+                    if count <= 0:
+                        continue  # an empty command: skipped, no reply, as Redis does
+                    arguments = self._arguments = []
+                    self._remaining = count
+                max_bulk = limits.max_bulk if self._authenticated else limits.unauthenticated_max_bulk
+                remaining = self._remaining
+                length = self._bulk_length
+                while remaining:
+                    if length < 0:
+                        if position >= size:
+                            break
+                        if buffer[position] != _DOLLAR:
+                            raise RespProtocolError(f"Protocol error: expected '$', got '{chr(buffer[position])}'")
+                        end = self._header_end(buffer, position, "too big bulk count string")
+                        if end < 0:
+                            break
+                        length = self._bulk_header(buffer, position, end, max_bulk)
+                        position = end + 2
+                    if size - position < length + 2:
+                        break  # the value is still arriving: nothing to look at until it is all here
+                    arguments.append(bytes(buffer[position : position + length]))
+                    self.examined += length
+                    # Like Redis, skip the two bytes after the value without looking at them.
+                    position += length + 2
+                    length = -1
+                    remaining -= 1
+                self._remaining = remaining
+                self._bulk_length = length
+                if remaining:
+                    break
+                commands.append(arguments)
+                taken += 1
+                self._arguments = None
+                self._held = 0
         except RespProtocolError as error:
             self._error = error
             self.error_pending = True
         finally:
+            if self._arguments is not None:
+                self._held += position - started
             if position:
-                del buffer[:position]
+                del buffer[:position]  # CPython moves the start of a bytearray: no copy
+        return taken
 
-    def _line(self, buffer: bytearray, start: int, too_big: str) -> int:
-        """Index of the CR ending the line at ``start``; -1 until it and the byte after it arrived.
+    def _header_end(self, buffer: bytearray, start: int, too_big: str) -> int:
+        """Index of the CR ending the header line at ``start``; -1 until it and the byte after it arrived.
 
         As Redis: the line ends at the first CR (the byte after it is skipped
         unchecked), and only a line with no CR yet is held to the 64 KiB limit.
+        The search resumes where the last one ended.
         """
-        carriage_return = buffer.find(b"\r", start)
-        self.examined += (len(buffer) if carriage_return == -1 else carriage_return + 1) - start
-        if carriage_return == -1:
+        searched = start + self._searched
+        carriage_return = buffer.find(b"\r", searched)
+        if carriage_return < 0:
+            self.examined += len(buffer) - searched
             if len(buffer) - start > INLINE_MAX:
                 raise RespProtocolError(f"Protocol error: {too_big}")
+            self._searched = len(buffer) - start
             return -1
+        self.examined += carriage_return + 1 - searched
         if carriage_return + 1 >= len(buffer):
+            self._searched = carriage_return - start
             return -1
+        self._searched = 0
         return carriage_return
 
-    def _multibulk(self, buffer: bytearray, start: int) -> tuple[list[bytes], int]:
+    def _bulk_header(self, buffer: bytearray, start: int, end: int, max_bulk: int) -> int:
+        """The length in the bulk header ``buffer[start:end]`` (``$<length>``), within the limits."""
+        length = _int(bytes(buffer[start + 1 : end]))
+        self.examined += end - start
         limits = self.limits
-        line_end = self._line(buffer, start, "too big mbulk count string")
-        if line_end == -1:
-            return [], 0
-        count = _int(bytes(buffer[start + 1 : line_end]))
-        self.examined += line_end - start
-        if count is None or count > limits.max_multibulk:
-            raise RespProtocolError("Protocol error: invalid multibulk length")
-        if not self._authenticated and count > limits.unauthenticated_max_multibulk:
-            raise RespProtocolError("Protocol error: unauthenticated multibulk length")
-        position = line_end + 2
-        if count <= 0:
-            return [], position - start  # an empty command: skipped, no reply
-        max_bulk = limits.max_bulk if self._authenticated else limits.unauthenticated_max_bulk
-        arguments: list[bytes] = []
-        for _ in range(count):
-            if position >= len(buffer):
-                return [], 0
-            if buffer[position] != _DOLLAR:
-                got = chr(buffer[position])
-                raise RespProtocolError(f"Protocol error: expected '$', got '{got}'")
-            line_end = self._line(buffer, position, "too big bulk count string")
-            if line_end == -1:
-                return [], 0
-            length = _int(bytes(buffer[position + 1 : line_end]))
-            self.examined += line_end - position
-            if length is None or length < 0:
-                raise RespProtocolError("Protocol error: invalid bulk length")
-            if length > limits.max_bulk:
-                if length <= _REDIS_MAX_BULK and self._authenticated:
-                    # Redis would take it; this node's limit is lower, so say which.
-                    raise RespProtocolError(
-                        f"Protocol error: invalid bulk length: {length} bytes is over this node's limit of "
-                        f"{limits.max_bulk} ({limits.max_bulk_setting})"
-                    )
-                raise RespProtocolError("Protocol error: invalid bulk length")
-            if length > max_bulk:
-                raise RespProtocolError("Protocol error: unauthenticated bulk length")
-            value_start = line_end + 2
-            value_end = value_start + length
-            if value_end + 2 > len(buffer):
-                # Remember how much is needed so the next reads only append.
-                self._wait_until = value_end + 2 - start
-                return [], 0
-            # Like Redis, skip the two bytes after the value without checking them.
-            arguments.append(bytes(buffer[value_start:value_end]))
-            self.examined += length
-            position = value_end + 2
-        return arguments, position - start
+        if length is None or length < 0:
+            raise RespProtocolError("Protocol error: invalid bulk length")
+        if length > limits.max_bulk:
+            if length <= _REDIS_MAX_BULK and self._authenticated:
+                # Redis would take it; this node's limit is lower, so say which.
+                raise RespProtocolError(
+                    f"Protocol error: invalid bulk length: {length} bytes is over this node's limit of "
+                    f"{limits.max_bulk} ({limits.max_bulk_setting})"
+                )
+            raise RespProtocolError("Protocol error: invalid bulk length")
+        if length > max_bulk:
+            raise RespProtocolError("Protocol error: unauthenticated bulk length")
+        return length
 
-    def _inline(self, buffer: bytearray, start: int) -> tuple[list[bytes], int]:
-        # As Redis: no limit once the newline is there; 64 KiB without one is an error.
-        # (Redis applies the pre-AUTH argument limit to multibulk requests only.)
-        newline = buffer.find(b"\n", start)
-        self.examined += (len(buffer) if newline == -1 else newline + 1) - start
-        if newline == -1:
+    def _inline_end(self, buffer: bytearray, start: int) -> int:
+        """Index of the LF ending the inline command at ``start``; -1 until it arrived.
+
+        As Redis: no limit once the newline is there; 64 KiB without one is an
+        error. (Redis applies the pre-AUTH argument limit to multibulk requests only.)
+        """
+        searched = start + self._searched
+        newline = buffer.find(b"\n", searched)
+        if newline < 0:
+            self.examined += len(buffer) - searched
             if len(buffer) - start > INLINE_MAX:
                 raise RespProtocolError("Protocol error: too big inline request")
-            return [], 0
-        line = bytes(buffer[start:newline])
-        self.examined += 2 * len(line)  # copied, then walked by split_inline
+            self._searched = len(buffer) - start
+            return -1
+        self.examined += newline + 1 - searched
+        self._searched = 0
+        return newline
+
+    def _inline(self, buffer: bytearray, start: int, end: int) -> list[bytes]:
+        line = bytes(buffer[start:end])
         if line.endswith(b"\r"):
             line = line[:-1]
+        self.examined += 2 * len(line)  # copied, then walked by split_inline
         arguments = split_inline(line)
         if arguments is None:
             raise RespProtocolError("Protocol error: unbalanced quotes in request")
-        return arguments, newline + 1 - start
+        return arguments
