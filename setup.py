@@ -20,6 +20,8 @@ HOT_PATH = [
     "aegiskv/net/poller.py",
     "aegiskv/net/reactor.py",
     "aegiskv/protocols/resp/reader.py",
+    "aegiskv/protocols/resp/inline.py",
+    "aegiskv/protocols/resp/encoder.py",
     "aegiskv/protocols/native/codec.py",
     "aegiskv/server/pipeline.py",
     "aegiskv/protocols/resp/commands.py",

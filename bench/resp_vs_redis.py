@@ -1,9 +1,7 @@
 """Benchmark: AegisKV's RESP port against redis-server, measured by redis-benchmark.
 
 Not a test. In one run it starts redis-server (``--save '' --appendonly no``)
-and AegisKV nodes on loopback (``aegis``: the default parser of the build),
-then
-runs ``redis-benchmark -t <op> -d 100 -r 100000`` against each, interleaved,
+and AegisKV nodes on loopback, then runs ``redis-benchmark -t <op> -d 100 -r 100000`` against each, interleaved,
 for every load shape:
 
     -c 50 -P 1   -n 200000
@@ -19,12 +17,10 @@ highest, which shows how far the machine moved the median). Then it loads
 1,000,000 keys of 100 bytes into each server (``redis-cli --pipe``) and
 compares bytes per key.
 
-The nodes run the aegiskv installed for the interpreter that runs this script;
-when that build is compiled by mypyc (``.tox/py311/bin/python``, see setup.py)
-``aegis-interp`` runs this checkout's sources interpreted (hiredis parser, its
-default there), and ``aegis-hiredis`` the compiled build with hiredis instead
-of its own parser (the default), for the comparison; otherwise
-``aegis-python`` runs the interpreted build with the pure-Python parser.
+The nodes run the aegiskv installed for the interpreter that runs this script
+(``aegis``); when that build is compiled by mypyc (``.tox/py311/bin/python``,
+see setup.py) ``aegis-interp`` also runs this checkout's sources interpreted,
+for the comparison.
 
 Writes bench/results/resp_vs_redis.json and .txt.
 
@@ -63,13 +59,8 @@ SHAPES = [
 OPS = ("set", "get")
 
 
-def start_aegis_with(workdir: str, name: str, parser: str = "auto", interpreted: bool = False) -> Server:
-    return start_aegis(
-        tempfile.mkdtemp(prefix=f"{name}-", dir=workdir),
-        env={"AEGIS_RESP_PARSER": parser},
-        name=name,
-        interpreted=interpreted,
-    )
+def start_aegis_with(workdir: str, name: str, interpreted: bool = False) -> Server:
+    return start_aegis(tempfile.mkdtemp(prefix=f"{name}-", dir=workdir), name=name, interpreted=interpreted)
 
 
 def memory_comparison(workdir: str, keys: int) -> dict[str, dict[str, float]]:
@@ -102,7 +93,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--quick", action="store_true", help="1 run, requests / 10, 100k keys (smoke check)")
-    parser.add_argument("--only-default", action="store_true", help="only redis and the default aegis node")
+    parser.add_argument("--only-default", action="store_true", help="only redis and the installed build's node")
     parser.add_argument("--no-pin", action="store_true", help="do not pin servers and load generator to CPUs")
     args = parser.parse_args()
     servers.PIN = servers.PIN and not args.no_pin
@@ -119,9 +110,6 @@ def main() -> int:
             interpreted = start_aegis_with(workdir, "aegis-interp", interpreted=True)
             assert info_text(interpreted.port, "server", "aegis_build") == "interpreted"
             running[interpreted.name] = interpreted
-            running["aegis-hiredis"] = start_aegis_with(workdir, "aegis-hiredis", "hiredis")
-        elif not args.only_default:
-            running["aegis-python"] = start_aegis_with(workdir, "aegis-python", "python")
         try:
             raw: dict[str, dict[str, dict[str, list[dict[str, float]]]]] = {}
             for shape_name, shape, requests in SHAPES:
@@ -148,8 +136,7 @@ def main() -> int:
         f"AegisKV RESP port vs {version}; redis-benchmark -d 100 -r 100000; median of {runs} interleaved runs"
         + ("; servers pinned to CPU 1, redis-benchmark to CPU 0" if servers.PIN else ""),
         f"aegis nodes: request path {build}"
-        + (" (-interp: the same sources interpreted)" if build == "compiled" else "")
-        + "; aegis = the default RESP parser (compiled: its own; interpreted: hiredis)",
+        + (" (-interp: the same sources interpreted)" if build == "compiled" else ""),
         f"{'shape':<9}{'op':<5}{'server':<22}{'req/s':>10}{'ratio':>7}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}"
         f"{'cpu us/req':>11}{'cpu ratio':>10}{'each run':>11}",
     ]

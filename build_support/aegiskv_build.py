@@ -19,7 +19,6 @@ COMPILE_REQUIREMENTS = [
     "mypy==2.4.1",
     "loguru>=0.7",
     "prometheus-client>=0.17",
-    "hiredis>=3.2",
     'tomli>=2.0; python_version < "3.11"',
 ]
 

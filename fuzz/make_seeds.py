@@ -27,6 +27,8 @@ import fuzz_config  # noqa: E402
 import fuzz_native  # noqa: E402
 import fuzz_resp  # noqa: E402
 
+from aegiskv.protocols.resp.encoder import encode_command  # noqa: E402
+
 config = fuzz_config.config
 native = fuzz_native.native
 resp = fuzz_resp.resp
@@ -90,18 +92,14 @@ def native_seeds() -> dict[str, bytes]:
 # -- resp -----------------------------------------------------------------------------------
 
 
-def resp_fields(sizes: list[int], thresholds: tuple[int, int] | None = None) -> list[Field]:
+def resp_fields(sizes: list[int]) -> list[Field]:
     fields: list[Field] = [(0, 0, 3), (0, 0, 8)]  # default limits, no authentication mid-stream
-    if thresholds is None:
-        fields.append((0, 0, 3))  # the real hiredis-path thresholds
-    else:
-        fields += [(1, 0, 3), (thresholds[0], 1, 512), (thresholds[1], 1, 2048)]
     fields.append((len(sizes), 0, 8))
     return fields + [(size, 1, 4096) for size in sizes]
 
 
 def resp_seeds() -> dict[str, bytes]:
-    command = resp.encode_command
+    command = encode_command
     pipeline = command(b"SET", b"key", b"value") + command(b"GET", b"key") + command(b"PING")
     return {
         "set-get-ping": build(resp_fields([]), pipeline),
@@ -110,9 +108,8 @@ def resp_seeds() -> dict[str, bytes]:
         "inline": build(resp_fields([2]), b'SET k "a b\\x41"\r\nGET k\nPING\r\n'),
         "auth-then-commands": build(resp_fields([]), command(b"AUTH", b"token") + command(b"MGET", b"a", b"b")),
         "empty-and-null-arrays": build(resp_fields([]), b"*0\r\n*-1\r\n" + command(b"PING")),
-        # Scaled-down thresholds: boundary claims and tail checks several times per input.
-        "claims-small-thresholds": build(resp_fields([7, 30], (16, 64)), pipeline * 3),
-        "big-value-small-thresholds": build(resp_fields([50], (8, 32)), command(b"SET", b"k", b"v" * 300)),
+        "pipeline-small-reads": build(resp_fields([7, 30]), pipeline * 3),
+        "big-value-in-reads": build(resp_fields([50]), command(b"SET", b"k", b"v" * 300)),
     }
 
 

@@ -600,6 +600,50 @@ def test_limits_raised_while_large_frame_is_partially_buffered() -> None:
     assert decoder.next_frame() == decode_one(big)
 
 
+# -- decode work linear in the input -----------------------------------------------------
+
+# As for the RESP reader (tests/test_resp_codec.py): a frame with four times the items may cost
+# the decoder at most this much more work (FrameDecoder.examined, which unlike time does not move
+# with the machine), however the frame is cut into reads.
+_WORK_RATIO = 4.5
+_MANY_ITEMS = Limits(max_items=1 << 20, max_frame_bytes=64 << 20)
+
+
+def _frame_reads(frame: bytes, chunking: str) -> list[bytes]:
+    if chunking == "whole":
+        return [frame]
+    if chunking == "bytes":
+        return [frame[position : position + 1] for position in range(len(frame))]
+    rng = random.Random(len(frame))  # random sizes up to 16 KiB: reads end in headers and in items
+    cuts = list(itertools.accumulate(rng.randint(1, 16384) for _ in range(len(frame) // 8192 + 1)))
+    return split(frame, [cut for cut in cuts if cut < len(frame)])
+
+
+def _decode_work(items: int, chunking: str) -> int:
+    """The decoder's work to take one MGET frame of ``items`` 1-byte keys, delivered as ``chunking`` says."""
+    frame = native.encode_frame(Opcode.MGET, 1, items=((b"k", b""),) * items)
+    decoder = FrameDecoder(_MANY_ITEMS)
+    frames: list[Frame] = []
+    received = 0
+    for reads, data in enumerate(_frame_reads(frame, chunking), 1):
+        decoder.receive_data(data)
+        while (decoded := decoder.next_frame()) is not None:  # as the server drains it
+            frames.append(decoded)
+        received += len(data)
+        # Appended once, read or copied once, moved at most once by a compaction; and one
+        # header read per call while the frame is incomplete.
+        assert decoder.examined <= 3 * received + HEADER_SIZE * (reads + len(frames)), (decoder.examined, received)
+    assert len(frames) == 1 and len(frames[0].items) == items
+    return decoder.examined
+
+
+@pytest.mark.parametrize(("chunking", "items"), [("whole", 160_000), ("random", 160_000), ("bytes", 8_000)])
+def test_decode_work_is_linear_in_the_input_however_it_is_cut(chunking: str, items: int) -> None:
+    work = _decode_work(items, chunking)
+    four_times = _decode_work(4 * items, chunking)
+    assert four_times <= _WORK_RATIO * work, (work, four_times, four_times / work)
+
+
 # -- property tests ----------------------------------------------------------------------
 
 _u32 = st.integers(0, _U32_MAX)

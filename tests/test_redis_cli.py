@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from aegiskv.backends.memory import entry_cost
-from aegiskv.protocols.resp.reader import encode_command
+from aegiskv.protocols.resp.encoder import encode_command
 from aegiskv.testing.localnode import LocalNode
 
 REDIS_CLI = shutil.which("redis-cli")

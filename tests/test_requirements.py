@@ -45,7 +45,9 @@ def runtime_lower_bounds() -> dict[str, str]:
     config = configparser.ConfigParser()
     config.read(ROOT / "setup.cfg")
     lines = config["options"]["install_requires"].splitlines()
-    lines += config["options.extras_require"]["fast"].splitlines()
+    if config.has_section("options.extras_require"):
+        for extra in config["options.extras_require"].values():
+            lines += extra.splitlines()
     bounds = {}
     for line in lines:
         requirement = line.split("#", 1)[0].split(";", 1)[0].strip()

@@ -1,46 +1,38 @@
-"""Unit and property tests for the RESP codec (aegiskv.protocols.resp.reader): request parser and reply encoders.
+"""Unit and property tests for the RESP codec (aegiskv.protocols.resp: reader, inline, encoder).
 
-The parser has two modes that must agree: the pure-Python one (fast split path plus the exact
-parser) and the hiredis one (hiredis's C reader, falling back to the exact parser). Every test of
-the parser runs in both. Expected commands and error texts are written out by hand from Redis's
-networking.c (processInlineBuffer, processMultibulkBuffer, sdssplitargs) and were checked against a
-real redis-server 7.0; tests/test_resp_protocol.py compares the two servers directly.
+The parser is the build's fast path in front of the exact parser; both fast paths are checked
+against the exact parser here, whichever build runs. Expected commands and error texts are
+written out by hand from Redis's networking.c (processInlineBuffer, processMultibulkBuffer,
+sdssplitargs) and were checked against a real redis-server 7.0; tests/test_resp_protocol.py
+compares the two servers directly.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import random
 import time
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from aegiskv.protocols.resp import reader as resp
+from aegiskv.protocols.resp import encoder, reader
 from aegiskv.protocols.resp.commands import _ROUTES
+from aegiskv.protocols.resp.encoder import encode_command
+from aegiskv.protocols.resp.inline import INLINE_MAX, split_inline
 from aegiskv.protocols.resp.reader import (
     DEFAULT_LIMITS,
-    HIREDIS_AVAILABLE,
-    INLINE_MAX,
     RequestParser,
     RespLimits,
     RespProtocolError,
-    encode_command,
-    split_inline,
 )
 from tests.effort import examples
 
-needs_hiredis = pytest.mark.skipif(not HIREDIS_AVAILABLE, reason="hiredis is not installed")
-
-# Both parser modes, as a parametrization: use_hiredis=False / True.
-MODES = [pytest.param(False, id="python"), pytest.param(True, id="hiredis", marks=needs_hiredis)]
-BOTH = (False, True) if HIREDIS_AVAILABLE else (False,)
-
-# The hiredis mode checks the limits of a command it is still assembling once more than this much
-# is kept (resp._TAIL_CHECK); a refusal may wait that long, never for the declared size.
-TAIL_CHECK = 16 * 1024
-FILLER = b"a" * (TAIL_CHECK + 1024)
+# hiredis (a test dependency through redis-py) is an independent reader of the encoders' output.
+needs_hiredis = pytest.mark.skipif(importlib.util.find_spec("hiredis") is None, reason="hiredis is not installed")
 
 # Property tests: enough examples to find shallow bugs, few enough that the file stays fast.
 _PROPERTY = settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -56,13 +48,12 @@ _FUZZ = settings(_PROPERTY, max_examples=examples(400), phases=_NO_SHRINK)
 
 def feed(
     chunks: list[bytes],
-    use_hiredis: bool,
     *,
     authenticated: bool = True,
     limits: RespLimits = DEFAULT_LIMITS,
 ) -> tuple[list[list[bytes]], RespProtocolError | None, RequestParser]:
     """Feed ``chunks`` one read at a time, draining commands after each: (commands, error, parser)."""
-    parser = RequestParser(limits, authenticated=authenticated, use_hiredis=use_hiredis)
+    parser = RequestParser(limits, authenticated=authenticated)
     commands, error = feed_more(parser, chunks)
     return commands, error, parser
 
@@ -73,22 +64,7 @@ def feed_more(parser: RequestParser, chunks: list[bytes]) -> tuple[list[list[byt
     try:
         for chunk in chunks:
             parser.receive_data(chunk)
-            while (command := parser.next_command()) is not None:
-                commands.append(command)
-    except RespProtocolError as error:
-        return commands, error
-    return commands, None
-
-
-def feed_taking(
-    chunks: list[bytes], use_hiredis: bool, *, authenticated: bool = True
-) -> tuple[list[list[bytes]], RespProtocolError | None]:
-    """Like feed(), draining with take_commands() the way the server's pipeline does."""
-    parser = RequestParser(authenticated=authenticated, use_hiredis=use_hiredis)
-    commands: list[list[bytes]] = []
-    try:
-        for chunk in chunks:
-            parser.receive_data(chunk)
+            # As the server's pipeline does; before AUTH each take returns one command.
             while taken := parser.take_commands():
                 commands += taken
     except RespProtocolError as error:
@@ -165,7 +141,7 @@ _rngs = st.integers(0, 2**32 - 1).map(random.Random)
 
 _tricky = st.sampled_from([b"", b"\r\n", b"a\r\nb", b"\r", b"\n", b"*1\r\n", b"$3\r\n", b'"', b"'", b"\\", b"\x00"])
 _small_arg = st.one_of(st.binary(max_size=24), _tricky)
-# Large values cross the hiredis mode's 4 KiB boundary claims and 16 KiB limit checks.
+# Large values span many reads: the exact parser waits inside them and resumes.
 _large_arg = st.builds(lambda piece, times: piece * times, st.binary(min_size=1, max_size=4), st.integers(900, 6000))
 _arg = st.one_of(_small_arg, _small_arg, _small_arg, _large_arg)
 
@@ -203,51 +179,25 @@ def split_streams(draw, large: bool = True) -> tuple[list[bytes], list[list[byte
 # -- valid streams ---------------------------------------------------------------------
 
 
-def test_hiredis_mode_really_uses_hiredis() -> None:
-    # Without this the "hiredis" parametrizations could silently test the Python parser twice.
-    if not HIREDIS_AVAILABLE:
-        pytest.skip("hiredis is not installed")
-    assert RequestParser(use_hiredis=True).using_hiredis
-    assert not RequestParser(use_hiredis=False).using_hiredis
-    # Before authentication the small limits need the exact parser; hiredis starts afterwards.
-    parser = RequestParser(authenticated=False, use_hiredis=True)
-    assert not parser.using_hiredis
-    parser.authenticated = True
-    assert parser.using_hiredis
-
-
 @settings(_PROPERTY, max_examples=examples(100))
 @given(split_streams())
-def test_valid_streams_decode_identically_in_both_modes(case) -> None:
+def test_valid_streams_decode_however_they_are_cut(case) -> None:
     chunks, expected = case
-    for use_hiredis in BOTH:
-        commands, error, _ = feed(chunks, use_hiredis)
-        assert error is None, (use_hiredis, error)
-        assert commands == expected, use_hiredis
-
-
-@settings(_PROPERTY, max_examples=examples(60))
-@given(split_streams(), st.booleans())
-def test_taking_in_batches_decodes_like_one_at_a_time(case, use_hiredis: bool) -> None:
-    # The server drains with take_commands(), which has its own fast paths (a read of whole
-    # commands is parsed where it lies); it must give what next_command() gives.
-    chunks, expected = case
-    if use_hiredis and not HIREDIS_AVAILABLE:
-        use_hiredis = False
-    assert feed_taking(chunks, use_hiredis) == (expected, None)
+    commands, error, _ = feed(chunks)
+    assert error is None
+    assert commands == expected
 
 
 @given(split_streams(large=False))
 def test_valid_streams_decode_before_authentication(case) -> None:
     # Before AUTH only the exact parser runs, with the 10-argument / 16 KiB limits.
     chunks, expected = case
-    commands, error, _ = feed(chunks, True, authenticated=False)
+    commands, error, _ = feed(chunks, authenticated=False)
     assert error is None
     assert commands == expected
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
-def test_byte_at_a_time(use_hiredis: bool) -> None:
+def test_byte_at_a_time() -> None:
     stream = (
         encode_command(b"SET", b"k\r\nx", b"")
         + b'set "a b" \'c\\\'d\' "\\x41\\n"\r\n'
@@ -255,46 +205,42 @@ def test_byte_at_a_time(use_hiredis: bool) -> None:
         + encode_command(b"GET", b"k")
         + b"PING\n"
     )
-    commands, error, parser = feed([bytes([byte]) for byte in stream], use_hiredis)
+    commands, error, parser = feed([bytes([byte]) for byte in stream])
     assert error is None
     assert commands == [[b"SET", b"k\r\nx", b""], [b"set", b"a b", b"c'd", b"A\n"], [b"GET", b"k"], [b"PING"]]
-    assert parser.next_command() is None
+    assert (parser.take_commands(), parser.buffered) == ([], 0)
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
 @pytest.mark.parametrize("read_size", [1000, 4096, 65536])
-def test_large_values_in_many_reads(use_hiredis: bool, read_size: int) -> None:
-    # Several commands far above the claim (4 KiB) and check (16 KiB) sizes, cut at every offset
-    # the read size gives: boundaries land inside headers, values and the CRLF after them.
+def test_large_values_in_many_reads(read_size: int) -> None:
+    # Several commands far above the read sizes, cut at every offset the read size gives:
+    # boundaries land inside headers, values and the CRLF after them.
     values = [bytes([65 + index]) * size for index, size in enumerate([5000, 70_000, 1, 300_000, 4095])]
     stream = b"".join(encode_command(b"SET", b"key%d" % index, value) for index, value in enumerate(values))
     chunks = [stream[start : start + read_size] for start in range(0, len(stream), read_size)]
-    commands, error, _ = feed(chunks, use_hiredis)
+    commands, error, _ = feed(chunks)
     assert error is None
     assert commands == [[b"SET", b"key%d" % index, value] for index, value in enumerate(values)]
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
-def test_value_of_exactly_the_limit_is_accepted(use_hiredis: bool) -> None:
+def test_value_of_exactly_the_limit_is_accepted() -> None:
     limits = RespLimits(max_bulk=50_000, max_multibulk=3)
-    commands, error, _ = feed([encode_command(b"SET", b"k", b"v" * 50_000)], use_hiredis, limits=limits)
+    commands, error, _ = feed([encode_command(b"SET", b"k", b"v" * 50_000)], limits=limits)
     assert error is None
     assert commands == [[b"SET", b"k", b"v" * 50_000]]
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
-def test_pre_auth_limits_are_inclusive(use_hiredis: bool) -> None:
+def test_pre_auth_limits_are_inclusive() -> None:
     # Redis refuses more than 10 arguments and bulks above 16384 bytes: exactly those are fine.
     stream = encode_command(*[b"a"] * 10) + encode_command(b"ECHO", b"x" * 16384)
-    commands, error, _ = feed([stream], use_hiredis, authenticated=False)
+    commands, error, _ = feed([stream], authenticated=False)
     assert error is None
     assert commands == [[b"a"] * 10, [b"ECHO", b"x" * 16384]]
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
-def test_bytes_after_a_bulk_are_skipped_unchecked(use_hiredis: bool) -> None:
+def test_bytes_after_a_bulk_are_skipped_unchecked() -> None:
     # Redis skips the two bytes after a bulk value without looking at them.
-    commands, error, _ = feed([b"*1\r\n$4\r\nPINGxx*1\r\n$4\r\nPING\r\n"], use_hiredis)
+    commands, error, _ = feed([b"*1\r\n$4\r\nPINGxx*1\r\n$4\r\nPING\r\n"])
     assert error is None
     assert commands == [[b"PING"], [b"PING"]]
 
@@ -338,23 +284,21 @@ def test_split_inline_unbalanced(line: bytes) -> None:
     assert split_inline(line) is None
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
 @pytest.mark.parametrize(("line", "expected"), [case for case in INLINE_CASES if case[1]])
-def test_inline_commands_through_the_parser(use_hiredis: bool, line: bytes, expected: list[bytes]) -> None:
+def test_inline_commands_through_the_parser(line: bytes, expected: list[bytes]) -> None:
     for ending in (b"\r\n", b"\n"):
-        commands, error, _ = feed([line + ending + b"PING\r\n"], use_hiredis)
+        commands, error, _ = feed([line + ending + b"PING\r\n"])
         assert error is None
         assert commands == [expected, [b"PING"]]
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
-def test_inline_line_of_exactly_the_limit_waits(use_hiredis: bool) -> None:
+def test_inline_line_of_exactly_the_limit_waits() -> None:
     # Redis checks the size (PROTO_INLINE_MAX_SIZE) only while no newline is buffered: 64 KiB
     # without one are still acceptable, and when the CRLF follows, the line is a command.
-    commands, error, parser = feed([b"a" * INLINE_MAX], use_hiredis)
+    commands, error, parser = feed([b"a" * INLINE_MAX])
     assert (commands, error) == ([], None)
     parser.receive_data(b"\r\n")
-    assert parser.next_command() == [b"a" * INLINE_MAX]
+    assert parser.take_commands() == [[b"a" * INLINE_MAX]]
 
 
 @given(st.lists(_small_arg, min_size=1, max_size=8), _rngs)
@@ -421,31 +365,22 @@ ERROR_CASES = [
 ]
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
 @pytest.mark.parametrize(("stream", "authenticated", "limits", "message"), ERROR_CASES)
-def test_protocol_error_text(
-    use_hiredis: bool, stream: bytes, authenticated: bool, limits: RespLimits, message: str
-) -> None:
-    commands, error, parser = feed([stream], use_hiredis, authenticated=authenticated, limits=limits)
-    if error is None and use_hiredis:
-        # The hiredis mode may wait for up to 16 KiB more before judging an incomplete command.
-        more, error = feed_more(parser, [FILLER])
-        commands += more
-    assert error_text(error) == message
-    assert commands == []
+def test_protocol_error_text(stream: bytes, authenticated: bool, limits: RespLimits, message: str) -> None:
+    commands, error, _ = feed([stream], authenticated=authenticated, limits=limits)
+    assert (commands, error_text(error)) == ([], message)
 
 
 @pytest.mark.parametrize(("stream", "authenticated", "limits", "message"), ERROR_CASES)
 def test_protocol_error_without_waiting_for_more(
     stream: bytes, authenticated: bool, limits: RespLimits, message: str
 ) -> None:
-    # Like Redis, the Python parser needs no byte beyond the offending one, in whatever pieces it comes.
+    # Like Redis, the parser needs no byte beyond the offending one, in whatever pieces it comes.
     chunks = [bytes([byte]) for byte in stream] if len(stream) < 200 else [stream[:100], stream[100:]]
-    commands, error, _ = feed(chunks, False, authenticated=authenticated, limits=limits)
+    commands, error, _ = feed(chunks, authenticated=authenticated, limits=limits)
     assert (commands, error_text(error)) == ([], message)
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
 @pytest.mark.parametrize(
     ("header", "limits", "message"),
     [
@@ -459,36 +394,29 @@ def test_protocol_error_without_waiting_for_more(
         pytest.param(b"*3000000\r\n", RespLimits(max_multibulk=1 << 20), "invalid multibulk length", id="multibulk"),
     ],
 )
-def test_huge_declared_lengths_are_refused_before_they_arrive(
-    use_hiredis: bool, header: bytes, limits: RespLimits, message: str
-) -> None:
-    # A client declaring a huge value must be refused from its header (plus at most the 16 KiB the
-    # hiredis mode may keep), never after the server has buffered the declared size.
-    parser = RequestParser(limits, use_hiredis=use_hiredis)
+def test_huge_declared_lengths_are_refused_before_they_arrive(header: bytes, limits: RespLimits, message: str) -> None:
+    # A client declaring a huge value must be refused from its header, never after the server
+    # has buffered the declared size.
+    parser = RequestParser(limits)
     parser.receive_data(header)
-    fed = len(header)
-    piece = b"$1\r\nx\r\n" * 128 if message == "invalid multibulk length" else b"x" * 1024
     with pytest.raises(RespProtocolError) as raised:
-        while fed < 4 * TAIL_CHECK:
-            assert parser.next_command() is None
-            parser.receive_data(piece)
-            fed += len(piece)
-        parser.next_command()
+        parser.take_commands()
     assert str(raised.value) == f"Protocol error: {message}"
-    assert parser.buffered <= 4 * TAIL_CHECK
+    assert parser.buffered <= len(header)
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
-def test_a_node_limit_above_redis_own_takes_longer_bulks(use_hiredis: bool) -> None:
+def test_a_node_limit_above_redis_own_takes_longer_bulks() -> None:
     # max_value_bytes may be set up to 2 GiB - 1: a 600 MiB value is then awaited, not refused.
-    parser = RequestParser(RespLimits(max_bulk=(1 << 31) - 1), use_hiredis=use_hiredis)
-    # 20 KiB of it: past the 16 KiB after which the hiredis mode judges a partial command too.
-    parser.receive_data(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$629145600\r\n" + b"x" * 20_480)
-    assert parser.next_command() is None
+    parser = RequestParser(RespLimits(max_bulk=(1 << 31) - 1))
+    headers = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$629145600\r\n"
+    parser.receive_data(headers + b"x" * 20_480)
+    assert parser.take_commands() == []
+    assert parser.buffered == len(headers) + 20_480  # all of it held for the command, none dropped
 
 
-# Each a complete, valid RESP3 element, so that hiredis parses it rather than failing on its own.
+# Each a complete, valid RESP3 element: a general RESP reader (hiredis) would accept it.
 RESP3_ELEMENTS = [
+    b"+abc\r\n",
     b":1\r\n",
     b"-ERR x\r\n",
     b"_\r\n",
@@ -505,34 +433,31 @@ RESP3_ELEMENTS = [
 ]
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
 @pytest.mark.parametrize("element", RESP3_ELEMENTS, ids=lambda element: repr(chr(element[0])))
-def test_non_bulk_arguments_are_refused(use_hiredis: bool, element: bytes) -> None:
-    # Redis accepts only bulk strings inside a multibulk request, whatever hiredis makes of the rest.
-    commands, error, _ = feed([b"*2\r\n$4\r\nECHO\r\n" + element], use_hiredis)
+def test_non_bulk_arguments_are_refused(element: bytes) -> None:
+    # Redis accepts only bulk strings inside a multibulk request.
+    commands, error, _ = feed([b"*2\r\n$4\r\nECHO\r\n" + element])
     assert commands == []
     assert error_text(error) == f"Protocol error: expected '$', got '{chr(element[0])}'"
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
 @pytest.mark.parametrize("count", [200_000_000, 2_000_000])
-def test_refusing_a_huge_multibulk_count_takes_constant_time(use_hiredis: bool, count: int) -> None:
-    # Found with "*3000000000" (Redis's own test value): the hiredis mode took 23 s to refuse it,
+def test_refusing_a_huge_multibulk_count_takes_constant_time(count: int) -> None:
+    # Found with "*3000000000" (Redis's own test value): the former hiredis mode took 23 s to refuse it,
     # time proportional to the declared count, on the thread that serves every client. Over the
     # limit (1M by default) the count must be refused from its header. Counted in this thread's
     # CPU time, which other processes on a loaded machine do not inflate: refusing from the
     # header takes microseconds, taking the count costs about 4 ns per element (0.8 s for 2e8).
-    parser = RequestParser(use_hiredis=use_hiredis)
+    parser = RequestParser()
     started = time.thread_time()
     with pytest.raises(RespProtocolError, match="invalid multibulk length"):
         parser.receive_data(b"*%d\r\n" % count)
-        parser.next_command()
+        parser.take_commands()
         parser.receive_data(b"x")  # what comes next is not even a bulk header
-        parser.next_command()
+        parser.take_commands()
     assert time.thread_time() - started < 0.15
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
 @pytest.mark.parametrize(
     ("stream", "expected"),
     [
@@ -545,24 +470,13 @@ def test_refusing_a_huge_multibulk_count_takes_constant_time(use_hiredis: bool, 
     ],
 )
 def test_resp3_type_bytes_at_a_command_boundary_start_inline_commands(
-    use_hiredis: bool, stream: bytes, expected: list[list[bytes]]
+    stream: bytes, expected: list[list[bytes]]
 ) -> None:
     # Redis reads anything that does not start with '*' as an inline command: "%1" is a command
     # named "%1" (an unknown command reply), not the header of a RESP3 map.
-    commands, error, _ = feed([stream], use_hiredis)
+    commands, error, _ = feed([stream])
     assert error is None
     assert commands == expected
-
-
-@needs_hiredis
-def test_a_simple_string_where_a_bulk_belongs_is_refused_with_hiredis_too() -> None:
-    # hiredis alone would read "+abc" as the argument "abc"; Redis refuses it. The pre-scan
-    # (a line starting with a type byte other than * and $) sends it to the exact parser.
-    stream = b"*2\r\n$4\r\nECHO\r\n+abc\r\n"
-    for use_hiredis in (True, False):
-        commands, error, _ = feed([stream], use_hiredis)
-        assert commands == []
-        assert error_text(error) == "Protocol error: expected '$', got '+'"
 
 
 # -- after an error --------------------------------------------------------------------
@@ -584,14 +498,12 @@ def test_commands_before_an_error_are_returned_and_nothing_after(prefix, bad, su
     (head, expected), (tail, message), (after, _) = prefix, bad, suffix
     stream = head + tail + after
     chunks = split_at(stream, data.draw(st.lists(st.integers(0, len(stream)), max_size=4)))
-    for use_hiredis in BOTH:
-        commands, error, parser = feed(chunks, use_hiredis)
-        assert (commands, error_text(error)) == (expected, message), use_hiredis
-        more, _ = feed_more(parser, [encode_command(b"PING")])
-        assert more == [], use_hiredis
+    commands, error, parser = feed(chunks)
+    assert (commands, error_text(error)) == (expected, message)
+    more, _ = feed_more(parser, [encode_command(b"PING")])
+    assert more == []
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
 @pytest.mark.parametrize(
     ("stream", "expected", "message"),
     [
@@ -607,12 +519,10 @@ def test_commands_before_an_error_are_returned_and_nothing_after(prefix, bad, su
         ),
     ],
 )
-def test_commands_before_an_error_in_the_same_read(
-    use_hiredis: bool, stream: bytes, expected: list[list[bytes]], message: str
-) -> None:
+def test_commands_before_an_error_in_the_same_read(stream: bytes, expected: list[list[bytes]], message: str) -> None:
     # The explicit cases behind the property above, each in one read (redis-server replies to
     # every command before the error, then sends the error).
-    commands, error, _ = feed([stream], use_hiredis)
+    commands, error, _ = feed([stream])
     assert (commands, error_text(error)) == (expected, f"Protocol error: {message}")
 
 
@@ -623,7 +533,7 @@ _TOKENS = [
     b"\r\n", b"\n", b"\r", b"0", b"1", b"-1", b"2", b"99999999999", b"\x00", b'"', b"'", b"\\", b" ",
 ]  # fmt: skip
 # Whole RESP3 headers: Redis reads them as inline commands at a command boundary, and as
-# "expected '$'" errors inside a request; hiredis would parse them as RESP3 if they reached it.
+# "expected '$'" errors inside a request; a general RESP reader would parse them as RESP3.
 _RESP3_HEADERS = [b"%1\r\n", b"~1\r\n", b">1\r\n", b"|1\r\n", b"*1\r\n", b"=5\r\ntxt:a\r\n", b"(1\r\n", b"$-1\r\n"]
 
 
@@ -653,19 +563,18 @@ def mutated_streams(draw) -> bytes:
 
 def _check_only_protocol_errors(stream: bytes, cuts: list[int], authenticated: bool) -> None:
     chunks = split_at(stream, cuts)
-    for use_hiredis in BOTH:
-        # Anything but RespProtocolError escapes feed() and fails the test with its traceback.
-        commands, error, _ = feed(chunks, use_hiredis, authenticated=authenticated)
-        for command in commands:
-            assert type(command) is list and command, (use_hiredis, command)
-            assert all(type(argument) is bytes for argument in command), (use_hiredis, command)
-        # (What may come after an error is test_commands_before_an_error_are_returned_and_nothing_after's.)
-        assert error is None or str(error).startswith("Protocol error: ")
+    # Anything but RespProtocolError escapes feed() and fails the test with its traceback.
+    commands, error, _ = feed(chunks, authenticated=authenticated)
+    for command in commands:
+        assert type(command) is list and command, command
+        assert all(type(argument) is bytes for argument in command), command
+    # (What may come after an error is test_commands_before_an_error_are_returned_and_nothing_after's.)
+    assert error is None or str(error).startswith("Protocol error: ")
 
 
 @_FUZZ
 @given(mutated_streams(), st.lists(st.integers(0, 2000), max_size=5), st.booleans())
-# Found by this test (hiredis mode raised TypeError); kept so that every run checks it.
+# Found by this test (the former hiredis mode raised TypeError); kept so that every run checks it.
 @example(b"%1\r\n*2\r\n$2\r\nab\r\n$4\r\ncdef\r\n", [], True)
 # A NUL byte in an inline command once looped forever (Redis ends the line there).
 @example(b"GET a\x00b\r\n", [], True)
@@ -680,28 +589,81 @@ def test_random_bytes_raise_only_protocol_errors(stream: bytes, cuts: list[int],
 
 
 @_FUZZ
-@given(mutated_streams(), st.lists(st.integers(0, 2000), max_size=5), st.booleans())
-def test_taking_in_batches_errs_like_one_at_a_time(stream: bytes, cuts: list[int], use_hiredis: bool) -> None:
-    chunks = split_at(stream, cuts)
-    if use_hiredis and not HIREDIS_AVAILABLE:
-        use_hiredis = False
-    commands, error, _ = feed(chunks, use_hiredis)
-    taken, take_error = feed_taking(chunks, use_hiredis)
-    assert (taken, error_text(take_error)) == (commands, error_text(error))
+@given(mutated_streams(), st.lists(st.integers(0, 2000), max_size=5))
+def test_reads_cut_anywhere_parse_like_one_read(stream: bytes, cuts: list[int]) -> None:
+    # The exact parser resumes inside lines and values where a read ended: where that is must
+    # not change the commands or the error.
+    commands, error, _ = feed(split_at(stream, cuts))
+    whole, whole_error, _ = feed([stream])
+    assert (commands, error_text(error)) == (whole, error_text(whole_error))
+
+
+# -- parse work linear in the input ------------------------------------------------------
+
+# One request at four times the size may cost the parser at most this much more work, however
+# the request is cut into reads. Work is RequestParser.examined (bytes copied, split or searched),
+# which does not move with the machine as time does.
+_WORK_RATIO = 4.5
+# And at any moment at most this much work per byte received so far (plus a little for the first
+# reads): each byte is copied into the buffer, searched and copied out about once. A parser that
+# re-reads what it holds soon passes this, so the test fails in seconds, not after minutes.
+_WORK_PER_BYTE = 8
+_WORK_ALLOWANCE = 256
+
+
+def _reads(stream: bytes, chunking: str) -> Iterator[bytes]:
+    if chunking == "whole":
+        yield stream
+    elif chunking == "bytes":
+        for position in range(len(stream)):
+            yield stream[position : position + 1]
+    else:  # random sizes up to 16 KiB (seeded): reads end anywhere, in headers and in values
+        rng = random.Random(len(stream))
+        position = 0
+        while position < len(stream):
+            size = rng.randint(1, 16384)
+            yield stream[position : position + size]
+            position += size
+
+
+def _parse_work(arguments: int, chunking: str) -> int:
+    """The parser's work to take one MGET of ``arguments`` 1-byte keys, delivered as ``chunking`` says."""
+    stream = encode_command(b"MGET", *[b"k"] * arguments)
+    parser = RequestParser()
+    taken: list[list[bytes]] = []
+    received = 0
+    for data in _reads(stream, chunking):
+        parser.receive_data(data)
+        taken += parser.take_commands()
+        received += len(data)
+        assert parser.examined <= _WORK_PER_BYTE * received + _WORK_ALLOWANCE, (parser.examined, received)
+    assert len(taken) == 1 and len(taken[0]) == arguments + 1 and taken[0][-1] == b"k"
+    return parser.examined
+
+
+# Measured on main before the parser resumed where a read left it: one MGET of 1-byte keys in
+# one sendall took 1.75 s with 160k arguments and 31.3 s with 640k (while other clients' PINGs
+# waited 235 ms). Byte-sized reads run with fewer arguments, so that the test stays quick.
+@pytest.mark.parametrize(("chunking", "arguments"), [("whole", 160_000), ("random", 160_000), ("bytes", 8_000)])
+def test_parse_work_is_linear_in_the_input_however_it_is_cut(chunking: str, arguments: int) -> None:
+    work = _parse_work(arguments, chunking)
+    four_times = _parse_work(4 * arguments, chunking)
+    assert four_times <= _WORK_RATIO * work, (work, four_times, four_times / work)
 
 
 # -- the two fast paths ----------------------------------------------------------------
 
-FAST_PATHS = [pytest.param(resp.split_commands, id="split"), pytest.param(resp.scan_commands, id="scan")]
+FAST_PATHS = [pytest.param(reader.split_commands, id="split"), pytest.param(reader.scan_commands, id="scan")]
 
 
 def _exact_prefix(data: bytes) -> list[list[bytes]]:
     """What the exact parser alone makes of ``data``; it must be whole commands and nothing else."""
-    parser = RequestParser(use_hiredis=False)
+    parser = RequestParser()
     parser._buffer = bytearray(data)
-    parser._exact_parse()
-    assert parser._error is None and not parser._buffer, data
-    return list(parser._ready)
+    commands: list[list[bytes]] = []
+    parser._exact_parse(commands, len(data) + 1)
+    assert parser._error is None and not parser.buffered, data
+    return commands
 
 
 def _check_fast_path(fast_path, data: bytes) -> None:
@@ -741,7 +703,7 @@ def test_scan_takes_every_whole_multibulk_command(commands: list[list[bytes]], c
     while whole < len(encoded) and sum(map(len, encoded[: whole + 1])) <= cut:
         whole += 1
     ready: list[list[bytes]] = []
-    consumed = resp.scan_commands(stream[:cut], ready, DEFAULT_LIMITS.max_multibulk, DEFAULT_LIMITS.max_bulk)
+    consumed = reader.scan_commands(stream[:cut], ready, DEFAULT_LIMITS.max_multibulk, DEFAULT_LIMITS.max_bulk)
     assert (consumed, list(ready)) == (sum(map(len, encoded[:whole])), commands[:whole])
 
 
@@ -749,7 +711,7 @@ def test_scan_takes_every_whole_multibulk_command(commands: list[list[bytes]], c
 def test_scan_names_commands_exactly_and_shares_the_routed_name_objects(name: bytes) -> None:
     stream = encode_command(name, b"GET") + encode_command(b"SET", b"k", b"v")
     ready: list[list[bytes]] = []
-    consumed = resp.scan_commands(stream, ready, DEFAULT_LIMITS.max_multibulk, DEFAULT_LIMITS.max_bulk)
+    consumed = reader.scan_commands(stream, ready, DEFAULT_LIMITS.max_multibulk, DEFAULT_LIMITS.max_bulk)
     assert consumed == len(stream)
     assert ready == [[name, b"GET"], [b"SET", b"k", b"v"]]
     # GET and SET come out as the very objects the command table is keyed by, so
@@ -790,35 +752,35 @@ def test_fast_paths_leave_the_unusual_to_the_exact_parser(fast_path, data: bytes
 def test_scan_reads_values_containing_crlf_by_their_length() -> None:
     data = encode_command(b"SET", b"k", b"a\r\n*1\r\n") + encode_command(b"GET", b"k")
     ready: list[list[bytes]] = []
-    assert resp.scan_commands(data, ready, 4, 1000) == len(data)
+    assert reader.scan_commands(data, ready, 4, 1000) == len(data)
     assert list(ready) == [[b"SET", b"k", b"a\r\n*1\r\n"], [b"GET", b"k"]]
     ready.clear()
-    assert resp.scan_commands(data, ready, 2, 1000) == 0  # more arguments than max_multibulk
-    assert resp.scan_commands(data, ready, 4, 6) == 0  # a value longer than max_bulk
+    assert reader.scan_commands(data, ready, 2, 1000) == 0  # more arguments than max_multibulk
+    assert reader.scan_commands(data, ready, 4, 6) == 0  # a value longer than max_bulk
 
 
 # -- reply encoders --------------------------------------------------------------------
 
 
 def test_bulk() -> None:
-    assert resp.bulk(b"") == b"$0\r\n\r\n"
-    assert resp.bulk(b"hello") == b"$5\r\nhello\r\n"
-    assert resp.bulk(b"a\r\nb") == b"$4\r\na\r\nb\r\n"  # binary-safe: CRLF inside is counted, not escaped
-    assert resp.bulk(memoryview(b"xyz")[1:]) == b"$2\r\nyz\r\n"
+    assert encoder.bulk(b"") == b"$0\r\n\r\n"
+    assert encoder.bulk(b"hello") == b"$5\r\nhello\r\n"
+    assert encoder.bulk(b"a\r\nb") == b"$4\r\na\r\nb\r\n"  # binary-safe: CRLF inside is counted, not escaped
+    assert encoder.bulk(memoryview(b"xyz")[1:]) == b"$2\r\nyz\r\n"
 
 
 def test_scalars() -> None:
-    assert resp.integer(0) == b":0\r\n"
-    assert resp.integer(-(2**63)) == b":-9223372036854775808\r\n"
-    assert resp.simple("OK") == resp.OK == b"+OK\r\n"
-    assert resp.PONG == b"+PONG\r\n"
-    assert resp.null(2) == resp.NULL_BULK == b"$-1\r\n"
-    assert resp.null(3) == resp.NULL3 == b"_\r\n"
+    assert encoder.integer(0) == b":0\r\n"
+    assert encoder.integer(-(2**63)) == b":-9223372036854775808\r\n"
+    assert encoder.simple("OK") == encoder.OK == b"+OK\r\n"
+    assert encoder.PONG == b"+PONG\r\n"
+    assert encoder.null(2) == encoder.NULL_BULK == b"$-1\r\n"
+    assert encoder.null(3) == encoder.NULL3 == b"_\r\n"
 
 
 def test_array() -> None:
-    assert resp.array([]) == resp.EMPTY_ARRAY == b"*0\r\n"
-    assert resp.array([resp.integer(1), resp.bulk(b"a")]) == b"*2\r\n:1\r\n$1\r\na\r\n"
+    assert encoder.array([]) == encoder.EMPTY_ARRAY == b"*0\r\n"
+    assert encoder.array([encoder.integer(1), encoder.bulk(b"a")]) == b"*2\r\n:1\r\n$1\r\na\r\n"
 
 
 @pytest.mark.parametrize(
@@ -826,23 +788,23 @@ def test_array() -> None:
     [(2, b"$-1\r\n"), (3, b"_\r\n")],
 )
 def test_bulk_array(protocol: int, nil: bytes) -> None:
-    assert resp.bulk_array([], protocol) == b"*0\r\n"
-    encoded = resp.bulk_array([b"a", None, memoryview(b"bc"), b""], protocol)
+    assert encoder.bulk_array([], protocol) == b"*0\r\n"
+    encoded = encoder.bulk_array([b"a", None, memoryview(b"bc"), b""], protocol)
     assert encoded == b"*4\r\n$1\r\na\r\n" + nil + b"$2\r\nbc\r\n$0\r\n\r\n"
 
 
 def test_mapping() -> None:
-    pairs = [(resp.bulk(b"a"), resp.integer(1)), (resp.bulk(b"b"), resp.bulk(b"x"))]
+    pairs = [(encoder.bulk(b"a"), encoder.integer(1)), (encoder.bulk(b"b"), encoder.bulk(b"x"))]
     body = b"$1\r\na\r\n:1\r\n$1\r\nb\r\n$1\r\nx\r\n"
-    assert resp.mapping(pairs, 3) == b"%2\r\n" + body
-    assert resp.mapping(pairs, 2) == b"*4\r\n" + body  # RESP2: a flat array of keys and values
-    assert resp.mapping([], 3) == b"%0\r\n"
-    assert resp.mapping([], 2) == b"*0\r\n"
+    assert encoder.mapping(pairs, 3) == b"%2\r\n" + body
+    assert encoder.mapping(pairs, 2) == b"*4\r\n" + body  # RESP2: a flat array of keys and values
+    assert encoder.mapping([], 3) == b"%0\r\n"
+    assert encoder.mapping([], 2) == b"*0\r\n"
 
 
 def test_verbatim() -> None:
-    assert resp.verbatim(b"hello", 3) == b"=9\r\ntxt:hello\r\n"
-    assert resp.verbatim(b"a\r\nb", 2) == b"$4\r\na\r\nb\r\n"
+    assert encoder.verbatim(b"hello", 3) == b"=9\r\ntxt:hello\r\n"
+    assert encoder.verbatim(b"a\r\nb", 2) == b"$4\r\na\r\nb\r\n"
 
 
 @pytest.mark.parametrize(
@@ -857,7 +819,7 @@ def test_verbatim() -> None:
     ],
 )
 def test_error_sanitises(text: str, encoded: bytes) -> None:
-    assert resp.error(text) == encoded
+    assert encoder.error(text) == encoded
 
 
 def test_encode_command() -> None:
@@ -871,54 +833,49 @@ def test_encoders_decode_with_an_independent_reader(values: list[bytes | None], 
     # hiredis (a C RESP2/RESP3 reader) is the independent check of the framing.
     import hiredis
 
-    reader = hiredis.Reader()
-    reader.feed(resp.bulk_array(values, protocol))
-    pairs = [(resp.bulk(b"k%d" % index), resp.bulk(value or b"")) for index, value in enumerate(values)]
-    reader.feed(resp.mapping(pairs, protocol))
-    reader.feed(resp.verbatim(b"".join(value or b"" for value in values), protocol))
-    reader.feed(resp.error("ERR " + repr(values)))
-    assert reader.gets() == values
+    independent = hiredis.Reader()
+    independent.feed(encoder.bulk_array(values, protocol))
+    pairs = [(encoder.bulk(b"k%d" % index), encoder.bulk(value or b"")) for index, value in enumerate(values)]
+    independent.feed(encoder.mapping(pairs, protocol))
+    independent.feed(encoder.verbatim(b"".join(value or b"" for value in values), protocol))
+    independent.feed(encoder.error("ERR " + repr(values)))
+    assert independent.gets() == values
     flat = [item for key, value in enumerate(values) for item in (b"k%d" % key, value or b"")]
-    mapping = reader.gets()
+    mapping = independent.gets()
     assert (mapping == dict(zip(flat[::2], flat[1::2]))) if protocol == 3 else (mapping == flat)
-    assert reader.gets() == b"".join(value or b"" for value in values)
-    assert isinstance(reader.gets(), hiredis.ReplyError)
-    assert reader.gets() is False  # nothing left over: every length was right
+    assert independent.gets() == b"".join(value or b"" for value in values)
+    assert isinstance(independent.gets(), hiredis.ReplyError)
+    assert independent.gets() is False  # nothing left over: every length was right
 
 
-@pytest.mark.parametrize("use_hiredis", BOTH)
 @pytest.mark.parametrize("cuts", [[], [22], [23], [24]])
-def test_a_header_line_ended_by_a_lone_cr_is_read_as_redis_reads_it(use_hiredis: bool, cuts: list[int]) -> None:
+def test_a_header_line_ended_by_a_lone_cr_is_read_as_redis_reads_it(cuts: list[int]) -> None:
     # Found by fuzz/fuzz_resp.py: Redis ends a line at its CR and skips the byte after it
-    # unchecked, so "$4\rXabcd.." is a 4-byte bulk; hiredis waited for a CRLF instead.
+    # unchecked, so "$4\rXabcd.." is a 4-byte bulk; the former hiredis mode waited for a CRLF.
     stream = b"*1\r\n$4\r\nPING\r\n*1\r\n$4\rXoooo\r\n*1\r\n$4\r\nPING\r\n"
-    commands, error, parser = feed(split_at(stream, cuts), use_hiredis)
+    commands, error, parser = feed(split_at(stream, cuts))
     assert (commands, error, parser.buffered) == ([[b"PING"], [b"oooo"], [b"PING"]], None, 0)
 
 
-@pytest.mark.parametrize("use_hiredis", BOTH)
-def test_an_inline_command_that_looks_like_a_bulk_header_is_answered_at_once(use_hiredis: bool) -> None:
+def test_an_inline_command_that_looks_like_a_bulk_header_is_answered_at_once() -> None:
     # Found by fuzz/fuzz_resp.py: Redis reads "$abc\n" at a command boundary as an inline
-    # command; hiredis took it for a bulk header and waited for the client's next write.
+    # command; the former hiredis mode took it for a bulk header and waited for the next write.
     for chunks in ([b"*1\r\n$4\r\nPING\r\n$abc\n"], [b"*1\r\n$4\r\nPING\r\n", b"$abc\n"], [b"$3\r\nGET\r\n"]):
-        commands, error, parser = feed(chunks, use_hiredis)
+        commands, error, parser = feed(chunks)
         expected = [[b"PING"], [b"$abc"]] if chunks[0].startswith(b"*") else [[b"$3"], [b"GET"]]
         assert (commands, error, parser.buffered) == (expected, None, 0), chunks
 
 
-@pytest.mark.parametrize("use_hiredis", MODES)
 @pytest.mark.parametrize("type_byte", [b"(", b"+", b"="])
 @pytest.mark.parametrize("split", [None, 3, 12])
 def test_a_resp3_string_type_after_a_bulk_without_crlf_is_refused_like_redis(
-    use_hiredis: bool, type_byte: bytes, split: int | None
+    type_byte: bytes, split: int | None
 ) -> None:
     # Found by fuzz/fuzz_resp.py: Redis skips the two bytes after a bulk's data
-    # unread, so the "xy" here hides that the next element is not a bulk. hiredis
-    # read "(" (a big number) as the argument b"" and returned a command Redis refuses.
+    # unread, so the "xy" here hides that the next element is not a bulk. The former hiredis
+    # mode read "(" (a big number) as the argument b"" and returned a command Redis refuses.
     stream = b"*2\r\n$3\r\nGETxy" + type_byte + b"3\r\nabc\r\n*1\r\n$4\r\nPING\r\n"
     chunks = [stream] if split is None else [stream[:split], stream[split:]]
-    commands, error, _ = feed(chunks, use_hiredis)
+    commands, error, _ = feed(chunks)
     assert commands == []
     assert error is not None and str(error) == f"Protocol error: expected '$', got '{type_byte.decode()}'"
-    taken, taken_error = feed_taking(chunks, use_hiredis)
-    assert taken == [] and str(taken_error) == str(error)

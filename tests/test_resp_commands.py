@@ -1,8 +1,7 @@
 """Every RESP command through redis-py against a real node.
 
-The node runs with each server-side parser (AEGIS_RESP_PARSER=python and hiredis) and redis-py with
-each of its parsers (its pure-Python RESP reader and hiredis), so a reply that only one reader
-tolerates shows up. Error texts are Redis 7.0's, as redis-server 7.0.15 words them (collected from
+redis-py runs with each of its parsers (its pure-Python RESP reader and hiredis), so a reply that
+only one reader tolerates shows up. Error texts are Redis 7.0's, as redis-server 7.0.15 words them (collected from
 it while writing these tests; tests/test_resp_protocol.py compares the two servers directly).
 """
 
@@ -17,18 +16,15 @@ import pytest
 import redis
 from redis._parsers.base import BaseParser
 from redis.connection import _HiredisParser, _RESP2Parser
+from redis.utils import HIREDIS_AVAILABLE
 
 from aegiskv.backends.memory import entry_cost
 from aegiskv.node.scan_cursors import MIN_LISTS
-from aegiskv.protocols.resp.reader import HIREDIS_AVAILABLE, encode_command
+from aegiskv.protocols.resp.encoder import encode_command
 from aegiskv.testing.localnode import LocalNode
 
 TOKEN = "s3cret-token"
 
-SERVER_PARSERS = [
-    "python",
-    pytest.param("hiredis", marks=pytest.mark.skipif(not HIREDIS_AVAILABLE, reason="hiredis is not installed")),
-]
 # redis-py picks its reader with parser_class; with protocol=3 its Python reader becomes _RESP3Parser.
 CLIENT_PARSERS = [
     pytest.param(_RESP2Parser, id="redispy-python"),
@@ -40,22 +36,21 @@ CLIENT_PARSERS = [
 ]
 
 
-def start(tmp_path_factory, parser: str, *args: str) -> LocalNode:
-    env = {**os.environ, "AEGIS_RESP_PARSER": parser}
-    return LocalNode(str(tmp_path_factory.mktemp(f"resp-{parser}")), args, env=env)
+def start(tmp_path_factory, *args: str) -> LocalNode:
+    return LocalNode(str(tmp_path_factory.mktemp("resp")), args)
 
 
-# One node per server parser for the whole module: commands are cheap, starting nodes is not.
-@pytest.fixture(scope="module", params=SERVER_PARSERS)
-def aegis(request, tmp_path_factory) -> Iterator[LocalNode]:
-    node = start(tmp_path_factory, request.param)
+# One node for the whole module: commands are cheap, starting nodes is not.
+@pytest.fixture(scope="module")
+def aegis(tmp_path_factory) -> Iterator[LocalNode]:
+    node = start(tmp_path_factory)
     yield node
     node.stop()
 
 
-@pytest.fixture(scope="module", params=SERVER_PARSERS)
-def aegis_auth(request, tmp_path_factory) -> Iterator[LocalNode]:
-    node = start(tmp_path_factory, request.param, "--auth-token", TOKEN)
+@pytest.fixture(scope="module")
+def aegis_auth(tmp_path_factory) -> Iterator[LocalNode]:
+    node = start(tmp_path_factory, "--auth-token", TOKEN)
     yield node
     node.stop()
 

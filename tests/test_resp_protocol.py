@@ -8,7 +8,6 @@ itself, so "AegisKV equals the table" means "AegisKV equals redis-server byte fo
 
 from __future__ import annotations
 
-import os
 import select
 import shutil
 import socket
@@ -24,7 +23,7 @@ from hypothesis import strategies as st
 
 from aegiskv.net.reactor import SMALL_READ
 from aegiskv.protocols.resp.commands import SPECS
-from aegiskv.protocols.resp.reader import HIREDIS_AVAILABLE, encode_command
+from aegiskv.protocols.resp.encoder import encode_command
 from aegiskv.testing.localnode import LocalNode
 from tests.effort import examples
 from tests.wire import cpu_seconds
@@ -32,11 +31,6 @@ from tests.wire import cpu_seconds
 TOKEN = b"s3cret-token"
 REDIS_SERVER = shutil.which("redis-server")
 needs_redis_server = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
-
-PARSERS = [
-    "python",
-    pytest.param("hiredis", marks=pytest.mark.skipif(not HIREDIS_AVAILABLE, reason="hiredis is not installed")),
-]
 
 # Appended to the requests of a case that must leave the connection open: its reply proves that
 # the server is still reading this connection, and marks the end of the case's replies.
@@ -102,8 +96,8 @@ def redis_server_auth(tmp_path_factory) -> Iterator[tuple[str, int]]:
     stop_process(process)
 
 
-def start_aegis(directory, parser: str, *args: str) -> LocalNode:
-    return LocalNode(str(directory), args, env={**os.environ, "AEGIS_RESP_PARSER": parser})
+def start_aegis(directory, *args: str) -> LocalNode:
+    return LocalNode(str(directory), args)
 
 
 def stop_aegis(node: LocalNode) -> None:
@@ -113,18 +107,16 @@ def stop_aegis(node: LocalNode) -> None:
         pass  # stop() killed it; a slow drain is not what these tests are about
 
 
-@pytest.fixture(scope="module", params=PARSERS)
-def aegis(request, tmp_path_factory) -> Iterator[LocalNode]:
-    node = start_aegis(tmp_path_factory.mktemp(f"aegis-{request.param}"), request.param)
+@pytest.fixture(scope="module")
+def aegis(tmp_path_factory) -> Iterator[LocalNode]:
+    node = start_aegis(tmp_path_factory.mktemp("aegis"))
     yield node
     stop_aegis(node)
 
 
-@pytest.fixture(scope="module", params=PARSERS)
-def aegis_auth(request, tmp_path_factory) -> Iterator[LocalNode]:
-    node = start_aegis(
-        tmp_path_factory.mktemp(f"aegis-auth-{request.param}"), request.param, "--auth-token", TOKEN.decode()
-    )
+@pytest.fixture(scope="module")
+def aegis_auth(tmp_path_factory) -> Iterator[LocalNode]:
+    node = start_aegis(tmp_path_factory.mktemp("aegis-auth"), "--auth-token", TOKEN.decode())
     yield node
     stop_aegis(node)
 
@@ -300,15 +292,10 @@ CASES = {
     "http-get": Case(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n", b"", True),
 }
 
-# hiredis alone reads "+abc" where a bulk belongs as "abc"; the parser's pre-scan sends such a
-# line to the exact parser, so both modes give Redis's error.
+# A general RESP reader (hiredis) reads "+abc" where a bulk belongs as "abc"; Redis refuses it.
 CASES["simple-string-where-a-bulk-belongs"] = Case(
     b"*2\r\n$4\r\nECHO\r\n+abc\r\n", protocol_error(b"expected '$', got '+'"), True
 )
-
-# Cases that leave a huge declared count in the hiredis reader run on a node of their own, killed
-# afterwards: freeing that reader later (at garbage collection) stalls the node for seconds.
-OWN_NODE = {"out-of-range-multibulk-length"}
 
 
 def _before_auth_cases(token: bytes) -> dict[str, Case]:
@@ -349,14 +336,10 @@ def case_params(cases: dict[str, Case]) -> list:
 
 
 @pytest.mark.parametrize("name", case_params(CASES))
-def test_aegis(request, aegis: LocalNode, start_node, name: str) -> None:
+def test_aegis(aegis: LocalNode, name: str) -> None:
     case = CASES[name]
-    parser = request.node.callspec.params["aegis"]
-    node = aegis
-    if name in OWN_NODE:
-        node = start_node(env={**os.environ, "AEGIS_RESP_PARSER": parser})  # killed after the test
-    assert exchange(node.resp_address, case.payload, case.closes) == (case.reply, CLOSED if case.closes else OPEN)
-    assert still_serving(node.resp_address)
+    assert exchange(aegis.resp_address, case.payload, case.closes) == (case.reply, CLOSED if case.closes else OPEN)
+    assert still_serving(aegis.resp_address)
 
 
 @needs_redis_server
@@ -408,10 +391,11 @@ def test_protocol_desync_redis_server(redis_server: tuple[str, int], start: byte
 
 def test_huge_multibulk_count_does_not_stall_other_clients(aegis: LocalNode) -> None:
     # 14 bytes from one client must not cost everyone else: a count over the limit (1M by default)
-    # is refused from its header. The hiredis mode let its reader take the count, and spent
-    # time proportional to it (8 s for 2e9, so about 1.2 s for 3e8) on the serving thread when the
-    # next byte was bad. Counted in the server's own CPU time, which a loaded test machine does
-    # not inflate: the whole exchange costs it a few milliseconds, the stall a second or more.
+    # is refused from its header. A parser that takes the count first (hiredis did, when it was
+    # one of the server's parsers) spends time proportional to it (8 s for 2e9, so about 1.2 s
+    # for 3e8) on the serving thread when the next byte is bad. Counted in the server's own CPU
+    # time, which a loaded test machine does not inflate: the whole exchange costs it a few
+    # milliseconds, the stall a second or more.
     node = aegis
     with socket.create_connection(node.resp_address, timeout=10) as bystander:
         bystander.sendall(encode_command(b"PING"))

@@ -25,7 +25,6 @@ from aegiskv.cluster.shard_map import Topology
 from aegiskv.cluster.slots import ShardMapper
 from aegiskv.net.tls import TlsConfigError, server_context
 from aegiskv.node.operations import KeyspaceLimits, Node, first_version
-from aegiskv.protocols.resp.reader import HIREDIS_AVAILABLE
 from aegiskv.server import plugins
 from aegiskv.server.datadir import DataDir, DataDirError
 from aegiskv.server.settings import Settings, parse_address
@@ -64,8 +63,6 @@ def build_server(config: Settings) -> tuple[Server, DataDir]:
     )
     membership_factory = plugins.load_membership(config.membership)[1] if config.gossip else None
     ssl_context = tls_context(config)
-    if config.resp_parser == "hiredis" and not HIREDIS_AVAILABLE:
-        raise plugins.PluginError("resp_parser = hiredis, but the hiredis package is not installed")
     data_dir = DataDir.open(config.data_dir, config.node_id)
     try:
         mapper = ShardMapper(config.shards)

@@ -536,12 +536,6 @@ SETTINGS: tuple[Setting, ...] = (
         flag=True,
     ),
     Setting("rate_burst", 10, _integer(1, 10_000_000), "per-connection burst above --rate-limit", flag=True),
-    Setting(
-        "resp_parser",
-        "auto",
-        _choice("auto", "hiredis", "python"),
-        "RESP request parser: auto (hiredis if installed, but not in the compiled build), hiredis, python",
-    ),
     Setting("resp_max_multibulk", 1024 * 1024, _integer(1, 2**31 - 1), "most arguments in one RESP request"),
     Setting("max_connections", 10_000, _integer(1, 1_000_000), "client connections accepted at once"),
     Setting("idle_timeout", 300.0, _duration(), "close client connections idle this long (0 = never)"),
@@ -661,7 +655,6 @@ class Settings:
     unauthenticated_max_frame: int
     rate_limit: float
     rate_burst: int
-    resp_parser: str
     resp_max_multibulk: int
     max_connections: int
     idle_timeout: float

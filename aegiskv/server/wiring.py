@@ -95,8 +95,6 @@ class Server:
             max_bulk_setting=config.max_bulk_setting,
             max_multibulk=config.resp_max_multibulk,
         )
-        # None lets the parser use hiredis when it is installed.
-        self.resp_use_hiredis = {"auto": None, "hiredis": True, "python": False}[config.resp_parser]
         self.run_id = secrets.token_hex(20)
         log = node.backend.log
         self.durability = Durability(self.reactor, log, node.undo_unlogged) if log is not None else None
@@ -147,7 +145,7 @@ class Server:
                     name="resp",
                     protocol_factory=lambda: RequestPipeline(
                         self,
-                        resp_commands.RespAdapter(self.resp_limits, authenticated, self.resp_use_hiredis, self.routing),
+                        resp_commands.RespAdapter(self.resp_limits, authenticated, self.routing),
                         inline_stats,
                     ),
                     refusal=resp_commands.refusal,

@@ -20,7 +20,7 @@ from aegiskv.cluster.shard_map import Member, ShardMap
 from aegiskv.cluster.slots import key_slot
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.protocols.adapter import HandlerContext
-from aegiskv.protocols.resp import reader as resp
+from aegiskv.protocols.resp import encoder as resp
 from aegiskv.protocols.session import Session
 
 Args = list[bytes]

@@ -21,9 +21,10 @@ from aegiskv.node.operations import Condition, ExpireCondition, parse_integer
 from aegiskv.node.pattern import glob_match
 from aegiskv.protocols.adapter import HandlerContext, Violation, WireAdapter
 from aegiskv.protocols.errors import PeerProtocolError
-from aegiskv.protocols.resp import reader as resp
+from aegiskv.protocols.resp import encoder as resp
+from aegiskv.protocols.resp import reader
 from aegiskv.protocols.resp.cluster import cmd_cluster, cmd_readonly
-from aegiskv.protocols.resp.reader import bulk
+from aegiskv.protocols.resp.encoder import bulk
 from aegiskv.protocols.session import Session
 
 Args = list[bytes]
@@ -1170,7 +1171,7 @@ _ROUTES: Final[dict[bytes, tuple[Spec, int]]] = {}
 for _name, _spec_entry in SPECS.items():
     _ROUTES[_name] = _ROUTES[_name.upper()] = (_spec_entry, _spec_entry.arity)
 # Keyed by the scanner's own name objects (an equal key would keep the old object).
-for _shared_name in (resp.GET_NAME, resp.SET_NAME):
+for _shared_name in (reader.GET_NAME, reader.SET_NAME):
     _ROUTES[_shared_name] = _ROUTES.pop(_shared_name)
 
 # Redis closes connections that look like HTTP requests sent to the port.
@@ -1211,18 +1212,17 @@ _ERROR_PREFIX = {
 
 
 class RespAdapter(WireAdapter[Args]):
-    """Connects :class:`resp.RequestParser` to the pipeline."""
+    """Connects :class:`reader.RequestParser` to the pipeline."""
 
     __slots__ = ("_parser", "_routing")
 
     def __init__(
         self,
-        limits: resp.RespLimits,
+        limits: reader.RespLimits,
         authenticated: bool,
-        use_hiredis: bool | None = None,
         routing: Routing | None = None,
     ) -> None:
-        self._parser = resp.RequestParser(limits, authenticated=authenticated, use_hiredis=use_hiredis)
+        self._parser = reader.RequestParser(limits, authenticated=authenticated)
         self._routing = routing or Routing()
 
     def receive_data(self, data: bytes) -> None:
