@@ -606,7 +606,7 @@ def test_limits_raised_while_large_frame_is_partially_buffered() -> None:
 # the decoder at most this much more work (FrameDecoder.examined, which unlike time does not move
 # with the machine), however the frame is cut into reads.
 _WORK_RATIO = 4.5
-_MANY_ITEMS = Limits(max_items=1 << 20, max_frame_bytes=64 << 20)
+_MANY_ITEMS = FrameLimits(max_items=1 << 20, max_frame_bytes=64 << 20)
 
 
 def _frame_reads(frame: bytes, chunking: str) -> list[bytes]:
