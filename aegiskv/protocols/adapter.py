@@ -9,7 +9,7 @@ run in-process in tests with any object that has these attributes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 from aegiskv.cluster.shard_map import Topology
@@ -69,9 +69,42 @@ class HandlerContext(Protocol):
 
 
 RequestT = TypeVar("RequestT")
+KeyT = TypeVar("KeyT")
+HandlerT = TypeVar("HandlerT")
 
 # A handler runs one request: adapters bind the protocol syntax to Node methods.
 Handler = Callable[[HandlerContext, Session, Any], bytes]
+
+
+class CommandTableError(Exception):
+    """A protocol's handlers and the command table rows it claims do not match (a bug, found at import)."""
+
+
+def bind_handlers(
+    protocol: str, claimed: Mapping[KeyT, Command], handlers: Mapping[KeyT, HandlerT]
+) -> dict[KeyT, tuple[Command, HandlerT]]:
+    """A protocol's dispatch table: each row it serves joined to its handler, by the protocol's key.
+
+    ``claimed``: the rows of aegiskv.node.commands.COMMAND_TABLE that name this
+    protocol, by the key the protocol routes with (a RESP name, a native opcode).
+    Raises CommandTableError naming every row without a handler and every
+    handler without a row, so a command added to one side only fails at import.
+    """
+    missing = [_key_name(key) for key in claimed if key not in handlers]
+    unclaimed = [_key_name(key) for key in handlers if key not in claimed]
+    if missing or unclaimed:
+        problems = []
+        if missing:
+            problems.append(f"rows without a handler: {', '.join(missing)}")
+        if unclaimed:
+            problems.append(f"handlers without a row: {', '.join(unclaimed)}")
+        raise CommandTableError(f"{protocol} commands disagree with the command table: {'; '.join(problems)}")
+    return {key: (command, handlers[key]) for key, command in claimed.items()}
+
+
+def _key_name(key: object) -> str:
+    name = getattr(key, "name", None)  # an enum member (an opcode) by its name
+    return name if isinstance(name, str) else str(key)
 
 
 class Violation(Exception):

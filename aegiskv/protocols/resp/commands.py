@@ -16,10 +16,10 @@ from typing import Final, NamedTuple
 import aegiskv
 from aegiskv.cluster.redirect import Routing
 from aegiskv.errors import CommandError, ErrorKind
-from aegiskv.node.commands import COMMANDS, Command
+from aegiskv.node.commands import COMMAND_TABLE, COMMANDS, REDIS_COMPATIBLE_VERSION, Command
 from aegiskv.node.operations import Condition, ExpireCondition, parse_integer
 from aegiskv.node.pattern import glob_match
-from aegiskv.protocols.adapter import HandlerContext, Violation, WireAdapter
+from aegiskv.protocols.adapter import HandlerContext, Violation, WireAdapter, bind_handlers
 from aegiskv.protocols.errors import PeerProtocolError
 from aegiskv.protocols.resp import reader as resp
 from aegiskv.protocols.resp.cluster import cmd_cluster, cmd_readonly
@@ -28,9 +28,6 @@ from aegiskv.protocols.session import Session
 
 Args = list[bytes]
 RespHandler = Callable[[HandlerContext, Session, Args], bytes]
-
-# The Redis version whose commands and replies this port follows.
-REDIS_COMPATIBLE_VERSION = "7.0.0"
 
 _NOT_INTEGER = "value is not an integer or out of range"
 _SYNTAX = "syntax error"
@@ -768,49 +765,40 @@ def cmd_lastsave(server: HandlerContext, session: Session, args: Args) -> bytes:
 # -- COMMAND -------------------------------------------------------------------------------
 
 
-class Spec(NamedTuple):
-    command: Command
-    handler: RespHandler
-    arity: int  # as Redis: N exactly, -N at least N (the name counts)
-    flags: tuple[str, ...]
-    first_key: int
-    last_key: int
-    key_step: int
-    group: str
-    summary: str
-    # Redis's own ACL categories for the command (its command table's acl_categories);
-    # None: the group's, when the group is a category (string, keyspace, connection).
-    categories: tuple[str, ...] | None = None
+# The rows this port serves, by name: COMMAND COUNT, INFO, DOCS and LIST describe them.
+RESP_COMMANDS: Final[dict[bytes, Command]] = {
+    command.name.encode(): command for command in COMMAND_TABLE if command.resp
+}
 
 
 def cmd_command(server: HandlerContext, session: Session, args: Args) -> bytes:
     if len(args) == 1:
-        return resp.array([_command_entry(name, spec) for name, spec in sorted(SPECS.items())])
+        return resp.array([_command_entry(name, spec) for name, spec in sorted(RESP_COMMANDS.items())])
     sub = args[1].upper()
     if sub == b"COUNT":
         if len(args) != 2:
             raise _invalid("wrong number of arguments for 'command|count' command")
-        return resp.integer(len(SPECS))
+        return resp.integer(len(RESP_COMMANDS))
     if sub == b"INFO":
         if len(args) == 2:  # no names: every command, as Redis 7
-            return resp.array([_command_entry(name, spec) for name, spec in sorted(SPECS.items())])
+            return resp.array([_command_entry(name, spec) for name, spec in sorted(RESP_COMMANDS.items())])
         entries = []
         for name in args[2:]:
-            spec = SPECS.get(name.lower())
-            entries.append(_command_entry(name.lower(), spec) if spec else resp.null(session.protocol))
+            command = RESP_COMMANDS.get(name.lower())
+            entries.append(_command_entry(name.lower(), command) if command else resp.null(session.protocol))
         return resp.array(entries)
     if sub == b"DOCS":
-        names = [name.lower() for name in args[2:]] or sorted(SPECS)
+        names = [name.lower() for name in args[2:]] or sorted(RESP_COMMANDS)
         pairs = []
         for name in names:
-            spec = SPECS.get(name)
-            if spec is None:
+            command = RESP_COMMANDS.get(name)
+            if command is None:
                 continue
             doc = resp.mapping(
                 [
-                    (resp.bulk(b"summary"), resp.bulk(spec.summary.encode())),
+                    (resp.bulk(b"summary"), resp.bulk(command.summary.encode())),
                     (resp.bulk(b"since"), resp.bulk(b"1.0.0")),
-                    (resp.bulk(b"group"), resp.bulk(spec.group.encode())),
+                    (resp.bulk(b"group"), resp.bulk(command.group.encode())),
                 ],
                 session.protocol,
             )
@@ -824,7 +812,7 @@ def cmd_command(server: HandlerContext, session: Session, args: Args) -> bytes:
 def _command_list(filters: Args) -> list[bytes]:
     """COMMAND LIST [FILTERBY MODULE name | ACLCAT category | PATTERN glob]."""
     if not filters:
-        return sorted(SPECS)
+        return sorted(RESP_COMMANDS)
     if len(filters) != 3 or filters[0].upper() != b"FILTERBY":
         raise _invalid(_SYNTAX)
     kind, value = filters[1].upper(), filters[2]
@@ -832,63 +820,22 @@ def _command_list(filters: Args) -> list[bytes]:
         return []  # no modules
     if kind == b"ACLCAT":
         category = value.lower().decode("utf-8", "replace")
-        return [name for name, spec in sorted(SPECS.items()) if category in acl_categories(spec)]
+        return [name for name, command in sorted(RESP_COMMANDS.items()) if category in command.acl_categories]
     if kind == b"PATTERN":
-        return [name for name in sorted(SPECS) if glob_match(value.lower(), name)]
+        return [name for name in sorted(RESP_COMMANDS) if glob_match(value.lower(), name)]
     raise _invalid(_SYNTAX)
 
 
-# Redis's ACL categories in the order it lists them; a command group here that is one
-# of them (keyspace, string, connection) is also the command's category.
-_ACL_CATEGORY_ORDER = (
-    "keyspace",
-    "read",
-    "write",
-    "set",
-    "sortedset",
-    "list",
-    "hash",
-    "string",
-    "bitmap",
-    "hyperloglog",
-    "geo",
-    "stream",
-    "pubsub",
-    "admin",
-    "fast",
-    "slow",
-    "blocking",
-    "dangerous",
-    "connection",
-    "transaction",
-    "scripting",
-)
-
-
-def acl_categories(spec: Spec) -> list[str]:
-    """Redis's ACL categories, derived as Redis assigns them: GET is @read @string @fast."""
-    flags = spec.flags
-    categories = {"fast" if "fast" in flags else "slow"}
-    categories.update((spec.group,) if spec.categories is None else spec.categories)
-    if "readonly" in flags:
-        categories.add("read")
-    if "write" in flags:
-        categories.add("write")
-    if "admin" in flags:
-        categories |= {"admin", "dangerous"}
-    return [category for category in _ACL_CATEGORY_ORDER if category in categories]
-
-
-def _command_entry(name: bytes, spec: Spec) -> bytes:
+def _command_entry(name: bytes, command: Command) -> bytes:
     return resp.array(
         [
             resp.bulk(name),
-            resp.integer(spec.arity),
-            resp.array([resp.simple(flag) for flag in spec.flags]),
-            resp.integer(spec.first_key),
-            resp.integer(spec.last_key),
-            resp.integer(spec.key_step),
-            resp.array([resp.simple(f"@{category}") for category in acl_categories(spec)]),
+            resp.integer(command.arity),
+            resp.array([resp.simple(flag) for flag in command.flags]),
+            resp.integer(command.first_key),
+            resp.integer(command.last_key),
+            resp.integer(command.key_step),
+            resp.array([resp.simple(f"@{category}") for category in command.acl_categories]),
             resp.EMPTY_ARRAY,  # tips
             resp.EMPTY_ARRAY,  # key specifications (first/last/step above describe the keys)
             resp.EMPTY_ARRAY,  # subcommands
@@ -896,279 +843,67 @@ def _command_entry(name: bytes, spec: Spec) -> bytes:
     )
 
 
-def _spec(
-    name: str,
-    handler: RespHandler,
-    arity: int,
-    flags: str,
-    keys: tuple[int, int, int],
-    group: str,
-    summary: str,
-    categories: str | None = None,
-) -> Spec:
-    explicit = None if categories is None else tuple(categories.split())
-    return Spec(COMMANDS[name], handler, arity, tuple(flags.split()), *keys, group, summary, explicit)
-
-
-_NO_KEYS = (0, 0, 0)
-_ONE_KEY = (1, 1, 1)
-_ALL_KEYS = (1, -1, 1)
-_PAIRS = (1, -1, 2)
-
-_FLUSH = _spec("flush", cmd_flush, -1, "write", _NO_KEYS, "server", "Remove all keys", categories="keyspace dangerous")
-
-# READONLY and READWRITE: cluster clients send them; reads are served by primaries either way.
-_READ_MODE = _spec(
-    "readonly",
-    cmd_readonly,
-    1,
-    "loading stale fast",
-    _NO_KEYS,
-    "cluster",
-    "Accepted for cluster clients",
-    categories="connection",
-)
-
-SPECS: dict[bytes, Spec] = {
-    b"ping": _spec("ping", cmd_ping, -1, "fast", _NO_KEYS, "connection", "Ping the server"),
-    b"echo": _spec("echo", cmd_echo, 2, "loading stale fast", _NO_KEYS, "connection", "Echo the given string"),
-    b"auth": _spec(
-        "auth",
-        cmd_auth,
-        -2,
-        "noscript loading stale fast no_auth allow_busy",
-        _NO_KEYS,
-        "connection",
-        "Authenticate to the server",
-    ),
-    b"hello": _spec(
-        "hello",
-        cmd_hello,
-        -1,
-        "noscript loading stale fast no_auth allow_busy",
-        _NO_KEYS,
-        "connection",
-        "Handshake with the server",
-    ),
-    b"quit": _spec(
-        "quit",
-        cmd_quit,
-        -1,
-        "noscript loading stale fast no_auth allow_busy",
-        _NO_KEYS,
-        "connection",
-        "Close the connection",
-    ),
-    b"select": _spec(
-        "select",
-        cmd_select,
-        2,
-        "loading stale fast",
-        _NO_KEYS,
-        "connection",
-        "Change the selected database (only 0 exists)",
-    ),
-    b"client": _spec(
-        "client",
-        cmd_client,
-        -2,
-        "",
-        _NO_KEYS,
-        "connection",
-        "Connection commands: SETNAME, GETNAME, ID, INFO, SETINFO",
-        categories="",
-    ),
-    b"get": _spec("get", cmd_get, 2, "readonly fast", _ONE_KEY, "string", "Get the value of a key"),
-    b"set": _spec("set", cmd_set, -3, "write denyoom", _ONE_KEY, "string", "Set the string value of a key"),
-    b"setnx": _spec(
-        "set",
-        cmd_setnx,
-        3,
-        "write denyoom fast",
-        _ONE_KEY,
-        "string",
-        "Set the value of a key, only if the key does not exist",
-    ),
-    b"setex": _spec("set", cmd_setex, 4, "write denyoom", _ONE_KEY, "string", "Set the value and expiration of a key"),
-    b"psetex": _spec(
-        "set",
-        cmd_psetex,
-        4,
-        "write denyoom",
-        _ONE_KEY,
-        "string",
-        "Set the value and expiration in milliseconds of a key",
-    ),
-    b"getdel": _spec("getdel", cmd_getdel, 2, "write fast", _ONE_KEY, "string", "Get the value of a key and delete it"),
-    b"getex": _spec(
-        "getex",
-        cmd_getex,
-        -2,
-        "write fast",
-        _ONE_KEY,
-        "string",
-        "Get the value of a key and optionally set its expiration",
-    ),
-    b"mget": _spec("mget", cmd_mget, -2, "readonly fast", _ALL_KEYS, "string", "Get the values of all the given keys"),
-    b"mset": _spec("mset", cmd_mset, -3, "write denyoom", _PAIRS, "string", "Set multiple keys to multiple values"),
-    b"msetnx": _spec(
-        "mset", cmd_msetnx, -3, "write denyoom", _PAIRS, "string", "Set multiple keys, only if none of the keys exist"
-    ),
-    b"append": _spec("append", cmd_append, 3, "write denyoom fast", _ONE_KEY, "string", "Append a value to a key"),
-    b"strlen": _spec(
-        "strlen", cmd_strlen, 2, "readonly fast", _ONE_KEY, "string", "Get the length of the value stored in a key"
-    ),
-    b"incr": _spec(
-        "incr",
-        _incr_handler(1, False),
-        2,
-        "write denyoom fast",
-        _ONE_KEY,
-        "string",
-        "Increment the integer value of a key by one",
-    ),
-    b"incrby": _spec(
-        "incr",
-        _incr_handler(1, True),
-        3,
-        "write denyoom fast",
-        _ONE_KEY,
-        "string",
-        "Increment the integer value of a key by the given amount",
-    ),
-    b"decr": _spec(
-        "incr",
-        _incr_handler(-1, False),
-        2,
-        "write denyoom fast",
-        _ONE_KEY,
-        "string",
-        "Decrement the integer value of a key by one",
-    ),
-    b"decrby": _spec(
-        "incr",
-        _incr_handler(-1, True),
-        3,
-        "write denyoom fast",
-        _ONE_KEY,
-        "string",
-        "Decrement the integer value of a key by the given number",
-    ),
-    b"del": _spec("del", cmd_del, -2, "write", _ALL_KEYS, "keyspace", "Delete keys"),
-    b"unlink": _spec("del", cmd_del, -2, "write fast", _ALL_KEYS, "keyspace", "Delete keys"),
-    b"exists": _spec("exists", cmd_exists, -2, "readonly fast", _ALL_KEYS, "keyspace", "Count the keys that exist"),
-    b"type": _spec("type", cmd_type, 2, "readonly fast", _ONE_KEY, "keyspace", "Determine the type stored at key"),
-    b"ttl": _spec(
-        "ttl", _ttl_handler(1000), 2, "readonly fast", _ONE_KEY, "keyspace", "Get the time to live in seconds"
-    ),
-    b"pttl": _spec(
-        "ttl", _ttl_handler(1), 2, "readonly fast", _ONE_KEY, "keyspace", "Get the time to live in milliseconds"
-    ),
-    b"expire": _spec(
-        "expire",
-        _expire_handler("expire", 1000, False),
-        -3,
-        "write fast",
-        _ONE_KEY,
-        "keyspace",
-        "Set a key's time to live in seconds",
-    ),
-    b"pexpire": _spec(
-        "expire",
-        _expire_handler("pexpire", 1, False),
-        -3,
-        "write fast",
-        _ONE_KEY,
-        "keyspace",
-        "Set a key's time to live in milliseconds",
-    ),
-    b"expireat": _spec(
-        "expire",
-        _expire_handler("expireat", 1000, True),
-        -3,
-        "write fast",
-        _ONE_KEY,
-        "keyspace",
-        "Set the expiration for a key as a UNIX timestamp",
-    ),
-    b"pexpireat": _spec(
-        "expire",
-        _expire_handler("pexpireat", 1, True),
-        -3,
-        "write fast",
-        _ONE_KEY,
-        "keyspace",
-        "Set the expiration for a key as a UNIX timestamp in milliseconds",
-    ),
-    b"persist": _spec("persist", cmd_persist, 2, "write fast", _ONE_KEY, "keyspace", "Remove the expiration"),
-    b"scan": _spec("scan", cmd_scan, -2, "readonly", _NO_KEYS, "keyspace", "Incrementally iterate the keys space"),
-    b"dbsize": _spec(
-        "dbsize", cmd_dbsize, 1, "readonly fast", _NO_KEYS, "server", "Number of keys", categories="keyspace"
-    ),
-    b"flushdb": _FLUSH,
-    b"flushall": _FLUSH,
-    b"save": _spec(
-        "snapshot", cmd_save, 1, "admin noscript no_async_loading no_multi", _NO_KEYS, "server", "Write a snapshot now"
-    ),
-    b"bgsave": _spec(
-        "snapshot",
-        cmd_bgsave,
-        -1,
-        "admin noscript no_async_loading",
-        _NO_KEYS,
-        "server",
-        "Write a snapshot in the background",
-    ),
-    b"lastsave": _spec(
-        "lastsave",
-        cmd_lastsave,
-        1,
-        "loading stale fast",
-        _NO_KEYS,
-        "server",
-        "Unix time of the last snapshot this process wrote",
-        categories="admin dangerous",
-    ),
-    b"info": _spec(
-        "info", cmd_info, -1, "loading stale", _NO_KEYS, "server", "Information and statistics", categories="dangerous"
-    ),
-    # Keys (2, 2, 1): MEMORY USAGE's key (Redis gives them on the subcommand), so a cluster
-    # node redirects it like any keyed command and cluster clients send it to the key's node.
-    b"memory": _spec("memory", cmd_memory, -2, "", (2, 2, 1), "server", "Memory used by a key", categories=""),
-    b"cluster": _spec(
-        "cluster", cmd_cluster, -2, "", _NO_KEYS, "cluster", "The shard map, as Redis Cluster", categories=""
-    ),
-    b"readonly": _READ_MODE,
-    b"readwrite": _READ_MODE,
-    b"config": _spec(
-        "config",
-        cmd_config,
-        -2,
-        "",
-        _NO_KEYS,
-        "server",
-        "CONFIG GET (CONFIG SET is refused)",
-        categories="",
-    ),
-    b"command": _spec(
-        "command",
-        cmd_command,
-        -1,
-        "loading stale",
-        _NO_KEYS,
-        "server",
-        "Details about commands: COUNT, INFO, DOCS, LIST",
-        categories="connection",
-    ),
+# Each RESP command's handler, by the name its command table row gives.
+HANDLERS: Final[dict[str, RespHandler]] = {
+    "ping": cmd_ping,
+    "auth": cmd_auth,
+    "hello": cmd_hello,
+    "quit": cmd_quit,
+    "echo": cmd_echo,
+    "select": cmd_select,
+    "client": cmd_client,
+    "get": cmd_get,
+    "set": cmd_set,
+    "setnx": cmd_setnx,
+    "setex": cmd_setex,
+    "psetex": cmd_psetex,
+    "getdel": cmd_getdel,
+    "getex": cmd_getex,
+    "mget": cmd_mget,
+    "mset": cmd_mset,
+    "msetnx": cmd_msetnx,
+    "append": cmd_append,
+    "strlen": cmd_strlen,
+    "incr": _incr_handler(1, False),
+    "incrby": _incr_handler(1, True),
+    "decr": _incr_handler(-1, False),
+    "decrby": _incr_handler(-1, True),
+    "del": cmd_del,
+    "unlink": cmd_del,
+    "exists": cmd_exists,
+    "type": cmd_type,
+    "ttl": _ttl_handler(1000),
+    "pttl": _ttl_handler(1),
+    "expire": _expire_handler("expire", 1000, False),
+    "pexpire": _expire_handler("pexpire", 1, False),
+    "expireat": _expire_handler("expireat", 1000, True),
+    "pexpireat": _expire_handler("pexpireat", 1, True),
+    "persist": cmd_persist,
+    "scan": cmd_scan,
+    "dbsize": cmd_dbsize,
+    "flushdb": cmd_flush,
+    "flushall": cmd_flush,
+    "save": cmd_save,
+    "bgsave": cmd_bgsave,
+    "lastsave": cmd_lastsave,
+    "info": cmd_info,
+    "memory": cmd_memory,
+    "config": cmd_config,
+    "command": cmd_command,
+    "cluster": cmd_cluster,
+    "readonly": cmd_readonly,
+    "readwrite": cmd_readonly,
 }
 
-_MEMORY: Final = SPECS[b"memory"]
+_MEMORY: Final = COMMANDS["memory"]
 
 # Lookup keyed by the name exactly as sent: lower and upper case hit directly,
 # mixed case falls back to .lower().
-_ROUTES: Final[dict[bytes, tuple[Spec, int]]] = {}
-for _name, _spec_entry in SPECS.items():
-    _ROUTES[_name] = _ROUTES[_name.upper()] = (_spec_entry, _spec_entry.arity)
+_ROUTES: Final[dict[bytes, tuple[Command, RespHandler]]] = {}
+for _name, _entry in bind_handlers(
+    "RESP", {name.decode(): row for name, row in RESP_COMMANDS.items()}, HANDLERS
+).items():
+    _ROUTES[_name.encode()] = _ROUTES[_name.upper().encode()] = _entry
 # Keyed by the scanner's own name objects (an equal key would keep the old object).
 for _shared_name in (resp.GET_NAME, resp.SET_NAME):
     _ROUTES[_shared_name] = _ROUTES.pop(_shared_name)
@@ -1251,18 +986,19 @@ class RespAdapter(WireAdapter[Args]):
                     # Like Redis: close at once, discarding replies not yet sent.
                     raise Violation(b"", "looks like an HTTP request (possible cross-protocol attack)", discard=True)
                 raise _unknown(request)
-        spec, arity = found
+        command = found[0]
+        arity = command.arity
         count = len(request)
         if count != arity and (arity > 0 or count < -arity):
             raise _invalid(f"wrong number of arguments for '{request[0].lower().decode('utf-8', 'replace')}' command")
         router = self._routing.router
-        if router is not None and spec.first_key and self._parser.authenticated:
+        if router is not None and command.first_key and self._parser.authenticated:
             # Unauthenticated requests are refused (NOAUTH) before they could learn where keys live.
-            if spec is _MEMORY and request[1].upper() != b"USAGE":
-                return spec.command, spec.handler  # only MEMORY USAGE names a key
-            last = spec.last_key if spec.last_key > 0 else count + spec.last_key
-            router.check_all(request[spec.first_key : last + 1 : spec.key_step])
-        return spec.command, spec.handler
+            if command is _MEMORY and request[1].upper() != b"USAGE":
+                return found  # only MEMORY USAGE names a key
+            last = command.last_key if command.last_key > 0 else count + command.last_key
+            router.check_all(request[command.first_key : last + 1 : command.key_step])
+        return found
 
     def batch_size(self, request: Args) -> int:
         return len(request) - 1
