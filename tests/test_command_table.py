@@ -12,7 +12,7 @@ from aegiskv.node.commands import COMMAND_TABLE, COMMANDS, FAMILIES, Command
 from aegiskv.protocols.adapter import CommandTableError, bind_handlers
 from aegiskv.protocols.native import handlers as native_handlers
 from aegiskv.protocols.native.codec import REQUEST_OPCODES, Opcode
-from aegiskv.protocols.resp import commands as resp_commands
+from aegiskv.protocols.resp import adapter as resp_adapter
 
 # The command labels of aegis_requests and aegis_request_duration_seconds: dashboards
 # and alerts name them, so a change here is a change of the metrics' contract.
@@ -66,13 +66,13 @@ def test_scheduling_facts_follow_from_the_flags_and_keys() -> None:
 
 
 def test_resp_routes_every_resp_row_in_both_cases_to_its_handler() -> None:
-    routes = resp_commands._ROUTES
+    routes = resp_adapter._ROUTES
     served = {command.name for command in COMMAND_TABLE if command.resp}
     assert {name.decode().lower() for name in routes} == served
     for name in served:
         assert routes[name.encode()] is routes[name.upper().encode()]
         assert routes[name.encode()][0] is COMMANDS[name]
-        assert routes[name.encode()][1] is resp_commands.HANDLERS[name]
+        assert routes[name.encode()][1] is resp_adapter.HANDLERS[name]
 
 
 def test_native_routes_every_request_opcode_by_its_row() -> None:

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from aegiskv.protocols.resp import reader as resp
-from aegiskv.protocols.resp.commands import _ROUTES
+from aegiskv.protocols.resp.adapter import _ROUTES
 from aegiskv.protocols.resp.reader import (
     DEFAULT_LIMITS,
     HIREDIS_AVAILABLE,

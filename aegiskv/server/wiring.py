@@ -30,8 +30,9 @@ from aegiskv.net.reactor import Listener, ListenerOptions, Reactor
 from aegiskv.node.operations import Node
 from aegiskv.protocols.native import codec as native
 from aegiskv.protocols.native.handlers import NativeAdapter, refusal
-from aegiskv.protocols.resp import commands as resp_commands
 from aegiskv.protocols.resp import reader as resp
+from aegiskv.protocols.resp.adapter import RespAdapter
+from aegiskv.protocols.resp.adapter import refusal as resp_refusal
 from aegiskv.protocols.session import Authenticator
 from aegiskv.server.durability import Durability
 from aegiskv.server.health import HealthProtocol
@@ -130,10 +131,10 @@ class Server:
                     name="resp",
                     protocol_factory=lambda: RequestPipeline(
                         self,
-                        resp_commands.RespAdapter(self.resp_limits, authenticated, self.resp_use_hiredis, self.routing),
+                        RespAdapter(self.resp_limits, authenticated, self.resp_use_hiredis, self.routing),
                         inline_stats,
                     ),
-                    refusal=resp_commands.refusal,
+                    refusal=resp_refusal,
                     **self._client_port_options(),
                 ),
             )
