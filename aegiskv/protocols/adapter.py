@@ -9,7 +9,7 @@ run in-process in tests with any object that has these attributes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from aegiskv.cluster.shard_map import Topology
@@ -18,6 +18,13 @@ from aegiskv.node.commands import Command
 from aegiskv.node.operations import Node
 from aegiskv.protocols.errors import PeerProtocolError
 from aegiskv.protocols.session import Authenticator, Session
+
+# INFO as both ports render it (built by aegiskv.server.info): section name ("server")
+# -> field -> value, each in the order shown. A dictionary value is one of Redis's
+# "key=value,..." fields (db0:keys=3,expires=1,avg_ttl=0).
+InfoScalar = int | float | str
+InfoValue = InfoScalar | dict[str, InfoScalar]
+Info = dict[str, dict[str, InfoValue]]
 
 
 class SettingsView(Protocol):
@@ -59,8 +66,8 @@ class HandlerContext(Protocol):
         """The RESP port's bound address (``("", 0)`` when the node serves none)."""
         ...
 
-    def info(self, sections: list[str] | None = None) -> dict[str, dict[str, Any]]:
-        """INFO, by section."""
+    def info(self, sections: Sequence[str] | None = None) -> Info:
+        """INFO: the sections named (any case; None: the default ones), see aegiskv.server.info."""
         ...
 
     def snapshot_in_background(self) -> None:

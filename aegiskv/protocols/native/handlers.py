@@ -190,12 +190,13 @@ def handle_mset(server: HandlerContext, session: Session, frame: Frame) -> bytes
 
 
 def handle_info(server: HandlerContext, session: Session, frame: Frame) -> bytes:
+    """Items name the sections wanted (none: the default ones); the reply has one item per
+    section, its name and a JSON object of its fields in order (aegiskv.server.info)."""
     _no_flags(frame)
-    sections = [key.decode("utf-8", "replace").lower() for key, _ in frame.items] or None
+    sections = [key.decode("utf-8", "replace") for key, _ in frame.items] or None
     items = [
-        (f"{section}.{field}".encode(), str(value).encode())
+        (section.encode(), json.dumps(fields, separators=(",", ":")).encode())
         for section, fields in server.info(sections).items()
-        for field, value in fields.items()
     ]
     return native.encode_frame(Opcode.INFO, frame.request_id, items=items)
 

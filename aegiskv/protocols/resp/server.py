@@ -6,145 +6,39 @@ COMMAND COUNT, INFO, DOCS and LIST describe the command table's RESP rows
 
 from __future__ import annotations
 
-import platform
 from typing import Final
 
-import aegiskv
-from aegiskv.node.commands import COMMAND_TABLE, REDIS_COMPATIBLE_VERSION, Command
+from aegiskv.node.commands import COMMAND_TABLE, Command
 from aegiskv.node.pattern import glob_match
-from aegiskv.protocols.adapter import HandlerContext
+from aegiskv.protocols.adapter import HandlerContext, Info, InfoValue
 from aegiskv.protocols.resp import reader as resp
 from aegiskv.protocols.resp.arguments import SYNTAX, Args, integer, invalid
 from aegiskv.protocols.session import Session
 
 
-def _human(size: int) -> str:
-    for unit, scale in (("G", 2**30), ("M", 2**20), ("K", 2**10)):
-        if size >= scale:
-            return f"{size / scale:.2f}{unit}"
-    return f"{size}B"
+def render_info(info: Info) -> bytes:
+    """INFO text in Redis's layout: ``# Section``, ``field:value`` lines, a blank line between sections.
 
-
-def render_info(server: HandlerContext, sections: list[str] | None) -> bytes:
-    """INFO text in Redis's layout (``# Section`` then ``field:value`` lines)."""
-    wanted = {section.lower() for section in sections} if sections else None
-    if wanted and wanted & {"all", "everything", "default"}:
-        wanted = None
-    info = server.info(None)
-    rendered: list[tuple[str, list[tuple[str, object]]]] = []
-    general = info["server"]
-    rendered.append(
-        (
-            "Server",
-            [
-                ("redis_version", REDIS_COMPATIBLE_VERSION),
-                ("aegis_version", aegiskv.__version__),
-                ("aegis_build", aegiskv.build()),  # compiled with mypyc, or interpreted
-                ("redis_mode", "cluster"),  # every node answers the CLUSTER commands
-                ("os", f"{platform.system()} {platform.release()} {platform.machine()}"),
-                ("arch_bits", 64),
-                ("process_id", general["process_id"]),
-                ("run_id", server.run_id),
-                ("tcp_port", server.resp_bound[1]),
-                ("uptime_in_seconds", general["uptime_in_seconds"]),
-                ("uptime_in_days", int(general["uptime_in_seconds"]) // 86400),
-                ("executable", "aegis"),
-                ("node_id", general["node_id"]),
-            ],
-        )
-    )
-    clients = info["clients"]
-    rendered.append(
-        (
-            "Clients",
-            [
-                ("connected_clients", clients["connected_clients"]),
-                ("maxclients", clients["maxclients"]),
-                ("blocked_clients", 0),
-            ],
-        )
-    )
-    memory = info["memory"]
-    rendered.append(
-        (
-            "Memory",
-            [
-                ("used_memory", memory["used_memory"]),
-                ("used_memory_human", _human(int(memory["used_memory"]))),
-                ("used_memory_rss", memory["used_memory_rss"]),
-                ("used_memory_rss_human", _human(int(memory["used_memory_rss"]))),
-                ("maxmemory", memory["maxmemory"]),
-                ("maxmemory_human", _human(int(memory["maxmemory"]))),
-                ("maxmemory_policy", "allkeys-lru"),  # the nearest Redis policy; CONFIG GET says the same
-                ("aegis_eviction", memory["maxmemory_policy"]),
-            ],
-        )
-    )
-    persistence = info["persistence"]
-    rendered.append(
-        (
-            "Persistence",
-            [
-                ("loading", 0),
-                ("rdb_bgsave_in_progress", persistence["snapshot_in_progress"]),
-                ("rdb_last_save_time", persistence["last_snapshot_time"]),
-                ("rdb_last_bgsave_status", persistence["last_snapshot_status"]),
-                ("aof_enabled", int(persistence["wal"] != "off")),
-                # Redis's "err" while its appends fail and writes get -MISCONF: the same here.
-                ("aof_last_write_status", "ok" if persistence["wal_status"] == "ok" else "err"),
-                ("aegis_wal", persistence["wal"]),
-                ("aegis_wal_records_written", persistence["wal_records_written"]),
-                ("aegis_wal_bytes_written", persistence["wal_bytes_written"]),
-                ("aegis_wal_syncs", persistence["wal_syncs"]),
-                ("aegis_wal_durable_seq", persistence["wal_durable_seq"]),
-                ("aegis_wal_status", persistence["wal_status"]),
-                ("aegis_wal_failure", persistence["wal_failure"]),
-                ("aegis_wal_failures", persistence["wal_failures"]),
-                ("aegis_wal_records_given_up", persistence["wal_records_given_up"]),
-                ("aegis_snapshot_failures", persistence["snapshot_failures"]),
-                ("aegis_last_snapshot_error", persistence["last_snapshot_error"]),
-            ],
-        )
-    )
-    stats = info["stats"]
-    rendered.append(
-        (
-            "Stats",
-            [
-                ("total_connections_received", clients["total_connections_received"]),
-                ("total_commands_processed", stats["total_commands_processed"]),
-                ("rejected_connections", clients["rejected_connections"]),
-                ("expired_keys", stats["expired_keys"]),
-                ("evicted_keys", stats["evicted_keys"]),
-                ("keyspace_hits", stats["keyspace_hits"]),
-                ("keyspace_misses", stats["keyspace_misses"]),
-            ],
-        )
-    )
-    # Every node answers CLUSTER SLOTS and friends (a lone node owns all 16384 slots), so
-    # cluster clients can use any node; INFO says so too, agreeing with CLUSTER INFO.
-    rendered.append(("Cluster", [("cluster_enabled", 1)]))
-    keyspace = info["keyspace"]
-    rendered.append(
-        (
-            "Keyspace",
-            [("db0", f"keys={keyspace['keys']},expires={keyspace['expires']},avg_ttl={keyspace['avg_ttl']}")]
-            if keyspace["keys"]
-            else [],
-        )
-    )
+    A dictionary value is printed as Redis prints a database: ``keys=3,expires=1,avg_ttl=0``.
+    """
     blocks = []
-    for title, fields in rendered:
-        if wanted is not None and title.lower() not in wanted:
-            continue
-        lines = [f"# {title}"] + [f"{name}:{value}" for name, value in fields]
+    for section, fields in info.items():
+        lines = [f"# {section.capitalize()}"]  # Redis's headings: Server, Clients, ... Keyspace
+        lines += [f"{name}:{info_text(value)}" for name, value in fields.items()]
         blocks.append("\r\n".join(lines) + "\r\n")
     return "\r\n".join(blocks).encode()
 
 
+def info_text(value: InfoValue) -> str:
+    """One INFO value as Redis prints it."""
+    if isinstance(value, dict):
+        return ",".join(f"{key}={item}" for key, item in value.items())
+    return str(value)
+
+
 def cmd_info(server: HandlerContext, session: Session, args: Args) -> bytes:
-    text = render_info(server, [arg.decode("utf-8", "replace") for arg in args[1:]] or None)
-    return resp.verbatim(text, session.protocol)
+    info = server.info([arg.decode("utf-8", "replace") for arg in args[1:]] or None)
+    return resp.verbatim(render_info(info), session.protocol)
 
 
 def _config_values(server: HandlerContext) -> dict[bytes, bytes]:
@@ -161,7 +55,7 @@ def _config_values(server: HandlerContext) -> dict[bytes, bytes]:
         b"port": b"%d" % server.resp_bound[1],
         b"bind": server.resp_bound[0].encode(),
         b"proto-max-bulk-len": b"%d" % config.max_bulk_bytes,
-        b"cluster-enabled": b"yes",  # every node answers the CLUSTER commands (see render_info)
+        b"cluster-enabled": b"yes",  # every node answers the CLUSTER commands (as INFO's cluster_enabled says)
     }
 
 
