@@ -27,11 +27,11 @@ the group, as Redis assigns them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 # The Redis version whose command table (arity, flags, key positions, ACL
 # categories) the rows follow, and which the RESP port says it speaks.
-REDIS_COMPATIBLE_VERSION = "7.0.0"
+REDIS_COMPATIBLE_VERSION: Final = "7.0.0"
 
 
 @dataclass(frozen=True, slots=True)
