@@ -15,7 +15,9 @@ import os
 from setuptools import setup
 
 # The reactor, both wire protocols, the pipeline, the command handlers, the node,
-# the memory backend and the key router: what one GET or SET runs through.
+# the memory backend and the key router: what one GET or SET runs through. Of the
+# RESP handlers, those of the server group (INFO, CONFIG, COMMAND, SAVE ...) and
+# CLUSTER stay interpreted: they run now and then, and INFO in the worker pool.
 HOT_PATH = [
     "aegiskv/net/poller.py",
     "aegiskv/net/reactor.py",
@@ -24,7 +26,11 @@ HOT_PATH = [
     "aegiskv/protocols/resp/encoder.py",
     "aegiskv/protocols/native/codec.py",
     "aegiskv/server/pipeline.py",
-    "aegiskv/protocols/resp/commands.py",
+    "aegiskv/protocols/resp/adapter.py",
+    "aegiskv/protocols/resp/arguments.py",
+    "aegiskv/protocols/resp/connection.py",
+    "aegiskv/protocols/resp/strings.py",
+    "aegiskv/protocols/resp/keys.py",
     "aegiskv/protocols/native/handlers.py",
     "aegiskv/node/commands.py",
     "aegiskv/protocols/session.py",

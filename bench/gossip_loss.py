@@ -57,8 +57,8 @@ def main() -> None:
                         if set(topology(node)["nodes"]) != members:
                             dropped_views += 1
                     time.sleep(2)
-                false_deaths = sum(int(info(node, "cluster")["gossip_members_dead"]) for node in nodes)
-                suspicions = sum(int(info(node, "cluster")["gossip_refutations"]) for node in nodes)
+                false_deaths = sum(info(node, "cluster")["aegis_gossip_members_dead"] for node in nodes)
+                suspicions = sum(info(node, "cluster")["aegis_gossip_refutations"] for node in nodes)
                 seen, lost = loss.counters()
                 victim = nodes[len(nodes) // 2]
                 survivors = [node for node in nodes if node is not victim]

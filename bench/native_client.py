@@ -151,7 +151,7 @@ def memory_per_key(workdir: str, keys: int) -> dict[str, float]:
             info = client.info("memory", "keyspace")
         full = rss_bytes(node.pid)
         node.stop()
-    stored = int(info["keyspace"]["keys"])
+    stored = int(info["keyspace"]["db0"]["keys"])
     return {
         "keys": stored,
         "idle_rss_mb": idle / 2**20,

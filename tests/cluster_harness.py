@@ -79,9 +79,16 @@ def topology(node: LocalNode) -> dict[str, Any]:
         return client.topology()
 
 
-def info(node: LocalNode, section: str) -> dict[str, str]:
+def info(node: LocalNode, section: str) -> dict[str, Any]:
+    """One INFO section of ``node`` (aegiskv/server/info.py names the fields)."""
     with Client(Config(seeds=[node.address_text], cluster_routing=False)) as client:
         return client.info(section)[section]
+
+
+def key_count(node: LocalNode) -> int:
+    """The keys ``node`` holds (INFO keyspace lists no database when there are none, as Redis)."""
+    database: dict[str, int] = info(node, "keyspace").get("db0", {})
+    return database.get("keys", 0)
 
 
 def wait_for_agreement(nodes: list[LocalNode], members: set[str], timeout: float = 30.0) -> dict[str, Any]:

@@ -164,9 +164,9 @@ def test_conditional_failure_does_not_break_the_connection(live: LocalNode) -> N
     # A refused conditional set is an answer, not a transport failure: the pooled connection stays usable.
     with Client(Config(seeds=[live.address_text], max_conns=1)) as client:
         client.set("cond:k", "v")
-        opened = client.info("clients")["clients"]["total_connections_received"]
+        opened = client.info("stats")["stats"]["total_connections_received"]
         for _ in range(3):
             with pytest.raises(ConditionNotMetError):
                 client.set("cond:k", "w", only_if_absent=True)
         assert client.get("cond:k") == b"v"
-        assert client.info("clients")["clients"]["total_connections_received"] == opened
+        assert client.info("stats")["stats"]["total_connections_received"] == opened

@@ -154,8 +154,12 @@ def test_advertised_addresses(tmp_path, gossip) -> None:
         connection = redis.Redis("127.0.0.1", resp_port)
         assert connection.execute_command("CLUSTER SLOTS")[0][2][:2] == [resp_host.encode(), resp_port]
         # With or without gossip the node answers as a cluster, and INFO agrees with CLUSTER INFO.
-        assert connection.info("cluster") == {"cluster_enabled": 1}
+        cluster = connection.info("cluster")
+        assert cluster["cluster_enabled"] == 1
         assert connection.execute_command("CLUSTER INFO")["cluster_enabled"] == "1"
+        # The gossip counters are in INFO cluster on this port too.
+        assert cluster["aegis_gossip"] == ("on" if gossip else "off")
+        assert ("aegis_gossip_members_alive" in cluster) == bool(gossip)
         connection.close()
     finally:
         assert node.stop() == 0

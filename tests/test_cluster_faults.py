@@ -95,7 +95,7 @@ def test_ten_percent_gossip_loss_kills_nobody_and_a_dead_node_is_still_found(clu
             for node in nodes:
                 assert set(topology(node)["nodes"]) == members, f"a live node was dropped under loss ({node.command})"
             time.sleep(0.5)
-        assert all(int(info(node, "cluster")["gossip_members_dead"]) == 0 for node in nodes)
+        assert all(info(node, "cluster")["aegis_gossip_members_dead"] == 0 for node in nodes)
         seen, dropped = loss.counters()
         assert seen > 1000 and 0.06 < dropped / seen < 0.14, (seen, dropped)
 

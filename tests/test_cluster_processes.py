@@ -22,7 +22,7 @@ from redis.cluster import RedisCluster
 from aegiskv.client import Client, Config, MovedError, NotFoundError
 from aegiskv.cluster.slots import ShardMapper
 from aegiskv.testing.localnode import LocalNode
-from tests.cluster_harness import Cluster, gossip_address, info, topology, wait_for_agreement
+from tests.cluster_harness import Cluster, gossip_address, info, key_count, topology, wait_for_agreement
 from tests.wire import wait_until
 
 REDIS_CLI = shutil.which("redis-cli")
@@ -74,7 +74,7 @@ def test_nodes_agree_on_one_map_and_serve_keys_through_it(cluster: Cluster, size
             expected[member] += 1
 
     def counts() -> dict[str, int]:
-        return {node_id: int(info(node, "keyspace")["keys"]) for node_id, node in cluster.nodes.items()}
+        return {node_id: key_count(node) for node_id, node in cluster.nodes.items()}
 
     wait_until(lambda: counts() == expected, timeout=10, what=f"copies on every replica: {expected}")
 
@@ -143,12 +143,12 @@ def test_leave_kill_and_restart_with_the_same_id(cluster: Cluster) -> None:
     # Graceful leave: the others drop it, as departed rather than dead.
     assert third.stop() == 0
     wait_for_agreement([first, second], {"n0", "n1"})
-    assert int(info(first, "cluster")["gossip_members_left"]) == 1
+    assert info(first, "cluster")["aegis_gossip_members_left"] == 1
 
     # kill -9: found by the failure detector.
     second.kill()
     wait_for_agreement([first], {"n0"})
-    assert int(info(first, "cluster")["gossip_members_dead"]) == 1
+    assert info(first, "cluster")["aegis_gossip_members_dead"] == 1
 
     # Back with the same id (new ports, new incarnation): it supersedes its tombstone.
     restarted = cluster.start(1, seeds=[gossip_address(first)])
@@ -158,7 +158,7 @@ def test_leave_kill_and_restart_with_the_same_id(cluster: Cluster) -> None:
         for index in range(50):
             client.set(f"after:{index}", b"x")
         assert client.mget([f"after:{index}" for index in range(50)]) == [b"x"] * 50
-    assert int(info(restarted, "keyspace")["keys"]) > 0
+    assert key_count(restarted) > 0
 
 
 def _unused_gossip_address() -> str:
@@ -196,7 +196,7 @@ def test_gossip_secret_keeps_strangers_out(cluster: Cluster) -> None:
     # The strangers' pings and state exchanges are refused, counted, and change nothing.
     def both_refused() -> dict[str, str] | None:
         seen = info(first, "cluster")
-        return seen if int(seen["gossip_dropped_forged"]) and int(seen["gossip_dropped_unsigned"]) else None
+        return seen if seen["aegis_gossip_dropped_forged"] and seen["aegis_gossip_dropped_unsigned"] else None
 
     wait_until(both_refused, timeout=10, what="the seed to refuse forged and unsigned gossip")
     assert set(topology(first)["nodes"]) == {"n0", "n1"}

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from aegiskv.protocols.resp import encoder, reader
-from aegiskv.protocols.resp.commands import _ROUTES
+from aegiskv.protocols.resp.adapter import _ROUTES
 from aegiskv.protocols.resp.encoder import encode_command
 from aegiskv.protocols.resp.inline import INLINE_MAX, split_inline
 from aegiskv.protocols.resp.reader import (

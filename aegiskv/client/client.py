@@ -324,7 +324,14 @@ class Client:
         raw = [(_bytes(key, "key"), _bytes(value, "value")) for key, value in items]
         return max((frame.version for _, frame in self._batched(Opcode.MSET, raw, ttl_ms=_ttl_ms(ttl))), default=0)
 
-    def info(self, *sections: str, server: str | None = None) -> dict[str, dict[str, str]]:
+    def info(self, *sections: str, server: str | None = None) -> dict[str, dict[str, Any]]:
+        """INFO of ``server`` (or the first reachable one): section -> field -> value.
+
+        ``sections`` as Redis's INFO takes them (none: the default ones; ``shards``
+        only by name). The fields are those the RESP port's INFO prints, with
+        their types: ``info("stats")["stats"]["keyspace_hits"]`` is an int, and
+        ``info("keyspace")["keyspace"]["db0"]`` a dict (absent with no keys).
+        """
         frame = self._call(
             Opcode.INFO,
             idempotent=True,
@@ -332,11 +339,7 @@ class Client:
             items=tuple((section.encode(), b"") for section in sections),
         )
         _raise_for_status(frame)
-        result: dict[str, dict[str, str]] = {}
-        for name, value in frame.items:
-            section, _, field_name = name.decode().partition(".")
-            result.setdefault(section, {})[field_name] = (value or b"").decode()
-        return result
+        return {name.decode(): json.loads(value or b"{}") for name, value in frame.items}
 
     def topology(self, server: str | None = None) -> dict[str, Any]:
         """The shard map of ``server`` (or the first reachable one), as ``ShardMap.describe()`` gives it.

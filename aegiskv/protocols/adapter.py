@@ -9,7 +9,7 @@ run in-process in tests with any object that has these attributes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from aegiskv.cluster.shard_map import Topology
@@ -18,6 +18,13 @@ from aegiskv.node.commands import Command
 from aegiskv.node.operations import Node
 from aegiskv.protocols.errors import PeerProtocolError
 from aegiskv.protocols.session import Authenticator, Session
+
+# INFO as both ports render it (built by aegiskv.server.info): section name ("server")
+# -> field -> value, each in the order shown. A dictionary value is one of Redis's
+# "key=value,..." fields (db0:keys=3,expires=1,avg_ttl=0).
+InfoScalar = int | float | str
+InfoValue = InfoScalar | dict[str, InfoScalar]
+Info = dict[str, dict[str, InfoValue]]
 
 
 class SettingsView(Protocol):
@@ -59,8 +66,8 @@ class HandlerContext(Protocol):
         """The RESP port's bound address (``("", 0)`` when the node serves none)."""
         ...
 
-    def info(self, sections: list[str] | None = None) -> dict[str, dict[str, Any]]:
-        """INFO, by section."""
+    def info(self, sections: Sequence[str] | None = None) -> Info:
+        """INFO: the sections named (any case; None: the default ones), see aegiskv.server.info."""
         ...
 
     def snapshot_in_background(self) -> None:
@@ -69,9 +76,42 @@ class HandlerContext(Protocol):
 
 
 RequestT = TypeVar("RequestT")
+KeyT = TypeVar("KeyT")
+HandlerT = TypeVar("HandlerT")
 
 # A handler runs one request: adapters bind the protocol syntax to Node methods.
 Handler = Callable[[HandlerContext, Session, Any], bytes]
+
+
+class CommandTableError(Exception):
+    """A protocol's handlers and the command table rows it claims do not match (a bug, found at import)."""
+
+
+def bind_handlers(
+    protocol: str, claimed: Mapping[KeyT, Command], handlers: Mapping[KeyT, HandlerT]
+) -> dict[KeyT, tuple[Command, HandlerT]]:
+    """A protocol's dispatch table: each row it serves joined to its handler, by the protocol's key.
+
+    ``claimed``: the rows of aegiskv.node.commands.COMMAND_TABLE that name this
+    protocol, by the key the protocol routes with (a RESP name, a native opcode).
+    Raises CommandTableError naming every row without a handler and every
+    handler without a row, so a command added to one side only fails at import.
+    """
+    missing = [_key_name(key) for key in claimed if key not in handlers]
+    unclaimed = [_key_name(key) for key in handlers if key not in claimed]
+    if missing or unclaimed:
+        problems = []
+        if missing:
+            problems.append(f"rows without a handler: {', '.join(missing)}")
+        if unclaimed:
+            problems.append(f"handlers without a row: {', '.join(unclaimed)}")
+        raise CommandTableError(f"{protocol} commands disagree with the command table: {'; '.join(problems)}")
+    return {key: (command, handlers[key]) for key, command in claimed.items()}
+
+
+def _key_name(key: object) -> str:
+    name = getattr(key, "name", None)  # an enum member (an opcode) by its name
+    return name if isinstance(name, str) else str(key)
 
 
 class Violation(Exception):

@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 
 from aegiskv.backends.base import BackendStats
 from aegiskv.net.reactor import Reactor
-from aegiskv.node.commands import COMMAND_LIST
+from aegiskv.node.commands import FAMILIES
 from aegiskv.node.operations import Node
 from aegiskv.server.stats import BUCKET_BOUNDS_SECONDS, StatsRegistry
 
@@ -53,20 +53,19 @@ class ServerCollector(Collector):
             " worker pool",
             labels=["command"],
         )
-        for command in COMMAND_LIST:
-            index = command.index
+        for index, family in enumerate(FAMILIES):
             calls = totals.calls[index]
             errors = totals.errors[index]
-            requests.add_metric([command.name, "ok"], calls - errors)
-            requests.add_metric([command.name, "error"], errors)
-            requests.add_metric([command.name, "rejected"], totals.rejected[index])
+            requests.add_metric([family, "ok"], calls - errors)
+            requests.add_metric([family, "error"], errors)
+            requests.add_metric([family, "rejected"], totals.rejected[index])
             cumulative = 0
             buckets = []
             for bound, count in zip(BUCKET_BOUNDS_SECONDS, totals.latency[index]):
                 cumulative += count
                 buckets.append((repr(bound), cumulative))
             buckets.append(("+Inf", cumulative))
-            latency.add_metric([command.name], buckets, totals.latency_sum_ns[index] / 1e9)
+            latency.add_metric([family], buckets, totals.latency_sum_ns[index] / 1e9)
         yield requests
         yield latency
 

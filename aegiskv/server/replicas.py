@@ -699,7 +699,7 @@ class ReplicaManager:
             self._published = primaries
             self._primaries_changed(primaries)
 
-    def info(self) -> dict[str, object]:
+    def info(self) -> dict[str, int | str]:
         """INFO replication: roles, positions, lag (reactor thread, or any thread for a rough view)."""
         leading = [state for state in self._shards.values() if state.leading_epoch]
         following = [state for state in self._shards.values() if not state.leading_epoch]
@@ -708,7 +708,7 @@ class ReplicaManager:
             last = state.backlog.last_seq
             for progress in state.tracker.followers.values():
                 lag = max(lag, last - progress.acked_seq)
-        result: dict[str, object] = {
+        result: dict[str, int | str] = {
             "role": "primary" if leading else "follower",
             "shards_primary": len(leading),
             "shards_follower": len(following),

@@ -2,10 +2,10 @@
 
 Each thread that executes commands (the reactor, every worker) owns one
 :class:`RequestStats`, so counting needs no lock and loses no update; the
-metrics endpoint sums them when scraped. Counters are kept per command,
-indexed by ``Command.index``; latency goes into power-of-two buckets found with
-``int.bit_length`` (no bisect, no float math): bucket ``b`` holds requests that
-took less than ``2**b`` microseconds.
+metrics endpoint sums them when scraped. Counters are kept per command
+family (SETEX counts as SET), indexed by ``Command.index``; latency goes into
+power-of-two buckets found with ``int.bit_length`` (no bisect, no float math):
+bucket ``b`` holds requests that took less than ``2**b`` microseconds.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Final
 
 from mypy_extensions import i64
 
-from aegiskv.node.commands import COMMAND_LIST
+from aegiskv.node.commands import FAMILIES
 
 LATENCY_BUCKETS: Final = 24  # up to 2**23 us = 8.4 s; slower requests land in the last bucket
 BUCKET_BOUNDS_SECONDS = [2**bucket / 1e6 for bucket in range(LATENCY_BUCKETS)]
@@ -52,7 +52,7 @@ class RequestStats:
     __slots__ = ("by_command", "_turn_counts", "_turn_commands")
 
     def __init__(self) -> None:
-        self.by_command = [CommandCounts() for _ in COMMAND_LIST]  # indexed by Command.index
+        self.by_command = [CommandCounts() for _ in FAMILIES]  # indexed by Command.index
         # The commands with unfinished counts are the first _turn_commands items.
         # The list is never cleared: emptied, a list frees its storage, and the
         # next turn's first append would allocate it again.
@@ -124,7 +124,7 @@ class StatsTotals:
     __slots__ = ("calls", "errors", "rejected", "latency", "latency_sum_ns")
 
     def __init__(self) -> None:
-        count = len(COMMAND_LIST)
+        count = len(FAMILIES)
         self.calls = [0] * count
         self.errors = [0] * count
         self.rejected = [0] * count

@@ -8,12 +8,10 @@ configuration and runs it; tests can build one in-process as well.
 from __future__ import annotations
 
 import hashlib
-import os
-import platform
 import secrets
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from loguru import logger
@@ -30,13 +28,16 @@ from aegiskv.net.http import encode_response
 from aegiskv.net.reactor import Listener, ListenerOptions, Reactor
 from aegiskv.net.tls import client_context
 from aegiskv.node.operations import Node
+from aegiskv.protocols.adapter import Info
 from aegiskv.protocols.native import codec as native
 from aegiskv.protocols.native.handlers import NativeAdapter, refusal
-from aegiskv.protocols.resp import commands as resp_commands
 from aegiskv.protocols.resp import reader as resp
+from aegiskv.protocols.resp.adapter import RespAdapter
+from aegiskv.protocols.resp.adapter import refusal as resp_refusal
 from aegiskv.protocols.session import Authenticator
 from aegiskv.server.durability import Durability
 from aegiskv.server.health import HealthProtocol
+from aegiskv.server.info import build_info
 from aegiskv.server.memtrim import find_malloc_trim
 from aegiskv.server.metrics import build_registry, render
 from aegiskv.server.peer_links import PeerNetwork, PeerSecurity
@@ -145,10 +146,10 @@ class Server:
                     name="resp",
                     protocol_factory=lambda: RequestPipeline(
                         self,
-                        resp_commands.RespAdapter(self.resp_limits, authenticated, self.routing),
+                        RespAdapter(self.resp_limits, authenticated, self.routing),
                         inline_stats,
                     ),
-                    refusal=resp_commands.refusal,
+                    refusal=resp_refusal,
                     **self._client_port_options(),
                 ),
             )
@@ -420,6 +421,11 @@ class Server:
         return self.resp_listener.address
 
     @property
+    def native_bound(self) -> tuple[str, int]:
+        """The native port's bound address (``("", 0)`` before it is bound)."""
+        return self.native_listener.address if self.native_listener is not None else ("", 0)
+
+    @property
     def resp_bound(self) -> tuple[str, int]:
         return self.resp_listener.address if self.resp_listener is not None else ("", 0)
 
@@ -450,109 +456,9 @@ class Server:
         log = self.node.backend.log
         return log.failure if log is not None else None
 
-    def info(self, sections: list[str] | None = None) -> dict[str, dict[str, Any]]:
-        """INFO, by section (server, clients, memory, stats, keyspace). Any thread."""
-        wanted = (
-            set(sections)
-            if sections
-            else {"server", "clients", "memory", "persistence", "stats", "keyspace", "cluster", "replication"}
-        )
-        result: dict[str, dict[str, Any]] = {}
-        backend = self.node_stats() if wanted & {"memory", "stats", "keyspace"} else None
-        if "server" in wanted:
-            _host, port = self.native_address if self.native_listener else ("", 0)
-            result["server"] = {
-                "aegis_version": aegiskv.__version__,
-                "node_id": self.settings.node_id,
-                "process_id": os.getpid(),
-                "python_version": platform.python_version(),
-                "tcp_port": port,
-                "uptime_in_seconds": int(time.time() - self.started),
-                "backend": self.settings.backend,
-            }
-        if "clients" in wanted:
-            result["clients"] = {
-                "connected_clients": self.reactor.client_connections,
-                "maxclients": self.settings.max_connections,
-                "total_connections_received": self.reactor.accepted_total,
-                "rejected_connections": self.reactor.rejected_total,
-            }
-        if backend is not None and "memory" in wanted:
-            result["memory"] = {
-                "used_memory": backend.used_bytes,
-                "maxmemory": backend.limit_bytes,
-                "used_memory_rss": _rss_bytes(),
-                "maxmemory_policy": "slru",
-            }
-        if backend is not None and "stats" in wanted:
-            totals = self.stats.totals()
-            result["stats"] = {
-                "total_commands_processed": sum(totals.calls),
-                "rejected_commands": sum(totals.rejected),
-                "keyspace_hits": self.node.hits,
-                "keyspace_misses": self.node.misses,
-                "evicted_keys": backend.evictions,
-                "expired_keys": backend.expirations,
-            }
-        if "persistence" in wanted:
-            log = self.node.backend.log
-            failure = log.failure if log is not None else None
-            result["persistence"] = {
-                "wal": self.settings.wal,
-                "wal_records_written": log.records_written if log is not None else 0,
-                "wal_bytes_written": log.bytes_written if log is not None else 0,
-                "wal_syncs": log.syncs if log is not None else 0,
-                "wal_written_seq": log.written_seq if log is not None else 0,
-                "wal_durable_seq": log.durable_seq if log is not None else 0,
-                # "failing" while the log cannot be written: writes are refused, reads served.
-                "wal_status": "ok" if failure is None else "failing",
-                "wal_failure": failure or "",
-                "wal_failures": log.failures if log is not None else 0,
-                "wal_records_given_up": log.given_up if log is not None else 0,
-                "snapshot_in_progress": int(self.node.snapshot_running),
-                "last_snapshot_time": int(self.node.last_snapshot_time),
-                "last_snapshot_status": "err" if self.node.last_snapshot_error else "ok",
-                "last_snapshot_error": self.node.last_snapshot_error,
-                "snapshot_failures": self.node.snapshot_failures,
-            }
-        if "cluster" in wanted:
-            shard_map = self.topology.current
-            primary, follower = shard_map.shards_of(self.settings.node_id)
-            cluster: dict[str, Any] = {
-                "cluster_enabled": int(self.gossip is not None),
-                "epoch": shard_map.epoch,
-                "members": len(shard_map.members),
-                "shards_primary": len(primary),
-                "shards_follower": len(follower),
-                "replication_factor": self.settings.replication_factor,
-                "placement": self.settings.placement,
-            }
-            if self.gossip is not None:
-                cluster["gossip_address"] = str(Endpoint(*self.gossip.address))
-                cluster.update({f"gossip_{name}": value for name, value in self.gossip.stats().items()})
-            result["cluster"] = cluster
-        if "replication" in wanted:
-            if self.replicas is not None:
-                result["replication"] = self.replicas.info()
-            else:
-                result["replication"] = {"role": "primary", "shards_primary": self.node.shards.shards}
-        if backend is not None and "keyspace" in wanted:
-            result["keyspace"] = {
-                "keys": backend.keys,
-                "expires": backend.keys_with_ttl,
-                "avg_ttl": backend.average_ttl_ms,
-                "shards": self.node.shards.shards,
-            }
-        if "shards" in wanted:
-            # Only when asked for by name: it walks every key (see Node.keys_per_shard).
-            shard_keys = self.node.keys_per_shard()
-            result["shards"] = {
-                "shards": len(shard_keys),
-                "keys_min": min(shard_keys),
-                "keys_max": max(shard_keys),
-                "keys_mean": round(sum(shard_keys) / len(shard_keys), 1),
-            }
-        return result
+    def info(self, sections: Sequence[str] | None = None) -> Info:
+        """INFO: the sections named (None: the default ones), as aegiskv.server.info builds them. Any thread."""
+        return build_info(self, sections)
 
 
 def replication_options(config: Settings) -> ReplicationOptions:
@@ -629,11 +535,3 @@ def advertised_endpoint(advertise: str | None, bound: tuple[str, int]) -> Endpoi
 
 
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0

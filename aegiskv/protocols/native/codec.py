@@ -18,8 +18,9 @@ big-endian (network byte order)::
                   (value length 0xFFFFFFFF = no value, e.g. a missing key in MGET)
 
 A request carries its keys (and values) as items: GET has one item with an
-empty value, MSET one item per pair, PING and INFO none. An error response
-carries one item whose key names the error and whose value explains it.
+empty value, MSET one item per pair, PING none, INFO the names of the sections
+it wants. An error response carries one item whose key names the error and
+whose value explains it.
 
 Every length is checked before anything is allocated for it: the frame length
 against the limit as soon as 4 bytes have arrived, the item count and each item
@@ -73,7 +74,7 @@ class Opcode(enum.IntEnum):
     PERSIST = 8
     MGET = 9
     MSET = 10
-    INFO = 11
+    INFO = 11  # items: the sections wanted (none: the default ones); reply: one item per section, JSON fields
     SNAPSHOT = 12  # write a snapshot; flags: SNAPSHOT_BACKGROUND replies once it started
     TOPOLOGY = 13  # the shard map: one item (b"topology", JSON of ShardMap.describe())
 

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from aegiskv.backends.base import NO_EXPIRY
 from aegiskv.cluster.redirect import Moved, Routing
 from aegiskv.errors import CommandError, ErrorKind
-from aegiskv.node.commands import COMMANDS, Command
+from aegiskv.node.commands import COMMAND_TABLE, Command
 from aegiskv.node.operations import Condition
-from aegiskv.protocols.adapter import HandlerContext, WireAdapter
+from aegiskv.protocols.adapter import CommandTableError, HandlerContext, WireAdapter, bind_handlers
 from aegiskv.protocols.errors import PeerProtocolError
 from aegiskv.protocols.native import codec as native
 from aegiskv.protocols.native.codec import Frame, FrameDecoder, Opcode, Status
@@ -191,12 +191,13 @@ def handle_mset(server: HandlerContext, session: Session, frame: Frame) -> bytes
 
 
 def handle_info(server: HandlerContext, session: Session, frame: Frame) -> bytes:
+    """Items name the sections wanted (none: the default ones); the reply has one item per
+    section, its name and a JSON object of its fields in order (aegiskv.server.info)."""
     _no_flags(frame)
-    sections = [key.decode("utf-8", "replace").lower() for key, _ in frame.items] or None
+    sections = [key.decode("utf-8", "replace") for key, _ in frame.items] or None
     items = [
-        (f"{section}.{field}".encode(), str(value).encode())
+        (section.encode(), json.dumps(fields, separators=(",", ":")).encode())
         for section, fields in server.info(sections).items()
-        for field, value in fields.items()
     ]
     return native.encode_frame(Opcode.INFO, frame.request_id, items=items)
 
@@ -220,35 +221,45 @@ def handle_topology(server: HandlerContext, session: Session, frame: Frame) -> b
     return native.encode_frame(Opcode.TOPOLOGY, frame.request_id, items=((b"topology", described),))
 
 
-# Requests whose items are keys: the router checks they are this node's.
-KEYED_OPCODES = frozenset(
-    {
-        Opcode.GET,
-        Opcode.GET_TTL,
-        Opcode.SET,
-        Opcode.DEL,
-        Opcode.EXPIRE,
-        Opcode.PERSIST,
-        Opcode.MGET,
-        Opcode.MSET,
-    }
-)
-
-ROUTES: dict[int, tuple[Command, NativeHandler]] = {
-    Opcode.PING: (COMMANDS["ping"], handle_ping),
-    Opcode.AUTH: (COMMANDS["auth"], handle_auth),
-    Opcode.GET: (COMMANDS["get"], handle_get),
-    Opcode.GET_TTL: (COMMANDS["get_ttl"], handle_get_ttl),
-    Opcode.SET: (COMMANDS["set"], handle_set),
-    Opcode.DEL: (COMMANDS["del"], handle_del),
-    Opcode.EXPIRE: (COMMANDS["expire"], handle_expire),
-    Opcode.PERSIST: (COMMANDS["persist"], handle_persist),
-    Opcode.MGET: (COMMANDS["mget"], handle_mget),
-    Opcode.MSET: (COMMANDS["mset"], handle_mset),
-    Opcode.INFO: (COMMANDS["info"], handle_info),
-    Opcode.SNAPSHOT: (COMMANDS["snapshot"], handle_snapshot),
-    Opcode.TOPOLOGY: (COMMANDS["topology"], handle_topology),
+HANDLERS: dict[Opcode, NativeHandler] = {
+    Opcode.PING: handle_ping,
+    Opcode.AUTH: handle_auth,
+    Opcode.GET: handle_get,
+    Opcode.GET_TTL: handle_get_ttl,
+    Opcode.SET: handle_set,
+    Opcode.DEL: handle_del,
+    Opcode.EXPIRE: handle_expire,
+    Opcode.PERSIST: handle_persist,
+    Opcode.MGET: handle_mget,
+    Opcode.MSET: handle_mset,
+    Opcode.INFO: handle_info,
+    Opcode.SNAPSHOT: handle_snapshot,
+    Opcode.TOPOLOGY: handle_topology,
 }
+
+
+def _native_rows() -> dict[Opcode, Command]:
+    """The command table's rows that name a native opcode, by opcode."""
+    rows: dict[Opcode, Command] = {}
+    for command in COMMAND_TABLE:
+        if command.native is None:
+            continue
+        if command.native not in Opcode.__members__:
+            raise CommandTableError(f"command {command.name!r} names native opcode {command.native!r}: no such opcode")
+        rows[Opcode[command.native]] = command
+    return rows
+
+
+def _routes() -> dict[int, tuple[Command, NativeHandler]]:
+    routes = {int(opcode): entry for opcode, entry in bind_handlers("native", _native_rows(), HANDLERS).items()}
+    unrouted = sorted(Opcode(opcode).name for opcode in native.REQUEST_OPCODES - set(routes))
+    if unrouted:  # the decoder admits every request opcode
+        raise CommandTableError(f"native opcodes without a command table row: {', '.join(unrouted)}")
+    return routes
+
+
+# By opcode; a row with keys (first_key) has its items checked by the router.
+ROUTES: dict[int, tuple[Command, NativeHandler]] = _routes()
 
 
 class NativeAdapter(WireAdapter[Frame]):
@@ -310,11 +321,13 @@ class NativeAdapter(WireAdapter[Frame]):
         return native.encode_error(Opcode.NONE, error.request_id, Status.PROTOCOL_ERROR, error.code, error.message)
 
     def route(self, request: Frame) -> tuple[Command, NativeHandler]:
+        found = ROUTES[request.opcode]  # the decoder admits only known opcodes
         router = self._routing.router
-        if router is not None and request.opcode in KEYED_OPCODES and self._authenticated:
-            # Unauthenticated requests are refused (NOAUTH) before they could learn where keys live.
+        if router is not None and found[0].first_key and self._authenticated:
+            # Every item is a key. Unauthenticated requests are refused (NOAUTH) before
+            # they could learn where keys live.
             router.check_all([key for key, _ in request.items])
-        return ROUTES[request.opcode]  # the decoder admits only known opcodes
+        return found
 
     def batch_size(self, request: Frame) -> int:
         return len(request.items)

@@ -21,9 +21,8 @@ from aegiskv.cluster.slots import key_slot
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.protocols.adapter import HandlerContext
 from aegiskv.protocols.resp import encoder as resp
+from aegiskv.protocols.resp.arguments import Args
 from aegiskv.protocols.session import Session
-
-Args = list[bytes]
 
 
 def redis_node_id(node_id: str) -> str:

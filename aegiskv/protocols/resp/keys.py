@@ -1,0 +1,145 @@
+"""RESP keyspace commands: DEL, EXISTS, TYPE, TTL, EXPIRE and its variants, PERSIST, SCAN, DBSIZE, FLUSH."""
+
+from __future__ import annotations
+
+from aegiskv.node.operations import ExpireCondition
+from aegiskv.protocols.adapter import HandlerContext
+from aegiskv.protocols.resp import encoder as resp
+from aegiskv.protocols.resp.arguments import MS_LIMIT, SYNTAX, Args, RespHandler, integer, invalid
+from aegiskv.protocols.session import Session
+
+
+def cmd_del(server: HandlerContext, session: Session, args: Args) -> bytes:
+    if len(args) == 2:
+        return resp.ONE if session.node.delete(args[1]) else resp.ZERO
+    return resp.integer(session.node.delete_many(args[1:]))
+
+
+def cmd_exists(server: HandlerContext, session: Session, args: Args) -> bytes:
+    return resp.integer(session.node.exists(args[1:]))
+
+
+def cmd_type(server: HandlerContext, session: Session, args: Args) -> bytes:
+    return b"+string\r\n" if session.node.peek(args[1]) is not None else b"+none\r\n"
+
+
+def ttl_handler(unit_ms: int) -> RespHandler:
+    def handler(server: HandlerContext, session: Session, args: Args) -> bytes:
+        remaining = session.node.remaining_ttl_ms(args[1])
+        if remaining < 0 or unit_ms == 1:
+            return resp.integer(remaining)
+        return resp.integer((remaining + 500) // 1000)  # Redis rounds TTL to the nearest second
+
+    return handler
+
+
+_EXPIRE_CONDITIONS = {
+    b"NX": ExpireCondition.NX,
+    b"XX": ExpireCondition.XX,
+    b"GT": ExpireCondition.GT,
+    b"LT": ExpireCondition.LT,
+}
+
+
+def _expire_condition(options: Args) -> ExpireCondition:
+    chosen: set[bytes] = set()
+    for option in options:
+        upper = option.upper()
+        if upper not in _EXPIRE_CONDITIONS:
+            raise invalid(f"Unsupported option {option.decode('utf-8', 'replace')}")
+        chosen.add(upper)
+    if b"NX" in chosen and len(chosen) > 1:
+        raise invalid("NX and XX, GT or LT options at the same time are not compatible")
+    if b"GT" in chosen and b"LT" in chosen:
+        raise invalid("GT and LT options at the same time are not compatible")
+    if not chosen:
+        return ExpireCondition.ALWAYS
+    # XX combines with GT/LT: "XX GT" means "has a TTL and the new one is later" == GT alone
+    # (no TTL counts as infinitely late); "XX LT" is not LT alone, which sets a TTL on a key
+    # without one.
+    if b"XX" in chosen and b"LT" in chosen:
+        return ExpireCondition.XX_LT
+    for name in (b"NX", b"GT", b"LT", b"XX"):
+        if name in chosen:
+            return _EXPIRE_CONDITIONS[name]
+    return ExpireCondition.ALWAYS  # pragma: no cover - unreachable
+
+
+def expire_handler(command: str, unit_ms: int, absolute: bool) -> RespHandler:
+    def handler(server: HandlerContext, session: Session, args: Args) -> bytes:
+        condition = _expire_condition(args[3:])  # Redis checks the options first
+        amount = integer(args[2])
+        # Redis's overflow checks: the unit conversion, then adding the base time.
+        # A negative amount of milliseconds is never refused (the key just expires).
+        if unit_ms != 1 and (amount > MS_LIMIT // unit_ms or amount < -(MS_LIMIT // unit_ms)):
+            raise invalid(f"invalid expire time in '{command}' command")
+        milliseconds = amount * unit_ms
+        node = session.node
+        if absolute:
+            deadline = milliseconds
+        else:
+            now = node.now_ms()
+            if milliseconds > MS_LIMIT - now:
+                raise invalid(f"invalid expire time in '{command}' command")
+            deadline = now + milliseconds
+        return resp.ONE if node.expire_at(args[1], deadline, condition) else resp.ZERO
+
+    return handler
+
+
+def cmd_persist(server: HandlerContext, session: Session, args: Args) -> bytes:
+    _exists, had_ttl = session.node.persist(args[1])
+    return resp.ONE if had_ttl else resp.ZERO
+
+
+def cmd_dbsize(server: HandlerContext, session: Session, args: Args) -> bytes:
+    return resp.integer(session.node.key_count())
+
+
+def cmd_flush(server: HandlerContext, session: Session, args: Args) -> bytes:
+    if len(args) > 2 or (len(args) == 2 and args[1].upper() not in (b"ASYNC", b"SYNC")):
+        raise invalid(SYNTAX)
+    session.node.flush()
+    return resp.OK
+
+
+def _scan_cursor(text: bytes) -> int:
+    """Redis reads the cursor with strtoul(): an optional sign, digits, nothing after them.
+
+    So "" and "+0" are cursor 0, and "-1" wraps around to 2**64 - 1 (a cursor
+    AegisKV never hands out, refused by the node like any unknown cursor).
+    """
+    body = text[1:] if text[:1] in (b"+", b"-") else text
+    if text[:1].isspace() or (body and not (body.isascii() and body.isdigit())) or (text and not body):
+        raise invalid("invalid cursor")
+    value = int(body) if body else 0
+    if value >= 2**64:
+        raise invalid("invalid cursor")
+    return (-value) % 2**64 if text[:1] == b"-" else value
+
+
+def cmd_scan(server: HandlerContext, session: Session, args: Args) -> bytes:
+    cursor = _scan_cursor(args[1])
+    count = 10
+    pattern: bytes | None = None
+    wanted_type: bytes | None = None
+    index = 2
+    while index < len(args):
+        option = args[index].upper()
+        if index + 1 >= len(args):
+            raise invalid(SYNTAX)
+        if option == b"COUNT":
+            count = integer(args[index + 1])
+            if count < 1:
+                raise invalid(SYNTAX)
+        elif option == b"MATCH":
+            pattern = args[index + 1]
+        elif option == b"TYPE":
+            wanted_type = args[index + 1].lower()
+        else:
+            raise invalid(SYNTAX)
+        index += 2
+    next_cursor, keys = session.node.scan(cursor, count, pattern)
+    if wanted_type is not None and wanted_type != b"string":
+        keys = []  # every AegisKV value is a string
+    return b"*2\r\n" + resp.bulk(b"%d" % next_cursor) + resp.bulk_array(list(keys), session.protocol)

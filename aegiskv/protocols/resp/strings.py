@@ -1,0 +1,183 @@
+"""RESP string commands: GET, SET and its variants, GETDEL, GETEX, MGET, MSET, APPEND, STRLEN, INCR.
+
+GET and SET are the hot path: this module is compiled with the request path (setup.py).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from aegiskv.errors import CommandError
+from aegiskv.node.operations import Condition
+from aegiskv.protocols.adapter import HandlerContext
+from aegiskv.protocols.resp import encoder as resp
+from aegiskv.protocols.resp.arguments import SYNTAX, Args, RespHandler, expire_milliseconds, integer, invalid, nullable
+from aegiskv.protocols.resp.encoder import bulk
+from aegiskv.protocols.session import Session
+
+
+def cmd_get(server: HandlerContext, session: Session, args: Args) -> bytes:
+    value = session.node.get(args[1])
+    if value is None:
+        return resp.NULL3 if session.protocol == 3 else resp.NULL_BULK
+    return bulk(value)  # imported by name: compiled, a direct call
+
+
+class _Expiry(NamedTuple):
+    ttl_ms: int | None = None
+    at_ms: int | None = None
+    keep: bool = False
+    persist: bool = False
+
+
+def _parse_expiry_options(
+    args: Args, start: int, command: str, allow: set[bytes], now_ms: int
+) -> tuple[_Expiry, set[bytes]]:
+    """EX/PX/EXAT/PXAT/KEEPTTL/PERSIST plus flag words in ``allow``; Redis's conflict rules."""
+    chosen, amount, flags = _scan_expiry_options(args, start, allow)
+    return _expiry_of(chosen, amount, command, now_ms), flags
+
+
+def _scan_expiry_options(args: Args, start: int, allow: set[bytes]) -> tuple[bytes | None, bytes | None, set[bytes]]:
+    """The options' syntax: (expiry option or None, its amount or None, flag words).
+
+    As Redis: an expiry option conflicts with the *other* expiry options only,
+    so a repeated one is allowed and the last amount wins -- and only that one
+    is validated, later (``SET k v EX x EX 10`` is accepted).
+    """
+    flags: set[bytes] = set()
+    index = start
+    chosen: bytes | None = None
+    amount: bytes | None = None
+    while index < len(args):
+        option = args[index].upper()
+        if option in allow and option in _EXPIRY_WORDS and chosen in (None, option):
+            if option in _TIMED:
+                if index + 1 >= len(args):
+                    raise invalid(SYNTAX)
+                amount = args[index + 1]
+                index += 1
+            chosen = option
+        elif option in allow and option not in _EXPIRY_WORDS and _CONFLICTING.get(option) not in flags:
+            flags.add(option)
+        else:
+            raise invalid(SYNTAX)
+        index += 1
+    return chosen, amount, flags
+
+
+def _expiry_of(chosen: bytes | None, amount: bytes | None, command: str, now_ms: int) -> _Expiry:
+    """Validate the amount (Redis's errors) and make it milliseconds."""
+    if chosen is None or amount is None:
+        return _Expiry(keep=chosen == b"KEEPTTL", persist=chosen == b"PERSIST")
+    unit = 1000 if chosen in (b"EX", b"EXAT") else 1
+    if chosen in (b"EX", b"PX"):
+        return _Expiry(ttl_ms=expire_milliseconds(integer(amount), unit, command, now_ms))
+    return _Expiry(at_ms=expire_milliseconds(integer(amount), unit, command, 0))
+
+
+_TIMED = {b"EX", b"PX", b"EXAT", b"PXAT"}
+_CONFLICTING = {b"NX": b"XX", b"XX": b"NX"}  # a syntax error as soon as both are seen, as Redis
+_EXPIRY_WORDS = _TIMED | {b"KEEPTTL", b"PERSIST"}
+
+
+_SET_OPTIONS = {b"EX", b"PX", b"EXAT", b"PXAT", b"KEEPTTL", b"NX", b"XX", b"GET"}
+
+
+def cmd_set(server: HandlerContext, session: Session, args: Args) -> bytes:
+    if len(args) == 3:
+        session.node.put(args[1], args[2])
+        return resp.OK
+    expiry, flags = _parse_expiry_options(args, 3, "set", _SET_OPTIONS, session.node.now_ms())
+    if b"NX" in flags and b"XX" in flags:
+        raise invalid(SYNTAX)
+    condition = Condition.IF_ABSENT if b"NX" in flags else Condition.IF_PRESENT if b"XX" in flags else Condition.ALWAYS
+    want_old = b"GET" in flags
+    result = session.node.set(
+        args[1],
+        args[2],
+        ttl_ms=expiry.ttl_ms,
+        expires_at_ms=expiry.at_ms,
+        condition=condition,
+        keep_ttl=expiry.keep,
+        return_old=want_old,
+    )
+    if want_old:
+        return nullable(result.old_value, session)
+    if not result.stored:
+        return nullable(None, session)
+    return resp.OK
+
+
+def cmd_setnx(server: HandlerContext, session: Session, args: Args) -> bytes:
+    return resp.ONE if session.node.set(args[1], args[2], condition=Condition.IF_ABSENT).stored else resp.ZERO
+
+
+def cmd_setex(server: HandlerContext, session: Session, args: Args) -> bytes:
+    ttl = expire_milliseconds(integer(args[2]), 1000, "setex", session.node.now_ms())
+    session.node.put(args[1], args[3], ttl)
+    return resp.OK
+
+
+def cmd_psetex(server: HandlerContext, session: Session, args: Args) -> bytes:
+    ttl = expire_milliseconds(integer(args[2]), 1, "psetex", session.node.now_ms())
+    session.node.put(args[1], args[3], ttl)
+    return resp.OK
+
+
+def cmd_getdel(server: HandlerContext, session: Session, args: Args) -> bytes:
+    return nullable(session.node.getdel(args[1]), session)
+
+
+_GETEX_OPTIONS = {b"EX", b"PX", b"EXAT", b"PXAT", b"PERSIST"}
+
+
+def cmd_getex(server: HandlerContext, session: Session, args: Args) -> bytes:
+    chosen, amount, _ = _scan_expiry_options(args, 2, _GETEX_OPTIONS)
+    try:
+        expiry = _expiry_of(chosen, amount, "getex", session.node.now_ms())
+    except CommandError:
+        # Redis looks the key up before it validates the amount: a missing key is nil.
+        if not session.node.exists([args[1]]):
+            return nullable(None, session)
+        raise
+    value = session.node.getex(args[1], ttl_ms=expiry.ttl_ms, expires_at_ms=expiry.at_ms, persist=expiry.persist)
+    return nullable(value, session)
+
+
+def cmd_mget(server: HandlerContext, session: Session, args: Args) -> bytes:
+    return resp.bulk_array(session.node.mget(args[1:]), session.protocol)
+
+
+def _pairs(args: Args, command: str) -> list[tuple[bytes, bytes]]:
+    if len(args) % 2 == 0:
+        raise invalid(f"wrong number of arguments for '{command}' command")
+    return list(zip(args[1::2], args[2::2]))
+
+
+def cmd_mset(server: HandlerContext, session: Session, args: Args) -> bytes:
+    session.node.mset(_pairs(args, "mset"))
+    return resp.OK
+
+
+def cmd_msetnx(server: HandlerContext, session: Session, args: Args) -> bytes:
+    return resp.ONE if session.node.mset(_pairs(args, "msetnx"), only_if_none_exist=True) else resp.ZERO
+
+
+def cmd_append(server: HandlerContext, session: Session, args: Args) -> bytes:
+    return resp.integer(session.node.append(args[1], args[2]))
+
+
+def cmd_strlen(server: HandlerContext, session: Session, args: Args) -> bytes:
+    entry = session.node.peek(args[1])
+    return resp.integer(0 if entry is None else len(entry.value))
+
+
+def incr_handler(sign: int, takes_amount: bool) -> RespHandler:
+    def handler(server: HandlerContext, session: Session, args: Args) -> bytes:
+        amount = integer(args[2]) if takes_amount else 1
+        if sign < 0 and amount == -(2**63):
+            raise invalid("decrement would overflow")
+        return resp.integer(session.node.incr_by(args[1], sign * amount))
+
+    return handler
