@@ -367,10 +367,10 @@ class RedisCluster(FaultCluster):
             for name in running:
                 host = self.hosts[name]
                 with redis.Redis(host.address, self.resp_port, socket_timeout=2, socket_connect_timeout=1) as plain:
-                    info = plain.execute_command("CLUSTER INFO")
-                    text = info.decode() if isinstance(info, bytes) else str(info)
-                    if "cluster_state:ok" not in text:
-                        return f"{name}: cluster_state not ok"
+                    info = plain.execute_command("CLUSTER INFO")  # redis-py parses it into a dict
+                    state = info.get("cluster_state") if isinstance(info, dict) else None
+                    if state != "ok":
+                        return f"{name}: cluster_state {state}"
                     owners = _slots_reply_owners(plain.execute_command("CLUSTER SLOTS"), self._node_of_host)
                     if len(owners) != 16384:
                         return f"{name}: {len(owners)} slots covered"

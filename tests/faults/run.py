@@ -58,6 +58,16 @@ class RunResult:
     summary: dict[str, Any]
     timeline: Timeline
     workload: Workload
+    final: dict[bytes, bytes | None]  # every key written, as read back (None: not found)
+    unreadable: dict[bytes, str]
+
+    def lost(self) -> set[bytes]:
+        """Every acknowledged write's key that is missing or different now (the summary lists a few)."""
+        return {
+            write.key
+            for write in self.workload.writes
+            if write.ok and write.key not in self.unreadable and self.final.get(write.key) != write.value
+        }
 
     def table(self, title: str = "") -> str:
         return render(self.summary, title)
@@ -93,7 +103,7 @@ def run_faults(cluster: FaultCluster, scenario: Scenario, options: RunOptions | 
     )
     summary["cluster"] = cluster.kind
     summary["protocol"] = options.protocol
-    return RunResult(summary, timeline, workload)
+    return RunResult(summary, timeline, workload, final, unreadable)
 
 
 # -- the standard scenarios ---------------------------------------------------------------------------
