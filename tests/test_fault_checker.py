@@ -63,25 +63,45 @@ def test_lost_writes_are_told_apart_by_the_fault_they_were_acknowledged_before()
     assert summary["lost_by_acking_node"] == {"n1": 1, "n2": 1}
 
 
-def test_stale_acknowledgements_are_those_inside_the_cut_after_the_lease() -> None:
+def test_stale_acknowledgements_after_a_pause_are_those_past_the_lease_of_requests_it_held() -> None:
     settings = CheckSettings(lease=2.0, tolerance=0.25, grace=0.5)
     pause = Cut("n1", "pause", at(10.0), at(14.0))
     writes = [
         write(1, 1, 11.9, 12.1, node="n1"),  # within lease + tolerance: may be legitimate
-        write(2, 1, 11.0, 12.3, node="n1"),  # after: stale, though sent before the lease ran out
-        write(3, 1, 12.5, 14.4, node="n1"),  # answered just after the resume: stale, certainly
-        write(4, 1, 14.2, 14.6, node="n1"),  # after the grace: a new lease is possible
-        write(5, 1, 12.5, 13.0, node="n2"),  # another node: fine
-        write(6, 1, 12.5, 13.0, ok=False, node="n1"),  # an error is no acknowledgement
+        write(2, 1, 11.0, 12.3, node="n1"),  # "from a stopped node": only a wrong attribution does that
+        write(3, 1, 12.5, 14.4, node="n1"),  # held through the pause, answered on waking: stale
+        write(4, 1, 9.9, 14.1, node="n1"),  # sent before the pause, answered on waking: stale too
+        write(5, 1, 14.1, 14.3, node="n1"),  # sent after SIGCONT: it may have won a lease again
+        write(6, 1, 13.5, 14.6, node="n1"),  # answered after the grace: not watched
+        write(7, 1, 12.5, 13.0, node="n2"),  # another node: fine
+        write(8, 1, 12.5, 14.2, ok=False, node="n1"),  # an error is no acknowledgement
     ]
     summary = check(writes, present(writes), timeline(cuts=(pause,)), settings=settings)
-    assert summary["stale_acks"] == 2
-    assert [entry["key"] for entry in summary["stale_ack_examples"]] == ["k2", "k3"]
-    assert [entry["sent_after_expiry"] for entry in summary["stale_ack_examples"]] == [False, True]
-    assert summary["stale_ack_examples"][0]["cut"] == "pause"
+    assert summary["stale_acks"] == 3
+    examples = summary["stale_ack_examples"]
+    assert [entry["key"] for entry in examples] == ["k2", "k3", "k4"]
+    assert [entry["how"] for entry in examples] == ["during", "queued", "queued"]
+    assert [entry["sent_after_expiry"] for entry in examples] == [False, True, False]
+    assert summary["stale_acks_sent_after_expiry"] == 1
     # A longer lease makes the same history clean.
     relaxed = check(writes, present(writes), timeline(cuts=(pause,)), settings=CheckSettings(lease=5.0))
     assert relaxed["stale_acks"] == 0
+
+
+def test_stale_acknowledgements_of_an_isolated_node() -> None:
+    isolated = Cut("n1", "isolated", at(10.0), at(14.0))
+    writes = [
+        write(1, 1, 12.9, 13.0, node="n1"),  # acknowledged without a majority, past the lease: stale
+        write(2, 1, 10.5, 10.6, node="n1"),  # inside its last lease: fine
+        write(3, 1, 11.0, 14.2, node="n1"),  # received while it may still have held its lease
+        write(4, 1, 13.0, 14.3, node="n1"),  # received after its lease ran out, answered at the heal: stale
+        write(5, 1, 14.1, 14.2, node="n1"),  # sent after the heal
+    ]
+    summary = check(writes, present(writes), timeline(cuts=(isolated,)))
+    assert [(entry["key"], entry["how"]) for entry in summary["stale_ack_examples"]] == [
+        ("k1", "during"),
+        ("k4", "queued"),
+    ]
 
 
 def test_the_window_is_the_last_slot_to_take_a_write_again() -> None:

@@ -18,15 +18,24 @@ Definitions (the summary's field names in brackets):
 * **Stale acknowledgement** [``stale_acks``]: a :class:`Cut` says node X
   could not have held a lease from ``start`` to ``end`` (SIGSTOPped, or cut
   off from a majority of the nodes). Its last lease was granted before
-  ``start``, so it ran out by ``start + lease`` at the latest. An
-  acknowledgement that X sent and the client received at time A with
-  ``start + lease + tolerance <= A <= end + grace`` came from a node whose
-  lease had expired. ``tolerance`` absorbs the client noticing late (a busy
-  machine); ``grace`` covers replies X sends in its first moments after the
-  pause or the partition ends, before it could have won any new lease. The
-  flag ``sent_after_expiry`` marks the certain cases: the request itself was
-  sent after ``start + lease``, so the node handled it after its lease ended
-  whatever the client's delays.
+  ``start``, so it ran out by ``start + lease`` at the latest; ``expired =
+  start + lease + tolerance`` (``tolerance`` absorbs a client that notices a
+  reply late on a busy machine). An acknowledgement from X received at A is
+  stale when
+
+  - ``during``: ``expired <= A <= end``: X acknowledged while it was still
+    cut off (or, for a pause, "while stopped", which only a wrong
+    attribution could produce); or
+  - ``queued``: ``end < A <= end + grace`` for a request sent before ``end``
+    -- after a pause, any such request (DESIGN: a node resumed with an
+    expired lease must refuse what it had queued, whatever it wins later);
+    after an isolation, one sent after ``start + lease``, when X could hold
+    no lease to accept it with.
+
+  Requests sent after the cut ended are never flagged: X may have won a new
+  lease by then (a split brain there shows as lost writes instead).
+  ``sent_after_expiry`` marks the requests sent after ``start + lease``:
+  handled after the lease ended whatever the client's delays.
 
 * **Unavailability window** [``events[].impacts[].window_s``]: for an
   :class:`Event` at time F and each :class:`Impact` (the slots expected to be
@@ -106,7 +115,7 @@ class Timeline:
 class CheckSettings:
     lease: float = 2.0  # seconds a grant binds its voters (the daemon's default lease)
     tolerance: float = 0.25  # late noticing allowed after start + lease
-    grace: float = 0.5  # after a cut ends, before a node could hold a new lease
+    grace: float = 0.5  # after a cut ends: how long replies to requests held through it are watched
     examples: int = 20  # listed per finding (counts are always complete)
 
 
@@ -220,21 +229,32 @@ def check(
     # -- stale acknowledgements ---------------------------------------------------------------------
     stale: list[dict[str, Any]] = []
     for cut in timeline.cuts:
-        opens, closes = cut.start + settings.lease + settings.tolerance, cut.end + settings.grace
+        expired = cut.start + settings.lease + settings.tolerance
+        lease_end = cut.start + settings.lease
         for write in acked:
-            if write.node == cut.node and opens <= write.done <= closes:
-                stale.append(
-                    {
-                        "key": write.key.decode(errors="replace"),
-                        "node": cut.node,
-                        "cut": cut.kind,
-                        "cut_start": rel(cut.start),
-                        "cut_end": rel(cut.end),
-                        "sent": rel(write.sent),
-                        "acked": rel(write.done),
-                        "sent_after_expiry": write.sent >= cut.start + settings.lease,
-                    }
-                )
+            if write.node != cut.node or write.done < expired:
+                continue
+            if write.done <= cut.end:
+                how = "during"
+            elif write.done <= cut.end + settings.grace and write.sent < cut.end:
+                if cut.kind != "pause" and write.sent < lease_end:
+                    continue  # arrived while the isolated node may still have held its lease
+                how = "queued"
+            else:
+                continue
+            stale.append(
+                {
+                    "key": write.key.decode(errors="replace"),
+                    "node": cut.node,
+                    "cut": cut.kind,
+                    "how": how,
+                    "cut_start": rel(cut.start),
+                    "cut_end": rel(cut.end),
+                    "sent": rel(write.sent),
+                    "acked": rel(write.done),
+                    "sent_after_expiry": write.sent >= lease_end,
+                }
+            )
 
     # -- windows per event --------------------------------------------------------------------------
     index = _SlotIndex(writes)
