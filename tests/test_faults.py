@@ -18,7 +18,8 @@ are pinned in tests/test_fault_checker.py):
   lost and 0 acknowledgements from a node whose lease had run out, after
   kill -9 of a primary, SIGSTOP of a primary for twice the lease, a partition
   of a primary from its followers with clients on both sides, and a restart
-  with the same id; after kill -9, every shard writable again within 3 s and
+  with the same id, and kill -9 of one node while another is stopped; after
+  kill -9, every shard writable again within 3 s and
   no client error once it is. At W = 0 they demand no stale acknowledgement
   and report the writes lost. ``AEGIS_FAULT_RUNS=20`` repeats each (CI: 1).
 
@@ -44,7 +45,7 @@ from tests.faults.checker import CheckSettings, Timeline
 from tests.faults.cluster import REDIS_SERVER, AegisCluster, RedisCluster
 from tests.faults.nemesis import Nemesis
 from tests.faults.netns import Host, Network, unavailable_reason
-from tests.faults.run import RunOptions, RunResult, isolate, kill, kill_restart, pause, run_faults
+from tests.faults.run import RunOptions, RunResult, isolate, kill, kill_restart, pause, run_faults, together
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.slow]
 
@@ -352,4 +353,16 @@ def test_restart_of_a_node_with_the_same_id(aegis: MakeAegis, quorum: int, run: 
     cluster = aegis("--write-quorum", str(quorum))
     options = RunOptions(protocol="native", rate=400, check=SETTINGS)
     summary = _verdict(run_faults(cluster, kill_restart("n1", downtime=3.0), options), quorum, "kill -9 n1, restart")
+    assert all(impact["never_writable_again"] == 0 for event in summary["events"] for impact in event["impacts"])
+
+
+@pytest.mark.usefixtures("replication")
+@pytest.mark.parametrize("run", RUN_NUMBERS)
+@pytest.mark.parametrize("quorum", WRITE_QUORUMS)
+def test_kill_9_of_a_primary_while_another_node_is_stopped(aegis: MakeAegis, quorum: int, run: int) -> None:
+    cluster = aegis("--write-quorum", str(quorum))
+    # One node of three left: no majority, so no shard may take writes until n2 is continued.
+    scenario = together(kill("n1", after=2 * LEASE + 4.0), pause("n2", 2 * LEASE, after=0.0))
+    options = RunOptions(protocol="native", rate=400, check=SETTINGS)
+    summary = _verdict(run_faults(cluster, scenario, options), quorum, "kill -9 n1 while n2 is stopped")
     assert all(impact["never_writable_again"] == 0 for event in summary["events"] for impact in event["impacts"])

@@ -45,11 +45,24 @@ class Nemesis:
         self._partition_event: Event | None = None
         self._isolated_since: dict[str, float] = {}
         self._cut_clients: list[str] = []  # client sides a partition left without a majority
+        self._frozen_owners: dict[int, str] | None = None
 
     # -- ownership ---------------------------------------------------------------------------------
 
     def _owned(self, nodes: Iterable[str]) -> frozenset[int]:
-        return slots_of(self.cluster.slot_owners(side=self._side_for_questions()), nodes)
+        owners = self._frozen_owners or self.cluster.slot_owners(side=self._side_for_questions())
+        return slots_of(owners, nodes)
+
+    def freeze_owners(self) -> None:
+        """Take the slot owners now and use them for every fault until :meth:`thaw_owners`.
+
+        For faults meant to start together: asking the cluster in each would
+        delay the second behind the first (a killed node is asked in vain).
+        """
+        self._frozen_owners = self.cluster.slot_owners(side=self._side_for_questions())
+
+    def thaw_owners(self) -> None:
+        self._frozen_owners = None
 
     def _side_for_questions(self) -> int:
         """A client side that can reach every node (for CLUSTER SLOTS before a fault)."""
@@ -151,7 +164,7 @@ class Nemesis:
     def _block(self, pairs: Iterable[tuple[str, str]], kind: str, names: Sequence[str], detail: str) -> Event:
         if self._blocked:
             raise RuntimeError("heal the current partition first")
-        owners = self.cluster.slot_owners(side=self._side_for_questions())
+        owners = self._frozen_owners or self.cluster.slot_owners(side=self._side_for_questions())
         self._blocked = set(pairs)
         nodes = self.cluster.node_names
         majority = len(nodes) // 2 + 1

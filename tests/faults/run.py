@@ -10,6 +10,7 @@ every key written is read back from client side 0.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -153,5 +154,39 @@ def isolate(victim: str, seconds: float, *, client_with_victim: str | None = Non
         time.sleep(seconds)
         nemesis.heal()
         time.sleep(after)
+
+    return scenario
+
+
+def together(*scenarios: Scenario) -> Scenario:
+    """Run ``scenarios`` at the same time, each in its own thread: overlapping faults.
+
+    Partitions are one at a time (the nemesis refuses a second before a heal);
+    kills, restarts and pauses of different nodes combine freely with each
+    other and with one partition.
+    """
+
+    def scenario(nemesis: Nemesis) -> None:
+        failures: list[BaseException] = []
+
+        def run_one(one: Scenario) -> None:
+            try:
+                one(nemesis)
+            except BaseException as error:
+                failures.append(error)
+
+        threads = [
+            threading.Thread(target=run_one, args=(one,), name=f"nemesis-{n}") for n, one in enumerate(scenarios)
+        ]
+        nemesis.freeze_owners()
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            nemesis.thaw_owners()
+        if failures:
+            raise failures[0]
 
     return scenario
