@@ -18,7 +18,8 @@ holds a writer thread for a second, not for the whole pause.
 Faults: ``kill`` (kill -9 a primary, write 12 s more), ``pause`` (SIGSTOP a
 primary for ``--pause`` seconds), ``kill-restart`` (kill -9, start it again
 with the same id and data dir ``--downtime`` seconds later), ``partition``
-(a primary and one client side cut off from the rest for ``--pause`` seconds).
+(a primary and one client side cut off from the rest for ``--pause`` seconds),
+``kill+pause`` (kill -9 a primary while another is stopped for ``--pause`` s).
 
 Writes bench/results/faults.txt and .json and the "Faults" section of
 bench/RESULTS.md. Needs root.
@@ -44,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.faults.checker import CheckSettings, percentile
 from tests.faults.cluster import FAST_GOSSIP, AegisCluster, FaultCluster, RedisCluster
 from tests.faults.netns import Network, unavailable_reason
-from tests.faults.run import RunOptions, Scenario, isolate, kill, kill_restart, pause, run_faults
+from tests.faults.run import RunOptions, Scenario, isolate, kill, kill_restart, pause, run_faults, together
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -60,7 +61,9 @@ def daemon_has_write_quorum() -> bool:
     return "--write-quorum" in listing.stdout
 
 
-def scenario_for(fault: str, victim: str, args: argparse.Namespace) -> Scenario:
+def scenario_for(fault: str, victims: list[str], args: argparse.Namespace) -> Scenario:
+    """The scenario of ``fault``; ``victims`` are primaries, the first is the one faulted alone."""
+    victim = victims[0]
     if fault == "kill":
         return kill(victim, after=12.0)
     if fault == "pause":
@@ -69,6 +72,9 @@ def scenario_for(fault: str, victim: str, args: argparse.Namespace) -> Scenario:
         return kill_restart(victim, downtime=args.downtime, after=6.0)
     if fault == "partition":
         return isolate(victim, args.pause, client_with_victim="c1", after=6.0)
+    if fault == "kill+pause":
+        # Two primaries at once: no majority is left until the stopped one is continued.
+        return together(kill(victim, after=args.pause + 10.0), pause(victims[1], args.pause, after=0.0))
     raise ValueError(f"unknown fault {fault!r}")
 
 
@@ -89,7 +95,8 @@ def one_round(system: str, quorum: int | None, fault: str, args: argparse.Namesp
         try:
             cluster.start_all(settle_timeout=120)
             owners = cluster.slot_owners()
-            victim = "n1" if system == "aegiskv" else owners[0]
+            # Primaries in the order of their first slot (every AegisKV node is a primary of some shards).
+            victims = ["n1", "n2"] if system == "aegiskv" else list(dict.fromkeys(owners[s] for s in sorted(owners)))
             options = RunOptions(
                 protocol="resp",
                 rate=args.rate,
@@ -101,7 +108,7 @@ def one_round(system: str, quorum: int | None, fault: str, args: argparse.Namesp
                 client_options={"socket_timeout": 1.0, "socket_connect_timeout": 1.0},
                 check=CheckSettings(lease=args.lease),
             )
-            result = run_faults(cluster, scenario_for(fault, victim, args), options)
+            result = run_faults(cluster, scenario_for(fault, victims, args), options)
         finally:
             cluster.close()
     summary = result.summary
@@ -127,14 +134,18 @@ def aggregate(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             worst.append(impact["window_s"])
     acked = sum(summary["acked"] for summary in rounds)
     lost = [summary["lost"] for summary in rounds]
+    # Acknowledged before the fault (what the victim held) or after it (by the nodes that took over).
+    before = sum(summary["lost_by_phase"].get("before any fault", 0) for summary in rounds)
+    victim_share = sum(summary["acked_on_victim_slots_before_fault"] for summary in rounds)
     return {
         "rounds": len(rounds),
         "acked": acked,
         "lost_per_round": lost,
         "lost_fraction": round(sum(lost) / acked, 5) if acked else 0.0,
-        "lost_of_victim_share": round(
-            sum(lost) / max(1, sum(summary["acked_on_victim_slots_before_fault"] for summary in rounds)), 3
-        ),
+        "lost_acked_before_fault": before,
+        "lost_acked_after_fault": sum(lost) - before,
+        "victim_pre_fault_acked": victim_share,
+        "victim_pre_fault_lost_fraction": round(before / victim_share, 3) if victim_share else 0.0,
         "stale_acks": sum(summary["stale_acks"] for summary in rounds),
         "errors_outside": sum(summary["errors"]["outside"] for summary in rounds),
         "errors_in_window": sum(summary["errors"]["in_window"] for summary in rounds),
@@ -148,14 +159,14 @@ def aggregate(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     header = (
-        f"| {'system':<8} | {'W':<8} | {'fault':<12} | rounds | acked | lost per round | lost % | "
-        "lost of victim's pre-fault writes | window p50 / p99 / max s | stale acks | errors outside windows |"
+        "| system | W | fault | rounds | acked | lost per round | lost % | lost, acked before / after the fault | "
+        "victim's pre-fault acks lost | window p50 / p99 / max s | stale acks | errors outside windows |"
     )
-    lines = [header, "|" + "---|" * 11]
+    lines = [header, "|" + "---|" * 12]
     for row in rows:
         figures = row["result"]
         if figures is None:
-            lines.append(f"| {row['system']} | {row['quorum']} | {row['fault']} | - | {row['note']} |||||||")
+            lines.append(f"| {row['system']} | {row['quorum']} | {row['fault']} | - | {row['note']} ||||||||")
             continue
         window = " / ".join(
             "-" if v is None else f"{v:.2f}"
@@ -166,8 +177,9 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {row['system']} | {row['quorum']} | {row['fault']} | {figures['rounds']} | {figures['acked']} | "
             f"{', '.join(str(n) for n in figures['lost_per_round'])} | {figures['lost_fraction']:.2%} | "
-            f"{figures['lost_of_victim_share']:.0%} | {window} | {figures['stale_acks']} | "
-            f"{figures['errors_outside']} |"
+            f"{figures['lost_acked_before_fault']} / {figures['lost_acked_after_fault']} | "
+            f"{figures['victim_pre_fault_lost_fraction']:.0%} of {figures['victim_pre_fault_acked']} | {window} | "
+            f"{figures['stale_acks']} | {figures['errors_outside']} |"
         )
     return "\n".join(lines)
 
@@ -192,7 +204,9 @@ def write_results_md(section: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--faults", default="kill,pause,kill-restart", help="kill, pause, kill-restart, partition")
+    parser.add_argument(
+        "--faults", default="kill,pause,kill-restart", help="kill, pause, kill-restart, partition, kill+pause"
+    )
     parser.add_argument("--systems", default="aegiskv,redis")
     parser.add_argument("--rate", type=float, default=800.0, help="writes per second (all client sides)")
     parser.add_argument("--writers", type=int, default=8, help="writer threads per client side")
@@ -204,7 +218,11 @@ def main() -> None:
     parser.add_argument("--fast-gossip", action="store_true", help="AegisKV on the tests' fast gossip timing")
     parser.add_argument("--redis-node-timeout", type=int, default=5000, help="ms")
     parser.add_argument("--quick", action="store_true", help="write results/faults_quick.* and leave RESULTS.md")
+    parser.add_argument("--from-json", type=Path, help="re-render a saved results/faults*.json, measure nothing")
     args = parser.parse_args()
+    if args.from_json:
+        rerender(args.from_json)
+        return
     reason = unavailable_reason()
     if reason:
         sys.exit(f"bench/faults.py {reason}")
@@ -261,31 +279,44 @@ def main() -> None:
         f"node timeout {args.redis_node_timeout / 1000:g} s, no persistence; pause/partition {args.pause:g} s, "
         f"restart after {args.downtime:g} s"
     )
+    publish(
+        {"command": command, "commit": commit.stdout.strip(), "when": when, "settings": settings, "rows": rows},
+        "faults_quick" if args.quick else "faults",
+    )
+
+
+def publish(run: dict[str, Any], name: str) -> None:
+    """Write results/<name>.txt and .json, and (unless a quick run) the Faults section of RESULTS.md."""
     text = "\n".join(
         [
-            f"Faults (bench/faults.py), run {when} on {commit.stdout.strip()}: `{command}`",
-            settings,
+            f"Faults (bench/faults.py), run {run['when']} on {run['commit']}: `{run['command']}`",
+            run["settings"],
             "window: per slot of the faulted node, from the fault to the first acknowledged write to it, "
-            "pooled over the rounds; lost: acknowledged, then missing on read-back.",
+            "pooled over the rounds; lost: acknowledged, then missing on read-back (before / after: "
+            "acknowledged before the fault, or after it by the nodes that took over); stale acks: "
+            "acknowledgements from a stopped or isolated node past its lease, or of requests it held through "
+            "the cut (tests/faults/checker.py).",
             "",
-            table(rows),
+            table(run["rows"]),
         ]
     )
     print("\n" + text)
     RESULTS.mkdir(exist_ok=True)
-    name = "faults_quick" if args.quick else "faults"
     (RESULTS / f"{name}.txt").write_text(text + "\n")
-    (RESULTS / f"{name}.json").write_text(
-        json.dumps(
-            {"command": command, "commit": commit.stdout.strip(), "when": when, "settings": settings, "rows": rows},
-            indent=1,
-        )
-        + "\n"
-    )
-    if not args.quick:
+    (RESULTS / f"{name}.json").write_text(json.dumps(run, indent=1) + "\n")
+    if name == "faults":
         write_results_md(
             "## Faults\n\nWritten by `bench/faults.py` (details per round in `bench/results/faults.json`).\n\n" + text
         )
+
+
+def rerender(path: Path) -> None:
+    """Recompute the rows of a saved run from its rounds and publish them again (no new measurement)."""
+    run = json.loads(path.read_text())
+    for row in run["rows"]:
+        if row["rounds"]:
+            row["result"] = aggregate(row["rounds"])
+    publish(run, path.stem)
 
 
 if __name__ == "__main__":
