@@ -104,7 +104,8 @@ def one_round(system: str, quorum: int | None, fault: str, args: argparse.Namesp
                 sides=sides,
                 warmup=3.0,
                 cooldown=3.0,
-                settle_timeout=120.0,
+                settle_timeout=180.0,
+                require_settled=False,
                 client_options={"socket_timeout": 1.0, "socket_connect_timeout": 1.0},
                 check=CheckSettings(lease=args.lease),
             )
@@ -120,7 +121,11 @@ def one_round(system: str, quorum: int | None, fault: str, args: argparse.Namesp
     return summary
 
 
-def aggregate(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+def aggregate(all_rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    failed = [summary["failed"] for summary in all_rounds if "failed" in summary]
+    rounds = [summary for summary in all_rounds if "failed" not in summary]
+    if not rounds:
+        return {"rounds": 0, "failed_rounds": failed}
     windows: list[float] = []
     worst: list[float] = []
     never = 0
@@ -154,20 +159,30 @@ def aggregate(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "window_max_s": round(max(worst), 2) if worst else None,
         "never_writable_again": never,
         "writes_per_s": round(sum(summary["writes_per_s"] for summary in rounds) / len(rounds), 1),
+        "unsettled_rounds": sum(1 for summary in rounds if not summary.get("settled", True)),
+        "settle_max_s": max(summary.get("settle_s", 0.0) for summary in rounds),
+        "failed_rounds": failed,
     }
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     header = (
         "| system | W | fault | rounds | acked | lost per round | lost % | lost, acked before / after the fault | "
-        "victim's pre-fault acks lost | window p50 / p99 / max s | stale acks | errors outside windows |"
+        "victim's pre-fault acks lost | window p50 / p99 / max s | stale acks | errors outside windows | "
+        "one map again after (max s) |"
     )
-    lines = [header, "|" + "---|" * 12]
+    lines = [header, "|" + "---|" * 13]
     for row in rows:
         figures = row["result"]
-        if figures is None:
-            lines.append(f"| {row['system']} | {row['quorum']} | {row['fault']} | - | {row['note']} ||||||||")
+        if figures is None or not figures["rounds"]:
+            note = row["note"] or f"every round failed: {figures['failed_rounds'][0] if figures else ''}"
+            lines.append(f"| {row['system']} | {row['quorum']} | {row['fault']} | - | {note} |||||||||")
             continue
+        rounds = str(figures["rounds"])
+        if figures.get("unsettled_rounds"):
+            rounds += f" ({figures['unsettled_rounds']} not re-converged)"
+        if figures.get("failed_rounds"):
+            rounds += f" (+{len(figures['failed_rounds'])} failed)"
         window = " / ".join(
             "-" if v is None else f"{v:.2f}"
             for v in (figures[k] for k in ("window_p50_s", "window_p99_s", "window_max_s"))
@@ -175,11 +190,11 @@ def table(rows: list[dict[str, Any]]) -> str:
         if figures["never_writable_again"]:
             window += f" ({figures['never_writable_again']} slots never)"
         lines.append(
-            f"| {row['system']} | {row['quorum']} | {row['fault']} | {figures['rounds']} | {figures['acked']} | "
+            f"| {row['system']} | {row['quorum']} | {row['fault']} | {rounds} | {figures['acked']} | "
             f"{', '.join(str(n) for n in figures['lost_per_round'])} | {figures['lost_fraction']:.2%} | "
             f"{figures['lost_acked_before_fault']} / {figures['lost_acked_after_fault']} | "
             f"{figures['victim_pre_fault_lost_fraction']:.0%} of {figures['victim_pre_fault_acked']} | {window} | "
-            f"{figures['stale_acks']} | {figures['errors_outside']} |"
+            f"{figures['stale_acks']} | {figures['errors_outside']} | {figures.get('settle_max_s', '-')} |"
         )
     return "\n".join(lines)
 
@@ -249,13 +264,19 @@ def main() -> None:
                 rounds = []
                 for number in range(args.rounds):
                     started = time.monotonic()
-                    summary = one_round(system, quorum, fault, args)
+                    try:
+                        summary = one_round(system, quorum, fault, args)
+                    except Exception as error:  # one broken round must not lose the others
+                        rounds.append({"failed": f"{type(error).__name__}: {error}"[:500]})
+                        print(f"{system} W={label} {fault} round {number + 1} FAILED: {error}", flush=True)
+                        continue
                     rounds.append(summary)
                     impact = summary["events"][0]["impacts"][0] if summary["events"][0]["impacts"] else {}
                     print(
                         f"{system} W={label} {fault} round {number + 1}: acked {summary['acked']}, "
                         f"lost {summary['lost']}, window {impact.get('window_s')} s, stale {summary['stale_acks']}, "
-                        f"errors outside {summary['errors']['outside']} ({time.monotonic() - started:.0f} s)",
+                        f"errors outside {summary['errors']['outside']}, settled {summary['settled']} after "
+                        f"{summary['settle_s']} s ({time.monotonic() - started:.0f} s)",
                         flush=True,
                     )
                 rows.append(

@@ -316,7 +316,7 @@ def check(
         report["errors_in_window"] = sum(1 for write in failed if write.done >= event.at and write.sent <= finished)
 
     # -- the longest run of consecutive failures (all writers, by send time) ------------------
-    longest = {"writes": 0, "seconds": 0.0, "from": None, "to": None}
+    longest: dict[str, Any] = {"writes": 0, "seconds": 0.0, "from": None, "to": None}
     streak: list[Write] = []
     for write in sorted(writes, key=lambda write: write.sent):
         if write.ok:

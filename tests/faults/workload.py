@@ -24,6 +24,7 @@ node the schedule slips instead of bursting afterwards (at most
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 import threading
@@ -97,7 +98,7 @@ class RespClient:
 
     def __init__(self, seeds: Sequence[tuple[str, int]], options: dict[str, Any] | None = None) -> None:
         self.client = RedisClusterClient(
-            startup_nodes=[ClusterNode(host, port) for host, port in seeds],
+            startup_nodes=[ClusterNode(host, port) for host, port in seeds],  # type: ignore[no-untyped-call]
             connection_class=RecordingConnection,
             **(options or {}),
         )
@@ -108,7 +109,7 @@ class RespClient:
 
     def get(self, key: bytes) -> bytes | None:
         value = self.client.get(key)
-        return value if value is None or isinstance(value, bytes) else bytes(value)
+        return value if value is None or isinstance(value, bytes) else str(value).encode()
 
     def read_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         return list(self.client.mget_nonatomic(list(keys)))
@@ -245,10 +246,10 @@ class Workload:
             self._schedules[host.name] = schedule
             for number in range(self.writers_per_host):
                 name = f"{host.name}/w{number}"
-                self._threads.append(host.thread(lambda h=host, n=name, s=schedule: self._write_loop(h, n, s), name))
+                self._threads.append(host.thread(functools.partial(self._write_loop, host, name, schedule), name))
             if self.read_rate > 0:
                 name = f"{host.name}/reader"
-                self._threads.append(host.thread(lambda h=host: self._read_loop(h), name))
+                self._threads.append(host.thread(functools.partial(self._read_loop, host), name))
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
