@@ -11,9 +11,9 @@ A :class:`Write` records key, value, slot, the writer's side (client host),
 send and completion times (``time.monotonic()``), the outcome (ok, or the
 error's type and text) and the node whose reply was read (its IP mapped to a
 node name) -- the node that *acknowledged*, which the stale-acknowledgement
-check needs. redis-py tells it through a ``Connection`` subclass that notes
-its host whenever it reads a reply; the native client through a ``Client``
-subclass that notes which connection answered.
+check needs. redis-py tells it through a ``RedisCluster`` subclass that notes
+the node of each attempt; the native client through a ``Client`` subclass that
+notes which connection answered.
 
 Writers run in threads inside a client host's namespace (never the root
 namespace). Pacing is open-loop against a shared schedule: writer threads
@@ -36,7 +36,6 @@ from typing import Any, Protocol
 import redis
 from redis.cluster import ClusterNode
 from redis.cluster import RedisCluster as RedisClusterClient
-from redis.connection import Connection
 
 from aegiskv.client import Client, Config, NotFoundError
 from aegiskv.client.connection import NativeConnection
@@ -58,17 +57,17 @@ def forget_answer() -> None:
     _answered.host = None
 
 
-class RecordingConnection(Connection):
-    """A redis-py connection that notes which host answered (replies and error replies alike)."""
+class RecordingRedisCluster(RedisClusterClient):
+    """redis-py's ``RedisCluster``, noting the node each attempt goes to (redirects included).
 
-    def read_response(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            response = super().read_response(*args, **kwargs)
-        except redis.ResponseError:
-            _note_answer(self.host)
-            raise
-        _note_answer(self.host)
-        return response
+    Every attempt of a command asks ``get_redis_connection(node)`` for the node
+    it is about to send to (redis-py 7 and 8 alike), so after a command returns,
+    the node noted last is the one whose reply was read.
+    """
+
+    def get_redis_connection(self, node: ClusterNode) -> Any:
+        _note_answer(node.host)
+        return super().get_redis_connection(node)
 
 
 class RecordingClient(Client):
@@ -97,9 +96,8 @@ class RespClient:
     """redis-py ``RedisCluster``; ``options`` go to its constructor (library defaults otherwise)."""
 
     def __init__(self, seeds: Sequence[tuple[str, int]], options: dict[str, Any] | None = None) -> None:
-        self.client = RedisClusterClient(
+        self.client = RecordingRedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in seeds],  # type: ignore[no-untyped-call]
-            connection_class=RecordingConnection,
             **(options or {}),
         )
 
