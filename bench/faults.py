@@ -122,8 +122,9 @@ def one_round(system: str, quorum: int | None, fault: str, args: argparse.Namesp
 
 
 def aggregate(all_rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    failed = [summary["failed"] for summary in all_rounds if "failed" in summary]
-    rounds = [summary for summary in all_rounds if "failed" not in summary]
+    # (A check summary has "failed" too: the writes that failed. A round that broke has only this.)
+    failed = [summary["round_failed"] for summary in all_rounds if "round_failed" in summary]
+    rounds = [summary for summary in all_rounds if "round_failed" not in summary]
     if not rounds:
         return {"rounds": 0, "failed_rounds": failed}
     windows: list[float] = []
@@ -267,7 +268,7 @@ def main() -> None:
                     try:
                         summary = one_round(system, quorum, fault, args)
                     except Exception as error:  # one broken round must not lose the others
-                        rounds.append({"failed": f"{type(error).__name__}: {error}"[:500]})
+                        rounds.append({"round_failed": f"{type(error).__name__}: {error}"[:500]})
                         print(f"{system} W={label} {fault} round {number + 1} FAILED: {error}", flush=True)
                         continue
                     rounds.append(summary)
