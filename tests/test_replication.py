@@ -18,7 +18,7 @@ from aegiskv.client import Client, Config, NotFoundError
 from aegiskv.cluster.slots import ShardMapper
 from aegiskv.testing.localnode import LocalNode
 from tests.cluster_harness import Cluster, gossip_address, info, topology, wait_for_agreement
-from tests.wire import wait_until
+from tests.wire import http_request, metric_samples, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -158,3 +158,24 @@ def test_info_reports_roles_and_streams(cluster: Cluster) -> None:
     assert all(section["connected_slaves"] == 2 for section in sections)
     assert {section["aegis_write_quorum"] for section in sections} == {2}
     assert all(section["role"] == "master" for section in sections)  # each leads some shards
+
+
+def test_metrics_report_what_info_replication_reports(cluster: Cluster) -> None:
+    nodes = cluster.start_many(3)
+    settled(nodes)
+    with client_for(nodes) as client:
+        write_keys(client, "metrics", 40)
+    for node in nodes:
+        assert node.health_address is not None
+        status, _headers, body = http_request(node.health_address, "/metrics")
+        assert status == 200
+        samples = metric_samples(body.decode())
+        section = info(node, "replication")  # after the scrape: counters only grow
+        primary = samples[("aegis_replication_shards", (("role", "primary"),))]
+        assert primary == section["aegis_shards_primary"]
+        assert samples[("aegis_replication_shards", (("role", "follower"),))] == 8 - primary
+        assert samples[("aegis_replication_links_up", ())] == 2
+        assert 0 < samples[("aegis_replication_changes_applied_total", ())] <= section["aegis_changes_applied"]
+        # Every shard this node leads was won in an election and renewed since.
+        assert samples[("aegis_replication_lease_elections_won_total", ())] >= primary
+        assert samples[("aegis_replication_quorum_failures_total", ())] == 0
