@@ -227,6 +227,7 @@ def main() -> None:
         if not saved.exists():
             sys.exit("bench/faults.py: no results to render (bench/results/faults.json)")
         write_results_md(json.loads(saved.read_text()))
+        print("bench/RESULTS.md: section 'Faults' rendered from bench/results/")
         return
     if args.from_json:
         rerender(args.from_json)

@@ -197,6 +197,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.render:
         if write_results_md():
+            print(f"bench/RESULTS.md: section {SECTION_TITLE!r} rendered from bench/results/")
             return 0
         print("bench/hit_ratio.py: no results to render (bench/results/hit_ratio*.json)")
         return 1
