@@ -42,6 +42,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from results_md import write_section  # bench/results_md.py
+
 from tests.faults.checker import CheckSettings, percentile
 from tests.faults.cluster import FAST_GOSSIP, AegisCluster, FaultCluster, RedisCluster
 from tests.faults.netns import Network, unavailable_reason
@@ -49,8 +51,6 @@ from tests.faults.run import RunOptions, Scenario, isolate, kill, kill_restart, 
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-RESULTS_MD = ROOT / "bench" / "RESULTS.md"
-BEGIN, END = "<!-- bench/faults.py: begin -->", "<!-- bench/faults.py: end -->"
 
 
 def daemon_has_write_quorum() -> bool:
@@ -200,23 +200,6 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_results_md(section: str) -> None:
-    block = f"{BEGIN}\n{section}\n{END}"
-    if RESULTS_MD.exists():
-        text = RESULTS_MD.read_text()
-        if BEGIN in text and END in text:
-            text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
-        else:
-            text = text.rstrip("\n") + "\n\n" + block + "\n"
-    else:
-        text = (
-            "# Benchmark results\n\n"
-            "Latest results of the benchmarks in bench/. Each section says which script wrote it;\n"
-            "rerunning that script replaces its section.\n\n" + block + "\n"
-        )
-    RESULTS_MD.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -235,7 +218,17 @@ def main() -> None:
     parser.add_argument("--redis-node-timeout", type=int, default=5000, help="ms")
     parser.add_argument("--quick", action="store_true", help="write results/faults_quick.* and leave RESULTS.md")
     parser.add_argument("--from-json", type=Path, help="re-render a saved results/faults*.json, measure nothing")
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite this section of bench/RESULTS.md from results/faults.json"
+    )
     args = parser.parse_args()
+    if args.render:
+        saved = RESULTS / "faults.json"
+        if not saved.exists():
+            sys.exit("bench/faults.py: no results to render (bench/results/faults.json)")
+        write_results_md(json.loads(saved.read_text()))
+        print("bench/RESULTS.md: section 'Faults' rendered from bench/results/")
+        return
     if args.from_json:
         rerender(args.from_json)
         return
@@ -307,9 +300,8 @@ def main() -> None:
     )
 
 
-def publish(run: dict[str, Any], name: str) -> None:
-    """Write results/<name>.txt and .json, and (unless a quick run) the Faults section of RESULTS.md."""
-    text = "\n".join(
+def report_text(run: dict[str, Any]) -> str:
+    return "\n".join(
         [
             f"Faults (bench/faults.py), run {run['when']} on {run['commit']}: `{run['command']}`",
             run["settings"],
@@ -322,14 +314,21 @@ def publish(run: dict[str, Any], name: str) -> None:
             table(run["rows"]),
         ]
     )
+
+
+def write_results_md(run: dict[str, Any]) -> None:
+    write_section("faults.py", "Faults", "`bench/results/faults.json` (details per round there)", report_text(run))
+
+
+def publish(run: dict[str, Any], name: str) -> None:
+    """Write results/<name>.txt and .json, and (unless a quick run) the Faults section of RESULTS.md."""
+    text = report_text(run)
     print("\n" + text)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.txt").write_text(text + "\n")
     (RESULTS / f"{name}.json").write_text(json.dumps(run, indent=1) + "\n")
     if name == "faults":
-        write_results_md(
-            "## Faults\n\nWritten by `bench/faults.py` (details per round in `bench/results/faults.json`).\n\n" + text
-        )
+        write_results_md(run)
 
 
 def rerender(path: Path) -> None:

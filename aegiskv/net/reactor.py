@@ -11,8 +11,8 @@ pool, rate limit); a listener stops accepting at ``max_connections`` and the
 extra connection gets the protocol's refusal message before it is closed.
 
 Methods are grouped by the thread that may call them. Everything here is
-reactor-thread only except :meth:`Reactor.call_soon` and
-:meth:`Reactor.call_from_worker`.
+reactor-thread only except :meth:`Reactor.call_soon`, which the worker pool
+also uses to hand each finished task's ``done`` back to this thread.
 """
 
 from __future__ import annotations
