@@ -185,8 +185,14 @@ def run(config: Settings) -> int:
             pid_written = True
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:
-            logger.info("received {}; draining", signal.Signals(signum).name)
-            server.reactor.call_soon(server.drain)
+            # No logging here: a signal that lands while this thread is inside a loguru call
+            # trips loguru's reentrance guard (a "Logging error" traceback). The reactor logs.
+            name = signal.Signals(signum).name
+            server.reactor.call_soon(lambda: drain_on(name))
+
+        def drain_on(name: str) -> None:
+            logger.info("received {}; draining", name)
+            server.drain()
 
         # Handlers before the ready line: a supervisor may signal as soon as it sees it.
         signal.signal(signal.SIGTERM, on_signal)
