@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.node.operations import Node
@@ -70,6 +71,18 @@ class Authenticator:
         )
 
 
+class WaitRequest(NamedTuple):
+    """WAIT numreplicas timeout: hold the reply until the connection's writes have that many copies.
+
+    ``answer(count)`` encodes the reply: the followers (the primary not counted)
+    holding every write the connection made, at the least over the shards written.
+    """
+
+    replicas: int
+    timeout_ms: int  # 0: no limit
+    answer: Callable[[int], bytes]
+
+
 class Session:
     """What the server remembers about one client connection."""
 
@@ -87,6 +100,7 @@ class Session:
         "name",
         "library_name",
         "library_version",
+        "hold",
     )
 
     def __init__(self, node: Node, authenticated: bool, rate: TokenBucket | None, peer: object = None) -> None:
@@ -106,3 +120,6 @@ class Session:
         self.name: bytes | None = None  # CLIENT SETNAME
         self.library_name = b""  # CLIENT SETINFO LIB-NAME
         self.library_version = b""
+        # Set by a handler whose reply must wait under replication (WAIT);
+        # the request pipeline takes it after the handler ran (aegiskv.server.pipeline).
+        self.hold: WaitRequest | None = None

@@ -28,6 +28,9 @@ request pipeline:
   change, and leaves only if this node still holds the shard's lease at that
   moment; past ``quorum_timeout`` the client is told the outcome is unknown.
   W = 0 replies at once, after the same lease check.
+* **WAIT.** ``WAIT n timeout`` is held the same way until every write the
+  connection made has ``n`` followers' acknowledgements (the least over the
+  shards it wrote), or the timeout; it answers the count reached.
 
 Reactor thread only, except :meth:`put`, :meth:`delete`, :meth:`expire`,
 :meth:`flush_shard` (the feed: any thread, node lock held) and
@@ -51,6 +54,7 @@ from aegiskv.cluster.shard_map import ShardMap
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.net.reactor import Reactor
 from aegiskv.node.operations import Node
+from aegiskv.protocols.session import WaitRequest
 from aegiskv.server.peer_links import PeerNetwork, Reply
 
 TICK_SECONDS = 0.05
@@ -67,6 +71,7 @@ REOFFER_AFTER = 1.0
 HANDOFFS_PER_TICK = 4
 
 Writes = dict[int, int]  # shard -> the last seq a request wrote to it
+Written = dict[int, tuple[int, int]]  # shard -> (the last seq a connection wrote to it, the epoch it was written in)
 
 
 @dataclass(frozen=True)
@@ -280,8 +285,26 @@ class ReplicaManager:
         epochs = {shard: (state.leading_epoch if (state := self._led[shard]) is not None else 0) for shard in writes}
         return Ticket(writes, epochs, time.monotonic() + self.options.quorum_timeout)
 
-    def verdict(self, ticket: Ticket) -> CommandError | bool:
-        """True: the reply may leave; False: it waits; an error: send that instead."""
+    def note_writes(self, written: Written, ticket: Ticket) -> None:
+        """Add a write's shards (seq and epoch) to what a connection wrote (WAIT counts copies of them)."""
+        for shard, seq in ticket.writes.items():
+            written[shard] = (seq, ticket.epochs[shard])
+
+    def hold_ticket(self, hold: WaitRequest, written: Written) -> WaitTicket:
+        """What the reply of WAIT (``Session.hold``) waits for.
+
+        WAIT with ``written`` (the connection's writes) empty answers at once: the
+        followers this node streams to with their link up, the least over the
+        shards it leads (0 when it leads none), as Redis answers its connected
+        replicas for a connection that wrote nothing.
+        """
+        deadline = time.monotonic() + hold.timeout_ms / 1000 if hold.timeout_ms else float("inf")
+        return WaitTicket(hold, dict(written), deadline)
+
+    def verdict(self, ticket: Ticket | WaitTicket) -> CommandError | bool | bytes:
+        """True: the reply may leave; False: it waits; an error or a reply: send that instead."""
+        if isinstance(ticket, WaitTicket):
+            return self._wait_verdict(ticket)
         now = time.monotonic()
         quorum = self.options.write_quorum
         for shard, seq in ticket.writes.items():
@@ -303,6 +326,36 @@ class ReplicaManager:
                     )
                 return False
         return True
+
+    def _wait_verdict(self, ticket: WaitTicket) -> bytes | bool:
+        count = self._wait_count(ticket.written)
+        if count >= ticket.hold.replicas or time.monotonic() >= ticket.deadline or not ticket.written:
+            return ticket.hold.answer(count)
+        return False
+
+    def _wait_count(self, written: Written) -> int:
+        """Followers holding every write in ``written``: the least over its shards (see hold_ticket)."""
+        if not written:
+            peers = self.peers
+            counts = [
+                sum(
+                    1
+                    for member, stream in state.streams.items()
+                    if stream.state == "streaming" and peers is not None and peers.is_up(member)
+                )
+                for state in self._led
+                if state is not None
+            ]
+            return min(counts, default=0)
+        least: int | None = None
+        for shard, (seq, epoch) in written.items():
+            state = self._shards.get(shard)
+            if seq < 0 or state is None or not state.leading_epoch or state.leading_epoch != epoch:
+                count = 0  # not streamed, or this node no longer leads the shard: no acknowledgement to count
+            else:
+                count = state.tracker.copies(seq) - 1
+            least = count if least is None else min(least, count)
+        return least or 0
 
     def wait(self, holder: _Holder) -> None:
         self._waiting.add(holder)
@@ -740,6 +793,15 @@ class _Holder:
 class Ticket:
     writes: Writes
     epochs: dict[int, int]
+    deadline: float
+
+
+@dataclass(frozen=True)
+class WaitTicket:
+    """WAIT's held reply: the connection's writes when it ran, and until when it waits."""
+
+    hold: WaitRequest
+    written: Written
     deadline: float
 
 
