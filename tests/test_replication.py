@@ -182,7 +182,7 @@ def test_metrics_report_what_info_replication_reports(cluster: Cluster) -> None:
         assert samples[("aegis_replication_quorum_failures_total", ())] == 0
 
 
-# -- WAIT ------------------------------------------------------------------------
+# -- WAIT and quorum reads ------------------------------------------------------------------------
 
 
 def key_in_shard(shard: int, prefix: str) -> str:
@@ -229,3 +229,43 @@ def test_wait_counts_the_followers_holding_the_connections_writes(async_cluster:
         finally:
             victim.process.send_signal(signal.SIGCONT)
         assert connection.execute_command("WAIT", 2, 0) == 2  # it catches up once it runs again
+
+
+@pytest.fixture
+def read_quorum_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    started = Cluster(tmp_path, shards=8, env={"AEGIS_READ_QUORUM": "2"})
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+def test_reads_consult_a_second_copy_and_are_refused_without_one(read_quorum_cluster: Cluster) -> None:
+    nodes = read_quorum_cluster.start_many(3)
+    layout = settled(nodes)
+    primary = read_quorum_cluster.nodes[layout[0]]
+    followers = [read_quorum_cluster.nodes[node_id] for node_id in topology(primary)["shards"][0]["replicas"][1:]]
+    key = key_in_shard(0, "quorum-read")
+    with client_for(nodes) as client:
+        client.set(key, "value")
+        assert client.get(key) == b"value"  # the native GET
+    before = info(primary, "replication")
+    assert before["aegis_read_quorum"] == 2
+    assert before["aegis_read_quorum_reads"] >= 1
+    with resp_client(primary) as connection:
+        assert connection.get(key) == b"value"
+        followers[1].process.send_signal(signal.SIGSTOP)
+        try:
+            assert connection.get(key) == b"value"  # one follower answering is enough for 2 copies
+            followers[0].process.send_signal(signal.SIGSTOP)
+            try:
+                with pytest.raises(redis.RedisError) as refused:
+                    connection.get(key)
+                assert "read quorum" in str(refused.value)
+            finally:
+                followers[0].process.send_signal(signal.SIGCONT)
+        finally:
+            followers[1].process.send_signal(signal.SIGCONT)
+    after = info(primary, "replication")
+    assert after["aegis_read_quorum_reads"] >= before["aegis_read_quorum_reads"] + 2
+    assert after["aegis_read_quorum_failures"] >= 1

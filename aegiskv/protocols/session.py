@@ -83,6 +83,20 @@ class WaitRequest(NamedTuple):
     answer: Callable[[int], bytes]
 
 
+class QuorumRead(NamedTuple):
+    """A read on a node with ``--read-quorum`` above 1: hold the reply until that many copies answered.
+
+    ``version`` 0: the key is absent here. ``answer(value, version, expires_at_ms)``
+    encodes the reply from the newest copy (``value`` None: absent).
+    """
+
+    key: bytes
+    value: bytes
+    version: int
+    expires_at_ms: int
+    answer: Callable[[bytes | None, int, int], bytes]
+
+
 class Session:
     """What the server remembers about one client connection."""
 
@@ -101,6 +115,7 @@ class Session:
         "library_name",
         "library_version",
         "hold",
+        "read_quorum",
     )
 
     def __init__(self, node: Node, authenticated: bool, rate: TokenBucket | None, peer: object = None) -> None:
@@ -120,6 +135,7 @@ class Session:
         self.name: bytes | None = None  # CLIENT SETNAME
         self.library_name = b""  # CLIENT SETINFO LIB-NAME
         self.library_version = b""
-        # Set by a handler whose reply must wait under replication (WAIT);
+        # Set by a handler whose reply must wait under replication (WAIT, a quorum read);
         # the request pipeline takes it after the handler ran (aegiskv.server.pipeline).
-        self.hold: WaitRequest | None = None
+        self.hold: WaitRequest | QuorumRead | None = None
+        self.read_quorum = False  # reads consult other copies (--read-quorum above 1, replication on)

@@ -29,8 +29,9 @@ encode errors; this class decides *where* and *when* each request runs:
   it wrote (aegiskv.server.replicas); replies behind it wait too. A write
   whose quorum or lease fails gets an error saying its outcome is unknown.
   A handler may ask for its reply to be held too (``Session.hold``): WAIT,
-  until the connection's writes have copies (its reply is then the count). It
-  goes through the same held replies and never blocks the reactor.
+  until the connection's writes have copies; a read under ``--read-quorum``,
+  until enough copies answered (its reply is then the newest copy's). Both go
+  through the same held replies; neither blocks the reactor.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ class ReplicationGate(TypingProtocol):
     def take_writes(self) -> Any:
         """The writes the command just run on this thread made (None: none)."""
         ...
+
+    @property
+    def read_quorum(self) -> int: ...
 
     def ticket(self, writes: Any) -> Any: ...
 
@@ -129,6 +133,7 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
         self._paused_for_log = False  # reading stopped until held replies leave (release() resumes)
         # Under replication: what this connection wrote to each shard (for WAIT; the gate's format).
         self._written: dict[int, Any] = {}
+        self.session.read_quorum = self._replicas is not None and self._replicas.read_quorum > 1
 
     # -- reactor hooks -------------------------------------------------------------
 
@@ -283,9 +288,10 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
         # With a log, a read takes the plain path too while no record waits to be written
         # and no reply is held: it cannot have seen a change the log may still give up
         # (the records it appends itself drop expired keys, which are never put back).
-        # Under replication alone a read waits for nothing, unless it is WAIT (command.gated).
+        # Under replication alone a read waits for nothing, unless reads consult a quorum
+        # (--read-quorum) or it is WAIT (command.gated).
         log = self._durability.log if self._durability is not None else None
-        reads_plain = gated and session.authenticated and session.rate is None
+        reads_plain = gated and session.authenticated and session.rate is None and not session.read_quorum
         while True:
             # An authenticated take returns every complete request; before
             # authentication it returns one, so take again after running it.
@@ -340,7 +346,7 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
                         self._closing = True
                 elif gated:
                     self._run_gated(command, handler, request, stats)
-                    reads_plain = session.authenticated and session.rate is None
+                    reads_plain = session.authenticated and session.rate is None and not session.read_quorum
                 else:
                     transport.write(self._execute(command, handler, request, stats, in_turn=True))
                     plain = session.authenticated and session.rate is None  # after AUTH
