@@ -183,6 +183,16 @@ def test_a_read_without_its_quorum_is_refused_with_tryagain() -> None:
     assert primary._reads == {}
 
 
+def test_a_read_fails_at_once_when_too_few_links_are_up_for_its_quorum() -> None:
+    nodes = cluster()
+    primary = nodes["p"]
+    links(primary).down.update({"f1", "f2"})
+    ticket = primary.hold_ticket(read(primary, KEY), {})
+    verdict = primary.verdict(ticket)
+    assert isinstance(verdict, CommandError) and "read quorum of 2 not reached" in str(verdict)
+    assert links(primary).sent == []
+
+
 def test_reads_need_no_quorum_below_two_or_off_the_primary() -> None:
     nodes = cluster()
     assert nodes["f1"].hold_ticket(read(nodes["f1"], KEY), {}) is None  # a follower answers from its copy

@@ -400,14 +400,16 @@ class ReplicaManager:
         round_ = ticket.round
         assert round_ is not None
         if not round_.complete:
-            if now < ticket.deadline:
+            # Waits while enough asked copies may still answer; with too few links up, fails now.
+            if now < ticket.deadline and len(round_.copies) + len(round_.asked) >= round_.need:
                 return False
             self._reads.pop(ticket.request_id, None)
             self.counters["read_quorum_failures"] += 1
             return CommandError(
                 ErrorKind.TRYAGAIN,
-                f"read quorum of {round_.need} not reached within {self.options.quorum_timeout:g}s for shard "
-                f"{ticket.shard}: {len(round_.copies)} copies answered",
+                f"read quorum of {round_.need} not reached for shard {ticket.shard}: {len(round_.copies)} copies "
+                f"answered, {len(round_.asked)} more asked without an answer (quorum_timeout "
+                f"{self.options.quorum_timeout:g}s)",
             )
         self._reads.pop(ticket.request_id, None)
         self.counters["read_quorum_reads"] += 1
