@@ -436,3 +436,15 @@ def test_a_write_quorum_above_the_replication_factor_is_refused(factor: str, quo
 def test_a_write_quorum_up_to_the_replication_factor_is_accepted(quorum: str) -> None:
     settings = build(flags={"replication_factor": "3", "write_quorum": quorum}, environ={})
     assert settings.write_quorum == int(quorum)
+
+
+@pytest.mark.parametrize(("factor", "quorum"), [("1", "2"), ("3", "4"), ("2", "16")])
+def test_a_read_quorum_above_the_replication_factor_is_refused(factor: str, quorum: str) -> None:
+    message = config_error(flags={"replication_factor": factor, "read_quorum": quorum})
+    assert_mentions(message, "read_quorum = " + quorum, f"replication_factor = {factor}", "expected 0")
+
+
+@pytest.mark.parametrize("quorum", ["0", "1", "3"])
+def test_a_read_quorum_up_to_the_replication_factor_is_accepted(quorum: str) -> None:
+    settings = build(flags={"replication_factor": "3", "read_quorum": quorum}, environ={})
+    assert settings.read_quorum == int(quorum)

@@ -103,3 +103,12 @@ def test_truncated_shard_messages_are_refused() -> None:
     for cut in range(len(encoded)):
         with pytest.raises(PeerProtocolError):
             ShardMessage.decode(Kind.OFFER, encoded[:cut])
+
+
+def test_read_messages_round_trip() -> None:
+    ask = ShardMessage(Kind.READ, 3, 7, 42, changes=[Change(0, Op.NOOP, b"key", b"", 0, 0)])
+    assert ShardMessage.decode(Kind.READ, ask.encode()) == ask
+    answer = ShardMessage(
+        Kind.READ_REPLY, 3, 7, 42, 6, changes=[Change(19, Op.PUT, b"key", b"v", 99, 0)], position_writer=5
+    )
+    assert ShardMessage.decode(Kind.READ_REPLY, answer.encode()) == answer

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from aegiskv.client import Client, Config, NotFoundError
 from aegiskv.cluster.slots import ShardMapper
@@ -179,3 +180,92 @@ def test_metrics_report_what_info_replication_reports(cluster: Cluster) -> None:
         # Every shard this node leads was won in an election and renewed since.
         assert samples[("aegis_replication_lease_elections_won_total", ())] >= primary
         assert samples[("aegis_replication_quorum_failures_total", ())] == 0
+
+
+# -- WAIT and quorum reads ------------------------------------------------------------------------
+
+
+def key_in_shard(shard: int, prefix: str) -> str:
+    mapper = ShardMapper(8)
+    return next(
+        f"{prefix}:{index}" for index in range(10_000) if mapper.shard_of_key(f"{prefix}:{index}".encode()) == shard
+    )
+
+
+def resp_client(node: LocalNode) -> redis.Redis:
+    """One RESP connection to ``node`` (WAIT counts what this connection wrote)."""
+    assert node.resp_address is not None
+    host, port = node.resp_address
+    return redis.Redis(host=host, port=port, single_connection_client=True, socket_timeout=30)
+
+
+@pytest.fixture
+def async_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    started = Cluster(tmp_path, shards=8, env={"AEGIS_WRITE_QUORUM": "0"})
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+def test_wait_counts_the_followers_holding_the_connections_writes(async_cluster: Cluster) -> None:
+    nodes = async_cluster.start_many(3)
+    layout = settled(nodes)
+    primary = async_cluster.nodes[layout[0]]
+    followers = topology(primary)["shards"][0]["replicas"][1:]
+    key = key_in_shard(0, "wait")
+    with resp_client(primary) as connection:
+        # Nothing written on this connection yet: the followers streamed to, at once.
+        wait_until(lambda: connection.execute_command("WAIT", 2, 0) == 2, timeout=30, what="both followers streaming")
+        connection.set(key, "one")
+        assert connection.execute_command("WAIT", 2, 10_000) == 2
+        victim = async_cluster.nodes[followers[1]]
+        victim.process.send_signal(signal.SIGSTOP)
+        try:
+            connection.set(key, "two")  # W = 0: answered by the primary alone
+            assert connection.execute_command("WAIT", 1, 10_000) == 1
+            # The paused follower cannot acknowledge: WAIT answers what it reached when its timeout ran out.
+            assert connection.execute_command("WAIT", 2, 300) == 1
+        finally:
+            victim.process.send_signal(signal.SIGCONT)
+        assert connection.execute_command("WAIT", 2, 0) == 2  # it catches up once it runs again
+
+
+@pytest.fixture
+def read_quorum_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    started = Cluster(tmp_path, shards=8, env={"AEGIS_READ_QUORUM": "2"})
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+def test_reads_consult_a_second_copy_and_are_refused_without_one(read_quorum_cluster: Cluster) -> None:
+    nodes = read_quorum_cluster.start_many(3)
+    layout = settled(nodes)
+    primary = read_quorum_cluster.nodes[layout[0]]
+    followers = [read_quorum_cluster.nodes[node_id] for node_id in topology(primary)["shards"][0]["replicas"][1:]]
+    key = key_in_shard(0, "quorum-read")
+    with client_for(nodes) as client:
+        client.set(key, "value")
+        assert client.get(key) == b"value"  # the native GET
+    before = info(primary, "replication")
+    assert before["aegis_read_quorum"] == 2
+    assert before["aegis_read_quorum_reads"] >= 1
+    with resp_client(primary) as connection:
+        assert connection.get(key) == b"value"
+        followers[1].process.send_signal(signal.SIGSTOP)
+        try:
+            assert connection.get(key) == b"value"  # one follower answering is enough for 2 copies
+            followers[0].process.send_signal(signal.SIGSTOP)
+            try:
+                with pytest.raises(redis.RedisError) as refused:
+                    connection.get(key)
+                assert "read quorum" in str(refused.value)
+            finally:
+                followers[0].process.send_signal(signal.SIGCONT)
+        finally:
+            followers[1].process.send_signal(signal.SIGCONT)
+    after = info(primary, "replication")
+    assert after["aegis_read_quorum_reads"] >= before["aegis_read_quorum_reads"] + 2
+    assert after["aegis_read_quorum_failures"] >= 1

@@ -9,8 +9,10 @@ from hypothesis import strategies as st
 from aegiskv.cluster.replication import (
     Backlog,
     Change,
+    Copy,
     Op,
     QuorumTracker,
+    ReadRound,
     decode_changes,
     encode_changes,
     writer_tag,
@@ -171,3 +173,38 @@ def test_quorum_counts_the_primary_and_each_follower_once() -> None:
     assert tracker.copies(5) == 3
     tracker.set_followers(["c", "d"])  # b left the replica set
     assert tracker.copies(5) == 2 and tracker.replicas() == 3
+
+
+def test_a_round_completes_at_the_quorum_counting_the_primary() -> None:
+    round_ = ReadRound(3, Copy("p", 5, b"mine"), ["f1", "f2"])
+    assert not round_.complete
+    assert round_.answer(Copy("f1", 5, b"mine", behind=True))
+    assert not round_.complete
+    assert not round_.answer(Copy("f1", 5, b"mine", behind=True))  # once per copy
+    assert not round_.answer(Copy("stranger", 9, b"x"))  # never asked
+    assert round_.answer(Copy("f2", 4, b"old", behind=True))
+    assert round_.complete
+    assert round_.newest().holder == "p"
+    assert round_.stale() == ["f2"]
+
+
+def test_a_diverged_copy_with_a_newer_version_wins() -> None:
+    round_ = ReadRound(2, Copy("p", 5, b"mine"), ["f1"])
+    round_.answer(Copy("f1", 8, b"theirs"))
+    assert round_.newest() == Copy("f1", 8, b"theirs")
+    assert round_.stale() == ["p"]
+
+
+def test_a_copy_behind_the_primarys_log_never_wins_even_where_the_key_was_deleted() -> None:
+    # The primary deleted the key (version 0: no tombstone); a lagging follower still holds it.
+    round_ = ReadRound(2, Copy("p", 0), ["f1"])
+    round_.answer(Copy("f1", 8, b"deleted since", behind=True))
+    assert round_.newest().holder == "p"
+    assert round_.stale() == ["f1"]
+
+
+def test_ties_go_to_the_primary() -> None:
+    round_ = ReadRound(2, Copy("p", 5, b"mine"), ["f1"])
+    round_.answer(Copy("f1", 5, b"mine"))
+    assert round_.newest().holder == "p"
+    assert round_.stale() == []

@@ -285,6 +285,34 @@ CASES = {
         b"%1\r\n*1\r\n$1\r\na\r\n$1\r\nb\r\n", unknown(b"%1") + unknown(b"a") + unknown(b"$1") + unknown(b"b"), False
     ),
     "resp3-set-header-is-inline": Case(b"~1\r\n$4\r\nPING\r\n", unknown(b"~1") + unknown(b"$4") + b"+PONG\r\n", False),
+    # -- WAIT's arguments (the count is checked first); with no replica the count is 0 (Redis: after the timeout)
+    "wait-wrong-arity": Case(
+        encode_command(b"WAIT", b"1"), b"-ERR wrong number of arguments for 'wait' command\r\n", False
+    ),
+    "wait-timeout-not-an-integer": Case(
+        encode_command(b"WAIT", b"0", b"1.5"), b"-ERR timeout is not an integer or out of range\r\n", False
+    ),
+    "wait-numreplicas-checked-first": Case(
+        encode_command(b"WAIT", b"a", b"a"), b"-ERR value is not an integer or out of range\r\n", False
+    ),
+    "wait-numreplicas-not-an-integer": Case(
+        encode_command(b"WAIT", b"a", b"0"), b"-ERR value is not an integer or out of range\r\n", False
+    ),
+    "wait-numreplicas-too-large": Case(
+        encode_command(b"WAIT", b"99999999999999999999", b"0"),
+        b"-ERR value is not an integer or out of range\r\n",
+        False,
+    ),
+    "wait-negative-timeout": Case(encode_command(b"WAIT", b"0", b"-1"), b"-ERR timeout is negative\r\n", False),
+    "wait-without-replicas": Case(
+        encode_command(b"SET", b"wait-key", b"v")
+        + encode_command(b"WAIT", b"0", b"0")
+        + encode_command(b"WAIT", b"-1", b"0")
+        + encode_command(b"WAIT", b"1", b"5")
+        + encode_command(b"WAIT", b"0", b"9223372036854775807"),
+        b"+OK\r\n:0\r\n:0\r\n:0\r\n:0\r\n",
+        False,
+    ),
     # -- requests that look like HTTP (cross-protocol attacks): closed without a reply
     "http-post": Case(b"POST / HTTP/1.1\r\nHost: example.com\r\nContent-Length: 0\r\n\r\n", b"", True),
     "http-host-line": Case(b"Host: example.com\r\n", b"", True),

@@ -57,6 +57,8 @@ class Kind(enum.IntEnum):
     SNAPSHOT_BEGIN = 25  # primary -> follower: the whole shard follows; drop what you hold of it
     SNAPSHOT_ITEMS = 26  # primary -> follower: a chunk of the shard's keys
     SNAPSHOT_END = 27  # primary -> follower: the copy is complete up to seq; the stream continues after it
+    READ = 28  # primary -> follower: what do you hold of this key (a quorum read, --read-quorum)
+    READ_REPLY = 29  # follower -> primary: the key's entry (or none) and where my copy of the shard is
 
 
 class PeerProtocolError(Exception):
@@ -226,6 +228,12 @@ class ShardMessage(NamedTuple):
     applied seq, FENCED's term (in ``epoch``'s place the sender's term), APPEND's
     seq before its first change. ``position_epoch`` and ``position_writer`` are
     POSITION's: the epoch and writer of the follower's last change.
+
+    READ and READ_REPLY carry a request id in ``seq`` and one change: READ's names
+    the key (a NOOP), READ_REPLY's is the follower's entry (a PUT with its value,
+    version and deadline, or a DELETE with version 0 when it holds none) whose
+    ``seq`` is the follower's position seq; with ``position_epoch`` and
+    ``position_writer`` it says where the follower's copy of the shard is.
     """
 
     kind: int

@@ -281,3 +281,59 @@ class QuorumTracker:
 
     def replicas(self) -> int:
         return 1 + len(self.followers)
+
+
+class Copy(NamedTuple):
+    """One replica's answer to a quorum read of a key: what it holds, and whether that can be newer.
+
+    ``version`` 0 means the key is absent there (no tombstone is kept: a deleted
+    key and a key never written look alike). ``behind`` is True when the copy's
+    shard position lies on the primary's own log, at or before its end: that copy
+    is an earlier state of the primary's, so it can never be the newer one, even
+    where the primary deleted the key (an absent key has no version to compare).
+    """
+
+    holder: str
+    version: int
+    value: bytes = b""
+    expires_at_ms: int = 0
+    behind: bool = False
+
+
+class ReadRound:
+    """A quorum read of one key on its shard's primary: collect copies until ``need`` answered, pick the newest.
+
+    The primary's own copy counts as one. The newest is the copy with the highest
+    version among the primary's and those not ``behind`` it (see :class:`Copy`);
+    ties go to the primary. Sans-IO: aegiskv.server.replicas asks the followers,
+    feeds their answers to :meth:`answer` and repairs what :meth:`stale` names.
+    """
+
+    def __init__(self, need: int, local: Copy, asked: Iterable[str]) -> None:
+        self.need = need
+        self.copies: list[Copy] = [local]
+        self.asked = set(asked)
+
+    def answer(self, copy: Copy) -> bool:
+        """Take a follower's answer; True when it counted (asked, and its first answer)."""
+        if copy.holder not in self.asked:
+            return False
+        self.asked.discard(copy.holder)
+        self.copies.append(copy)
+        return True
+
+    @property
+    def complete(self) -> bool:
+        return len(self.copies) >= self.need
+
+    def newest(self) -> Copy:
+        best = self.copies[0]
+        for copy in self.copies[1:]:
+            if not copy.behind and copy.version > best.version:
+                best = copy
+        return best
+
+    def stale(self) -> list[str]:
+        """The holders whose copy is older than the newest (the primary's own included, by its holder name)."""
+        newest = self.newest()
+        return [copy.holder for copy in self.copies if copy is not newest and copy.version != newest.version]

@@ -58,6 +58,8 @@ class Command:
     resp: bool  # served on the RESP port
     # Always run in the worker pool, whatever the arguments (FLUSHALL frees every key; INFO shards walks them).
     slow: bool
+    # Its reply waits for replicas though it writes nothing (WAIT): never on the pipeline's plain read path.
+    waits_for_replicas: bool
     # Derived from the columns above (see the module docstring), never passed.
     write: bool = field(init=False)
     before_auth: bool = field(init=False)  # allowed on a connection that has not authenticated
@@ -68,9 +70,12 @@ class Command:
     # Whether the pipeline must look closer before running this inline: a field,
     # not a property, because the pipeline reads it for every request.
     may_leave_reactor: bool = field(init=False)
+    # Whether the reply may be held under replication (writes, WAIT): read per request by the pipeline.
+    gated: bool = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "write", "write" in self.flags)
+        object.__setattr__(self, "gated", self.write or self.waits_for_replicas)
         object.__setattr__(self, "before_auth", "no_auth" in self.flags)
         object.__setattr__(self, "batch", self.last_key < 0)
         object.__setattr__(self, "may_leave_reactor", self.slow or self.batch)
@@ -141,6 +146,7 @@ class _Row(NamedTuple):
     native: str | None
     resp: bool
     slow: bool
+    waits_for_replicas: bool
 
 
 def _command(
@@ -156,6 +162,7 @@ def _command(
     native: str | None = None,
     resp: bool = True,
     slow: bool = False,
+    waits_for_replicas: bool = False,
 ) -> _Row:
     """A row: flags and categories as space-separated words; the family defaults to the name."""
     flag_words = tuple(flags.split())
@@ -174,6 +181,7 @@ def _command(
         native=native,
         resp=resp,
         slow=slow,
+        waits_for_replicas=waits_for_replicas,
     )
 
 
@@ -313,6 +321,17 @@ _ROWS = (
     ),
     _command("persist", 2, "write fast", _ONE_KEY, "keyspace", "Remove the expiration", native="PERSIST"),
     _command("scan", -2, "readonly", _NO_KEYS, "keyspace", "Incrementally iterate the keys space"),
+    # The reply is held until the connection's writes have copies (aegiskv.server.replicas).
+    _command(
+        "wait",
+        3,
+        "noscript",
+        _NO_KEYS,
+        "keyspace",
+        "Wait for the connection's writes to reach the given number of replicas",
+        categories="connection",
+        waits_for_replicas=True,
+    ),
     # -- server
     _command("dbsize", 1, "readonly fast", _NO_KEYS, "server", "Number of keys", categories="keyspace"),
     _command(

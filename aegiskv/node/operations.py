@@ -630,6 +630,24 @@ class Node:
                 elif op == Op.FLUSH:
                     self._drop_shard_locked(shard)
 
+    def repair(self, key: bytes, value: bytes, version: int, expires_at_ms: int) -> bool:
+        """A primary takes a newer copy of ``key`` a quorum read found on a follower; the feed streams it on.
+
+        Stored with the copy's version, unless the key changed meanwhile to one at
+        least as new. True when stored.
+        """
+        with self._lock:
+            current = self.backend.get_entry(key, touch=False)
+            if current is not None and current.version >= version:
+                return False
+            try:
+                self.backend.apply(key, value, expires_at_ms, version)
+            except ValueTooLarge:
+                return False
+            if self.feed is not None:
+                self.feed.put(key, value, version, expires_at_ms)
+            return True
+
     def shard_keys(self, shard: int) -> list[bytes]:
         """Every key of ``shard`` held now. The key list is copied under the lock (C speed), filtered outside."""
         with self._lock:

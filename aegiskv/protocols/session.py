@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.node.operations import Node
@@ -70,6 +71,32 @@ class Authenticator:
         )
 
 
+class WaitRequest(NamedTuple):
+    """WAIT numreplicas timeout: hold the reply until the connection's writes have that many copies.
+
+    ``answer(count)`` encodes the reply: the followers (the primary not counted)
+    holding every write the connection made, at the least over the shards written.
+    """
+
+    replicas: int
+    timeout_ms: int  # 0: no limit
+    answer: Callable[[int], bytes]
+
+
+class QuorumRead(NamedTuple):
+    """A read on a node with ``--read-quorum`` above 1: hold the reply until that many copies answered.
+
+    ``version`` 0: the key is absent here. ``answer(value, version, expires_at_ms)``
+    encodes the reply from the newest copy (``value`` None: absent).
+    """
+
+    key: bytes
+    value: bytes
+    version: int
+    expires_at_ms: int
+    answer: Callable[[bytes | None, int, int], bytes]
+
+
 class Session:
     """What the server remembers about one client connection."""
 
@@ -87,6 +114,8 @@ class Session:
         "name",
         "library_name",
         "library_version",
+        "hold",
+        "read_quorum",
     )
 
     def __init__(self, node: Node, authenticated: bool, rate: TokenBucket | None, peer: object = None) -> None:
@@ -106,3 +135,7 @@ class Session:
         self.name: bytes | None = None  # CLIENT SETNAME
         self.library_name = b""  # CLIENT SETINFO LIB-NAME
         self.library_version = b""
+        # Set by a handler whose reply must wait under replication (WAIT, a quorum read);
+        # the request pipeline takes it after the handler ran (aegiskv.server.pipeline).
+        self.hold: WaitRequest | QuorumRead | None = None
+        self.read_quorum = False  # reads consult other copies (--read-quorum above 1, replication on)

@@ -28,6 +28,10 @@ encode errors; this class decides *where* and *when* each request runs:
   copies hold its changes and this node still holds the lease of every shard
   it wrote (aegiskv.server.replicas); replies behind it wait too. A write
   whose quorum or lease fails gets an error saying its outcome is unknown.
+  A handler may ask for its reply to be held too (``Session.hold``): WAIT,
+  until the connection's writes have copies; a read under ``--read-quorum``,
+  until enough copies answered (its reply is then the newest copy's). Both go
+  through the same held replies; neither blocks the reactor.
 """
 
 from __future__ import annotations
@@ -60,10 +64,21 @@ class ReplicationGate(TypingProtocol):
         """The writes the command just run on this thread made (None: none)."""
         ...
 
+    @property
+    def read_quorum(self) -> int: ...
+
     def ticket(self, writes: Any) -> Any: ...
 
-    def verdict(self, ticket: Any) -> CommandError | bool:
-        """True: the reply may leave; False: it waits; an error: send it instead."""
+    def note_writes(self, written: Any, ticket: Any) -> None:
+        """Add a write's ticket to what the connection wrote (``written``, for WAIT)."""
+        ...
+
+    def hold_ticket(self, hold: Any, written: Any) -> Any:
+        """What a reply a handler asked to hold (``Session.hold``) waits for; None: nothing."""
+        ...
+
+    def verdict(self, ticket: Any) -> CommandError | bool | bytes:
+        """True: the reply may leave; False: it waits; an error or a reply: send it instead."""
         ...
 
     def wait(self, holder: Any) -> None: ...
@@ -116,6 +131,9 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
         self._held: deque[Held] = deque()
         self._held_bytes = 0
         self._paused_for_log = False  # reading stopped until held replies leave (release() resumes)
+        # Under replication: what this connection wrote to each shard (for WAIT; the gate's format).
+        self._written: dict[int, Any] = {}
+        self.session.read_quorum = self._replicas is not None and self._replicas.read_quorum > 1
 
     # -- reactor hooks -------------------------------------------------------------
 
@@ -161,10 +179,20 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
     def _take_ticket(self) -> Any:
         """What the command just run on this thread must wait for under replication (None: nothing)."""
         replicas = self._replicas
+        session = self.session
+        hold = session.hold
+        if hold is not None:
+            session.hold = None
         if replicas is None:
             return None
         writes = replicas.take_writes()
-        return replicas.ticket(writes) if writes is not None else None
+        if writes is not None:
+            ticket = replicas.ticket(writes)
+            replicas.note_writes(self._written, ticket)
+            return ticket
+        if hold is not None:
+            return replicas.hold_ticket(hold, self._written)
+        return None
 
     def _verdict(self, undos: int, seen_seq: int, write: bool, request: Any, ticket: Any) -> bytes | bool:
         """An error reply that replaces the held one, True when it may leave, False when it still waits.
@@ -185,7 +213,7 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
             verdict = self._replicas.verdict(ticket)
             if isinstance(verdict, CommandError):
                 return self.adapter.error_reply(request, verdict)
-            return verdict
+            return verdict  # True, False, or the reply that replaces the held one
         return True
 
     def _emit(self, reply: bytes, undos: int, seen_seq: int, write: bool, request: Any, ticket: Any = None) -> None:
@@ -260,9 +288,10 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
         # With a log, a read takes the plain path too while no record waits to be written
         # and no reply is held: it cannot have seen a change the log may still give up
         # (the records it appends itself drop expired keys, which are never put back).
-        # Under replication alone a read waits for nothing.
+        # Under replication alone a read waits for nothing, unless reads consult a quorum
+        # (--read-quorum) or it is WAIT (command.gated).
         log = self._durability.log if self._durability is not None else None
-        reads_plain = gated and session.authenticated and session.rate is None
+        reads_plain = gated and session.authenticated and session.rate is None and not session.read_quorum
         while True:
             # An authenticated take returns every complete request; before
             # authentication it returns one, so take again after running it.
@@ -296,7 +325,7 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
                     return
                 if plain or (
                     reads_plain
-                    and not command.write
+                    and not command.gated
                     and not self._held
                     and (log is None or log.appended_seq == log.written_seq)
                 ):
@@ -317,7 +346,7 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
                         self._closing = True
                 elif gated:
                     self._run_gated(command, handler, request, stats)
-                    reads_plain = session.authenticated and session.rate is None  # after AUTH
+                    reads_plain = session.authenticated and session.rate is None and not session.read_quorum
                 else:
                     transport.write(self._execute(command, handler, request, stats, in_turn=True))
                     plain = session.authenticated and session.rate is None  # after AUTH

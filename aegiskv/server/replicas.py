@@ -28,6 +28,17 @@ request pipeline:
   change, and leaves only if this node still holds the shard's lease at that
   moment; past ``quorum_timeout`` the client is told the outcome is unknown.
   W = 0 replies at once, after the same lease check.
+* **WAIT.** ``WAIT n timeout`` is held the same way until every write the
+  connection made has ``n`` followers' acknowledgements (the least over the
+  shards it wrote), or the timeout; it answers the count reached.
+* **Quorum reads.** With ``read_quorum`` N > 1, a GET on a shard's primary asks
+  every follower whose link is up for its copy of the key (READ) and is held
+  until N - 1 answered (READ_REPLY; the primary's copy is the Nth) or
+  ``quorum_timeout`` passed (then the client is told to try again). The newest
+  copy is the answer (:class:`~aegiskv.cluster.replication.ReadRound`); a
+  follower's newer copy is written back here (``Node.repair``) and streamed to
+  the others, and followers that answered an older one catch up through the
+  stream, which is already bringing them the primary's.
 
 Reactor thread only, except :meth:`put`, :meth:`delete`, :meth:`expire`,
 :meth:`flush_shard` (the feed: any thread, node lock held) and
@@ -46,11 +57,12 @@ from loguru import logger
 
 from aegiskv.cluster.leases import FileVoteStore, LeaseTiming, ShardLeases, VoteStore
 from aegiskv.cluster.peer_wire import Kind, PeerProtocolError, ShardMessage
-from aegiskv.cluster.replication import Backlog, Change, Op, QuorumTracker, writer_tag
+from aegiskv.cluster.replication import Backlog, Change, Copy, Op, QuorumTracker, ReadRound, writer_tag
 from aegiskv.cluster.shard_map import ShardMap
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.net.reactor import Reactor
 from aegiskv.node.operations import Node
+from aegiskv.protocols.session import QuorumRead, WaitRequest
 from aegiskv.server.peer_links import PeerNetwork, Reply
 
 TICK_SECONDS = 0.05
@@ -67,11 +79,13 @@ REOFFER_AFTER = 1.0
 HANDOFFS_PER_TICK = 4
 
 Writes = dict[int, int]  # shard -> the last seq a request wrote to it
+Written = dict[int, tuple[int, int]]  # shard -> (the last seq a connection wrote to it, the epoch it was written in)
 
 
 @dataclass(frozen=True)
 class ReplicationOptions:
     write_quorum: int = 0  # 0 = primary only, N = N copies, -1 = every current replica
+    read_quorum: int = 0  # 0 or 1 = the primary answers alone, N = N copies answer, the newest wins
     quorum_timeout: float = 2.0
     backlog_bytes: int = 64 * 1024 * 1024  # all shards together
     timing: LeaseTiming = field(default_factory=LeaseTiming)
@@ -163,7 +177,13 @@ class ReplicaManager:
             "lease_lost_replies": 0,
             "unreplicated_writes": 0,
             "handoffs": 0,
+            "read_quorum_reads": 0,
+            "read_quorum_failures": 0,
+            "read_repairs": 0,
+            "read_stale_copies": 0,
         }
+        self._reads: dict[int, ReadTicket] = {}  # quorum reads waiting for READ_REPLY, by request id
+        self._next_read = 0
 
     # -- wiring ------------------------------------------------------------------------------
 
@@ -280,8 +300,38 @@ class ReplicaManager:
         epochs = {shard: (state.leading_epoch if (state := self._led[shard]) is not None else 0) for shard in writes}
         return Ticket(writes, epochs, time.monotonic() + self.options.quorum_timeout)
 
-    def verdict(self, ticket: Ticket) -> CommandError | bool:
-        """True: the reply may leave; False: it waits; an error: send that instead."""
+    @property
+    def read_quorum(self) -> int:
+        return self.options.read_quorum
+
+    def note_writes(self, written: Written, ticket: Ticket) -> None:
+        """Add a write's shards (seq and epoch) to what a connection wrote (WAIT counts copies of them)."""
+        for shard, seq in ticket.writes.items():
+            written[shard] = (seq, ticket.epochs[shard])
+
+    def hold_ticket(self, hold: WaitRequest | QuorumRead, written: Written) -> WaitTicket | ReadTicket | None:
+        """What a reply a handler asked to hold waits for (None: nothing, the handler's reply stands).
+
+        WAIT with ``written`` (the connection's writes) empty answers at once: the
+        followers this node streams to with their link up, the least over the
+        shards it leads (0 when it leads none), as Redis answers its connected
+        replicas for a connection that wrote nothing.
+        """
+        if isinstance(hold, WaitRequest):
+            deadline = time.monotonic() + hold.timeout_ms / 1000 if hold.timeout_ms else float("inf")
+            return WaitTicket(hold, dict(written), deadline)
+        shard = self._shard_of_key(hold.key)
+        state = self._led[shard]
+        if self.options.read_quorum <= 1 or state is None:
+            return None  # not this node's shard to answer for (a follower's read): the local copy
+        return ReadTicket(hold, shard, state.leading_epoch)
+
+    def verdict(self, ticket: Ticket | WaitTicket | ReadTicket) -> CommandError | bool | bytes:
+        """True: the reply may leave; False: it waits; an error or a reply: send that instead."""
+        if isinstance(ticket, WaitTicket):
+            return self._wait_verdict(ticket)
+        if isinstance(ticket, ReadTicket):
+            return self._read_verdict(ticket)
         now = time.monotonic()
         quorum = self.options.write_quorum
         for shard, seq in ticket.writes.items():
@@ -304,6 +354,98 @@ class ReplicaManager:
                 return False
         return True
 
+    def _wait_verdict(self, ticket: WaitTicket) -> bytes | bool:
+        count = self._wait_count(ticket.written)
+        if count >= ticket.hold.replicas or time.monotonic() >= ticket.deadline or not ticket.written:
+            return ticket.hold.answer(count)
+        return False
+
+    def _wait_count(self, written: Written) -> int:
+        """Followers holding every write in ``written``: the least over its shards (see hold_ticket)."""
+        if not written:
+            peers = self.peers
+            counts = [
+                sum(
+                    1
+                    for member, stream in state.streams.items()
+                    if stream.state == "streaming" and peers is not None and peers.is_up(member)
+                )
+                for state in self._led
+                if state is not None
+            ]
+            return min(counts, default=0)
+        least: int | None = None
+        for shard, (seq, epoch) in written.items():
+            state = self._shards.get(shard)
+            if seq < 0 or state is None or not state.leading_epoch or state.leading_epoch != epoch:
+                count = 0  # not streamed, or this node no longer leads the shard: no acknowledgement to count
+            else:
+                count = state.tracker.copies(seq) - 1
+            least = count if least is None else min(least, count)
+        return least or 0
+
+    def _read_verdict(self, ticket: ReadTicket) -> CommandError | bytes | bool:
+        now = time.monotonic()
+        state = self._shards.get(ticket.shard)
+        if state is None or not state.leading_epoch or state.leading_epoch != ticket.epoch:
+            self._reads.pop(ticket.request_id, None)
+            self.counters["read_quorum_failures"] += 1
+            return CommandError(
+                ErrorKind.TRYAGAIN,
+                f"this node stopped being the primary of shard {ticket.shard} before the read quorum answered",
+            )
+        hold = ticket.hold
+        if ticket.round is None:
+            self._ask_copies(ticket, state, now)
+        round_ = ticket.round
+        assert round_ is not None
+        if not round_.complete:
+            # Waits while enough asked copies may still answer; with too few links up, fails now.
+            if now < ticket.deadline and len(round_.copies) + len(round_.asked) >= round_.need:
+                return False
+            self._reads.pop(ticket.request_id, None)
+            self.counters["read_quorum_failures"] += 1
+            return CommandError(
+                ErrorKind.TRYAGAIN,
+                f"read quorum of {round_.need} not reached for shard {ticket.shard}: {len(round_.copies)} copies "
+                f"answered, {len(round_.asked)} more asked without an answer (quorum_timeout "
+                f"{self.options.quorum_timeout:g}s)",
+            )
+        self._reads.pop(ticket.request_id, None)
+        self.counters["read_quorum_reads"] += 1
+        newest = round_.newest()
+        if newest.holder != self.node_id and self.node.repair(
+            hold.key, newest.value, newest.version, newest.expires_at_ms
+        ):
+            self.counters["read_repairs"] += 1  # a follower held a newer copy: written back, streamed on
+        self.counters["read_stale_copies"] += sum(1 for holder in round_.stale() if holder != self.node_id)
+        if not newest.version:
+            return hold.answer(None, 0, 0)
+        return hold.answer(newest.value, newest.version, newest.expires_at_ms)
+
+    def _ask_copies(self, ticket: ReadTicket, state: _Shard, now: float) -> None:
+        """Send READ to every follower of the shard whose link is up; the round completes at read_quorum copies."""
+        hold = ticket.hold
+        local = Copy(self.node_id, hold.version, hold.value, hold.expires_at_ms)
+        peers = self.peers
+        asked = [
+            member for member in state.members if member != self.node_id and peers is not None and peers.is_up(member)
+        ]
+        self._next_read += 1
+        ticket.request_id = self._next_read
+        ticket.round = ReadRound(self.options.read_quorum, local, asked)
+        ticket.deadline = now + self.options.quorum_timeout
+        self._reads[ticket.request_id] = ticket
+        message = ShardMessage(
+            Kind.READ,
+            state.shard,
+            state.leading_epoch,
+            ticket.request_id,
+            changes=[Change(0, Op.NOOP, hold.key, b"", 0, 0)],
+        )
+        for member in asked:
+            self._send(member, message)
+
     def wait(self, holder: _Holder) -> None:
         self._waiting.add(holder)
 
@@ -325,6 +467,10 @@ class ReplicaManager:
                 self._stream(state)
         if self._waiting:
             self._release_waiting()  # quorum deadlines and lapsed leases
+        if self._reads:
+            # A read whose connection went away never asks for its verdict again.
+            for request_id in [key for key, read in self._reads.items() if read.deadline < now - 1.0]:
+                del self._reads[request_id]
         self._release_acks()
         self._hand_over(now)
         self._publish_primaries()  # a holder this node learned of from lease traffic
@@ -597,6 +743,38 @@ class ReplicaManager:
         if message.epoch == state.leading_epoch and state.tracker.acknowledge(peer, message.seq):
             self._release_waiting()
 
+    def _on_read(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
+        """A primary's quorum read: this copy's entry of the key, and where this copy of the shard is."""
+        if len(message.changes) != 1:
+            raise PeerProtocolError("READ names one key")
+        key = message.changes[0].key
+        found = self.node.entries([key])
+        with self.node.lock:
+            epoch, seq = state.backlog.position
+            writer = state.backlog.writer
+        if found:
+            entry = found[0][1]
+            change = Change(seq, Op.PUT, key, bytes(entry.value), entry.version, entry.expires_at_ms)
+        else:
+            change = Change(seq, Op.DELETE, key, b"", 0, 0)
+        answer = ShardMessage(
+            Kind.READ_REPLY, state.shard, message.epoch, message.seq, epoch, changes=[change], position_writer=writer
+        )
+        reply(Kind.READ_REPLY, answer.encode())
+
+    def _on_read_reply(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
+        ticket = self._reads.get(message.seq)
+        if ticket is None or ticket.round is None or ticket.shard != state.shard or len(message.changes) != 1:
+            return  # answered too late (the read was settled), or not ours
+        change = message.changes[0]
+        with self.node.lock:
+            # On this node's own log, at or before its end: an earlier state of this copy, never newer.
+            plan = state.backlog.plan_sync((message.position_epoch, change.seq), message.position_writer)
+        version = change.version if change.op == Op.PUT else 0
+        copy = Copy(peer, version, change.value, change.expires_at_ms, behind=not plan.diverged)
+        if ticket.round.answer(copy) and ticket.round.complete:
+            self._release_waiting()
+
     def _on_fenced(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
         if state.leading_epoch and message.epoch > state.leading_epoch:
             self.counters["fenced"] += 1
@@ -716,6 +894,7 @@ class ReplicaManager:
             "shards_primary": len(leading),
             "shards_follower": len(following),
             "write_quorum": self.options.write_quorum,
+            "read_quorum": self.options.read_quorum,
             "max_follower_lag_changes": lag,
             "links_up": sum(1 for peer in self._peer_ids() if self.peers is not None and self.peers.is_up(peer)),
         }
@@ -743,6 +922,27 @@ class Ticket:
     deadline: float
 
 
+@dataclass(frozen=True)
+class WaitTicket:
+    """WAIT's held reply: the connection's writes when it ran, and until when it waits."""
+
+    hold: WaitRequest
+    written: Written
+    deadline: float
+
+
+@dataclass
+class ReadTicket:
+    """A quorum read's held reply; ``round`` is set once the followers were asked."""
+
+    hold: QuorumRead
+    shard: int
+    epoch: int
+    request_id: int = 0
+    round: ReadRound | None = None
+    deadline: float = 0.0
+
+
 def _lost_leadership(shard: int) -> CommandError:
     return CommandError(
         ErrorKind.TRYAGAIN,
@@ -761,4 +961,6 @@ _HANDLERS: dict[int, _Handler] = {
     Kind.SNAPSHOT_BEGIN: ReplicaManager._on_snapshot_begin,
     Kind.SNAPSHOT_ITEMS: ReplicaManager._on_snapshot_items,
     Kind.SNAPSHOT_END: ReplicaManager._on_snapshot_end,
+    Kind.READ: ReplicaManager._on_read,
+    Kind.READ_REPLY: ReplicaManager._on_read_reply,
 }

@@ -420,14 +420,16 @@ SETTINGS: tuple[Setting, ...] = (
         "read_quorum",
         0,
         _integer(0, 16, "an integer"),
-        "copies a read consults: 0 = the primary answers alone, N = N copies, the newest version wins",
+        "copies a GET consults: 0 = the primary answers alone, N = N copies (the primary's included) must "
+        "answer within quorum_timeout, the newest version wins and is written back",
         flag=True,
     ),
     Setting(
         "quorum_timeout",
         2.0,
         _duration(allow_zero=False),
-        "longest a write waits for its quorum; past it the reply says the outcome is unknown",
+        "longest a write waits for its quorum (a read for its read quorum); past it the reply says "
+        "the outcome is unknown (the read: try again)",
     ),
     Setting(
         "lease_duration",
@@ -804,6 +806,12 @@ def _check_together(merged: dict[str, Any], sources: dict[str, str]) -> None:
         raise ConfigError(
             f"{sources['write_quorum']}: write_quorum = {quorum}: only replication_factor = {copies} copies "
             f"exist; expected -1 (every replica), 0 (the primary alone) or 1 to {copies}"
+        )
+    reads = merged["read_quorum"]
+    if reads > copies:
+        raise ConfigError(
+            f"{sources['read_quorum']}: read_quorum = {reads}: only replication_factor = {copies} copies "
+            f"exist; expected 0 (the primary alone) or 1 to {copies}"
         )
 
 

@@ -464,6 +464,7 @@ class Server:
 def replication_options(config: Settings) -> ReplicationOptions:
     return ReplicationOptions(
         write_quorum=config.write_quorum,
+        read_quorum=config.read_quorum,
         quorum_timeout=config.quorum_timeout,
         backlog_bytes=config.replication_backlog,
         timing=LeaseTiming(lease_duration=config.lease_duration, max_clock_drift=config.max_clock_drift),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from aegiskv.backends.base import NO_EXPIRY
+from aegiskv.backends.base import NO_EXPIRY, Entry
 from aegiskv.cluster.redirect import Moved, Routing
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.node.commands import COMMAND_TABLE, Command
@@ -20,7 +20,7 @@ from aegiskv.protocols.adapter import CommandTableError, HandlerContext, WireAda
 from aegiskv.protocols.errors import PeerProtocolError
 from aegiskv.protocols.native import codec as native
 from aegiskv.protocols.native.codec import Frame, FrameDecoder, Opcode, Status
-from aegiskv.protocols.session import Session
+from aegiskv.protocols.session import QuorumRead, Session
 
 NativeHandler = Callable[[HandlerContext, Session, Frame], bytes]
 
@@ -88,9 +88,27 @@ def handle_get(server: HandlerContext, session: Session, frame: Frame) -> bytes:
         _one_key(frame)
         _no_flags(frame)
     entry = session.node.get_entry(items[0][0])
+    if session.read_quorum:
+        return _quorum_get(session, frame.request_id, items[0][0], entry)
     if entry is None:
         return native.encode_status_reply(Opcode.GET, frame.request_id, _NOT_FOUND)
     return native.encode_value_reply(Opcode.GET, frame.request_id, entry.value, entry.version)
+
+
+def _quorum_get(session: Session, request_id: int, key: bytes, entry: Entry | None) -> bytes:
+    """GET under --read-quorum: the local answer, held until the quorum names the newest (aegiskv.server.replicas)."""
+
+    def answer(value: bytes | None, version: int, expires_at_ms: int) -> bytes:
+        if value is None:
+            return native.encode_status_reply(Opcode.GET, request_id, _NOT_FOUND)
+        return native.encode_value_reply(Opcode.GET, request_id, value, version)
+
+    if entry is None:
+        session.hold = QuorumRead(key, b"", 0, 0, answer)
+        return answer(None, 0, 0)
+    value = bytes(entry.value)
+    session.hold = QuorumRead(key, value, entry.version, entry.expires_at_ms, answer)
+    return answer(value, entry.version, entry.expires_at_ms)
 
 
 def handle_get_ttl(server: HandlerContext, session: Session, frame: Frame) -> bytes:

@@ -38,6 +38,7 @@ from aegiskv.protocols.resp.keys import (
     cmd_persist,
     cmd_scan,
     cmd_type,
+    cmd_wait,
     expire_handler,
     ttl_handler,
 )
@@ -103,6 +104,7 @@ HANDLERS: Final[dict[str, RespHandler]] = {
     "pexpireat": expire_handler("pexpireat", 1, True),
     "persist": cmd_persist,
     "scan": cmd_scan,
+    "wait": cmd_wait,
     "dbsize": cmd_dbsize,
     "flushdb": cmd_flush,
     "flushall": cmd_flush,

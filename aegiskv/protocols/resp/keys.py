@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from aegiskv.node.operations import ExpireCondition
+from aegiskv.node.operations import ExpireCondition, parse_integer
 from aegiskv.protocols.adapter import HandlerContext
 from aegiskv.protocols.resp import encoder as resp
 from aegiskv.protocols.resp.arguments import MS_LIMIT, SYNTAX, Args, RespHandler, integer, invalid
-from aegiskv.protocols.session import Session
+from aegiskv.protocols.session import Session, WaitRequest
 
 
 def cmd_del(server: HandlerContext, session: Session, args: Args) -> bytes:
@@ -143,3 +143,21 @@ def cmd_scan(server: HandlerContext, session: Session, args: Args) -> bytes:
     if wanted_type is not None and wanted_type != b"string":
         keys = []  # every AegisKV value is a string
     return b"*2\r\n" + resp.bulk(b"%d" % next_cursor) + resp.bulk_array(list(keys), session.protocol)
+
+
+def cmd_wait(server: HandlerContext, session: Session, args: Args) -> bytes:
+    """WAIT numreplicas timeout: the reply is held by the pipeline until the connection's writes have copies.
+
+    Arguments are checked as Redis 7.0 checks them (the count first). A node that
+    replicates nothing answers 0 at once: the reply below is the one sent when
+    nothing holds it (aegiskv.server.replicas.ReplicaManager.hold_ticket says how
+    the count is made).
+    """
+    replicas = integer(args[1])
+    timeout = parse_integer(args[2])
+    if timeout is None:
+        raise invalid("timeout is not an integer or out of range")
+    if timeout < 0:
+        raise invalid("timeout is negative")
+    session.hold = WaitRequest(replicas, timeout, resp.integer)
+    return resp.integer(0)

@@ -13,14 +13,32 @@ from aegiskv.protocols.adapter import HandlerContext
 from aegiskv.protocols.resp import encoder as resp
 from aegiskv.protocols.resp.arguments import SYNTAX, Args, RespHandler, expire_milliseconds, integer, invalid, nullable
 from aegiskv.protocols.resp.encoder import bulk
-from aegiskv.protocols.session import Session
+from aegiskv.protocols.session import QuorumRead, Session
 
 
 def cmd_get(server: HandlerContext, session: Session, args: Args) -> bytes:
+    if session.read_quorum:
+        return _quorum_get(session, args[1])
     value = session.node.get(args[1])
     if value is None:
         return resp.NULL3 if session.protocol == 3 else resp.NULL_BULK
     return bulk(value)  # imported by name: compiled, a direct call
+
+
+def _quorum_get(session: Session, key: bytes) -> bytes:
+    """GET under --read-quorum: the local answer, held until the quorum names the newest (aegiskv.server.replicas)."""
+    entry = session.node.get_entry(key)
+    protocol = session.protocol
+
+    def answer(value: bytes | None, version: int, expires_at_ms: int) -> bytes:
+        return resp.null(protocol) if value is None else bulk(value)
+
+    if entry is None:
+        session.hold = QuorumRead(key, b"", 0, 0, answer)
+        return resp.null(protocol)
+    value = bytes(entry.value)
+    session.hold = QuorumRead(key, value, entry.version, entry.expires_at_ms, answer)
+    return bulk(value)
 
 
 class _Expiry(NamedTuple):

@@ -1,0 +1,258 @@
+"""Quorum reads and WAIT: the replica manager's side of both, in-process.
+
+The manager runs without sockets or a reactor: its peer network is a recorder,
+and a test hands each message to the node it was sent to. The real-process
+tests (3 nodes, SIGSTOP) are in tests/test_replication.py, the read round's
+own in tests/test_replication_stream.py.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from aegiskv.backends.base import BackendOptions
+from aegiskv.backends.memory import MemoryBackend
+from aegiskv.cluster.leases import MemoryVoteStore
+from aegiskv.cluster.peer_wire import Kind
+from aegiskv.cluster.replication import Change, Op, writer_tag
+from aegiskv.cluster.slots import ShardMapper
+from aegiskv.errors import CommandError, ErrorKind
+from aegiskv.node.operations import KeyspaceLimits, Node
+from aegiskv.protocols.session import QuorumRead, WaitRequest
+from aegiskv.server.replicas import ReplicaManager, ReplicationOptions, _Shard
+
+SHARDS = 8
+MEMBERS = ("p", "f1", "f2")
+
+# -- the replica manager ------------------------------------------------------------------------
+
+
+class Links:
+    """A peer network that records what is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int, bytes]] = []
+        self.down: set[str] = set()
+
+    def is_up(self, peer: str) -> bool:
+        return peer not in self.down
+
+    def pending_bytes(self, peer: str) -> int:
+        return 0
+
+    def send(self, peer: str, kind: int, payload: bytes) -> None:
+        self.sent.append((peer, kind, payload))
+
+    def taken(self, kind: int) -> list[tuple[str, bytes]]:
+        found = [(peer, payload) for peer, sent_kind, payload in self.sent if sent_kind == kind]
+        self.sent = [item for item in self.sent if item[1] != kind]
+        return found
+
+
+def manager(node_id: str, read_quorum: int = 2) -> ReplicaManager:
+    node = Node(
+        MemoryBackend(BackendOptions(max_memory_bytes=1 << 26)),
+        KeyspaceLimits(1024, 1 << 20, 1000),
+        ShardMapper(SHARDS),
+        node_id,
+    )
+    options = ReplicationOptions(write_quorum=0, read_quorum=read_quorum, quorum_timeout=5.0)
+    replicas = ReplicaManager(node, None, node_id, options, None, store=MemoryVoteStore(), rng=random.Random(1))  # type: ignore[arg-type]
+    replicas.peers = Links()  # type: ignore[assignment]
+    node.feed = replicas
+    return replicas
+
+
+def links(replicas: ReplicaManager) -> Links:
+    assert isinstance(replicas.peers, Links)
+    return replicas.peers
+
+
+def shard_of(key: bytes) -> int:
+    return ShardMapper(SHARDS).shard_of_key(key)
+
+
+def leading(replicas: ReplicaManager, shard: int, epoch: int = 3) -> _Shard:
+    state = replicas._shards[shard] = _Shard(shard, MEMBERS, 1 << 20)
+    replicas._start_leading(state, epoch)
+    links(replicas).sent.clear()  # the offers
+    return state
+
+
+def following(replicas: ReplicaManager, shard: int) -> _Shard:
+    state = replicas._shards[shard] = _Shard(shard, MEMBERS, 1 << 20)
+    return state
+
+
+def answers(value: bytes | None, version: int, expires_at_ms: int) -> bytes:
+    return b"none" if value is None else b"%s@%d" % (value, version)
+
+
+def read(replicas: ReplicaManager, key: bytes) -> QuorumRead:
+    entry = replicas.node.get_entry(key)
+    if entry is None:
+        return QuorumRead(key, b"", 0, 0, answers)
+    return QuorumRead(key, bytes(entry.value), entry.version, entry.expires_at_ms, answers)
+
+
+def deliver(replicas: dict[str, ReplicaManager], sender: str, kind: int) -> None:
+    """Hand every message of ``kind`` ``sender`` sent to the node it was sent to, and their replies back."""
+    for target, payload in links(replicas[sender]).taken(kind):
+        replies: list[tuple[int, bytes]] = []
+        replicas[target].on_message(sender, kind, payload, lambda kind, data, into=replies: into.append((kind, data)))
+        for reply_kind, reply_payload in replies:
+            replicas[sender].on_message(target, reply_kind, reply_payload, lambda kind, data: None)
+
+
+KEY = b"quorum-key"
+
+
+def cluster() -> dict[str, ReplicaManager]:
+    nodes = {node_id: manager(node_id) for node_id in MEMBERS}
+    leading(nodes["p"], shard_of(KEY))
+    for follower in ("f1", "f2"):
+        following(nodes[follower], shard_of(KEY))
+    return nodes
+
+
+def test_a_read_is_held_until_a_follower_answered_then_gets_the_primarys_newest_copy() -> None:
+    nodes = cluster()
+    primary = nodes["p"]
+    version = primary.node.set(KEY, b"fresh").version
+    ticket = primary.hold_ticket(read(primary, KEY), {})
+    assert primary.verdict(ticket) is False
+    asked = {peer for peer, kind, _ in links(primary).sent if kind == Kind.READ}
+    assert asked == {"f1", "f2"}
+    # f1 lags: it holds nothing yet (its empty copy lies on the primary's log).
+    deliver(nodes, "p", Kind.READ)
+    assert primary.verdict(ticket) == b"fresh@%d" % version
+    assert primary.counters["read_quorum_reads"] == 1
+    assert primary.counters["read_stale_copies"] == 2  # both answered; the stream brings them the key
+    assert primary.counters["read_repairs"] == 0
+
+
+def test_a_followers_newer_copy_from_another_lineage_is_returned_and_written_back() -> None:
+    nodes = cluster()
+    primary, f1 = nodes["p"], nodes["f1"]
+    old = primary.node.set(KEY, b"old").version
+    # f1 holds a newer version written under an old primary's lineage the new primary never had.
+    state = f1._shards[shard_of(KEY)]
+    state.backlog.start_epoch(2, writer_tag("an-old-primary"))
+    change = state.backlog.append(Op.PUT, KEY, b"newer", old + 10, 0)
+    f1.node.apply_replicated(shard_of(KEY), [change])
+    links(primary).down.add("f2")
+    ticket = primary.hold_ticket(read(primary, KEY), {})
+    assert primary.verdict(ticket) is False
+    deliver(nodes, "p", Kind.READ)
+    assert primary.verdict(ticket) == b"newer@%d" % (old + 10)
+    assert primary.counters["read_repairs"] == 1
+    entry = primary.node.get_entry(KEY)
+    assert entry is not None and (bytes(entry.value), entry.version) == (b"newer", old + 10)
+    # Written back through the feed: the stream carries it to every follower.
+    last = primary._shards[shard_of(KEY)].backlog.changes_after(0, 1 << 20)[-1]
+    assert (last.op, last.key, last.value, last.version) == (Op.PUT, KEY, b"newer", old + 10)
+
+
+def test_a_lagging_followers_copy_of_a_deleted_key_does_not_come_back() -> None:
+    nodes = cluster()
+    primary, f1 = nodes["p"], nodes["f1"]
+    version = primary.node.set(KEY, b"doomed").version
+    f1.node.apply_replicated(shard_of(KEY), [Change(1, Op.PUT, KEY, b"doomed", version, 0)])
+    primary.node.delete(KEY)
+    links(primary).down.add("f2")
+    ticket = primary.hold_ticket(read(primary, KEY), {})
+    assert primary.verdict(ticket) is False
+    deliver(nodes, "p", Kind.READ)
+    assert primary.verdict(ticket) == b"none"
+    assert primary.node.get_entry(KEY) is None
+
+
+def test_a_read_without_its_quorum_is_refused_with_tryagain() -> None:
+    nodes = cluster()
+    primary = nodes["p"]
+    primary.node.set(KEY, b"v")
+    ticket = primary.hold_ticket(read(primary, KEY), {})
+    assert primary.verdict(ticket) is False
+    links(primary).sent.clear()  # the followers never answer
+    ticket.deadline = 0.0  # quorum_timeout passed
+    verdict = primary.verdict(ticket)
+    assert isinstance(verdict, CommandError) and verdict.kind == ErrorKind.TRYAGAIN
+    assert "read quorum of 2 not reached" in str(verdict)
+    assert primary.counters["read_quorum_failures"] == 1
+    assert primary._reads == {}
+
+
+def test_a_read_fails_at_once_when_too_few_links_are_up_for_its_quorum() -> None:
+    nodes = cluster()
+    primary = nodes["p"]
+    links(primary).down.update({"f1", "f2"})
+    ticket = primary.hold_ticket(read(primary, KEY), {})
+    verdict = primary.verdict(ticket)
+    assert isinstance(verdict, CommandError) and "read quorum of 2 not reached" in str(verdict)
+    assert links(primary).sent == []
+
+
+def test_reads_need_no_quorum_below_two_or_off_the_primary() -> None:
+    nodes = cluster()
+    assert nodes["f1"].hold_ticket(read(nodes["f1"], KEY), {}) is None  # a follower answers from its copy
+    single = manager("p", read_quorum=1)
+    leading(single, shard_of(KEY))
+    assert single.hold_ticket(read(single, KEY), {}) is None
+
+
+# -- WAIT ---------------------------------------------------------------------------------------
+
+
+def count(replicas: int) -> bytes:
+    return b"%d" % replicas
+
+
+def write(primary: ReplicaManager, written: dict[int, Any], key: bytes) -> int:
+    primary.node.set(key, b"v")
+    writes = primary.take_writes()
+    assert writes is not None
+    primary.note_writes(written, primary.ticket(writes))
+    return writes[shard_of(key)]
+
+
+def test_wait_counts_the_followers_holding_the_connections_writes() -> None:
+    nodes = cluster()
+    primary = nodes["p"]
+    tracker = primary._shards[shard_of(KEY)].tracker
+    written: dict[int, Any] = {}
+    seq = write(primary, written, KEY)
+    ticket = primary.hold_ticket(WaitRequest(2, 0, count), written)
+    assert primary.verdict(ticket) is False
+    tracker.acknowledge("f1", seq)
+    assert primary.verdict(ticket) is False
+    tracker.acknowledge("f2", seq)
+    assert primary.verdict(ticket) == b"2"
+
+
+def test_wait_answers_the_count_reached_at_its_timeout_the_least_over_the_shards_written() -> None:
+    nodes = cluster()
+    primary = nodes["p"]
+    other = next(b"other-%d" % index for index in range(1000) if shard_of(b"other-%d" % index) != shard_of(KEY))
+    leading(primary, shard_of(other))
+    written: dict[int, Any] = {}
+    seq = write(primary, written, KEY)
+    other_seq = write(primary, written, other)
+    primary._shards[shard_of(KEY)].tracker.acknowledge("f1", seq)
+    primary._shards[shard_of(KEY)].tracker.acknowledge("f2", seq)
+    primary._shards[shard_of(other)].tracker.acknowledge("f1", other_seq)
+    ticket = primary.hold_ticket(WaitRequest(2, 50, count), written)
+    assert primary.verdict(ticket) is False
+    object.__setattr__(ticket, "deadline", 0.0)  # the timeout passed
+    assert primary.verdict(ticket) == b"1"
+
+
+def test_wait_without_writes_answers_at_once_with_the_streaming_followers() -> None:
+    nodes = cluster()
+    primary = nodes["p"]
+    assert primary.verdict(primary.hold_ticket(WaitRequest(5, 0, count), {})) == b"0"  # none streaming yet
+    for stream in primary._shards[shard_of(KEY)].streams.values():
+        stream.state = "streaming"
+    assert primary.verdict(primary.hold_ticket(WaitRequest(5, 0, count), {})) == b"2"
+    links(primary).down.add("f2")
+    assert primary.verdict(primary.hold_ticket(WaitRequest(5, 0, count), {})) == b"1"
