@@ -775,3 +775,27 @@ def test_the_escape_hatch_elects_someone_after_every_replica_lost_its_data() -> 
     assert sim.run_while(lambda: sim.holder(0) is None, limit=20)
     assert sim.now - restarted >= 5.0  # nobody could vouch for a candidate before the hatch opened
     assert sim.violations == [] or all("acknowledged" in v for v in sim.violations)
+
+
+def test_a_replica_set_of_one_renews_a_lapsed_lease_in_place() -> None:
+    # A stalled reactor (a long turn on a busy machine) can look past its lease before the tick
+    # that renews it runs. Alone, the node is its only voter: it keeps its epoch and its writes.
+    lone = ShardLeases("a", TIMING, MemoryVoteStore(), 0.0, random.Random(1))
+    lone.set_replica_sets({0: ("a",)}, 0.0)
+    lone.tick(0.0)
+    assert lone.events == [LeaseEvent(0, "acquired", 1)]
+    late = lone.lease_until(0) + 5 * D
+    assert lone.holds_lease(0, late)
+    assert lone.epoch(0) == 1 and lone.lease_until(0) == pytest.approx(late + D * 0.95)
+    lone.tick(lone.lease_until(0) + D)  # the tick after another stall renews too, never loses
+    assert lone.events == [LeaseEvent(0, "acquired", 1)] and lone.counters["lost"] == 0
+
+
+def test_a_holder_with_other_voters_never_renews_a_lapsed_lease_in_place() -> None:
+    trio = Trio()
+    trio.tick("a", 0.0)
+    trio.deliver(now=0.0)
+    a = trio.nodes["a"]
+    assert not a.holds_lease(0, a.lease_until(0))  # the others may elect someone else from here
+    trio.tick("a", a.lease_until(0) + D)
+    assert a.counters["lost"] == 1

@@ -663,9 +663,14 @@ class ShardLeases:
     # -- queries ---------------------------------------------------------------------------------
 
     def holds_lease(self, shard: int, now: float) -> bool:
-        """True only while this node holds a live lease for ``shard``; ``now`` read when it matters."""
+        """True only while this node holds a live lease for ``shard``; ``now`` read when it matters.
+
+        A replica set of one renews an expired lease on the spot (_renew_alone).
+        """
         state = self._shards.get(shard)
-        return state is not None and state.held_epoch > 0 and now < state.lease_until
+        if state is None or not state.held_epoch:
+            return False
+        return now < state.lease_until or self._renew_alone(shard, state, now)
 
     def lease_until(self, shard: int) -> float:
         """The deadline (our clock) of the lease this node holds for ``shard``; 0.0 when not the holder."""
@@ -702,7 +707,7 @@ class ShardLeases:
                 continue
             self._expire_rounds(state, now)
             if state.held_epoch:
-                if now >= state.lease_until:
+                if now >= state.lease_until and not self._renew_alone(shard, state, now):
                     self._lose(shard, state)
                 elif now >= state.next_renewal_at:
                     state.next_renewal_at = now + self.timing.lease_duration * self.timing.renew_fraction
@@ -910,6 +915,25 @@ class ShardLeases:
         self.counters["elections_won"] += 1
         self.events.append(LeaseEvent(shard, "acquired", round_.epoch))
         return []
+
+    def _renew_alone(self, shard: int, state: _Shard, now: float) -> bool:
+        """Renew the lapsed lease of a replica set of one in place, in the same epoch; False if not alone.
+
+        Alone, this node is the only voter and may elect itself at once (no
+        restart wait: _may_grant), so losing the lease and winning the next
+        election changes nothing but the epoch, and costs the writes caught
+        in between: those the reactor ran after a stall (a long turn, a busy
+        machine) and before the tick that would have renewed, which would
+        answer TRYAGAIN on a node nobody else can take over from.
+        """
+        if state.replicas != (self.node_id,) or state.election_round:
+            return False
+        if not self._vote(shard, state, state.held_epoch, self.node_id, state.position, now):
+            return False
+        state.lease_until = now + self.timing.held_for
+        state.next_renewal_at = now + self.timing.lease_duration * self.timing.renew_fraction
+        self.counters["renewals"] += 1
+        return True
 
     def _consider_campaign(self, shard: int, state: _Shard, now: float) -> Outbound:
         if state.holder != self.node_id and now < state.promise_until:
