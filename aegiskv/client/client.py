@@ -242,7 +242,7 @@ class _Request(NamedTuple):
     idempotent: bool
 
 
-# What a request ended with: its reply frame (whatever its status), or the error that ended its retries.
+# What a request ended with: its reply frame (any status but MOVED), or the error that ended its retries.
 Outcome = Frame | AegisError
 
 
@@ -497,8 +497,6 @@ class Client:
         (outcome,) = self._run([_Request(opcode, fields, key, idempotent)])
         if isinstance(outcome, AegisError):
             raise outcome
-        if outcome.status == Status.MOVED:
-            _raise_for_status(outcome)
         return outcome
 
     def _call(self, opcode: int, address: Address | None, **fields: Any) -> Frame:
