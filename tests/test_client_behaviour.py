@@ -58,12 +58,28 @@ def test_retries_on_the_next_server_when_the_first_is_down(live: LocalNode, refu
         assert client.mget(["retry:k"]) == [b"v"]
 
 
-def test_conditional_set_is_not_retried(live: LocalNode, refused: str) -> None:
-    # The first attempt goes to the dead server; a conditional set may not be repeated.
-    with Client(Config(seeds=[refused, live.address_text])) as client, pytest.raises(ConnectionClosedError):
-        client.set("retry:cond", "v", only_if_absent=True)
+def test_a_conditional_set_that_never_left_is_retried(live: LocalNode, refused: str) -> None:
+    # The first attempt cannot connect: nothing was sent, so even a conditional set goes to the next server.
+    with Client(Config(seeds=[refused, live.address_text])) as client:
+        version = client.set("retry:cond", "v", only_if_absent=True)
+        assert client.get_with_ttl("retry:cond").version == version
+        # Applied once: the same condition now fails, and says so.
+        with pytest.raises(ConditionNotMetError):
+            client.set("retry:cond", "w", only_if_absent=True)
+
+
+def test_a_conditional_set_with_an_unknown_outcome_is_not_retried(live: LocalNode, hung: str) -> None:
+    # Sent to a server that never answers: it may have been applied, so it is not repeated elsewhere.
+    config = Config(seeds=[hung, live.address_text], read_timeout=0.3)
+    with Client(config) as client, pytest.raises(AegisTimeoutError):
+        client.set("retry:unknown", "v", only_if_absent=True)
     with Client(Config(seeds=[live.address_text])) as direct, pytest.raises(NotFoundError):
-        direct.get("retry:cond")
+        direct.get("retry:unknown")
+    # An unconditional set is idempotent: after the same timeout it goes to the live server.
+    with Client(config) as client:
+        client.set("retry:unknown", "v")
+    with Client(Config(seeds=[live.address_text])) as direct:
+        assert direct.get("retry:unknown") == b"v"
 
 
 def test_all_servers_down_exhausts_retries(refused: str, hung: str) -> None:

@@ -78,11 +78,12 @@ def test_nodes_agree_on_one_map_and_serve_keys_through_it(cluster: Cluster, size
 
     wait_until(lambda: counts() == expected, timeout=10, what=f"copies on every replica: {expected}")
 
-    # A client that neither routes nor follows redirects sees the redirect itself,
-    # naming the owner's client address and the map's epoch.
+    # A client that neither routes, follows redirects nor retries (a redirect past max_redirects
+    # is retried like a refusal) sees the redirect itself, naming the owner's client address and
+    # the map's epoch.
     key = next(key for key in pairs if _owner_of(agreed, key) != "n0")
     owner = cluster.nodes[_owner_of(agreed, key)]
-    blind_config = Config(seeds=[nodes[0].address_text], cluster_routing=False, max_redirects=0)
+    blind_config = Config(seeds=[nodes[0].address_text], cluster_routing=False, max_redirects=0, max_retries=0)
     with Client(blind_config) as blind, pytest.raises(MovedError) as moved:
         blind.get(key)
     assert moved.value.code == "MOVED"

@@ -3,26 +3,56 @@
 ``Client(Config(seeds=["127.0.0.1:7700"]))`` connects lazily. It is safe to
 share between threads: each call borrows a connection from a per-server pool
 (at most ``max_conns`` per server; a caller waits for one when all are busy,
-up to ``conn_timeout``).
+up to ``conn_timeout``). A pooled connection the server closed while it sat
+idle is noticed before it is used, and replaced.
 
-Retries: operations whose repetition cannot change their outcome (reads,
-DEL, unconditional SET/MSET, EXPIRE, PERSIST, PING, INFO) are retried on the
-next server after a lost connection or a timeout, up to ``max_retries`` extra
-attempts; then :class:`RetriesExhaustedError` is raised with the last failure
-as its cause. Conditional sets (only-if-absent, only-if-present, compare-and-set)
-are never retried: the first attempt may have been applied.
+Retries (the policy is :mod:`aegiskv.client.retry`). A request is tried again
+after a failure that repeating it cannot turn into a different outcome:
+
+* Not applied (every operation is retried): the connection could not be made,
+  the server said the key's shard has no primary yet (TRYAGAIN while an
+  election is under way) or that no node serves it (CLUSTERDOWN).
+* Outcome unknown (idempotent operations only): the connection broke or timed
+  out after the request was sent, or the server said TRYAGAIN because the
+  write's quorum or its primary's lease failed ("may or may not have been
+  applied").
+
+Idempotent: ``get``, ``get_with_ttl``, ``set`` and ``set_with_ttl`` without a
+condition, ``delete``, ``expire``, ``persist``, ``mget``, ``mset``, ``ping``,
+``info``, ``topology``. Not idempotent: ``set`` with ``only_if_absent``,
+``only_if_present`` or ``if_version`` (compare-and-set): after an unknown
+outcome a second attempt could report a condition failure caused by the first,
+so such a failure is raised as it is. Pipelines follow the same rules command
+by command. Other server errors (rate limit, out of memory, a failing disk,
+authentication) are never retried.
+
+Before each retry the client waits (50 ms doubling to 500 ms, with jitter), then
+fetches the shard map again (from the node a redirect named, the seeds and the
+known nodes; those that failed to answer lately last), so a write to a primary
+that died goes to the new primary once the cluster elected one. Retries stop
+after ``max_retries`` (default 20) or ``retry_budget`` seconds (default 5, more
+than a failover takes with the default 2 s leases), whichever comes first;
+then :class:`RetriesExhaustedError` is raised with the last failure as its
+cause (with ``max_retries=0``, the failure itself). Redirects (MOVED) are
+followed at once, up to ``max_redirects`` in a row; a request still redirected
+after that (the nodes disagree on the owner for a moment, as while a shard is
+handed off) was not run either, so it is retried as above, and
+:class:`MovedError` is the failure when retries run out. Calls addressed to one server
+(``ping(addr)``, ``info(server=...)``, ``topology(server=...)``) ask that server
+once: they report on it, so they neither wait for it nor go elsewhere.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from aegiskv.client.connection import NativeConnection
 from aegiskv.client.errors import (
@@ -36,13 +66,14 @@ from aegiskv.client.errors import (
     OutOfMemoryError,
     ProtocolViolationError,
     RateLimitedError,
-    RetriesExhaustedError,
     ServerError,
     StorageFailedError,
     TryAgainError,
     VersionMismatchError,
 )
-from aegiskv.client.route_table import RouteTable, parse_moved
+from aegiskv.client.retry import Failure, RetryBudget
+from aegiskv.client.route_table import Address, RouteTable, parse_moved
+from aegiskv.cluster.redirect import NO_PRIMARY_YET
 from aegiskv.net.tls import client_context
 from aegiskv.protocols.native import codec as native
 from aegiskv.protocols.native.codec import Frame, Opcode, Status
@@ -61,7 +92,7 @@ class Config:
     conn_timeout: float = 1.0
     read_timeout: float = 2.0
     write_timeout: float = 2.0
-    max_retries: int = 2
+    max_retries: int = 20
     auth_token: str | None = None
     # TLS: an ssl.SSLContext of your own, or the simple form below (CA to trust,
     # and a certificate and key to present when the server wants mutual TLS).
@@ -74,6 +105,12 @@ class Config:
     cluster_routing: bool = True
     topology_refresh: float = 30.0
     max_redirects: int = 5
+    # Retries (see the module docstring): no retry starts later than retry_budget seconds
+    # after the first attempt; the wait before retry n is min(retry_backoff_max,
+    # retry_backoff * 2**n), times a random factor in [0.5, 1).
+    retry_budget: float = 5.0
+    retry_backoff: float = 0.05
+    retry_backoff_max: float = 0.5
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The context connections use: ``tls`` as given, or one built from the file names."""
@@ -96,9 +133,11 @@ class Config:
             raise ValueError("Config.max_retries must be >= 0")
         if self.max_redirects < 0:
             raise ValueError("Config.max_redirects must be >= 0")
-        for name in ("conn_timeout", "read_timeout", "write_timeout", "topology_refresh"):
+        for name in ("conn_timeout", "read_timeout", "write_timeout", "topology_refresh", "retry_budget"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"Config.{name} must be positive")
+        if not 0 < self.retry_backoff <= self.retry_backoff_max:
+            raise ValueError("Config.retry_backoff must be positive and at most Config.retry_backoff_max")
 
 
 # After a failed shard-map fetch, keys go to any server for this long before the next try.
@@ -148,6 +187,15 @@ def _ttl_ms(ttl: float | timedelta | None) -> int:
     return milliseconds
 
 
+def _error_of(frame: Frame) -> ServerError:
+    """The error a refusal frame carries (TRYAGAIN, CLUSTERDOWN ...) as the exception the caller would get."""
+    try:
+        _raise_for_status(frame)
+    except ServerError as error:
+        return error
+    raise ValueError(f"status {frame.status} is not a server error")  # a bug: only refusals come here
+
+
 def _raise_for_status(frame: Frame, key: bytes | None = None) -> None:
     status = frame.status
     if status == Status.OK:
@@ -172,11 +220,30 @@ def _raise_for_status(frame: Frame, key: bytes | None = None) -> None:
         raise StorageFailedError(message, code)
     if status == Status.TRY_AGAIN:
         raise TryAgainError(message, code)
+    if status == Status.MOVED:
+        try:
+            address, epoch, slot = parse_moved(message)
+        except ValueError:
+            raise ProtocolViolationError(f"unreadable MOVED reply: {message!r}") from None
+        raise MovedError(f"MOVED {message} (no redirect left to follow)", address, epoch, slot)
     if status == Status.BUSY:
         raise ConnectionClosedError(f"server refused the connection: {message}")
     if status == Status.PROTOCOL_ERROR:
         raise ProtocolViolationError(f"server reported a protocol error: {code}: {message}")
     raise ServerError(message, code)
+
+
+class _Request(NamedTuple):
+    """One request as the retry loop sends it: ``key`` routes it (None: any server will do)."""
+
+    opcode: int
+    fields: dict[str, Any]
+    key: bytes | None
+    idempotent: bool
+
+
+# What a request ended with: its reply frame (any status but MOVED), or the error that ended its retries.
+Outcome = Frame | AegisError
 
 
 class Client:
@@ -186,14 +253,20 @@ class Client:
         self.config = config or Config()
         self._ssl_context = self.config.ssl_context()
         self._lock = threading.Condition()
-        self._pools: dict[tuple[str, int], _ServerPool] = {}
-        self._order: list[tuple[str, int]] = []
+        self._pools: dict[Address, _ServerPool] = {}
+        self._order: list[Address] = []
         self._closed = False
         for seed in self.config.seeds:
             self.add_server(seed)
         self._routes: RouteTable | None = None
         self._routes_lock = threading.Lock()
         self._routes_failed_at = -1e9
+        # Servers that failed to answer lately (address -> when): asked for the shard map last.
+        self._unreachable: dict[Address, float] = {}
+        # Time and randomness of the retries; tests may replace them.
+        self._clock = time.monotonic
+        self._sleep = time.sleep
+        self._rng = random.Random()
 
     # -- server list -----------------------------------------------------------------
 
@@ -250,23 +323,12 @@ class Client:
         ``only_if_absent`` / ``only_if_present`` raise :class:`ConditionNotMetError`
         when the condition fails; ``if_version`` (compare-and-set; 0 = must be
         absent) raises :class:`VersionMismatchError` carrying the current version.
+        A conditional set is retried only after failures that say it was not
+        applied (see the module docstring).
         """
-        flags = (
-            (native.SET_IF_ABSENT if only_if_absent else 0)
-            | (native.SET_IF_PRESENT if only_if_present else 0)
-            | (native.SET_CAS if if_version is not None else 0)
-            | (native.SET_KEEP_TTL if keep_ttl else 0)
-        )
         raw = _bytes(key, "key")
-        frame = self._keyed(
-            raw,
-            Opcode.SET,
-            idempotent=not flags,
-            flags=flags,
-            ttl_ms=_ttl_ms(ttl),
-            version=if_version or 0,
-            items=((raw, _bytes(value, "value")),),
-        )
+        flags, fields = _set_fields(raw, value, ttl, only_if_absent, only_if_present, if_version, keep_ttl)
+        frame = self._keyed(raw, Opcode.SET, idempotent=not _CONDITIONS & flags, **fields)
         _raise_for_status(frame)
         return frame.version
 
@@ -277,7 +339,11 @@ class Client:
         return self.set(key, value, ttl)
 
     def delete(self, key: Key) -> bool:
-        """Remove ``key``; True when it existed."""
+        """Remove ``key``; True when it existed.
+
+        Retried after an unknown outcome like the other idempotent operations:
+        a retry after a first attempt that did delete the key reports False.
+        """
         raw = _bytes(key, "key")
         frame = self._keyed(raw, Opcode.DEL, idempotent=True, items=((raw, b""),))
         if frame.status == Status.NOT_FOUND:
@@ -333,10 +399,7 @@ class Client:
         ``info("keyspace")["keyspace"]["db0"]`` a dict (absent with no keys).
         """
         frame = self._call(
-            Opcode.INFO,
-            idempotent=True,
-            address=_parse_address(server) if server else None,
-            items=tuple((section.encode(), b"") for section in sections),
+            Opcode.INFO, _parse_address(server) if server else None, items=tuple((s.encode(), b"") for s in sections)
         )
         _raise_for_status(frame)
         return {name.decode(): json.loads(value or b"{}") for name, value in frame.items}
@@ -344,11 +407,13 @@ class Client:
     def topology(self, server: str | None = None) -> dict[str, Any]:
         """The shard map of ``server`` (or the first reachable one), as ``ShardMap.describe()`` gives it.
 
-        Keys: ``epoch``, ``slots``, ``shards`` (each with its slot range and
-        replica set, primary first) and ``nodes`` (client and RESP address per
-        node id; an empty host means "the host you reached this node at").
+        Keys: ``epoch``, ``slots``, ``shards`` (each with its slot range, its
+        ``replicas`` with the primary first, ``primary``: the lease holder or
+        None while unknown, as during an election, and ``preferred``:
+        placement's choice) and ``nodes`` (client and RESP address per node
+        id; an empty host means "the host you reached this node at").
         """
-        frame = self._call(Opcode.TOPOLOGY, idempotent=True, address=_parse_address(server) if server else None)
+        frame = self._call(Opcode.TOPOLOGY, _parse_address(server) if server else None)
         _raise_for_status(frame)
         described: dict[str, Any] = json.loads(frame.items[0][1] or b"{}")
         return described
@@ -356,7 +421,7 @@ class Client:
     def ping(self, addr: str | None = None) -> float:
         """Round-trip time in seconds to ``addr`` (or the first reachable server)."""
         started = time.perf_counter()
-        frame = self._call(Opcode.PING, idempotent=True, address=_parse_address(addr) if addr else None)
+        frame = self._call(Opcode.PING, _parse_address(addr) if addr else None)
         _raise_for_status(frame)
         return time.perf_counter() - started
 
@@ -378,134 +443,317 @@ class Client:
             table = self._refresh_routes(table)
         return table if table is not None and table.spans_nodes else None
 
-    def _refresh_routes(self, stale: RouteTable | None, hint: tuple[str, int] | None = None) -> RouteTable | None:
+    def _refresh_routes(self, stale: RouteTable | None, hint: Address | None = None) -> RouteTable | None:
         """Fetch the shard map from ``hint``, then the seeds, then the nodes we know; keep the first answer.
 
-        ``stale`` is the table the caller found wanting: when another thread
-        replaced it while this one waited for the lock, the newer one is used.
+        Servers that failed to answer lately are asked last, so a dead primary
+        does not delay learning who replaced it. ``stale`` is the table the
+        caller found wanting: when another thread replaced it while this one
+        waited for the lock, the newer one is used.
         """
         with self._routes_lock:
             if self._routes is not stale:
                 return self._routes
             known = self._routes.addresses if self._routes is not None else []
             candidates = ([hint] if hint else []) + [_parse_address(seed) for seed in self.config.seeds] + known
-            for address in dict.fromkeys(candidates):
+            with self._lock:
+                unreachable = set(self._unreachable)
+            ordered = sorted(dict.fromkeys(candidates), key=lambda address: address in unreachable)  # stable
+            for address in ordered:
                 try:
-                    frame = self._attempt(lambda c: c.call(Opcode.TOPOLOGY), False, address)
+                    frame = self._single(address, Opcode.TOPOLOGY)
                     _raise_for_status(frame)
                     self._routes = RouteTable(json.loads(frame.items[0][1] or b"{}"), address)
-                    return self._routes
+                except (ConnectionClosedError, AegisTimeoutError):
+                    if self._closed:
+                        raise
+                    self._mark_unreachable([address])
+                    continue
                 except (AegisError, ValueError, KeyError, TypeError, IndexError):
                     continue
+                self._mark_reachable(address)
+                return self._routes
             self._routes_failed_at = time.monotonic()
             return self._routes
 
-    def _keyed(self, key: bytes, opcode: int, *, idempotent: bool, **fields: Any) -> Frame:
-        """One request for ``key``, sent to its owner; redirects and dead owners refresh the map."""
-        override: tuple[str, int] | None = None
-        for redirect in range(self.config.max_redirects + 1):
+    def _mark_unreachable(self, addresses: Iterable[Address]) -> None:
+        now = self._clock()
+        with self._lock:
+            for address in addresses:
+                self._unreachable[address] = now
+
+    def _mark_reachable(self, address: Address) -> None:
+        if address in self._unreachable:  # a read without the lock: the common case costs nothing
+            with self._lock:
+                self._unreachable.pop(address, None)
+
+    # -- the retry loop -----------------------------------------------------------------
+
+    def _keyed(self, key: bytes | None, opcode: int, *, idempotent: bool, **fields: Any) -> Frame:
+        """One request for ``key`` (None: for no key), sent to its owner, retried as the module docstring says.
+
+        Returns the reply frame (any status but MOVED and the refusals that were
+        retried); raises what ended the retries."""
+        (outcome,) = self._run([_Request(opcode, fields, key, idempotent)])
+        if isinstance(outcome, AegisError):
+            raise outcome
+        return outcome
+
+    def _call(self, opcode: int, address: Address | None, **fields: Any) -> Frame:
+        """A request for no key: to ``address`` once, or to any server with retries."""
+        if address is not None:
+            return self._single(address, opcode, **fields)
+        return self._keyed(None, opcode, idempotent=True, **fields)
+
+    def _run(self, requests: Sequence[_Request]) -> list[Outcome]:
+        """Send ``requests`` (pipelined, one batch per owner) until each has an outcome; in their order.
+
+        Each round sends every request still pending to its owner. A reply
+        settles its request unless it is a redirect (sent again to the node it
+        names, after a map refresh) or a refusal worth retrying; a broken
+        connection leaves the requests without a reply pending if they may be
+        retried, and settles the others with the error. A round with failures
+        is followed by a map refresh and a wait (RetryBudget); one with
+        redirects only by another round at once, at most ``max_redirects`` in
+        a row: past that the redirect counts as a failure (not applied).
+        Requests on one key are sent in queue order: they share an owner,
+        hence a batch, and pending ones are sent again in queue order. Only
+        when a later one on a key was answered and an earlier one refused in
+        the same batch does the earlier one land after it.
+        """
+        config = self.config
+        outcomes: list[Outcome | None] = [None] * len(requests)
+        budget = self._budget()
+        pending = list(range(len(requests)))
+        redirected_to: dict[int, Address] = {}
+        redirects = 0
+        while True:
+            round_started = time.monotonic()
             table = self._route_table()
-            address = override or (table.owner(key) if table is not None else None)
-            try:
-                frame = self._call(opcode, idempotent=idempotent, address=address, **fields)
-            except (ConnectionClosedError, AegisTimeoutError, RetriesExhaustedError):
-                # The owner may have died and the map moved on: refresh, try again (if safe).
-                if address is None or not idempotent or redirect == self.config.max_redirects:
-                    raise
-                self._refresh_routes(table)
-                override = None
-                continue
-            if frame.status != Status.MOVED:
-                return frame
-            override = self._follow(frame)
-        raise self._moved_error(frame)
+            groups: dict[Address | None, list[int]] = {}
+            for index in pending:
+                request = requests[index]
+                address = redirected_to.pop(index, None)
+                if address is None and table is not None and request.key is not None:
+                    address = table.owner(request.key)
+                groups.setdefault(address, []).append(index)
+            pending = []
+            failure: Failure | None = None
+            moved_hint: Address | None = None
+            last_moved: Frame | None = None
+            for address, indices in groups.items():
+                target = address or self._pick(budget.retries)
+                frames, broken = self._exchange(target, [requests[index] for index in indices])
+                for index, frame in zip(indices, frames):
+                    status = frame.status
+                    if status == Status.MOVED:
+                        last_moved = frame
+                        owner = _moved_owner(frame)
+                        if owner is not None:
+                            redirected_to[index] = owner
+                            moved_hint = moved_hint or owner
+                        pending.append(index)
+                    elif status == Status.TRY_AGAIN or status == Status.CLUSTER_DOWN:
+                        error = _error_of(frame)
+                        maybe_applied = status == Status.TRY_AGAIN and NO_PRIMARY_YET not in str(error)
+                        if maybe_applied and not requests[index].idempotent:
+                            outcomes[index] = frame
+                        else:
+                            pending.append(index)
+                            failure = Failure(error, maybe_applied)
+                    else:
+                        outcomes[index] = frame
+                unanswered = indices[len(frames) :]
+                if broken is None:
+                    for index in unanswered:  # the server closed after a protocol error
+                        outcomes[index] = ProtocolViolationError(f"{_show(target)} closed the connection before this")
+                    continue
+                self._mark_unreachable([target])
+                failure = broken
+                for index in unanswered:
+                    if broken.maybe_applied and not requests[index].idempotent:
+                        outcomes[index] = broken.error
+                    else:
+                        pending.append(index)
+            if not pending:
+                break
+            pending.sort()
+            if failure is None:  # only redirects: follow them at once, up to max_redirects in a row
+                redirects += 1
+                if redirects <= config.max_redirects:
+                    if config.cluster_routing:
+                        self._refresh_routes(table, hint=moved_hint)
+                    continue
+                # Still bouncing: the nodes disagree on the owner for now (a hand-off or a
+                # failover going round). A redirected request was not run: wait, as for a
+                # refusal, and ask the map again before following more.
+                assert last_moved is not None
+                failure = Failure(_error_of(last_moved), maybe_applied=False)
+                redirected_to.clear()
+            redirects = 0
+            delay = budget.next_delay()
+            if delay is None:
+                exhausted = budget.exhausted(failure.error)
+                for index in pending:
+                    outcomes[index] = exhausted
+                break
+            self._sleep(delay)
+            self._refresh_after_failure(round_started, moved_hint)
+        settled = [outcome for outcome in outcomes if outcome is not None]
+        assert len(settled) == len(requests)
+        return settled
 
     def _batched(self, opcode: int, items: list[tuple[bytes, bytes]], **fields: Any) -> list[tuple[list[int], Frame]]:
-        """MGET/MSET split by owner: (indices into ``items``, reply frame) per part, in no particular order."""
+        """MGET/MSET split by owner: (indices into ``items``, reply frame) per part, in no particular order.
+
+        Both are idempotent, so every part that fails is retried, as in
+        :meth:`_run`, regrouped by the map of each round; parts that succeeded
+        are not sent again.
+        """
+        config = self.config
         done: list[tuple[list[int], Frame]] = []
         pending = list(range(len(items)))
-        unreachable: AegisError | None = None
-        for _round in range(self.config.max_redirects + 1):
-            if not pending:
-                return done
+        budget = self._budget()
+        redirects = 0
+        last_moved: Frame | None = None
+        while pending:
+            round_started = time.monotonic()
             table = self._route_table()
-            groups: dict[tuple[str, int] | None, list[int]] = {}
+            groups: dict[Address | None, list[int]] = {}
             for index in pending:
                 owner = table.owner(items[index][0]) if table is not None else None
                 groups.setdefault(owner, []).append(index)
             pending = []
+            failure: Failure | None = None
+            moved_hint: Address | None = None
             for address, indices in groups.items():
-                part = tuple(items[index] for index in indices)
-                try:
-                    frame = self._call(opcode, idempotent=True, address=address, items=part, **fields)
-                except (ConnectionClosedError, AegisTimeoutError, RetriesExhaustedError) as error:
-                    if address is None:
-                        raise
-                    unreachable = error
-                    self._refresh_routes(table)
+                target = address or self._pick(budget.retries)
+                part = {**fields, "items": tuple(items[index] for index in indices)}
+                frames, broken = self._exchange(target, [_Request(opcode, part, None, True)])
+                if not frames:
+                    if broken is None:
+                        raise ProtocolViolationError(f"{_show(target)} closed the connection without a reply")
+                    self._mark_unreachable([target])
+                    failure = broken
                     pending.extend(indices)
                     continue
+                frame = frames[0]
                 if frame.status == Status.MOVED:
-                    self._follow(frame)
+                    last_moved = frame
+                    moved_hint = moved_hint or _moved_owner(frame)
                     pending.extend(indices)
+                elif frame.status == Status.TRY_AGAIN or frame.status == Status.CLUSTER_DOWN:
+                    failure = Failure(_error_of(frame), True)
+                    pending.extend(indices)
+                else:
+                    _raise_for_status(frame)
+                    done.append((indices, frame))
+            if not pending:
+                break
+            if failure is None:  # only redirects: as in _run
+                redirects += 1
+                if redirects <= config.max_redirects:
+                    if config.cluster_routing:
+                        self._refresh_routes(table, hint=moved_hint)
                     continue
-                _raise_for_status(frame)
-                done.append((indices, frame))
-        if pending:
-            if unreachable is not None:
-                raise unreachable
-            raise MovedError("keys kept moving while the cluster's map changed", ("", 0), 0, 0)
+                assert last_moved is not None
+                failure = Failure(_error_of(last_moved), maybe_applied=False)
+            redirects = 0
+            delay = budget.next_delay()
+            if delay is None:
+                raise budget.exhausted(failure.error)
+            self._sleep(delay)
+            self._refresh_after_failure(round_started, moved_hint)
         return done
 
-    def _follow(self, frame: Frame) -> tuple[str, int] | None:
-        """A MOVED reply: refresh the map from the new owner; returns where to send next."""
-        try:
-            address, _epoch, _slot = parse_moved((frame.items[0][1] or b"").decode())
-        except (ValueError, IndexError):
-            raise ProtocolViolationError(f"unreadable MOVED reply: {frame.items!r}") from None
-        self._refresh_routes(self._routes, hint=address if address[0] else None)
-        return address if address[0] else None
+    def _refresh_after_failure(self, round_started: float, hint: Address | None) -> None:
+        """Before the next round: the map again, unless another thread fetched it since this round began."""
+        if self._closed:
+            raise ConnectionClosedError("client is closed")
+        if not self.config.cluster_routing:
+            return
+        current = self._routes
+        if current is None or current.fetched_at < round_started:
+            self._refresh_routes(current, hint=hint)
 
-    @staticmethod
-    def _moved_error(frame: Frame) -> MovedError:
-        message = (frame.items[0][1] or b"").decode("utf-8", "replace")
-        address, epoch, slot = parse_moved(message)
-        return MovedError(f"still redirected after retries: {message}", address, epoch, slot)
+    def _budget(self) -> RetryBudget:
+        config = self.config
+        if self._closed:
+            raise ConnectionClosedError("client is closed")
+        return RetryBudget(
+            config.max_retries,
+            config.retry_budget,
+            config.retry_backoff,
+            config.retry_backoff_max,
+            self._clock,
+            self._rng,
+        )
 
     # -- plumbing --------------------------------------------------------------------
 
-    def _call(self, opcode: int, *, idempotent: bool, address: tuple[str, int] | None = None, **fields: Any) -> Frame:
-        return self._attempt(lambda connection: connection.call(opcode, **fields), idempotent, address)
+    def _exchange(self, address: Address, requests: Sequence[_Request]) -> tuple[list[Frame], Failure | None]:
+        """One attempt: send ``requests`` to ``address`` in one write and read the replies.
 
-    def _attempt(
-        self, action: Callable[[NativeConnection], T], idempotent: bool, address: tuple[str, int] | None = None
-    ) -> T:
-        attempts = 1 + (self.config.max_retries if idempotent else 0)
-        last_error: AegisError | None = None
-        for attempt in range(attempts):
-            target = address or self._pick(attempt)
-            try:
-                connection = self._borrow(target)
-            except (ConnectionClosedError, AegisTimeoutError) as error:
-                last_error = error
-                continue
-            try:
-                result = action(connection)
-            except (ConnectionClosedError, AegisTimeoutError) as error:
-                last_error = error
-                self._give_back(connection)
-                continue
-            except BaseException:
-                self._give_back(connection)
+        Returns the replies that arrived (in order) and, when fewer than the
+        requests, the failure that cut them short: not applied when no
+        connection could be had (or the server refused it at once, BUSY),
+        outcome unknown once anything was sent. Other errors (a reply this
+        client cannot read, a refused AUTH, a closed client) are raised.
+        """
+        frames: list[Frame] = []
+        refused: list[Failure] = []
+        connected = False
+
+        def exchange(connection: NativeConnection) -> list[Frame]:
+            nonlocal connected
+            connected = True
+            for request_id in connection.send_many([(request.opcode, request.fields) for request in requests]):
+                frame = connection.receive(request_id)
+                if frame.status == Status.BUSY:  # refused as it was accepted: nothing was read
+                    message = (frame.items[0][1] or b"").decode("utf-8", "replace") if frame.items else ""
+                    error = ConnectionClosedError(f"{_show(address)} refused the connection: {message}")
+                    refused.append(Failure(error, maybe_applied=False))
+                    break
+                frames.append(frame)
+                if frame.status == Status.PROTOCOL_ERROR:
+                    break  # the server closes after it: nothing behind it was run
+            return frames
+
+        try:
+            self._attempt(exchange, all(request.idempotent for request in requests), address)
+        except (ConnectionClosedError, AegisTimeoutError) as error:
+            if not connected and self._closed:
                 raise
-            self._give_back(connection)
-            return result
-        assert last_error is not None
-        if attempts == 1:
-            raise last_error
-        raise RetriesExhaustedError(f"gave up after {attempts} attempts: {last_error}") from last_error
+            return frames, Failure(error, maybe_applied=connected)
+        if refused:
+            return frames, refused[0]
+        self._mark_reachable(address)
+        return frames, None
 
-    def _pick(self, attempt: int) -> tuple[str, int]:
+    def _attempt(self, action: Callable[[NativeConnection], T], idempotent: bool, address: Address) -> T:
+        """``action`` on a connection to ``address`` borrowed for it, given back after; no retry here.
+
+        The one place a request meets a connection: a subclass may wrap
+        ``action`` to observe exchanges (the fault tests note which server
+        answered). ``idempotent`` says whether the requests may be repeated;
+        the retry decisions are the callers' (:meth:`_run`, :meth:`_batched`).
+        """
+        connection = self._borrow(address)
+        try:
+            return action(connection)
+        finally:
+            self._give_back(connection)
+
+    def _single(self, address: Address, opcode: int, **fields: Any) -> Frame:
+        """One request to ``address``, one attempt; its failure is raised as it is."""
+        frames, failure = self._exchange(address, [_Request(opcode, fields, None, True)])
+        if failure is not None:
+            raise failure.error
+        if not frames:
+            raise ProtocolViolationError(f"{_show(address)} closed the connection without a reply")
+        return frames[0]
+
+    def _pick(self, attempt: int) -> Address:
         with self._lock:
             if self._closed:
                 raise ConnectionClosedError("client is closed")
@@ -513,18 +761,15 @@ class Client:
                 raise ConnectionClosedError("no servers configured")
             return self._order[attempt % len(self._order)]
 
-    def _borrow(self, address: tuple[str, int]) -> NativeConnection:
+    def _borrow(self, address: Address) -> NativeConnection:
         config = self.config
         with self._lock:
             if self._closed:
                 raise ConnectionClosedError("client is closed")
             pool = self._pools.get(address)
-            if pool is not None and pool.idle:  # the common case: no waiting, no predicate
-                pool.lent += 1
-                return pool.idle.pop()
             if pool is None:
                 pool = self._pools[address] = _ServerPool(address)  # ping() to a server outside the list
-            if not self._lock.wait_for(
+            if not pool.idle and not self._lock.wait_for(
                 lambda: pool.idle or pool.lent < config.max_conns or self._closed, timeout=config.conn_timeout
             ):
                 raise AegisTimeoutError(
@@ -535,7 +780,9 @@ class Client:
             pool.lent += 1
             connection = pool.idle.pop() if pool.idle else None
         if connection is not None:
-            return connection
+            if not connection.stale():
+                return connection
+            connection.close()  # the server closed it while it sat idle: connect afresh
         try:
             connection = NativeConnection(
                 address, config.conn_timeout, config.read_timeout, config.write_timeout, self._ssl_context
@@ -581,32 +828,77 @@ class Client:
         self.close()
 
 
+# The SET flags that make it conditional (not idempotent: see the module docstring).
+_CONDITIONS = native.SET_IF_ABSENT | native.SET_IF_PRESENT | native.SET_CAS
+
+
+def _set_fields(
+    key: bytes,
+    value: Value,
+    ttl: float | timedelta | None,
+    only_if_absent: bool,
+    only_if_present: bool,
+    if_version: int | None,
+    keep_ttl: bool,
+) -> tuple[int, dict[str, Any]]:
+    """SET's flags and frame fields, for the client and the pipeline alike."""
+    flags = (
+        (native.SET_IF_ABSENT if only_if_absent else 0)
+        | (native.SET_IF_PRESENT if only_if_present else 0)
+        | (native.SET_CAS if if_version is not None else 0)
+        | (native.SET_KEEP_TTL if keep_ttl else 0)
+    )
+    fields = {
+        "flags": flags,
+        "ttl_ms": _ttl_ms(ttl),
+        "version": if_version or 0,
+        "items": ((key, _bytes(value, "value")),),
+    }
+    return flags, fields
+
+
+def _moved_owner(frame: Frame) -> Address | None:
+    """The node a MOVED reply names (None when it names no host: "the node you asked")."""
+    try:
+        address, _epoch, _slot = parse_moved((frame.items[0][1] or b"").decode())
+    except (ValueError, IndexError):
+        raise ProtocolViolationError(f"unreadable MOVED reply: {frame.items!r}") from None
+    return address if address[0] else None
+
+
+def _show(address: Address) -> str:
+    return f"{address[0]}:{address[1]}"
+
+
 class Pipeline:
     """Queue operations, then send them in one write and read every reply.
 
     ``execute()`` returns one result per queued operation, in order. A failed
     operation's slot holds the exception instance (``NotFoundError`` for a
-    missing key) instead of raising, so one miss does not hide the other
+    missing key, ``RetriesExhaustedError`` for one that could not be
+    delivered) instead of raising, so one failure does not hide the other
     results; ``execute(raise_on_error=True)`` raises the first one instead.
-    Pipelines are retried as a whole only when every operation is idempotent.
-    Against a cluster the operations are split by the owner of their key, one
-    pipelined batch per node (operations on one key keep their order); one that
-    meets a redirect is sent again on its own to the new owner.
+    Each operation is retried by the client's rules (see
+    :mod:`aegiskv.client.client`): after a lost connection the idempotent ones
+    are sent again, and a conditional set whose outcome is unknown keeps the
+    error. Against a cluster the operations are split by the owner of their
+    key, one pipelined batch per node (operations on one key are sent in
+    order); those redirected or refused are sent again, to the new owner, after
+    any on the same key that were answered.
+    Not thread-safe: one thread queues and executes.
     """
 
     def __init__(self, client: Client) -> None:
         self._client = client
-        self._requests: list[tuple[int, dict[str, Any]]] = []
+        self._requests: list[_Request] = []
         self._decoders: list[Callable[[Frame], Any]] = []
-        self._idempotent = True
 
     def __len__(self) -> int:
         return len(self._requests)
 
-    def _queue(self, opcode: int, decode: Callable[[Frame], Any], idempotent: bool = True, **fields: Any) -> Pipeline:
-        self._requests.append((opcode, fields))
+    def _queue(self, request: _Request, decode: Callable[[Frame], Any]) -> Pipeline:
+        self._requests.append(request)
         self._decoders.append(decode)
-        self._idempotent = self._idempotent and idempotent
         return self
 
     def get(self, key: Key) -> Pipeline:
@@ -616,16 +908,28 @@ class Pipeline:
             _raise_for_status(frame, raw)
             return bytes(frame.items[0][1] or b"")
 
-        return self._queue(Opcode.GET, decode, items=((raw, b""),))
+        return self._queue(_Request(Opcode.GET, {"items": ((raw, b""),)}, raw, True), decode)
 
-    def set(self, key: Key, value: Value, ttl: float | timedelta | None = None) -> Pipeline:
+    def set(
+        self,
+        key: Key,
+        value: Value,
+        ttl: float | timedelta | None = None,
+        *,
+        only_if_absent: bool = False,
+        only_if_present: bool = False,
+        if_version: int | None = None,
+        keep_ttl: bool = False,
+    ) -> Pipeline:
+        """As :meth:`Client.set`; the result is the new version, or the exception."""
+
         def decode(frame: Frame) -> int:
             _raise_for_status(frame)
             return frame.version
 
-        return self._queue(
-            Opcode.SET, decode, ttl_ms=_ttl_ms(ttl), items=((_bytes(key, "key"), _bytes(value, "value")),)
-        )
+        raw = _bytes(key, "key")
+        flags, fields = _set_fields(raw, value, ttl, only_if_absent, only_if_present, if_version, keep_ttl)
+        return self._queue(_Request(Opcode.SET, fields, raw, not _CONDITIONS & flags), decode)
 
     def delete(self, key: Key) -> Pipeline:
         def decode(frame: Frame) -> bool:
@@ -634,51 +938,22 @@ class Pipeline:
             _raise_for_status(frame)
             return True
 
-        return self._queue(Opcode.DEL, decode, items=((_bytes(key, "key"), b""),))
+        raw = _bytes(key, "key")
+        return self._queue(_Request(Opcode.DEL, {"items": ((raw, b""),)}, raw, True), decode)
 
     def execute(self, raise_on_error: bool = False) -> list[Any]:
         if not self._requests:
             return []
         requests, decoders = self._requests, self._decoders
-        self._requests, self._decoders, idempotent, self._idempotent = [], [], self._idempotent, True
-        client = self._client
-        table = client._route_table()
-        if table is None:
-            frames = client._attempt(lambda connection: connection.call_many(requests), idempotent)
-        else:
-            frames = self._execute_by_owner(table, requests, idempotent)
+        self._requests, self._decoders = [], []
         results: list[Any] = []
-        for frame, decode in zip(frames, decoders):
+        for outcome, decode in zip(self._client._run(requests), decoders):
             try:
-                results.append(decode(frame))
+                if isinstance(outcome, AegisError):
+                    raise outcome
+                results.append(decode(outcome))
             except AegisError as error:
                 if raise_on_error:
                     raise
                 results.append(error)
         return results
-
-    def _execute_by_owner(
-        self, table: RouteTable, requests: list[tuple[int, dict[str, Any]]], idempotent: bool
-    ) -> list[Frame]:
-        client = self._client
-        groups: dict[tuple[str, int] | None, list[int]] = {}
-        for index, (_opcode, fields) in enumerate(requests):
-            groups.setdefault(table.owner(fields["items"][0][0]), []).append(index)
-        frames: list[Frame | None] = [None] * len(requests)
-        for address, indices in groups.items():
-            part = [requests[index] for index in indices]
-
-            def send_part(connection: NativeConnection, part: list[tuple[int, dict[str, Any]]] = part) -> list[Frame]:
-                return connection.call_many(part)
-
-            for index, answer in zip(indices, client._attempt(send_part, idempotent, address)):
-                frames[index] = answer
-        settled: list[Frame] = []
-        for (opcode, fields), frame in zip(requests, frames):
-            assert frame is not None
-            if frame.status == Status.MOVED:
-                # Not executed where it was sent: safe to send again, to the owner.
-                settled.append(client._keyed(fields["items"][0][0], opcode, idempotent=idempotent, **fields))
-            else:
-                settled.append(frame)
-        return settled

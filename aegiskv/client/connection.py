@@ -8,6 +8,7 @@ the connection is discarded.
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 import time
@@ -59,6 +60,9 @@ class NativeConnection:
         self._sock = sock
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._timeout: float | None = connect_timeout
+        # For stale(): registered once, so the check before each reuse is the poll(2) call alone.
+        self._poller = select.poll()
+        self._poller.register(sock, select.POLLIN | select.POLLPRI)
 
     def next_request_id(self) -> int:
         request_id = self._next_id
@@ -129,6 +133,10 @@ class NativeConnection:
 
     def call_many(self, requests: Sequence[tuple[int, dict[str, object]]]) -> list[Frame]:
         """Pipelining: send every request in one write, then read the replies in order."""
+        return [self.receive(request_id) for request_id in self.send_many(requests)]
+
+    def send_many(self, requests: Sequence[tuple[int, dict[str, object]]]) -> list[int]:
+        """Send every request in one write; returns their ids, for :meth:`receive` in this order."""
         ids = []
         payload = []
         for opcode, fields in requests:
@@ -136,7 +144,29 @@ class NativeConnection:
             ids.append(request_id)
             payload.append(native.encode_frame(opcode, request_id, **fields))  # type: ignore[arg-type]
         self.send(b"".join(payload))
-        return [self.receive(request_id) for request_id in ids]
+        return ids
+
+    def stale(self) -> bool:
+        """True when the connection cannot be used any more: the server closed it while it sat idle.
+
+        An idle connection owes nothing and is owed nothing, so anything to read
+        (an end of stream, a reset, a BUSY refusal) means the server is gone or
+        gave up on it. Asked before a pooled connection is reused, so a request
+        is not sent into a connection the server already closed: a failure to
+        connect afresh says the request was not applied, where a request lost on
+        a dead connection has an unknown outcome (the server may still close it
+        between this check and the send: that loss is an unknown outcome too).
+        One poll(2) with no wait (POLLHUP and POLLERR count: poll reports them
+        unasked).
+        """
+        if self.broken:
+            return True
+        if self._decoder.buffered or (isinstance(self._sock, ssl.SSLSocket) and self._sock.pending()):
+            return True
+        try:
+            return bool(self._poller.poll(0))
+        except OSError:
+            return True
 
     def close(self) -> None:
         self.broken = True

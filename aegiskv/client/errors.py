@@ -92,7 +92,10 @@ class MovedError(ServerError):
     """The key belongs to another node (cluster); the client follows these itself.
 
     Raised to the caller only when redirects keep bouncing (the cluster's map is
-    changing faster than the client can follow).
+    changing faster than the client can follow): past ``Config.max_redirects``
+    redirects in a row a redirect is retried like the other failures, and this
+    is the failure once the retries run out (the cause of
+    ``RetriesExhaustedError``, or itself with ``max_retries=0``).
     """
 
     def __init__(self, message: str, address: tuple[str, int], epoch: int, slot: int) -> None:

@@ -34,7 +34,7 @@ def parse_moved(message: str) -> tuple[Address, int, int]:
 class RouteTable:
     """Shard -> primary address, from one TOPOLOGY reply. Immutable."""
 
-    __slots__ = ("epoch", "fetched_at", "_mapper", "_owners", "addresses")
+    __slots__ = ("epoch", "fetched_at", "_mapper", "_owners", "addresses", "spans_nodes")
 
     def __init__(self, topology: Mapping[str, Any], asked: Address, now: float | None = None) -> None:
         self.epoch = int(topology["epoch"])
@@ -50,11 +50,8 @@ class RouteTable:
             owners.append(nodes.get(replicas[0]) if replicas else None)
         self._owners = owners
         self.addresses = sorted(set(nodes.values()))
-
-    @property
-    def spans_nodes(self) -> bool:
-        """More than one node serves keys: routing matters."""
-        return len({owner for owner in self._owners if owner is not None}) > 1
+        # More than one node serves keys: routing matters. Asked on every request, so worked out once.
+        self.spans_nodes = len({owner for owner in owners if owner is not None}) > 1
 
     def owner(self, key: bytes) -> Address | None:
         return self._owners[self._mapper.shard_of_key(key)]

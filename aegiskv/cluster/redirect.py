@@ -18,6 +18,10 @@ from aegiskv.cluster.shard_map import Endpoint, ShardMap
 from aegiskv.cluster.slots import key_slot
 from aegiskv.errors import CommandError, ErrorKind
 
+# In the TRYAGAIN refusal of a key whose shard has no primary yet: the request was not run.
+# Clients read it to retry even requests that are not idempotent (aegiskv.client.retry).
+NO_PRIMARY_YET = "has no primary yet"
+
 
 class Moved(CommandError):
     """The key belongs to another node."""
@@ -77,7 +81,7 @@ class Router:
         if owner is None:
             raise CommandError(ErrorKind.CLUSTER_DOWN, f"no node serves slot {slot}")
         if self._leased and owner.node_id == self._node_id:
-            raise CommandError(ErrorKind.TRYAGAIN, f"slot {slot} has no primary yet (an election is under way)")
+            raise CommandError(ErrorKind.TRYAGAIN, f"slot {slot} {NO_PRIMARY_YET} (an election is under way)")
         raise Moved(slot, shard_map.epoch, owner.client, owner.resp)
 
 
