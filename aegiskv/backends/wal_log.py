@@ -101,7 +101,7 @@ class RecoveryReport:
     salvaged_from: str = ""  # "file@offset" where salvage dropped the rest of the log
 
 
-def recover(
+def recover(  # noqa: C901 - one pass over the log, each record case beside the others
     directory: str,
     apply: Callable[[Record], None],
     after_seq: int = 0,

@@ -196,6 +196,17 @@ def _error_of(frame: Frame) -> ServerError:
     raise ValueError(f"status {frame.status} is not a server error")  # a bug: only refusals come here
 
 
+# Server refusals that carry the server's code and message as they are.
+_REFUSALS: dict[int, type[ServerError]] = {
+    Status.NOAUTH: AuthenticationError,
+    Status.AUTH_FAILED: AuthenticationError,
+    Status.RATE_LIMITED: RateLimitedError,
+    Status.OUT_OF_MEMORY: OutOfMemoryError,
+    Status.STORAGE_FAILED: StorageFailedError,
+    Status.TRY_AGAIN: TryAgainError,
+}
+
+
 def _raise_for_status(frame: Frame, key: bytes | None = None) -> None:
     status = frame.status
     if status == Status.OK:
@@ -210,16 +221,9 @@ def _raise_for_status(frame: Frame, key: bytes | None = None) -> None:
     if frame.items:
         code = frame.items[0][0].decode("utf-8", "replace")
         message = (frame.items[0][1] or b"").decode("utf-8", "replace")
-    if status in (Status.NOAUTH, Status.AUTH_FAILED):
-        raise AuthenticationError(message, code)
-    if status == Status.RATE_LIMITED:
-        raise RateLimitedError(message, code)
-    if status == Status.OUT_OF_MEMORY:
-        raise OutOfMemoryError(message, code)
-    if status == Status.STORAGE_FAILED:
-        raise StorageFailedError(message, code)
-    if status == Status.TRY_AGAIN:
-        raise TryAgainError(message, code)
+    refusal = _REFUSALS.get(status)
+    if refusal is not None:
+        raise refusal(message, code)
     if status == Status.MOVED:
         try:
             address, epoch, slot = parse_moved(message)
@@ -505,7 +509,7 @@ class Client:
             return self._single(address, opcode, **fields)
         return self._keyed(None, opcode, idempotent=True, **fields)
 
-    def _run(self, requests: Sequence[_Request]) -> list[Outcome]:
+    def _run(self, requests: Sequence[_Request]) -> list[Outcome]:  # noqa: C901 - the retry round: send, sort each reply, decide, in one place
         """Send ``requests`` (pipelined, one batch per owner) until each has an outcome; in their order.
 
         Each round sends every request still pending to its owner. A reply
@@ -603,7 +607,7 @@ class Client:
         assert len(settled) == len(requests)
         return settled
 
-    def _batched(self, opcode: int, items: list[tuple[bytes, bytes]], **fields: Any) -> list[tuple[list[int], Frame]]:
+    def _batched(self, opcode: int, items: list[tuple[bytes, bytes]], **fields: Any) -> list[tuple[list[int], Frame]]:  # noqa: C901 - the MGET/MSET retry round, as _run
         """MGET/MSET split by owner: (indices into ``items``, reply frame) per part, in no particular order.
 
         Both are idempotent, so every part that fails is retried, as in

@@ -306,7 +306,7 @@ class GossipService:
     def handle_read(self) -> None:
         try:
             self._read_datagrams()
-        except Exception:
+        except Exception:  # noqa: BLE001 - a gossip bug must not stop the reactor
             # Nothing a peer sends may take the reactor (and every client) down.
             self.counters["membership_errors"] += 1
             self.repeats.log("ERROR", "read datagrams", "gossip failed while reading datagrams", exception=True)
@@ -326,7 +326,7 @@ class GossipService:
                 continue
             try:
                 replies = membership.receive(source[:2], payload, time.monotonic())
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - a gossip bug must not stop the reactor
                 # A membership plugin must drop what it cannot read; one that raises
                 # must not take the reactor down. Counted, logged without a traceback
                 # per datagram (a stranger could flood the log).
@@ -444,7 +444,7 @@ class GossipService:
             self._joined = True
         try:
             self._on_change(members)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a failing placement plugin keeps the old map
             # A placement plugin that fails leaves the old map in place; the next
             # change (or tick) tries again.
             logger.exception("rebuilding the shard map for {} members failed", len(members))

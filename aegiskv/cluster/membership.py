@@ -483,7 +483,7 @@ class SwimMembership:
             member.node_id, member.state, member.incarnation, member.address, member.meta, source
         )
 
-    def _apply(self, update: _Update, now: float, disseminate: bool = True) -> None:
+    def _apply(self, update: _Update, now: float, disseminate: bool = True) -> None:  # noqa: C901 - SWIM's update rules by state and incarnation, side by side
         """SWIM's precedence rules: higher incarnation wins; at equal incarnation dead > suspect > alive."""
         me = self.me
         if update.node_id == me.node_id:

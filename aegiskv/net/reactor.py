@@ -287,7 +287,7 @@ class Transport:
 
     # -- reactor side --------------------------------------------------------------
 
-    def handle_read(self) -> None:
+    def handle_read(self) -> None:  # noqa: C901 - the reactor's per-event path: no extra call per read
         if self._handshaking:
             self._handshake()
             return
@@ -330,7 +330,7 @@ class Transport:
             self.partial_since = now
         try:
             self._data_received(data)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a protocol's bug closes its connection, not the node
             self.reactor.repeats.log(
                 "ERROR",
                 ("protocol failed", self.options.name),
@@ -379,7 +379,7 @@ class Transport:
             return
         self._send()
 
-    def _send(self) -> None:
+    def _send(self) -> None:  # noqa: C901 - the reactor's per-event path: no extra call per write
         if self.closed or self._handshaking:
             return  # replies wait for the TLS handshake (none are produced before it)
         reactor = self.reactor
@@ -461,7 +461,7 @@ class Transport:
     def _drained(self) -> None:
         try:
             self.protocol.output_drained()
-        except Exception:
+        except Exception:  # noqa: BLE001 - a protocol's bug closes its connection, not the node
             logger.exception("protocol {} failed resuming {}; closing", self.options.name, self.peer)
             self._close_now()
 
@@ -519,7 +519,7 @@ class Transport:
         self.reactor._connection_closed(self)
         try:
             self.protocol.connection_lost()
-        except Exception:
+        except Exception:  # noqa: BLE001 - a protocol's bug closes its connection, not the node
             logger.exception("protocol {} failed on close", self.options.name)
 
 
@@ -611,7 +611,7 @@ class Reactor:
 
         self.call_later(interval, tick)
 
-    def run(self, until: Callable[[], bool] | None = None) -> None:
+    def run(self, until: Callable[[], bool] | None = None) -> None:  # noqa: C901 - the event loop itself
         """Serve until :meth:`stop` (or ``until()`` returns True, checked every loop)."""
         self._running = True
         poll = self.poller.poll
@@ -684,7 +684,7 @@ class Reactor:
         for callback in self.waker.drain():
             try:
                 callback()
-            except Exception:
+            except Exception:  # noqa: BLE001 - one callback's bug must not stop the reactor
                 logger.exception("reactor callback failed")
 
     def _flush_dirty(self) -> None:
@@ -703,7 +703,7 @@ class Reactor:
             _, _, callback = heapq.heappop(timers)
             try:
                 callback()
-            except Exception:
+            except Exception:  # noqa: BLE001 - one timer's bug must not stop the reactor
                 logger.exception("reactor timer failed")
 
     def _accepted(self, listener: Listener, sock: socket.socket, peer: Any) -> None:
@@ -913,7 +913,7 @@ class _Dial:
         self.sock.close()
         try:
             self.handler.connection_failed(error)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a protocol's bug closes its connection, not the node
             logger.exception("connection_failed of {} raised", self.options.name)
 
 

@@ -77,7 +77,7 @@ class WorkerPool:
             except OSError as exc:
                 error = exc
                 self._repeats.log("DEBUG", (type(exc), exc.errno), "worker task failed: {!r}", exc)
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - the task's error goes back to its caller
                 error = exc
                 logger.opt(exception=exc).error("worker task failed")
             finally:
@@ -85,7 +85,7 @@ class WorkerPool:
                     self._busy -= 1
             try:
                 self._on_done(done, result, error)
-            except Exception:
+            except Exception:  # noqa: BLE001 - the worker thread outlives any task
                 logger.exception("could not hand a task result back to the reactor")
 
     def shutdown(self, cancel_pending: bool = False, timeout: float = 5.0) -> int:

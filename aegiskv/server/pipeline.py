@@ -267,7 +267,7 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
 
     # -- the pipeline ----------------------------------------------------------------
 
-    def _process(self) -> None:
+    def _process(self) -> None:  # noqa: C901 - the request pipeline's per-request path
         # The hot loop of the server: requests come a read's worth at a time,
         # and the common case (authenticated, no rate limit, no fsync, small
         # command) runs the handler right here instead of through _execute.
@@ -336,7 +336,7 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
                         if error.close:
                             session.close_requested = True
                         transport.write(adapter.error_reply(request, error))
-                    except Exception:
+                    except Exception:  # noqa: BLE001 - a handler's bug is an error reply
                         logger.exception("command {} failed", command.name)
                         stats.count_error(command.index)
                         internal = CommandError(ErrorKind.INTERNAL, "internal error")
@@ -400,7 +400,7 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
             if error.close:
                 session.close_requested = True
             reply = self.adapter.error_reply(request, error)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a handler's bug is an error reply
             logger.exception("command {} failed", command.name)
             stats.count_error(command.index)
             reply = self.adapter.error_reply(request, CommandError(ErrorKind.INTERNAL, "internal error"))
@@ -414,7 +414,7 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
             stats.record(command.index, _clock_ns() - started)
         return reply
 
-    def _hand_off(self, command: Command, handler: Handler, request: RequestT) -> None:
+    def _hand_off(self, command: Command, handler: Handler, request: RequestT) -> None:  # noqa: C901 - the request pipeline's per-request path (worker side)
         """Send this request and every complete request behind it to the pool as one task."""
         transport = self.transport
         assert transport is not None

@@ -194,7 +194,7 @@ class ReplicaManager:
         self.reactor.call_every(TICK_SECONDS, self.tick)
         self.reactor.end_of_turn.append(self._end_of_turn)
 
-    def set_shard_map(self, shard_map: ShardMap, peer_addresses: Mapping[str, tuple[str, int]]) -> None:
+    def set_shard_map(self, shard_map: ShardMap, peer_addresses: Mapping[str, tuple[str, int]]) -> None:  # noqa: C901 - a map change's cases for every shard, in one pass
         """Membership changed: the shards this node holds a copy of, their members, the links to keep."""
         now = time.monotonic()
         mine: dict[int, tuple[str, ...]] = {}

@@ -350,7 +350,7 @@ class Server:
         except CommandError as error:
             if error.kind is not ErrorKind.INVALID:  # INVALID: no snapshots with this backend
                 logger.error("snapshot at shutdown failed: {}", error.message)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - shutdown goes on whatever failed
             logger.error("snapshot at shutdown failed: {}", error)
 
     def _trim_memory(self, release: Callable[[], int]) -> None:

@@ -203,7 +203,7 @@ class FrameDecoder:
         self._buffer += data
         self.examined += len(data)
 
-    def next_frame(self) -> Frame | None:
+    def next_frame(self) -> Frame | None:  # noqa: C901 - the frame parser's states, per frame on the request path
         """The next complete frame, or ``None`` until more data arrives."""
         buffer = self._buffer
         start = self._offset

@@ -14,7 +14,7 @@ _SPACES = b" \n\r\t\v\f"  # isspace(): skipped between arguments
 _TOKEN_END = b" \n\r\t\0"  # what ends an unquoted argument in Redis's sdssplitargs
 
 
-def split_inline(line: bytes) -> list[bytes] | None:
+def split_inline(line: bytes) -> list[bytes] | None:  # noqa: C901 - the inline parser's states, as Redis's
     """Redis's sdssplitargs: spaces separate, quotes group, escapes in double quotes.
 
     Returns ``None`` for unbalanced quotes (or a closing quote not followed by a space).
