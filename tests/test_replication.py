@@ -158,3 +158,19 @@ def test_info_reports_roles_and_streams(cluster: Cluster) -> None:
     assert all(section["connected_slaves"] == 2 for section in sections)
     assert {section["aegis_write_quorum"] for section in sections} == {2}
     assert all(section["role"] == "master" for section in sections)  # each leads some shards
+
+
+def test_with_one_copy_every_node_learns_who_took_a_dead_nodes_shards(tmp_path: Path) -> None:
+    # RF 1: nodes hold no copy of each other's shards, so they learn every primary but their own
+    # from the lead bitmap each node gossips. A node that takes over a dead node's shard must
+    # publish it there even though its lease core named it the holder a turn before it led.
+    cluster = Cluster(tmp_path, shards=8, env={"AEGIS_REPLICATION_FACTOR": "1"})
+    try:
+        nodes = cluster.start_many(3)
+        wait_for_agreement(nodes, MEMBERS)
+        cluster.nodes["n1"].kill()
+        survivors = [cluster.nodes["n0"], cluster.nodes["n2"]]
+        described = wait_for_agreement(survivors, MEMBERS - {"n1"})
+        assert all(shard["primary"] in ("n0", "n2") for shard in described["shards"])
+    finally:
+        cluster.close()
