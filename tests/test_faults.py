@@ -41,11 +41,13 @@ from typing import Any
 
 import pytest
 
+from aegiskv.client import Client, Config
 from tests.faults.checker import CheckSettings, Timeline
 from tests.faults.cluster import REDIS_SERVER, AegisCluster, RedisCluster
 from tests.faults.nemesis import Nemesis
 from tests.faults.netns import Host, Network, unavailable_reason
 from tests.faults.run import RunOptions, RunResult, isolate, kill, kill_restart, pause, run_faults, together
+from tests.wire import wait_until
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.slow]
 
@@ -252,6 +254,48 @@ def test_restart_brings_back_the_same_node_with_its_data_dir(aegis: MakeAegis) -
     assert kept and not kept & result.lost()
     assert "serving after" in restarted.detail
     assert any(w.ok and w.node == "n1" and w.sent > restarted.at for w in result.workload.writes)
+
+
+def _gossip_counts(cluster: AegisCluster, name: str, side: int = 0) -> tuple[int, int, int]:
+    """(alive, suspect, dead) members in ``name``'s own gossip view (INFO cluster), asked from client ``side``."""
+
+    def ask() -> tuple[int, int, int]:
+        address = f"{cluster.hosts[name].address}:{cluster.native_port}"
+        with Client(Config(seeds=[address], cluster_routing=False, max_retries=0, read_timeout=2.0)) as client:
+            section = client.info("cluster")["cluster"]
+        alive, suspect, dead = (int(section[f"aegis_gossip_members_{state}"]) for state in ("alive", "suspect", "dead"))
+        return alive, suspect, dead
+
+    return cluster.clients[side].run(ask, timeout=30)
+
+
+def test_a_partition_that_outlasts_the_tombstones_still_heals(network: Network, tmp_path: Path) -> None:
+    # Tombstones kept 2 s: each side of the partition forgets the other entirely, so nothing
+    # membership remembers says where to look; only the seeds do.
+    cluster = AegisCluster(network, tmp_path, shards=8, env={"AEGIS_GOSSIP_DEAD_RECLAIM_TIME": "2s"}, client_sides=2)
+    nemesis = Nemesis(cluster, Timeline())
+    try:
+        cluster.start_all()
+        nemesis.partition([["n1", "c1"], ["n0", "n2", "c0"]])
+        forgotten = {"n0": (0, (2, 0, 0)), "n2": (0, (2, 0, 0)), "n1": (1, (1, 0, 0))}
+        wait_until(
+            lambda: all(_gossip_counts(cluster, name, side) == counts for name, (side, counts) in forgotten.items()),
+            timeout=60,
+            interval=0.2,
+            what="both sides to declare the other dead and drop the tombstones",
+        )
+        nemesis.heal()
+        cluster.wait_settled(timeout=60)
+        # Membership agrees, not only the maps: no one is left suspected or dead.
+        wait_until(
+            lambda: all(_gossip_counts(cluster, name) == (3, 0, 0) for name in cluster.node_names),
+            timeout=30,
+            interval=0.2,
+            what="every node to count three members alive, none suspect or dead",
+        )
+    finally:
+        nemesis.close()
+        cluster.close()
 
 
 @pytest.mark.skipif(REDIS_SERVER is None, reason="needs redis-server")

@@ -171,6 +171,69 @@ def test_a_partition_is_seen_from_both_sides() -> None:
         assert all(sim.view(observer, subject) == State.DEAD for subject in left)
 
 
+def test_a_healed_partition_rejoins_long_before_the_tombstones_go() -> None:
+    sim = Simulation(6, config=FAST_TIMING, seed=23, tick=0.05)
+    false_deaths = _deaths_of_live_nodes(sim)
+    sim.run_until(2)
+    left, right = {"n0000", "n0001", "n0002"}, {"n0003", "n0004", "n0005"}
+    sim.conditions.partitions = [left, right]
+    # 15 s: long enough for both sides to declare the other dead, shorter than the 30 s tombstones.
+    sim.run_until(sim.now + 15)
+    assert all(sim.view(a, b) == State.DEAD for a in left for b in right)
+    assert all(sim.view(a, b) == State.DEAD for a in right for b in left)
+    assert FAST_TIMING.dead_reclaim_time > 10
+    sim.conditions.partitions = []
+    healed_at = sim.now
+
+    # Nobody probes the dead and push-pull picks live members only: without reconnecting, the
+    # two halves never spoke again (and once the tombstones went, forgot each other).
+    def everyone_alive() -> bool:
+        return all(sim.view(a, b) == State.ALIVE for a in sim.nodes for b in sim.nodes if a != b)
+
+    assert sim.run_while(lambda: not everyone_alive(), limit=10)
+    assert sim.now - healed_at < 5 * FAST_TIMING.probe_interval * FAST_TIMING.suspicion_mult
+    # And once back, nobody is declared dead again.
+    false_deaths.clear()
+    sim.run_until(sim.now + 10)
+    assert false_deaths == [] and everyone_alive()
+
+
+def test_a_ping_to_a_member_held_dead_carries_its_death_and_the_ack_its_refutation() -> None:
+    first, second = _pair()
+    member = first.member("b")
+    assert member is not None
+    first._set(member, State.DEAD, member.incarnation, 0.0)
+    first._updates.clear()
+    [(address, ping)] = first._reconnect(1.0)
+    assert address == second.me.address and ("b", State.DEAD, 0) in _updates_in(ping)
+    [(_address, ack)] = second.receive(first.me.address, ping, 1.0)
+    assert second.me.incarnation == 1 and ("b", State.ALIVE, 1) in _updates_in(ack)
+    first.receive(second.me.address, ack, 1.1)
+    back = first.member("b")
+    assert back is not None and back.state == State.ALIVE and back.incarnation == 1
+
+
+def test_a_member_held_dead_that_pings_us_hears_so_in_the_ack() -> None:
+    first, second = _pair()
+    member = second.member("a")
+    assert member is not None
+    second._set(member, State.DEAD, member.incarnation, 0.0)
+    second._updates.clear()
+    (_address, ping), *_ = first.join([second.me.address], 1.0)
+    [(_address, ack)] = second.receive(first.me.address, ping, 1.0)
+    assert ("a", State.DEAD, 0) in _updates_in(ack)
+    first.receive(second.me.address, ack, 1.1)
+    assert first.me.incarnation == 1  # refuted; its next message to b brings it back there
+
+
+def test_a_member_that_left_is_not_pinged_back() -> None:
+    first, _second = _pair()
+    member = first.member("b")
+    assert member is not None
+    first._set(member, State.LEFT, member.incarnation + 1, 0.0)
+    assert first._reconnect(1.0) == []
+
+
 @settings(max_examples=examples(300), deadline=None)
 @given(payload=st.one_of(st.binary(max_size=300), st.from_type(type(None)).map(lambda _: b"{}")))
 def test_garbage_is_counted_and_dropped(payload: bytes) -> None:

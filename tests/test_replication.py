@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from aegiskv.client import Client, Config, NotFoundError
+from aegiskv.client import Client, Config, MovedError, NotFoundError
 from aegiskv.cluster.slots import ShardMapper
 from aegiskv.testing.localnode import LocalNode
 from tests.cluster_harness import Cluster, gossip_address, info, topology, wait_for_agreement
@@ -121,7 +121,8 @@ def test_a_paused_primary_acknowledges_nothing_after_its_lease_lapsed(cluster: C
         # The write sent to the old primary now: it wakes with its lease lapsed and must refuse it.
         with pytest.raises(Exception) as refused:
             direct.set(key, "stale")
-        assert "TRYAGAIN" in str(refused.value) or "MOVED" in str(refused.value) or "primary" in str(refused.value)
+        message = str(refused.value)
+        assert isinstance(refused.value, MovedError) or "TRYAGAIN" in message or "primary" in message, message
     with client_for(nodes) as client:
         assert client.get(key) == b"while-paused"
 
@@ -279,3 +280,17 @@ def test_reads_consult_a_second_copy_and_are_refused_without_one(read_quorum_clu
     after = info(primary, "replication")
     assert after["aegis_read_quorum_reads"] >= before["aegis_read_quorum_reads"] + 2
     assert after["aegis_read_quorum_failures"] >= 1
+def test_with_one_copy_every_node_learns_who_took_a_dead_nodes_shards(tmp_path: Path) -> None:
+    # RF 1: nodes hold no copy of each other's shards, so they learn every primary but their own
+    # from the lead bitmap each node gossips. A node that takes over a dead node's shard must
+    # publish it there even though its lease core named it the holder a turn before it led.
+    cluster = Cluster(tmp_path, shards=8, env={"AEGIS_REPLICATION_FACTOR": "1"})
+    try:
+        nodes = cluster.start_many(3)
+        wait_for_agreement(nodes, MEMBERS)
+        cluster.nodes["n1"].kill()
+        survivors = [cluster.nodes["n0"], cluster.nodes["n2"]]
+        described = wait_for_agreement(survivors, MEMBERS - {"n1"})
+        assert all(shard["primary"] in ("n0", "n2") for shard in described["shards"])
+    finally:
+        cluster.close()

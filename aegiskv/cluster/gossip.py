@@ -13,7 +13,12 @@ the reactor:
 * a timer that calls :meth:`SwimMembership.tick` every ``TICK_SECONDS``;
 * joining through ``--seeds``, retried with exponential backoff (0.5 s doubling
   to 10 s) until one exchange succeeds, so a node that starts before its seeds
-  still joins once they are up.
+  still joins once they are up;
+* with each periodic exchange, one with a seed that is no live member's
+  address, if there is one: after a partition that outlasted the tombstones
+  (``dead_reclaim_time``) each side has forgotten the other, and only the
+  seeds still say where to look. (A partition healed sooner is mended by the
+  membership itself, which pings the members it holds dead.)
 
 Whenever the set of live members (or their addresses) changes, ``on_change``
 gets the new member list for the shard map.
@@ -213,6 +218,7 @@ class GossipService:
         self._joined = not self.seeds
         self._join_attempts = 0
         self._exchange_running = False
+        self._rejoin_running = False
         self._rng = random.Random()
         # A seed that is down fails every join retry the same way: one line, repeats counted.
         self.repeats = RepeatLimiter()
@@ -372,14 +378,22 @@ class GossipService:
         self._publish()
         return self.envelope.seal(self.membership.full_state())
 
-    def _start_exchange(self, address: Address, joining: bool) -> None:
-        if self._exchange_running:
+    def _start_exchange(self, address: Address, joining: bool, rejoin: bool = False) -> None:
+        # A rejoin attempt may wait out a connect timeout on a seed that is gone: it runs beside,
+        # never instead of, the exchange with a live member.
+        if self._rejoin_running if rejoin else self._exchange_running:
             return
-        self._exchange_running = True
+        if rejoin:
+            self._rejoin_running = True
+        else:
+            self._exchange_running = True
         sealed = self.envelope.seal(self.membership.full_state())
 
         def done(reply: bytes | None, error: BaseException | None) -> None:
-            self._exchange_running = False
+            if rejoin:
+                self._rejoin_running = False
+            else:
+                self._exchange_running = False
             if error is not None or reply is None:
                 self.counters["exchange_failures"] += 1
                 if joining:
@@ -426,9 +440,16 @@ class GossipService:
         self.reactor.call_later(delay * (0.5 + self._rng.random() / 2), self._try_join)
 
     def _periodic_exchange(self) -> None:
-        others = [m for m in self.membership.live_members() if m.node_id != self.node_id]
+        live = self.membership.live_members()
+        others = [m for m in live if m.node_id != self.node_id]
         if others:
             self._start_exchange(self._rng.choice(others).address, joining=False)
+        # A seed no live member is at: gone, or on the far side of a partition that lasted
+        # past the tombstones (see the module docstring). Exchanging states brings it back.
+        live_addresses = {tuple(m.address) for m in live}
+        missing = [seed for seed in self.seeds if seed not in live_addresses]
+        if self._joined and missing:
+            self._start_exchange(self._rng.choice(missing), joining=False, rejoin=True)
 
     # -- changes --------------------------------------------------------------------------
 

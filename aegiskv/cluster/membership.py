@@ -35,6 +35,14 @@ The protocol, after Das et al. (SWIM) and HashiCorp's memberlist/Lifeguard:
   ``dead_reclaim_time`` so that an old "alive" message cannot bring them back
   as ghosts; a restarted node comes back with a higher incarnation (its start
   time in milliseconds), which does supersede the tombstone.
+* **Reconnecting** (Serf's reconnect, in UDP): every ``reconnect_mult`` probe
+  intervals a member pings one member it holds dead (not one that left),
+  telling it so. A member that was only cut off (a partition that healed)
+  refutes at once with a higher incarnation, in its ack, which brings it back;
+  and it answers the ping of a member *it* holds dead with that news first, so
+  both sides of a healed partition take each other back within a round trip
+  instead of never (nobody probes the dead). A member really dead answers
+  nothing; a ghost "alive" at an old incarnation still changes nothing.
 * **Full state** (push-pull) is exchanged over TCP on join and every
   ``push_pull_interval`` (aegiskv.cluster.gossip): :meth:`full_state` and
   :meth:`merge_state`.
@@ -100,6 +108,7 @@ class SwimConfig(GossipTiming):
     retransmit_mult: int = 4
     max_updates_per_message: int = 12
     max_health: int = 8  # local-health score ceiling (probe timeout is multiplied by score + 1)
+    reconnect_mult: int = 2  # a member held dead is pinged every this many probe intervals (0: never)
 
 
 @dataclass
@@ -168,6 +177,7 @@ class SwimMembership:
         self._probe: _Probe | None = None
         self._next_probe_at = now
         self._next_gossip_at = now
+        self._next_reconnect_at = now
         self._seq = 0
         # PING_REQ relays: our seq -> (requester address, requester's seq)
         self._relays: dict[int, tuple[Address, int, float]] = {}
@@ -185,6 +195,7 @@ class SwimMembership:
             "refutations": 0,
             "refutations_repeated": 0,
             "pingreq_refused": 0,
+            "reconnect_pings": 0,
         }
         self._queue_update(self.me, source=node_id)
 
@@ -237,6 +248,9 @@ class SwimMembership:
         if now >= self._next_gossip_at:
             self._next_gossip_at = now + config.gossip_interval
             out.extend(self._gossip(now))
+        if config.reconnect_mult and now >= self._next_reconnect_at:
+            self._next_reconnect_at = now + config.reconnect_mult * config.probe_interval
+            out.extend(self._reconnect(now))
         self._expire_suspicions(now)
         self._reclaim_tombstones(now)
         self._expire_relays(now)
@@ -356,6 +370,21 @@ class SwimMembership:
             out.append(self._message(member.address, {"t": "gossip"}, now))
         return out
 
+    def _reconnect(self, now: float) -> Outbound:
+        """Ping one member held dead, telling it so: if it is only cut off, its ack refutes.
+
+        Not a probe (no suspicion follows silence): a dead member stays dead
+        until it answers with a higher incarnation.
+        """
+        dead = self._others(State.DEAD)
+        if not dead:
+            return []
+        target = self.rng.choice(dead)
+        self._seq += 1
+        self.counters["reconnect_pings"] += 1
+        body = {"t": "ping", "s": self._seq, "to": target.node_id}
+        return [self._message(target.address, body, now, about=target, force_self=True)]
+
     def _send_indirect(self, probe: _Probe, now: float) -> Outbound:
         target = self.members.get(probe.target)
         if target is None:
@@ -391,7 +420,11 @@ class SwimMembership:
             return []
         seq = int(message.get("s", 0))
         if kind == "ping":
-            return [self._message(source, {"t": "ack", "s": seq}, now)]
+            # A member we hold dead pings us (a partition healed): our ack tells it first, so it
+            # refutes and comes back rather than waiting for its tombstone to go.
+            sender = self.members.get(str(message.get("f", "")))
+            about = sender if sender is not None and sender.state == State.DEAD else None
+            return [self._message(source, {"t": "ack", "s": seq}, now, about=about)]
         if kind == "ack":
             probe = self._probe
             if probe is not None and probe.seq == seq:
@@ -432,19 +465,20 @@ class SwimMembership:
     def _piggyback(self, about: Member | None, force_self: bool) -> list[list[Any]]:
         """Least-sent updates first; the ones about the probe target before all (buddy system)."""
         updates = self._updates
-        probing_suspect = about is not None and about.state == State.SUSPECT
-        if not updates and not force_self and not probing_suspect:
+        accused = about is not None and about.state in (State.SUSPECT, State.DEAD)
+        if not updates and not force_self and not accused:
             return []
         limit = self.config.retransmit_mult * math.ceil(math.log10(self.estimated_size() + 1))
         chosen: list[_Update] = []
-        if probing_suspect:
+        if accused:
             assert about is not None
             # Buddy system: every probe of a suspect tells it so, even after the
             # suspicion's own retransmissions ran out, until it refutes or dies.
+            # The same for a member held dead that we reach again (reconnecting).
             news = updates.get(about.node_id)
-            if news is None or news.state != State.SUSPECT:
+            if news is None or news.state != about.state:
                 news = _Update(
-                    about.node_id, State.SUSPECT, about.incarnation, about.address, about.meta, self.me.node_id
+                    about.node_id, about.state, about.incarnation, about.address, about.meta, self.me.node_id
                 )
             chosen.append(news)
         ordered = sorted((u for u in updates.values() if u not in chosen), key=lambda u: u.transmits)

@@ -158,6 +158,10 @@ class ReplicaManager:
         self._acks_held: list[tuple[int, Callable[[], None]]] = []  # fsync mode: (log seq needed, send the ack)
         self._primaries_changed: Callable[[dict[int, str]], None] = lambda primaries: None
         self._published: dict[int, str] | None = None
+        # Grows whenever this node starts or stops leading a shard: what gossip publishes of it
+        # (led_bitmap) must be sent again even when the known primaries look the same.
+        self._led_version = 0
+        self._published_led_version = -1
         # Shards with changes not yet streamed; set by the feed (any thread), drained at the end of
         # each reactor turn, so a change leaves in the turn that made it, not on the next tick.
         self._unsent: set[int] = set()
@@ -544,6 +548,7 @@ class ReplicaManager:
             state.leading_epoch = epoch
             state.led_since = time.monotonic()
             self._led[state.shard] = state
+            self._led_version += 1
         self.leases.set_position(state.shard, backlog.position)
         state.following = ""
         state.tracker = QuorumTracker()
@@ -560,6 +565,7 @@ class ReplicaManager:
         with self.node.lock:
             state.leading_epoch = 0
             self._led[state.shard] = None
+            self._led_version += 1
         state.streams = {}
         self._release_waiting()
 
@@ -873,8 +879,12 @@ class ReplicaManager:
                     primaries[shard] = holder
                 elif primaries.get(shard) == self.node_id:
                     del primaries[shard]  # gossip lags behind this node's own leadership
-        if primaries != self._published:
+        # The lease core may name this node the holder (known_holder) a turn before it starts
+        # leading; comparing the primaries alone would then never publish the shard in its lead
+        # bitmap, and nodes without a copy of the shard (RF 1: all others) would never learn its primary.
+        if primaries != self._published or self._led_version != self._published_led_version:
             self._published = primaries
+            self._published_led_version = self._led_version
             self._primaries_changed(primaries)
 
     def info(self) -> dict[str, int | str]:

@@ -212,18 +212,21 @@ class AegisCluster(FaultCluster):
         return self.clients[side].run(ask, timeout=60)
 
     def wait_settled(self, timeout: float = 60.0) -> None:
-        """Until every running node lists exactly the running nodes and all hold the same shard map."""
+        """Until every running node lists exactly the running nodes, every shard has a primary (a
+        lease holder, placement's preferred member) in every node's map, and all hold the same map.
+
+        Without the primaries a writer started right after would meet "no primary yet" errors
+        outside any fault window (as tests/cluster_harness.py's wait_for_agreement).
+        """
         deadline = time.monotonic() + timeout
         expected = {name for name in self.hosts if self.running(name)}
         last = "no answer yet"
         while True:
             try:
-                answers = self.topologies()
-                shard_maps = {repr(answer["shards"]) for answer in answers.values()}
-                members = [set(answer["nodes"]) for answer in answers.values()]
-                if all(seen == expected for seen in members) and len(shard_maps) == 1:
+                problem = _map_disagreement(self.topologies(), expected)
+                if problem is None:
                     return
-                last = "; ".join(f"{name}: {sorted(answer['nodes'])}" for name, answer in answers.items())
+                last = problem
             except Exception as error:  # a node still starting or just killed: ask again
                 last = f"{type(error).__name__}: {error}"
             if time.monotonic() > deadline:
@@ -237,6 +240,32 @@ class AegisCluster(FaultCluster):
 
     def logs(self) -> str:
         return "\n".join(f"--- {name}\n{node.log_text()[-4000:]}" for name, node in self.nodes.items())
+
+
+def _map_disagreement(answers: Mapping[str, Mapping[str, Any]], expected: set[str]) -> str | None:
+    """What keeps these TOPOLOGY answers from being one settled map, or None when they are."""
+    if set(answers) != expected:
+        return f"answered: {sorted(answers)}"
+    members = {name: sorted(answer["nodes"]) for name, answer in answers.items()}
+    if any(set(seen) != expected for seen in members.values()):
+        return "members: " + "; ".join(f"{name}: {seen}" for name, seen in members.items())
+    for name, answer in answers.items():
+        leaderless = [shard["shard"] for shard in answer["shards"] if shard["primary"] is None]
+        if leaderless:
+            return f"{name} knows no primary of shards {leaderless[:8]} ({len(leaderless)} in all)"
+        # A primary that is not placement's preferred member hands its lease over to it (an
+        # election: writes meet "no primary yet" meanwhile); settled means those are done.
+        handing = [shard["shard"] for shard in answer["shards"] if shard["primary"] != shard["preferred"]]
+        if handing:
+            return f"{name}: shards {handing[:8]} ({len(handing)} in all) not led by their preferred member yet"
+    views = {name: answer["shards"] for name, answer in answers.items()}
+    first_name, first = next(iter(views.items()))
+    for name, shards in views.items():
+        differing = [(mine, theirs) for mine, theirs in zip(first, shards) if mine != theirs]
+        if differing or len(shards) != len(first):
+            mine, theirs = differing[0] if differing else ({}, {})
+            return f"{len(differing)} shards differ between {first_name} and {name}, such as {mine} vs {theirs}"
+    return None
 
 
 class RedisCluster(FaultCluster):
