@@ -21,7 +21,7 @@ are pinned in tests/test_fault_checker.py):
   with the same id, and kill -9 of one node while another is stopped; after
   kill -9, every shard writable again within 3 s and
   no client error once it is. At W = 0 they demand no stale acknowledgement
-  and report the writes lost. ``AEGIS_FAULT_RUNS=20`` repeats each (CI: 1).
+  and report the writes lost. ``AEGISKV_FAULT_RUNS=20`` repeats each (CI: 1).
 
 Needs root (namespaces, nftables); skipped otherwise.
 """
@@ -51,7 +51,7 @@ from tests.wire import wait_until
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.slow]
 
-RUNS = int(os.environ.get("AEGIS_FAULT_RUNS", "1"))
+RUNS = int(os.environ.get("AEGISKV_FAULT_RUNS", "1"))
 LEASE = 2.0  # the daemon's default lease (aegiskv/cluster/leases.py LeaseTiming)
 MAJORITY_OF_RF3 = 2
 
