@@ -365,6 +365,8 @@ def test_a_release_lets_a_successor_win_at_once() -> None:
     assert not a.holds_lease(0, 0.5) and a.events[-1] == LeaseEvent(0, "lost", FIRST_A)
     trio.deliver(now=0.5)
     assert b.counters["releases"] == 1 and b.known_holder(0, 0.5) is None
+    # b saw a let go: gossip saying a still leads is stale, and b must not send clients to a.
+    assert b.released_holder(0) == "a" and trio.nodes["c"].released_holder(0) == "a"
     # b (not preferred) waits only its election delay, not the rest of a's lease.
     t = 0.5
     while not b.holds_lease(0, t) and t < 0.5 + 4 * TIMING.election_delay:
@@ -375,6 +377,8 @@ def test_a_release_lets_a_successor_win_at_once() -> None:
         trio.deliver(now=t)
     assert b.holds_lease(0, t) or trio.nodes["c"].holds_lease(0, t)
     assert not a.holds_lease(0, t)  # a stays out of the election it handed off
+    # Every voter granted the successor since: the release is history.
+    assert all(node.released_holder(0) is None for node in trio.nodes.values() if node.epoch(0) > FIRST_A)
 
 
 def test_a_holder_removed_from_the_replica_set_steps_down() -> None:

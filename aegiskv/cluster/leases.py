@@ -565,6 +565,7 @@ class _Shard:
     campaign_at: float | None = None  # when to campaign next, once no lease is live
     failures: int = 0  # failed election rounds since the last success
     highest_seen: int = 0  # highest epoch heard of in any message
+    released: bool = False  # the holder of ``term`` released its lease (hand-off, shutdown)
     peer_positions: dict[str, Position] = field(default_factory=dict)
 
 
@@ -686,6 +687,21 @@ class ShardLeases:
         state = self._shards.get(shard)
         return state.term if state is not None else 0
 
+    def campaigning(self, shard: int) -> bool:
+        """True while this node runs an election for ``shard`` (it knows of no live lease)."""
+        state = self._shards.get(shard)
+        return state is not None and state.election_round != 0
+
+    def released_holder(self, shard: int) -> str | None:
+        """The node that released the last lease this node granted for ``shard``, until it grants another.
+
+        Gossip says who leads a shard a round or two late; a node that saw the
+        holder let go must not send clients back to it (the holder, which knows
+        it let go, would send them on: a redirect loop until the next election).
+        """
+        state = self._shards.get(shard)
+        return state.holder if state is not None and state.released else None
+
     def known_holder(self, shard: int, now: float) -> str | None:
         """This node if it holds the lease, else the node it promised a live lease to, else None."""
         state = self._shards.get(shard)
@@ -762,6 +778,7 @@ class ShardLeases:
             if epoch != state.term or candidate != state.holder:
                 self.store.save(shard, epoch, candidate)  # durable before the grant is acted on
                 state.term, state.holder = epoch, candidate
+                state.released = False
             state.promise_until = max(state.promise_until, now + self.timing.lease_duration)
             state.highest_seen = max(state.highest_seen, epoch)
             self.counters["grants"] += 1
@@ -843,6 +860,7 @@ class ShardLeases:
         if state is not None and state.term == release.epoch and state.holder == release.holder:
             # The lease lapses now (not at 0: candidacy delays count from the lapse).
             state.promise_until = min(state.promise_until, now)
+            state.released = True
             state.campaign_at = None  # reconsider at once: the preferred primary campaigns now
             self.counters["releases"] += 1
 

@@ -47,16 +47,21 @@ class Router:
     the node serves the shards the map names it primary of by lease, and a
     shard whose holder is not known yet, where the node itself would be named,
     is refused with TRYAGAIN (an election is under way) rather than redirected
-    to itself.
+    to itself. So are the shards in ``electing``: those whose election this
+    node takes part in without knowing its winner, where a redirect could only
+    follow gossip's older word.
     """
 
-    __slots__ = ("_local", "_shard_of_key", "_shard_map", "_node_id", "_leased")
+    __slots__ = ("_local", "_shard_of_key", "_shard_map", "_node_id", "_leased", "_electing")
 
-    def __init__(self, shard_map: ShardMap, node_id: str, leased: bool = False) -> None:
+    def __init__(
+        self, shard_map: ShardMap, node_id: str, leased: bool = False, electing: frozenset[int] = frozenset()
+    ) -> None:
         self._shard_map = shard_map
         self._shard_of_key = shard_map.mapper.shard_of_key
         self._node_id = node_id
         self._leased = leased
+        self._electing = electing
         if leased:
             primaries = shard_map.primaries
             self._local = bytes(primaries.get(shard) == node_id for shard in range(len(shard_map.replica_sets)))
@@ -80,7 +85,7 @@ class Router:
         owner = shard_map.primary_of_slot(slot)
         if owner is None:
             raise CommandError(ErrorKind.CLUSTER_DOWN, f"no node serves slot {slot}")
-        if self._leased and owner.node_id == self._node_id:
+        if self._leased and (owner.node_id == self._node_id or self._shard_of_key(key) in self._electing):
             raise CommandError(ErrorKind.TRYAGAIN, f"slot {slot} {NO_PRIMARY_YET} (an election is under way)")
         raise Moved(slot, shard_map.epoch, owner.client, owner.resp)
 
@@ -91,11 +96,13 @@ class Routing:
     def __init__(self) -> None:
         self.router: Router | None = None
 
-    def update(self, shard_map: ShardMap, node_id: str, leased: bool = False) -> None:
+    def update(
+        self, shard_map: ShardMap, node_id: str, leased: bool = False, electing: frozenset[int] = frozenset()
+    ) -> None:
         if leased:
             everything_local = all(
                 shard_map.primaries.get(shard) == node_id for shard in range(shard_map.mapper.shards)
             )
         else:
             everything_local = all(replicas[:1] == (node_id,) for replicas in shard_map.replica_sets)
-        self.router = None if everything_local else Router(shard_map, node_id, leased)
+        self.router = None if everything_local else Router(shard_map, node_id, leased, electing)

@@ -156,8 +156,9 @@ class ReplicaManager:
         self._request = threading.local()
         self._waiting: set[_Holder] = set()
         self._acks_held: list[tuple[int, Callable[[], None]]] = []  # fsync mode: (log seq needed, send the ack)
-        self._primaries_changed: Callable[[dict[int, str]], None] = lambda primaries: None
+        self._primaries_changed: Callable[[dict[int, str], frozenset[int]], None] = lambda primaries, electing: None
         self._published: dict[int, str] | None = None
+        self._published_electing: frozenset[int] = frozenset()
         # Grows whenever this node starts or stops leading a shard: what gossip publishes of it
         # (led_bitmap) must be sent again even when the known primaries look the same.
         self._led_version = 0
@@ -168,6 +169,7 @@ class ReplicaManager:
         # Lease messages of this reactor turn, sent by _end_of_turn: (the link to answer on, or
         # None for this node's own link to the peer; the peer; the message).
         self._lease_out: list[tuple[Reply | None, str, bytes]] = []
+        self._lease_heard = False  # a lease message arrived this turn (see _end_of_turn)
         self._gossip_leads: dict[int, str] = {}
         self.counters = {
             "changes_replicated": 0,
@@ -191,8 +193,13 @@ class ReplicaManager:
 
     # -- wiring ------------------------------------------------------------------------------
 
-    def start(self, on_primaries: Callable[[dict[int, str]], None]) -> None:
-        """Start the timers; ``on_primaries`` gets the known primary of every shard whenever it changes."""
+    def start(self, on_primaries: Callable[[dict[int, str], frozenset[int]], None]) -> None:
+        """Start the timers; ``on_primaries`` gets the known primary of every shard whenever it changes.
+
+        With it come the shards whose election this node takes part in and
+        knows no winner of (see _publish_primaries): requests for those are
+        answered TRYAGAIN, not redirected.
+        """
         self._primaries_changed = on_primaries
         self.node.feed = self
         self.reactor.call_every(TICK_SECONDS, self.tick)
@@ -670,6 +677,7 @@ class ReplicaManager:
         if kind == Kind.LEASE:
             for target, answer in self.leases.receive(peer, payload, now):
                 self._lease_out.append((reply if target == peer else None, target, answer))
+            self._lease_heard = True
             return
         message = ShardMessage.decode(kind, payload)  # PeerProtocolError closes the link
         state = self._shards.get(message.shard)
@@ -861,6 +869,12 @@ class ReplicaManager:
                 else:
                     self._send_lease(peer, payload)
             self._handle_lease_events()
+        if self._lease_heard:
+            # A grant or a release heard this turn changes who this node knows leads a shard:
+            # route by it now. Waiting for the next tick left a voter redirecting clients to a
+            # holder that had released, and the holder redirecting them back, for up to a tick.
+            self._lease_heard = False
+            self._publish_primaries()
         self._stream_unsent()
 
     # -- what others should know -------------------------------------------------------------------
@@ -868,24 +882,44 @@ class ReplicaManager:
     def _publish_primaries(self) -> None:
         now = time.monotonic()
         primaries = dict(self._gossip_leads)
+        electing: set[int] = set()
+        leases = self.leases
         for shard, state in self._shards.items():
             # What lease traffic says beats gossip; without it (this node's last grant went to a
             # candidate that lost, so the winner's renewals are refused here) gossip's word stands.
-            if state.leading_epoch and self.leases.holds_lease(shard, now):
+            if state.leading_epoch and leases.holds_lease(shard, now):
                 primaries[shard] = self.node_id
-            else:
-                holder = self.leases.known_holder(shard, now)
-                if holder is not None:
-                    primaries[shard] = holder
-                elif primaries.get(shard) == self.node_id:
-                    del primaries[shard]  # gossip lags behind this node's own leadership
+                continue
+            holder = leases.known_holder(shard, now)
+            if holder is not None:
+                primaries[shard] = holder
+                continue
+            claimed = primaries.get(shard)
+            stale = claimed is not None and claimed in (self.node_id, leases.released_holder(shard))
+            if stale:
+                # Gossip lags behind this node's own leadership, or behind a release this node saw:
+                # without the entry, the redirect names placement's preferred primary.
+                del primaries[shard]
+            if leases.campaigning(shard) or (state.members[:1] == (self.node_id,) and (claimed is None or stale)):
+                # This node is running the election, or is the preferred primary with no one else
+                # named, which campaigns as soon as it knows of no live lease: the primary is being
+                # decided here. Redirecting by gossip's older word sent clients between two nodes
+                # that each named the other (a candidate and the voter that granted it) until
+                # redis-py gave up.
+                electing.add(shard)
         # The lease core may name this node the holder (known_holder) a turn before it starts
         # leading; comparing the primaries alone would then never publish the shard in its lead
         # bitmap, and nodes without a copy of the shard (RF 1: all others) would never learn its primary.
-        if primaries != self._published or self._led_version != self._published_led_version:
+        frozen = frozenset(electing)
+        if (
+            primaries != self._published
+            or frozen != self._published_electing
+            or self._led_version != self._published_led_version
+        ):
             self._published = primaries
+            self._published_electing = frozen
             self._published_led_version = self._led_version
-            self._primaries_changed(primaries)
+            self._primaries_changed(primaries, frozen)
 
     def info(self) -> dict[str, int | str]:
         """INFO replication: roles, positions, lag (reactor thread, or any thread for a rough view)."""

@@ -211,10 +211,10 @@ class Server:
         replicas.peers = peers
         replicas.start(self._primaries_changed)
 
-    def _primaries_changed(self, primaries: dict[int, str]) -> None:
+    def _primaries_changed(self, primaries: dict[int, str], electing: frozenset[int]) -> None:
         """The known lease holders changed: route by them, and tell the cluster which shards this node leads."""
         shard_map = self.topology.set_primaries(primaries)
-        self.routing.update(shard_map, self.settings.node_id, leased=True)
+        self.routing.update(shard_map, self.settings.node_id, leased=True, electing=electing)
         if self.gossip is not None and self.replicas is not None:
             meta = self._meta()
             meta["lead"] = self.replicas.led_bitmap()
