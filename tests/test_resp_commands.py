@@ -15,8 +15,8 @@ from typing import Any, cast
 
 import pytest
 import redis
-from redis._parsers.base import BaseParser
 from redis._parsers import _HiredisParser, _RESP2Parser
+from redis._parsers.base import BaseParser
 from redis.utils import HIREDIS_AVAILABLE
 
 from aegiskv.backends.memory import entry_cost

@@ -28,7 +28,7 @@ from aegiskv.client import (
 from aegiskv.protocols.native import codec as native
 from aegiskv.protocols.native.codec import Opcode, Status
 from aegiskv.testing.localnode import LocalNode
-from tests.wire import RawConnection, error_code, server_has_read_everything, wait_until
+from tests.wire import RawConnection, error_code, resp_address_of, server_has_read_everything, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +203,7 @@ def test_info_sections(kv: Client, shared_node: LocalNode) -> None:
     assert everything["persistence"]["aegis_wal"] == "off"
     assert everything["server"]["process_id"] == shared_node.pid
     assert everything["server"]["aegis_native_port"] == shared_node.address[1]
-    assert everything["server"]["tcp_port"] == shared_node.resp_address[1]  # Redis's port field: the RESP port
+    assert everything["server"]["tcp_port"] == resp_address_of(shared_node)[1]  # Redis's port field: the RESP port
     assert everything["clients"]["connected_clients"] >= 1
     assert everything["keyspace"]["db0"]["keys"] >= 1
     assert everything["memory"]["used_memory"] > 0
