@@ -35,8 +35,11 @@ _READER_LIMITS = native.FrameLimits(
 )
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.01, what: str = "") -> T:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+def wait_until(predicate: Callable[[], T | None], timeout: float = 5.0, interval: float = 0.01, what: str = "") -> T:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds.
+
+    The result is never None (None is not truthy): a predicate returning ``X | None`` gives an ``X``.
+    """
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
