@@ -271,7 +271,7 @@ class Client:
         self._unreachable: dict[Address, float] = {}
         # Time and randomness of the retries; tests may replace them.
         self._clock = time.monotonic
-        self._sleep = time.sleep
+        self._sleep: Callable[[float], None] = time.sleep
         self._rng = random.Random()
 
     # -- server list -----------------------------------------------------------------
