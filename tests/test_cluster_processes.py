@@ -108,7 +108,7 @@ def test_redis_cluster_clients_follow_redirects(cluster: Cluster) -> None:
         assert client.mget_nonatomic([f"rc:{index}" for index in range(100)])[:3] == [b"0", b"1", b"2"]
         # Every node serves some of the slots.
         assert len({str(node) for node in client.get_primaries()}) == 3
-        assert all(client.memory_usage(f"rc:{index}") > 0 for index in range(10))  # routed by its key
+        assert all((client.memory_usage(f"rc:{index}") or 0) > 0 for index in range(10))  # routed by its key
     finally:
         client.close()
     # A plain client sees the raw -MOVED.

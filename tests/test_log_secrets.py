@@ -222,7 +222,7 @@ def test_an_unexpected_exception_logs_its_traceback_without_locals(monkeypatch, 
     """Real bugs keep their traceback; no sink prints the frames' local variables."""
     secret = f"local{secrets.token_hex(10)}"
     stream = io.StringIO()
-    monkeypatch.setattr(daemon.sys, "stderr", stream)
+    monkeypatch.setattr(sys, "stderr", stream)  # the daemon's sinks write to sys.stderr
     try:
         daemon.setup_logging("info", log_format)
 
@@ -237,6 +237,7 @@ def test_an_unexpected_exception_logs_its_traceback_without_locals(monkeypatch, 
         logger.complete()
     finally:
         logger.remove()
+        assert sys.__stderr__ is not None
         logger.add(sys.__stderr__)  # no sink on the captured stream outlives the test
     output = stream.getvalue()
     if log_format == "json":

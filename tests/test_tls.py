@@ -400,8 +400,7 @@ def test_tls_1_1_client_is_refused(mtls_node: LocalNode, pki: Pki) -> None:
     with served_throughout(mtls_node, pki):
         peer_port, outcome = _tls_attempt(mtls_node.address, context, NATIVE_PING)
         _assert_refused(outcome)
-        server_alert = isinstance(outcome, ssl.SSLError) and (outcome.reason or "").startswith("TLSV1_ALERT")
-        if server_alert:
+        if isinstance(outcome, ssl.SSLError) and (outcome.reason or "").startswith("TLSV1_ALERT"):  # the server's alert
             assert outcome.reason == "TLSV1_ALERT_PROTOCOL_VERSION", outcome
             _handshake_failure_logged(mtls_node, "native", peer_port, "unsupported protocol")
         else:
