@@ -36,8 +36,15 @@ def hot_path_modules() -> list[str]:
     raise AssertionError("setup.py has no HOT_PATH list")
 
 
+def is_compiled(name: str) -> bool:
+    """Whether module ``name`` was imported from an extension module rather than its .py source."""
+    path = importlib.import_module(name).__file__
+    assert path is not None, name
+    return not path.endswith(".py")
+
+
 def test_every_hot_path_module_is_built_the_same_way() -> None:
-    kinds = {name: not importlib.import_module(name).__file__.endswith(".py") for name in hot_path_modules()}
+    kinds = {name: is_compiled(name) for name in hot_path_modules()}
     assert len(set(kinds.values())) == 1, f"partly compiled: {kinds}"
     assert aegiskv.compiled() == next(iter(kinds.values()))
 

@@ -20,6 +20,7 @@ from redis.cluster import RedisCluster
 from aegiskv.client import Client, Config
 from aegiskv.protocols.resp.cluster import redis_node_id
 from aegiskv.testing.localnode import LocalNode
+from tests.wire import resp_address_of
 
 REDIS_CLI = shutil.which("redis-cli")
 
@@ -33,7 +34,7 @@ def single(tmp_path_factory) -> Iterator[LocalNode]:
 
 @pytest.fixture
 def r(single: LocalNode) -> Iterator[redis.Redis]:
-    connection = redis.Redis(*single.resp_address)
+    connection = redis.Redis(*resp_address_of(single))
     yield connection
     connection.close()
 
@@ -45,7 +46,7 @@ def test_native_topology_lists_the_node_for_every_shard(single: LocalNode) -> No
     assert len(topology["shards"]) == 64
     assert all(shard["replicas"] == ["solo"] for shard in topology["shards"])
     host, port = single.address
-    resp_host, resp_port = single.resp_address
+    resp_host, resp_port = resp_address_of(single)
     assert topology["nodes"] == {"solo": {"client": f"{host}:{port}", "resp": f"{resp_host}:{resp_port}"}}
     # The shards' slot ranges tile 0..16383 in order.
     bounds = [tuple(shard["slots"]) for shard in topology["shards"]]
@@ -59,7 +60,7 @@ def as_map(reply: Any) -> Any:
 
 
 def test_cluster_slots_shards_nodes_info_myid(single: LocalNode, r: redis.Redis) -> None:
-    host, port = single.resp_address
+    host, port = resp_address_of(single)
     my_id = redis_node_id("solo")
     # One node, one merged range.
     assert r.execute_command("CLUSTER SLOTS") == [[0, 16383, [host.encode(), port, my_id.encode()]]]
@@ -106,7 +107,8 @@ def test_cluster_errors(r: redis.Redis, command: tuple[str, ...], message: str) 
 
 
 def test_redis_py_cluster_client_reads_and_writes(single: LocalNode) -> None:
-    cluster = RedisCluster(host=single.resp_address[0], port=single.resp_address[1])
+    host, port = resp_address_of(single)
+    cluster = RedisCluster(host=host, port=port)
     try:
         pairs = {f"rc:{index}": f"value-{index}" for index in range(200)}
         for key, value in pairs.items():
@@ -121,9 +123,10 @@ def test_redis_py_cluster_client_reads_and_writes(single: LocalNode) -> None:
 
 @pytest.mark.skipif(REDIS_CLI is None, reason="redis-cli is not installed")
 def test_redis_cli_cluster_mode(single: LocalNode) -> None:
-    host, port = single.resp_address
+    host, port = resp_address_of(single)
 
     def cli(*args: str) -> str:
+        assert REDIS_CLI is not None  # the skipif above
         result = subprocess.run(
             [REDIS_CLI, "-c", "-h", host, "-p", str(port), *args], capture_output=True, text=True, timeout=30
         )
@@ -149,7 +152,7 @@ def test_advertised_addresses(tmp_path, gossip) -> None:
         # A wildcard bind advertises an empty host, "where you reached me", to clients of a lone
         # node; in a cluster the other nodes must name it, so the gossip address's host stands in.
         resp_host = "127.0.0.1" if gossip else ""
-        resp_port = node.resp_address[1]
+        resp_port = resp_address_of(node)[1]
         assert nodes == {"adv": {"client": "10.9.8.7:7700", "resp": f"{resp_host}:{resp_port}"}}
         connection = redis.Redis("127.0.0.1", resp_port)
         assert connection.execute_command("CLUSTER SLOTS")[0][2][:2] == [resp_host.encode(), resp_port]

@@ -23,7 +23,7 @@ from aegiskv.client import Client, Config, MovedError, NotFoundError
 from aegiskv.cluster.slots import ShardMapper
 from aegiskv.testing.localnode import LocalNode
 from tests.cluster_harness import Cluster, gossip_address, info, key_count, topology, wait_for_agreement
-from tests.wire import wait_until
+from tests.wire import resp_address_of, wait_until
 
 REDIS_CLI = shutil.which("redis-cli")
 
@@ -99,7 +99,7 @@ def test_nodes_agree_on_one_map_and_serve_keys_through_it(cluster: Cluster, size
 def test_redis_cluster_clients_follow_redirects(cluster: Cluster) -> None:
     nodes = cluster.start_many(3)
     wait_for_agreement(nodes, {"n0", "n1", "n2"})
-    host, port = nodes[1].resp_address
+    host, port = resp_address_of(nodes[1])
     client = RedisCluster(host=host, port=port)
     try:
         for index in range(100):
@@ -108,7 +108,7 @@ def test_redis_cluster_clients_follow_redirects(cluster: Cluster) -> None:
         assert client.mget_nonatomic([f"rc:{index}" for index in range(100)])[:3] == [b"0", b"1", b"2"]
         # Every node serves some of the slots.
         assert len({str(node) for node in client.get_primaries()}) == 3
-        assert all(client.memory_usage(f"rc:{index}") > 0 for index in range(10))  # routed by its key
+        assert all((client.memory_usage(f"rc:{index}") or 0) > 0 for index in range(10))  # routed by its key
     finally:
         client.close()
     # A plain client sees the raw -MOVED.

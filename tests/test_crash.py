@@ -33,6 +33,7 @@ import pytest
 
 from aegiskv.testing.localnode import LocalNode
 from tests.conftest import StartNode
+from tests.wire import resp_address_of
 
 WRITE_SECONDS = 1.0  # of streaming before the kill
 WRITERS = 3
@@ -167,6 +168,7 @@ class Writer:
                 [35, 15, 5, 15, 12, 5, 13],
             )[0]
         present = kind in ("plain", "long")
+        command: tuple[bytes, ...]
         expect: object
         if choice == "set":
             command, expect, kind = (b"SET", key, value), "OK", "plain"
@@ -210,8 +212,10 @@ class Writer:
 def apply(state: KeyState, op: Op, ack_bound_ms: float) -> KeyState:
     """The key's state after ``op``; TTL deadlines as bounds (sent + ttl .. acknowledged + ttl)."""
     if op.kind == "set":
+        assert op.value is not None  # a SET always carries its value (Writer.next_op)
         return (op.value, None)
     if op.kind == "set-long":
+        assert op.value is not None
         return (op.value, (op.sent_ms + LONG_TTL_MS, ack_bound_ms + LONG_TTL_MS))
     if op.kind in ("set-short", "del"):
         return None  # a 1 ms TTL has long passed by the time anyone looks
@@ -323,7 +327,7 @@ class CrashRound:
 def stream_and_kill(
     node: LocalNode, first_writer: int, mixed: bool, snapshots: bool = False, seconds: float = WRITE_SECONDS
 ) -> CrashRound:
-    writers = [Writer(first_writer + number, node.resp_address, mixed) for number in range(WRITERS)]
+    writers = [Writer(first_writer + number, resp_address_of(node), mixed) for number in range(WRITERS)]
     for writer in writers:
         writer.thread.start()
     started = 0
@@ -331,7 +335,7 @@ def stream_and_kill(
     if snapshots:
         # BGSAVE over and over while the stream runs: the kill may land before,
         # during or after one, with the log rotated and covered segments dropped.
-        admin = Resp(node.resp_address)
+        admin = Resp(resp_address_of(node))
         while time.monotonic() < deadline:
             reply = admin.call(b"BGSAVE")
             if reply == "Background saving started":
@@ -395,7 +399,7 @@ def test_kill_9_loses_no_acknowledged_set(wal: str, start_node: StartNode, data_
 
     node = restart(start_node, data_dir, wal)
     keys = all_keys(crash.writers)
-    observed, size = read_back(node.resp_address, keys)
+    observed, size = read_back(resp_address_of(node), keys)
     verdicts = [judge(writer, observed, crash.kill_ms) for writer in crash.writers]
     report(f"--wal {wal}", crash, verdicts)
     lost = [line for verdict in verdicts for line in verdict.lost]
@@ -415,7 +419,7 @@ def test_kill_9_with_wal_off_loses_everything(start_node: StartNode, data_dir: s
     crash = stream_and_kill(node, 0, mixed=False)
     node = restart(start_node, data_dir, "off")
     keys = all_keys(crash.writers)
-    observed, size = read_back(node.resp_address, keys)
+    observed, size = read_back(resp_address_of(node), keys)
     verdicts = [judge(writer, observed, crash.kill_ms) for writer in crash.writers]
     report("--wal off", crash, verdicts)
     live = sum(verdict.live_acknowledged for verdict in verdicts)
@@ -438,7 +442,7 @@ def test_kill_9_with_deletes_and_ttls_in_the_stream(start_node: StartNode, data_
     assert kinds == {"set", "set-long", "set-short", "del", "expire-long", "expire-short", "persist"}
 
     node = restart(start_node, data_dir, "fsync")
-    observed, size = read_back(node.resp_address, all_keys(crash.writers))
+    observed, size = read_back(resp_address_of(node), all_keys(crash.writers))
     verdicts = [judge(writer, observed, crash.kill_ms) for writer in crash.writers]
     report("--wal fsync, mixed", crash, verdicts)
     lost = [line for verdict in verdicts for line in verdict.lost]
@@ -460,7 +464,7 @@ def test_kill_9_during_background_snapshots_twice(start_node: StartNode, data_di
     node = restart(start_node, data_dir, "fsync", env=env)
     node.wait_for_log("loaded snapshot")
     first_keys = all_keys(first.writers)
-    observed, _size = read_back(node.resp_address, first_keys)
+    observed, _size = read_back(resp_address_of(node), first_keys)
     verdicts = [judge(writer, observed, first.kill_ms) for writer in first.writers]
     report("--wal fsync, BGSAVE, first crash", first, verdicts)
     lost = [line for verdict in verdicts for line in verdict.lost]
@@ -471,7 +475,7 @@ def test_kill_9_during_background_snapshots_twice(start_node: StartNode, data_di
     second = stream_and_kill(node, WRITERS, mixed=True, snapshots=True)
     node = restart(start_node, data_dir, "fsync", env=env)
     second_keys = all_keys(second.writers)
-    again, size = read_back(node.resp_address, first_keys + second_keys)
+    again, size = read_back(resp_address_of(node), first_keys + second_keys)
     verdicts = [judge(writer, again, second.kill_ms) for writer in second.writers]
     report("--wal fsync, BGSAVE, second crash", second, verdicts)
     lost = [line for verdict in verdicts for line in verdict.lost]
@@ -531,7 +535,7 @@ def test_kill_9_keeps_ttl_changes_made_after_the_write(start_node: StartNode, da
     restart comes after the first TTL would have run out. Every key must be there, with the TTL
     the later command gave it (none, or at most the acknowledged deadline)."""
     node = restart(start_node, data_dir, "fsync")
-    connection = Resp(node.resp_address)
+    connection = Resp(resp_address_of(node))
     keys = [b"ttl-change:%d" % i for i in range(200)]
     commands: list[tuple[bytes, ...]] = []
     for i, key in enumerate(keys):
@@ -547,7 +551,7 @@ def test_kill_9_keeps_ttl_changes_made_after_the_write(start_node: StartNode, da
     time.sleep(max(0.0, (sent + 600 - now_ms()) / 1000))  # the 400 ms TTLs have run out by now
 
     node = restart(start_node, data_dir, "fsync")
-    observed, size = read_back(node.resp_address, keys)
+    observed, size = read_back(resp_address_of(node), keys)
     lost = []
     for i, key in enumerate(keys):
         seen = observed[key]

@@ -55,7 +55,7 @@ def test_hostile_datagrams_are_dropped_and_the_node_keeps_serving(node: LocalNod
         for datagram in HOSTILE:
             sender.sendto(datagram[:65000], (host, port))
 
-    def counted() -> dict[str, str] | None:
+    def counted() -> dict[str, Any] | None:
         seen = _cluster_info(node)
         malformed = seen["aegis_gossip_malformed"] - before["aegis_gossip_malformed"]
         refused = seen["aegis_gossip_pingreq_refused"] - before["aegis_gossip_pingreq_refused"]

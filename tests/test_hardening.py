@@ -31,7 +31,7 @@ from aegiskv.client import Client, Config
 from aegiskv.protocols.native import codec as native
 from aegiskv.protocols.native.codec import Opcode, Status
 from aegiskv.testing.localnode import LocalNode
-from tests.wire import RawConnection, rss_bytes, wait_until
+from tests.wire import RawConnection, resp_address_of, rss_bytes, wait_until
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -379,7 +379,7 @@ def _other_char(char: str) -> str:
 
 
 def test_wrong_tokens_on_the_resp_port(auth_node: LocalNode) -> None:
-    host, port = auth_node.resp_address
+    host, port = resp_address_of(auth_node)
     wrong = redis.Redis(host=host, port=port, password="not-the-token", socket_timeout=5, retry=Retry(NoBackoff(), 0))
     with wrong, pytest.raises(redis.AuthenticationError, match="invalid"):
         wrong.ping()

@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from aegiskv.client import Client, Config
+from aegiskv.protocols.adapter import Info
 from aegiskv.protocols.resp.server import info_text, render_info
 from aegiskv.server.info import DEFAULT_SECTIONS, chosen_sections
 from aegiskv.testing.localnode import LocalNode
@@ -97,7 +98,7 @@ def test_sections_are_chosen_as_redis_chooses_them() -> None:
 
 
 def test_the_resp_text_is_redis_layout() -> None:
-    info = {
+    info: Info = {
         "server": {"redis_version": "7.0.0", "process_id": 12},
         "keyspace": {"db0": {"keys": 3, "expires": 1, "avg_ttl": 250}},
         "shards": {"aegis_shard_keys_mean": 1.5},

@@ -42,7 +42,7 @@ from aegiskv.protocols.native import codec as native
 from aegiskv.protocols.native.codec import Opcode
 from aegiskv.server import daemon
 from aegiskv.testing.localnode import LocalNode
-from tests.wire import wait_until
+from tests.wire import resp_address_of, wait_until
 
 # Lines loguru's ``diagnose`` draws under a traceback's source lines to show the locals.
 _LOCALS_MARK = re.compile(r"^\s*[│└]")
@@ -149,7 +149,7 @@ def test_hostile_traffic_and_down_peers_leave_no_secret_in_the_log(start_node, p
         gossip = first.addresses["gossip"]
         # Distinctive writes, through RESP and the native client.
         with redis.Redis(
-            *first.resp_address, password=strings.token, ssl=True, ssl_ca_certs=ca, socket_timeout=5
+            *resp_address_of(first), password=strings.token, ssl=True, ssl_ca_certs=ca, socket_timeout=5
         ) as connection:
             wait_until(lambda: _once_served(lambda: connection.set(strings.key, strings.value)), timeout=30)
             assert connection.get(strings.key) == strings.value.encode()
@@ -165,7 +165,7 @@ def test_hostile_traffic_and_down_peers_leave_no_secret_in_the_log(start_node, p
         # A wrong AUTH token on both protocols.
         with (
             redis.Redis(
-                *first.resp_address, password=strings.wrong_token, ssl=True, ssl_ca_certs=ca, socket_timeout=5
+                *resp_address_of(first), password=strings.wrong_token, ssl=True, ssl_ca_certs=ca, socket_timeout=5
             ) as connection,
             pytest.raises(redis.AuthenticationError),
         ):
@@ -222,7 +222,7 @@ def test_an_unexpected_exception_logs_its_traceback_without_locals(monkeypatch, 
     """Real bugs keep their traceback; no sink prints the frames' local variables."""
     secret = f"local{secrets.token_hex(10)}"
     stream = io.StringIO()
-    monkeypatch.setattr(daemon.sys, "stderr", stream)
+    monkeypatch.setattr(sys, "stderr", stream)  # the daemon's sinks write to sys.stderr
     try:
         daemon.setup_logging("info", log_format)
 
@@ -237,6 +237,7 @@ def test_an_unexpected_exception_logs_its_traceback_without_locals(monkeypatch, 
         logger.complete()
     finally:
         logger.remove()
+        assert sys.__stderr__ is not None
         logger.add(sys.__stderr__)  # no sink on the captured stream outlives the test
     output = stream.getvalue()
     if log_format == "json":
@@ -266,7 +267,7 @@ def test_a_full_disk_logs_one_line_and_no_data(start_node, tmp_path: Path) -> No
             gossip=None,
         )
         refused = 0
-        with redis.Redis(*node.resp_address, password=strings.token, socket_timeout=5) as connection:
+        with redis.Redis(*resp_address_of(node), password=strings.token, socket_timeout=5) as connection:
             for index in range(400):  # 400 x 10 KB: five times what the file system holds
                 try:
                     connection.set(f"{strings.key}{index}", strings.value * 500)

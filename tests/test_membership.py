@@ -54,7 +54,7 @@ def test_no_false_deaths_in_a_small_cluster_at_ten_percent_loss_across_seeds() -
     # In a 5-node cluster an update is sent only 4 times; a refutation whose copies all
     # missed the first suspector used to leave it waiting out its timeout (7 of 100
     # seeds declared a live node dead within 30 s).
-    false_deaths = []
+    false_deaths: list[tuple[int, str, str, float]] = []
     for seed in range(60):
         sim = Simulation(5, config=FAST_TIMING, conditions=NetworkConditions(loss=0.10), seed=seed, tick=0.05)
         deaths = _deaths_of_live_nodes(sim)

@@ -11,6 +11,7 @@ import itertools
 import random
 import struct
 from array import array
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -168,7 +169,11 @@ def test_header_field_round_trips_at_documented_offset(
     name: str, keyword: str | None, value: int, fmt: str, offset: int
 ) -> None:
     # keyword None: the opcode itself is the field under test (it is positional).
-    data = native.encode_frame(value, 7) if keyword is None else native.encode_frame(Opcode.PING, **{keyword: value})
+    if keyword is None:
+        data = native.encode_frame(value, 7)
+    else:
+        field: dict[str, Any] = {keyword: value}  # by name: which keyword argument it is varies
+        data = native.encode_frame(Opcode.PING, **field)
     # The encoder must put the field where the docstring says, or other implementations break.
     assert struct.unpack_from(fmt, data, offset)[0] == value
     assert struct.unpack_from("!HB", data, 4) == (MAGIC, PROTOCOL_VERSION)
@@ -347,7 +352,7 @@ def test_protocol_error_reply_with_opcode_0_is_decodable() -> None:
     ],
     ids=lambda fields: "-".join(f"{k}={v}" for k, v in fields.items()),
 )
-def test_encode_frame_rejects_out_of_range_fields(fields: dict[str, int]) -> None:
+def test_encode_frame_rejects_out_of_range_fields(fields: dict[str, Any]) -> None:
     # A ValueError (caller bug) rather than struct.error or a silently wrapped value.
     with pytest.raises(ValueError):
         native.encode_frame(Opcode.SET, **fields)

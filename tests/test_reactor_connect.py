@@ -82,7 +82,7 @@ def test_a_refused_connection_is_reported_once() -> None:
             caller = Caller(b"x")
             reactor.connect(address, options("peer"), caller)
             run_until(reactor, lambda: caller.failed is not None)
-            assert caller.failed.errno == errno.ECONNREFUSED
+            assert caller.failed is not None and caller.failed.errno == errno.ECONNREFUSED
             assert not reactor.connections and not caller.lost
         finally:
             reactor.close()

@@ -16,6 +16,7 @@ import pytest
 from aegiskv.backends.memory import entry_cost
 from aegiskv.protocols.resp.encoder import encode_command
 from aegiskv.testing.localnode import LocalNode
+from tests.wire import resp_address_of
 
 REDIS_CLI = shutil.which("redis-cli")
 REDIS_BENCHMARK = shutil.which("redis-benchmark")
@@ -33,7 +34,7 @@ def aegis(tmp_path_factory) -> Iterator[LocalNode]:
 def tool(program: str | None, node: LocalNode, *args: str, stdin: bytes | None = None, returncode: int = 0) -> bytes:
     """Run a tool against the node's RESP port; its standard output and standard error."""
     assert program is not None
-    host, port = node.resp_address
+    host, port = resp_address_of(node)
     result = subprocess.run(
         [program, "-h", host, "-p", str(port), *args], input=stdin, capture_output=True, timeout=60, check=False
     )

@@ -20,7 +20,7 @@ from aegiskv.cluster.slots import ShardMapper
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.node.operations import KeyspaceLimits, Node
 from aegiskv.protocols.session import QuorumRead, WaitRequest
-from aegiskv.server.replicas import ReplicaManager, ReplicationOptions, _Shard
+from aegiskv.server.replicas import ReadTicket, ReplicaManager, ReplicationOptions, WaitTicket, _Shard
 
 SHARDS = 8
 MEMBERS = ("p", "f1", "f2")
@@ -96,11 +96,29 @@ def read(replicas: ReplicaManager, key: bytes) -> QuorumRead:
     return QuorumRead(key, bytes(entry.value), entry.version, entry.expires_at_ms, answers)
 
 
+def held_read(replicas: ReplicaManager, key: bytes) -> ReadTicket:
+    """The ticket a quorum read of ``key`` is held on (the primary holds every one)."""
+    ticket = replicas.hold_ticket(read(replicas, key), {})
+    assert isinstance(ticket, ReadTicket), ticket
+    return ticket
+
+
+def held_wait(replicas: ReplicaManager, request: WaitRequest, written: dict[int, Any]) -> WaitTicket:
+    """The ticket a WAIT is held on."""
+    ticket = replicas.hold_ticket(request, written)
+    assert isinstance(ticket, WaitTicket), ticket
+    return ticket
+
+
 def deliver(replicas: dict[str, ReplicaManager], sender: str, kind: int) -> None:
     """Hand every message of ``kind`` ``sender`` sent to the node it was sent to, and their replies back."""
     for target, payload in links(replicas[sender]).taken(kind):
         replies: list[tuple[int, bytes]] = []
-        replicas[target].on_message(sender, kind, payload, lambda kind, data, into=replies: into.append((kind, data)))
+
+        def reply(kind: int, data: bytes, into: list[tuple[int, bytes]] = replies) -> None:
+            into.append((kind, data))
+
+        replicas[target].on_message(sender, kind, payload, reply)
         for reply_kind, reply_payload in replies:
             replicas[sender].on_message(target, reply_kind, reply_payload, lambda kind, data: None)
 
@@ -120,7 +138,7 @@ def test_a_read_is_held_until_a_follower_answered_then_gets_the_primarys_newest_
     nodes = cluster()
     primary = nodes["p"]
     version = primary.node.set(KEY, b"fresh").version
-    ticket = primary.hold_ticket(read(primary, KEY), {})
+    ticket = held_read(primary, KEY)
     assert primary.verdict(ticket) is False
     asked = {peer for peer, kind, _ in links(primary).sent if kind == Kind.READ}
     assert asked == {"f1", "f2"}
@@ -142,7 +160,7 @@ def test_a_followers_newer_copy_from_another_lineage_is_returned_and_written_bac
     change = state.backlog.append(Op.PUT, KEY, b"newer", old + 10, 0)
     f1.node.apply_replicated(shard_of(KEY), [change])
     links(primary).down.add("f2")
-    ticket = primary.hold_ticket(read(primary, KEY), {})
+    ticket = held_read(primary, KEY)
     assert primary.verdict(ticket) is False
     deliver(nodes, "p", Kind.READ)
     assert primary.verdict(ticket) == b"newer@%d" % (old + 10)
@@ -161,7 +179,7 @@ def test_a_lagging_followers_copy_of_a_deleted_key_does_not_come_back() -> None:
     f1.node.apply_replicated(shard_of(KEY), [Change(1, Op.PUT, KEY, b"doomed", version, 0)])
     primary.node.delete(KEY)
     links(primary).down.add("f2")
-    ticket = primary.hold_ticket(read(primary, KEY), {})
+    ticket = held_read(primary, KEY)
     assert primary.verdict(ticket) is False
     deliver(nodes, "p", Kind.READ)
     assert primary.verdict(ticket) == b"none"
@@ -172,7 +190,7 @@ def test_a_read_without_its_quorum_is_refused_with_tryagain() -> None:
     nodes = cluster()
     primary = nodes["p"]
     primary.node.set(KEY, b"v")
-    ticket = primary.hold_ticket(read(primary, KEY), {})
+    ticket = held_read(primary, KEY)
     assert primary.verdict(ticket) is False
     links(primary).sent.clear()  # the followers never answer
     ticket.deadline = 0.0  # quorum_timeout passed
@@ -187,7 +205,7 @@ def test_a_read_fails_at_once_when_too_few_links_are_up_for_its_quorum() -> None
     nodes = cluster()
     primary = nodes["p"]
     links(primary).down.update({"f1", "f2"})
-    ticket = primary.hold_ticket(read(primary, KEY), {})
+    ticket = held_read(primary, KEY)
     verdict = primary.verdict(ticket)
     assert isinstance(verdict, CommandError) and "read quorum of 2 not reached" in str(verdict)
     assert links(primary).sent == []
@@ -222,7 +240,7 @@ def test_wait_counts_the_followers_holding_the_connections_writes() -> None:
     tracker = primary._shards[shard_of(KEY)].tracker
     written: dict[int, Any] = {}
     seq = write(primary, written, KEY)
-    ticket = primary.hold_ticket(WaitRequest(2, 0, count), written)
+    ticket = held_wait(primary, WaitRequest(2, 0, count), written)
     assert primary.verdict(ticket) is False
     tracker.acknowledge("f1", seq)
     assert primary.verdict(ticket) is False
@@ -241,7 +259,7 @@ def test_wait_answers_the_count_reached_at_its_timeout_the_least_over_the_shards
     primary._shards[shard_of(KEY)].tracker.acknowledge("f1", seq)
     primary._shards[shard_of(KEY)].tracker.acknowledge("f2", seq)
     primary._shards[shard_of(other)].tracker.acknowledge("f1", other_seq)
-    ticket = primary.hold_ticket(WaitRequest(2, 50, count), written)
+    ticket = held_wait(primary, WaitRequest(2, 50, count), written)
     assert primary.verdict(ticket) is False
     object.__setattr__(ticket, "deadline", 0.0)  # the timeout passed
     assert primary.verdict(ticket) == b"1"
@@ -250,9 +268,9 @@ def test_wait_answers_the_count_reached_at_its_timeout_the_least_over_the_shards
 def test_wait_without_writes_answers_at_once_with_the_streaming_followers() -> None:
     nodes = cluster()
     primary = nodes["p"]
-    assert primary.verdict(primary.hold_ticket(WaitRequest(5, 0, count), {})) == b"0"  # none streaming yet
+    assert primary.verdict(held_wait(primary, WaitRequest(5, 0, count), {})) == b"0"  # none streaming yet
     for stream in primary._shards[shard_of(KEY)].streams.values():
         stream.state = "streaming"
-    assert primary.verdict(primary.hold_ticket(WaitRequest(5, 0, count), {})) == b"2"
+    assert primary.verdict(held_wait(primary, WaitRequest(5, 0, count), {})) == b"2"
     links(primary).down.add("f2")
-    assert primary.verdict(primary.hold_ticket(WaitRequest(5, 0, count), {})) == b"1"
+    assert primary.verdict(held_wait(primary, WaitRequest(5, 0, count), {})) == b"1"

@@ -834,7 +834,8 @@ def test_encoders_decode_with_an_independent_reader(values: list[bytes | None], 
     import hiredis
 
     independent = hiredis.Reader()
-    independent.feed(encoder.bulk_array(values, protocol))
+    items: list[bytes | memoryview | None] = list(values)  # what bulk_array takes (list is invariant)
+    independent.feed(encoder.bulk_array(items, protocol))
     pairs = [(encoder.bulk(b"k%d" % index), encoder.bulk(value or b"")) for index, value in enumerate(values)]
     independent.feed(encoder.mapping(pairs, protocol))
     independent.feed(encoder.verbatim(b"".join(value or b"" for value in values), protocol))

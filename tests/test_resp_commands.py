@@ -11,17 +11,19 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 import pytest
 import redis
+from redis._parsers import _HiredisParser, _RESP2Parser
 from redis._parsers.base import BaseParser
-from redis.connection import _HiredisParser, _RESP2Parser
 from redis.utils import HIREDIS_AVAILABLE
 
 from aegiskv.backends.memory import entry_cost
 from aegiskv.node.scan_cursors import MIN_LISTS
 from aegiskv.protocols.resp.encoder import encode_command
 from aegiskv.testing.localnode import LocalNode
+from tests.wire import resp_address_of
 
 TOKEN = "s3cret-token"
 
@@ -56,7 +58,7 @@ def aegis_auth(tmp_path_factory) -> Iterator[LocalNode]:
 
 
 def connect(node: LocalNode, parser_class=_RESP2Parser, **kwargs) -> redis.Redis:
-    host, port = node.resp_address
+    host, port = resp_address_of(node)
     pool = redis.ConnectionPool(host=host, port=port, parser_class=parser_class, socket_timeout=10, **kwargs)
     return redis.Redis(connection_pool=pool)
 
@@ -111,8 +113,11 @@ def error_of(call: Callable[[], object]) -> str:
     return str(error)
 
 
-def call_raw(client: redis.Redis, *args: object) -> object:
-    """One command through redis-py's connection and reader, without its per-command reply post-processing."""
+def call_raw(client: redis.Redis, *args: object) -> Any:
+    """One command through redis-py's connection and reader, without its per-command reply post-processing.
+
+    The reply is whatever the reader made of it (bytes, int, list, dict, None): Any, for the tests to index.
+    """
     connection = client.connection_pool.get_connection()
     try:
         connection.send_command(*args)
@@ -123,7 +128,7 @@ def call_raw(client: redis.Redis, *args: object) -> object:
 
 def raw_exchange(node: LocalNode, payload: bytes, until: bytes) -> bytes:
     """Send ``payload`` on a fresh socket and read until the replies end with ``until``."""
-    with socket.create_connection(node.resp_address, timeout=10) as sock:
+    with socket.create_connection(resp_address_of(node), timeout=10) as sock:
         sock.sendall(payload)
         received = b""
         while not received.endswith(until):
@@ -287,7 +292,7 @@ def test_select(r: redis.Redis) -> None:
 
 
 def test_quit_replies_then_closes(aegis: LocalNode) -> None:
-    with socket.create_connection(aegis.resp_address, timeout=5) as sock:
+    with socket.create_connection(resp_address_of(aegis), timeout=5) as sock:
         sock.sendall(encode_command(b"QUIT") + encode_command(b"PING"))
         received = b""
         while data := sock.recv(1024):
@@ -350,7 +355,7 @@ def test_client_commands(r: redis.Redis) -> None:
 
 def raw_session(node: LocalNode, exchanges: list[tuple[bytes, bytes]]) -> None:
     """Send each request on one connection; its whole reply must be the expected bytes."""
-    with socket.create_connection(node.resp_address, timeout=10) as sock:
+    with socket.create_connection(resp_address_of(node), timeout=10) as sock:
         for request, expected in exchanges:
             sock.sendall(request)
             reply = b""
@@ -425,7 +430,8 @@ def test_redis_py_with_password(aegis_auth: LocalNode, protocol: int, client_par
         client = connect(aegis_auth, client_parser, protocol=protocol, username=username, password=TOKEN)
         assert client.set("k", "v") is True
         assert client.get("k") == b"v"
-        assert client.config_get("maxmemory")["maxmemory"].isdigit()
+        maxmemory = client.config_get("maxmemory")["maxmemory"]
+        assert maxmemory is not None and maxmemory.isdigit()
         client.close()
     wrong = connect(aegis_auth, client_parser, protocol=protocol, password="wrong")
     assert error_of(wrong.ping) == "WRONGPASS invalid username-password pair or user is disabled."
@@ -666,10 +672,10 @@ def test_scan_while_keys_change(r: redis.Redis) -> None:
     stable = {f"stable:{index}".encode() for index in range(300)}
     doomed = [f"doomed:{index}".encode() for index in range(300)]
     r.mset({key: b"v" for key in [*stable, *doomed]})
-    cursor, seen, round_ = 0, set(), 0
+    cursor, seen, round_ = 0, set[bytes](), 0
     while True:
         cursor, page = r.scan(cursor, count=25)
-        seen.update(page)
+        seen.update(cast("list[bytes]", page))  # no decode_responses: redis-py gives the keys as bytes
         r.delete(*doomed[round_ * 10 : round_ * 10 + 10])
         r.set(f"new:{round_}", "v")
         round_ += 1
@@ -765,8 +771,9 @@ def test_memory_usage_is_what_the_key_is_charged(r: redis.Redis) -> None:
     r.set("mem:large", "v" * 10_000)
     r.set("mem:ttl", "v", ex=100)
     small = r.memory_usage("mem:small")
-    assert small == entry_cost(len(b"mem:small"), 1)
-    assert r.memory_usage("mem:large") - small >= 9_999  # at least the value's length more
+    assert small is not None and small == entry_cost(len(b"mem:small"), 1)
+    large = r.memory_usage("mem:large")
+    assert large is not None and large - small >= 9_999  # at least the value's length more
     assert r.memory_usage("mem:ttl") == entry_cost(len(b"mem:ttl"), 1, has_ttl=True) > entry_cost(len(b"mem:ttl"), 1)
     assert r.memory_usage("mem:small", samples=0) == small
     assert call_raw(r, "MEMORY", "USAGE", "mem:small", "SAMPLES", "5", "samples", "3") == small  # as Redis
@@ -778,7 +785,8 @@ def test_info_memory_policy_agrees_with_config(r: redis.Redis) -> None:
     # Monitoring reads INFO, tools read CONFIG GET: both must name the same policy, one Redis knows.
     policy = r.config_get("maxmemory-policy")["maxmemory-policy"]
     assert r.info("memory")["maxmemory_policy"] == policy
-    assert r.info("memory")["maxmemory"] == int(r.config_get("maxmemory")["maxmemory"])
+    maxmemory = r.config_get("maxmemory")["maxmemory"]
+    assert maxmemory is not None and r.info("memory")["maxmemory"] == int(maxmemory)
 
 
 def test_command(r: redis.Redis) -> None:
@@ -832,13 +840,14 @@ def test_command_docs(r: redis.Redis) -> None:
 def test_config_get(r: redis.Redis) -> None:
     values = r.config_get("maxmemory")
     assert list(values) == ["maxmemory"]
-    assert int(values["maxmemory"]) > 0
+    maxmemory = values["maxmemory"]
+    assert maxmemory is not None and int(maxmemory) > 0
     everything = r.config_get("*")
     assert {"maxmemory", "maxmemory-policy", "maxclients", "timeout", "databases", "save", "appendonly"} <= set(
         everything
     )
     assert everything["databases"] == "1"
-    assert r.config_get("max*") == {key: value for key, value in everything.items() if key.startswith("max")}
+    assert r.config_get("max*") == {key: value for key, value in everything.items() if key and key.startswith("max")}
     # Names are case-insensitive; an exact name comes back spelled as it was asked (as Redis does).
     assert r.config_get("MAXMEMORY") == {"MAXMEMORY": values["maxmemory"]}
     assert r.config_get("MAX*") == r.config_get("max*")
@@ -846,7 +855,7 @@ def test_config_get(r: redis.Redis) -> None:
     assert r.config_get("nosuch") == {}
     assert r.config_get("save", "appendonly") == {"save": "", "appendonly": "no"}
     # A setting named twice comes once, as Redis answers.
-    assert call_raw(r, "CONFIG", "GET", "MAXMEMORY", "maxmemory") == [b"MAXMEMORY", values["maxmemory"].encode()]
+    assert call_raw(r, "CONFIG", "GET", "MAXMEMORY", "maxmemory") == [b"MAXMEMORY", maxmemory.encode()]
     twice = call_raw(r, "CONFIG", "GET", "maxmemory", "max*")
     names = twice[::2]
     assert len(names) == len(set(names)) and names[0] == b"maxmemory" and len(names) == len(r.config_get("max*"))

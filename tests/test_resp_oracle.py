@@ -126,11 +126,13 @@ def oracle(tmp_path_factory) -> Iterator[Oracle]:
 
 
 def _redis_py(address: tuple[str, int] | None, protocol: int, fake_server: Any = None) -> redis.Redis:
+    client: redis.Redis
     if fake_server is not None:
         import fakeredis
 
         client = fakeredis.FakeRedis(server=fake_server, version=(7, 0), protocol=protocol)
     else:
+        assert address is not None  # a real server (no fake_server) has an address
         host, port = address
         client = redis.Redis(host=host, port=port, protocol=protocol, decode_responses=False, socket_timeout=10)
     # No response callbacks: compare what came off the wire (SET's b"OK", not True; SCAN's list, not a tuple).
@@ -861,7 +863,8 @@ def test_resp_replies_match_oracle(protocol: int, oracle: Oracle, start_node, re
     context = Context(aegis, other, oracle.kind)
     try:
         run_state_machine_as_test(
-            lambda: RespOracleMachine(context),
+            # hypothesis calls any factory; its annotation asks for the machine's class.
+            lambda: RespOracleMachine(context),  # type: ignore[arg-type]
             settings=settings(
                 max_examples=examples(60),
                 stateful_step_count=40,

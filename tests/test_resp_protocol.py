@@ -26,7 +26,7 @@ from aegiskv.node.commands import COMMAND_TABLE
 from aegiskv.protocols.resp.encoder import encode_command
 from aegiskv.testing.localnode import LocalNode
 from tests.effort import examples
-from tests.wire import cpu_seconds
+from tests.wire import cpu_seconds, resp_address_of
 
 TOKEN = b"s3cret-token"
 REDIS_SERVER = shutil.which("redis-server")
@@ -366,8 +366,8 @@ def case_params(cases: dict[str, Case]) -> list:
 @pytest.mark.parametrize("name", case_params(CASES))
 def test_aegis(aegis: LocalNode, name: str) -> None:
     case = CASES[name]
-    assert exchange(aegis.resp_address, case.payload, case.closes) == (case.reply, CLOSED if case.closes else OPEN)
-    assert still_serving(aegis.resp_address)
+    assert exchange(resp_address_of(aegis), case.payload, case.closes) == (case.reply, CLOSED if case.closes else OPEN)
+    assert still_serving(resp_address_of(aegis))
 
 
 @needs_redis_server
@@ -381,9 +381,9 @@ def test_redis_server_agrees(redis_server: tuple[str, int], name: str) -> None:
 @pytest.mark.parametrize("name", case_params(AUTH_CASES))
 def test_aegis_before_auth(aegis_auth: LocalNode, name: str) -> None:
     case = AUTH_CASES[name]
-    reply = exchange(aegis_auth.resp_address, case.payload, case.closes, AUTH_SENTINEL)
+    reply = exchange(resp_address_of(aegis_auth), case.payload, case.closes, AUTH_SENTINEL)
     assert reply == (case.reply, CLOSED if case.closes else OPEN)
-    assert still_serving(aegis_auth.resp_address, password=TOKEN)
+    assert still_serving(resp_address_of(aegis_auth), password=TOKEN)
 
 
 @needs_redis_server
@@ -404,8 +404,8 @@ DESYNC = [
 
 @pytest.mark.parametrize(("start", "expected"), DESYNC)
 def test_protocol_desync_aegis(aegis: LocalNode, start: bytes, expected: bytes) -> None:
-    assert desync_exchange(aegis.resp_address, start) == (expected, CLOSED)
-    assert still_serving(aegis.resp_address)
+    assert desync_exchange(resp_address_of(aegis), start) == (expected, CLOSED)
+    assert still_serving(resp_address_of(aegis))
 
 
 @needs_redis_server
@@ -425,11 +425,11 @@ def test_huge_multibulk_count_does_not_stall_other_clients(aegis: LocalNode) -> 
     # time, which a loaded test machine does not inflate: the whole exchange costs it a few
     # milliseconds, the stall a second or more.
     node = aegis
-    with socket.create_connection(node.resp_address, timeout=10) as bystander:
+    with socket.create_connection(resp_address_of(node), timeout=10) as bystander:
         bystander.sendall(encode_command(b"PING"))
         assert bystander.recv(64) == b"+PONG\r\n"
         cpu_before = cpu_seconds(node.pid)
-        with socket.create_connection(node.resp_address, timeout=10) as attacker:
+        with socket.create_connection(resp_address_of(node), timeout=10) as attacker:
             attacker.sendall(b"*300000000\r\n")
             time.sleep(0.1)
             attacker.sendall(b"x")
@@ -444,9 +444,9 @@ def test_huge_multibulk_count_does_not_stall_other_clients(aegis: LocalNode) -> 
 
 def test_many_clients_with_protocol_errors_do_not_disturb_a_pipeline(aegis: LocalNode) -> None:
     # A long-lived client pipelining while others are thrown out for protocol errors.
-    with socket.create_connection(aegis.resp_address, timeout=10) as steady:
+    with socket.create_connection(resp_address_of(aegis), timeout=10) as steady:
         for round_ in range(20):
-            with socket.create_connection(aegis.resp_address, timeout=5) as bad:
+            with socket.create_connection(resp_address_of(aegis), timeout=5) as bad:
                 bad.sendall(b"*1\r\n$x\r\n")
                 assert exchange_rest(bad) == (protocol_error(b"invalid bulk length"), CLOSED)
             requests = [encode_command(b"SET", b"steady", b"%d" % round_), encode_command(b"GET", b"steady")]
@@ -502,7 +502,7 @@ def test_requests_either_side_of_the_first_read_size_are_answered_whole(
     # and the read that follows finds nothing); together, they arrive as one burst.
     exchanges = [_echo_of_size(size, index) for index, size in enumerate(sizes)]
     assert all(len(request) == size for (request, _), size in zip(exchanges, sizes) if abs(size - _FIRST_READ) <= 3)
-    with socket.create_connection(aegis.resp_address, timeout=10) as sock:
+    with socket.create_connection(resp_address_of(aegis), timeout=10) as sock:
         if together:
             sock.sendall(b"".join(request for request, _ in exchanges))
             expected = b"".join(reply for _, reply in exchanges)
@@ -527,12 +527,13 @@ def test_command_info_agrees_with_redis_server(aegis: LocalNode, redis_server: t
     # Name, arity, flags, key positions and ACL categories, as Redis 7.0 gives them for every
     # command the port serves: tools build allow- and deny-lists from the categories. The port
     # prints the command table's rows (aegiskv/node/commands.py), so this checks the table.
+    assert REDIS_SERVER is not None  # needs_redis_server skips the test otherwise
     version = subprocess.run([REDIS_SERVER, "--version"], capture_output=True, text=True).stdout
     if " v=7.0." not in version:
         pytest.skip(f"the port follows Redis 7.0's command table; this redis-server is {version.strip()}")
     differences = {}
     for name in [command.name.encode() for command in COMMAND_TABLE if command.resp]:
-        ours, theirs = _command_info(aegis.resp_address, name)[:7], _command_info(redis_server, name)[:7]
+        ours, theirs = _command_info(resp_address_of(aegis), name)[:7], _command_info(redis_server, name)[:7]
         if name == b"memory":
             ours[3:6] = [0, 0, 0]  # MEMORY USAGE's key position, for cluster routing (see aegiskv/node/commands.py)
         if ours != theirs:

@@ -146,7 +146,7 @@ def test_big_request_before_auth_is_a_protocol_error(auth_node: LocalNode, opcod
     assert len(frames) == 1
     assert frames[0].status == Status.PROTOCOL_ERROR
     assert error_code(frames[0]) == code
-    assert detail in frames[0].items[0][1]
+    assert detail in (frames[0].items[0][1] or b"")
 
 
 def test_client_reports_the_servers_protocol_error(auth_node: LocalNode) -> None:
@@ -212,7 +212,7 @@ def test_connection_limit_refuses_the_sixth_connection(start_node) -> None:
         assert len(frames) == 1
         assert frames[0].status == Status.BUSY
         assert error_code(frames[0]) == "BUSY"
-        assert b"max number of clients" in frames[0].items[0][1]
+        assert b"max number of clients" in (frames[0].items[0][1] or b"")
 
         # Existing connections are unaffected.
         for index, raw in enumerate(connections):

@@ -28,7 +28,7 @@ from aegiskv.client import (
 from aegiskv.protocols.native import codec as native
 from aegiskv.protocols.native.codec import Opcode, Status
 from aegiskv.testing.localnode import LocalNode
-from tests.wire import RawConnection, error_code, server_has_read_everything, wait_until
+from tests.wire import RawConnection, error_code, resp_address_of, server_has_read_everything, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +203,7 @@ def test_info_sections(kv: Client, shared_node: LocalNode) -> None:
     assert everything["persistence"]["aegis_wal"] == "off"
     assert everything["server"]["process_id"] == shared_node.pid
     assert everything["server"]["aegis_native_port"] == shared_node.address[1]
-    assert everything["server"]["tcp_port"] == shared_node.resp_address[1]  # Redis's port field: the RESP port
+    assert everything["server"]["tcp_port"] == resp_address_of(shared_node)[1]  # Redis's port field: the RESP port
     assert everything["clients"]["connected_clients"] >= 1
     assert everything["keyspace"]["db0"]["keys"] >= 1
     assert everything["memory"]["used_memory"] > 0
@@ -337,7 +337,8 @@ def test_hundred_connections_pipelining_get_replies_in_order(shared_node: LocalN
     def run(index: int) -> None:
         try:
             with RawConnection(shared_node.address, timeout=20) as raw:
-                payload, expected = [], []
+                payload: list[bytes] = []
+                expected: list[tuple[int, Opcode, Status, bytes | None]] = []
                 for item in range(requests_each):
                     key = f"conc:{index}:{item}".encode()
                     value = f"{index}/{item}/".encode() * (item % 7 + 1)
@@ -353,12 +354,12 @@ def test_hundred_connections_pipelining_get_replies_in_order(shared_node: LocalN
                 # Everyone sends at once, so the server really holds 100 busy connections.
                 barrier.wait()
                 raw.send_raw(b"".join(payload))
-                for request_id, opcode, status, value in expected:
+                for request_id, opcode, status, expected_value in expected:
                     reply = raw.recv_frame()
                     if (reply.request_id, reply.opcode, reply.status) != (request_id, opcode, status):
                         failures.append(f"connection {index}: expected {request_id}/{opcode!r}/{status!r}, got {reply}")
                         return
-                    if value is not None and reply.items[0][1] != value:
+                    if expected_value is not None and reply.items[0][1] != expected_value:
                         failures.append(f"connection {index}: wrong value for request {request_id}")
                         return
         except Exception as error:

@@ -129,6 +129,7 @@ def test_sigterm_drains_finishes_in_flight_work_and_exits_cleanly(start_node, tm
             readiness: list[int | str] = []
 
             def not_ready() -> bool:
+                status: int | str
                 try:
                     status = http_request(node.health_address, "/ready")[0]
                 except OSError as error:

@@ -204,7 +204,7 @@ def test_failed_fsync_is_never_retried_and_its_records_go_to_a_fresh_segment(tmp
     backend.put(b"pending", b"2")
     backend.put(b"durable", b"3")
     serve(backend)
-    abandoned_fd = log._fd  # type: ignore[attr-defined]
+    abandoned_fd = log._fd
     files.fail("fsync", 1, Fault(errno.EIO))
     with pytest.raises(OSError):
         log.sync()

@@ -141,7 +141,7 @@ def test_no_acknowledged_write_is_lost_whatever_call_fails(
                     files.fail_always(plan.operation, Fault(errno.ENOSPC))
                     healer = threading.Timer(plan.full_for, files.heal)
                     healer.start()
-                sent = []
+                sent: list[tuple[bytes | None, bytes | None, bytes]] = []
                 for index, (kind, key_index) in enumerate(batch):
                     key = KEYS[key_index]
                     value = b"v%d" % (start + index)
@@ -152,17 +152,17 @@ def test_no_acknowledged_write_is_lost_whatever_call_fails(
                     else:
                         sent.append((None, None, resp_command(b"BGSAVE")))
                 writer.sendall(b"".join(command for _key, _value, command in sent))
-                for key, value, _command in sent:
+                for sent_key, sent_value, _command in sent:
                     reply = replies.next()
-                    if key is None:
+                    if sent_key is None:
                         assert reply.startswith((b"+", b"-")), reply  # BGSAVE: started, or refused
                         continue
                     if reply.startswith(b"-"):
                         assert reply.startswith(STORAGE_ERROR), reply
-                        history.record(key, value, acknowledged=False)
+                        history.record(sent_key, sent_value, acknowledged=False)
                     else:
                         assert reply in (b"+OK", b":0", b":1"), reply
-                        history.record(key, value, acknowledged=True)
+                        history.record(sent_key, sent_value, acknowledged=True)
                 # Descriptors freed by mistake would be reused by these.
                 sentinels.open(1)
                 idle.append(socket.create_connection(node.resp_address, timeout=10))

@@ -40,7 +40,7 @@ from aegiskv.client import Client, Config, ConnectionClosedError
 from aegiskv.protocols.native import codec as native
 from aegiskv.protocols.native.codec import Opcode
 from aegiskv.testing.localnode import LocalNode
-from tests.wire import wait_until
+from tests.wire import resp_address_of, wait_until
 
 MIB = 1024 * 1024
 NATIVE_PING = native.encode_frame(Opcode.PING, 1)
@@ -227,7 +227,7 @@ def test_native_client_with_its_own_ssl_context(tls_node: LocalNode, pki: Pki) -
 
 @pytest.mark.parametrize("hiredis", [False, True], ids=["redis-py pure-Python parser", "redis-py hiredis parser"])
 def test_resp_port_with_redis_py(tls_node: LocalNode, pki: Pki, hiredis: bool) -> None:
-    host, port = tls_node.resp_address
+    host, port = resp_address_of(tls_node)
     if hiredis:
         # The environment promises hiredis; without it this case would silently test nothing new.
         assert HIREDIS_AVAILABLE, "hiredis is expected to be installed"
@@ -268,7 +268,7 @@ def test_resp_port_with_redis_py(tls_node: LocalNode, pki: Pki, hiredis: bool) -
 
 
 def test_resp_port_with_mutual_tls(mtls_node: LocalNode, pki: Pki) -> None:
-    host, port = mtls_node.resp_address
+    host, port = resp_address_of(mtls_node)
     connection = redis.Redis(
         host=host,
         port=port,
@@ -400,8 +400,7 @@ def test_tls_1_1_client_is_refused(mtls_node: LocalNode, pki: Pki) -> None:
     with served_throughout(mtls_node, pki):
         peer_port, outcome = _tls_attempt(mtls_node.address, context, NATIVE_PING)
         _assert_refused(outcome)
-        server_alert = isinstance(outcome, ssl.SSLError) and (outcome.reason or "").startswith("TLSV1_ALERT")
-        if server_alert:
+        if isinstance(outcome, ssl.SSLError) and (outcome.reason or "").startswith("TLSV1_ALERT"):  # the server's alert
             assert outcome.reason == "TLSV1_ALERT_PROTOCOL_VERSION", outcome
             _handshake_failure_logged(mtls_node, "native", peer_port, "unsupported protocol")
         else:

@@ -26,6 +26,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,7 +57,7 @@ def no_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def options(data_dir: Path, **overrides) -> BackendOptions:
-    fields = {"max_memory_bytes": BIG, "data_dir": str(data_dir), "wal_mode": "write"}
+    fields: dict[str, Any] = {"max_memory_bytes": BIG, "data_dir": str(data_dir), "wal_mode": "write"}
     fields.update(overrides)
     return BackendOptions(**fields)
 
@@ -474,7 +475,7 @@ def snapshot_layout(data: bytes) -> dict[str, tuple[int, int]]:
     ]
     layout = {"header": (0, fmt._HEADER.size)}
     for number, offset in enumerate(blocks):
-        (compressed,) = fmt.struct.unpack_from("!I", data, offset)
+        (compressed,) = struct.unpack_from("!I", data, offset)
         layout[f"block{number}-header"] = (offset, offset + fmt._BLOCK_HEADER.size)
         layout[f"block{number}-data"] = (offset + fmt._BLOCK_HEADER.size, offset + fmt._BLOCK_HEADER.size + compressed)
     layout["index"] = (index_offset, len(data) - fmt._FOOTER.size)

@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aegiskv.protocols.native import codec as native
 from aegiskv.protocols.native.codec import Frame, FrameDecoder, Opcode
+from aegiskv.testing.localnode import LocalNode
 
 T = TypeVar("T")
 
@@ -34,8 +35,11 @@ _READER_LIMITS = native.FrameLimits(
 )
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.01, what: str = "") -> T:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+def wait_until(predicate: Callable[[], T | None], timeout: float = 5.0, interval: float = 0.01, what: str = "") -> T:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds.
+
+    The result is never None (None is not truthy): a predicate returning ``X | None`` gives an ``X``.
+    """
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
@@ -163,6 +167,18 @@ def rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def resp_address_of(node: LocalNode) -> tuple[str, int]:
+    """The node's RESP address; the node must serve RESP (LocalNode's is None with --resp-bind off)."""
+    assert node.resp_address is not None, "the node does not serve RESP"
+    return node.resp_address
+
+
+def health_address_of(node: LocalNode) -> tuple[str, int]:
+    """The node's health (HTTP) address; the node must serve one (None with health_addr=None)."""
+    assert node.health_address is not None, "the node has no health port"
+    return node.health_address
 
 
 def http_request(address: tuple[str, int], path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:

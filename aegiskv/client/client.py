@@ -81,6 +81,8 @@ from aegiskv.protocols.native.codec import Frame, Opcode, Status
 Key = bytes | str
 Value = bytes | str
 T = TypeVar("T")
+# A mapping's key type is invariant: Mapping[Key, ...] would refuse a dict[str, ...].
+K = TypeVar("K", bound=Key)
 
 
 @dataclass
@@ -269,7 +271,7 @@ class Client:
         self._unreachable: dict[Address, float] = {}
         # Time and randomness of the retries; tests may replace them.
         self._clock = time.monotonic
-        self._sleep = time.sleep
+        self._sleep: Callable[[float], None] = time.sleep
         self._rng = random.Random()
 
     # -- server list -----------------------------------------------------------------
@@ -382,9 +384,7 @@ class Client:
                 values[index] = value
         return values
 
-    def mset(
-        self, pairs: Mapping[Key, Value] | Iterable[tuple[Key, Value]], ttl: float | timedelta | None = None
-    ) -> int:
+    def mset(self, pairs: Mapping[K, Value] | Iterable[tuple[Key, Value]], ttl: float | timedelta | None = None) -> int:
         """Store every pair; returns the highest version written.
 
         Atomic on one node. In a cluster the pairs are split by owner and each
