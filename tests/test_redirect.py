@@ -15,7 +15,7 @@ MEMBERS = {
     for index, name in enumerate(("a", "b", "c"))
 }
 # Every shard placed on all three, "a" preferred.
-PLACEMENT = [("a", "b", "c")] * MAPPER.shards
+PLACEMENT: list[tuple[str, ...]] = [("a", "b", "c")] * MAPPER.shards
 
 
 def key_of_shard(shard: int) -> bytes:
