@@ -603,6 +603,9 @@ class ShardLeases:
         # after that grant and so outlive its promise.
         self._next_round = rng.getrandbits(62) + 1
         self.events: list[LeaseEvent] = []
+        # Bumped whenever what this node knows of a shard's holder may have changed (a grant to a
+        # new holder, a release, an election started or ended): routing is worth recomputing.
+        self.routing_changes = 0
         self.counters: dict[str, int] = {
             "elections_started": 0,
             "elections_won": 0,
@@ -632,6 +635,7 @@ class ShardLeases:
                 state.replicas = ()
                 state.rounds.clear()
                 state.election_round = 0
+                self.routing_changes += 1
                 state.campaign_at = None
         for shard, replicas in replica_sets.items():
             if self.node_id not in replicas:
@@ -779,6 +783,7 @@ class ShardLeases:
                 self.store.save(shard, epoch, candidate)  # durable before the grant is acted on
                 state.term, state.holder = epoch, candidate
                 state.released = False
+                self.routing_changes += 1
             state.promise_until = max(state.promise_until, now + self.timing.lease_duration)
             state.highest_seen = max(state.highest_seen, epoch)
             self.counters["grants"] += 1
@@ -861,6 +866,7 @@ class ShardLeases:
             # The lease lapses now (not at 0: candidacy delays count from the lapse).
             state.promise_until = min(state.promise_until, now)
             state.released = True
+            self.routing_changes += 1
             state.campaign_at = None  # reconsider at once: the preferred primary campaigns now
             self.counters["releases"] += 1
 
@@ -901,6 +907,7 @@ class ShardLeases:
         state.rounds[round_id] = _Round(now, epoch, renew)
         if not renew:
             state.election_round = round_id
+            self.routing_changes += 1
         request = LeaseRequest(shard, epoch, self.node_id, state.position, renew, round_id).encode()
         out = [(peer, request) for peer in state.replicas if peer != self.node_id]
         # A replica set of one is a majority by itself: decided at once.
@@ -925,6 +932,7 @@ class ShardLeases:
             return []
         # An election won.
         state.election_round = 0
+        self.routing_changes += 1
         state.campaign_at = None
         state.failures = 0
         state.held_epoch = round_.epoch
@@ -991,6 +999,7 @@ class ShardLeases:
         """Back off (random, bounded), or ask again when a refusing voter's promise ends if that is sooner."""
         round_ = state.rounds.pop(state.election_round, None)
         state.election_round = 0
+        self.routing_changes += 1
         state.failures += 1
         timing = self.timing
         backoff = timing.election_delay * 2 ** min(state.failures - 1, 6) * (0.5 + self.rng.random())

@@ -656,7 +656,10 @@ class Reactor:
                 for observer in observers:
                     observer(ended_ns - started_ns)
                 for hook in self.end_of_turn:
-                    hook()
+                    try:
+                        hook()
+                    except Exception:  # noqa: BLE001 - one hook's bug must not stop the reactor
+                        logger.exception("end-of-turn hook failed")
                 if self.dirty:
                     self._flush_dirty()
                 if until is not None and until():

@@ -170,6 +170,7 @@ class ReplicaManager:
         # None for this node's own link to the peer; the peer; the message).
         self._lease_out: list[tuple[Reply | None, str, bytes]] = []
         self._lease_heard = False  # a lease message arrived this turn (see _end_of_turn)
+        self._routing_seen = 0  # leases.routing_changes when routing was last recomputed for it
         self._gossip_leads: dict[int, str] = {}
         self.counters = {
             "changes_replicated": 0,
@@ -873,8 +874,11 @@ class ReplicaManager:
             # A grant or a release heard this turn changes who this node knows leads a shard:
             # route by it now. Waiting for the next tick left a voter redirecting clients to a
             # holder that had released, and the holder redirecting them back, for up to a tick.
+            # Renewals change nothing routing reads, and are most of the traffic: skip those turns.
             self._lease_heard = False
-            self._publish_primaries()
+            if self.leases.routing_changes != self._routing_seen:
+                self._routing_seen = self.leases.routing_changes
+                self._publish_primaries()
         self._stream_unsent()
 
     # -- what others should know -------------------------------------------------------------------
@@ -940,7 +944,9 @@ class ReplicaManager:
             "write_quorum": self.options.write_quorum,
             "read_quorum": self.options.read_quorum,
             "max_follower_lag_changes": lag,
-            "links_up": sum(1 for peer in self._peer_ids() if self.peers is not None and self.peers.is_up(peer)),
+            "links_up": sum(
+                1 for peer in _peer_ids(shards, self.node_id) if self.peers is not None and self.peers.is_up(peer)
+            ),
         }
         states = [stream.state for state in leading for stream in list(state.streams.values())]
         result.update({f"streams_{name}": states.count(name) for name in ("offered", "snapshot", "streaming")})
@@ -948,8 +954,10 @@ class ReplicaManager:
         result.update({f"lease_{name}": value for name, value in self.leases.counters.items()})
         return result
 
-    def _peer_ids(self) -> set[str]:
-        return {peer for state in self._shards.values() for peer in state.members if peer != self.node_id}
+
+def _peer_ids(shards: list[_Shard], node_id: str) -> set[str]:
+    """The other members of these shards' replica sets."""
+    return {peer for state in shards for peer in state.members if peer != node_id}
 
 
 class _Holder:
