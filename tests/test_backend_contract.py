@@ -19,6 +19,7 @@ import pytest
 
 from aegiskv.backends.base import NO_EXPIRY, Backend, BackendOptions, Clock, StorageError, ValueTooLarge
 from aegiskv.backends.memory import MemoryBackend
+from aegiskv.backends.options import builtin_options
 from aegiskv.backends.snapshot import SnapshotBackend
 from aegiskv.backends.wal import WalBackend
 from tests.fake_clock import FakeClock
@@ -28,7 +29,7 @@ def with_options(backend_class: type[Backend], **defaults) -> Callable[[BackendO
     """``backend_class`` built with ``defaults`` filled into its options (e.g. a WAL mode)."""
 
     def build(options: BackendOptions, clock: Clock) -> Backend:
-        return backend_class(dataclasses.replace(options, **defaults), clock)
+        return backend_class(dataclasses.replace(builtin_options(options), **defaults), clock)
 
     return build
 

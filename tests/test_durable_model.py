@@ -31,7 +31,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from aegiskv.backends.base import NO_EXPIRY, Backend, BackendOptions
+from aegiskv.backends.base import NO_EXPIRY, Backend
+from aegiskv.backends.options import BuiltinBackendOptions
 from aegiskv.backends.snapshot import SnapshotBackend
 from aegiskv.backends.wal import WalBackend
 from aegiskv.node.operations import first_version
@@ -87,7 +88,7 @@ class Harness:
 
     def open(self) -> Backend:
         # Tiny segments: histories rotate the log and snapshots drop covered segments.
-        options = BackendOptions(
+        options = BuiltinBackendOptions(
             max_memory_bytes=BIG, data_dir=str(self.data_dir), wal_mode=self.wal_mode, wal_segment_bytes=300
         )
         return self.backend_class(options, self.clock)
@@ -359,7 +360,7 @@ def test_restart_under_memory_pressure_keeps_the_live_keys(kind: str, tmp_path: 
         clock = FakeClock()
         data_dir = tmp_path / f"seed{seed}"
         data_dir.mkdir()
-        options = BackendOptions(max_memory_bytes=20_000, data_dir=str(data_dir), wal_mode=wal_mode)
+        options = BuiltinBackendOptions(max_memory_bytes=20_000, data_dir=str(data_dir), wal_mode=wal_mode)
         backend = backend_class(options, clock)
         rng = random.Random(seed)
         for step in range(300):
@@ -390,7 +391,7 @@ def test_ttl_changed_after_the_write_survives_a_restart_past_the_original_deadli
     # record removed or moved it: the key is live and must stay so.
     backend_class, wal_mode = KINDS[kind]
     clock = FakeClock()
-    options = BackendOptions(max_memory_bytes=BIG, data_dir=str(tmp_path), wal_mode=wal_mode)
+    options = BuiltinBackendOptions(max_memory_bytes=BIG, data_dir=str(tmp_path), wal_mode=wal_mode)
     backend = backend_class(options, clock)
     if kind == "snapshot":
         backend.put(b"other", b"x")
@@ -414,7 +415,7 @@ def test_restart_never_hands_out_a_version_again(kind: str, tmp_path: Path) -> N
     # before it, even one that has since expired.
     backend_class, wal_mode = KINDS[kind]
     clock = FakeClock()
-    options = BackendOptions(max_memory_bytes=BIG, data_dir=str(tmp_path), wal_mode=wal_mode)
+    options = BuiltinBackendOptions(max_memory_bytes=BIG, data_dir=str(tmp_path), wal_mode=wal_mode)
     backend = backend_class(options, clock)
     backend.put(b"plain", b"1")
     if kind == "snapshot":
@@ -440,7 +441,7 @@ def test_restart_keeps_each_keys_version(kind: str, tmp_path: Path) -> None:
     clock = FakeClock()
 
     def open_backend() -> Backend:
-        options = BackendOptions(
+        options = BuiltinBackendOptions(
             max_memory_bytes=BIG,
             data_dir=str(tmp_path),
             wal_mode=wal_mode,

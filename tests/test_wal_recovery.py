@@ -30,7 +30,8 @@ from pathlib import Path
 import pytest
 
 from aegiskv.backends import wal_format
-from aegiskv.backends.base import NO_EXPIRY, BackendOptions
+from aegiskv.backends.base import NO_EXPIRY
+from aegiskv.backends.options import BuiltinBackendOptions
 from aegiskv.backends.snapshot import SnapshotBackend, list_snapshots
 from aegiskv.backends.snapshot_format import SnapshotError
 from aegiskv.backends.wal import WalBackend
@@ -55,10 +56,10 @@ def no_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- building logs and reading them back -------------------------------------------------
 
 
-def options(data_dir: Path, **overrides) -> BackendOptions:
+def options(data_dir: Path, **overrides) -> BuiltinBackendOptions:
     fields = {"max_memory_bytes": BIG, "data_dir": str(data_dir), "wal_mode": "write"}
     fields.update(overrides)
-    return BackendOptions(**fields)
+    return BuiltinBackendOptions(**fields)
 
 
 def model_of(records: list[Record], now: int) -> State:

@@ -47,21 +47,18 @@ class Entry(NamedTuple):
 
 @dataclass(frozen=True)
 class BackendOptions:
-    """What a backend is told when it is created."""
+    """What every backend is told when it is created: the settings that mean something to any store.
 
-    max_memory_bytes: int
-    protected_fraction: float = 0.8  # share of the budget the SLRU protected segment starts with (it adapts)
-    data_dir: str | None = None
+    AegisKV's own backends read more (the SLRU's starting share, the write-ahead
+    log's mode and segment size, the snapshot timer): those live in
+    :class:`aegiskv.backends.options.BuiltinBackendOptions`, a subclass the
+    server builds for its own backends only. A third-party backend is given
+    exactly this class.
+    """
+
+    max_memory_bytes: int  # the budget used_bytes must stay under (bytes; the server's --max-memory)
+    data_dir: str | None = None  # a directory the backend owns for files, or None (no files allowed)
     first_version: int = 1  # versions handed out start above this
-    # Charge the tables (dicts, indexes) as well as the entries. Always on in the
-    # server; off only where a test needs eviction points that depend on entry
-    # sizes alone (the SLRU model test).
-    count_structures: bool = True
-    # Durable backends (aegiskv.backends.wal, .snapshot):
-    wal_mode: str = "off"  # "off", "write" (survives a process crash), "fsync" (survives power loss)
-    wal_segment_bytes: int = 64 * 1024 * 1024
-    wal_salvage: bool = False  # start from the prefix before a corrupt record instead of refusing
-    snapshot_interval: float = 0.0  # seconds between automatic snapshots; 0 = only on command and shutdown
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,7 @@ from aegiskv.backends.base import (
     wall_clock_ms,
 )
 from aegiskv.backends.expiry import ExpiryIndex
+from aegiskv.backends.options import builtin_options
 
 VERSION_BYTES: Final = 8  # big-endian unsigned version ahead of the value
 
@@ -181,11 +182,12 @@ class MemoryBackend(Backend):
         self._on_drop = on_drop
         self._rng = rng or random.Random()
         self._stats_rng = stats_rng or random.Random()
+        tuning = builtin_options(options)  # the public options alone: the defaults (aegiskv.backends.options)
         self._limit = options.max_memory_bytes
         # What protected may hold, tables included (adapted, see the module
         # docstring), and the same less its share of the tables: the figure its
         # entries are held to, recomputed when either changes.
-        self._protected_target = int(options.max_memory_bytes * options.protected_fraction)
+        self._protected_target = int(options.max_memory_bytes * tuning.protected_fraction)
         self._protected_limit = self._protected_target
         self._probation: OrderedDict[bytes, bytes] = OrderedDict()
         self._protected: OrderedDict[bytes, bytes] = OrderedDict()
@@ -207,7 +209,7 @@ class MemoryBackend(Backend):
         self._version = options.first_version
         self._version_block = -1  # version >> 8 that _version_head is the first 7 bytes of
         self._version_head = b""
-        self._count_structures = options.count_structures
+        self._count_structures = tuning.count_structures
         self._structure_bytes = 0
         self._ghosts: array[int] = array("H", bytes(2 * _GHOST_MIN_SLOTS))
         self._ghost_slots: i64 = _GHOST_MIN_SLOTS  # len(self._ghosts), as a native int when compiled

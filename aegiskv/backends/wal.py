@@ -44,6 +44,7 @@ from aegiskv.backends.base import (
 )
 from aegiskv.backends.file_ops import REAL_FILES, FileOps
 from aegiskv.backends.memory import MemoryBackend
+from aegiskv.backends.options import builtin_options
 from aegiskv.backends.wal_format import Record, RecordType
 from aegiskv.backends.wal_log import RecoveryReport, WriteAheadLog, recover
 
@@ -60,10 +61,14 @@ class WalBackend(Backend):
         rng: random.Random | None = None,
         files: FileOps = REAL_FILES,
     ) -> None:
-        """``files`` makes the log's (and snapshots') writes, fsyncs and renames: tests inject faults there."""
-        if options.wal_mode not in WAL_MODES:
-            raise ValueError(f"wal_mode must be one of {WAL_MODES}, not {options.wal_mode!r}")
-        if options.wal_mode != "off" and not options.data_dir:
+        """``files`` makes the log's (and snapshots') writes, fsyncs and renames: tests inject faults there.
+
+        The log's settings come from :class:`BuiltinBackendOptions`; the public
+        options alone mean ``wal_mode="off"`` (no log)."""
+        tuning = builtin_options(options)
+        if tuning.wal_mode not in WAL_MODES:
+            raise ValueError(f"wal_mode must be one of {WAL_MODES}, not {tuning.wal_mode!r}")
+        if tuning.wal_mode != "off" and not options.data_dir:
             raise ValueError("a write-ahead log needs a data_dir")
         self._clock = clock
         self._files = files
@@ -74,12 +79,12 @@ class WalBackend(Backend):
         self._memory.begin_recovery()
         start_seq = self._load_snapshot(options)
         last_seq = start_seq
-        if options.wal_mode != "off":
+        if tuning.wal_mode != "off":
             assert options.data_dir is not None
             directory = os.path.join(options.data_dir, "wal")
             os.makedirs(directory, exist_ok=True)
-            last_seq = self._replay(directory, start_seq, options.wal_salvage)
-            self._wal = WriteAheadLog(directory, last_seq + 1, options.wal_segment_bytes, options.wal_mode, files)
+            last_seq = self._replay(directory, start_seq, tuning.wal_salvage)
+            self._wal = WriteAheadLog(directory, last_seq + 1, tuning.wal_segment_bytes, tuning.wal_mode, files)
         # With the log open, what expired while the node was down (and what no
         # longer fits a lowered max-memory) is dropped and logged like any drop.
         expired, evicted = self._memory.finish_recovery()
