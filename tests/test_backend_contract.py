@@ -472,3 +472,16 @@ def test_memory_backend_hands_out_views_only_above_64_kib(clock: FakeClock) -> N
     assert isinstance(over, memoryview) and over == b"o" * (limit + 1)
     over_entry = backend.get_entry(b"over")
     assert over_entry is not None and isinstance(over_entry.value, memoryview)
+
+
+def test_builtin_backends_hand_out_their_memory_store(backend: Backend, clock: FakeClock) -> None:
+    # The node calls this store directly (compiled: direct calls); for the durable
+    # backends it must be the very keyspace the log records.
+    memory = backend.memory
+    assert isinstance(memory, MemoryBackend)
+    version = memory.put(b"k", b"v", clock.now_ms + 1_000)
+    entry = backend.get_entry(b"k")
+    assert entry is not None and (bytes(entry.value), entry.version) == (b"v", version)
+    assert backend.last_version == memory.last_version == version
+    assert backend.delete(b"k") and memory.get(b"k") is None
+    assert len(backend) == len(memory) == 0
