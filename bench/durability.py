@@ -31,6 +31,7 @@ import tempfile
 import time
 
 import servers
+from results_md import render_or_complain, write_text_section  # bench/results_md.py
 from servers import RESULTS, info_field, mass_insert, redis_cli, run_benchmark, start_aegis, start_redis
 
 SHAPES = [("c50_P1", ["-c", "50", "-P", "1"], 50_000), ("c1_P1", ["-c", "1", "-P", "1"], 10_000)]
@@ -121,12 +122,28 @@ def restart_times(workdir: str, keys: int, tail_writes: int) -> dict[str, float]
     }
 
 
+SCRIPT = "durability.py"
+SECTION_TITLE = "Durability"
+SECTION_STEMS = ["durability"]
+SECTION_INTRO = (
+    "SET throughput with the write-ahead log (`--wal fsync`, `--wal write`) against redis-server "
+    "with `appendfsync always` and without fsync, by redis-benchmark; log bytes per SET; restart "
+    "time with 1,000,000 keys (snapshot plus 100,000 logged writes) against redis-server loading an "
+    "RDB of the same keys. Run: `python bench/durability.py`."
+)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--quick", action="store_true", help="1 run, fewer requests, 100k keys")
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite this section of bench/RESULTS.md from bench/results/"
+    )
     args = parser.parse_args()
+    if args.render:
+        return render_or_complain(SCRIPT, SECTION_TITLE, SECTION_INTRO, SECTION_STEMS)
     servers.require_redis_tools()
     runs = 1 if args.quick else args.runs
     scale = 5 if args.quick else 1
@@ -168,6 +185,7 @@ def main() -> int:
     }
     (RESULTS / f"durability{suffix}.json").write_text(json.dumps(report, indent=2) + "\n")
     (RESULTS / f"durability{suffix}.txt").write_text(text + "\n")
+    write_text_section(SCRIPT, SECTION_TITLE, SECTION_INTRO, SECTION_STEMS)
     return 0
 
 

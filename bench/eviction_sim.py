@@ -51,6 +51,7 @@ from types import ModuleType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from results_md import render_or_complain, write_text_section  # bench/results_md.py
 from traces import KEY_FORMAT, TRACES, generate
 
 from aegiskv.backends.base import BackendOptions
@@ -467,6 +468,16 @@ def references(capacity: int, lfu_minute: int) -> list[Callable[[], Policy]]:
     ]
 
 
+SCRIPT = "eviction_sim.py"
+SECTION_TITLE = "Eviction policies (simulation)"
+SECTION_STEMS = ["eviction_sim"]
+SECTION_INTRO = (
+    "The traces of bench/hit_ratio.py replayed in process against the memory backend (`backend`, and "
+    "`backend@<ref>` with `--against`) and reference policies sized to the keys the backend held: "
+    "LRU, Redis's LFU, ARC, S3-FIFO, W-TinyLFU. Run: `python bench/eviction_sim.py`."
+)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2_000_000)
@@ -479,7 +490,12 @@ def main() -> int:
     parser.add_argument("--lfu-minute", type=int, default=3_000_000, help="requests per LFU decay period")
     parser.add_argument("--no-references", action="store_true", help="only the backend(s)")
     parser.add_argument("--quick", action="store_true", help="requests / 10, two windows fewer")
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite this section of bench/RESULTS.md from bench/results/"
+    )
     args = parser.parse_args()
+    if args.render:
+        return render_or_complain(SCRIPT, SECTION_TITLE, SECTION_INTRO, SECTION_STEMS)
     requests = args.requests // 10 if args.quick else args.requests
     windows = max(2, args.windows - 2) if args.quick else args.windows
 
@@ -534,6 +550,7 @@ def main() -> int:
         ],
     }
     (RESULTS / f"eviction_sim{suffix}.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_text_section(SCRIPT, SECTION_TITLE, SECTION_INTRO, SECTION_STEMS)
     return 0
 
 

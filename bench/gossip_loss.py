@@ -23,10 +23,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from results_md import render_or_complain, write_text_section  # bench/results_md.py
+
 from tests.cluster_harness import Cluster, info, topology, wait_for_agreement
 from tests.test_cluster_faults import LossyGossip
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+SCRIPT = "gossip_loss.py"
+SECTION_TITLE = "Gossip under packet loss"
+SECTION_STEMS = ["gossip_loss"]
+SECTION_INTRO = (
+    "Real `aegis` processes with nftables dropping a share of their gossip datagrams for a sustained "
+    "period; then one node is killed. Needs root. Run: `sudo python bench/gossip_loss.py`."
+)
 
 
 def main() -> None:
@@ -34,7 +45,12 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=5)
     parser.add_argument("--loss", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=600.0)
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite this section of bench/RESULTS.md from bench/results/"
+    )
     args = parser.parse_args()
+    if args.render:
+        sys.exit(render_or_complain(SCRIPT, SECTION_TITLE, SECTION_INTRO, SECTION_STEMS))
     default_timing = {
         "AEGIS_GOSSIP_PROBE_INTERVAL": "1s",
         "AEGIS_GOSSIP_PROBE_TIMEOUT": "0.5s",
@@ -89,6 +105,7 @@ def main() -> None:
     ]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "gossip_loss.txt").write_text("\n".join(lines) + "\n")
+    write_text_section(SCRIPT, SECTION_TITLE, SECTION_INTRO, SECTION_STEMS)
     print("\n".join(lines))
 
 

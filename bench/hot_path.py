@@ -56,6 +56,8 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+from results_md import render_or_complain, write_text_section  # bench/results_md.py
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 SHAPES = [(op, pipeline, keys) for op in ("get", "set") for pipeline in (1, 16) for keys in ("hot", "random")]
@@ -230,6 +232,18 @@ def installed_build(python: str, directory: Path) -> str:
     return result.stdout.strip()
 
 
+SCRIPT = "hot_path.py"
+SECTION_TITLE = "Hot path without sockets"
+SECTION_STEMS = ["hot_path", "hot_path_instructions"]
+SECTION_INTRO = (
+    "The Python work of one RESP request without sockets (read handler, parser, pipeline, handler, "
+    "node, backend, reply), in microseconds (`hot_path`) or in instructions counted by valgrind "
+    "(`hot_path_instructions`, `--instructions`), for a reference commit, the working tree and the "
+    "installed compiled build. Instruction counts are the steadier measure on these machines. Run: "
+    "`python bench/hot_path.py --against <ref> --installed .tox/py311/bin/python`."
+)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--against", help="git ref to compare with (checked out in a temporary worktree)")
@@ -248,7 +262,12 @@ def main() -> int:
     parser.add_argument("--wal", choices=("off", "write", "fsync"), default="off", help="the node's --wal mode")
     parser.add_argument("--one", nargs=3, metavar=("OP", "PIPELINE", "KEYS"), help=argparse.SUPPRESS)
     parser.add_argument("--installed-package", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite this section of bench/RESULTS.md from bench/results/"
+    )
     args = parser.parse_args()
+    if args.render:
+        return render_or_complain(SCRIPT, SECTION_TITLE, SECTION_INTRO, SECTION_STEMS)
     if args.one:
         op, pipeline, keys = args.one
         source = not args.installed_package
@@ -340,6 +359,7 @@ def main() -> int:
     (RESULTS / f"{stem}.txt").write_text(text)
     report = {"against": args.against, "installed": args.installed, "wal": args.wal, "rows": rows}
     (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_text_section(SCRIPT, SECTION_TITLE, SECTION_INTRO, SECTION_STEMS)
     return 0
 
 

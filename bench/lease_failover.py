@@ -27,6 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from results_md import render_or_complain, write_text_section  # bench/results_md.py
+
 from aegiskv.cluster.leases import LeaseTiming
 from tests.lease_sim import LeaseSim, failover_time, percentile
 
@@ -60,10 +62,26 @@ def renewal_traffic(timing: LeaseTiming, seconds: float = 60.0) -> dict[str, flo
     return {"lease_messages_per_shard_s": (sim.lease_messages - before) / seconds / shards}
 
 
+SCRIPT = "lease_failover.py"
+SECTION_TITLE = "Lease failover (simulation)"
+SECTION_STEMS = ["lease_failover"]
+SECTION_INTRO = (
+    "The real lease code (aegiskv/cluster/leases.py) in a simulated network: the holder of a shard's "
+    "lease is killed, and the table gives the time until another member is elected and until a write "
+    "is accepted again, for several lease durations and election delays. Run: `python "
+    "bench/lease_failover.py`."
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=300)
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite this section of bench/RESULTS.md from bench/results/"
+    )
     args = parser.parse_args()
+    if args.render:
+        sys.exit(render_or_complain(SCRIPT, SECTION_TITLE, SECTION_INTRO, SECTION_STEMS))
     default = LeaseTiming()
     configurations: list[tuple[str, LeaseTiming]] = [
         (f"lease {d:g} s", dataclasses.replace(default, lease_duration=d)) for d in (1.0, 2.0, 3.0)
@@ -101,6 +119,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "lease_failover.txt").write_text("\n".join(lines) + "\n")
     (RESULTS / "lease_failover.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_text_section(SCRIPT, SECTION_TITLE, SECTION_INTRO, SECTION_STEMS)
     print("\n".join(lines))
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from results_md import render_or_complain, write_text_section  # bench/results_md.py
 from servers import rss_bytes  # bench/servers.py: this script's directory is on sys.path
 
 from aegiskv.client import Client, Config
@@ -188,13 +189,29 @@ def rss_at_twice_limit(workdir: str, max_memory_mb: int, value_size: int) -> dic
 # -- main -------------------------------------------------------------------------------------
 
 
+SCRIPT = "native_client.py"
+SECTION_TITLE = "Python client, native protocol"
+SECTION_STEMS = ["native_client"]
+SECTION_INTRO = (
+    "The Python client (aegiskv.client) against one local node on the native port: closed-loop GET "
+    "and SET at 1, 16 and 64 connections, 16 connections paced below saturation (`steady`), memory "
+    "per key, and RSS when filled to twice `--max-memory`. Run: `tox -e bench` or `python "
+    "bench/native_client.py`."
+)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
     parser.add_argument("--keys", type=int, default=1_000_000, help="keys for the memory-per-key figure")
     parser.add_argument("--quick", action="store_true", help="one short run, 100k keys (smoke check)")
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite this section of bench/RESULTS.md from bench/results/"
+    )
     args = parser.parse_args()
+    if args.render:
+        return render_or_complain(SCRIPT, SECTION_TITLE, SECTION_INTRO, SECTION_STEMS)
     if args.quick:
         args.runs, args.duration, args.keys = 1, 1.0, 100_000
 
@@ -251,6 +268,7 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "native_client.json").write_text(json.dumps(report, indent=2) + "\n")
     (RESULTS / "native_client.txt").write_text(text + "\n")
+    write_text_section(SCRIPT, SECTION_TITLE, SECTION_INTRO, SECTION_STEMS)
     return 0
 
 

@@ -28,6 +28,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from results_md import render_or_complain, write_text_section  # bench/results_md.py
+
 from aegiskv.cluster.interfaces import Placement, PlacementOptions
 from aegiskv.cluster.placement import RingPlacement
 from aegiskv.testing.placement_checks import moved_fraction, replica_counts
@@ -85,13 +87,29 @@ def measure(make: Callable[[], Placement], size: int, trials: int, shards: int, 
     }
 
 
+SCRIPT = "placement_sim.py"
+SECTION_TITLE = "Placement (simulation)"
+SECTION_STEMS = ["placement", "placement_4096_shards"]
+SECTION_INTRO = (
+    "Share of replicas moved by one join or leave, as a multiple of the ideal 1/N, and the most "
+    "replicas and primaries on one node against the mean, replication factor 3, for the built-in "
+    "ring and the rendezvous plugin (plugins/aegiskv-rendezvous). Run: `python "
+    "bench/placement_sim.py` (and `--shards 4096 --output placement_4096_shards`)."
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shards", type=int, default=256)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max-members", type=int, default=1000, help="skip larger cluster sizes")
     parser.add_argument("--output", default="placement", help="results file name (without extension)")
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite this section of bench/RESULTS.md from bench/results/"
+    )
     args = parser.parse_args()
+    if args.render:
+        sys.exit(render_or_complain(SCRIPT, SECTION_TITLE, SECTION_INTRO, SECTION_STEMS))
     results: dict[str, list[dict]] = {}
     lines = [
         f"placement simulation: {args.shards} shards, replication factor {REPLICATION_FACTOR}, "
@@ -121,6 +139,7 @@ def main() -> None:
     (RESULTS / f"{args.output}.txt").write_text("\n".join(lines) + "\n")
     summary = {"shards": args.shards, "results": results}
     (RESULTS / f"{args.output}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_text_section(SCRIPT, SECTION_TITLE, SECTION_INTRO, SECTION_STEMS)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ import sys
 import tempfile
 
 import servers
+from results_md import render_or_complain, write_text_section  # bench/results_md.py
 from servers import (
     RESULTS,
     Server,
@@ -88,6 +89,19 @@ def memory_comparison(workdir: str, keys: int) -> dict[str, dict[str, float]]:
     return result
 
 
+SCRIPT = "resp_vs_redis.py"
+SECTION_TITLE = "RESP port against redis-server"
+SECTION_STEMS = ["resp_vs_redis"]
+SECTION_INTRO = (
+    "redis-benchmark (`-d 100 -r 100000`) against redis-server and AegisKV nodes on loopback, "
+    "interleaved, at `-c 50 -P 1`, `-c 50 -P 16` and `-c 1 -P 1`; servers pinned to CPU 1, the load "
+    "generator to CPU 0. `ratio` is against redis-server in the same run, `cpu us/req` the server's "
+    "CPU per request, `each run` the ratio in each repetition. The memory lines are bytes per key "
+    "after loading 1,000,000 keys of 100 bytes. Run: `.tox/py311/bin/python bench/resp_vs_redis.py` "
+    "(the compiled build)."
+)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
@@ -95,7 +109,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1 run, requests / 10, 100k keys (smoke check)")
     parser.add_argument("--only-default", action="store_true", help="only redis and the installed build's node")
     parser.add_argument("--no-pin", action="store_true", help="do not pin servers and load generator to CPUs")
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite this section of bench/RESULTS.md from bench/results/"
+    )
     args = parser.parse_args()
+    if args.render:
+        return render_or_complain(SCRIPT, SECTION_TITLE, SECTION_INTRO, SECTION_STEMS)
     servers.PIN = servers.PIN and not args.no_pin
     servers.require_redis_tools()
     scale = 10 if args.quick else 1
@@ -186,6 +205,7 @@ def main() -> int:
     suffix = "_quick" if args.quick else ""
     (RESULTS / f"resp_vs_redis{suffix}.json").write_text(json.dumps(report, indent=2) + "\n")
     (RESULTS / f"resp_vs_redis{suffix}.txt").write_text(text + "\n")
+    write_text_section(SCRIPT, SECTION_TITLE, SECTION_INTRO, SECTION_STEMS)
     return 0
 
 

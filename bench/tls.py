@@ -24,6 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from results_md import render_or_complain, write_text_section  # bench/results_md.py
 from servers import RESULTS, Server, free_port, fresh_dir, run_benchmark, start_aegis, start_redis
 
 SHAPES = [("c50_P1", ["-c", "50", "-P", "1"], 200_000), ("c50_P16", ["-c", "50", "-P", "16"], 1_000_000)]
@@ -69,11 +70,26 @@ def start_redis_tls(workdir: str, tls_args: list[str]) -> Server:
     return server
 
 
+SCRIPT = "tls.py"
+SECTION_TITLE = "TLS"
+SECTION_STEMS = ["tls"]
+SECTION_INTRO = (
+    "The RESP port over TLS against plaintext, for AegisKV and redis-server, by redis-benchmark. `vs "
+    "plain` compares a server with itself, `vs redis` AegisKV with redis-server over the same "
+    "transport. Run: `python bench/tls.py`."
+)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 run, requests / 10")
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite this section of bench/RESULTS.md from bench/results/"
+    )
     options = parser.parse_args()
+    if options.render:
+        return render_or_complain(SCRIPT, SECTION_TITLE, SECTION_INTRO, SECTION_STEMS)
     runs = 1 if options.quick else options.runs
     workdir = tempfile.mkdtemp(prefix="aegis-bench-tls-")
     certs = make_certificates(Path(workdir))
@@ -129,6 +145,7 @@ def main() -> int:
     suffix = "_quick" if options.quick else ""
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"tls{suffix}.txt").write_text(text)
+    write_text_section(SCRIPT, SECTION_TITLE, SECTION_INTRO, SECTION_STEMS)
     (RESULTS / f"tls{suffix}.json").write_text(json.dumps({"runs": runs, "rows": rows}, indent=2) + "\n")
     return 0
 

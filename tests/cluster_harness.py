@@ -55,7 +55,7 @@ class Cluster:
             bind=f"{host}:0",
             resp_bind=f"{host}:0",
             gossip=f"{host}:0",
-            health_addr=None,
+            health_addr=f"{host}:0",
             env={**self.env, **env},
         )
         self.nodes[node_id] = node

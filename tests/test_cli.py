@@ -353,7 +353,7 @@ def test_sigterm_right_after_ready_drains_and_removes_pid_file(tmp_path) -> None
     for attempt in range(5):
         pid_file = tmp_path / f"aegis{attempt}.pid"
         args = ["--bind", "127.0.0.1:0", "--data-dir", str(tmp_path / f"d{attempt}"), "--pid-file", str(pid_file)]
-        args += ["--resp-bind", "127.0.0.1:0", "--gossip", "127.0.0.1:0"]
+        args += ["--resp-bind", "127.0.0.1:0", "--gossip", "127.0.0.1:0", "--cluster-bind", "127.0.0.1:0"]
         process = subprocess.Popen(
             [sys.executable, "-m", "aegiskv", *args, "--log-level", "error"],
             stdin=subprocess.DEVNULL,

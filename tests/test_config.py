@@ -424,3 +424,15 @@ def test_unknown_environment_variable_with_a_line_break_is_named_on_one_line() -
     message = config_error(environ={"AEGIS_A\nB": "1"})
     assert len(message.splitlines()) == 1
     assert_mentions(message, "'AEGIS_A\\nB'", "unknown setting")
+
+
+@pytest.mark.parametrize(("factor", "quorum"), [("1", "2"), ("3", "4"), ("2", "16")])
+def test_a_write_quorum_above_the_replication_factor_is_refused(factor: str, quorum: str) -> None:
+    message = config_error(flags={"replication_factor": factor, "write_quorum": quorum})
+    assert_mentions(message, "write_quorum = " + quorum, f"replication_factor = {factor}", "expected -1")
+
+
+@pytest.mark.parametrize("quorum", ["-1", "0", "1", "3"])
+def test_a_write_quorum_up_to_the_replication_factor_is_accepted(quorum: str) -> None:
+    settings = build(flags={"replication_factor": "3", "write_quorum": quorum}, environ={})
+    assert settings.write_quorum == int(quorum)

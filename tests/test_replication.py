@@ -18,7 +18,7 @@ from aegiskv.client import Client, Config, NotFoundError
 from aegiskv.cluster.slots import ShardMapper
 from aegiskv.testing.localnode import LocalNode
 from tests.cluster_harness import Cluster, gossip_address, info, topology, wait_for_agreement
-from tests.wire import wait_until
+from tests.wire import http_request, metric_samples, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ def settled(nodes: list[LocalNode]) -> list[str]:
         views = {tuple(primaries(node)) for node in nodes}
         if len(views) != 1:
             return None
-        leading = [int(info(node, "replication")["shards_primary"]) for node in nodes]
+        leading = [info(node, "replication")["aegis_shards_primary"] for node in nodes]
         return list(views.pop()) if sum(leading) == 8 else None
 
     return wait_until(agreed, timeout=30, interval=0.1, what="every shard to have one agreed primary")
@@ -137,7 +137,7 @@ def test_a_restarted_node_catches_up_and_serves_again(cluster: Cluster) -> None:
     everyone = [nodes[0], restarted, nodes[2]]
     settled(everyone)
     # The restarted node (wal off: it came back empty) was sent every shard again.
-    assert int(info(restarted, "replication")["resyncs_received"]) > 0
+    assert info(restarted, "replication")["aegis_resyncs_received"] > 0
     with client_for(everyone) as client:
         assert missing(client, written) == []
     # It holds a full copy: with one of the others gone it still serves every key.
@@ -152,8 +152,30 @@ def test_info_reports_roles_and_streams(cluster: Cluster) -> None:
     with client_for(nodes) as client:
         write_keys(client, "info", 50)
     sections = [info(node, "replication") for node in nodes]
-    assert sum(int(section["shards_primary"]) for section in sections) == 8
-    assert all(int(section["shards_follower"]) == 8 - int(section["shards_primary"]) for section in sections)
-    assert sum(int(section["changes_applied"]) for section in sections) >= 2 * 50  # two followers per write
-    assert all(int(section["links_up"]) == 2 for section in sections)
-    assert {section["write_quorum"] for section in sections} == {"2"}
+    assert sum(section["aegis_shards_primary"] for section in sections) == 8
+    assert all(section["aegis_shards_follower"] == 8 - section["aegis_shards_primary"] for section in sections)
+    assert sum(section["aegis_changes_applied"] for section in sections) >= 2 * 50  # two followers per write
+    assert all(section["connected_slaves"] == 2 for section in sections)
+    assert {section["aegis_write_quorum"] for section in sections} == {2}
+    assert all(section["role"] == "master" for section in sections)  # each leads some shards
+
+
+def test_metrics_report_what_info_replication_reports(cluster: Cluster) -> None:
+    nodes = cluster.start_many(3)
+    settled(nodes)
+    with client_for(nodes) as client:
+        write_keys(client, "metrics", 40)
+    for node in nodes:
+        assert node.health_address is not None
+        status, _headers, body = http_request(node.health_address, "/metrics")
+        assert status == 200
+        samples = metric_samples(body.decode())
+        section = info(node, "replication")  # after the scrape: counters only grow
+        primary = samples[("aegis_replication_shards", (("role", "primary"),))]
+        assert primary == section["aegis_shards_primary"]
+        assert samples[("aegis_replication_shards", (("role", "follower"),))] == 8 - primary
+        assert samples[("aegis_replication_links_up", ())] == 2
+        assert 0 < samples[("aegis_replication_changes_applied_total", ())] <= section["aegis_changes_applied"]
+        # Every shard this node leads was won in an election and renewed since.
+        assert samples[("aegis_replication_lease_elections_won_total", ())] >= primary
+        assert samples[("aegis_replication_quorum_failures_total", ())] == 0

@@ -8,12 +8,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from aegiskv.client import Client, Config, NotFoundError
 from aegiskv.protocols.native.codec import Opcode, Status
 from aegiskv.testing.localnode import LocalNode
-from tests.wire import RawConnection, http_request, server_has_read_everything, wait_until
+from tests.wire import RawConnection, http_request, metric_samples, server_has_read_everything, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -22,15 +21,6 @@ def ops_node(tmp_path_factory) -> Iterator[LocalNode]:
     node = LocalNode(str(tmp_path_factory.mktemp("http-node")))
     yield node
     assert node.stop() == 0
-
-
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of a Prometheus text page, keyed by (name, sorted labels)."""
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 def test_health_and_ready_while_serving(ops_node: LocalNode) -> None:
@@ -74,7 +64,7 @@ def test_metrics_count_requests_keys_memory_and_latency(ops_node: LocalNode) -> 
     status, headers, body = http_request(node.health_address, "/metrics")
     assert status == 200
     assert headers["Content-Type"].startswith("text/plain")
-    samples = _samples(body.decode())
+    samples = metric_samples(body.decode())
 
     # A miss is a served request, not an error.
     assert samples[("aegis_requests_total", (("command", "get"), ("result", "ok")))] == 6
@@ -110,7 +100,7 @@ def test_metrics_count_requests_of_the_checked_path_too(start_node) -> None:
     stored = sum(isinstance(result, int) for result in results)
     assert 4 <= stored <= 5, results  # the burst, plus at most a token refilled meanwhile
 
-    samples = _samples(http_request(node.health_address, "/metrics")[2].decode())
+    samples = metric_samples(http_request(node.health_address, "/metrics")[2].decode())
     assert samples[("aegis_requests_total", (("command", "set"), ("result", "ok")))] == stored
     assert samples[("aegis_requests_total", (("command", "set"), ("result", "rejected")))] == 6 - stored
     assert samples[("aegis_request_duration_seconds_count", (("command", "set"),))] == stored

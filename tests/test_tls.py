@@ -475,6 +475,8 @@ def _audited_command(data_dir: Path, *args: str) -> list[str]:
         "127.0.0.1:0",
         "--gossip",
         "127.0.0.1:0",
+        "--cluster-bind",
+        "127.0.0.1:0",
         "--data-dir",
         str(data_dir),
         *args,

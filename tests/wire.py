@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from aegiskv.protocols.native import codec as native
 from aegiskv.protocols.native.codec import Frame, FrameDecoder, Opcode
 
@@ -172,3 +174,12 @@ def http_request(address: tuple[str, int], path: str, method: str = "GET") -> tu
         return response.status, dict(response.getheaders()), response.read()
     finally:
         connection.close()
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus text page, keyed by (name, sorted labels)."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

@@ -26,12 +26,13 @@ ALLOWED: dict[str, set[str]] = {
     "aegiskv": {"net"},  # __init__: build() looks at the reactor module
     "__main__": {"server"},
     "errors": set(),
-    "net": {"aegiskv"},
-    "backends": {"errors"},
-    "cluster": {"net", "errors"},
-    "node": {"aegiskv", "backends", "cluster", "errors"},
-    "protocols": {"node", "backends", "cluster", "net", "errors", "aegiskv"},
-    "server": {"protocols", "node", "backends", "cluster", "net", "errors", "aegiskv", "plugin_api"},
+    "obs": set(),  # logging helpers (repeat limiting): loguru only, usable from every layer
+    "net": {"aegiskv", "obs"},
+    "backends": {"errors", "obs"},
+    "cluster": {"net", "errors", "obs"},
+    "node": {"aegiskv", "backends", "cluster", "errors", "obs"},
+    "protocols": {"node", "backends", "cluster", "net", "errors", "aegiskv", "obs"},
+    "server": {"protocols", "node", "backends", "cluster", "net", "errors", "aegiskv", "plugin_api", "obs"},
     "client": {"protocols", "cluster", "net"},
     "plugin_api": {"backends", "cluster"},
     "testing": {
@@ -42,6 +43,7 @@ ALLOWED: dict[str, set[str]] = {
         "cluster",
         "net",
         "errors",
+        "obs",
         "client",
         "aegiskv",
         "plugin_api",

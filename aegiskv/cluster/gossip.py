@@ -39,6 +39,7 @@ from aegiskv.cluster.shard_map import Member as ShardMember
 from aegiskv.cluster.wire import Envelope, EnvelopeError
 from aegiskv.net.poller import READ
 from aegiskv.net.reactor import ConnectionHandler, ListenerOptions, Reactor
+from aegiskv.obs.repeats import RepeatLimiter
 
 Address = tuple[str, int]
 
@@ -170,7 +171,7 @@ class _StateExchange(ConnectionHandler):
             return
         sealed = bytes(self._buffer[_LENGTH.size : _LENGTH.size + length])
         self._buffer = bytearray()
-        reply = self._service.answer_exchange(sealed)
+        reply = self._service.answer_exchange(sealed, getattr(self._transport, "peer", None))
         if reply is not None:
             self._transport.write(_frame(reply))
         self._transport.close(flush=True)
@@ -213,6 +214,8 @@ class GossipService:
         self._join_attempts = 0
         self._exchange_running = False
         self._rng = random.Random()
+        # A seed that is down fails every join retry the same way: one line, repeats counted.
+        self.repeats = RepeatLimiter()
         self.counters = {
             "send_errors": 0,
             "state_refused": 0,
@@ -306,7 +309,7 @@ class GossipService:
         except Exception:
             # Nothing a peer sends may take the reactor (and every client) down.
             self.counters["membership_errors"] += 1
-            logger.exception("gossip failed while reading datagrams")
+            self.repeats.log("ERROR", "read datagrams", "gossip failed while reading datagrams", exception=True)
 
     def _read_datagrams(self) -> None:
         membership = self.membership
@@ -328,7 +331,9 @@ class GossipService:
                 # must not take the reactor down. Counted, logged without a traceback
                 # per datagram (a stranger could flood the log).
                 self.counters["membership_errors"] += 1
-                logger.debug("membership failed on a datagram from {}: {!r}", source, error)
+                self.repeats.log(
+                    "DEBUG", ("membership", source[0]), "membership failed on a datagram from {}: {!r}", source, error
+                )
                 continue
             self._send(replies)
         self._publish()
@@ -353,14 +358,16 @@ class GossipService:
 
     # -- TCP state exchange ---------------------------------------------------------------
 
-    def answer_exchange(self, sealed: bytes) -> bytes | None:
-        """A peer's state arrived on our listener: take it in, return our own (sealed)."""
+    def answer_exchange(self, sealed: bytes, peer: object = None) -> bytes | None:
+        """A peer's state arrived on our listener (from ``peer``): take it in, return our own (sealed)."""
         try:
             payload = self.envelope.open(sealed)
             # A newcomer joins through us: gossip what was new so the others hear of it.
             self.membership.merge_state(payload, time.monotonic(), disseminate=True)
-        except ValueError:  # EnvelopeError, or a state the membership cannot read
+        except ValueError as refused:  # EnvelopeError, or a state the membership cannot read
             self.counters["state_refused"] += 1
+            host = peer[0] if isinstance(peer, tuple) else peer
+            self.repeats.log("WARNING", ("answer refused", host), "state exchange from {} refused: {}", host, refused)
             return None
         self._publish()
         return self.envelope.seal(self.membership.full_state())
@@ -376,14 +383,22 @@ class GossipService:
             if error is not None or reply is None:
                 self.counters["exchange_failures"] += 1
                 if joining:
-                    logger.debug("join through {}:{} failed: {}", address[0], address[1], error)
+                    self.repeats.log(
+                        "WARNING", ("join", address), "cannot join through {}:{}: {}", address[0], address[1], error
+                    )
                     self._retry_join()
+                else:
+                    self.repeats.log(
+                        "DEBUG", ("exchange", address), "state exchange with {}:{} failed: {}", *address, error
+                    )
                 return
             try:
                 self.membership.merge_state(self.envelope.open(reply), time.monotonic())
             except ValueError as refused:  # EnvelopeError, or a state the membership cannot read
                 self.counters["state_refused"] += 1
-                logger.warning("state from {}:{} refused: {}", address[0], address[1], refused)
+                self.repeats.log(
+                    "WARNING", ("refused", address), "state from {}:{} refused: {}", address[0], address[1], refused
+                )
                 if joining:
                     self._retry_join()
                 return

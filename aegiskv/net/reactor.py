@@ -11,8 +11,8 @@ pool, rate limit); a listener stops accepting at ``max_connections`` and the
 extra connection gets the protocol's refusal message before it is closed.
 
 Methods are grouped by the thread that may call them. Everything here is
-reactor-thread only except :meth:`Reactor.call_soon` and
-:meth:`Reactor.call_from_worker`.
+reactor-thread only except :meth:`Reactor.call_soon`, which the worker pool
+also uses to hand each finished task's ``done`` back to this thread.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from mypy_extensions import mypyc_attr
 from aegiskv.net.poller import POLL_BATCH, READ, READABLE, WRITABLE, WRITE, new_poller
 from aegiskv.net.waker import Waker
 from aegiskv.net.workers import Done, Task, WorkerPool
+from aegiskv.obs.repeats import RepeatLimiter
 
 RECV_SIZE: Final = 65536
 # A plain socket's reads start this small: the bytes object os.read allocates then
@@ -124,7 +125,13 @@ class Listener:
                 return
             except OSError as error:
                 # EMFILE and friends: log and keep serving the connections we have.
-                logger.warning("accept on {} failed: {}", self.options.name, error)
+                self.reactor.repeats.log(
+                    "WARNING",
+                    ("accept", self.options.name, error.errno),
+                    "accept on {} failed: {}",
+                    self.options.name,
+                    error,
+                )
                 return
             self.reactor._accepted(self, sock, peer)
 
@@ -324,7 +331,14 @@ class Transport:
         try:
             self._data_received(data)
         except Exception:
-            logger.exception("protocol {} failed on data from {}; closing", self.options.name, self.peer)
+            self.reactor.repeats.log(
+                "ERROR",
+                ("protocol failed", self.options.name),
+                "protocol {} failed on data from {}; closing",
+                self.options.name,
+                self.peer,
+                exception=True,
+            )
             self._close_now()
             return
         if not self._dirty:
@@ -341,7 +355,16 @@ class Transport:
             self._handshake_events = WRITE
         except (ssl.SSLError, OSError) as error:
             self.reactor.tls_failures += 1
-            logger.info("TLS handshake with {} on {} failed: {}", self.peer, self.options.name, error)
+            # A scanner or a misconfigured client fails every handshake the same way: one line per
+            # port, host and reason, repeats counted.
+            self.reactor.repeats.log(
+                "INFO",
+                ("tls", self.options.name, _host(self.peer), str(error)),
+                "TLS handshake with {} on {} failed: {}",
+                self.peer,
+                self.options.name,
+                error,
+            )
             self.close_reason = "tls"
             self._close_now()
             return
@@ -509,6 +532,8 @@ class Reactor:
         self.waker = Waker()
         self.poller.register(self.waker.fileno(), READ, self.waker)
         self.pool = WorkerPool(worker_threads, self._done_from_worker)
+        # Errors a peer or the system repeats (failed handshakes, accept failures): counted lines.
+        self.repeats = RepeatLimiter()
         self.listeners: list[Listener] = []
         self.connections: dict[int, Transport] = {}
         self.dirty: list[Transport] = []  # connections written to during this loop turn
@@ -700,15 +725,21 @@ class Reactor:
                 except OSError:
                     pass
             sock.close()
-            logger.warning(
-                "refused {} connection from {}: {} ({} open)", options.name, peer, reason, self.client_connections
+            self.repeats.log(
+                "WARNING",
+                ("refused", options.name, reason),
+                "refused {} connection from {}: {} ({} open)",
+                options.name,
+                peer,
+                reason,
+                self.client_connections,
             )
             return
         if options.ssl_context is not None:
             try:
                 sock = options.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
             except (ssl.SSLError, OSError) as error:
-                logger.info("cannot start TLS with {}: {}", peer, error)
+                self.repeats.log("INFO", ("tls start", _host(peer)), "cannot start TLS with {}: {}", peer, error)
                 sock.close()
                 return
         connection = Transport(self, sock, peer, listener, next(self._connection_ids))
@@ -884,3 +915,8 @@ class _Dial:
             self.handler.connection_failed(error)
         except Exception:
             logger.exception("connection_failed of {} raised", self.options.name)
+
+
+def _host(peer: Any) -> Any:
+    """The host part of a peer address (the key repeats are counted under), or the address itself."""
+    return peer[0] if isinstance(peer, tuple) and peer else peer

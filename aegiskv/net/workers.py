@@ -5,8 +5,12 @@ Workers never touch sockets. A task is a plain callable; when it finishes, its
 :class:`~aegiskv.net.waker.Waker`, so replies are always written by the reactor.
 
 Shape after waitress's ``ThreadedTaskDispatcher``: a deque plus one
-``Condition``, named threads, every task wrapped so that an exception is logged
-and handed back as the result instead of killing the worker.
+``Condition``, named threads, every task wrapped so that an exception is handed
+back as the result instead of killing the worker. An ``OSError`` (a peer that
+refuses, a disk that is full) is the ``done`` callback's to report, in its own
+words: the pool logs it at debug, one line, repeats counted. Anything else is a
+bug and is logged with its traceback (never its locals: see
+aegiskv.server.daemon.setup_logging).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 from loguru import logger
+
+from aegiskv.obs.repeats import RepeatLimiter
 
 Task = Callable[[], Any]
 Done = Callable[[Any, BaseException | None], None]
@@ -35,6 +41,7 @@ class WorkerPool:
         self._on_done = on_done
         self._stopping = False
         self._busy = 0
+        self._repeats = RepeatLimiter()
         self._threads = [
             threading.Thread(target=self._run, name=f"{name}-{index}", daemon=True) for index in range(threads)
         ]
@@ -67,6 +74,9 @@ class WorkerPool:
             error: BaseException | None = None
             try:
                 result = task()
+            except OSError as exc:
+                error = exc
+                self._repeats.log("DEBUG", (type(exc), exc.errno), "worker task failed: {!r}", exc)
             except BaseException as exc:
                 error = exc
                 logger.opt(exception=exc).error("worker task failed")

@@ -38,14 +38,25 @@ _LOGURU_LEVELS = {"debug": "DEBUG", "info": "INFO", "warn": "WARNING", "error": 
 
 
 def setup_logging(level: str, log_format: str) -> None:
+    """One stderr sink, text or JSON.
+
+    ``diagnose=False`` on every sink: loguru's default prints the value of every
+    local variable in a traceback's frames, which puts the settings (the auth
+    token, the gossip secret), request keys and values and sealed gossip bytes
+    into the log. ``backtrace=False``: a traceback starts where the exception was
+    caught, as Python prints it, not at the thread's first frame. Tracebacks are
+    for unexpected exceptions only; expected errors log one line.
+    """
     logger.remove()
     if log_format == "json":
-        logger.add(sys.stderr, level=_LOGURU_LEVELS[level], serialize=True)
+        logger.add(sys.stderr, level=_LOGURU_LEVELS[level], serialize=True, diagnose=False, backtrace=False)
     else:
         logger.add(
             sys.stderr,
             level=_LOGURU_LEVELS[level],
             format="{time:YYYY-MM-DDTHH:mm:ss.SSSZ} {level: <7} {name}: {message}",
+            diagnose=False,
+            backtrace=False,
         )
 
 
@@ -187,8 +198,14 @@ def run(config: Settings) -> int:
             pid_written = True
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:
-            logger.info("received {}; draining", signal.Signals(signum).name)
-            server.reactor.call_soon(server.drain)
+            # No logging here: a signal that lands while this thread is inside a loguru call
+            # trips loguru's reentrance guard (a "Logging error" traceback). The reactor logs.
+            name = signal.Signals(signum).name
+            server.reactor.call_soon(lambda: drain_on(name))
+
+        def drain_on(name: str) -> None:
+            logger.info("received {}; draining", name)
+            server.drain()
 
         # Handlers before the ready line: a supervisor may signal as soon as it sees it.
         signal.signal(signal.SIGTERM, on_signal)

@@ -33,8 +33,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from loguru import logger
-
 from aegiskv.backends.base import StorageUnavailable, WriteAheadLogLike
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.net.reactor import Reactor
@@ -179,8 +177,9 @@ class Durability:
 
     def _repaired(self, failure: str | None, error: BaseException | None) -> None:
         if failure is not None or error is not None:
-            # Every retry_interval while the disk refuses: the failure was logged once, when it began.
-            logger.debug("write-ahead log still cannot be written: {}", failure or error)
+            # Every retry_interval while the disk refuses: the failure was logged once, when it
+            # began; at debug, one line a minute says it still is.
+            self.reactor.repeats.log("DEBUG", "repair", "write-ahead log still cannot be written: {}", failure or error)
             self.reactor.call_later(self.retry_interval, self._start_repair)
             return
         self._repairing = False

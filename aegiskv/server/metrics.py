@@ -25,6 +25,35 @@ from aegiskv.node.operations import Node
 from aegiskv.server.stats import BUCKET_BOUNDS_SECONDS, StatsRegistry
 
 
+class ReplicationSource(Protocol):
+    """The replica manager's report (aegiskv.server.replicas.ReplicaManager.info)."""
+
+    def info(self) -> dict[str, int | str]: ...
+
+
+# Replication counters on /metrics: INFO replication's name (without aegis_) -> help text.
+_REPLICATION_COUNTERS = {
+    "changes_replicated": "Changes this node sent to followers of the shards it leads",
+    "changes_applied": "Changes this node applied as a follower",
+    "resyncs_sent": "Shard snapshots sent to followers that fell behind or had a gap",
+    "resyncs_received": "Shard snapshots received as a follower",
+    "changes_discarded": "Changes a returning copy discarded because the new primary never had them",
+    "fenced": "Replication messages refused because they carried an older epoch",
+    "quorum_failures": "Writes answered 'outcome unknown' because their write quorum was not reached",
+    "quorum_timeouts": "Writes whose quorum wait ran out (quorum_timeout)",
+    "lease_lost_replies": "Writes answered 'outcome unknown' because the primary's lease lapsed while they waited",
+    "unreplicated_writes": "Writes applied while no follower was streaming",
+    "handoffs": "Shards this node handed to placement's preferred primary",
+    "lease_elections_started": "Lease elections this node started for a shard",
+    "lease_elections_won": "Lease elections this node won (it became the shard's primary)",
+    "lease_renewals": "Lease renewals this node completed as a primary",
+    "lease_grants": "Lease votes this node granted (renewals included)",
+    "lease_refusals": "Lease votes this node refused",
+    "lease_lost": "Leases this node lost (could not renew in time)",
+    "lease_releases": "Leases this node gave up (hand-off, shutdown)",
+}
+
+
 class MetricsSource(Protocol):
     """What the collector reads (aegiskv.server.wiring.Server has it); read when /metrics is scraped."""
 
@@ -32,6 +61,9 @@ class MetricsSource(Protocol):
     reactor: Reactor
     stats: StatsRegistry
     ready: bool
+
+    @property
+    def replicas(self) -> ReplicationSource | None: ...
 
     def node_stats(self) -> BackendStats: ...
 
@@ -115,6 +147,25 @@ class ServerCollector(Collector):
         yield CounterMetricFamily(
             "aegis_snapshot_failures", "Snapshots that could not be written", value=server.node.snapshot_failures
         )
+        if server.replicas is not None:
+            yield from _replication(server.replicas.info())
+
+
+def _replication(details: dict[str, int | str]) -> Iterator[Metric]:
+    shards = GaugeMetricFamily("aegis_replication_shards", "Shards this node holds a copy of, by role", labels=["role"])
+    shards.add_metric(["primary"], int(details["shards_primary"]))
+    shards.add_metric(["follower"], int(details["shards_follower"]))
+    yield shards
+    yield GaugeMetricFamily(
+        "aegis_replication_max_follower_lag_changes",
+        "Most changes any follower of a shard this node leads has yet to acknowledge",
+        value=int(details["max_follower_lag_changes"]),
+    )
+    yield GaugeMetricFamily(
+        "aegis_replication_links_up", "Cluster links to other replicas that are up", value=int(details["links_up"])
+    )
+    for name, help_text in _REPLICATION_COUNTERS.items():
+        yield CounterMetricFamily(f"aegis_replication_{name}", help_text, value=int(details[name]))
 
 
 def build_registry(server: MetricsSource) -> CollectorRegistry:

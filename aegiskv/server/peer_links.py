@@ -37,6 +37,7 @@ from aegiskv.cluster.peer_wire import (
     proof_matches,
 )
 from aegiskv.net.reactor import ConnectionHandler, Listener, ListenerOptions, Reactor, Transport
+from aegiskv.obs.repeats import RepeatLimiter
 
 Reply = Callable[[int, bytes], None]
 OnMessage = Callable[[str, int, bytes, Reply], None]
@@ -84,7 +85,8 @@ class _Link(ConnectionHandler):
         return self.transport.out_size if self.transport is not None else 0
 
     def refuse(self, reason: str) -> None:
-        logger.warning("cluster link with {} closed: {}", self.peer_id or self._address(), reason)
+        who = self.peer_id or self._address()
+        self.network.repeats.log("WARNING", ("closed", who, reason), "cluster link with {} closed: {}", who, reason)
         self.send(Kind.REFUSED, reason.encode()[:200])
         if self.transport is not None:
             self.transport.close()
@@ -102,7 +104,11 @@ class _Link(ConnectionHandler):
                     return
                 kind, payload = found
                 if kind == Kind.REFUSED:
-                    logger.warning("{} refused the cluster link: {}", self.peer_id or self._address(), payload[:200])
+                    who = self.peer_id or self._address()
+                    reason = payload[:200].decode("utf-8", "replace")
+                    self.network.repeats.log(
+                        "WARNING", ("refused", who), "{} refused the cluster link: {}", who, reason
+                    )
                     self.transport.close()
                     return
                 if self.ready:
@@ -206,6 +212,7 @@ class PeerNetwork:
         self._backoff: dict[str, float] = {}
         self._retry_scheduled: set[str] = set()
         self.counters = {"links_up": 0, "links_down": 0, "handshakes_refused": 0}
+        self.repeats = RepeatLimiter()
 
     def listen(self, address: tuple[str, int], max_connections: int = 256) -> Listener:
         """The cluster port: inbound sessions, pre-authentication limits of the handshake."""
@@ -287,9 +294,12 @@ class PeerNetwork:
         del self._links[link.peer_id]
         if link.ready:
             self.counters["links_down"] += 1
-            logger.warning("cluster link to {} went down", link.peer_id)
+            self.repeats.log("WARNING", ("down", link.peer_id), "cluster link to {} went down", link.peer_id)
         elif error is not None:
-            logger.debug("cannot reach {} for a cluster link: {}", link.peer_id, error)
+            # Retried every few seconds while the peer is down: one line, repeats counted.
+            self.repeats.log(
+                "DEBUG", ("unreachable", link.peer_id), "cannot reach {} for a cluster link: {}", link.peer_id, error
+            )
         if link.peer_id in self._addresses and link.peer_id not in self._retry_scheduled:
             delay = self._backoff.get(link.peer_id, _RECONNECT_FIRST)
             self._backoff[link.peer_id] = min(delay * 2, _RECONNECT_MAX)

@@ -479,7 +479,15 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
     def _violation(self, violation: Violation) -> None:
         transport = self.transport
         assert transport is not None
-        logger.info("closing connection from {}: {}", transport.peer, violation.reason)
+        # A broken or hostile client repeats its violation on every connection: counted per port and host.
+        host = transport.peer[0] if isinstance(transport.peer, tuple) else transport.peer
+        transport.reactor.repeats.log(
+            "INFO",
+            ("violation", transport.options.name, host),
+            "closing connection from {}: {}",
+            transport.peer,
+            violation.reason,
+        )
         self._closing = True
         if violation.discard:
             self._held.clear()

@@ -701,12 +701,15 @@ class ReplicaManager:
 
     def info(self) -> dict[str, int | str]:
         """INFO replication: roles, positions, lag (reactor thread, or any thread for a rough view)."""
-        leading = [state for state in self._shards.values() if state.leading_epoch]
-        following = [state for state in self._shards.values() if not state.leading_epoch]
+        # list() copies each dict in one step under the GIL: /metrics reads this from the
+        # ops thread while the reactor may add or drop a shard or a follower.
+        shards = list(self._shards.values())
+        leading = [state for state in shards if state.leading_epoch]
+        following = [state for state in shards if not state.leading_epoch]
         lag = 0
         for state in leading:
             last = state.backlog.last_seq
-            for progress in state.tracker.followers.values():
+            for progress in list(state.tracker.followers.values()):
                 lag = max(lag, last - progress.acked_seq)
         result: dict[str, int | str] = {
             "role": "primary" if leading else "follower",
@@ -716,7 +719,7 @@ class ReplicaManager:
             "max_follower_lag_changes": lag,
             "links_up": sum(1 for peer in self._peer_ids() if self.peers is not None and self.peers.is_up(peer)),
         }
-        states = [stream.state for state in leading for stream in state.streams.values()]
+        states = [stream.state for state in leading for stream in list(state.streams.values())]
         result.update({f"streams_{name}": states.count(name) for name in ("offered", "snapshot", "streaming")})
         result.update(self.counters)
         result.update({f"lease_{name}": value for name, value in self.leases.counters.items()})

@@ -792,7 +792,19 @@ def build(
             sources[name] = source
     if merged["node_id"] is None:
         merged["node_id"] = socket.gethostname() or "aegis"
+    _check_together(merged, sources)
     return Settings(**merged, sources=sources)
+
+
+def _check_together(merged: dict[str, Any], sources: dict[str, str]) -> None:
+    """Settings valid one by one that contradict each other: refused at start, not met at the first write."""
+    copies = merged["replication_factor"]
+    quorum = merged["write_quorum"]
+    if quorum > copies:
+        raise ConfigError(
+            f"{sources['write_quorum']}: write_quorum = {quorum}: only replication_factor = {copies} copies "
+            f"exist; expected -1 (every replica), 0 (the primary alone) or 1 to {copies}"
+        )
 
 
 def add_flags(parser: Any) -> None:

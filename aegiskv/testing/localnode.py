@@ -4,6 +4,10 @@
 waits until the node logs the addresses it bound (port 0 works: the OS picks a
 free port and the node prints it on its ``aegis ready:`` line), and keeps reading its output so the pipe never
 fills. ``stop()`` sends SIGTERM and waits for the drain; ``kill()`` is SIGKILL.
+
+``command_prefix`` runs the node under a launcher that ``exec``s it, such as
+``ip netns exec NAME`` (a node inside a network namespace): the process's PID
+is then the node's own, so ``kill()`` and signals reach the node itself.
 """
 
 from __future__ import annotations
@@ -39,8 +43,10 @@ class LocalNode:
         env: Mapping[str, str] | None = None,
         start_timeout: float = 20.0,
         python: str = sys.executable,
+        command_prefix: Sequence[str] = (),
     ) -> None:
-        command = [python, "-m", "aegiskv", "--bind", bind, "--resp-bind", resp_bind, "--data-dir", data_dir]
+        command = [*command_prefix, python, "-m", "aegiskv"]
+        command += ["--bind", bind, "--resp-bind", resp_bind, "--data-dir", data_dir]
         command += ["--gossip", gossip or "off"]
         if gossip:
             # The cluster port (leases, replication) on the gossip host, any free port unless given.

@@ -7,9 +7,9 @@ native ``TOPOLOGY`` uses, with two translations:
 
 * Redis node ids are 40 hex characters; an AegisKV node id is any text, so
   RESP replies name a node by the SHA-1 of its id (``redis_node_id``).
-* Only primaries are listed as serving slots. A shard's followers hold no copy
-  until replication exists, and a client told about replicas would read from
-  them (redis-py with ``read_from_replicas``).
+* Only primaries are listed as serving slots. Followers hold copies, but no
+  node serves reads for a shard it does not lead, and a client told about
+  replicas would send reads to them (redis-py with ``read_from_replicas``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Observability helpers every layer may use: nothing here imports the rest of aegiskv."""

@@ -1,0 +1,368 @@
+"""Real faults on real processes: kill -9, SIGSTOP, partitions and restarts, under a steady writer.
+
+Two groups (the harness itself is tests/faults/, its checker's definitions
+are pinned in tests/test_fault_checker.py):
+
+* **Harness checks** run today. Each would fail if the harness lied: an RF-1
+  cluster must lose exactly the killed node's acknowledged writes (no more,
+  no fewer, all attributed to it); a SIGSTOPped node must acknowledge nothing
+  while stopped (and, in a build without leases, what it answers on waking
+  must be flagged as stale acknowledgements); a partition must really stop packets, in the directions
+  asked, and heal; a restart must come back with the same id and data dir;
+  and on Redis Cluster, which replicates, the checker must find no loss
+  beyond the last instant before a master's death.
+
+* **Replication acceptance tests** are written against the replication
+  targets and skip until the daemon has ``--write-quorum``; then they turn on
+  by themselves. At W = majority of RF 3 they demand 0 acknowledged writes
+  lost and 0 acknowledgements from a node whose lease had run out, after
+  kill -9 of a primary, SIGSTOP of a primary for twice the lease, a partition
+  of a primary from its followers with clients on both sides, and a restart
+  with the same id, and kill -9 of one node while another is stopped; after
+  kill -9, every shard writable again within 3 s and
+  no client error once it is. At W = 0 they demand no stale acknowledgement
+  and report the writes lost. ``AEGIS_FAULT_RUNS=20`` repeats each (CI: 1).
+
+Needs root (namespaces, nftables); skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.faults.checker import CheckSettings, Timeline
+from tests.faults.cluster import REDIS_SERVER, AegisCluster, RedisCluster
+from tests.faults.nemesis import Nemesis
+from tests.faults.netns import Host, Network, unavailable_reason
+from tests.faults.run import RunOptions, RunResult, isolate, kill, kill_restart, pause, run_faults, together
+
+pytestmark = [pytest.mark.needs_root, pytest.mark.slow]
+
+RUNS = int(os.environ.get("AEGIS_FAULT_RUNS", "1"))
+LEASE = 2.0  # the daemon's default lease (aegiskv/cluster/leases.py LeaseTiming)
+MAJORITY_OF_RF3 = 2
+
+MakeAegis = Callable[..., AegisCluster]
+
+
+@pytest.fixture
+def network() -> Iterator[Network]:
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with Network() as made:
+        yield made
+
+
+@pytest.fixture
+def aegis(network: Network, tmp_path: Path) -> Iterator[MakeAegis]:
+    """Factory: ``aegis("--replication-factor", "1", sides=2)`` starts 3 nodes and waits for one map."""
+    started: list[AegisCluster] = []
+
+    def make(*args: str, sides: int = 1, size: int = 3) -> AegisCluster:
+        cluster = AegisCluster(network, tmp_path / f"aegis{len(started)}", size, args=args, client_sides=sides)
+        started.append(cluster)
+        cluster.start_all()
+        return cluster
+
+    yield make
+    for cluster in started:
+        cluster.close()
+
+
+def report(result: RunResult, title: str) -> None:
+    """The human table on stdout (``-s``), the summary in the test's report properties."""
+    print("\n" + result.table(title))
+
+
+def acked_before(result: RunResult, moment: float, slots: frozenset[int]) -> set[bytes]:
+    return {w.key for w in result.workload.writes if w.ok and w.done < moment and w.slot in slots}
+
+
+# -- harness checks (run today) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["resp", "native"])
+def test_rf1_kill_9_loses_exactly_what_the_killed_node_acknowledged(aegis: MakeAegis, protocol: str) -> None:
+    cluster = aegis("--replication-factor", "1")
+    result = run_faults(cluster, kill("n1", after=4.0), RunOptions(protocol=protocol, rate=300, cooldown=1.5))
+    report(result, f"RF 1, kill -9 n1 ({protocol})")
+    killed = result.timeline.events[0]
+    assert killed.kind == "kill" and killed.nodes == ("n1",)
+    victim_slots = killed.impacts[0].slots
+    expected = acked_before(result, killed.at, victim_slots)
+    assert expected, "the writer acknowledged nothing on n1 before the kill: no test"
+    # With one copy, what n1 acknowledged dies with it, and nothing else may be reported lost.
+    assert result.lost() == expected
+    assert result.summary["lost"] == len(expected)
+    assert result.summary["lost_by_acking_node"] == {"n1": len(expected)}
+    # The other nodes' slots kept every acknowledged write.
+    survivors = {w.key for w in result.workload.writes if w.ok and w.slot not in victim_slots}
+    assert all(result.final[key] is not None for key in survivors)
+    # n1's slots were unwritable for a measurable while (death is detected by gossip, not instantly)
+    # and became writable again on the survivors.
+    impact = result.summary["events"][0]["impacts"][0]
+    assert impact["never_writable_again"] == 0
+    assert 0.2 < impact["window_s"] < 15.0, impact
+    assert all(w.node != "n1" for w in result.workload.writes if w.ok and w.sent > killed.at)
+
+
+def test_a_stopped_node_acknowledges_nothing_until_it_is_continued(aegis: MakeAegis) -> None:
+    cluster = aegis("--replication-factor", "1")
+    seconds = LEASE + 0.5  # past a lease and the checker's tolerance
+    states: list[str] = []
+
+    def scenario(nemesis: Nemesis) -> None:
+        paused = nemesis.pause("n2")
+        states.append(_process_state(cluster.pid("n2")))
+        time.sleep(max(0.0, paused.at + seconds - time.monotonic()))
+        nemesis.resume("n2")
+        states.append(_process_state(cluster.pid("n2")))
+        time.sleep(3.0)
+
+    result = run_faults(cluster, scenario, RunOptions(protocol="resp", rate=300, cooldown=1.0))
+    report(result, "RF 1, SIGSTOP n2 for 2.5 s")
+    assert states[0] == "T" and states[1] != "T", states
+    [cut] = result.timeline.cuts
+    assert cut.node == "n2" and cut.kind == "pause"
+    assert cut.end - cut.start == pytest.approx(seconds, abs=0.3)
+    acks_by_n2 = [w for w in result.workload.writes if w.ok and w.node == "n2"]
+    assert any(w.done < cut.start for w in acks_by_n2), "no acknowledgement was attributed to n2 before the pause"
+    # A stopped process sends nothing: an acknowledgement "from n2" read while it was stopped
+    # would mean the attribution (or the pause) is wrong. 0.2 s: replies already on their way.
+    assert not [w for w in acks_by_n2 if cut.start + 0.2 < w.done < cut.end], "n2 answered while stopped"
+    pause_event = result.summary["events"][0]
+    assert pause_event["kind"] == "pause"
+    assert pause_event["impacts"][0]["window_s"] is None or pause_event["impacts"][0]["window_s"] > 0.2
+    if "--write-quorum" not in _daemon_help():
+        # No leases in this build: on SIGCONT n2 answers the SETs queued in its sockets (redis-py
+        # waits without a timeout by default), past any lease it could have held. The checker
+        # must flag them, and only them.
+        stale = result.summary["stale_ack_examples"]
+        assert result.summary["stale_acks"] > 0
+        assert all(entry["node"] == "n2" and entry["acked"] >= entry["cut_end"] for entry in stale), stale
+
+
+def _process_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0]
+
+
+def _tcp_reaches(host: Host, address: str, port: int) -> bool:
+    def attempt() -> bool:
+        try:
+            with socket.create_connection((address, port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    return host.run(attempt, timeout=10)
+
+
+def _udp_delivered(sender: Host, receiver: Host) -> bool:
+    """One datagram from ``sender`` to ``receiver`` (on a port of the test's own): did it arrive?"""
+
+    def bind() -> socket.socket:
+        # Made inside the receiver's namespace: a socket belongs to its creator thread's namespace.
+        listening = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        listening.bind((receiver.address, 0))
+        listening.settimeout(0.5)
+        return listening
+
+    listening = receiver.run(bind, timeout=5)
+    try:
+        port = listening.getsockname()[1]
+
+        def send() -> None:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+                out.sendto(b"probe", (receiver.address, port))
+
+        sender.run(send, timeout=5)
+        try:
+            return listening.recv(16) == b"probe"
+        except OSError:
+            return False
+    finally:
+        listening.close()
+
+
+def test_partitions_stop_real_packets_in_the_directions_asked_and_heal(aegis: MakeAegis) -> None:
+    cluster = aegis(sides=2)
+    n0, n1, n2 = (cluster.hosts[name] for name in ("n0", "n1", "n2"))
+    c0, c1 = cluster.clients
+    nemesis = Nemesis(cluster, Timeline())
+    try:
+        event = nemesis.partition([["n1", "c1"], ["n0", "n2", "c0"]])
+        assert event.kind == "partition" and event.nodes == ("n1", "n0", "n2")
+        assert [impact.label for impact in event.impacts] == ["c0: n1 fail over", "c1 cut from majority"]
+        # Each side reaches its own nodes only.
+        port = cluster.native_port
+        assert _tcp_reaches(c0, n0.address, port) and _tcp_reaches(c1, n1.address, port)
+        assert not _tcp_reaches(c0, n1.address, port) and not _tcp_reaches(c1, n2.address, port)
+        time.sleep(1.0)  # gossip keeps knocking
+        dropped = nemesis.dropped_packets()
+        assert dropped["n1"] > 0 and dropped["n0"] > 0, dropped
+        healed = nemesis.heal()
+        assert healed.kind == "heal" and healed.nodes == ("n1",)
+        [cut] = nemesis.timeline.cuts
+        assert (cut.node, cut.kind) == ("n1", "isolated") and cut.end > cut.start
+        assert _tcp_reaches(c0, n1.address, port) and _tcp_reaches(c1, n2.address, port)
+
+        # One way: n0's packets to n2 vanish, n2's to n0 still arrive; n0 and n2 are not linked,
+        # so with n1 still linked to both nobody is cut off from a majority.
+        one_way = nemesis.one_way(["n0"], ["n2"])
+        assert not _udp_delivered(n0, n2)
+        assert _udp_delivered(n2, n0)
+        assert _udp_delivered(n0, n1) and _udp_delivered(n1, n2)
+        assert one_way.impacts == ()
+        nemesis.heal()
+        assert _udp_delivered(n0, n2)
+        assert nemesis.dropped_packets() == {}
+        listing = n2.run(lambda: subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout)
+        assert "aegis_fault" not in listing
+    finally:
+        nemesis.close()
+
+
+def test_restart_brings_back_the_same_node_with_its_data_dir(aegis: MakeAegis) -> None:
+    cluster = aegis("--replication-factor", "1", "--wal", "write")
+    first_pid = cluster.pid("n1")
+    result = run_faults(
+        cluster, kill_restart("n1", downtime=3.0, after=3.0), RunOptions(protocol="native", rate=300, cooldown=1.0)
+    )
+    report(result, "RF 1, --wal write, kill -9 n1, restart")
+    killed, restarted = result.timeline.events
+    assert (killed.kind, restarted.kind) == ("kill", "restart")
+    assert cluster.pid("n1") != first_pid
+    assert set(cluster.topologies()["n0"]["nodes"]) == {"n0", "n1", "n2"}
+    # Same id and data dir: n1 owns its old slots again and its log brought back every write it
+    # acknowledged before the kill (a fresh data dir or a new id would lose them all).
+    kept = acked_before(result, killed.at, killed.impacts[0].slots)
+    assert kept and not kept & result.lost()
+    assert "serving after" in restarted.detail
+    assert any(w.ok and w.node == "n1" and w.sent > restarted.at for w in result.workload.writes)
+
+
+@pytest.mark.skipif(REDIS_SERVER is None, reason="needs redis-server")
+def test_on_redis_cluster_a_killed_master_loses_at_most_its_last_instant(network: Network, tmp_path: Path) -> None:
+    cluster = RedisCluster(network, tmp_path, node_timeout_ms=2000)
+    try:
+        cluster.start_all()
+        victim = cluster.slot_owners()[0]
+        options = RunOptions(protocol="resp", rate=300, cooldown=1.0, client_options={"socket_timeout": 1.0})
+        result = run_faults(cluster, kill(victim, after=6.0), options)
+    finally:
+        cluster.close()
+    report(result, f"Redis Cluster, kill -9 master {victim}")
+    killed = result.timeline.events[0]
+    # A replicating system: the checker must not invent losses. Replication is asynchronous, so
+    # only writes acknowledged in the last moment before the kill may be missing.
+    assert all(w.done > killed.at - 0.1 for w in result.workload.writes if w.key in result.lost())
+    assert result.summary["acked"] > 500
+    impact = result.summary["events"][0]["impacts"][0]
+    assert impact["never_writable_again"] == 0 and impact["window_s"] > 1.0  # node timeout 2 s, then election
+
+
+# -- replication acceptance (turn on when the daemon has --write-quorum) ----------------------------
+
+
+@functools.cache
+def _daemon_help() -> str:
+    environment = {**os.environ, "PYTHONSAFEPATH": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "aegiskv", "--help"], capture_output=True, text=True, env=environment
+    ).stdout
+
+
+@pytest.fixture
+def replication() -> None:
+    if "--write-quorum" not in _daemon_help():
+        pytest.skip("replication is not in this build (aegis has no --write-quorum)")
+
+
+WRITE_QUORUMS = [pytest.param(MAJORITY_OF_RF3, id="W=majority"), pytest.param(0, id="W=0")]
+RUN_NUMBERS = [pytest.param(number, id=f"run{number}") for number in range(RUNS)]
+SETTINGS = CheckSettings(lease=LEASE)
+
+
+def _verdict(result: RunResult, quorum: int, title: str) -> dict[str, Any]:
+    report(result, f"{title}, W={quorum}")
+    summary = result.summary
+    # Leases hold whatever the quorum: no acknowledgement from a node whose lease had run out.
+    assert summary["stale_acks"] == 0, json.dumps(summary["stale_ack_examples"], indent=1)
+    if quorum >= MAJORITY_OF_RF3:
+        assert summary["lost"] == 0, json.dumps(summary["lost_examples"], indent=1)
+    return summary
+
+
+@pytest.mark.usefixtures("replication")
+@pytest.mark.parametrize("run", RUN_NUMBERS)
+@pytest.mark.parametrize("protocol", ["resp", "native"])
+@pytest.mark.parametrize("quorum", WRITE_QUORUMS)
+def test_kill_9_of_a_primary(aegis: MakeAegis, quorum: int, protocol: str, run: int) -> None:
+    cluster = aegis("--write-quorum", str(quorum))
+    # Library defaults on both clients: riding out a failover must need no tuning.
+    options = RunOptions(protocol=protocol, rate=400, cooldown=2.0, check=SETTINGS)
+    summary = _verdict(run_faults(cluster, kill("n1", after=6.0), options), quorum, f"kill -9 n1 ({protocol})")
+    impact = summary["events"][0]["impacts"][0]
+    assert impact["never_writable_again"] == 0
+    assert impact["unit_p99_s"] <= 3.0, impact["unit_windows_s"]
+    # Errors only while the shards were unwritable, none once they were written again.
+    assert summary["errors"]["outside"] == 0, summary["errors"]["outside_examples"]
+
+
+@pytest.mark.usefixtures("replication")
+@pytest.mark.parametrize("run", RUN_NUMBERS)
+@pytest.mark.parametrize("quorum", WRITE_QUORUMS)
+def test_sigstop_of_a_primary_for_twice_the_lease(aegis: MakeAegis, quorum: int, run: int) -> None:
+    cluster = aegis("--write-quorum", str(quorum))
+    # The writer waits longer than the pause: whatever n1 had queued is answered after SIGCONT,
+    # which is exactly when a node that ignores its lease's end would acknowledge it.
+    options = RunOptions(protocol="resp", rate=400, client_options={"socket_timeout": 3 * LEASE}, check=SETTINGS)
+    summary = _verdict(run_faults(cluster, pause("n1", 2 * LEASE), options), quorum, "SIGSTOP n1 for 2 leases")
+    assert summary["events"][0]["impacts"][0]["never_writable_again"] == 0
+
+
+@pytest.mark.usefixtures("replication")
+@pytest.mark.parametrize("run", RUN_NUMBERS)
+@pytest.mark.parametrize("quorum", WRITE_QUORUMS)
+def test_partition_of_a_primary_with_clients_on_both_sides(aegis: MakeAegis, quorum: int, run: int) -> None:
+    cluster = aegis("--write-quorum", str(quorum), sides=2)
+    options = RunOptions(protocol="resp", rate=400, sides=2, client_options={"socket_timeout": 1.0}, check=SETTINGS)
+    scenario = isolate("n1", 3 * LEASE, client_with_victim="c1")
+    summary = _verdict(run_faults(cluster, scenario, options), quorum, "n1 and c1 cut off for 3 leases")
+    majority_side = next(i for i in summary["events"][0]["impacts"] if i["label"] == "c0: n1 fail over")
+    assert majority_side["never_writable_again"] == 0
+
+
+@pytest.mark.usefixtures("replication")
+@pytest.mark.parametrize("run", RUN_NUMBERS)
+@pytest.mark.parametrize("quorum", WRITE_QUORUMS)
+def test_restart_of_a_node_with_the_same_id(aegis: MakeAegis, quorum: int, run: int) -> None:
+    cluster = aegis("--write-quorum", str(quorum))
+    options = RunOptions(protocol="native", rate=400, check=SETTINGS)
+    summary = _verdict(run_faults(cluster, kill_restart("n1", downtime=3.0), options), quorum, "kill -9 n1, restart")
+    assert all(impact["never_writable_again"] == 0 for event in summary["events"] for impact in event["impacts"])
+
+
+@pytest.mark.usefixtures("replication")
+@pytest.mark.parametrize("run", RUN_NUMBERS)
+@pytest.mark.parametrize("quorum", WRITE_QUORUMS)
+def test_kill_9_of_a_primary_while_another_node_is_stopped(aegis: MakeAegis, quorum: int, run: int) -> None:
+    cluster = aegis("--write-quorum", str(quorum))
+    # One node of three left: no majority, so no shard may take writes until n2 is continued.
+    scenario = together(kill("n1", after=2 * LEASE + 4.0), pause("n2", 2 * LEASE, after=0.0))
+    options = RunOptions(protocol="native", rate=400, check=SETTINGS)
+    summary = _verdict(run_faults(cluster, scenario, options), quorum, "kill -9 n1 while n2 is stopped")
+    assert all(impact["never_writable_again"] == 0 for event in summary["events"] for impact in event["impacts"])
