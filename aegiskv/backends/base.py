@@ -10,10 +10,11 @@ under its own lock (see ``aegiskv.keyspace``), which keeps the backends simple
 and lets the node group several backend calls into one atomic operation
 (compare-and-set, conditional writes).
 
-Plugin authors: subclass :class:`Backend`, accept ``(options, clock)`` in the
-constructor, and register the class in the ``aegiskv.backends`` entry-point
-group. ``tests/test_backend_contract.py`` is the suite every backend passes;
-run it against yours.
+Plugin authors: import these names from :mod:`aegiskv.plugin_api`, subclass
+:class:`Backend`, accept ``(options, clock)`` in the constructor, and register
+the class in the ``aegiskv.backends`` entry-point group.
+:mod:`aegiskv.testing.backend_contract` is the suite every backend passes
+(AegisKV runs it against its own); run it against yours.
 """
 
 from __future__ import annotations
@@ -34,12 +35,18 @@ Clock = Callable[[], int]
 
 NO_EXPIRY: Final = 0
 
+# The entry-point group backends register in (aegiskv.server.plugins loads them).
+BACKENDS_GROUP: Final = "aegiskv.backends"
+
 
 def wall_clock_ms() -> int:
+    """The wall clock in milliseconds: the :data:`Clock` a backend runs on in the server."""
     return time.time_ns() // 1_000_000
 
 
 class Entry(NamedTuple):
+    """One stored key as :meth:`Backend.get_entry` reports it."""
+
     value: Value
     version: int
     expires_at_ms: int  # NO_EXPIRY (0) when the key has no TTL
@@ -63,6 +70,8 @@ class BackendOptions:
 
 @dataclass(frozen=True)
 class BackendStats:
+    """A backend's figures for INFO and /metrics (:meth:`Backend.stats`)."""
+
     keys: int
     keys_with_ttl: int
     used_bytes: int
@@ -158,7 +167,11 @@ class Backend(ABC):
         """Number of stored keys (including expired keys not yet removed)."""
 
     @abstractmethod
-    def stats(self) -> BackendStats: ...
+    def stats(self) -> BackendStats:
+        """Key counts, bytes used against the limit, evictions and expirations so far.
+
+        ``used_bytes`` must stay at or under ``limit_bytes`` after every write.
+        """
 
     def memory_bounds(self) -> tuple[int, int]:
         """(used_bytes, limit_bytes) as :meth:`stats` gives them, without its sampled figures."""
@@ -225,17 +238,31 @@ class WriteAheadLogLike(Protocol):
     undos: int
 
     @property
-    def has_buffered(self) -> bool: ...
+    def has_buffered(self) -> bool:
+        """Records were appended that :meth:`write_out` has not yet handed to the OS."""
+        ...
 
     @property
-    def has_unlogged(self) -> bool: ...
+    def has_unlogged(self) -> bool:
+        """Records were given up (never reached the OS); the backend's ``undo_unlogged`` takes them."""
+        ...
 
-    def write_out(self) -> None: ...
+    def write_out(self) -> None:
+        """Hand every buffered record to the OS; a storage error gives records up and sets ``failure``."""
+        ...
 
-    def sync(self) -> int: ...
+    def sync(self) -> int:
+        """fsync what was written (from a worker thread); returns the sequence number now durable."""
+        ...
 
-    def repair(self) -> None: ...
+    def repair(self) -> None:
+        """Make a failed log writable again; raises OSError while the disk still refuses."""
+        ...
 
-    def settled_through(self, seq: int) -> int: ...
+    def settled_through(self, seq: int) -> int:
+        """``seq`` less the given-up records at its top: only the result must still be written."""
+        ...
 
-    def undone_since(self, undos: int, seq: int) -> bool: ...
+    def undone_since(self, undos: int, seq: int) -> bool:
+        """Whether a range undone after the first ``undos`` holds a record at or below ``seq``."""
+        ...
