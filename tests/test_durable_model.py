@@ -48,7 +48,7 @@ TTLS = st.one_of(st.none(), st.integers(1, 2_000))
 DOWNTIMES = st.sampled_from([0, 1, 1_000, None])
 
 # (backend class, wal_mode, changes made through the backend's in-memory store) per id.
-# Through the store is how the node's fast path makes them (Backend.memory): the
+# Through the store is how the node's fast path makes them (WalBackend.memory): the
 # log hears of each as the store's listener, and must replay them the same.
 KINDS = {
     "wal-write": (WalBackend, "write", False),

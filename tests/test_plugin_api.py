@@ -75,6 +75,8 @@ def test_the_api_module_exports_exactly_its_all() -> None:
     public = {name for name in vars(plugin_api) if not name.startswith("_")} - {"annotations", "Final"}
     assert public == set(plugin_api.__all__)
     assert plugin_api.API_VERSION == 1
+    # The node's direct calls to the built-ins' in-memory store are no part of the plugin API.
+    assert not hasattr(plugin_api.Backend, "memory")
     assert plugin_api.BACKENDS_GROUP == plugins.BACKENDS_GROUP == "aegiskv.backends"
     assert set(plugins.GROUPS) == {plugin_api.BACKENDS_GROUP, plugin_api.PLACEMENT_GROUP, plugin_api.MEMBERSHIP_GROUP}
 

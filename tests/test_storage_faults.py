@@ -129,7 +129,7 @@ WRITE_FAULTS = {
 
 
 # "memory": the change made on the backend's in-memory store, as the node's fast path
-# makes it (Backend.memory); the log hears of it as a listener and must undo it the same.
+# makes it (WalBackend.memory); the log hears of it as a listener and must undo it the same.
 @pytest.mark.parametrize("through", ["backend", "memory"])
 @pytest.mark.parametrize("fault", list(WRITE_FAULTS))
 @pytest.mark.parametrize("change", list(CHANGES))

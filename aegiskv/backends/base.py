@@ -183,24 +183,6 @@ class Backend(ABC):
     def last_version(self) -> int:
         """The largest version handed out so far."""
 
-    @property
-    def memory(self) -> Backend | None:
-        """The in-memory backend that holds this backend's keyspace, or None (the default).
-
-        A backend built around an in-memory store returns that store, and
-        promises that calling it is the same as calling this backend for every
-        keyspace method -- reads, writes (``put``, ``apply``, ``delete``,
-        ``set_expiry``, ``flush``), ``expire_step`` and the introspection
-        methods -- because it hears of each change made through the store (a
-        write-ahead log listens to it). The node then calls the store directly:
-        the built-ins return their ``MemoryBackend``, whose methods the
-        compiled build calls without a generic call. The lifecycle hooks
-        (``close``, ``log``, ``undo_unlogged``, ``begin_snapshot``,
-        ``snapshot_interval``) stay on this backend. Fixed for the backend's
-        life; O(1).
-        """
-        return None
-
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release files and threads; the backend is not used afterwards."""
 

@@ -734,6 +734,8 @@ class MemoryBackend(Backend):
 
     @property
     def memory(self) -> MemoryBackend:
+        """This store itself: what the node calls directly (aegiskv.node.operations), as for
+        the WAL backend's store. AegisKV's own backends only; not in the plugin API."""
         return self
 
     # -- introspection -------------------------------------------------------------

@@ -166,6 +166,8 @@ class WalBackend(Backend):
 
     @property
     def memory(self) -> MemoryBackend:
+        """The store that holds the keyspace; a change made on it is logged all the same (its
+        listener is the log). The node calls it directly; not in the plugin API."""
         return self._memory
 
     # -- the Backend interface: memory's, logged by its listener ---------------------------

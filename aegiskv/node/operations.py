@@ -135,13 +135,15 @@ class Node:
         self.backend = backend  # fixed for the node's life: its hot methods are bound below
         self._backend_get = backend.get
         self._backend_put = backend.put
-        # The in-memory store that holds the keyspace, when the backend has one (the
-        # built-ins: memory itself, and the WAL and snapshot backends, whose log
-        # listens to it; see Backend.memory). Compiled (setup.py), a call on its
-        # native class is a direct call, where one through the Backend interface
-        # (or a bound method) is a generic call, about a tenth of a GET's instructions;
-        # interpreted, it saves the WAL backend's frame that passes the call on.
-        memory = backend.memory
+        # The in-memory store that holds the keyspace, when the backend is built on
+        # one: the built-ins' ``memory`` (MemoryBackend itself, and the WAL and snapshot
+        # backends, whose log listens to it; see aegiskv.backends.wal). Not part of the
+        # plugin API: a plugin's backend is always called through the interface.
+        # Compiled (setup.py), a call on the native class is a direct call, where one
+        # through the Backend interface (or a bound method) is a generic call, about a
+        # tenth of a GET's instructions; interpreted, it saves the WAL backend's frame
+        # that passes the call on.
+        memory = getattr(backend, "memory", None)
         self._memory = memory if isinstance(memory, MemoryBackend) else None
         self.limits = limits
         self.shards = shard_mapper
