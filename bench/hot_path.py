@@ -16,7 +16,13 @@ With ``--against REF`` the same measurement runs on a worktree of REF in a
 subprocess, interleaved with the working tree, and the table shows the ratio.
 With ``--installed PYTHON`` it also measures the aegiskv installed for that
 interpreter -- ``.tox/py311/bin/python`` holds the build compiled by mypyc
-(setup.py) -- against the working tree's sources run interpreted.
+(setup.py) -- against the working tree's sources run interpreted; given
+twice (two compiled builds, before and after a change) it measures both.
+
+With ``--wal write`` (or ``fsync``) the node keeps a write-ahead log (the
+snapshot backend, as ``aegis --wal write``): the log's records are written out
+and held replies released at the end of each loop turn, as the server does
+(an fsync runs in a worker and is not timed).
 
 With ``--instructions`` it counts instructions per request instead of timing
 (valgrind's cachegrind, the difference between a short and a longer run, so
@@ -27,9 +33,10 @@ random-key shapes cost more in time than their counts suggest. About half a
 minute per shape and contender; ``--shapes get:1:random,set:1:random`` narrows.
 
     python bench/hot_path.py [--against HEAD~1] [--installed .tox/py311/bin/python] [--rounds 9]
-                             [--instructions] [--shapes OP:PER_READ:KEYS,...]
+                             [--instructions] [--shapes OP:PER_READ:KEYS,...] [--wal write]
 
-Writes bench/results/hot_path.txt and .json (hot_path_instructions.* with --instructions).
+Writes bench/results/hot_path.txt and .json (hot_path_instructions.* with --instructions;
+a ``_wal`` suffix with --wal).
 """
 
 from __future__ import annotations
@@ -97,10 +104,11 @@ class NoPoller:
     unregister = register
 
 
-def measure(op: str, pipeline: int, keys: str, rounds: int, requests: int, source: bool) -> float:
+def measure(op: str, pipeline: int, keys: str, rounds: int, requests: int, source: bool, wal: str = "off") -> float:
     """Best microseconds per request over ``rounds`` rounds, in this process's aegiskv.
 
     ``source``: the aegiskv sources in the working directory, else the installed package.
+    ``wal``: the node's --wal mode.
     """
     if source:
         sys.path.insert(0, os.getcwd())
@@ -119,6 +127,7 @@ def measure(op: str, pipeline: int, keys: str, rounds: int, requests: int, sourc
             "resp_bind": "127.0.0.1:0",
             "health_addr": "127.0.0.1:0",
             "log_level": "warn",
+            "wal": wal,
         },
     )
     server, _data_dir = build_server(settings)
@@ -150,15 +159,22 @@ def measure(op: str, pipeline: int, keys: str, rounds: int, requests: int, sourc
         protocol.connection_made(connection)
     handle_read = connection.handle_read
     flush = reactor._flush_dirty
+    # What the loop runs at the end of each turn: with a log, its write-out and the
+    # release of the replies held for it (aegiskv.server.durability).
+    end_of_turn = list(reactor.end_of_turn)
     turns = max(1, requests // pipeline)
     for _ in range(turns // 10):  # warm up
         handle_read()
+        for hook in end_of_turn:
+            hook()
         flush()
     best = float("inf")
     for _ in range(rounds):
         started = time.perf_counter()
         for _ in range(turns):
             handle_read()
+            for hook in end_of_turn:
+                hook()
             flush()
         best = min(best, (time.perf_counter() - started) / (turns * pipeline))
     return best * 1e6
@@ -168,13 +184,14 @@ class Contender(NamedTuple):
     python: str
     directory: Path  # the working directory of the measuring process
     source: bool  # import aegiskv from ``directory`` (else the interpreter's installed one)
+    wal: str = "off"  # the node's --wal mode
 
 
 def measure_in(contender: Contender, shape: tuple[str, int, str], rounds: int, requests: int) -> float:
     """Run :func:`measure` for ``shape`` in a fresh interpreter (pinned to one CPU if possible)."""
     op, pipeline, keys = shape
     command = [contender.python, str(Path(__file__).resolve()), "--one", op, str(pipeline), keys]
-    command += ["--rounds", str(rounds), "--requests", str(requests)]
+    command += ["--rounds", str(rounds), "--requests", str(requests), "--wal", contender.wal]
     if not contender.source:
         command.append("--installed-package")
     if (os.cpu_count() or 1) >= 2:
@@ -197,7 +214,7 @@ def instructions_in(contender: Contender, shape: tuple[str, int, str]) -> float:
     for requests in sizes:
         command = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
         command += [contender.python, str(Path(__file__).resolve()), "--one", op, str(pipeline), keys]
-        command += ["--rounds", "1", "--requests", str(requests)]
+        command += ["--rounds", "1", "--requests", str(requests), "--wal", contender.wal]
         if not contender.source:
             command.append("--installed-package")
         environment = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dictionary layouts in both runs
@@ -233,9 +250,16 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--requests", type=int, default=60_000, help="requests per round")
     parser.add_argument("--repeat", type=int, default=2, help="interleaved repetitions per shape (best kept)")
-    parser.add_argument("--installed", metavar="PYTHON", help="also measure the aegiskv installed for PYTHON")
+    parser.add_argument(
+        "--installed",
+        metavar="PYTHON",
+        action="append",
+        default=[],
+        help="also measure the aegiskv installed for PYTHON (may be given more than once)",
+    )
     parser.add_argument("--instructions", action="store_true", help="count instructions (valgrind) instead of time")
     parser.add_argument("--shapes", help="only these shapes, e.g. get:1:random,set:16:hot")
+    parser.add_argument("--wal", choices=("off", "write", "fsync"), default="off", help="the node's --wal mode")
     parser.add_argument("--one", nargs=3, metavar=("OP", "PIPELINE", "KEYS"), help=argparse.SUPPRESS)
     parser.add_argument("--installed-package", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -246,7 +270,8 @@ def main() -> int:
         return render_or_complain(SCRIPT, SECTION_TITLE, SECTION_INTRO, SECTION_STEMS)
     if args.one:
         op, pipeline, keys = args.one
-        print(f"{measure(op, int(pipeline), keys, args.rounds, args.requests, not args.installed_package):.4f}")
+        source = not args.installed_package
+        print(f"{measure(op, int(pipeline), keys, args.rounds, args.requests, source, args.wal):.4f}")
         return 0
 
     # The first contender is the reference the ratios are taken against.
@@ -255,14 +280,18 @@ def main() -> int:
     if args.against:
         worktree = Path(tempfile.mkdtemp(prefix="aegis-hot-path-ref-"))
         subprocess.run(["git", "worktree", "add", "--detach", "-f", str(worktree), args.against], cwd=ROOT, check=True)
-        contenders[args.against] = Contender(sys.executable, worktree, source=True)
-    contenders["working tree"] = Contender(sys.executable, ROOT, source=True)
+        contenders[args.against] = Contender(sys.executable, worktree, True, args.wal)
+    contenders["working tree"] = Contender(sys.executable, ROOT, True, args.wal)
     if args.installed:
-        python = os.path.abspath(args.installed)  # not resolve(): a venv's python is a symlink to keep
         # An empty directory to run in: nothing there can shadow a module.
         empty = Path(tempfile.mkdtemp(prefix="aegis-hot-path-installed-"))
         atexit.register(shutil.rmtree, empty, ignore_errors=True)
-        contenders[f"installed ({installed_build(python, empty)})"] = Contender(python, empty, source=False)
+    for number, installed in enumerate(args.installed, start=1):
+        python = os.path.abspath(installed)  # not resolve(): a venv's python is a symlink to keep
+        name = f"installed ({installed_build(python, empty)})"
+        if len(args.installed) > 1:
+            name = f"installed {number} ({installed_build(python, empty)})"
+        contenders[name] = Contender(python, empty, False, args.wal)
     shapes = SHAPES
     if args.shapes:
         wanted = [tuple(item.split(":")) for item in args.shapes.split(",")]
@@ -304,6 +333,8 @@ def main() -> int:
     else:
         what = "Python microseconds per RESP request"
         how = f"; best of {args.rounds} rounds x {args.repeat} interleaved runs, pinned to CPU 1"
+    if args.wal != "off":
+        what += f", --wal {args.wal}"
     lines = [
         f"{what}, no sockets (bench/hot_path.py), working tree at {tree}"
         + (f" against {args.against} ({short(args.against)})" if args.against else "")
@@ -319,12 +350,14 @@ def main() -> int:
         )
         line += "".join(f"   {figures[name] / figures[reference]:7.2f}" for name in others)
         lines.append(line)
+    if len(args.installed) > 1:
+        lines += [f"installed {number}: {python}" for number, python in enumerate(args.installed, start=1)]
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)
-    stem = "hot_path_instructions" if args.instructions else "hot_path"
+    stem = ("hot_path_instructions" if args.instructions else "hot_path") + ("_wal" if args.wal != "off" else "")
     (RESULTS / f"{stem}.txt").write_text(text)
-    report = {"against": args.against, "installed": args.installed, "rows": rows}
+    report = {"against": args.against, "installed": args.installed, "wal": args.wal, "rows": rows}
     (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     write_text_section(SCRIPT, SECTION_TITLE, SECTION_INTRO, SECTION_STEMS)
     return 0

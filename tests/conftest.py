@@ -11,6 +11,9 @@ import pytest
 from aegiskv.client import Client, Config
 from aegiskv.testing.localnode import LocalNode
 
+# The conformance suites in aegiskv.testing assert as tests do: pytest's messages for them.
+pytest.register_assert_rewrite("aegiskv.testing.backend_contract", "aegiskv.testing.placement_contract")
+
 StartNode = Callable[..., LocalNode]
 
 

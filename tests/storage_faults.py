@@ -23,8 +23,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from aegiskv.backends.base import BackendOptions, wall_clock_ms
+from aegiskv.backends.base import wall_clock_ms
 from aegiskv.backends.file_ops import Data, FileOps
+from aegiskv.backends.options import BuiltinBackendOptions
 from aegiskv.backends.snapshot import SnapshotBackend
 from aegiskv.backends.wal import WalBackend
 from aegiskv.cluster.interfaces import PlacementOptions
@@ -188,7 +189,7 @@ def open_backend(data_dir: Path, wal: str, files: FileOps | None = None, **optio
         "first_version": first_version(wall_clock_ms()),
     }
     settings.update(options)
-    backend_options = BackendOptions(**settings)  # type: ignore[arg-type]
+    backend_options = BuiltinBackendOptions(**settings)  # type: ignore[arg-type]
     if files is None:
         return SnapshotBackend(backend_options)
     return SnapshotBackend(backend_options, files=files)

@@ -199,6 +199,25 @@ def test_a_broken_placement_plugin_stops_start_up_naming_it(tmp_path, held_port,
     assert not (tmp_path / "data").exists(), "a refused plugin must not leave a data dir behind"
 
 
+def test_a_backend_plugin_for_another_plugin_api_stops_start_up(tmp_path, held_port) -> None:
+    # The plugin declares the API it was written for (aegiskv.plugin_api); another
+    # version is refused by name before anything binds or a data dir is made.
+    site = tmp_path / "site"
+    code = "from aegiskv.backends.memory import MemoryBackend as Store\n\nAEGISKV_PLUGIN_API = 2\n"
+    _install_fake_distribution(
+        site, "future_store", "[aegiskv.backends]\nfuture = future_module:Store\n", "future_module", code
+    )
+    result = run_aegis(
+        "--bind",
+        f"127.0.0.1:{held_port}",
+        "--data-dir",
+        str(tmp_path / "data"),
+        env=_plugin_env(site, AEGIS_BACKEND="future"),
+    )
+    assert_refused(result, "plugin 'future'", "future_store 1.0", "written for plugin API 2", "provides plugin API 1")
+    assert not (tmp_path / "data").exists(), "a refused plugin must not leave a data dir behind"
+
+
 def test_a_membership_plugin_without_the_interface_stops_start_up(tmp_path, held_port) -> None:
     site = tmp_path / "site"
     code = "class Half:\n    def __init__(self, options):\n        self.listeners = []\n"

@@ -31,7 +31,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from aegiskv.backends.base import NO_EXPIRY, Backend, BackendOptions
+from aegiskv.backends.base import NO_EXPIRY, Backend
+from aegiskv.backends.options import BuiltinBackendOptions
 from aegiskv.backends.snapshot import SnapshotBackend
 from aegiskv.backends.wal import WalBackend
 from aegiskv.node.operations import first_version
@@ -46,11 +47,15 @@ TTLS = st.one_of(st.none(), st.integers(1, 2_000))
 # None: the node stays down until every deadline ever written has passed.
 DOWNTIMES = st.sampled_from([0, 1, 1_000, None])
 
-# (backend class, wal_mode) per id.
+# (backend class, wal_mode, changes made through the backend's in-memory store) per id.
+# Through the store is how the node's fast path makes them (WalBackend.memory): the
+# log hears of each as the store's listener, and must replay them the same.
 KINDS = {
-    "wal-write": (WalBackend, "write"),
-    "wal-fsync": (WalBackend, "fsync"),
-    "snapshot": (SnapshotBackend, "fsync"),
+    "wal-write": (WalBackend, "write", False),
+    "wal-fsync": (WalBackend, "fsync", False),
+    "snapshot": (SnapshotBackend, "fsync", False),
+    "wal-write-memory": (WalBackend, "write", True),
+    "snapshot-memory": (SnapshotBackend, "fsync", True),
 }
 
 
@@ -82,7 +87,7 @@ class Harness:
     """
 
     def __init__(self, kind: str, data_dir: Path) -> None:
-        self.backend_class, self.wal_mode = KINDS[kind]
+        self.backend_class, self.wal_mode, self.via_memory = KINDS[kind]
         self.data_dir = data_dir
         data_dir.mkdir()
         self.clock = FakeClock()
@@ -90,14 +95,18 @@ class Harness:
         self.model: dict[bytes, tuple[bytes, int, int]] = {}
         self.latest_deadline = 0  # the furthest deadline ever written, even if changed later
         self.history: list[str] = []  # what was done, for failure messages
-        self.backend = self.open()
+        self.open()
 
-    def open(self) -> Backend:
+    def open(self) -> None:
         # Tiny segments: histories rotate the log and snapshots drop covered segments.
-        options = BackendOptions(
+        options = BuiltinBackendOptions(
             max_memory_bytes=BIG, data_dir=str(self.data_dir), wal_mode=self.wal_mode, wal_segment_bytes=300
         )
-        return self.backend_class(options, self.clock)
+        self.backend = self.backend_class(options, self.clock)
+        memory = self.backend.memory
+        assert memory is not None
+        # Where the keyspace calls go; the log, snapshots and close stay on the backend.
+        self.keyspace: Backend = memory if self.via_memory else self.backend
 
     def live(self) -> dict[bytes, tuple[bytes, int, int]]:
         now = self.clock()
@@ -117,13 +126,13 @@ class Harness:
         self.history.append(f"put({key!r}, {value!r}, ttl={ttl})")
         deadline = NO_EXPIRY if ttl is None else self.clock() + ttl
         self.latest_deadline = max(self.latest_deadline, deadline)
-        version = self.backend.put(key, value, deadline)
+        version = self.keyspace.put(key, value, deadline)
         self.model[key] = (value, version, deadline)
         self.written()
 
     def delete(self, key: bytes) -> None:
         self.history.append(f"delete({key!r})")
-        assert self.backend.delete(key) is self.is_live(key)
+        assert self.keyspace.delete(key) is self.is_live(key)
         self.model.pop(key, None)
         self.written()
 
@@ -133,7 +142,7 @@ class Harness:
         deadline = self.clock() + ttl
         self.latest_deadline = max(self.latest_deadline, deadline)
         live = self.is_live(key)
-        assert self.backend.set_expiry(key, deadline) is live
+        assert self.keyspace.set_expiry(key, deadline) is live
         if live:
             value, version, _ = self.model[key]
             self.model[key] = (value, version, deadline)
@@ -142,7 +151,7 @@ class Harness:
     def persist(self, key: bytes) -> None:
         self.history.append(f"persist({key!r})")
         live = self.is_live(key)
-        assert self.backend.set_expiry(key, NO_EXPIRY) is live
+        assert self.keyspace.set_expiry(key, NO_EXPIRY) is live
         if live:
             value, version, _ = self.model[key]
             self.model[key] = (value, version, NO_EXPIRY)
@@ -151,7 +160,7 @@ class Harness:
     def get(self, key: bytes) -> None:
         # Reads expire keys lazily, and the log records those drops.
         self.history.append(f"get({key!r})")
-        entry = self.backend.get_entry(key)
+        entry = self.keyspace.get_entry(key)
         expected = self.live().get(key)
         if expected is None:
             assert entry is None
@@ -161,7 +170,7 @@ class Harness:
 
     def flush(self) -> None:
         self.history.append("flush()")
-        self.backend.flush()
+        self.keyspace.flush()
         self.model.clear()
         self.written()
 
@@ -171,7 +180,7 @@ class Harness:
 
     def expire_step(self) -> None:
         self.history.append("expire_step()")
-        self.backend.expire_step(20, 0.0)
+        self.keyspace.expire_step(20, 0.0)
         self.written()
 
     def snapshot(self) -> None:
@@ -190,14 +199,14 @@ class Harness:
         self.history.append(f"restart(downtime={downtime})")
         self.backend.close()
         self.down_for(downtime)  # keys may expire while the node is down
-        self.backend = self.open()
+        self.open()
         self.check_everything()
 
     def crash(self, downtime: int | None) -> None:
         self.history.append(f"crash(downtime={downtime})")
         abandon(self.backend)
         self.down_for(downtime)
-        self.backend = self.open()
+        self.open()
         self.check_everything()
 
     # -- checks -------------------------------------------------------------------------
@@ -263,7 +272,7 @@ def make_machine(kind: str, root: Path) -> type[RuleBasedStateMachine]:
         def expire_step(self) -> None:
             self.harness.expire_step()
 
-        @precondition(lambda self: kind == "snapshot")
+        @precondition(lambda self: KINDS[kind][0] is SnapshotBackend)
         @rule()
         def snapshot(self) -> None:
             self.harness.snapshot()
@@ -360,13 +369,13 @@ def test_seeded_random_walks_survive_restarts(kind: str, tmp_path: Path) -> None
 def test_restart_under_memory_pressure_keeps_the_live_keys(kind: str, tmp_path: Path) -> None:
     """Eviction is logged (as deletes); a restart with the same budget must bring back exactly the
     keys that were live, however reads reordered the SLRU before the restart."""
-    backend_class, wal_mode = KINDS[kind]
+    backend_class, wal_mode, _through_memory = KINDS[kind]
     lost_per_history = {}
     for seed in range(1, 7):
         clock = FakeClock()
         data_dir = tmp_path / f"seed{seed}"
         data_dir.mkdir()
-        options = BackendOptions(max_memory_bytes=20_000, data_dir=str(data_dir), wal_mode=wal_mode)
+        options = BuiltinBackendOptions(max_memory_bytes=20_000, data_dir=str(data_dir), wal_mode=wal_mode)
         backend = backend_class(options, clock)
         rng = random.Random(seed)
         for step in range(300):
@@ -395,9 +404,9 @@ def test_ttl_changed_after_the_write_survives_a_restart_past_the_original_deadli
 ) -> None:
     # The write's own deadline has passed by the restart, but a later EXPIRE
     # record removed or moved it: the key is live and must stay so.
-    backend_class, wal_mode = KINDS[kind]
+    backend_class, wal_mode, _through_memory = KINDS[kind]
     clock = FakeClock()
-    options = BackendOptions(max_memory_bytes=BIG, data_dir=str(tmp_path), wal_mode=wal_mode)
+    options = BuiltinBackendOptions(max_memory_bytes=BIG, data_dir=str(tmp_path), wal_mode=wal_mode)
     backend = backend_class(options, clock)
     if kind == "snapshot":
         backend.put(b"other", b"x")
@@ -419,9 +428,9 @@ def test_restart_never_hands_out_a_version_again(kind: str, tmp_path: Path) -> N
     # Versions only grow across the whole backend (aegiskv.backends.base): a
     # key written after a restart must not reuse the version of a write from
     # before it, even one that has since expired.
-    backend_class, wal_mode = KINDS[kind]
+    backend_class, wal_mode, _through_memory = KINDS[kind]
     clock = FakeClock()
-    options = BackendOptions(max_memory_bytes=BIG, data_dir=str(tmp_path), wal_mode=wal_mode)
+    options = BuiltinBackendOptions(max_memory_bytes=BIG, data_dir=str(tmp_path), wal_mode=wal_mode)
     backend = backend_class(options, clock)
     backend.put(b"plain", b"1")
     if kind == "snapshot":
@@ -443,11 +452,11 @@ def test_restart_keeps_each_keys_version(kind: str, tmp_path: Path) -> None:
     (aegiskv.node.operations.first_version), so the restarted process starts above every
     version it wrote before.
     """
-    backend_class, wal_mode = KINDS[kind]
+    backend_class, wal_mode, _through_memory = KINDS[kind]
     clock = FakeClock()
 
     def open_backend() -> Backend:
-        options = BackendOptions(
+        options = BuiltinBackendOptions(
             max_memory_bytes=BIG,
             data_dir=str(tmp_path),
             wal_mode=wal_mode,

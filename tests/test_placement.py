@@ -13,15 +13,21 @@ from aegiskv.cluster.interfaces import PlacementOptions
 from aegiskv.cluster.placement import RingPlacement, capacity
 from aegiskv.cluster.shard_map import Endpoint, Member, ShardMap, Topology
 from aegiskv.cluster.slots import SLOTS, ShardMapper, key_slot
-from aegiskv.testing.placement_checks import check_assignment, check_placement, moved_fraction, replica_counts
+from aegiskv.plugin_api import Placement
+from aegiskv.testing.placement_checks import check_assignment, moved_fraction, replica_counts
+from aegiskv.testing.placement_contract import PlacementContract
 from tests.effort import examples
 
 member_ids = st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=24, unique=True)
 
 
-def test_ring_passes_the_placement_checks() -> None:
-    check_placement(RingPlacement)
-    check_placement(RingPlacement, PlacementOptions(virtual_nodes=1, load_factor=1.0))
+class TestRingContract(PlacementContract):
+    """The placement conformance suite plugins run, through the same import."""
+
+    option_sets = (PlacementOptions(), PlacementOptions(virtual_nodes=1, load_factor=1.0))
+
+    def make_placement(self, options: PlacementOptions) -> Placement:
+        return RingPlacement(options)
 
 
 @settings(max_examples=examples(60), deadline=None)

@@ -41,6 +41,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from aegiskv.backends.base import NO_EXPIRY, BackendOptions, ValueTooLarge
 from aegiskv.backends.memory import MemoryBackend, entry_cost, ghost_position
+from aegiskv.backends.options import BuiltinBackendOptions
 from tests.effort import examples
 from tests.fake_clock import START_MS, FakeClock
 
@@ -250,7 +251,9 @@ class SlruMachine(RuleBasedStateMachine):
         self.clock = FakeClock()
         self.backend = MemoryBackend(
             # Tables are not charged here: the model predicts eviction from entry sizes alone.
-            BackendOptions(max_memory_bytes=limit, protected_fraction=protected_fraction, count_structures=False),
+            BuiltinBackendOptions(
+                max_memory_bytes=limit, protected_fraction=protected_fraction, count_structures=False
+            ),
             self.clock,
             rng=random.Random(seed),  # expire_step's sampling, reproducible for shrinking
         )
@@ -383,7 +386,7 @@ TestSlruMachine.settings = settings(
 
 def make(limit: int, protected_fraction: float = 0.8, clock: FakeClock | None = None) -> MemoryBackend:
     return MemoryBackend(
-        BackendOptions(max_memory_bytes=limit, protected_fraction=protected_fraction, count_structures=False),
+        BuiltinBackendOptions(max_memory_bytes=limit, protected_fraction=protected_fraction, count_structures=False),
         clock or FakeClock(),
     )
 

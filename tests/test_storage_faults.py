@@ -30,7 +30,7 @@ import pytest
 import redis
 
 from aegiskv.backends import wal_format
-from aegiskv.backends.base import StorageUnavailable
+from aegiskv.backends.base import Backend, StorageUnavailable
 from aegiskv.backends.snapshot import SnapshotBackend, list_snapshots
 from aegiskv.backends.wal_format import RecordType
 from aegiskv.backends.wal_log import WalCorruption, list_segments, recover, segment_name
@@ -111,7 +111,7 @@ def test_failed_rotation_keeps_the_current_segment_and_writes_nowhere_else(
     assert set(expected) == {b"a", b"b", b"d"}
 
 
-CHANGES: dict[str, Callable[[SnapshotBackend], object]] = {
+CHANGES: dict[str, Callable[[Backend], object]] = {
     "put-new": lambda backend: backend.put(b"new", b"value"),
     "overwrite": lambda backend: backend.put(b"k1", b"changed", 1_900_000_000_000),
     "delete": lambda backend: backend.delete(b"k2"),
@@ -128,10 +128,13 @@ WRITE_FAULTS = {
 }
 
 
+# "memory": the change made on the backend's in-memory store, as the node's fast path
+# makes it (WalBackend.memory); the log hears of it as a listener and must undo it the same.
+@pytest.mark.parametrize("through", ["backend", "memory"])
 @pytest.mark.parametrize("fault", list(WRITE_FAULTS))
 @pytest.mark.parametrize("change", list(CHANGES))
 def test_change_whose_record_cannot_be_written_is_undone(
-    change: str, fault: str, tmp_path: Path, files: FaultyFiles
+    change: str, fault: str, through: str, tmp_path: Path, files: FaultyFiles
 ) -> None:
     backend = open_backend(tmp_path, "write", files)
     backend.put(b"k1", b"v1")
@@ -141,7 +144,7 @@ def test_change_whose_record_cannot_be_written_is_undone(
     before = state_of(backend)
     for call, planned in enumerate(WRITE_FAULTS[fault], start=1):
         files.fail("write", call, planned)
-    CHANGES[change](backend)
+    CHANGES[change](backend.memory if through == "memory" else backend)
     serve(backend)
     log = backend.log
     assert log is not None and log.failure is not None

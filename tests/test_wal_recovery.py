@@ -31,7 +31,8 @@ from typing import Any
 import pytest
 
 from aegiskv.backends import wal_format
-from aegiskv.backends.base import NO_EXPIRY, BackendOptions
+from aegiskv.backends.base import NO_EXPIRY
+from aegiskv.backends.options import BuiltinBackendOptions
 from aegiskv.backends.snapshot import SnapshotBackend, list_snapshots
 from aegiskv.backends.snapshot_format import SnapshotError
 from aegiskv.backends.wal import WalBackend
@@ -56,10 +57,10 @@ def no_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- building logs and reading them back -------------------------------------------------
 
 
-def options(data_dir: Path, **overrides) -> BackendOptions:
+def options(data_dir: Path, **overrides) -> BuiltinBackendOptions:
     fields: dict[str, Any] = {"max_memory_bytes": BIG, "data_dir": str(data_dir), "wal_mode": "write"}
     fields.update(overrides)
-    return BackendOptions(**fields)
+    return BuiltinBackendOptions(**fields)
 
 
 def model_of(records: list[Record], now: int) -> State:

@@ -32,7 +32,7 @@ OLDEST_CONSTRAINTS = REQUIREMENTS / "oldest-constraints.txt"
 OLDEST_PYTHON = "3.10"
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")
 # Never pinned: the package under test and its example plugin, and pip itself (virtualenv seeds it).
-SKIPPED = {"aegiskv", "aegiskv-rendezvous", "pip"}
+SKIPPED = {"aegiskv", "aegiskv-dictstore", "aegiskv-rendezvous", "pip"}
 
 HEADER = """\
 # Exact versions of every test, lint and tool dependency, for every tox env and .ci/run.

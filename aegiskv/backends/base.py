@@ -10,10 +10,11 @@ under its own lock (see ``aegiskv.keyspace``), which keeps the backends simple
 and lets the node group several backend calls into one atomic operation
 (compare-and-set, conditional writes).
 
-Plugin authors: subclass :class:`Backend`, accept ``(options, clock)`` in the
-constructor, and register the class in the ``aegiskv.backends`` entry-point
-group. ``tests/test_backend_contract.py`` is the suite every backend passes;
-run it against yours.
+Plugin authors: import these names from :mod:`aegiskv.plugin_api`, subclass
+:class:`Backend`, accept ``(options, clock)`` in the constructor, and register
+the class in the ``aegiskv.backends`` entry-point group.
+:mod:`aegiskv.testing.backend_contract` is the suite every backend passes
+(AegisKV runs it against its own); run it against yours.
 """
 
 from __future__ import annotations
@@ -34,12 +35,18 @@ Clock = Callable[[], int]
 
 NO_EXPIRY: Final = 0
 
+# The entry-point group backends register in (aegiskv.server.plugins loads them).
+BACKENDS_GROUP: Final = "aegiskv.backends"
+
 
 def wall_clock_ms() -> int:
+    """The wall clock in milliseconds: the :data:`Clock` a backend runs on in the server."""
     return time.time_ns() // 1_000_000
 
 
 class Entry(NamedTuple):
+    """One stored key as :meth:`Backend.get_entry` reports it."""
+
     value: Value
     version: int
     expires_at_ms: int  # NO_EXPIRY (0) when the key has no TTL
@@ -47,25 +54,24 @@ class Entry(NamedTuple):
 
 @dataclass(frozen=True)
 class BackendOptions:
-    """What a backend is told when it is created."""
+    """What every backend is told when it is created: the settings that mean something to any store.
 
-    max_memory_bytes: int
-    protected_fraction: float = 0.8  # share of the budget the SLRU protected segment starts with (it adapts)
-    data_dir: str | None = None
+    AegisKV's own backends read more (the SLRU's starting share, the write-ahead
+    log's mode and segment size, the snapshot timer): those live in
+    :class:`aegiskv.backends.options.BuiltinBackendOptions`, a subclass the
+    server builds for its own backends only. A third-party backend is given
+    exactly this class.
+    """
+
+    max_memory_bytes: int  # the budget used_bytes must stay under (bytes; the server's --max-memory)
+    data_dir: str | None = None  # a directory the backend owns for files, or None (no files allowed)
     first_version: int = 1  # versions handed out start above this
-    # Charge the tables (dicts, indexes) as well as the entries. Always on in the
-    # server; off only where a test needs eviction points that depend on entry
-    # sizes alone (the SLRU model test).
-    count_structures: bool = True
-    # Durable backends (aegiskv.backends.wal, .snapshot):
-    wal_mode: str = "off"  # "off", "write" (survives a process crash), "fsync" (survives power loss)
-    wal_segment_bytes: int = 64 * 1024 * 1024
-    wal_salvage: bool = False  # start from the prefix before a corrupt record instead of refusing
-    snapshot_interval: float = 0.0  # seconds between automatic snapshots; 0 = only on command and shutdown
 
 
 @dataclass(frozen=True)
 class BackendStats:
+    """A backend's figures for INFO and /metrics (:meth:`Backend.stats`)."""
+
     keys: int
     keys_with_ttl: int
     used_bytes: int
@@ -161,7 +167,11 @@ class Backend(ABC):
         """Number of stored keys (including expired keys not yet removed)."""
 
     @abstractmethod
-    def stats(self) -> BackendStats: ...
+    def stats(self) -> BackendStats:
+        """Key counts, bytes used against the limit, evictions and expirations so far.
+
+        ``used_bytes`` must stay at or under ``limit_bytes`` after every write.
+        """
 
     def memory_bounds(self) -> tuple[int, int]:
         """(used_bytes, limit_bytes) as :meth:`stats` gives them, without its sampled figures."""
@@ -210,17 +220,31 @@ class WriteAheadLogLike(Protocol):
     undos: int
 
     @property
-    def has_buffered(self) -> bool: ...
+    def has_buffered(self) -> bool:
+        """Records were appended that :meth:`write_out` has not yet handed to the OS."""
+        ...
 
     @property
-    def has_unlogged(self) -> bool: ...
+    def has_unlogged(self) -> bool:
+        """Records were given up (never reached the OS); the backend's ``undo_unlogged`` takes them."""
+        ...
 
-    def write_out(self) -> None: ...
+    def write_out(self) -> None:
+        """Hand every buffered record to the OS; a storage error gives records up and sets ``failure``."""
+        ...
 
-    def sync(self) -> int: ...
+    def sync(self) -> int:
+        """fsync what was written (from a worker thread); returns the sequence number now durable."""
+        ...
 
-    def repair(self) -> None: ...
+    def repair(self) -> None:
+        """Make a failed log writable again; raises OSError while the disk still refuses."""
+        ...
 
-    def settled_through(self, seq: int) -> int: ...
+    def settled_through(self, seq: int) -> int:
+        """``seq`` less the given-up records at its top: only the result must still be written."""
+        ...
 
-    def undone_since(self, undos: int, seq: int) -> bool: ...
+    def undone_since(self, undos: int, seq: int) -> bool:
+        """Whether a range undone after the first ``undos`` holds a record at or below ``seq``."""
+        ...

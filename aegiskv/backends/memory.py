@@ -81,7 +81,7 @@ import time
 from array import array
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Final, Protocol
 
 from mypy_extensions import i64
 
@@ -97,6 +97,7 @@ from aegiskv.backends.base import (
     wall_clock_ms,
 )
 from aegiskv.backends.expiry import ExpiryIndex
+from aegiskv.backends.options import builtin_options
 
 VERSION_BYTES: Final = 8  # big-endian unsigned version ahead of the value
 
@@ -161,6 +162,39 @@ def ghost_position(key: bytes, slots: i64) -> tuple[i64, i64]:
     return hashed & (slots - 1), (hashed >> _TAG_SHIFT) & _TAG_MASK
 
 
+# A key's stored entry exactly as it is: its version+value blob and its deadline
+# (NO_EXPIRY when none). What restore() puts back.
+SavedEntry = tuple[bytes, int]
+
+
+class ChangeListener(Protocol):
+    """Told of every change to a MemoryBackend's keyspace, right after it is made.
+
+    The WAL backend is one (aegiskv.backends.wal): it logs each change, so a
+    caller may change the memory backend directly -- the node does, for its
+    compiled fast path -- and the change is logged all the same. Called
+    synchronously on the caller's thread, under the caller's lock (the node
+    lock); must not block nor call back into the backend. ``before`` is what
+    :meth:`MemoryBackend.saved_entry` gave just before the change (None: the
+    key was absent), for undoing it with :meth:`MemoryBackend.restore`.
+    """
+
+    def stored(self, key: bytes, value: bytes, version: int, expires_at_ms: int, before: SavedEntry | None) -> None:
+        """``key`` now holds ``value`` with ``version`` (put or apply)."""
+
+    def deleted(self, key: bytes, before: SavedEntry | None) -> None:
+        """A live ``key`` was deleted on request."""
+
+    def expiry_set(self, key: bytes, expires_at_ms: int, before: SavedEntry | None) -> None:
+        """``key``'s deadline is now ``expires_at_ms`` (NO_EXPIRY: none)."""
+
+    def flushed(self, before: list[tuple[bytes, SavedEntry | None]]) -> None:
+        """Every key was removed (flush); ``before`` holds each one's entry."""
+
+    def dropped(self, key: bytes) -> None:
+        """The backend removed ``key`` on its own (expiry, eviction): nothing is put back."""
+
+
 class MemoryBackend(Backend):
     """Adaptive segmented LRU under a byte budget, with lazy and sampled active expiry."""
 
@@ -171,21 +205,21 @@ class MemoryBackend(Backend):
         options: BackendOptions,
         clock: Clock = wall_clock_ms,
         rng: random.Random | None = None,
-        on_drop: Callable[[bytes], None] | None = None,
         stats_rng: random.Random | None = None,
     ) -> None:
-        """``on_drop(key)`` is told of every key the backend removes on its own
-        (eviction, expiry), so a write-ahead log can record it. ``rng`` drives
-        the active expiry's samples, ``stats_rng`` the statistics' (avg_ttl)."""
+        """``rng`` drives the active expiry's samples, ``stats_rng`` the statistics' (avg_ttl).
+
+        Changes are told to a :class:`ChangeListener` once one is set (:meth:`set_listener`)."""
+        tuning = builtin_options(options)  # the public options alone: the defaults (aegiskv.backends.options)
         self._clock = clock
-        self._on_drop = on_drop
+        self._listener: ChangeListener | None = None
         self._rng = rng or random.Random()
         self._stats_rng = stats_rng or random.Random()
         self._limit = options.max_memory_bytes
         # What protected may hold, tables included (adapted, see the module
         # docstring), and the same less its share of the tables: the figure its
         # entries are held to, recomputed when either changes.
-        self._protected_target = int(options.max_memory_bytes * options.protected_fraction)
+        self._protected_target = int(options.max_memory_bytes * tuning.protected_fraction)
         self._protected_limit = self._protected_target
         self._probation: OrderedDict[bytes, bytes] = OrderedDict()
         self._protected: OrderedDict[bytes, bytes] = OrderedDict()
@@ -207,7 +241,7 @@ class MemoryBackend(Backend):
         self._version = options.first_version
         self._version_block = -1  # version >> 8 that _version_head is the first 7 bytes of
         self._version_head = b""
-        self._count_structures = options.count_structures
+        self._count_structures = tuning.count_structures
         self._structure_bytes = 0
         self._ghosts: array[int] = array("H", bytes(2 * _GHOST_MIN_SLOTS))
         self._ghost_slots: i64 = _GHOST_MIN_SLOTS  # len(self._ghosts), as a native int when compiled
@@ -285,6 +319,11 @@ class MemoryBackend(Backend):
             cost = entry_cost(len(key), len(value), has_ttl)
         if cost > self._limit and not self._recovering:  # a lowered max-memory: evicted after replay
             raise ValueTooLarge(f"entry of {cost} bytes exceeds max-memory of {self._limit} bytes")
+        # Without a listener (the plain memory backend) this costs one attribute read.
+        listener = self._listener
+        before: SavedEntry | None = None
+        if listener is not None:
+            before = self.saved_entry(key)
         # new_version is a plain int, never None: compiled, it stays unboxed until
         # it is written out, where the optional argument is an object throughout.
         if version is None:
@@ -353,6 +392,9 @@ class MemoryBackend(Backend):
             self._measure_structures()
         if self._probation_bytes + self._protected_bytes + self._structure_bytes > self._limit and not self._recovering:
             self._evict(keep=key)
+        if listener is not None:
+            # After the evictions this write caused, as a log must replay them.
+            listener.stored(key, value, new_version, expires_at_ms, before)
         return new_version
 
     def apply(self, key: bytes, value: bytes, expires_at_ms: int, version: int) -> None:
@@ -366,11 +408,20 @@ class MemoryBackend(Backend):
     def delete(self, key: bytes) -> bool:
         if key in self._deadline_map and self._expired(key):
             return False
-        return self._remove(key)
+        listener = self._listener
+        if listener is None:
+            return self._remove(key)
+        before = self.saved_entry(key)
+        if not self._remove(key):
+            return False
+        listener.deleted(key, before)
+        return True
 
     def set_expiry(self, key: bytes, expires_at_ms: int) -> bool:
         if key in self._deadline_map and self._expired(key):
             return False
+        listener = self._listener
+        before = self.saved_entry(key) if listener is not None else None
         blob = self._protected.get(key)
         segment_is_protected = blob is not None
         if blob is None:
@@ -396,9 +447,13 @@ class MemoryBackend(Backend):
             and not self._recovering
         ):
             self._evict(keep=key)
+        if listener is not None:
+            listener.expiry_set(key, expires_at_ms, before)
         return True
 
     def flush(self) -> int:
+        listener = self._listener
+        before = self.saved_entries() if listener is not None else None
         removed = len(self._probation) + len(self._protected)
         self._probation.clear()
         self._protected.clear()
@@ -408,11 +463,13 @@ class MemoryBackend(Backend):
         self._ghosts = array("H", bytes(2 * self._ghost_slots))
         self._ghosts_of_probation = self._ghosts_of_protected = self._demoted_marks = 0
         self._measure_structures()
+        if listener is not None and before is not None:
+            listener.flushed(before)
         return removed
 
     # -- undo (a log that could not record a change) -------------------------------
 
-    def saved_entry(self, key: bytes) -> tuple[bytes, int] | None:
+    def saved_entry(self, key: bytes) -> SavedEntry | None:
         """The key's stored version+value blob and deadline exactly as they are (no expiry, no
         touch), or None when absent: what :meth:`restore` puts back."""
         blob = self._protected_map.get(key)
@@ -423,14 +480,15 @@ class MemoryBackend(Backend):
         packed_deadline = self._deadline_map.get(key)
         return blob, NO_EXPIRY if packed_deadline is None else ExpiryIndex.unpack_deadline(packed_deadline)
 
-    def saved_entries(self) -> list[tuple[bytes, tuple[bytes, int] | None]]:
+    def saved_entries(self) -> list[tuple[bytes, SavedEntry | None]]:
         """:meth:`saved_entry` of every stored key (what a flush removes)."""
         return [(key, self.saved_entry(key)) for key in self.key_snapshot()]
 
-    def restore(self, key: bytes, saved: tuple[bytes, int] | None) -> None:
+    def restore(self, key: bytes, saved: SavedEntry | None) -> None:
         """Put back what :meth:`saved_entry` returned, version included, or remove the key (None).
 
-        Undoes a change its write-ahead log could not record. The version
+        Undoes a change its write-ahead log could not record; the listener is
+        not told (memory goes back to what the log holds). The version
         counter is left alone: a version handed out is never handed out again.
         The entry comes back as a new one (probation, most recently used); if
         it no longer fits, others are evicted as for any write.
@@ -465,8 +523,8 @@ class MemoryBackend(Backend):
                     self._remove(key)
                     self.expirations += 1
                     expired += 1
-                    if self._on_drop is not None:
-                        self._on_drop(key)
+                    if self._listener is not None:
+                        self._listener.dropped(key)
             removed += expired
             if expired <= len(sample) * _RESAMPLE_RATIO or time.perf_counter() >= give_up_at:
                 break
@@ -482,8 +540,8 @@ class MemoryBackend(Backend):
         if self._deadline_passed(key):
             self._remove(key)
             self.expirations += 1
-            if self._on_drop is not None:
-                self._on_drop(key)
+            if self._listener is not None:
+                self._listener.dropped(key)
             return True
         return False
 
@@ -577,8 +635,8 @@ class MemoryBackend(Backend):
             self._remember_evicted(victim, in_probation)
             self._deadlines.discard(victim)
             self.evictions += 1
-            if self._on_drop is not None:
-                self._on_drop(victim)
+            if self._listener is not None:
+                self._listener.dropped(victim)
 
     def _measure_structures(self) -> None:
         self._writes_since_measure = 0
@@ -667,6 +725,18 @@ class MemoryBackend(Backend):
             self._ghosts_of_protected -= 1
         elif kind == _DEMOTED:
             self._demoted_marks -= 1
+
+    # -- composition -------------------------------------------------------------------
+
+    def set_listener(self, listener: ChangeListener | None) -> None:
+        """Tell ``listener`` of every change from now on (None: nobody). One at a time."""
+        self._listener = listener
+
+    @property
+    def memory(self) -> MemoryBackend:
+        """This store itself: what the node calls directly (aegiskv.node.operations), as for
+        the WAL backend's store. AegisKV's own backends only; not in the plugin API."""
+        return self
 
     # -- introspection -------------------------------------------------------------
 
@@ -808,8 +878,8 @@ class MemoryBackend(Backend):
         for key in expired_keys:
             self._remove(key)
             self.expirations += 1
-            if self._on_drop is not None:
-                self._on_drop(key)
+            if self._listener is not None:
+                self._listener.dropped(key)
         evictions_before = self.evictions
         self._measure_structures()
         # Entries alone over the budget: max-memory was lowered since they were

@@ -35,6 +35,7 @@ from loguru import logger
 from aegiskv.backends import snapshot_format
 from aegiskv.backends.base import BackendOptions, Clock, StorageUnavailable, wall_clock_ms
 from aegiskv.backends.file_ops import REAL_FILES, FileOps
+from aegiskv.backends.options import builtin_options
 from aegiskv.backends.snapshot_format import SnapshotError
 from aegiskv.backends.wal import WalBackend
 
@@ -70,7 +71,7 @@ class SnapshotBackend(WalBackend):
             raise ValueError("snapshots need a data_dir")
         self._snapshot_directory = os.path.join(options.data_dir, "snapshots")
         os.makedirs(self._snapshot_directory, exist_ok=True)
-        self.snapshot_interval = options.snapshot_interval  # the server's timer reads it
+        self.snapshot_interval = builtin_options(options).snapshot_interval  # the server's timer reads it
         self.snapshots_taken = 0
         self.last_snapshot: snapshot_format.SnapshotInfo | None = None
         super().__init__(options, clock, rng, files)

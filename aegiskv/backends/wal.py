@@ -6,6 +6,15 @@ drops on its own (expiry, eviction), so a replay reproduces the state. On
 start the log under ``<data dir>/wal/`` is replayed into memory (see
 :func:`aegiskv.backends.wal_log.recover` for torn tails and corruption).
 
+Composition: the log listens to its MemoryBackend (a
+:class:`~aegiskv.backends.memory.ChangeListener`) rather than sitting in
+front of it, so a change is logged whichever way it reaches memory. This
+backend's own methods only pass calls on, and :attr:`WalBackend.memory`
+hands the store to the node, which calls it directly: the compiled build's
+fast path, which the WAL backend used to miss (an ``isinstance`` test on
+MemoryBackend). The rejected alternative, the node calling memory and then
+the log, would have put the log's record format and undo items in the node.
+
 Modes (``--wal``): ``write`` hands records to the OS before the reply (a
 process crash loses no acknowledged write), ``fsync`` also waits for the disk
 (power loss loses none); the server does the writing and syncing, see
@@ -43,11 +52,39 @@ from aegiskv.backends.base import (
     wall_clock_ms,
 )
 from aegiskv.backends.file_ops import REAL_FILES, FileOps
-from aegiskv.backends.memory import MemoryBackend
+from aegiskv.backends.memory import MemoryBackend, SavedEntry
+from aegiskv.backends.options import builtin_options
 from aegiskv.backends.wal_format import Record, RecordType
 from aegiskv.backends.wal_log import RecoveryReport, WriteAheadLog, recover
 
 WAL_MODES = ("off", "write", "fsync")
+
+
+class _LogWriter:
+    """Appends a record for each change its MemoryBackend tells of (a ChangeListener).
+
+    Each record carries its undo item, ``(key, entry before)`` -- a flush's, the
+    list of every key's -- which :meth:`WalBackend.undo_unlogged` puts back if
+    the record never reaches the OS; a key the cache dropped on its own has none.
+    """
+
+    def __init__(self, wal: WriteAheadLog) -> None:
+        self._append = wal.append
+
+    def stored(self, key: bytes, value: bytes, version: int, expires_at_ms: int, before: SavedEntry | None) -> None:
+        self._append(RecordType.PUT, key, value, version, expires_at_ms, (key, before))
+
+    def deleted(self, key: bytes, before: SavedEntry | None) -> None:
+        self._append(RecordType.DELETE, key, undo=(key, before))
+
+    def expiry_set(self, key: bytes, expires_at_ms: int, before: SavedEntry | None) -> None:
+        self._append(RecordType.EXPIRE, key, expires_at_ms=expires_at_ms, undo=(key, before))
+
+    def flushed(self, before: list[tuple[bytes, SavedEntry | None]]) -> None:
+        self._append(RecordType.FLUSH, b"", undo=before)
+
+    def dropped(self, key: bytes) -> None:
+        self._append(RecordType.DELETE, key)
 
 
 class WalBackend(Backend):
@@ -60,26 +97,31 @@ class WalBackend(Backend):
         rng: random.Random | None = None,
         files: FileOps = REAL_FILES,
     ) -> None:
-        """``files`` makes the log's (and snapshots') writes, fsyncs and renames: tests inject faults there."""
-        if options.wal_mode not in WAL_MODES:
-            raise ValueError(f"wal_mode must be one of {WAL_MODES}, not {options.wal_mode!r}")
-        if options.wal_mode != "off" and not options.data_dir:
+        """``files`` makes the log's (and snapshots') writes, fsyncs and renames: tests inject faults there.
+
+        The log's settings come from :class:`BuiltinBackendOptions`; the public
+        options alone mean ``wal_mode="off"`` (no log)."""
+        tuning = builtin_options(options)
+        if tuning.wal_mode not in WAL_MODES:
+            raise ValueError(f"wal_mode must be one of {WAL_MODES}, not {tuning.wal_mode!r}")
+        if tuning.wal_mode != "off" and not options.data_dir:
             raise ValueError("a write-ahead log needs a data_dir")
         self._clock = clock
         self._files = files
-        self._memory = MemoryBackend(options, clock, rng, on_drop=self._log_drop)
-        self._replaying = False
+        self._memory = MemoryBackend(options, clock, rng)
         self._wal: WriteAheadLog | None = None
         self.recovery = RecoveryReport()
         self._memory.begin_recovery()
         start_seq = self._load_snapshot(options)
         last_seq = start_seq
-        if options.wal_mode != "off":
+        if tuning.wal_mode != "off":
             assert options.data_dir is not None
             directory = os.path.join(options.data_dir, "wal")
             os.makedirs(directory, exist_ok=True)
-            last_seq = self._replay(directory, start_seq, options.wal_salvage)
-            self._wal = WriteAheadLog(directory, last_seq + 1, options.wal_segment_bytes, options.wal_mode, files)
+            last_seq = self._replay(directory, start_seq, tuning.wal_salvage)
+            self._wal = WriteAheadLog(directory, last_seq + 1, tuning.wal_segment_bytes, tuning.wal_mode, files)
+            # Only now: what the replay applied is in the log already.
+            self._memory.set_listener(_LogWriter(self._wal))
         # With the log open, what expired while the node was down (and what no
         # longer fits a lowered max-memory) is dropped and logged like any drop.
         expired, evicted = self._memory.finish_recovery()
@@ -108,11 +150,7 @@ class WalBackend(Backend):
             elif kind is RecordType.FLUSH:
                 memory.flush()
 
-        self._replaying = True
-        try:
-            last_seq, self.recovery = recover(directory, apply, after_seq, salvage)
-        finally:
-            self._replaying = False
+        last_seq, self.recovery = recover(directory, apply, after_seq, salvage)
         if self.recovery.records:
             logger.info(
                 "replayed {} write-ahead log records from {} segments ({} keys)",
@@ -122,17 +160,17 @@ class WalBackend(Backend):
             )
         return last_seq
 
-    # -- logging -----------------------------------------------------------------------
-
-    def _log_drop(self, key: bytes) -> None:
-        if self._wal is not None and not self._replaying:
-            self._wal.append(RecordType.DELETE, key)
-
     @property
     def log(self) -> WriteAheadLog | None:
         return self._wal
 
-    # -- the Backend interface ------------------------------------------------------------
+    @property
+    def memory(self) -> MemoryBackend:
+        """The store that holds the keyspace; a change made on it is logged all the same (its
+        listener is the log). The node calls it directly; not in the plugin API."""
+        return self._memory
+
+    # -- the Backend interface: memory's, logged by its listener ---------------------------
 
     def get(self, key: bytes) -> Value | None:
         return self._memory.get(key)
@@ -141,47 +179,22 @@ class WalBackend(Backend):
         return self._memory.get_entry(key, touch)
 
     def put(self, key: bytes, value: bytes, expires_at_ms: int = NO_EXPIRY, version: int | None = None) -> int:
-        wal = self._wal
-        if wal is None:
-            return self._memory.put(key, value, expires_at_ms, version)
-        saved = self._memory.saved_entry(key)
-        version = self._memory.put(key, value, expires_at_ms, version)
-        wal.append(RecordType.PUT, key, value, version, expires_at_ms, (key, saved))
-        return version
+        return self._memory.put(key, value, expires_at_ms, version)
 
     def apply(self, key: bytes, value: bytes, expires_at_ms: int, version: int) -> None:
-        wal = self._wal
-        saved = self._memory.saved_entry(key) if wal is not None else None
         self._memory.apply(key, value, expires_at_ms, version)
-        if wal is not None:
-            wal.append(RecordType.PUT, key, value, version, expires_at_ms, (key, saved))
 
     def delete(self, key: bytes) -> bool:
-        wal = self._wal
-        saved = self._memory.saved_entry(key) if wal is not None else None
-        removed = self._memory.delete(key)
-        if removed and wal is not None:
-            wal.append(RecordType.DELETE, key, undo=(key, saved))
-        return removed
+        return self._memory.delete(key)
 
     def set_expiry(self, key: bytes, expires_at_ms: int) -> bool:
-        wal = self._wal
-        saved = self._memory.saved_entry(key) if wal is not None else None
-        changed = self._memory.set_expiry(key, expires_at_ms)
-        if changed and wal is not None:
-            wal.append(RecordType.EXPIRE, key, expires_at_ms=expires_at_ms, undo=(key, saved))
-        return changed
+        return self._memory.set_expiry(key, expires_at_ms)
 
     def expire_step(self, sample_size: int, budget_seconds: float) -> int:
-        return self._memory.expire_step(sample_size, budget_seconds)  # drops are logged by _log_drop
+        return self._memory.expire_step(sample_size, budget_seconds)
 
     def flush(self) -> int:
-        wal = self._wal
-        saved = self._memory.saved_entries() if wal is not None else None
-        removed = self._memory.flush()
-        if wal is not None:
-            wal.append(RecordType.FLUSH, b"", undo=saved)
-        return removed
+        return self._memory.flush()
 
     def undo_unlogged(self) -> int:
         wal = self._wal
@@ -197,7 +210,7 @@ class WalBackend(Backend):
                 for key, saved in item:
                     memory.restore(key, saved)
             else:
-                key, saved = cast("tuple[bytes, tuple[bytes, int] | None]", item)
+                key, saved = cast("tuple[bytes, SavedEntry | None]", item)
                 memory.restore(key, saved)
             undone += 1
         return undone
@@ -223,6 +236,7 @@ class WalBackend(Backend):
 
     def close(self) -> None:
         if self._wal is not None:
+            self._memory.set_listener(None)  # a change after close goes unlogged, as before the log opened
             self._wal.close()
             self._wal = None
 

@@ -13,8 +13,10 @@ or ``AEGIS_PLACEMENT=rendezvous``). ``aegis plugins`` lists every plugin found,
 with its distribution and whether it loads; a node configured with a plugin that
 is missing or broken refuses to start with a one-line error naming it.
 
-``plugins/aegiskv-rendezvous`` in the AegisKV repository is a complete example,
-with its own tests, meant to be copied.
+A plugin imports these names from :mod:`aegiskv.plugin_api`, the public
+import surface (its docstring holds the API version and the deprecation rule),
+not from here. ``plugins/aegiskv-rendezvous`` in the AegisKV repository is a
+complete example, with its own tests, meant to be copied.
 
 Groups
 ------
@@ -65,9 +67,9 @@ class Placement(Protocol):
     same arguments: no randomness, no clock, no dependence on the order of
     ``members`` or on Python's per-process ``hash()`` salt (use hashlib).
 
-    Properties AegisKV relies on (:mod:`aegiskv.testing.placement_checks` checks them
-    for the built-in ring and for the example plugin; a plugin author can call
-    the same checks):
+    Properties AegisKV relies on (:mod:`aegiskv.testing.placement_contract` checks them
+    for the built-in ring and for the example plugin; a plugin author runs the
+    same suite):
 
     * the result has exactly ``shards`` entries, one per shard, in shard order;
     * each entry holds ``min(replication_factor, len(members))`` distinct
@@ -150,21 +152,36 @@ class MembershipCore(Protocol):
     listeners: list[Callable[[Any], None]]
     counters: dict[str, int]  # reported in INFO cluster as gossip_<name>
 
-    def tick(self, now: float) -> Outbound: ...
+    def tick(self, now: float) -> Outbound:
+        """Advance timers to ``now`` (probes, suspicion, gossip); returns the datagrams to send."""
+        ...
 
-    def receive(self, source: Address, payload: bytes, now: float) -> Outbound: ...
+    def receive(self, source: Address, payload: bytes, now: float) -> Outbound:
+        """Take one datagram from ``source``; returns the datagrams to send (acks, forwards).
 
-    def join(self, seeds: Iterable[Address], now: float) -> Outbound: ...
+        A payload that cannot be read is ignored (or counted), never raised.
+        """
+        ...
 
-    def leave(self, now: float) -> Outbound: ...
+    def join(self, seeds: Iterable[Address], now: float) -> Outbound:
+        """Start joining through ``seeds`` (gossip addresses); returns the datagrams to send."""
+        ...
 
-    def full_state(self) -> bytes: ...
+    def leave(self, now: float) -> Outbound:
+        """Announce that this node leaves (a drain); returns the datagrams to send."""
+        ...
+
+    def full_state(self) -> bytes:
+        """Everything this node knows about the members, for a peer's :meth:`merge_state`."""
+        ...
 
     def merge_state(self, payload: bytes, now: float, disseminate: bool = False) -> None:
         """Take in a peer's :meth:`full_state`; raise ``ValueError`` for one that cannot be read."""
         ...
 
-    def live_members(self) -> Sequence[MemberView]: ...
+    def live_members(self) -> Sequence[MemberView]:
+        """The members the shard map is built from (alive and suspect), this node included."""
+        ...
 
     def update_meta(self, meta: dict[str, str], now: float) -> None:
         """Publish new metadata for this node to the others (the shards it leads change at a failover)."""

@@ -135,10 +135,16 @@ class Node:
         self.backend = backend  # fixed for the node's life: its hot methods are bound below
         self._backend_get = backend.get
         self._backend_put = backend.put
-        # The in-memory backend, when it is the one: compiled (setup.py), a call on
-        # its native class is a direct call, where one through the Backend interface
-        # (or a bound method) is a generic call, about a tenth of a GET's instructions.
-        self._memory = backend if isinstance(backend, MemoryBackend) else None
+        # The in-memory store that holds the keyspace, when the backend is built on
+        # one: the built-ins' ``memory`` (MemoryBackend itself, and the WAL and snapshot
+        # backends, whose log listens to it; see aegiskv.backends.wal). Not part of the
+        # plugin API: a plugin's backend is always called through the interface.
+        # Compiled (setup.py), a call on the native class is a direct call, where one
+        # through the Backend interface (or a bound method) is a generic call, about a
+        # tenth of a GET's instructions; interpreted, it saves the WAL backend's frame
+        # that passes the call on.
+        memory = getattr(backend, "memory", None)
+        self._memory = memory if isinstance(memory, MemoryBackend) else None
         self.limits = limits
         self.shards = shard_mapper
         self.node_id = node_id
@@ -176,7 +182,8 @@ class Node:
         """Value, version and absolute deadline (NO_EXPIRY when none)."""
         self._lock.acquire()  # the native GET's hot path: see get()
         try:
-            entry = self.backend.get_entry(key)
+            memory = self._memory
+            entry = memory.get_entry(key) if memory is not None else self.backend.get_entry(key)
             if entry is None:
                 self.misses += 1
             else:
@@ -592,7 +599,11 @@ class Node:
     # -- changes, with the feed told (the node lock is held) --------------------------
 
     def _put(self, key: bytes, value: bytes, expires_at_ms: int) -> int:
-        version = self.backend.put(key, value, expires_at_ms)
+        memory = self._memory
+        if memory is not None:
+            version = memory.put(key, value, expires_at_ms)
+        else:
+            version = self.backend.put(key, value, expires_at_ms)
         feed = self.feed
         if feed is not None:
             feed.put(key, value, version, expires_at_ms)

@@ -18,6 +18,7 @@ from types import FrameType
 from loguru import logger
 
 from aegiskv.backends.base import BackendOptions, wall_clock_ms
+from aegiskv.backends.options import BuiltinBackendOptions
 from aegiskv.backends.snapshot_format import SnapshotError
 from aegiskv.backends.wal_log import WalCorruption
 from aegiskv.cluster.interfaces import PlacementOptions
@@ -68,7 +69,7 @@ def build_server(config: Settings) -> tuple[Server, DataDir]:
     """Everything short of binding: raises DataDirError or PluginError on refusal."""
     # The plugin and the TLS files first: a refusal must not leave a data dir behind.
     backend_name = resolve_backend(config)
-    backend_class = plugins.load_backend(backend_name).obj
+    backend_plugin, backend_class = plugins.load_backend(backend_name)
     _placement_plugin, placement = plugins.load_placement(
         config.placement, PlacementOptions(config.virtual_nodes, config.placement_load_factor)
     )
@@ -77,18 +78,7 @@ def build_server(config: Settings) -> tuple[Server, DataDir]:
     data_dir = DataDir.open(config.data_dir, config.node_id)
     try:
         mapper = ShardMapper(config.shards)
-        backend = backend_class(
-            BackendOptions(
-                max_memory_bytes=config.max_memory_bytes,
-                protected_fraction=config.slru_protected_fraction,
-                data_dir=data_dir.path,
-                first_version=first_version(wall_clock_ms()),
-                wal_mode=config.wal,
-                wal_segment_bytes=config.wal_segment_bytes,
-                wal_salvage=config.wal_salvage,
-                snapshot_interval=config.snapshot_interval,
-            )
-        )
+        backend = backend_class(backend_options(config, backend_plugin, data_dir.path))
         node = Node(
             backend,
             KeyspaceLimits(config.max_key_bytes, config.max_value_bytes, config.max_batch_keys),
@@ -100,6 +90,29 @@ def build_server(config: Settings) -> tuple[Server, DataDir]:
     except BaseException:
         data_dir.close()
         raise
+
+
+def backend_options(config: Settings, plugin: plugins.FoundPlugin, data_dir: str) -> BackendOptions:
+    """What the backend is built with: AegisKV's own backends get their settings as well
+    (BuiltinBackendOptions); any other distribution's get the public BackendOptions only,
+    so no plugin comes to depend on the built-ins' internals (aegiskv.backends.options)."""
+    public = BackendOptions(
+        max_memory_bytes=config.max_memory_bytes,
+        data_dir=data_dir,
+        first_version=first_version(wall_clock_ms()),
+    )
+    if plugin.distribution != plugins.OWN_DISTRIBUTION:
+        return public
+    return BuiltinBackendOptions(
+        max_memory_bytes=public.max_memory_bytes,
+        data_dir=public.data_dir,
+        first_version=public.first_version,
+        protected_fraction=config.slru_protected_fraction,
+        wal_mode=config.wal,
+        wal_segment_bytes=config.wal_segment_bytes,
+        wal_salvage=config.wal_salvage,
+        snapshot_interval=config.snapshot_interval,
+    )
 
 
 # Backends that keep a write-ahead log; the memory backend would silently ignore --wal.

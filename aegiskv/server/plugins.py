@@ -7,6 +7,11 @@ imported, or whose object is not what the group expects, becomes a
 :class:`PluginError` that names its distribution; results are sorted so the
 listing is stable.
 
+A plugin that declares the plugin API version it was written against
+(``AEGISKV_PLUGIN_API`` in its module or on its object, see
+:mod:`aegiskv.plugin_api`) is refused unless it is this AegisKV's
+:data:`~aegiskv.plugin_api.API_VERSION`.
+
 Setting ``AEGIS_DISABLE_PLUGIN_AUTOLOAD=1`` loads only AegisKV's own plugins
 (third-party distributions are ignored), for tests and for ruling a plugin out.
 """
@@ -19,9 +24,13 @@ from collections.abc import Mapping
 from importlib import metadata
 from typing import Any, NamedTuple
 
-from aegiskv.cluster.interfaces import (
+from aegiskv.plugin_api import (
+    API_VERSION,
+    BACKENDS_GROUP,
+    DECLARATION,
     MEMBERSHIP_GROUP,
     PLACEMENT_GROUP,
+    Backend,
     MembershipCore,
     MembershipFactory,
     MembershipOptions,
@@ -29,7 +38,6 @@ from aegiskv.cluster.interfaces import (
     PlacementOptions,
 )
 
-BACKENDS_GROUP = "aegiskv.backends"
 GROUPS = (BACKENDS_GROUP, MEMBERSHIP_GROUP, PLACEMENT_GROUP)
 OWN_DISTRIBUTION = "aegiskv"
 
@@ -101,7 +109,20 @@ def load(plugin: FoundPlugin) -> LoadedPlugin:
             f"plugin {plugin.name!r} in group {plugin.group} from distribution "
             f"{plugin.distribution} {plugin.version} failed to load {plugin.value}: {type(error).__name__}: {error}"
         ) from error
+    declared = _declared_api(obj, module_name)
+    if declared is not None and (type(declared) is not int or declared != API_VERSION):
+        raise _refuse(
+            plugin, f"written for plugin API {declared!r}, but this AegisKV provides plugin API {API_VERSION}"
+        )
     return LoadedPlugin(plugin, obj)
+
+
+def _declared_api(obj: Any, module_name: str) -> object:
+    """The plugin API version the plugin declares (on its object, else its module), or None."""
+    declared = getattr(obj, DECLARATION, None)
+    if declared is None:
+        declared = getattr(importlib.import_module(module_name), DECLARATION, None)
+    return declared
 
 
 def _load_named(group: str, name: str, what: str) -> LoadedPlugin:
@@ -125,11 +146,9 @@ def _refuse(plugin: FoundPlugin, problem: str) -> PluginError:
 
 def load_backend(name: str) -> LoadedPlugin:
     """The backend class registered as ``name``, checked to be a ``Backend`` subclass."""
-    from aegiskv.backends.base import Backend
-
     loaded = _load_named(BACKENDS_GROUP, name, "backend")
     if not (isinstance(loaded.obj, type) and issubclass(loaded.obj, Backend)):
-        raise _refuse(loaded.plugin, f"{loaded.plugin.value} is not a subclass of aegiskv.backends.base.Backend")
+        raise _refuse(loaded.plugin, f"{loaded.plugin.value} is not a subclass of aegiskv.plugin_api.Backend")
     return loaded
 
 

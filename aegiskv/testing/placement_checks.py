@@ -12,7 +12,7 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 
-from aegiskv.cluster.interfaces import DEFAULT_PLACEMENT_OPTIONS, Placement, PlacementFactory, PlacementOptions
+from aegiskv.plugin_api import DEFAULT_PLACEMENT_OPTIONS, Placement, PlacementFactory, PlacementOptions
 
 
 def replica_counts(assignment: Sequence[tuple[str, ...]]) -> Counter[str]:

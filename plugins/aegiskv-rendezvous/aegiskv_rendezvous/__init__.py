@@ -17,9 +17,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from aegiskv.cluster.interfaces import DEFAULT_PLACEMENT_OPTIONS, PlacementOptions
+from aegiskv.plugin_api import DEFAULT_PLACEMENT_OPTIONS, PlacementOptions
 
-__all__ = ["RendezvousPlacement", "score"]
+__all__ = ["AEGISKV_PLUGIN_API", "RendezvousPlacement", "score"]
+
+# The plugin API this plugin was written against (aegiskv.plugin_api.API_VERSION):
+# AegisKV refuses to load it under another one rather than fail later.
+AEGISKV_PLUGIN_API = 1
 
 
 def score(shard: int, member: str) -> int:
