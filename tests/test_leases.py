@@ -19,12 +19,14 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from aegiskv.cluster.leases import (
+    FileHighWater,
     FileVoteStore,
     LeaseEvent,
     LeaseRelease,
     LeaseReply,
     LeaseRequest,
     LeaseTiming,
+    MemberHighWater,
     MemoryVoteStore,
     ShardLeases,
     VoteStoreError,
@@ -799,3 +801,114 @@ def test_a_holder_with_other_voters_never_renews_a_lapsed_lease_in_place() -> No
     assert not a.holds_lease(0, a.lease_until(0))  # the others may elect someone else from here
     trio.tick("a", a.lease_until(0) + D)
     assert a.counters["lost"] == 1
+
+
+# -- the quorum floor: a view shrunk by failure detection leads nothing ------------------------------
+
+
+def test_a_candidate_whose_replica_set_shrank_below_the_floor_never_wins() -> None:
+    # Three members seen, RF 3: the floor is 2. a holds the lease; then a partition cuts a off and
+    # each side's gossip declares the other dead: a's replica set becomes (a,), b's and c's (b, c).
+    trio = Trio()
+    for node in trio.nodes.values():
+        node.set_quorum_floor(2)
+    trio.tick("a", 0.0)
+    trio.deliver(now=0.0)
+    a, b, c = (trio.nodes[name] for name in REPLICAS)
+    assert a.holds_lease(0, 0.1)
+    a.set_replica_sets({0: ("a",)}, 0.1)
+    b.set_replica_sets({0: ("b", "c")}, 0.1)
+    c.set_replica_sets({0: ("b", "c")}, 0.1)
+    t = 0.1
+    holders_at_once = []
+    while t < 10 * D:
+        t += 0.05
+        trio.tick("a", t)
+        trio.in_flight = [m for m in trio.in_flight if m[0] != "a" and m[1] != "a"]  # cut off
+        trio.tick("b", t)
+        trio.tick("c", t)
+        trio.deliver(now=t)
+        holders_at_once.append({name for name, node in trio.nodes.items() if node.holds_lease(0, t)})
+    assert all(len(holders) <= 1 for holders in holders_at_once)
+    # a lost its lease when it ran out and never won another: no renewal in place, no self-election.
+    assert a.events == [LeaseEvent(0, "acquired", FIRST_A), LeaseEvent(0, "lost", FIRST_A)]
+    assert a.epoch(0) == FIRST_A and a.counters["elections_started"] == 1  # the first one only
+    # The majority side's two members are the floor: one of them leads.
+    assert b.holds_lease(0, t) or c.holds_lease(0, t)
+
+
+def test_the_alone_shortcuts_are_off_above_floor_one() -> None:
+    # Restarted, alone in the replica set: a single-node cluster campaigns at once (no restart wait)...
+    lone = ShardLeases("a", TIMING, MemoryVoteStore(), 0.0, random.Random(1), restarted=True)
+    lone.set_replica_sets({0: ("a",)}, 0.0)
+    lone.tick(0.0)
+    assert lone.events == [LeaseEvent(0, "acquired", 1)]
+    # ...and renews a lapsed lease in place, until the floor says the cluster had more members.
+    lone.set_quorum_floor(2)
+    late = lone.lease_until(0) + D
+    assert not lone.holds_lease(0, late)
+    lone.tick(late)
+    assert lone.events[-1] == LeaseEvent(0, "lost", 1)
+    # Above floor 1 it never elects itself alone, restart wait or not.
+    cut_off = ShardLeases("a", TIMING, MemoryVoteStore(), 0.0, random.Random(1), restarted=True)
+    cut_off.set_quorum_floor(2)
+    cut_off.set_replica_sets({0: ("a",)}, 0.0)
+    for step in range(200):
+        assert cut_off.tick(step * 0.05) == []
+    assert cut_off.events == [] and cut_off.epoch(0) == 0
+    with pytest.raises(ValueError, match="floor"):
+        cut_off.set_quorum_floor(0)
+
+
+def test_failure_detection_never_lowers_the_floor_and_a_graceful_leave_does() -> None:
+    members = MemberHighWater(replication_factor=3)
+    assert members.floor == 1  # nothing seen yet: a node alone is a single-node cluster
+    assert members.observe({"a"}, ()) and members.floor == 1
+    assert members.observe({"a", "b", "c"}, ()) and (members.high_water, members.floor) == (3, 2)
+    assert not members.observe({"a"}, ())  # b and c declared dead (or forgotten): the floor stays
+    assert members.floor == 2
+    assert members.observe({"a"}, {"b"}) and (members.high_water, members.floor) == (2, 2)
+    assert not members.observe({"a"}, {"b"})  # the same leave counts once
+    assert members.observe({"a"}, {"b", "c"}) and (members.high_water, members.floor) == (1, 1)
+    # A member that left comes back, and leaves again: counted again.
+    assert members.observe({"a", "b"}, {"c"}) and members.high_water == 2
+    assert members.observe({"a"}, {"b", "c"}) and members.high_water == 1
+    # Never below the members alive now; the replication factor caps the floor.
+    big = MemberHighWater(replication_factor=3)
+    big.observe({"a", "b", "c", "d", "e"}, ())
+    assert big.floor == 2
+    big.observe({"a", "b", "c"}, {"d", "e", "x"})
+    assert big.high_water == 3
+    single = MemberHighWater(replication_factor=1)
+    single.observe({"a", "b", "c"}, ())
+    assert single.floor == 1
+
+
+def test_a_lone_survivor_of_graceful_leaves_leads_again() -> None:
+    members = MemberHighWater(replication_factor=3)
+    members.observe({"a", "b", "c"}, ())
+    lone = ShardLeases("a", TIMING, MemoryVoteStore(), 0.0, random.Random(1), restarted=False)
+    lone.set_quorum_floor(members.floor)
+    lone.set_replica_sets({0: ("a",)}, 0.0)
+    lone.tick(0.0)
+    assert lone.events == []
+    members.observe({"a"}, {"b", "c"})
+    lone.set_quorum_floor(members.floor)
+    lone.tick(0.1)
+    assert lone.events == [LeaseEvent(0, "acquired", 1)]
+
+
+def test_the_high_water_survives_a_restart_in_its_file(tmp_path: Path) -> None:
+    store = FileHighWater(tmp_path)
+    members = MemberHighWater(3, store)
+    members.observe({"a", "b", "c"}, ())
+    again = MemberHighWater(3, FileHighWater(tmp_path))
+    assert again.high_water == 3 and again.floor == 2
+    again.observe({"a"}, ())  # restarted while cut off: still the floor of three
+    assert again.floor == 2
+    assert sorted(os.listdir(tmp_path)) == [FileHighWater.FILE_NAME]
+    data = bytearray(store.path.read_bytes())
+    data[6] ^= 1
+    store.path.write_bytes(bytes(data))
+    with pytest.raises(VoteStoreError, match=FileHighWater.FILE_NAME):
+        FileHighWater(tmp_path).load()
