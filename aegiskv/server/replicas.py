@@ -939,6 +939,9 @@ class ReplicaManager:
             "read_quorum": self.options.read_quorum,
             "max_follower_lag_changes": lag,
             "links_up": sum(1 for peer in self._peer_ids() if self.peers is not None and self.peers.is_up(peer)),
+            # Grants every lease needs at least, and the member count it comes from (leases.py).
+            "quorum_floor": self.leases.quorum_floor,
+            "members_high_water": self._members.high_water,
         }
         states = [stream.state for state in leading for stream in list(state.streams.values())]
         result.update({f"streams_{name}": states.count(name) for name in ("offered", "snapshot", "streaming")})
