@@ -33,7 +33,18 @@ from aegiskv.cluster.leases import (
     decode_message,
 )
 from tests.effort import examples
-from tests.lease_sim import Crash, Fault, LeaseSim, Lossy, Partition, Pause, Slow, failover_time, percentile
+from tests.lease_sim import (
+    Crash,
+    Fault,
+    LeaseSim,
+    Lossy,
+    Partition,
+    Pause,
+    Slow,
+    ViewSplit,
+    failover_time,
+    percentile,
+)
 
 TIMING = LeaseTiming()
 D = TIMING.lease_duration
@@ -598,6 +609,7 @@ def fault_schedules(draw: st.DrawFn) -> Schedule:
         st.builds(Crash, starts, durations, node, st.booleans()),
         st.builds(Lossy, starts, durations, st.floats(0.2, 0.9)),
         st.builds(Slow, starts, durations, st.floats(0.01, 1.5), links()),
+        st.builds(ViewSplit, starts, durations, st.sets(node, min_size=1, max_size=nodes - 1).map(frozenset)),
     )
     faults = draw(st.lists(fault, max_size=6))
     seed = draw(st.integers(0, 2**16))
@@ -717,12 +729,28 @@ def only_copy_down_and_one_lost(draw: st.DrawFn) -> Schedule:
     return Schedule(3, 3, 1, draw(st.lists(EXTREMES, min_size=3, max_size=3)), faults, draw(seeds))
 
 
+@st.composite
+def holder_cut_off_alone_and_its_view_shrinks(draw: st.DrawFn) -> Schedule:
+    """Gossip on each side of a partition declares the other side dead: the cut-off holder's
+    replica sets become itself alone, a majority of one, while the other side elects. Only the
+    quorum floor stops it from leading again (tests/test_faults.py saw it on real processes)."""
+    alone = draw(st.sampled_from(["n0", "n1", "n2"]))
+    faults: list[Fault] = [ViewSplit(draw(st.floats(1.0, 3.0)), draw(st.floats(2 * D, 4 * D)), frozenset({alone}))]
+    if draw(st.booleans()):
+        # And it restarts while cut off: no restart wait or renewal in place may let it lead alone.
+        faults.append(Crash(faults[0].start + draw(st.floats(0.1, D)), draw(st.floats(0.01, 0.5)), alone, True))
+    return Schedule(
+        3, 3, draw(st.integers(1, 3)), draw(st.lists(EXTREMES, min_size=3, max_size=3)), faults, draw(seeds)
+    )
+
+
 ADVERSARIAL = (
     slow_replies_then_cut_off,
     voter_restarts_while_a_rival_campaigns,
     lagging_follower_then_holder_dies,
     slow_clock_holder_cut_off,
     only_copy_down_and_one_lost,
+    holder_cut_off_alone_and_its_view_shrinks,
 )
 
 
@@ -912,3 +940,18 @@ def test_the_high_water_survives_a_restart_in_its_file(tmp_path: Path) -> None:
     store.path.write_bytes(bytes(data))
     with pytest.raises(VoteStoreError, match=FileHighWater.FILE_NAME):
         FileHighWater(tmp_path).load()
+
+
+def test_without_the_floor_a_view_split_elects_two_holders() -> None:
+    # The simulation does see the bug the floor fixes: n0 cut off alone, its view shrunk to itself.
+    split = [ViewSplit(1.0, 3 * D, frozenset({"n0"}))]
+    unfloored = LeaseSim(nodes=3, shards=3, seed=3, faults=split, quorum_floor=1)
+    unfloored.run_until(1.0 + 3 * D)
+    assert any("at once" in violation for violation in unfloored.violations), unfloored.violations
+    floored = LeaseSim(nodes=3, shards=3, seed=3, faults=split)
+    floored.run_until(1.0 + 5 * D)
+    floored.check_final()
+    assert floored.violations == []
+    # The majority side led every shard while the split lasted; n0 led nothing then.
+    during = [(at, node) for at, _, node, _ in floored.acquisitions if 1.0 < at < 1.0 + 3 * D]
+    assert during and all(node != "n0" for _, node in during)
