@@ -280,6 +280,8 @@ def test_reads_consult_a_second_copy_and_are_refused_without_one(read_quorum_clu
     after = info(primary, "replication")
     assert after["aegis_read_quorum_reads"] >= before["aegis_read_quorum_reads"] + 2
     assert after["aegis_read_quorum_failures"] >= 1
+
+
 def test_with_one_copy_every_node_learns_who_took_a_dead_nodes_shards(tmp_path: Path) -> None:
     # RF 1: nodes hold no copy of each other's shards, so they learn every primary but their own
     # from the lead bitmap each node gossips. A node that takes over a dead node's shard must
