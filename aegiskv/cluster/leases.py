@@ -83,6 +83,17 @@ one (no restart wait, the lapsed lease renewed in place) hold only while the
 floor is at most 1: a real single-node cluster, or one that shrank to one by
 graceful leaves.
 
+What the floor does not cover: a cluster of more nodes than the replication
+factor split into two sides that each hold a majority of it (five nodes, RF 3,
+two and three): each side's placement builds full replica sets from its own
+members, and both reach the floor (that is the unstaged replacement of members
+described below). With a replication factor of 1 the floor is 1. The high water
+is kept in the data dir (:class:`FileHighWater`), so a node without seeds that
+restarts while cut off still knows its cluster's size; a node whose data dir
+is new starts from nothing (floor 1 until it sees members), and leaves that
+happened while it was down are not deducted (it may then wait for more members
+than it needs: never less safe).
+
 **What this module does not do.** Changing ``R(s)`` is safe only when every
 majority of the old set meets every majority of the new one: one member
 added, or one removed, at a time. Replacing a member (``{a, b, c}`` to

@@ -238,8 +238,10 @@ class ReplicaManager:
                     # its vote must not help elect a primary missing acknowledged writes.
                     self.leases.set_trusted(shard, False, now)
             state.members = members
-            if members == (self.node_id,):
-                # Alone in the replica set: its own copy is the shard, there is no other to wait for.
+            if members == (self.node_id,) and self.leases.quorum_floor <= 1:
+                # Alone in the replica set of a cluster that is one node (or shrank to one by graceful
+                # leaves): its own copy is the shard, there is no other to wait for. Alone because the
+                # others were declared dead, it may be the copy that lost writes: no such shortcut.
                 self.leases.set_trusted(shard, True, now)
             if state.leading_epoch:
                 state.tracker.set_followers(member for member in members if member != self.node_id)
