@@ -145,6 +145,8 @@ def test_leave_kill_and_restart_with_the_same_id(cluster: Cluster) -> None:
     assert third.stop() == 0
     wait_for_agreement([first, second], {"n0", "n1"})
     assert info(first, "cluster")["aegis_gossip_members_left"] == 1
+    # A graceful leave lowers the member high water (a death would not).
+    wait_until(lambda: info(first, "replication")["aegis_members_high_water"] == 2, what="the leave deducted")
 
     # kill -9: found by the failure detector. Dead is not departed: for all n0 knows, n1 is
     # alive on the far side of a partition and leads there, so n0 alone (one of the two members
@@ -155,7 +157,11 @@ def test_leave_kill_and_restart_with_the_same_id(cluster: Cluster) -> None:
 
     def leads_nothing() -> bool:
         replication = info(first, "replication")
-        return replication["aegis_shards_primary"] == 0 and replication["aegis_quorum_floor"] == 2
+        return (
+            replication["aegis_shards_primary"] == 0
+            and replication["aegis_quorum_floor"] == 2
+            and replication["aegis_members_high_water"] == 2
+        )
 
     wait_until(leads_nothing, timeout=30, what="n0 to lead nothing alone")
     with (
