@@ -955,3 +955,24 @@ def test_without_the_floor_a_view_split_elects_two_holders() -> None:
     # The majority side led every shard while the split lasted; n0 led nothing then.
     during = [(at, node) for at, _, node, _ in floored.acquisitions if 1.0 < at < 1.0 + 3 * D]
     assert during and all(node != "n0" for _, node in during)
+
+
+def test_a_high_water_that_cannot_be_saved_changes_nothing() -> None:
+    class Failing:
+        fail = False
+
+        def load(self) -> int:
+            return 3
+
+        def save(self, high_water: int) -> None:
+            if self.fail:
+                raise OSError("disk full")
+
+    store = Failing()
+    members = MemberHighWater(3, store)
+    store.fail = True
+    with pytest.raises(OSError):
+        members.observe({"a"}, {"b"})
+    assert members.high_water == 3
+    store.fail = False
+    assert members.observe({"a"}, {"b"}) and members.high_water == 2  # the leave counts on the retry

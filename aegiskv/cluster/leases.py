@@ -629,18 +629,15 @@ class MemberHighWater:
     def observe(self, live: Iterable[str], left: Iterable[str]) -> bool:
         """Take in a membership view; True when the high water changed (and was stored)."""
         live = set(live)
-        high_water = self.high_water
-        self._departed -= live
-        for node_id in set(left) - live - self._departed:
-            self._departed.add(node_id)
-            high_water -= 1
-        high_water = max(high_water, len(live))
-        if high_water == self.high_water:
-            return False
-        if self._store is not None:
-            self._store.save(high_water)  # durable before a lower floor is acted on
+        departed = self._departed - live
+        leaves = set(left) - live - departed
+        high_water = max(self.high_water - len(leaves), len(live))
+        if high_water != self.high_water and self._store is not None:
+            self._store.save(high_water)  # durable before a lower floor is acted on (raises: nothing changed)
+        self._departed = departed | leaves
+        changed = high_water != self.high_water
         self.high_water = high_water
-        return True
+        return changed
 
 
 # -- the core -------------------------------------------------------------------------------------
