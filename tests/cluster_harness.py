@@ -91,23 +91,31 @@ def key_count(node: LocalNode) -> int:
     return database.get("keys", 0)
 
 
-def wait_for_agreement(nodes: list[LocalNode], members: set[str], timeout: float = 30.0) -> dict[str, Any]:
+def wait_for_agreement(
+    nodes: list[LocalNode], members: set[str], timeout: float = 30.0, leased: bool = True
+) -> dict[str, Any]:
     """Until every node's map lists exactly ``members`` with the same replica sets and primaries; returns one map.
 
     Settled also means led as placement prefers: every shard's primary (the holder of
     its lease, listed first) is its preferred member, which a node that took a lease
     while alone hands back once that member has caught up (aegiskv.server.replicas).
+
+    ``leased=False`` waits for the membership only (same members, same placement), not
+    for primaries: a node left without a majority of the members it saw (the others
+    killed, not departed) never gets one (aegiskv.cluster.leases, "The quorum floor").
     """
     deadline = time.monotonic() + timeout
     seen: list[dict[str, Any]] = []
     while True:
         seen = [topology(node) for node in nodes]
-        shard_lists = {json.dumps(answer["shards"]) for answer in seen}
+        if leased:
+            shard_lists = {json.dumps(answer["shards"]) for answer in seen}
+        else:
+            shard_lists = {json.dumps([shard.get("preferred") for shard in answer["shards"]]) for answer in seen}
         if (
             all(set(answer["nodes"]) == members for answer in seen)
             and len(shard_lists) == 1
-            and all(answer["shards"][index].get("primary") for answer in seen for index in range(len(answer["shards"])))
-            and all(shard["primary"] == shard.get("preferred") for shard in seen[0]["shards"])
+            and (not leased or _settled(seen))
         ):
             return seen[0]
         if time.monotonic() > deadline:
@@ -116,3 +124,10 @@ def wait_for_agreement(nodes: list[LocalNode], members: set[str], timeout: float
                 + "; ".join(f"{sorted(answer['nodes'])} epoch {answer['epoch']}" for answer in seen)
             )
         time.sleep(0.05)
+
+
+def _settled(seen: list[dict[str, Any]]) -> bool:
+    """Every shard has a primary in every map, and it is the preferred member."""
+    return all(
+        answer["shards"][index].get("primary") for answer in seen for index in range(len(answer["shards"]))
+    ) and all(shard["primary"] == shard.get("preferred") for shard in seen[0]["shards"])

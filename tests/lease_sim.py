@@ -16,6 +16,13 @@ Faults (each scheduled at a real time, for a duration):
   stays: the votes are durable); its replication log stays or goes
   (``keep_log``); it restarts with ``restarted=True``, untrusted for the
   shards whose log it lost until a holder resynchronises it;
+* ``ViewSplit``: a partition the membership notices: the links between
+  ``side`` and the other nodes deliver nothing, and every node's replica sets
+  shrink to the members on its own side, as gossip declaring the others dead
+  does (the placement of a cluster with RF = N). No node's quorum floor
+  changes: dead is not departed (aegiskv.cluster.leases, "The quorum floor").
+  With RF < N a real placement would also *add* members from its own side,
+  which this does not model (and which the floor does not cover);
 * ``Lossy``: a loss rate on every link; ``Slow``: extra delay on some
   directed links (a reply path slower than the request path is what exposes
   a lease counted from when a reply arrived instead of when the request left).
@@ -52,7 +59,14 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aegiskv.cluster.leases import LeaseTiming, MemoryVoteStore, Position, ShardLeases, majority_of
+from aegiskv.cluster.leases import (
+    LeaseTiming,
+    MemoryVoteStore,
+    Position,
+    ShardLeases,
+    majority_of,
+    majority_of_count,
+)
 
 Entry = tuple[int, int]  # (epoch, write id); write id 0 .. for no-ops is negative
 
@@ -97,7 +111,14 @@ class Slow:
     links: frozenset[tuple[str, str]]  # (sender, receiver) pairs slowed down
 
 
-Fault = Partition | Pause | Crash | Lossy | Slow
+@dataclass(frozen=True)
+class ViewSplit:
+    start: float
+    duration: float
+    side: frozenset[str]  # these nodes on one side, the others on the other
+
+
+Fault = Partition | Pause | Crash | Lossy | Slow | ViewSplit
 
 
 # -- replication messages (Python objects: only the lease messages are bytes) ---------------
@@ -196,7 +217,9 @@ class LeaseSim:
         leases_factory: Callable[..., ShardLeases] = ShardLeases,
         restarted_at_start: bool = False,
         idle_shards: frozenset[int] = frozenset(),
+        quorum_floor: int | None = None,
     ) -> None:
+        """``quorum_floor``: every node's (default: from the replication factor and all N nodes seen)."""
         self.timing = timing or LeaseTiming()
         self.rng = random.Random(seed)
         self.tick_interval = tick
@@ -212,6 +235,10 @@ class LeaseSim:
         self.blocked: list[frozenset[tuple[str, str]]] = []
         self.loss: list[float] = []
         self.slow: list[Slow] = []
+        self.splits: list[ViewSplit] = []
+        if quorum_floor is None:
+            quorum_floor = majority_of_count(min(replication_factor, nodes))
+        self.quorum_floor = quorum_floor
         self.violations: list[str] = []
         self.acked: list[AckedWrite] = []
         self.acquisitions: list[tuple[float, int, str, int]] = []  # (real time, shard, node, epoch)
@@ -250,13 +277,22 @@ class LeaseSim:
     # -- nodes ----------------------------------------------------------------------------------
 
     def my_shards(self, node: SimNode) -> dict[int, tuple[str, ...]]:
-        return {shard: replicas for shard, replicas in self.replica_sets.items() if node.node_id in replicas}
+        """The replica sets as ``node`` sees them: without the members a ViewSplit put on the other side."""
+        return {
+            shard: tuple(peer for peer in replicas if self._sees(node.node_id, peer))
+            for shard, replicas in self.replica_sets.items()
+            if node.node_id in replicas
+        }
+
+    def _sees(self, node_id: str, peer: str) -> bool:
+        return all((node_id in split.side) == (peer in split.side) for split in self.splits)
 
     def _start(self, node: SimNode, restarted: bool, untrusted: tuple[int, ...] = ()) -> None:
         now = node.clock(self.now)
         leases = self.leases_factory(
             node.node_id, self.timing, node.store, now, random.Random(self.rng.random()), restarted=restarted
         )
+        leases.set_quorum_floor(self.quorum_floor)
         leases.set_replica_sets(self.my_shards(node), now)
         for shard, log in node.logs.items():
             leases.set_position(shard, position_of(log))
@@ -365,10 +401,31 @@ class LeaseSim:
                 self.crash(fault.node)
             else:
                 self.restart(fault.node, keep_log=fault.keep_log)
+        elif isinstance(fault, ViewSplit):
+            cut = frozenset((a, b) for a in self.nodes for b in self.nodes if (a in fault.side) != (b in fault.side))
+            if starting:
+                self.blocked.append(cut)
+                self.splits.append(fault)
+            else:
+                self.blocked.remove(cut)
+                self.splits.remove(fault)
+            for node in self.nodes.values():
+                if node.up and not node.paused:  # a paused node sees the change when it resumes
+                    self._see_view(node)
+
+    def _see_view(self, node: SimNode) -> None:
+        """Membership changed what ``node`` sees: its replica sets follow (a holder dropped from one steps down)."""
+        leases = node.leases
+        assert leases is not None
+        for target, payload in leases.set_replica_sets(self.my_shards(node), node.clock(self.now)):
+            self._send(node.node_id, target, payload)
+        self._after_lease_work(node)
 
     def _resume(self, node: SimNode) -> None:
         """SIGCONT: the loop runs its timers and reads what queued up, in either order."""
         node.paused = False
+        if node.up:
+            self._see_view(node)
         waiting, node.inbox = node.inbox, []
         tick_first = self.rng.random() < 0.5
         if tick_first:

@@ -19,7 +19,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from aegiskv.client import Client, Config, MovedError, NotFoundError
+from aegiskv.client import Client, Config, MovedError, NotFoundError, TryAgainError
 from aegiskv.cluster.slots import ShardMapper
 from aegiskv.testing.localnode import LocalNode
 from tests.cluster_harness import Cluster, gossip_address, info, key_count, topology, wait_for_agreement
@@ -145,15 +145,36 @@ def test_leave_kill_and_restart_with_the_same_id(cluster: Cluster) -> None:
     assert third.stop() == 0
     wait_for_agreement([first, second], {"n0", "n1"})
     assert info(first, "cluster")["aegis_gossip_members_left"] == 1
+    # A graceful leave lowers the member high water (a death would not).
+    wait_until(lambda: info(first, "replication")["aegis_members_high_water"] == 2, what="the leave deducted")
 
-    # kill -9: found by the failure detector.
+    # kill -9: found by the failure detector. Dead is not departed: for all n0 knows, n1 is
+    # alive on the far side of a partition and leads there, so n0 alone (one of the two members
+    # it still counts) leads nothing once its leases ran out, and refuses writes.
     second.kill()
-    wait_for_agreement([first], {"n0"})
+    wait_for_agreement([first], {"n0"}, leased=False)
     assert info(first, "cluster")["aegis_gossip_members_dead"] == 1
 
-    # Back with the same id (new ports, new incarnation): it supersedes its tombstone.
+    def leads_nothing() -> bool:
+        replication = info(first, "replication")
+        return (
+            replication["aegis_shards_primary"] == 0
+            and replication["aegis_quorum_floor"] == 2
+            and replication["aegis_members_high_water"] == 2
+        )
+
+    wait_until(leads_nothing, timeout=30, what="n0 to lead nothing alone")
+    with (
+        Client(Config(seeds=[first.address_text], max_retries=0)) as client,
+        pytest.raises(TryAgainError, match="no primary yet"),
+    ):
+        client.set("alone", b"x")
+    assert leads_nothing()
+
+    # Back with the same id (new ports, new incarnation): it supersedes its tombstone, and the
+    # two of them make the floor again.
     restarted = cluster.start(1, seeds=[gossip_address(first)])
-    agreed = wait_for_agreement([first, restarted], {"n0", "n1"})
+    agreed = wait_for_agreement([first, restarted], {"n0", "n1"}, timeout=90)
     assert agreed["nodes"]["n1"]["client"] == restarted.address_text
     with Client(Config(seeds=[first.address_text])) as client:
         for index in range(50):

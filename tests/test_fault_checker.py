@@ -88,6 +88,19 @@ def test_stale_acknowledgements_after_a_pause_are_those_past_the_lease_of_reques
     assert relaxed["stale_acks"] == 0
 
 
+def test_a_retry_sent_after_the_pause_is_no_stale_acknowledgement() -> None:
+    # The stopped node held the first attempt and refused it on waking; the client sent it
+    # again, and the node, primary again under a new lease, acknowledged the retry.
+    settings = CheckSettings(lease=2.0, tolerance=0.25, grace=0.5)
+    pause = Cut("n1", "pause", at(10.0), at(14.0))
+    retried = write(1, 1, 10.1, 14.2, node="n1")
+    retried.attempt_sent = at(14.1)
+    held = write(2, 1, 10.1, 14.2, node="n1")
+    held.attempt_sent = at(10.1)  # the attempt it held through the pause: stale
+    summary = check([retried, held], present([retried, held]), timeline(cuts=(pause,)), settings=settings)
+    assert [entry["key"] for entry in summary["stale_ack_examples"]] == ["k2"]
+
+
 def test_stale_acknowledgements_of_an_isolated_node() -> None:
     isolated = Cut("n1", "isolated", at(10.0), at(14.0))
     writes = [

@@ -19,19 +19,32 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from aegiskv.cluster.leases import (
+    FileHighWater,
     FileVoteStore,
     LeaseEvent,
     LeaseRelease,
     LeaseReply,
     LeaseRequest,
     LeaseTiming,
+    MemberHighWater,
     MemoryVoteStore,
     ShardLeases,
     VoteStoreError,
     decode_message,
 )
 from tests.effort import examples
-from tests.lease_sim import Crash, Fault, LeaseSim, Lossy, Partition, Pause, Slow, failover_time, percentile
+from tests.lease_sim import (
+    Crash,
+    Fault,
+    LeaseSim,
+    Lossy,
+    Partition,
+    Pause,
+    Slow,
+    ViewSplit,
+    failover_time,
+    percentile,
+)
 
 TIMING = LeaseTiming()
 D = TIMING.lease_duration
@@ -600,6 +613,7 @@ def fault_schedules(draw: st.DrawFn) -> Schedule:
         st.builds(Crash, starts, durations, node, st.booleans()),
         st.builds(Lossy, starts, durations, st.floats(0.2, 0.9)),
         st.builds(Slow, starts, durations, st.floats(0.01, 1.5), links()),
+        st.builds(ViewSplit, starts, durations, st.sets(node, min_size=1, max_size=nodes - 1).map(frozenset)),
     )
     faults = draw(st.lists(fault, max_size=6))
     seed = draw(st.integers(0, 2**16))
@@ -719,12 +733,28 @@ def only_copy_down_and_one_lost(draw: st.DrawFn) -> Schedule:
     return Schedule(3, 3, 1, draw(st.lists(EXTREMES, min_size=3, max_size=3)), faults, draw(seeds))
 
 
+@st.composite
+def holder_cut_off_alone_and_its_view_shrinks(draw: st.DrawFn) -> Schedule:
+    """Gossip on each side of a partition declares the other side dead: the cut-off holder's
+    replica sets become itself alone, a majority of one, while the other side elects. Only the
+    quorum floor stops it from leading again (tests/test_faults.py saw it on real processes)."""
+    alone = draw(st.sampled_from(["n0", "n1", "n2"]))
+    faults: list[Fault] = [ViewSplit(draw(st.floats(1.0, 3.0)), draw(st.floats(2 * D, 4 * D)), frozenset({alone}))]
+    if draw(st.booleans()):
+        # And it restarts while cut off: no restart wait or renewal in place may let it lead alone.
+        faults.append(Crash(faults[0].start + draw(st.floats(0.1, D)), draw(st.floats(0.01, 0.5)), alone, True))
+    return Schedule(
+        3, 3, draw(st.integers(1, 3)), draw(st.lists(EXTREMES, min_size=3, max_size=3)), faults, draw(seeds)
+    )
+
+
 ADVERSARIAL = (
     slow_replies_then_cut_off,
     voter_restarts_while_a_rival_campaigns,
     lagging_follower_then_holder_dies,
     slow_clock_holder_cut_off,
     only_copy_down_and_one_lost,
+    holder_cut_off_alone_and_its_view_shrinks,
 )
 
 
@@ -803,3 +833,150 @@ def test_a_holder_with_other_voters_never_renews_a_lapsed_lease_in_place() -> No
     assert not a.holds_lease(0, a.lease_until(0))  # the others may elect someone else from here
     trio.tick("a", a.lease_until(0) + D)
     assert a.counters["lost"] == 1
+
+
+# -- the quorum floor: a view shrunk by failure detection leads nothing ------------------------------
+
+
+def test_a_candidate_whose_replica_set_shrank_below_the_floor_never_wins() -> None:
+    # Three members seen, RF 3: the floor is 2. a holds the lease; then a partition cuts a off and
+    # each side's gossip declares the other dead: a's replica set becomes (a,), b's and c's (b, c).
+    trio = Trio()
+    for node in trio.nodes.values():
+        node.set_quorum_floor(2)
+    trio.tick("a", 0.0)
+    trio.deliver(now=0.0)
+    a, b, c = (trio.nodes[name] for name in REPLICAS)
+    assert a.holds_lease(0, 0.1)
+    a.set_replica_sets({0: ("a",)}, 0.1)
+    b.set_replica_sets({0: ("b", "c")}, 0.1)
+    c.set_replica_sets({0: ("b", "c")}, 0.1)
+    t = 0.1
+    holders_at_once = []
+    while t < 10 * D:
+        t += 0.05
+        trio.tick("a", t)
+        trio.in_flight = [m for m in trio.in_flight if m[0] != "a" and m[1] != "a"]  # cut off
+        trio.tick("b", t)
+        trio.tick("c", t)
+        trio.deliver(now=t)
+        holders_at_once.append({name for name, node in trio.nodes.items() if node.holds_lease(0, t)})
+    assert all(len(holders) <= 1 for holders in holders_at_once)
+    # a lost its lease when it ran out and never won another: no renewal in place, no self-election.
+    assert a.events == [LeaseEvent(0, "acquired", FIRST_A), LeaseEvent(0, "lost", FIRST_A)]
+    assert a.epoch(0) == FIRST_A and a.counters["elections_started"] == 1  # the first one only
+    # The majority side's two members are the floor: one of them leads.
+    assert b.holds_lease(0, t) or c.holds_lease(0, t)
+
+
+def test_the_alone_shortcuts_are_off_above_floor_one() -> None:
+    # Restarted, alone in the replica set: a single-node cluster campaigns at once (no restart wait)...
+    lone = ShardLeases("a", TIMING, MemoryVoteStore(), 0.0, random.Random(1), restarted=True)
+    lone.set_replica_sets({0: ("a",)}, 0.0)
+    lone.tick(0.0)
+    assert lone.events == [LeaseEvent(0, "acquired", 1)]
+    # ...and renews a lapsed lease in place, until the floor says the cluster had more members.
+    lone.set_quorum_floor(2)
+    late = lone.lease_until(0) + D
+    assert not lone.holds_lease(0, late)
+    lone.tick(late)
+    assert lone.events[-1] == LeaseEvent(0, "lost", 1)
+    # Above floor 1 it never elects itself alone, restart wait or not.
+    cut_off = ShardLeases("a", TIMING, MemoryVoteStore(), 0.0, random.Random(1), restarted=True)
+    cut_off.set_quorum_floor(2)
+    cut_off.set_replica_sets({0: ("a",)}, 0.0)
+    for step in range(200):
+        assert cut_off.tick(step * 0.05) == []
+    assert cut_off.events == [] and cut_off.epoch(0) == 0
+    with pytest.raises(ValueError, match="floor"):
+        cut_off.set_quorum_floor(0)
+
+
+def test_failure_detection_never_lowers_the_floor_and_a_graceful_leave_does() -> None:
+    members = MemberHighWater(replication_factor=3)
+    assert members.floor == 1  # nothing seen yet: a node alone is a single-node cluster
+    assert members.observe({"a"}, ()) and members.floor == 1
+    assert members.observe({"a", "b", "c"}, ()) and (members.high_water, members.floor) == (3, 2)
+    assert not members.observe({"a"}, ())  # b and c declared dead (or forgotten): the floor stays
+    assert members.floor == 2
+    assert members.observe({"a"}, {"b"}) and (members.high_water, members.floor) == (2, 2)
+    assert not members.observe({"a"}, {"b"})  # the same leave counts once
+    assert members.observe({"a"}, {"b", "c"}) and (members.high_water, members.floor) == (1, 1)
+    # A member that left comes back, and leaves again: counted again.
+    assert members.observe({"a", "b"}, {"c"}) and members.high_water == 2
+    assert members.observe({"a"}, {"b", "c"}) and members.high_water == 1
+    # Never below the members alive now; the replication factor caps the floor.
+    big = MemberHighWater(replication_factor=3)
+    big.observe({"a", "b", "c", "d", "e"}, ())
+    assert big.floor == 2
+    big.observe({"a", "b", "c"}, {"d", "e", "x"})
+    assert big.high_water == 3
+    single = MemberHighWater(replication_factor=1)
+    single.observe({"a", "b", "c"}, ())
+    assert single.floor == 1
+
+
+def test_a_lone_survivor_of_graceful_leaves_leads_again() -> None:
+    members = MemberHighWater(replication_factor=3)
+    members.observe({"a", "b", "c"}, ())
+    lone = ShardLeases("a", TIMING, MemoryVoteStore(), 0.0, random.Random(1), restarted=False)
+    lone.set_quorum_floor(members.floor)
+    lone.set_replica_sets({0: ("a",)}, 0.0)
+    lone.tick(0.0)
+    assert lone.events == []
+    members.observe({"a"}, {"b", "c"})
+    lone.set_quorum_floor(members.floor)
+    lone.tick(0.1)
+    assert lone.events == [LeaseEvent(0, "acquired", 1)]
+
+
+def test_the_high_water_survives_a_restart_in_its_file(tmp_path: Path) -> None:
+    store = FileHighWater(tmp_path)
+    members = MemberHighWater(3, store)
+    members.observe({"a", "b", "c"}, ())
+    again = MemberHighWater(3, FileHighWater(tmp_path))
+    assert again.high_water == 3 and again.floor == 2
+    again.observe({"a"}, ())  # restarted while cut off: still the floor of three
+    assert again.floor == 2
+    assert sorted(os.listdir(tmp_path)) == [FileHighWater.FILE_NAME]
+    data = bytearray(store.path.read_bytes())
+    data[6] ^= 1
+    store.path.write_bytes(bytes(data))
+    with pytest.raises(VoteStoreError, match=FileHighWater.FILE_NAME):
+        FileHighWater(tmp_path).load()
+
+
+def test_without_the_floor_a_view_split_elects_two_holders() -> None:
+    # The simulation does see the bug the floor fixes: n0 cut off alone, its view shrunk to itself.
+    split: list[Fault] = [ViewSplit(1.0, 3 * D, frozenset({"n0"}))]
+    unfloored = LeaseSim(nodes=3, shards=3, seed=3, faults=split, quorum_floor=1)
+    unfloored.run_until(1.0 + 3 * D)
+    assert any("at once" in violation for violation in unfloored.violations), unfloored.violations
+    floored = LeaseSim(nodes=3, shards=3, seed=3, faults=split)
+    floored.run_until(1.0 + 5 * D)
+    floored.check_final()
+    assert floored.violations == []
+    # The majority side led every shard while the split lasted; n0 led nothing then.
+    during = [(at, node) for at, _, node, _ in floored.acquisitions if 1.0 < at < 1.0 + 3 * D]
+    assert during and all(node != "n0" for _, node in during)
+
+
+def test_a_high_water_that_cannot_be_saved_changes_nothing() -> None:
+    class Failing:
+        fail = False
+
+        def load(self) -> int:
+            return 3
+
+        def save(self, high_water: int) -> None:
+            if self.fail:
+                raise OSError("disk full")
+
+    store = Failing()
+    members = MemberHighWater(3, store)
+    store.fail = True
+    with pytest.raises(OSError):
+        members.observe({"a"}, {"b"})
+    assert members.high_water == 3
+    store.fail = False
+    assert members.observe({"a"}, {"b"}) and members.high_water == 2  # the leave counts on the retry

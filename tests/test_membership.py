@@ -36,6 +36,9 @@ def test_a_killed_node_is_declared_dead_by_everyone_within_the_bound() -> None:
     assert sim.run_while(lambda: not _everyone_sees(sim, "n0003", {State.DEAD}), limit=30)
     # memberlist's LAN profile expects about 6 s; the issue's p99 bound is 12 s.
     assert sim.now - killed_at <= 12
+    # Dead is not departed: the leases' quorum floor stays (aegiskv.cluster.leases).
+    views = [sim.nodes[observer].member("n0003") for observer in sim.alive_nodes()]
+    assert all(view is not None and not view.left for view in views)
 
 
 def test_no_false_deaths_at_ten_percent_loss() -> None:
@@ -131,6 +134,9 @@ def test_a_graceful_leave_is_known_to_all_without_suspicion() -> None:
     assert sim.run_while(lambda: not _everyone_sees(sim, "n0004", {State.LEFT}), limit=10)
     assert sim.now - left_at < 5
     assert "n0004" not in suspected
+    # What the leases' quorum floor goes down by (GossipService.departed).
+    views = [sim.nodes[observer].member("n0004") for observer in sim.alive_nodes() if observer != "n0004"]
+    assert all(view is not None and view.left for view in views)
 
 
 def test_join_through_a_seed_reaches_everyone() -> None:

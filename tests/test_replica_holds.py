@@ -15,7 +15,9 @@ from aegiskv.backends.base import BackendOptions
 from aegiskv.backends.memory import MemoryBackend
 from aegiskv.cluster.leases import MemoryVoteStore
 from aegiskv.cluster.peer_wire import Kind
+from aegiskv.cluster.placement import RingPlacement
 from aegiskv.cluster.replication import Change, Op, writer_tag
+from aegiskv.cluster.shard_map import Endpoint, Member, ShardMap, Topology
 from aegiskv.cluster.slots import ShardMapper
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.node.operations import KeyspaceLimits, Node
@@ -40,6 +42,9 @@ class Links:
 
     def pending_bytes(self, peer: str) -> int:
         return 0
+
+    def set_peers(self, peers: dict[str, tuple[str, int]]) -> None:
+        pass
 
     def send(self, peer: str, kind: int, payload: bytes) -> None:
         self.sent.append((peer, kind, payload))
@@ -274,3 +279,27 @@ def test_wait_without_writes_answers_at_once_with_the_streaming_followers() -> N
     assert primary.verdict(held_wait(primary, WaitRequest(5, 0, count), {})) == b"2"
     links(primary).down.add("f2")
     assert primary.verdict(held_wait(primary, WaitRequest(5, 0, count), {})) == b"1"
+
+
+# -- the quorum floor ---------------------------------------------------------------------------
+
+
+def test_a_view_shrunk_by_failures_keeps_the_floor_and_graceful_leaves_lower_it() -> None:
+    replicas = manager("p")
+    topology = Topology(RingPlacement(), ShardMapper(SHARDS), 3)
+
+    def view(*names: str) -> ShardMap:
+        return topology.update(Member(name, Endpoint("127.0.0.1", 1 + index), None) for index, name in enumerate(names))
+
+    replicas.set_shard_map(view("p", "f1", "f2"), {})
+    assert replicas.info()["quorum_floor"] == 2 and replicas.info()["members_high_water"] == 3
+    replicas.leases.set_trusted(0, False, 0.0)  # say this copy lost writes
+    # The others declared dead (a partition): p alone in every replica set, but the floor stays,
+    # and its copy is not taken for the whole shard.
+    replicas.set_shard_map(view("p"), {})
+    assert replicas.info()["quorum_floor"] == 2
+    assert not replicas.leases._shards[0].trusted
+    # They left gracefully: a single-node cluster now, whose copy is the shard.
+    replicas.set_shard_map(view("p"), {}, left={"f1", "f2"})
+    assert replicas.info()["quorum_floor"] == 1 and replicas.info()["members_high_water"] == 1
+    assert replicas.leases._shards[0].trusted

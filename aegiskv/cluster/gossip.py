@@ -215,6 +215,7 @@ class GossipService:
         self._push_pull_interval = push_pull_interval
         self._on_change = on_change
         self._changed = True
+        self._departed: set[str] = set()  # members whose last word was a graceful leave
         self._joined = not self.seeds
         self._join_attempts = 0
         self._exchange_running = False
@@ -287,6 +288,11 @@ class GossipService:
     def joined(self) -> bool:
         """Whether this node is in a cluster: it has no seeds, or an exchange with one (or a peer's with it) worked."""
         return self._joined
+
+    @property
+    def departed(self) -> frozenset[str]:
+        """Members that left gracefully (and were not seen alive since), as far as the membership tells."""
+        return frozenset(self._departed)
 
     def set_meta(self, meta: dict[str, str]) -> None:
         """Publish this node's metadata anew (the shards it leads changed)."""
@@ -455,6 +461,12 @@ class GossipService:
 
     def _member_changed(self, member: MemberView) -> None:
         self._changed = True
+        # A membership that cannot tell a graceful leave from a failure has no ``left``: then
+        # nobody ever counts as departed, and the leases' quorum floor never goes down.
+        if getattr(member, "left", False):
+            self._departed.add(member.node_id)
+        else:
+            self._departed.discard(member.node_id)
 
     def _publish(self) -> None:
         if not self._changed:

@@ -126,7 +126,12 @@ class MembershipOptions:
 
 
 class MemberView(Protocol):
-    """One member as the membership reports it."""
+    """One member as the membership reports it.
+
+    Optionally also ``left: bool``: the member stopped cleanly and said so, as
+    opposed to being declared dead. Only such leaves lower the leases' quorum
+    floor (aegiskv.cluster.leases); a membership without the attribute never does.
+    """
 
     node_id: str
     address: Address

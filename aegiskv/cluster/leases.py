@@ -69,6 +69,31 @@ failed round backs off (random, bounded), or asks again when the promise that
 refused it ends, if sooner. A holder that learns of a higher term in a refusal
 steps down and releases the lease.
 
+**The quorum floor.** A round needs ``max(majority_of(R(s)), floor)`` grants
+(:meth:`ShardLeases.set_quorum_floor`). ``R(s)`` comes from this node's own
+view of the membership, which a partition shrinks: cut off alone, a node of a
+three-node cluster sees every replica set as itself, a majority of one, and
+would elect itself everywhere while the other side goes on. The node sets the
+floor to ``majority_of_count(min(replication_factor, high_water))``, where
+``high_water`` is the most members it has seen alive at once, lowered only by
+graceful leaves, never by failure detection (:class:`MemberHighWater`): a
+replica set that shrank because members were *declared dead* cannot reach it,
+one that shrank because members *left* can. The shortcuts of a replica set of
+one (no restart wait, the lapsed lease renewed in place) hold only while the
+floor is at most 1: a real single-node cluster, or one that shrank to one by
+graceful leaves.
+
+What the floor does not cover: a cluster of more nodes than the replication
+factor split into two sides that each hold a majority of it (five nodes, RF 3,
+two and three): each side's placement builds full replica sets from its own
+members, and both reach the floor (that is the unstaged replacement of members
+described below). With a replication factor of 1 the floor is 1. The high water
+is kept in the data dir (:class:`FileHighWater`), so a node without seeds that
+restarts while cut off still knows its cluster's size; a node whose data dir
+is new starts from nothing (floor 1 until it sees members), and leaves that
+happened while it was down are not deducted (it may then wait for more members
+than it needs: never less safe).
+
 **What this module does not do.** Changing ``R(s)`` is safe only when every
 majority of the old set meets every majority of the new one: one member
 added, or one removed, at a time. Replacing a member (``{a, b, c}`` to
@@ -507,18 +532,112 @@ class FileVoteStore:
             raw = holder.encode()
             parts.append(self._ENTRY.pack(shard, term, len(raw)) + raw)
         body = b"".join(parts)
-        temporary = self.path.with_name(self.FILE_NAME + ".tmp")
-        with open(temporary, "wb") as handle:
-            handle.write(body + self._CRC.pack(zlib.crc32(body)))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
-        # The rename is durable only once the directory entry is.
-        directory = os.open(self.directory, os.O_RDONLY)
+        _replace_durably(self.path, body + self._CRC.pack(zlib.crc32(body)))
+
+
+def _replace_durably(path: Path, data: bytes) -> None:
+    """Write ``data`` to a file beside ``path``, fsync it, rename it over ``path``, fsync the directory."""
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    # The rename is durable only once the directory entry is.
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+# -- the quorum floor: how many members the cluster had ---------------------------------------
+
+
+class HighWaterStore(Protocol):
+    """Where :class:`MemberHighWater` keeps its count across restarts (0: nothing stored)."""
+
+    def load(self) -> int: ...
+
+    def save(self, high_water: int) -> None: ...
+
+
+class FileHighWater:
+    """The high water in a small file beside the vote file, replaced atomically and durably on each change.
+
+    Format (big-endian): ``b"AKHW"``, version (1 byte), high water (4), CRC-32
+    (4) of what precedes it. It changes only when membership does.
+    """
+
+    FILE_NAME = "members_high_water"
+    _MAGIC = b"AKHW"
+    _VERSION = 1
+    _BODY = struct.Struct(">4sBI")
+    _CRC = struct.Struct(">I")
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.path = self.directory / self.FILE_NAME
+
+    def load(self) -> int:
         try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return 0
+        except OSError as error:
+            raise VoteStoreError(f"{self.path}: cannot read the member high-water file: {error.strerror}") from None
+        if len(data) != self._BODY.size + self._CRC.size:
+            raise VoteStoreError(f"{self.path}: member high-water file is corrupt ({len(data)} bytes)")
+        body = data[: self._BODY.size]
+        (crc,) = self._CRC.unpack_from(data, self._BODY.size)
+        magic, version, high_water = self._BODY.unpack(body)
+        if zlib.crc32(body) != crc or magic != self._MAGIC or version != self._VERSION:
+            raise VoteStoreError(f"{self.path}: member high-water file is corrupt (not a version-1 file, or checksum)")
+        return int(high_water)
+
+    def save(self, high_water: int) -> None:
+        body = self._BODY.pack(self._MAGIC, self._VERSION, high_water)
+        _replace_durably(self.path, body + self._CRC.pack(zlib.crc32(body)))
+
+
+class MemberHighWater:
+    """The most cluster members seen alive at once, lowered only by graceful leaves; and the quorum floor from it.
+
+    Sans-IO. :meth:`observe` takes the live members (this node included) and
+    the members the membership says *left* (stopped cleanly and said so);
+    members declared dead, or forgotten once their tombstones were reclaimed,
+    change nothing. Each graceful leave lowers the high water by one, once
+    (again only after the member was seen alive since), never below the live
+    count. With a ``store`` the high water survives restarts: a node without
+    seeds that restarts while cut off then still knows how big its cluster was.
+    """
+
+    def __init__(self, replication_factor: int, store: HighWaterStore | None = None) -> None:
+        if replication_factor < 1:
+            raise ValueError(f"replication_factor must be >= 1, not {replication_factor}")
+        self.replication_factor = replication_factor
+        self._store = store
+        self.high_water = store.load() if store is not None else 0
+        self._departed: set[str] = set()  # leaves already counted, until the member is seen alive again
+
+    @property
+    def floor(self) -> int:
+        """``majority_of_count(min(replication_factor, high_water))``: see ShardLeases.set_quorum_floor."""
+        return majority_of_count(min(self.replication_factor, self.high_water))
+
+    def observe(self, live: Iterable[str], left: Iterable[str]) -> bool:
+        """Take in a membership view; True when the high water changed (and was stored)."""
+        live = set(live)
+        departed = self._departed - live
+        leaves = set(left) - live - departed
+        high_water = max(self.high_water - len(leaves), len(live))
+        if high_water != self.high_water and self._store is not None:
+            self._store.save(high_water)  # durable before a lower floor is acted on (raises: nothing changed)
+        self._departed = departed | leaves
+        changed = high_water != self.high_water
+        self.high_water = high_water
+        return changed
 
 
 # -- the core -------------------------------------------------------------------------------------
@@ -594,6 +713,7 @@ class ShardLeases:
         # lease duration. True is the safe default; False only for a node whose
         # store is new (it never granted anything).
         self._elections_from = now + timing.lease_duration if restarted else now
+        self._floor = 1  # the fewest grants any lease needs (set_quorum_floor)
         self._shards: dict[int, _Shard] = {}
         for shard, (term, holder) in store.load().items():
             self._shards[shard] = _Shard(term=term, holder=holder, highest_seen=term)
@@ -645,6 +765,21 @@ class ShardLeases:
                 state.replicas = tuple(replicas)
                 state.peer_positions = {p: v for p, v in state.peer_positions.items() if p in replicas}
         return out
+
+    def set_quorum_floor(self, floor: int) -> None:
+        """The fewest grants (the candidate's own included) any round needs, whatever the replica set.
+
+        See the module docstring ("The quorum floor"). A holder whose replica
+        set is below it keeps its lease until the lease ends, then loses it:
+        its renewals cannot be decided.
+        """
+        if floor < 1:
+            raise ValueError(f"the quorum floor must be >= 1, not {floor}")
+        self._floor = floor
+
+    @property
+    def quorum_floor(self) -> int:
+        return self._floor
 
     def set_position(self, shard: int, position: Position) -> None:
         """The (epoch, seq) of the last replicated change this node applied for ``shard``."""
@@ -811,9 +946,10 @@ class ShardLeases:
             campaign = state.rounds.get(state.election_round)
             if campaign is not None and epoch <= campaign.epoch:
                 return False
-        if now < self._elections_from and state.replicas != (self.node_id,):
+        if now < self._elections_from and not self._alone(state):
             # Restarted: promises made before are unknown. A replica set of this node
-            # alone is the exception: no other node could have been promised anything.
+            # alone (in a cluster that is one node) is the exception: no other node
+            # could have been promised anything.
             return False
         if not state.trusted and now - state.untrusted_since < self.timing.untrusted_grant_after:
             return False
@@ -894,9 +1030,7 @@ class ShardLeases:
             # A majority may have moved on, and this voter refuses our appends:
             # step down so that an election at a higher epoch brings it back.
             return self._step_down(reply.shard, state, now, release=True)
-        if reply.round_id == state.election_round and len(state.replicas) - len(round_.refused) < majority_of(
-            state.replicas
-        ):
+        if reply.round_id == state.election_round and len(state.replicas) - len(round_.refused) < self._needed(state):
             self._fail_election(state, now)
         return []
 
@@ -910,14 +1044,14 @@ class ShardLeases:
             self.routing_changes += 1
         request = LeaseRequest(shard, epoch, self.node_id, state.position, renew, round_id).encode()
         out = [(peer, request) for peer in state.replicas if peer != self.node_id]
-        # A replica set of one is a majority by itself: decided at once.
+        # A replica set of one is a majority by itself (floor 1): decided at once.
         self._count(shard, state, round_id, state.rounds[round_id], now)
         return out
 
     def _count(self, shard: int, state: _Shard, round_id: int, round_: _Round, now: float) -> Outbound:
-        """Decide a round once the others' grants make a majority with our own vote, cast now."""
+        """Decide a round once the others' grants make a majority with our own vote, cast now (and reach the floor)."""
         others = sum(1 for voter in round_.granted if voter in state.replicas)
-        if others + 1 < majority_of(state.replicas):
+        if others + 1 < self._needed(state):
             return []
         del state.rounds[round_id]
         lease_until = round_.sent + self.timing.held_for
@@ -945,14 +1079,14 @@ class ShardLeases:
     def _renew_alone(self, shard: int, state: _Shard, now: float) -> bool:
         """Renew the lapsed lease of a replica set of one in place, in the same epoch; False if not alone.
 
-        Alone, this node is the only voter and may elect itself at once (no
+        Alone (and the floor at most 1: _alone), this node is the only voter and may elect itself at once (no
         restart wait: _may_grant), so losing the lease and winning the next
         election changes nothing but the epoch, and costs the writes caught
         in between: those the reactor ran after a stall (a long turn, a busy
         machine) and before the tick that would have renewed, which would
         answer TRYAGAIN on a node nobody else can take over from.
         """
-        if state.replicas != (self.node_id,) or state.election_round:
+        if not self._alone(state) or state.election_round:
             return False
         if not self._vote(shard, state, state.held_epoch, self.node_id, state.position, now):
             return False
@@ -962,6 +1096,10 @@ class ShardLeases:
         return True
 
     def _consider_campaign(self, shard: int, state: _Shard, now: float) -> Outbound:
+        if len(state.replicas) < self._floor:
+            # Members were declared dead, not gone: no round could be decided, ask nobody.
+            state.campaign_at = None
+            return []
         if state.holder != self.node_id and now < state.promise_until:
             state.campaign_at = None  # a live lease (as far as we know): wait for it to lapse
             return []
@@ -981,7 +1119,7 @@ class ShardLeases:
 
     def _campaign_time(self, state: _Shard) -> float:
         """When to campaign: as the lease we knew of lapses, the preferred primary first, the most up to date next."""
-        alone = state.replicas == (self.node_id,)  # see _may_grant: no restart wait
+        alone = self._alone(state)  # see _may_grant: no restart wait
         lapsed = max(
             state.promise_until if state.holder != self.node_id else 0.0, 0.0 if alone else self._elections_from
         )
@@ -994,6 +1132,14 @@ class ShardLeases:
             if peer not in (self.node_id, state.holder) and position > state.position
         )
         return lapsed + self.timing.election_delay * (1 + ahead + self.rng.random())
+
+    def _needed(self, state: _Shard) -> int:
+        """Grants (our own included) a round needs: a majority of the replica set, and the floor."""
+        return max(majority_of(state.replicas), self._floor)
+
+    def _alone(self, state: _Shard) -> bool:
+        """A replica set of this node alone, in a cluster that is one node (the floor at most 1)."""
+        return self._floor <= 1 and state.replicas == (self.node_id,)
 
     def _fail_election(self, state: _Shard, now: float) -> None:
         """Back off (random, bounded), or ask again when a refusing voter's promise ends if that is sooner."""
@@ -1047,18 +1193,26 @@ class ShardLeases:
 
 def majority_of(replicas: tuple[str, ...]) -> int:
     """Grants (the candidate's own included) that make a majority of ``replicas``."""
-    return len(replicas) // 2 + 1
+    return majority_of_count(len(replicas))
+
+
+def majority_of_count(count: int) -> int:
+    """Grants that make a majority of ``count`` voters."""
+    return count // 2 + 1
 
 
 __all__ = [
     "MAX_NODE_ID_BYTES",
+    "FileHighWater",
     "FileVoteStore",
+    "HighWaterStore",
     "LeaseEvent",
     "LeaseMessage",
     "LeaseRelease",
     "LeaseReply",
     "LeaseRequest",
     "LeaseTiming",
+    "MemberHighWater",
     "MemoryVoteStore",
     "Outbound",
     "Position",
@@ -1067,4 +1221,5 @@ __all__ = [
     "VoteStoreError",
     "decode_message",
     "majority_of",
+    "majority_of_count",
 ]

@@ -92,6 +92,11 @@ class Member:
     def live(self) -> bool:
         return self.state in (State.ALIVE, State.SUSPECT)
 
+    @property
+    def left(self) -> bool:
+        """It stopped cleanly and said so (not declared dead): the leases' quorum floor may go down."""
+        return self.state == State.LEFT
+
 
 @dataclass(frozen=True)
 class SwimConfig(GossipTiming):

@@ -55,7 +55,14 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 
-from aegiskv.cluster.leases import FileVoteStore, LeaseTiming, ShardLeases, VoteStore
+from aegiskv.cluster.leases import (
+    FileHighWater,
+    FileVoteStore,
+    LeaseTiming,
+    MemberHighWater,
+    ShardLeases,
+    VoteStore,
+)
 from aegiskv.cluster.peer_wire import Kind, PeerProtocolError, ShardMessage
 from aegiskv.cluster.replication import Backlog, Change, Copy, Op, QuorumTracker, ReadRound, writer_tag
 from aegiskv.cluster.shard_map import ShardMap
@@ -89,6 +96,7 @@ class ReplicationOptions:
     quorum_timeout: float = 2.0
     backlog_bytes: int = 64 * 1024 * 1024  # all shards together
     timing: LeaseTiming = field(default_factory=LeaseTiming)
+    replication_factor: int = 3  # the configured one: with the members seen, it sets the leases' quorum floor
 
 
 @dataclass
@@ -142,14 +150,20 @@ class ReplicaManager:
         self.peers: PeerNetwork | None = None  # set by the server once the cluster port is bound
         self._log_durable = log_durable
         restarted = False
+        high_water_store = None
         if store is None:
             if data_dir is None:
                 raise ValueError("leases need a data dir for their votes (or a store)")
             store = FileVoteStore(f"{data_dir}/leases", deferred=True)
             restarted = bool(store.load())
+            high_water_store = FileHighWater(f"{data_dir}/leases")
         self.restarted = restarted
         self._store = store
         self.leases = ShardLeases(node_id, options.timing, store, time.monotonic(), rng or random.Random(), restarted)
+        # How many members the cluster had (lowered only by graceful leaves): a node whose view
+        # shrank because the others were declared dead (a partition) must not lead alone.
+        self._members = MemberHighWater(options.replication_factor, high_water_store)
+        self.leases.set_quorum_floor(self._members.floor)
         self._shards: dict[int, _Shard] = {}
         self._led: list[_Shard | None] = [None] * node.shards.shards  # by shard: set while leading
         self._shard_of_key = node.shards.shard_of_key
@@ -206,9 +220,16 @@ class ReplicaManager:
         self.reactor.call_every(TICK_SECONDS, self.tick)
         self.reactor.end_of_turn.append(self._end_of_turn)
 
-    def set_shard_map(self, shard_map: ShardMap, peer_addresses: Mapping[str, tuple[str, int]]) -> None:  # noqa: C901 - a map change's cases for every shard, in one pass
-        """Membership changed: the shards this node holds a copy of, their members, the links to keep."""
+    def set_shard_map(  # noqa: C901 - a map change's cases for every shard, in one pass
+        self, shard_map: ShardMap, peer_addresses: Mapping[str, tuple[str, int]], left: Iterable[str] = ()
+    ) -> None:
+        """Membership changed: the shards this node holds a copy of, their members, the links to keep.
+
+        ``left``: members the membership says left gracefully (not declared dead); only they
+        lower the quorum floor (aegiskv.cluster.leases, "The quorum floor").
+        """
         now = time.monotonic()
+        self._set_quorum_floor(shard_map.members, left)
         mine: dict[int, tuple[str, ...]] = {}
         for shard, members in enumerate(shard_map.placement_sets):
             if self.node_id in members:
@@ -225,8 +246,10 @@ class ReplicaManager:
                     # its vote must not help elect a primary missing acknowledged writes.
                     self.leases.set_trusted(shard, False, now)
             state.members = members
-            if members == (self.node_id,):
-                # Alone in the replica set: its own copy is the shard, there is no other to wait for.
+            if members == (self.node_id,) and self.leases.quorum_floor <= 1:
+                # Alone in the replica set of a cluster that is one node (or shrank to one by graceful
+                # leaves): its own copy is the shard, there is no other to wait for. Alone because the
+                # others were declared dead, it may be the copy that lost writes: no such shortcut.
                 self.leases.set_trusted(shard, True, now)
             if state.leading_epoch:
                 state.tracker.set_followers(member for member in members if member != self.node_id)
@@ -239,6 +262,17 @@ class ReplicaManager:
             wanted = {peer for members in mine.values() for peer in members if peer != self.node_id}
             self.peers.set_peers({peer: peer_addresses[peer] for peer in wanted if peer in peer_addresses})
         self._publish_primaries()
+
+    def _set_quorum_floor(self, live: Iterable[str], left: Iterable[str]) -> None:
+        before = self.leases.quorum_floor
+        if self._members.observe(live, left) and self._members.floor != before:
+            self.leases.set_quorum_floor(self._members.floor)
+            logger.info(
+                "quorum floor {} -> {}: {} members at most seen at once (graceful leaves deducted)",
+                before,
+                self._members.floor,
+                self._members.high_water,
+            )
 
     def set_gossip_leads(self, leads: Mapping[int, str]) -> None:
         """Who other nodes say leads the shards this node holds no copy of (gossip metadata)."""
@@ -947,6 +981,9 @@ class ReplicaManager:
             "links_up": sum(
                 1 for peer in _peer_ids(shards, self.node_id) if self.peers is not None and self.peers.is_up(peer)
             ),
+            # Grants every lease needs at least, and the member count it comes from (leases.py).
+            "quorum_floor": self.leases.quorum_floor,
+            "members_high_water": self._members.high_water,
         }
         states = [stream.state for state in leading for stream in list(state.streams.values())]
         result.update({f"streams_{name}": states.count(name) for name in ("offered", "snapshot", "streaming")})

@@ -263,7 +263,8 @@ class Server:
         elif replicas is not None:
             peers = {member.node_id: (member.peer.host, member.peer.port) for member in members if member.peer}
             replicas.set_gossip_leads({shard: member.node_id for member in members for shard in member.lead})
-            replicas.set_shard_map(shard_map, peers)  # publishes the primaries: routing follows
+            left = self.gossip.departed if self.gossip is not None else frozenset()
+            replicas.set_shard_map(shard_map, peers, left)  # publishes the primaries: routing follows
         else:
             self.routing.update(shard_map, self.settings.node_id)
         if shard_map is not before:
@@ -468,6 +469,7 @@ def replication_options(config: Settings) -> ReplicationOptions:
         quorum_timeout=config.quorum_timeout,
         backlog_bytes=config.replication_backlog,
         timing=LeaseTiming(lease_duration=config.lease_duration, max_clock_drift=config.max_clock_drift),
+        replication_factor=config.replication_factor,
     )
 
 

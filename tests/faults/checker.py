@@ -33,7 +33,11 @@ Definitions (the summary's field names in brackets):
     no lease to accept it with.
 
   Requests sent after the cut ended are never flagged: X may have won a new
-  lease by then (a split brain there shows as lost writes instead).
+  lease by then (a split brain there shows as lost writes instead). A request
+  is dated by the attempt that was answered (``Write.attempt_sent``) where the
+  workload knows it: a client that retried after the cut ended (the request X
+  held was refused when it woke) sent a new request, which X may accept under
+  a lease won since.
   ``sent_after_expiry`` marks the requests sent after ``start + lease``:
   handled after the lease ended whatever the client's delays.
 
@@ -234,10 +238,11 @@ def check(
         for write in acked:
             if write.node != cut.node or write.done < expired:
                 continue
+            sent = write.sent if write.attempt_sent is None else write.attempt_sent
             if write.done <= cut.end:
                 how = "during"
-            elif write.done <= cut.end + settings.grace and write.sent < cut.end:
-                if cut.kind != "pause" and write.sent < lease_end:
+            elif write.done <= cut.end + settings.grace and sent < cut.end:
+                if cut.kind != "pause" and sent < lease_end:
                     continue  # arrived while the isolated node may still have held its lease
                 how = "queued"
             else:
@@ -252,7 +257,8 @@ def check(
                     "cut_end": rel(cut.end),
                     "sent": rel(write.sent),
                     "acked": rel(write.done),
-                    "sent_after_expiry": write.sent >= lease_end,
+                    "attempt_sent": rel(sent),
+                    "sent_after_expiry": sent >= lease_end,
                 }
             )
 

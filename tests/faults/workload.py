@@ -42,19 +42,26 @@ from aegiskv.client.connection import NativeConnection
 from aegiskv.cluster.slots import SLOTS, key_slot
 from tests.faults.netns import Host
 
-_answered = threading.local()  # .host: the address whose reply this thread read last
+_answered = threading.local()  # .host: the address whose reply this thread read last; .sent: when that attempt left
 
 
-def _note_answer(host: str) -> None:
+def _note_answer(host: str, sent: float) -> None:
     _answered.host = host
+    _answered.sent = sent
 
 
 def last_answer() -> str | None:
     return getattr(_answered, "host", None)
 
 
+def last_attempt_sent() -> float | None:
+    """When the attempt whose reply this thread read last was sent (a retry leaves after the first)."""
+    return getattr(_answered, "sent", None)
+
+
 def forget_answer() -> None:
     _answered.host = None
+    _answered.sent = None
 
 
 class RecordingRedisCluster(RedisClusterClient):
@@ -66,7 +73,7 @@ class RecordingRedisCluster(RedisClusterClient):
     """
 
     def get_redis_connection(self, node: ClusterNode) -> Any:
-        _note_answer(node.host)
+        _note_answer(node.host, time.monotonic())
         return super().get_redis_connection(node)
 
 
@@ -75,8 +82,9 @@ class RecordingClient(Client):
 
     def _attempt(self, action: Callable[[NativeConnection], Any], idempotent: bool, address: Any = None) -> Any:
         def noted(connection: NativeConnection) -> Any:
+            sent = time.monotonic()
             result = action(connection)
-            _note_answer(connection.address[0])
+            _note_answer(connection.address[0], sent)
             return result
 
         return super()._attempt(noted, idempotent, address)
@@ -170,6 +178,9 @@ class Write:
     ok: bool = False
     error: str | None = None
     node: str | None = None  # who answered (node name), when known
+    # When the attempt that was answered left, when known: later than ``sent`` if the client
+    # retried (a request held by a stopped node, refused when it woke, then sent again).
+    attempt_sent: float | None = None
 
 
 @dataclass(slots=True)
@@ -278,6 +289,7 @@ class Workload:
                 record.done = time.monotonic()
                 answered = last_answer()
                 record.node = self.node_of_host(answered) if answered else None
+                record.attempt_sent = last_attempt_sent()
                 self.writes.append(record)  # list.append is atomic under the GIL
                 if record.ok:
                     self._acked.append(record)
