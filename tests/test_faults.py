@@ -127,7 +127,8 @@ def test_a_stopped_node_acknowledges_nothing_until_it_is_continued(aegis: MakeAe
 
     def scenario(nemesis: Nemesis) -> None:
         paused = nemesis.pause("n2")
-        states.append(_process_state(cluster.pid("n2")))
+        # SIGSTOP takes effect asynchronously: wait for the kernel to show it (or time out).
+        states.append(_settled_state(cluster.pid("n2"), "T"))
         time.sleep(max(0.0, paused.at + seconds - time.monotonic()))
         nemesis.resume("n2")
         states.append(_process_state(cluster.pid("n2")))
@@ -154,6 +155,16 @@ def test_a_stopped_node_acknowledges_nothing_until_it_is_continued(aegis: MakeAe
         stale = result.summary["stale_ack_examples"]
         assert result.summary["stale_acks"] > 0
         assert all(entry["node"] == "n2" and entry["acked"] >= entry["cut_end"] for entry in stale), stale
+
+
+def _settled_state(pid: int, wanted: str, timeout: float = 2.0) -> str:
+    """The process's state once it reads ``wanted``, or whatever it reads at the timeout."""
+    deadline = time.monotonic() + timeout
+    state = _process_state(pid)
+    while state != wanted and time.monotonic() < deadline:
+        time.sleep(0.005)
+        state = _process_state(pid)
+    return state
 
 
 def _process_state(pid: int) -> str:
