@@ -404,11 +404,15 @@ def test_partition_of_a_primary_with_clients_on_both_sides(aegis: MakeAegis, quo
 @pytest.mark.usefixtures("replication")
 @pytest.mark.parametrize("run", RUN_NUMBERS)
 @pytest.mark.parametrize("quorum", WRITE_QUORUMS)
-def test_restart_of_a_node_with_the_same_id(aegis: MakeAegis, quorum: int, run: int) -> None:
+@pytest.mark.parametrize("protocol", ["native", "resp"])
+def test_restart_of_a_node_with_the_same_id(aegis: MakeAegis, quorum: int, protocol: str, run: int) -> None:
     cluster = aegis("--write-quorum", str(quorum))
-    options = RunOptions(protocol="native", rate=400, check=SETTINGS)
-    summary = _verdict(run_faults(cluster, kill_restart("n1", downtime=3.0), options), quorum, "kill -9 n1, restart")
+    options = RunOptions(protocol=protocol, rate=400, cooldown=2.0, check=SETTINGS)
+    title = f"kill -9 n1, restart ({protocol})"
+    summary = _verdict(run_faults(cluster, kill_restart("n1", downtime=3.0), options), quorum, title)
     assert all(impact["never_writable_again"] == 0 for event in summary["events"] for impact in event["impacts"])
+    # The node's return (it takes its shards back) costs the clients nothing: no errors after the kill's window.
+    assert summary["errors"]["outside"] == 0, summary["errors"]["outside_examples"]
 
 
 @pytest.mark.usefixtures("replication")

@@ -9,6 +9,7 @@ own in tests/test_replication_stream.py.
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
 from aegiskv.backends.base import BackendOptions
@@ -36,9 +37,13 @@ class Links:
     def __init__(self) -> None:
         self.sent: list[tuple[str, int, bytes]] = []
         self.down: set[str] = set()
+        self.up_at: dict[str, float] = {}  # when a link came up (monotonic); absent: long ago
 
     def is_up(self, peer: str) -> bool:
         return peer not in self.down
+
+    def up_since(self, peer: str) -> float | None:
+        return None if peer in self.down else self.up_at.get(peer, 0.0)
 
     def pending_bytes(self, peer: str) -> int:
         return 0
@@ -303,3 +308,17 @@ def test_a_view_shrunk_by_failures_keeps_the_floor_and_graceful_leaves_lower_it(
     replicas.set_shard_map(view("p"), {}, left={"f1", "f2"})
     assert replicas.info()["quorum_floor"] == 1 and replicas.info()["members_high_water"] == 1
     assert replicas.leases._shards[0].trusted
+
+
+def test_a_lease_is_handed_to_a_peer_only_once_its_link_has_been_up_for_a_lease() -> None:
+    """A peer that just came back may have restarted: it wins no election before its restart wait ends."""
+    replicas = manager("p")
+    timing = replicas.leases.timing
+    restart_wait = timing.lease_duration * (1 + timing.max_clock_drift)
+    now = time.monotonic()
+    links(replicas).up_at["f1"] = now - 0.1
+    assert not replicas._may_lead_soon("f1", now)
+    links(replicas).up_at["f1"] = now - restart_wait - 0.01
+    assert replicas._may_lead_soon("f1", now)
+    links(replicas).down.add("f1")
+    assert not replicas._may_lead_soon("f1", now)

@@ -17,6 +17,7 @@ deliver stale news late.
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -132,6 +133,7 @@ class _Outbound(_Link):
     def __init__(self, network: PeerNetwork, peer_id: str) -> None:
         super().__init__(network)
         self.peer_id = peer_id
+        self.up_at = 0.0  # monotonic time the handshake completed (PeerNetwork.up_since)
 
     def connection_made(self, transport: Transport) -> None:
         super().connection_made(transport)
@@ -255,6 +257,15 @@ class PeerNetwork:
         link = self._links.get(peer_id)
         return link is not None and link.ready
 
+    def up_since(self, peer_id: str) -> float | None:
+        """When this node's link to ``peer_id`` came up (monotonic), None while it is down.
+
+        A link to a process is always dialled after that process started, so this is
+        also a bound on how recently the peer could have restarted.
+        """
+        link = self._links.get(peer_id)
+        return link.up_at if link is not None and link.ready else None
+
     def pending_bytes(self, peer_id: str) -> int:
         link = self._links.get(peer_id)
         return link.pending_bytes() if link is not None else 0
@@ -283,6 +294,7 @@ class PeerNetwork:
         self.reactor.connect(address, options, link, self.security.client_tls, address[0], timeout=_HANDSHAKE_SECONDS)
 
     def link_up(self, link: _Outbound) -> None:
+        link.up_at = time.monotonic()
         self._backoff.pop(link.peer_id, None)
         self.counters["links_up"] += 1
         logger.info("cluster link to {} is up", link.peer_id)

@@ -507,6 +507,12 @@ class ReplicaManager:
     def tick(self) -> None:
         """Lease rounds, streaming, quorum deadlines, hand-overs: every TICK_SECONDS (and once at start)."""
         now = time.monotonic()
+        for state in self._led:
+            if state is not None:
+                # A holder's lease requests carry where it is now, not where it was when it
+                # took the lease: a voter that missed the election (restarted, cut off) checks
+                # the candidate is at least as far as itself, and has copied changes since.
+                self.leases.set_position(state.shard, state.backlog.position)
         self._send_all(self.leases.tick(now))
         for state in self._led:
             if state is not None:
@@ -531,7 +537,9 @@ class ReplicaManager:
             if state is None or budget == 0:
                 continue
             preferred = state.members[0]
-            if preferred == self.node_id or now - state.led_since < HANDOFF_AFTER or not peers.is_up(preferred):
+            if preferred == self.node_id or now - state.led_since < HANDOFF_AFTER:
+                continue
+            if not self._may_lead_soon(preferred, now):
                 continue
             stream = state.streams.get(preferred)
             progress = state.tracker.followers.get(preferred)
@@ -543,6 +551,24 @@ class ReplicaManager:
             self.counters["handoffs"] += 1
             self._send_all(self.leases.release(state.shard, now))
             self._stop_leading(state, f"handing over to {preferred}, the preferred primary")
+
+    def _may_lead_soon(self, peer: str, now: float) -> bool:
+        """Whether ``peer`` could win an election now, as far as this node can tell from its link.
+
+        A restarted node grants no election, its own included, for one lease duration
+        (aegiskv.cluster.leases): a lease released to it sooner is won by another member
+        after the election delay, which hands it back a second later, and so on, each
+        time leaving clients a TRYAGAIN window longer than redis-py's retry budget
+        (about 0.4 s). The link was dialled after the peer's process started, so once
+        it has been up for one lease duration (on the slowest clock within the drift
+        bound) the peer's restart wait is over.
+        """
+        assert self.peers is not None
+        up_since = self.peers.up_since(peer)
+        if up_since is None:
+            return False
+        timing = self.leases.timing
+        return now - up_since >= timing.lease_duration * (1 + timing.max_clock_drift)
 
     def settle(self) -> None:
         """One tick and its end of turn now, before the reactor runs (start-up)."""
