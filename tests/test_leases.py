@@ -224,6 +224,43 @@ def test_a_candidate_asks_again_when_the_promise_in_its_way_ends() -> None:
     assert c.tick(10.04) and c.counters["elections_started"] == 2
 
 
+def test_a_candidate_told_of_a_live_lease_waits_for_it_and_names_its_holder() -> None:
+    a = voter("a", restarted=True)  # the preferred primary, back from a restart: no grants before D
+    b, c = voter("b"), voter("c")
+    for node in (b, c):
+        assert ask(node, 5, "b", now=D).granted  # b won epoch 5 while a was down: promised until 2 D
+    t = D + 0.01
+    requests = a.tick(t)  # a knows of no lease: it campaigns as its restart wait ends
+    assert len(requests) == 2 and a.counters["elections_started"] == 1
+    for target, payload in requests:
+        ((_, reply),) = {"b": b, "c": c}[target].receive("a", payload, t)
+        a.receive(target, reply, t)
+    assert not a.campaigning(0) and a.known_holder(0, t) == "b"  # clients that ask a are sent to b
+    # No second round while the promise runs: it could only be refused, and a node running an
+    # election answers TRYAGAIN for the shard.
+    while t < D + 1.8:
+        t += 0.05
+        assert a.tick(t) == []
+    # b hands the lease off: a, the preferred primary, asks at once.
+    a.receive("b", LeaseRelease(0, 5, "b").encode(), t)
+    assert a.known_holder(0, t) is None
+    assert a.tick(t) and a.counters["elections_started"] == 2
+
+
+def test_a_lease_heard_of_is_forgotten_when_a_later_term_is_asked_for() -> None:
+    a = voter("a", restarted=True)
+    b = voter("b")
+    assert ask(b, 5, "b", now=D).granted
+    t = D + 0.01
+    for target, payload in a.tick(t):
+        if target == "b":
+            ((_, reply),) = b.receive("a", payload, t)
+            a.receive("b", reply, t)
+    assert a.known_holder(0, t) == "b"
+    ask(a, 6, "c", now=t + 0.1)
+    assert a.known_holder(0, t + 0.1) != "b"
+
+
 def test_strangers_are_refused_and_leave_no_state() -> None:
     leases = voter()
     assert not ask(leases, 1, "z").granted  # not in R(s)

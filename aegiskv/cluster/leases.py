@@ -67,7 +67,12 @@ While its own round is out, a candidate grants only a rival that outranks it
 (further ahead, else earlier in ``R(s)``), so of two at once one wins. A
 failed round backs off (random, bounded), or asks again when the promise that
 refused it ends, if sooner. A holder that learns of a higher term in a refusal
-steps down and releases the lease.
+steps down and releases the lease. A refusal that names a live lease of
+another node (how a restarted member, which could not grant that holder's
+renewals during its restart wait, learns of it) keeps the candidate from
+asking again before that promise ends, and names the holder for routing;
+it is forgotten at any sign of a later term (a request for one, a release,
+a grant of this node's own).
 
 **The quorum floor.** A round needs ``max(majority_of(R(s)), floor)`` grants
 (:meth:`ShardLeases.set_quorum_floor`). ``R(s)`` comes from this node's own
@@ -685,6 +690,12 @@ class _Shard:
     failures: int = 0  # failed election rounds since the last success
     highest_seen: int = 0  # highest epoch heard of in any message
     released: bool = False  # the holder of ``term`` released its lease (hand-off, shutdown)
+    # A live lease of another node that a refusing voter told us of (its promise, our clock):
+    # nothing to campaign for until then, and where clients go meanwhile. Never a grant, and
+    # forgotten at any sign of a later term (a request above it, a release, a grant of ours).
+    heard_holder: str = ""
+    heard_term: int = 0
+    heard_until: float = 0.0
     peer_positions: dict[str, Position] = field(default_factory=dict)
 
 
@@ -850,6 +861,8 @@ class ShardLeases:
             return self.node_id
         if state.holder and now < state.promise_until and state.holder != self.node_id:
             return state.holder
+        if state.heard_holder and now < state.heard_until:
+            return state.heard_holder
         return None
 
     # -- driving ------------------------------------------------------------------------------------
@@ -920,6 +933,7 @@ class ShardLeases:
                 state.released = False
                 self.routing_changes += 1
             state.promise_until = max(state.promise_until, now + self.timing.lease_duration)
+            state.heard_until = 0.0  # our own promise says who holds the lease now
             state.highest_seen = max(state.highest_seen, epoch)
             self.counters["grants"] += 1
         else:
@@ -975,6 +989,8 @@ class ShardLeases:
             )
             return [(request.candidate, reply.encode())]
         state.highest_seen = max(state.highest_seen, request.epoch)
+        if request.epoch > state.heard_term:
+            state.heard_until = 0.0  # someone asks for a later term: the lease we heard of may be over
         if request.candidate in state.replicas:
             state.peer_positions[request.candidate] = request.position
         granted = self._vote(request.shard, state, request.epoch, request.candidate, request.position, now)
@@ -998,6 +1014,9 @@ class ShardLeases:
 
     def _on_release(self, release: LeaseRelease, now: float) -> None:
         state = self._shards.get(release.shard)
+        if state is not None and release.epoch >= state.heard_term:
+            state.heard_until = 0.0  # the lease a voter told us of ended early (a hand-off), or a later one did
+            state.campaign_at = None
         if state is not None and state.term == release.epoch and state.holder == release.holder:
             # The lease lapses now (not at 0: candidacy delays count from the lapse).
             state.promise_until = min(state.promise_until, now)
@@ -1026,6 +1045,16 @@ class ShardLeases:
             # Their clock may run slower than ours by max_clock_drift: ask once it surely ended.
             ends = now + reply.promise_ms / 1000 * (1 + self.timing.max_clock_drift)
             round_.retry_at = min(round_.retry_at, ends)
+            if reply.holder and reply.holder != self.node_id and reply.term >= max(state.term, state.heard_term):
+                # A live lease we did not know of: typically ours from before a restart was
+                # followed by another node's, whose renewals we could not grant during the
+                # restart wait. Asking again before the promise ends would only be refused,
+                # and each round makes this node answer TRYAGAIN for the shard meanwhile.
+                state.heard_holder = reply.holder
+                state.heard_term = reply.term
+                state.heard_until = max(
+                    state.heard_until, now + reply.promise_ms / 1000 * (1 - self.timing.max_clock_drift)
+                )
         if state.held_epoch and reply.term > state.held_epoch:
             # A majority may have moved on, and this voter refuses our appends:
             # step down so that an election at a higher epoch brings it back.
@@ -1103,6 +1132,8 @@ class ShardLeases:
         if state.holder != self.node_id and now < state.promise_until:
             state.campaign_at = None  # a live lease (as far as we know): wait for it to lapse
             return []
+        if now < state.heard_until:
+            return []  # a voter told us of a live lease: ask again once it ends (campaign_at stands)
         if state.campaign_at is None:
             state.campaign_at = self._campaign_time(state)
         if now < state.campaign_at:
@@ -1121,7 +1152,9 @@ class ShardLeases:
         """When to campaign: as the lease we knew of lapses, the preferred primary first, the most up to date next."""
         alone = self._alone(state)  # see _may_grant: no restart wait
         lapsed = max(
-            state.promise_until if state.holder != self.node_id else 0.0, 0.0 if alone else self._elections_from
+            state.promise_until if state.holder != self.node_id else 0.0,
+            state.heard_until,
+            0.0 if alone else self._elections_from,
         )
         if state.replicas[0] == self.node_id and state.trusted:
             return lapsed
