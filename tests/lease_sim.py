@@ -67,6 +67,7 @@ from aegiskv.cluster.leases import (
     majority_of,
     majority_of_count,
 )
+from aegiskv.cluster.replication import writer_tag
 
 Entry = tuple[int, int]  # (epoch, write id); write id 0 .. for no-ops is negative
 
@@ -236,6 +237,7 @@ class LeaseSim:
         self.loss: list[float] = []
         self.slow: list[Slow] = []
         self.splits: list[ViewSplit] = []
+        self.epoch_writers: dict[tuple[int, int], str] = {}  # (shard, epoch) -> the node that acquired it
         if quorum_floor is None:
             quorum_floor = majority_of_count(min(replication_factor, nodes))
         self.quorum_floor = quorum_floor
@@ -295,7 +297,7 @@ class LeaseSim:
         leases.set_quorum_floor(self.quorum_floor)
         leases.set_replica_sets(self.my_shards(node), now)
         for shard, log in node.logs.items():
-            leases.set_position(shard, position_of(log))
+            leases.set_position(shard, position_of(log), self._writer_of(shard, log))
             node.followed[shard] = position_of(log)[0]
         for shard in untrusted:
             leases.set_trusted(shard, False, now)
@@ -497,6 +499,13 @@ class LeaseSim:
 
     # -- replication --------------------------------------------------------------------------------
 
+    def _writer_of(self, shard: int, log: list[Entry]) -> int:
+        """The writer tag of a log's last entry, as a real node's backlog knows it."""
+        if not log:
+            return 0
+        writer = self.epoch_writers.get((shard, log[-1][0]))
+        return writer_tag(writer) if writer is not None else 0
+
     def _acquired(self, node: SimNode, shard: int, epoch: int) -> None:
         leases = node.leases
         assert leases is not None
@@ -504,6 +513,7 @@ class LeaseSim:
         if epoch <= last:
             self._violation(f"{node.node_id} acquired shard {shard} at epoch {epoch} after holding {last}")
         node.acquired[shard] = epoch
+        self.epoch_writers[(shard, epoch)] = node.node_id
         previous = [a for a in self.acquisitions if a[1] == shard]
         if previous and previous[-1][3] >= epoch:
             self._violation(f"shard {shard}: epoch {epoch} acquired by {node.node_id} after epoch {previous[-1][3]}")
@@ -520,7 +530,7 @@ class LeaseSim:
         # that does not refuses the first append and is resynchronised.
         node.holding[shard] = _Holding(epoch, dict.fromkeys(followers, len(log)))
         log.append((epoch, next(self._noop_ids)))
-        leases.set_position(shard, position_of(log))
+        leases.set_position(shard, position_of(log), self._writer_of(shard, log))
 
     def _write(self, shard: int) -> None:
         holder_id = self.holder(shard)
@@ -534,7 +544,7 @@ class LeaseSim:
         log = node.logs[shard]
         write_id = next(self._write_ids)
         log.append((holding.epoch, write_id))
-        leases.set_position(shard, position_of(log))
+        leases.set_position(shard, position_of(log), self._writer_of(shard, log))
         holding.pending.append((len(log), write_id))
         self._acknowledge(node, shard)
 
@@ -585,7 +595,7 @@ class LeaseSim:
                     del log[index:]  # a conflicting suffix from an older epoch
                 log.append(entry)
             match = start + len(message.entries)
-        leases.set_position(shard, position_of(log))
+        leases.set_position(shard, position_of(log), self._writer_of(shard, log))
         self._send(node.node_id, source, AppendReply(shard, message.epoch, True, match, False))
 
     def _on_append_reply(self, node: SimNode, source: str, reply: AppendReply) -> None:

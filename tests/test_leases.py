@@ -32,6 +32,7 @@ from aegiskv.cluster.leases import (
     VoteStoreError,
     decode_message,
 )
+from aegiskv.cluster.replication import writer_tag
 from tests.effort import examples
 from tests.lease_sim import (
     Crash,
@@ -222,6 +223,23 @@ def test_a_candidate_asks_again_when_the_promise_in_its_way_ends() -> None:
     # Refused with 30 ms to go: c asks again then, sooner than any backoff (>= 50 ms).
     assert c.tick(10.02) == []
     assert c.tick(10.04) and c.counters["elections_started"] == 2
+
+
+def test_a_voter_that_missed_an_election_joins_the_renewals_of_the_primary_it_copies() -> None:
+    c = voter("c", restarted=True)  # back from a restart: its term is older than b's epoch 5
+    c.set_position(0, (5, 40), writer_tag("b"))  # and it has copied b's changes of epoch 5 since
+    assert not ask(c, 5, "b", now=0.5, position=(5, 50), renew=True).granted  # the restart wait
+    t = D + 0.01
+    assert ask(c, 5, "b", now=t, position=(5, 50), renew=True).granted
+    assert c.known_holder(0, t) == "b" and c.epoch(0) == 5
+    # Epoch 5 stays b's: nobody else gets it, and b only when it is at least as far as this copy.
+    other = voter("c", restarted=True)
+    other.set_position(0, (5, 40), writer_tag("b"))
+    assert not ask(other, 5, "a", now=t, position=(5, 60)).granted
+    assert not ask(other, 5, "b", now=t, position=(5, 30), renew=True).granted
+    unknown = voter("c", restarted=True)
+    unknown.set_position(0, (5, 40))  # writer unknown: the epoch is taken, as before
+    assert not ask(unknown, 5, "b", now=t, position=(5, 50), renew=True).granted
 
 
 def test_a_candidate_told_of_a_live_lease_waits_for_it_and_names_its_holder() -> None:

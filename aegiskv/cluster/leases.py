@@ -122,6 +122,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple, Protocol
 
+from aegiskv.cluster.replication import writer_tag
+
 Position = tuple[int, int]  # (epoch, seq) of the last replicated change applied for a shard
 Outbound = list[tuple[str, bytes]]  # (peer node id, encoded message)
 
@@ -676,6 +678,7 @@ class _Shard:
     promise_until: float = 0.0  # no election grant to another node before this (our clock)
     # data state, from the replication layer
     position: Position = (0, 0)
+    position_writer: int = 0  # writer_tag of the primary that wrote the change at ``position`` (0: unknown)
     trusted: bool = True
     untrusted_since: float = 0.0
     # membership
@@ -792,9 +795,15 @@ class ShardLeases:
     def quorum_floor(self) -> int:
         return self._floor
 
-    def set_position(self, shard: int, position: Position) -> None:
-        """The (epoch, seq) of the last replicated change this node applied for ``shard``."""
-        self._state(shard).position = position
+    def set_position(self, shard: int, position: Position, writer: int = 0) -> None:
+        """The (epoch, seq) of the last replicated change this node applied for ``shard``, and who wrote it.
+
+        ``writer`` is the writer_tag (aegiskv.cluster.replication) of the primary of that
+        epoch, 0 when unknown: it lets this voter join the renewals of that primary late.
+        """
+        state = self._state(shard)
+        state.position = position
+        state.position_writer = writer
 
     def set_trusted(self, shard: int, trusted: bool, now: float) -> None:
         """Whether this node's copy of ``shard`` can vouch for what was acknowledged.
@@ -967,9 +976,17 @@ class ShardLeases:
             return False
         if not state.trusted and now - state.untrusted_since < self.timing.untrusted_grant_after:
             return False
+        if position < state.position:
+            return False
         # An epoch this voter holds changes of (or a later one) is taken, whoever holds the term
         # now: a replica set that changed may grant it again (aegiskv.cluster.replication).
-        return position >= state.position and epoch > state.position[0]
+        # Except to the primary that wrote them: it won that epoch, so granting it again is
+        # joining its majority late (a voter that missed the election, restarted or cut off,
+        # renewing the lease it copies from). Without this such a voter refuses the holder's
+        # renewals until the next election.
+        return epoch > state.position[0] or (
+            epoch == state.position[0] and state.position_writer != 0 and state.position_writer == writer_tag(candidate)
+        )
 
     def _outranks(self, state: _Shard, candidate: str, position: Position) -> bool:
         """Whether ``candidate`` is the better primary than this node: further ahead, or as far and earlier in R(s)."""

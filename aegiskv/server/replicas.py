@@ -512,7 +512,7 @@ class ReplicaManager:
                 # A holder's lease requests carry where it is now, not where it was when it
                 # took the lease: a voter that missed the election (restarted, cut off) checks
                 # the candidate is at least as far as itself, and has copied changes since.
-                self.leases.set_position(state.shard, state.backlog.position)
+                self.leases.set_position(state.shard, state.backlog.position, self._writer)
         self._send_all(self.leases.tick(now))
         for state in self._led:
             if state is not None:
@@ -617,7 +617,7 @@ class ReplicaManager:
             state.led_since = time.monotonic()
             self._led[state.shard] = state
             self._led_version += 1
-        self.leases.set_position(state.shard, backlog.position)
+        self.leases.set_position(state.shard, backlog.position, self._writer)
         state.following = ""
         state.tracker = QuorumTracker()
         state.tracker.set_followers(member for member in state.members if member != self.node_id)
@@ -875,7 +875,7 @@ class ReplicaManager:
 
     def _applied(self, state: _Shard, epoch: int, reply: Reply) -> None:
         position = state.backlog.position
-        self.leases.set_position(state.shard, position)
+        self.leases.set_position(state.shard, position, state.backlog.writer)
         if state.caught_up_to and position[1] >= state.caught_up_to:
             state.caught_up_to = 0
             self.leases.set_trusted(state.shard, True, time.monotonic())
