@@ -130,7 +130,7 @@ def build_baseline(rev: str, build: str, cache: Path = DEFAULT_CACHE) -> Baselin
     return Baseline(commit, build, python, cluster_port)
 
 
-def start_baseline(baseline: Baseline, data_dir: str, name: str) -> Server:
+def start_baseline(baseline: Baseline, data_dir: str, name: str, gossip: str | None = "127.0.0.1:0") -> Server:
     """A node of ``baseline`` with servers.start_aegis's flags, minus any its revision does not know."""
     return start_aegis(
         data_dir,
@@ -138,4 +138,5 @@ def start_baseline(baseline: Baseline, data_dir: str, name: str) -> Server:
         env=_ISOLATED,
         python=str(baseline.python),
         cluster_port=baseline.cluster_port,
+        gossip=gossip,
     )

@@ -33,6 +33,11 @@ order the servers run in, so no server always follows the same one. Such a run
 skips the memory comparison and writes bench/results/resp_vs_redis_baseline.json
 and .txt instead.
 
+The nodes gossip on loopback, each a cluster of one, as a node started without
+flags does: writes go through the replication stream. ``--gossip-off`` runs
+them lone (``--gossip off``: no membership, leases or replication stream), to
+measure the request path alone; its files get ``_lone`` in their names.
+
 Writes bench/results/resp_vs_redis.json and .txt (``_quick`` with --quick).
 
     .tox/py311/bin/python bench/resp_vs_redis.py [--runs 3] [--quick] [--keys 1000000] [--baseline REV]
@@ -74,8 +79,15 @@ SHAPES = [
 OPS = ("set", "get")
 
 
+# The gossip address of every aegis node: a one-node cluster, as a node starts by
+# default; None (--gossip-off) runs lone nodes, whose writes skip the replication
+# stream and leases, to compare the request path alone.
+GOSSIP: str | None = "127.0.0.1:0"
+
+
 def start_aegis_with(workdir: str, name: str, interpreted: bool = False) -> Server:
-    return start_aegis(tempfile.mkdtemp(prefix=f"{name}-", dir=workdir), name=name, interpreted=interpreted)
+    data_dir = tempfile.mkdtemp(prefix=f"{name}-", dir=workdir)
+    return start_aegis(data_dir, name=name, interpreted=interpreted, gossip=GOSSIP)
 
 
 def memory_comparison(workdir: str, keys: int) -> dict[str, dict[str, float]]:
@@ -105,7 +117,7 @@ def memory_comparison(workdir: str, keys: int) -> dict[str, dict[str, float]]:
 
 SCRIPT = "resp_vs_redis.py"
 SECTION_TITLE = "RESP port against redis-server"
-SECTION_STEMS = ["resp_vs_redis", "resp_vs_redis_baseline"]
+SECTION_STEMS = ["resp_vs_redis", "resp_vs_redis_lone", "resp_vs_redis_baseline", "resp_vs_redis_baseline_lone"]
 SECTION_INTRO = (
     "redis-benchmark (`-d 100 -r 100000`) against redis-server and AegisKV nodes on loopback, "
     "interleaved, at `-c 50 -P 1`, `-c 50 -P 16` and `-c 1 -P 1`; servers pinned to CPU 1, the load "
@@ -114,7 +126,8 @@ SECTION_INTRO = (
     "after loading 1,000,000 keys of 100 bytes. Run: `.tox/py311/bin/python bench/resp_vs_redis.py` "
     "(the compiled build). The `_baseline` file compares this checkout with an earlier revision "
     "built the same two ways (`aegis@REV`, `aegis-interp@REV`), measured in the same interleaved runs: "
-    "`--baseline REV`."
+    "`--baseline REV`. `_lone`: the nodes ran with `--gossip off` (`--gossip-off`), without the "
+    "replication stream a one-node cluster's writes go through."
 )
 
 
@@ -132,6 +145,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="1 run, requests / 10, 100k keys (smoke check)")
     parser.add_argument("--only-default", action="store_true", help="only redis and the installed build's node")
     parser.add_argument("--no-pin", action="store_true", help="do not pin servers and load generator to CPUs")
+    parser.add_argument(
+        "--gossip-off",
+        action="store_true",
+        help="run the aegis nodes with --gossip off: lone nodes, no membership, leases or replication stream",
+    )
     parser.add_argument(
         "--baseline",
         metavar="REV",
@@ -172,7 +190,7 @@ def start_baselines(workdir: str, baselines: dict[str, Baseline], running: dict[
     pairs = []
     for current, baseline in baselines.items():
         name = f"{current}@{baseline.short}"
-        server = start_baseline(baseline, tempfile.mkdtemp(prefix=f"{name}-", dir=workdir), name)
+        server = start_baseline(baseline, tempfile.mkdtemp(prefix=f"{name}-", dir=workdir), name, gossip=GOSSIP)
         running[name] = server
         reported = info_text(server.port, "server", "aegis_build")
         if reported != baseline.build:
@@ -329,6 +347,8 @@ def main() -> int:
     if args.render:
         return render_or_complain(SCRIPT, SECTION_TITLE, SECTION_INTRO, SECTION_STEMS)
     servers.PIN = servers.PIN and not args.no_pin
+    global GOSSIP
+    GOSSIP = None if args.gossip_off else GOSSIP
     servers.require_redis_tools()
     scale = 10 if args.quick else 1
     runs = 1 if args.quick else args.runs
@@ -360,7 +380,8 @@ def main() -> int:
         f"AegisKV RESP port vs {version}; redis-benchmark -d 100 -r 100000; median of {runs} interleaved runs"
         + ("; servers pinned to CPU 1, redis-benchmark to CPU 0" if servers.PIN else ""),
         f"aegis nodes: request path {build}"
-        + (" (-interp: the same sources interpreted)" if build == "compiled" else ""),
+        + (" (-interp: the same sources interpreted)" if build == "compiled" else "")
+        + ("; --gossip off (lone nodes)" if GOSSIP is None else "; gossip on (one-node clusters)"),
     ]
     commit = next(iter(baselines.values())).commit if baselines else ""
     if baselines:
@@ -382,6 +403,7 @@ def main() -> int:
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "redis": version},
         "aegis_build": build,
         "builds": builds,
+        "gossip": GOSSIP is not None,
         "runs": runs,
         "quick": args.quick,
         "medians": medians,
@@ -397,7 +419,8 @@ def main() -> int:
             "tolerance": TOLERANCE,
             "comparisons": [{**asdict(row), "within_tolerance": row.within_tolerance} for row in comparisons],
         }
-    stem = "resp_vs_redis" + ("_baseline" if baselines else "") + ("_quick" if args.quick else "")
+    stem = "resp_vs_redis" + ("_baseline" if baselines else "") + ("_lone" if GOSSIP is None else "")
+    stem += "_quick" if args.quick else ""
     (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     (RESULTS / f"{stem}.txt").write_text(text + "\n")
     write_text_section(SCRIPT, SECTION_TITLE, SECTION_INTRO, SECTION_STEMS)
