@@ -9,6 +9,11 @@ the versions of *this* checkout's requirements/test-constraints.txt, the ones
 tox installs for the current build: only aegiskv's own code differs between
 before and after, not loguru or prometheus-client.
 
+The revision is installed as ``pip install`` would, without extras. Up to
+e172448 the interpreted build parsed RESP with hiredis whenever hiredis was
+installed (the ``fast`` extra; tox's test envs had it): that parser is not
+what an interpreted baseline of such a revision measures here.
+
 Built venvs are kept under ``/tmp/aegis-bench-baselines/<commit>-<build>-<python>``
 and reused by the next run; a file written after the install and its check
 marks a venv as complete, so one left half-built by an interrupted run is built

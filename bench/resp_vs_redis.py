@@ -40,7 +40,8 @@ measure the request path alone; its files get ``_lone`` in their names.
 
 Writes bench/results/resp_vs_redis.json and .txt (``_quick`` with --quick).
 
-    .tox/py311/bin/python bench/resp_vs_redis.py [--runs 3] [--quick] [--keys 1000000] [--baseline REV]
+    .tox/py311/bin/python bench/resp_vs_redis.py [--runs 3] [--quick] [--keys 1000000]
+        [--baseline REV [--baseline-cache DIR]] [--gossip-off]
 """
 
 from __future__ import annotations
