@@ -58,7 +58,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import servers
-from baseline import BUILDS, DEFAULT_CACHE, Baseline, build_baseline, start_baseline
+from baseline import BUILDS, DEFAULT_CACHE, Baseline, build_baseline, resolve, start_baseline
 from results_md import render_or_complain, write_text_section  # bench/results_md.py
 from servers import (
     RESULTS,
@@ -169,6 +169,8 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.runs < 1:
         parser.error(f"--runs must be at least 1, not {args.runs}")
+    if args.baseline:
+        resolve(args.baseline)  # a typo fails here, before any server starts
     return args
 
 
