@@ -128,10 +128,14 @@ def start_aegis(
     name: str = "aegis",
     interpreted: bool = False,
     python: str = sys.executable,
+    cluster_port: bool = True,
+    gossip: str | None = "127.0.0.1:0",
 ) -> Server:
     """A node of the aegiskv installed for ``python`` (this interpreter unless given; compiled, if it was built so).
 
     ``interpreted``: the sources of this checkout instead, run by the interpreter.
+    ``cluster_port=False``: no ``--cluster-bind``, for an aegis older than that flag (bench/baseline.py).
+    ``gossip=None``: ``--gossip off``, a lone node (no membership, leases or replication stream).
     """
     environment = {**os.environ, **(env or {})}
     if interpreted:
@@ -143,6 +147,8 @@ def start_aegis(
         env=environment,
         start_timeout=600,
         python=python,
+        cluster_port=cluster_port,
+        gossip=gossip,
     )
     assert node.resp_address is not None
     if PIN:

@@ -8,6 +8,10 @@ fills. ``stop()`` sends SIGTERM and waits for the drain; ``kill()`` is SIGKILL.
 ``command_prefix`` runs the node under a launcher that ``exec``s it, such as
 ``ip netns exec NAME`` (a node inside a network namespace): the process's PID
 is then the node's own, so ``kill()`` and signals reach the node itself.
+
+``cluster_port=False`` leaves out ``--cluster-bind``: for the ``aegis`` of a
+revision from before the cluster port (bench/baseline.py runs such builds),
+which would refuse the flag.
 """
 
 from __future__ import annotations
@@ -44,11 +48,12 @@ class LocalNode:
         start_timeout: float = 20.0,
         python: str = sys.executable,
         command_prefix: Sequence[str] = (),
+        cluster_port: bool = True,
     ) -> None:
         command = [*command_prefix, python, "-m", "aegiskv"]
         command += ["--bind", bind, "--resp-bind", resp_bind, "--data-dir", data_dir]
         command += ["--gossip", gossip or "off"]
-        if gossip:
+        if gossip and cluster_port:
             # The cluster port (leases, replication) on the gossip host, any free port unless given.
             command += ["--cluster-bind", cluster_bind or f"{gossip.rpartition(':')[0]}:0"]
         if health_addr:
