@@ -192,11 +192,54 @@ def test_half_sent_requests_before_auth_are_capped_oldest_first(tmp_path) -> Non
         node.kill()
 
 
+class _HalfHeaderFlood:
+    """Keeps ``count`` connections open on a gossip port, each holding the start of a signed header.
+
+    As an attacker would, it reconnects whenever the node closes one (the request
+    timeout, or displacement by a newcomer), so the port stays full while it runs.
+    """
+
+    def __init__(self, address: tuple[str, int], count: int) -> None:
+        self.address = address
+        self.sockets = [self._open() for _ in range(count)]
+        self.reopened = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _open(self) -> socket.socket:
+        sock = _connect(self.address)
+        sock.sendall(b"\x01" + os.urandom(30))
+        sock.setblocking(False)
+        return sock
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            for index, sock in enumerate(self.sockets):
+                try:
+                    closed = sock.recv(1) == b""
+                except BlockingIOError:
+                    closed = False
+                except OSError:
+                    closed = True
+                if closed:
+                    sock.close()
+                    with contextlib.suppress(OSError):
+                        self.sockets[index] = self._open()
+                        self.reopened += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for sock in self.sockets:
+            sock.close()
+
+
 def test_gossip_strangers_buffer_nothing_and_a_real_node_still_joins(tmp_path) -> None:
     common = ["--auth-token", TOKEN, "--gossip-secret", SECRET, "--max-memory", "64"]
     seed = LocalNode(str(tmp_path / "seed"), ["--node-id", "seed", *common])
     joiner: LocalNode | None = None
-    strangers: list[socket.socket] = []
+    flood: _HalfHeaderFlood | None = None
     try:
         gossip = seed.addresses["gossip"]
         idle = rss_bytes(seed.pid)
@@ -211,17 +254,14 @@ def test_gossip_strangers_buffer_nothing_and_a_real_node_still_joins(tmp_path) -
                         sock.sendall(garbage)
                 sock.close()
             # 64 send the start of a signed header and never finish it: they take every slot.
-            for _ in range(64):
-                sock = _connect(gossip)
-                sock.sendall(b"\x01" + os.urandom(30))
-                strangers.append(sock)
+            flood = _HalfHeaderFlood(gossip, 64)
         assert rss.peak <= idle + 8 * MIB, f"RSS went from {idle / MIB:.0f} to {rss.peak / MIB:.0f} MiB"
         cluster = wait_until(
             lambda: (info := _info(seed, "cluster"))["aegis_gossip_header_refused"] >= 32 and info,
             what="the length-prefix strangers refused",
         )
         assert cluster["aegis_gossip_dropped_malformed"] >= 32
-        # A real node joins although the strangers hold every slot: the oldest of them make room.
+        # A real node joins although the strangers keep every slot taken: it displaces the oldest.
         joiner = LocalNode(
             str(tmp_path / "joiner"), ["--node-id", "joiner", "--seeds", f"127.0.0.1:{gossip[1]}", *common]
         )
@@ -230,8 +270,8 @@ def test_gossip_strangers_buffer_nothing_and_a_real_node_still_joins(tmp_path) -
         wait_until(lambda: _info(seed, "cluster")["aegis_members"] == 2, timeout=30, what="two members")
         assert _info(seed, "clients")["aegis_unauthenticated_displaced"] >= 1
     finally:
-        for sock in strangers:
-            sock.close()
+        if flood is not None:
+            flood.close()
         if joiner is not None:
             joiner.kill()
         seed.kill()
