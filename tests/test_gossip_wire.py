@@ -95,3 +95,50 @@ def test_any_single_byte_change_is_refused(payload: bytes, position: int, flip: 
     sealed[position % len(sealed)] ^= flip
     with pytest.raises(EnvelopeError):
         receiver.open(bytes(sealed))
+
+
+# -- TCP frame headers ----------------------------------------------------------------
+
+
+def _header_refused(envelope: Envelope, header: bytes, reason: str, remember: bool = True) -> None:
+    with pytest.raises(EnvelopeError) as caught:
+        envelope.open_frame_header(header, remember=remember)
+    assert caught.value.reason == reason
+
+
+def test_frame_header_round_trip_replay_forgery_and_staleness() -> None:
+    clock = Clock()
+    sender, receiver = _pair(clock)
+    header = sender.seal_frame_header(4096)
+    assert len(header) == receiver.frame_header_size == 53
+    assert header[0] == receiver.frame_version
+    assert receiver.open_frame_header(header) == 4096
+    _header_refused(receiver, header, "replayed")
+    # The length is under the signature: a stranger cannot raise it.
+    raised = header[:17] + (1 << 30).to_bytes(4, "big") + header[21:]
+    _header_refused(receiver, raised, "forged")
+    _header_refused(receiver, Envelope(b"another-secret-0123456789").seal_frame_header(10), "forged")
+    _header_refused(receiver, Envelope(None).seal_frame_header(10) + bytes(48), "unsigned")
+    _header_refused(receiver, header[:-1], "malformed")
+    old = sender.seal_frame_header(10)
+    clock.now += 31
+    _header_refused(receiver, old, "stale")
+    assert receiver.dropped["forged"] == 2 and receiver.dropped["replayed"] == 1
+
+
+def test_frame_header_checked_without_state_for_the_connecting_side() -> None:
+    sender, receiver = _pair()
+    header = sender.seal_frame_header(7)
+    # remember=False: safe off the reactor; a replay is not detected and nothing is counted.
+    assert receiver.open_frame_header(header, remember=False) == 7
+    assert receiver.open_frame_header(header, remember=False) == 7
+    _header_refused(receiver, header[:-1] + bytes((header[-1] ^ 1,)), "forged", remember=False)
+    assert receiver.dropped["forged"] == 0
+
+
+def test_unsigned_frame_header_carries_only_the_length() -> None:
+    plain = Envelope(None)
+    header = plain.seal_frame_header(1234)
+    assert header == b"\x00\x00\x00\x04\xd2" and plain.frame_header_size == 5
+    assert plain.open_frame_header(header) == 1234
+    _header_refused(plain, _pair()[0].seal_frame_header(5)[:5], "malformed")

@@ -192,7 +192,9 @@ def test_hostile_traffic_and_down_peers_leave_no_secret_in_the_log(start_node, p
             for _ in range(20):
                 udp.sendto(forged, gossip)
         with socket.create_connection(gossip, timeout=5) as exchange:
-            _send_and_drain(exchange, len(forged).to_bytes(4, "big") + forged)
+            # The frame header is checked before the frame: a forged one closes the connection.
+            header = Envelope(strings.wrong_secret.encode()).seal_frame_header(len(forged))
+            _send_and_drain(exchange, header + forged)
 
         # A stranger on the cluster port: a malformed HELLO that carries the key.
         hello = peer_frame(Kind.HELLO, b"\x01" + strings.bad_frame.encode() * 4)

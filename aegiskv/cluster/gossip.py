@@ -23,15 +23,22 @@ the reactor:
 Whenever the set of live members (or their addresses) changes, ``on_change``
 gets the new member list for the shard map.
 
-TCP frames are a 4-byte big-endian length and a sealed state message, at most
-``MAX_STATE_BYTES``.
+TCP frames are a frame header (:meth:`Envelope.seal_frame_header`: the length,
+signed when a gossip secret is set) and a sealed state message of at most
+``MAX_STATE_BYTES``. The listener reads the header alone, checks its signature,
+freshness and nonce, and only then buffers the frame it announces: a stranger
+can make a node hold one header's bytes per connection, and a connection that
+sends a bad one is closed and counted at once (``header_refused``). Until its
+header verifies, a connection counts against ``max_unauthenticated_memory``
+and is the first to go when the port is full (net/reactor.py). Without a
+secret nothing can be verified; the frame then stays unauthenticated bytes,
+bounded by that budget.
 """
 
 from __future__ import annotations
 
 import random
 import socket
-import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -49,14 +56,12 @@ from aegiskv.obs.repeats import RepeatLimiter
 Address = tuple[str, int]
 
 TICK_SECONDS = 0.05
-# A full state is about 150 bytes per member: this is room for 25,000 members,
-# and all a stranger can make us buffer before the signature is checked.
+# A full state is about 150 bytes per member: this is room for 25,000 members.
 MAX_STATE_BYTES = 4 * 1024 * 1024
 _DATAGRAMS_PER_EVENT = 64
 _JOIN_BACKOFF_FIRST = 0.5
 _JOIN_BACKOFF_MAX = 10.0
 _EXCHANGE_TIMEOUT = 3.0
-_LENGTH = struct.Struct(">I")
 
 
 def parse_endpoint(text: str, default_host: str) -> Endpoint:
@@ -127,10 +132,6 @@ def resolve_seeds(seeds: Sequence[Address]) -> list[Address]:
     return resolved
 
 
-def _frame(payload: bytes) -> bytes:
-    return _LENGTH.pack(len(payload)) + payload
-
-
 def _receive_exactly(sock: socket.socket, count: int) -> bytes:
     chunks = []
     while count:
@@ -142,11 +143,21 @@ def _receive_exactly(sock: socket.socket, count: int) -> bytes:
     return b"".join(chunks)
 
 
-def exchange_state(address: Address, sealed_state: bytes, timeout: float = _EXCHANGE_TIMEOUT) -> bytes:
-    """Blocking push-pull (worker thread): send our state, return the peer's sealed state."""
+def exchange_state(
+    address: Address, framed_state: bytes, envelope: Envelope, timeout: float = _EXCHANGE_TIMEOUT
+) -> bytes:
+    """Blocking push-pull (worker thread): send our framed state, return the peer's sealed state.
+
+    The answer's header is checked before its frame is read (signature and
+    freshness: ``open_frame_header`` without state, safe off the reactor); the
+    frame itself is opened on the reactor with the replay check.
+    """
     with socket.create_connection(address, timeout=timeout) as sock:
-        sock.sendall(_frame(sealed_state))
-        (length,) = _LENGTH.unpack(_receive_exactly(sock, _LENGTH.size))
+        sock.sendall(framed_state)
+        try:
+            length = envelope.open_frame_header(_receive_exactly(sock, envelope.frame_header_size), remember=False)
+        except EnvelopeError as refused:
+            raise ConnectionError(f"answer refused: {refused}") from None
         if length > MAX_STATE_BYTES:
             raise ConnectionError(f"state of {length} bytes is over the {MAX_STATE_BYTES}-byte limit")
         return _receive_exactly(sock, length)
@@ -158,31 +169,70 @@ class _StateExchange(ConnectionHandler):
     def __init__(self, service: GossipService) -> None:
         self._service = service
         self._buffer = bytearray()
+        self._length: int | None = None  # what the verified header announced; None: no header yet
         self._transport: Any = None
 
     def connection_made(self, transport: Any) -> None:
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        if len(self._buffer) < _LENGTH.size:
+        if self._transport.closed:
             return
-        (length,) = _LENGTH.unpack_from(self._buffer)
-        if length > MAX_STATE_BYTES:
-            self._service.counters["state_refused"] += 1
-            self._transport.close(flush=False)
+        buffer = self._buffer
+        buffer += data
+        envelope = self._service.envelope
+        if self._length is None:
+            size = envelope.frame_header_size
+            if buffer[0] != envelope.frame_version:
+                self._refuse(EnvelopeError("malformed", f"a frame header starting with byte {buffer[0]}"))
+                return
+            if len(buffer) < size:
+                return  # at most one header's bytes wait (a read holds at most one)
+            try:
+                length = envelope.open_frame_header(bytes(buffer[:size]))
+            except EnvelopeError as refused:
+                self._refuse(refused, counted=True)
+                return
+            if length > MAX_STATE_BYTES:
+                self._refuse(EnvelopeError("malformed", f"a frame of {length} bytes (limit {MAX_STATE_BYTES})"))
+                return
+            del buffer[:size]
+            self._length = length
+            if envelope.signed:
+                self._transport.mark_trusted()  # the header is signed: a member sent it
+        length = self._length
+        if len(buffer) < length:
             return
-        if len(self._buffer) < _LENGTH.size + length:
+        if len(buffer) > length:
+            self._refuse(EnvelopeError("malformed", "bytes after the frame"))
             return
-        sealed = bytes(self._buffer[_LENGTH.size : _LENGTH.size + length])
-        self._buffer = bytearray()
+        sealed = bytes(buffer)
+        buffer.clear()
         reply = self._service.answer_exchange(sealed, getattr(self._transport, "peer", None))
         if reply is not None:
-            self._transport.write(_frame(reply))
+            self._transport.write(self._service.frame(reply))
         self._transport.close(flush=True)
+
+    def _refuse(self, refused: EnvelopeError, counted: bool = False) -> None:
+        """A bad header or frame: close at once, count it, one log line per host (repeats counted).
+
+        ``counted``: the envelope already counted it under its drop reason.
+        """
+        self._buffer.clear()
+        service = self._service
+        service.counters["header_refused"] += 1
+        if not counted:
+            service.envelope.dropped[refused.reason] += 1
+        peer = getattr(self._transport, "peer", None)
+        host = peer[0] if isinstance(peer, tuple) else peer
+        service.repeats.log("INFO", ("header refused", host), "state exchange from {} refused: {}", host, refused)
+        self._transport.close(flush=False)
 
     def partial_request(self) -> bool:
         return bool(self._buffer)
+
+    def input_buffered(self) -> int:
+        return len(self._buffer)
 
 
 class GossipService:
@@ -226,6 +276,7 @@ class GossipService:
         self.counters = {
             "send_errors": 0,
             "state_refused": 0,
+            "header_refused": 0,
             "exchanges": 0,
             "exchange_failures": 0,
             "membership_errors": 0,
@@ -240,7 +291,7 @@ class GossipService:
                 max_connections=64,
                 idle_timeout=_EXCHANGE_TIMEOUT * 2,
                 request_timeout=_EXCHANGE_TIMEOUT * 2,
-                output_high_water=MAX_STATE_BYTES + _LENGTH.size,
+                output_high_water=MAX_STATE_BYTES + 128,  # one framed state (the header is 53 bytes)
                 counts_as_client=False,
             ),
         )
@@ -370,6 +421,10 @@ class GossipService:
 
     # -- TCP state exchange ---------------------------------------------------------------
 
+    def frame(self, sealed: bytes) -> bytes:
+        """A sealed state behind its frame header, as the TCP exchange sends it."""
+        return self.envelope.seal_frame_header(len(sealed)) + sealed
+
     def answer_exchange(self, sealed: bytes, peer: object = None) -> bytes | None:
         """A peer's state arrived on our listener (from ``peer``): take it in, return our own (sealed)."""
         try:
@@ -393,7 +448,8 @@ class GossipService:
             self._rejoin_running = True
         else:
             self._exchange_running = True
-        sealed = self.envelope.seal(self.membership.full_state())
+        framed = self.frame(self.envelope.seal(self.membership.full_state()))
+        envelope = self.envelope
 
         def done(reply: bytes | None, error: BaseException | None) -> None:
             if rejoin:
@@ -428,7 +484,7 @@ class GossipService:
                 logger.info("joined the cluster through {}:{}", address[0], address[1])
             self._publish()
 
-        self.reactor.submit(lambda: exchange_state(address, sealed), done)
+        self.reactor.submit(lambda: exchange_state(address, framed, envelope), done)
 
     def _try_join(self) -> None:
         if self._joined:

@@ -14,6 +14,17 @@ seen within that window; everything else is dropped and counted by reason
 secret it sends version 0 and refuses signed envelopes it cannot check (a
 cluster must not be half-secured by accident).
 
+A TCP state exchange is framed by a header of its own, checked before a byte
+of the frame is buffered (:meth:`Envelope.seal_frame_header`)::
+
+    version (1 byte) | length (4)                                       version 0
+    version (1 byte) | sent_ms (8) | nonce (8) | length (4) | mac (32)  version 1
+
+Its MAC covers a label (so a header is never mistaken for a datagram) and the
+fields, under the same secret, with the same freshness and replay checks: a
+stranger without the secret can make a node hold at most one header's bytes,
+where a bare length prefix made it buffer up to the largest state first.
+
 The nonce cache holds what arrived in the last ``2 x max_skew`` seconds; older
 nonces need not be kept because their timestamps are refused anyway. It is
 capped (``max_nonces``); when full the oldest entries go first, which can only
@@ -34,6 +45,9 @@ UNSIGNED = 0
 SIGNED = 1
 _SIGNED_HEADER = struct.Struct(">BQ8s")  # version, sent_ms, nonce
 _MAC_BYTES = 32
+_FRAME_LABEL = b"aegis gossip frame\0"
+_SIGNED_FRAME_HEADER = struct.Struct(">BQ8sI")  # version, sent_ms, nonce, frame length
+_UNSIGNED_FRAME_HEADER = struct.Struct(">BI")  # version, frame length
 DROP_REASONS = ("unsigned", "forged", "stale", "replayed", "malformed")
 
 
@@ -103,16 +117,79 @@ class Envelope:
         if not hmac.compare_digest(mac, expected):
             raise EnvelopeError("forged", "the signature does not verify")
         _version, sent_ms, nonce = _SIGNED_HEADER.unpack_from(body)
+        self._check_fresh(sent_ms, nonce, remember=True)
+        return body[_SIGNED_HEADER.size :]
+
+    def _check_fresh(self, sent_ms: int, nonce: bytes, remember: bool) -> None:
         now = self._clock()
         if abs(now - sent_ms / 1000) > self._max_skew:
             raise EnvelopeError("stale", f"sent {now - sent_ms / 1000:.1f} s from now")
+        if not remember:
+            return
         self._forget_old(now)
         if nonce in self._seen:
             raise EnvelopeError("replayed", "nonce already seen")
         self._seen[nonce] = now
         if len(self._seen) > self._max_nonces:
             self._seen.popitem(last=False)
-        return body[_SIGNED_HEADER.size :]
+
+    # -- TCP frame headers ------------------------------------------------------------
+
+    @property
+    def frame_header_size(self) -> int:
+        """Bytes of the header in front of every TCP frame this node reads and writes."""
+        if self._secret is None:
+            return _UNSIGNED_FRAME_HEADER.size
+        return _SIGNED_FRAME_HEADER.size + _MAC_BYTES
+
+    @property
+    def frame_version(self) -> int:
+        """The first byte of every header this node accepts (a wrong one can be refused at once)."""
+        return UNSIGNED if self._secret is None else SIGNED
+
+    def seal_frame_header(self, length: int) -> bytes:
+        """The header announcing a frame of ``length`` bytes (a sealed envelope)."""
+        if self._secret is None:
+            return _UNSIGNED_FRAME_HEADER.pack(UNSIGNED, length)
+        fields = _SIGNED_FRAME_HEADER.pack(SIGNED, int(self._clock() * 1000), self._random_bytes(8), length)
+        return fields + hmac.new(self._secret, _FRAME_LABEL + fields, hashlib.sha256).digest()
+
+    def open_frame_header(self, header: bytes, remember: bool = True) -> int:
+        """The frame length a header announces, or EnvelopeError.
+
+        ``remember``: record its nonce so a replayed header is refused (reactor
+        thread; counted in ``dropped``). False checks the signature and
+        freshness only and touches no state, so a worker thread may call it:
+        the connecting side of an exchange, which then hands the frame to the
+        reactor where its envelope is opened with the full checks.
+        """
+        try:
+            return self._open_frame_header(header, remember)
+        except EnvelopeError as error:
+            if remember:
+                self.dropped[error.reason] += 1
+            raise
+
+    def _open_frame_header(self, header: bytes, remember: bool) -> int:
+        if len(header) != self.frame_header_size:
+            raise EnvelopeError("malformed", f"a frame header of {len(header)} bytes")
+        version = header[0]
+        if self._secret is None:
+            if version != UNSIGNED:
+                raise EnvelopeError("malformed", "a signed frame, but this node has no gossip secret")
+            _version, length = _UNSIGNED_FRAME_HEADER.unpack(header)
+            return int(length)
+        if version == UNSIGNED:
+            raise EnvelopeError("unsigned", "an unsigned frame, but a gossip secret is set")
+        if version != SIGNED:
+            raise EnvelopeError("malformed", f"unknown frame header version {version}")
+        fields, mac = header[:-_MAC_BYTES], header[-_MAC_BYTES:]
+        expected = hmac.new(self._secret, _FRAME_LABEL + fields, hashlib.sha256).digest()
+        if not hmac.compare_digest(mac, expected):
+            raise EnvelopeError("forged", "the frame header's signature does not verify")
+        _version, sent_ms, nonce, length = _SIGNED_FRAME_HEADER.unpack(fields)
+        self._check_fresh(sent_ms, nonce, remember)
+        return int(length)
 
     def _forget_old(self, now: float) -> None:
         horizon = now - 2 * self._max_skew

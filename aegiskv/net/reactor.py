@@ -36,6 +36,7 @@ from typing import Any, Final
 from loguru import logger
 from mypy_extensions import mypyc_attr
 
+from aegiskv.net.budget import PEAK_WINDOW_SECONDS, BufferBudget
 from aegiskv.net.poller import POLL_BATCH, READ, READABLE, WRITABLE, WRITE, new_poller
 from aegiskv.net.waker import Waker
 from aegiskv.net.workers import Done, Task, WorkerPool
@@ -81,8 +82,19 @@ class ConnectionHandler:
         """True while bytes of an incomplete request may be buffered (asked by the once-a-second sweep)."""
         return False
 
+    def input_buffered(self) -> int:
+        """Bytes received and not yet consumed (the query buffer), for the buffer budgets."""
+        return 0
+
+    def output_held(self) -> int:
+        """Reply bytes made but not yet written to the transport (held for the log), for the budgets."""
+        return 0
+
     def connection_failed(self, error: OSError) -> None:
         """A connection this node opened (:meth:`Reactor.connect`) could not be made; nothing else is called."""
+
+
+_CLOSED = ConnectionHandler()  # what a closed transport drives: nothing
 
 
 @dataclass
@@ -178,6 +190,10 @@ class Transport:
         "_small_read",
         "_read_size",
         "_data_received",
+        "trusted",
+        "accounted_in",
+        "accounted_out",
+        "accounted_preauth",
     )
 
     def __init__(
@@ -238,6 +254,34 @@ class Transport:
         self.last_send = reactor.now  # last time replies made progress (or there were none)
         self.last_queued: int | None = None  # kernel send-queue bytes when the sweep last looked
         self.close_reason = ""  # why the server closed it (metrics and logs)
+        # Whether the peer proved who it is (AUTH, the cluster handshake, a signed gossip
+        # header; a port without authentication says so at once). Until then every byte
+        # it makes us hold counts against max_unauthenticated_memory (net/budget.py).
+        self.trusted = False
+        # What the budget last counted for this connection (see account()).
+        self.accounted_in = 0
+        self.accounted_out = 0
+        self.accounted_preauth = False
+
+    @property
+    def counts_as_client(self) -> bool:
+        return self.options.counts_as_client
+
+    @property
+    def port_name(self) -> str:
+        return self.options.name
+
+    def account(self) -> None:
+        """Tell the buffer budgets what this connection holds now (may close it, or others)."""
+        protocol = self.protocol
+        self.reactor.budget.account(self, protocol.input_buffered(), self.out_size + protocol.output_held())
+
+    def mark_trusted(self) -> None:
+        """The peer authenticated: its buffers count as a client's from now on, not as unauthenticated."""
+        if not self.trusted:
+            self.trusted = True
+            if not self.closed:
+                self.account()
 
     def attach(self, protocol: ConnectionHandler) -> None:
         """Make ``protocol`` the one this connection drives."""
@@ -341,6 +385,14 @@ class Transport:
             )
             self._close_now()
             return
+        if len(data) > SMALL_READ or self.accounted_in or self.accounted_out or not self.trusted:
+            # What may have grown a buffer: a large read, a connection already holding
+            # bytes, any read before authentication. Small reads of an authenticated
+            # client that left nothing behind (the common case) skip the call; the
+            # sweep counts every connection once a second anyway.
+            self.account()
+            if self.closed:
+                return
         if not self._dirty:
             self._update_interest()  # a pause may have changed what we wait for
 
@@ -430,6 +482,8 @@ class Transport:
             out.clear()
             self.out_size = 0
             self.last_activity = self.last_send = reactor.now
+            if self.accounted_out:
+                self.account()
             if self._closing:
                 self._close_now()
                 return
@@ -456,6 +510,10 @@ class Transport:
                 self._drained()
                 if self.closed:
                     return
+        if self.out_size != self.accounted_out:
+            self.account()  # replies the client has not taken count against the budgets
+            if self.closed:
+                return
         self._update_interest()
 
     def _drained(self) -> None:
@@ -516,11 +574,19 @@ class Transport:
             pass
         self._out.clear()
         self.out_size = 0
+        if self.accounted_in or self.accounted_out:
+            self.reactor.budget.account(self, 0, 0)
         self.reactor._connection_closed(self)
         try:
             self.protocol.connection_lost()
         except Exception:  # noqa: BLE001 - a protocol's bug closes its connection, not the node
             logger.exception("protocol {} failed on close", self.options.name)
+        # The protocol refers back to this transport: that cycle would keep its buffers
+        # (a query buffer can be tens of MiB) until the cyclic garbage collector runs,
+        # which on a node that allocates little may be minutes away. Dropping our side
+        # frees them now, by reference counting, once nothing else holds the protocol.
+        self.protocol = _CLOSED
+        self._data_received = _CLOSED.data_received
 
 
 class Reactor:
@@ -558,6 +624,13 @@ class Reactor:
         self._sweep_interval = 1.0
         self.tls_failures = 0  # handshakes that failed or timed out
         self.timeouts: dict[str, int] = {}  # connections closed by the sweep, by reason
+        # Buffered bytes against max_client_memory and max_unauthenticated_memory; the
+        # limits are set by the server (wiring.py), unlimited until then.
+        self.budget = BufferBudget(lambda: list(self.connections.values()), self.repeats)
+        self._peaks_rotated = self.now
+        # Non-client ports (gossip, cluster) that were full and made room by closing
+        # their oldest connection that had not authenticated.
+        self.unauthenticated_displaced = 0
         self.call_later(self._sweep_interval, self._sweep)
 
     # -- any thread ------------------------------------------------------------------
@@ -718,7 +791,11 @@ class Reactor:
         # Redis's own words: redis-py recognises this text and raises ConnectionError.
         if options.counts_as_client and self.client_connections >= self.max_client_connections:
             reason = "max number of clients reached"
-        elif not options.counts_as_client and self._count(listener) >= options.max_connections:
+        elif (
+            not options.counts_as_client
+            and self._count(listener) >= options.max_connections
+            and not self._displace_unauthenticated(listener)
+        ):
             reason = "max number of connections reached"
         if reason is not None:
             self.rejected_total += 1
@@ -785,6 +862,31 @@ class Reactor:
         self.poller.register(sock, WRITE, dial)
         self.call_later(timeout, dial.time_out)
 
+    def _displace_unauthenticated(self, listener: Listener) -> bool:
+        """Make room on a full node-to-node port by closing its oldest connection not yet authenticated.
+
+        Strangers that connect and say nothing (or half a header) would otherwise
+        hold every slot of the gossip or cluster port until their timeout, and the
+        real node that wants to join would be refused. Client ports do not do
+        this: their limit is the operator's max_connections, and a client that is
+        slow to send AUTH is not a stranger.
+        """
+        waiting = [c for c in self.connections.values() if c.listener is listener and not c.trusted]
+        if not waiting:
+            return False
+        oldest = min(waiting, key=lambda c: (c.created, c.connection_id))
+        self.unauthenticated_displaced += 1
+        self.repeats.log(
+            "INFO",
+            ("displaced", listener.options.name),
+            "{} port full: closing the oldest connection not yet authenticated, from {}",
+            listener.options.name,
+            oldest.peer,
+        )
+        oldest.close_reason = "displaced"
+        oldest.close(flush=False)
+        return True
+
     def _count(self, listener: Listener) -> int:
         return sum(1 for connection in self.connections.values() if connection.listener is listener)
 
@@ -802,7 +904,16 @@ class Reactor:
         """
         try:
             now = self.now
+            if now - self._peaks_rotated >= PEAK_WINDOW_SECONDS:
+                self._peaks_rotated = now
+                self.budget.rotate_peaks()
             for connection in list(self.connections.values()):
+                if connection.closed:
+                    continue  # closed by the budget while this sweep ran
+                # Reads the per-read path skipped (small, authenticated) are counted here.
+                connection.account()
+                if connection.closed:
+                    continue
                 options = connection.options
                 reason = ""
                 if connection._handshaking:

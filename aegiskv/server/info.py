@@ -135,6 +135,15 @@ def _clients(server: InfoSource) -> dict[str, InfoValue]:
         "connected_clients": server.reactor.client_connections,
         "maxclients": server.settings.max_connections,
         "blocked_clients": 0,  # no command blocks
+        # Redis's names for the largest query and output buffer of the last few seconds, then
+        # ours: every client's buffers together against max_client_memory, the bytes held for
+        # connections not yet authenticated (every port) against max_unauthenticated_memory,
+        # and the connections each budget closed (net/budget.py).
+        **{
+            (name if name.startswith("client_recent") else f"aegis_{name}"): value
+            for name, value in server.reactor.budget.snapshot().items()
+        },
+        "aegis_unauthenticated_displaced": server.reactor.unauthenticated_displaced,
     }
 
 

@@ -131,6 +131,37 @@ class ServerCollector(Collector):
         yield CounterMetricFamily(
             "aegis_connections_rejected", "Connections refused at the connection limit", value=reactor.rejected_total
         )
+        budget = reactor.budget.snapshot()
+        buffers = GaugeMetricFamily(
+            "aegis_client_buffer_bytes",
+            "Query (input) and reply (output) buffers of authenticated clients, counted against max_client_memory",
+            labels=["direction"],
+        )
+        buffers.add_metric(["input"], budget["client_input_buffer_bytes"])
+        buffers.add_metric(["output"], budget["client_output_buffer_bytes"])
+        yield buffers
+        yield GaugeMetricFamily(
+            "aegis_client_memory_limit_bytes", "The max_client_memory budget", value=budget["max_client_memory"]
+        )
+        yield GaugeMetricFamily(
+            "aegis_unauthenticated_buffer_bytes",
+            "Bytes held for connections not yet authenticated, on every port",
+            value=budget["unauthenticated_buffer_bytes"],
+        )
+        closed = CounterMetricFamily(
+            "aegis_buffer_budget_closed",
+            "Connections closed because a buffer budget was exceeded "
+            "(client: max_client_memory; unauthenticated: max_unauthenticated_memory)",
+            labels=["budget"],
+        )
+        closed.add_metric(["client"], budget["client_memory_evictions"])
+        closed.add_metric(["unauthenticated"], budget["unauthenticated_evictions"])
+        yield closed
+        yield CounterMetricFamily(
+            "aegis_unauthenticated_displaced",
+            "Connections not yet authenticated closed to make room on a full gossip or cluster port",
+            value=reactor.unauthenticated_displaced,
+        )
         yield GaugeMetricFamily("aegis_ready", "1 while the node serves clients, 0 otherwise", value=int(server.ready))
 
         log = server.node.backend.log

@@ -125,6 +125,13 @@ class _Link(ConnectionHandler):
     def became_ready(self) -> None:
         self.ready = True
         self.reader.max_frame = self.network.max_frame
+        if self.transport is not None:
+            # Until here the link held at most a read behind a HANDSHAKE_MAX frame, counted
+            # against max_unauthenticated_memory; replication streams are not.
+            self.transport.mark_trusted()
+
+    def input_buffered(self) -> int:
+        return self.reader.buffered
 
 
 class _Outbound(_Link):

@@ -146,6 +146,8 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
             session.local = transport.sock.getsockname()
         except OSError:
             session.local = None
+        if session.authenticated:
+            transport.mark_trusted()  # no token configured: nothing to prove
 
     def data_received(self, data: bytes) -> None:
         self.adapter.receive_data(data)
@@ -264,6 +266,12 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
 
     def partial_request(self) -> bool:
         return self.adapter.buffered() > 0
+
+    def input_buffered(self) -> int:
+        return self.adapter.buffered()
+
+    def output_held(self) -> int:
+        return self._held_bytes
 
     # -- the pipeline ----------------------------------------------------------------
 
@@ -406,6 +414,8 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
             reply = self.adapter.error_reply(request, CommandError(ErrorKind.INTERNAL, "internal error"))
         if not was_authenticated and session.authenticated:
             self.adapter.authenticated()
+            if in_turn and self.transport is not None:
+                self.transport.mark_trusted()  # a worker never touches the transport: done() does it
         if session.close_requested:
             self._closing = True
         if in_turn:
@@ -480,6 +490,8 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
             self._in_pool = False
             if transport.closed:
                 return
+            if session.authenticated:
+                transport.mark_trusted()  # an AUTH ran in the batch
             if error is not None or replies is None:
                 transport.write(self.adapter.error_reply(None, CommandError(ErrorKind.INTERNAL, "internal error")))
                 transport.close()

@@ -555,6 +555,20 @@ SETTINGS: tuple[Setting, ...] = (
         "(0 = max_value_bytes + output_high_water + 1 MiB)",
     ),
     Setting(
+        "max_client_memory",
+        0,
+        _size(0, 2**62),
+        "disconnect the largest clients while the query and output buffers of all clients pass this "
+        "many bytes (0 = a quarter of max_memory, at least the default output_limit)",
+        flag=True,
+    ),
+    Setting(
+        "max_unauthenticated_memory",
+        16 * MIB,
+        _size(64 * 1024, 2**62),
+        "close the oldest unauthenticated connections while the bytes held for them, on every port, pass this many",
+    ),
+    Setting(
         "send_timeout",
         60.0,
         _duration(),
@@ -662,6 +676,8 @@ class Settings:
     idle_timeout: float
     output_high_water: int
     output_limit: int
+    max_client_memory: int
+    max_unauthenticated_memory: int
     send_timeout: float
     request_timeout: float
     memory_trim_interval: float
@@ -701,6 +717,20 @@ class Settings:
     @property
     def effective_output_limit(self) -> int:
         return self.output_limit or self.max_value_bytes + self.output_high_water + MIB
+
+    @property
+    def effective_client_memory(self) -> int:
+        """The client buffer budget: ``max_client_memory``, or by default a quarter of ``max_memory``.
+
+        Never below one client's worth (the largest value in, plus the replies a
+        client may leave unread: the default ``output_limit``), so a lone client
+        doing what the limits allow is never the one disconnected. A quarter:
+        the node's RSS stays within max_memory plus this plus its idle size, and
+        clients are not allowed to cost more than a fraction of the data.
+        """
+        if self.max_client_memory:
+            return self.max_client_memory
+        return max(self.max_memory_bytes // 4, self.max_value_bytes + self.output_high_water + MIB)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -72,6 +72,8 @@ class Server:
         self.node = node
         self.reactor = Reactor(config.worker_threads)
         self.reactor.max_client_connections = config.max_connections
+        self.reactor.budget.client_limit = config.effective_client_memory
+        self.reactor.budget.preauth_limit = config.max_unauthenticated_memory
         self.stats = StatsRegistry()
         self.authenticator = Authenticator(config.auth_token, config.max_auth_failures)
         self.rate_limit = config.rate_limit
