@@ -68,20 +68,45 @@ C = TypeVar("C", bound="AsyncClient")
 
 @dataclass
 class _ServerPool:
-    """Idle connections to one server, a count of those lent out, and the tasks waiting for one."""
+    """Idle connections to one server, the slots lent out, and the tasks waiting for one, first come first served.
+
+    ``lent`` counts slots: a task holding one uses a connection, or is opening
+    one. A released slot goes straight to the first waiting task (with the
+    connection, if it is reusable) rather than back to the pool, so a task that
+    arrives later cannot take it first: waiters are served in order, and none
+    waits out ``conn_timeout`` while others keep getting connections.
+    """
 
     address: Address
     idle: list[AsyncConnection] = field(default_factory=list)
     lent: int = 0
-    waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+    waiters: deque[asyncio.Future[AsyncConnection | None]] = field(default_factory=deque)
 
-    def wake_one(self) -> None:
-        """A connection came free (or the client closed): let the first waiting task look."""
+    def queued(self) -> bool:
+        """Whether a task waits for a slot. Done futures at the head are dropped first: a cancelled
+        waiter leaves the queue only when its task next runs, and a task arriving before then must
+        not queue behind it with nobody left to hand it a slot."""
+        while self.waiters and self.waiters[0].done():
+            self.waiters.popleft()
+        return bool(self.waiters)
+
+    def release(self, connection: AsyncConnection | None) -> None:
+        """A lent slot comes back, with a reusable connection or none: to the first waiter, else to the pool."""
         while self.waiters:
             waiter = self.waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+            if not waiter.done():  # a cancelled waiter is done
+                waiter.set_result(connection)  # the slot passes on: ``lent`` stays
                 return
+        self.lent -= 1
+        if connection is not None:
+            self.idle.append(connection)
+
+    def refuse_waiters(self, error: AegisError) -> None:
+        """The client closed or the server left the list: every waiting task gets ``error``."""
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_exception(error)
+        self.waiters.clear()
 
 
 class AsyncClient:
@@ -123,8 +148,7 @@ class AsyncClient:
         for connection in pool.idle:
             connection.close()
         pool.idle.clear()
-        while pool.waiters:
-            pool.wake_one()
+        pool.refuse_waiters(ConnectionClosedError(f"{address} was removed from the server list"))
 
     def servers(self) -> list[str]:
         return [f"{host}:{port}" for host, port in self._order]
@@ -404,15 +428,18 @@ class AsyncClient:
         pool = self._pools.get(address)
         if pool is None:
             pool = self._pools[address] = _ServerPool(address)  # ping() to a server outside the list
-        if not pool.idle and pool.lent >= config.max_conns:
-            await self._wait_for_connection(pool)
-        # From here to the lent count there is no await: no other task can take the slot.
-        pool.lent += 1
-        while pool.idle:
-            connection = pool.idle.pop()
-            if connection.reusable():
-                return connection
-            connection.close()  # the server closed it while it sat idle: try the next, or connect afresh
+        connection: AsyncConnection | None
+        if pool.queued() or (not pool.idle and pool.lent >= config.max_conns):
+            connection = await self._wait_for_slot(pool)  # behind the tasks already waiting
+        else:
+            # From the check to the count there is no await: no other task can take the slot.
+            pool.lent += 1
+            connection = pool.idle.pop() if pool.idle else None
+        while connection is not None and not connection.reusable():
+            connection.close()  # the server closed it while it sat idle: the next, or a new one
+            connection = pool.idle.pop() if pool.idle else None
+        if connection is not None:
+            return connection
         opened: AsyncConnection | None = None
         try:
             opened = await AsyncConnection.open(
@@ -423,48 +450,38 @@ class AsyncClient:
         except BaseException:
             if opened is not None:
                 opened.close()
-            pool.lent -= 1
-            pool.wake_one()
+            pool.release(None)
             raise
         return opened
 
-    async def _wait_for_connection(self, pool: _ServerPool) -> None:
-        """Until ``pool`` has an idle connection or room for one, up to ``conn_timeout``; raises past it."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.conn_timeout
-        while not pool.idle and pool.lent >= self.config.max_conns:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+    async def _wait_for_slot(self, pool: _ServerPool) -> AsyncConnection | None:
+        """Queue for a slot of ``pool`` (with a connection, or none: open one), up to ``conn_timeout``."""
+        waiter: asyncio.Future[AsyncConnection | None] = asyncio.get_running_loop().create_future()
+        pool.waiters.append(waiter)
+        try:
+            return await within(self.config.conn_timeout, waiter)
+        except BaseException as error:
+            # Handed a slot just as the time ran out or the task was cancelled: pass it on, or it is lost.
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                pool.release(waiter.result())
+            if isinstance(error, asyncio.TimeoutError) and not isinstance(error, AegisError):
                 raise AegisTimeoutError(
                     f"no free connection to {show(pool.address)} within {self.config.conn_timeout}s"
-                )
-            waiter: asyncio.Future[None] = loop.create_future()
-            pool.waiters.append(waiter)
-            try:
-                await within(remaining, waiter)
-            except asyncio.TimeoutError:
-                pool.wake_one()  # in case a wake-up reached this waiter as its time ran out
-                continue  # the loop raises AegisTimeoutError, unless a connection came free just now
-            except BaseException:
-                # Cancelled, perhaps right after being woken: pass the wake-up on so it is not lost.
-                pool.wake_one()
-                raise
-            finally:
-                if waiter in pool.waiters:
-                    pool.waiters.remove(waiter)
-            if self._closed:
-                raise ConnectionClosedError("client is closed")
+                ) from None
+            raise
+        finally:
+            if waiter in pool.waiters:
+                pool.waiters.remove(waiter)
 
     def _give_back(self, connection: AsyncConnection) -> None:
         pool = self._pools.get(connection.address)
-        if pool is not None:
-            pool.lent -= 1
-            if not self._closed and connection.reusable():
-                pool.idle.append(connection)
-                pool.wake_one()
-                return
-            pool.wake_one()
-        connection.close()
+        if pool is None:  # its server left the list while it was lent
+            connection.close()
+        elif self._closed or not connection.reusable():
+            connection.close()  # owes a reply (cancelled), broken, or the client closed
+            pool.release(None)
+        else:
+            pool.release(connection)
 
     async def close(self) -> None:
         """Close every idle connection; calls under way fail with ConnectionClosedError or finish first."""
@@ -473,8 +490,7 @@ class AsyncClient:
             for connection in pool.idle:
                 connection.close()
             pool.idle.clear()
-            while pool.waiters:
-                pool.wake_one()
+            pool.refuse_waiters(ConnectionClosedError("client is closed"))
         await asyncio.sleep(0)  # let the transports run their close callbacks
 
     async def __aenter__(self: C) -> C:

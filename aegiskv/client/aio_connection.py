@@ -109,8 +109,13 @@ class AsyncConnection:
 
     async def flush(self) -> None:
         """Wait, up to the write timeout, while the transport holds more than its high-water mark."""
-        if not self._writer.transport.get_write_buffer_size():
-            return  # all written already: no coroutine, no timer
+        try:
+            if not self._writer.transport.get_write_buffer_size():
+                return  # all written already: no coroutine, no timer
+        except AttributeError:
+            # Python 3.10's TLS transport, once the connection is lost, has no transport beneath it
+            # to ask; drain() below, or the read that follows, reports the loss.
+            pass
         try:
             await within(self._write_timeout, self._writer.drain())
         except asyncio.TimeoutError as error:
