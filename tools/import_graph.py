@@ -34,6 +34,7 @@ ALLOWED: dict[str, set[str]] = {
     "protocols": {"node", "backends", "cluster", "net", "errors", "aegiskv", "obs"},
     "server": {"protocols", "node", "backends", "cluster", "net", "errors", "aegiskv", "plugin_api", "obs"},
     "client": {"protocols", "cluster", "net"},
+    "contrib": {"client"},  # integrations with other frameworks, through the client only
     "plugin_api": {"backends", "cluster"},
     "testing": {
         "server",

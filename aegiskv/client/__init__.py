@@ -1,5 +1,6 @@
-"""The AegisKV Python client: ``from aegiskv.client import Client, Config``."""
+"""The AegisKV Python client: ``from aegiskv.client import Client, Config`` (asyncio: ``AsyncClient``)."""
 
+from aegiskv.client.aio import AsyncClient, AsyncPipeline
 from aegiskv.client.client import Client, Config, Pipeline, ValueWithTTL
 from aegiskv.client.errors import (
     AegisError,
@@ -22,6 +23,8 @@ from aegiskv.client.errors import (
 __all__ = [
     "AegisError",
     "AegisTimeoutError",
+    "AsyncClient",
+    "AsyncPipeline",
     "AuthenticationError",
     "Client",
     "ConditionNotMetError",

@@ -52,28 +52,21 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from aegiskv.client.connection import NativeConnection
 from aegiskv.client.errors import (
     AegisError,
     AegisTimeoutError,
-    AuthenticationError,
-    ConditionNotMetError,
     ConnectionClosedError,
-    MovedError,
-    NotFoundError,
-    OutOfMemoryError,
     ProtocolViolationError,
-    RateLimitedError,
-    ServerError,
-    StorageFailedError,
-    TryAgainError,
-    VersionMismatchError,
 )
 from aegiskv.client.retry import Failure, RetryBudget
-from aegiskv.client.route_table import Address, RouteTable, parse_moved
-from aegiskv.cluster.redirect import NO_PRIMARY_YET
+from aegiskv.client.rounds import BatchRounds, Outcome, RequestRounds, Step, busy_failure
+from aegiskv.client.rounds import Request as _Request
+from aegiskv.client.rounds import raise_for_status as _raise_for_status
+from aegiskv.client.rounds import show as _show
+from aegiskv.client.route_table import Address, RouteTable, refresh_due, refresh_order, table_of_reply
 from aegiskv.net.tls import client_context
 from aegiskv.protocols.native import codec as native
 from aegiskv.protocols.native.codec import Frame, Opcode, Status
@@ -83,6 +76,7 @@ Value = bytes | str
 T = TypeVar("T")
 # A mapping's key type is invariant: Mapping[Key, ...] would refuse a dict[str, ...].
 K = TypeVar("K", bound=Key)
+Q = TypeVar("Q", bound="QueuedOperations")
 
 
 @dataclass
@@ -142,10 +136,6 @@ class Config:
             raise ValueError("Config.retry_backoff must be positive and at most Config.retry_backoff_max")
 
 
-# After a failed shard-map fetch, keys go to any server for this long before the next try.
-_TOPOLOGY_RETRY_SECONDS = 1.0
-
-
 @dataclass(frozen=True)
 class ValueWithTTL:
     value: bytes
@@ -187,69 +177,6 @@ def _ttl_ms(ttl: float | timedelta | None) -> int:
     if milliseconds <= 0:
         raise ValueError(f"ttl must be positive, got {ttl!r}")
     return milliseconds
-
-
-def _error_of(frame: Frame) -> ServerError:
-    """The error a refusal frame carries (TRYAGAIN, CLUSTERDOWN ...) as the exception the caller would get."""
-    try:
-        _raise_for_status(frame)
-    except ServerError as error:
-        return error
-    raise ValueError(f"status {frame.status} is not a server error")  # a bug: only refusals come here
-
-
-# Server refusals that carry the server's code and message as they are.
-_REFUSALS: dict[int, type[ServerError]] = {
-    Status.NOAUTH: AuthenticationError,
-    Status.AUTH_FAILED: AuthenticationError,
-    Status.RATE_LIMITED: RateLimitedError,
-    Status.OUT_OF_MEMORY: OutOfMemoryError,
-    Status.STORAGE_FAILED: StorageFailedError,
-    Status.TRY_AGAIN: TryAgainError,
-}
-
-
-def _raise_for_status(frame: Frame, key: bytes | None = None) -> None:
-    status = frame.status
-    if status == Status.OK:
-        return
-    if status == Status.NOT_FOUND:
-        raise NotFoundError(f"key {key!r} not found" if key is not None else "not found")
-    if status == Status.NOT_STORED:
-        raise ConditionNotMetError("condition not met; nothing stored")
-    if status == Status.VERSION_MISMATCH:
-        raise VersionMismatchError(f"version mismatch (current version {frame.version})", frame.version)
-    code, message = "ERROR", f"status {status}"
-    if frame.items:
-        code = frame.items[0][0].decode("utf-8", "replace")
-        message = (frame.items[0][1] or b"").decode("utf-8", "replace")
-    refusal = _REFUSALS.get(status)
-    if refusal is not None:
-        raise refusal(message, code)
-    if status == Status.MOVED:
-        try:
-            address, epoch, slot = parse_moved(message)
-        except ValueError:
-            raise ProtocolViolationError(f"unreadable MOVED reply: {message!r}") from None
-        raise MovedError(f"MOVED {message} (no redirect left to follow)", address, epoch, slot)
-    if status == Status.BUSY:
-        raise ConnectionClosedError(f"server refused the connection: {message}")
-    if status == Status.PROTOCOL_ERROR:
-        raise ProtocolViolationError(f"server reported a protocol error: {code}: {message}")
-    raise ServerError(message, code)
-
-
-class _Request(NamedTuple):
-    """One request as the retry loop sends it: ``key`` routes it (None: any server will do)."""
-
-    opcode: int
-    fields: dict[str, Any]
-    key: bytes | None
-    idempotent: bool
-
-
-# What a request ended with: its reply frame (any status but MOVED), or the error that ended its retries.
-Outcome = Frame | AegisError
 
 
 class Client:
@@ -439,11 +366,7 @@ class Client:
         if not self.config.cluster_routing:
             return None
         table = self._routes
-        now = time.monotonic()
-        stale = table is None or now - table.fetched_at >= self.config.topology_refresh
-        # After a failed fetch, go on with what we have for a moment instead of
-        # asking every known server again on every request.
-        if stale and now - self._routes_failed_at >= _TOPOLOGY_RETRY_SECONDS:
+        if refresh_due(table, self._routes_failed_at, time.monotonic(), self.config.topology_refresh):
             table = self._refresh_routes(table)
         return table if table is not None and table.spans_nodes else None
 
@@ -458,16 +381,15 @@ class Client:
         with self._routes_lock:
             if self._routes is not stale:
                 return self._routes
-            known = self._routes.addresses if self._routes is not None else []
-            candidates = ([hint] if hint else []) + [_parse_address(seed) for seed in self.config.seeds] + known
+            seeds = [_parse_address(seed) for seed in self.config.seeds]
             with self._lock:
                 unreachable = set(self._unreachable)
-            ordered = sorted(dict.fromkeys(candidates), key=lambda address: address in unreachable)  # stable
+            ordered = refresh_order(hint, seeds, self._routes, unreachable)
             for address in ordered:
                 try:
                     frame = self._single(address, Opcode.TOPOLOGY)
                     _raise_for_status(frame)
-                    self._routes = RouteTable(json.loads(frame.items[0][1] or b"{}"), address)
+                    self._routes = table_of_reply(frame.items[0][1], address)
                 except (ConnectionClosedError, AegisTimeoutError):
                     if self._closed:
                         raise
@@ -509,166 +431,55 @@ class Client:
             return self._single(address, opcode, **fields)
         return self._keyed(None, opcode, idempotent=True, **fields)
 
-    def _run(self, requests: Sequence[_Request]) -> list[Outcome]:  # noqa: C901 - the retry round: send, sort each reply, decide, in one place
+    def _run(self, requests: Sequence[_Request]) -> list[Outcome]:
         """Send ``requests`` (pipelined, one batch per owner) until each has an outcome; in their order.
 
-        Each round sends every request still pending to its owner. A reply
-        settles its request unless it is a redirect (sent again to the node it
-        names, after a map refresh) or a refusal worth retrying; a broken
-        connection leaves the requests without a reply pending if they may be
-        retried, and settles the others with the error. A round with failures
-        is followed by a map refresh and a wait (RetryBudget); one with
-        redirects only by another round at once, at most ``max_redirects`` in
-        a row: past that the redirect counts as a failure (not applied).
-        Requests on one key are sent in queue order: they share an owner,
-        hence a batch, and pending ones are sent again in queue order. Only
-        when a later one on a key was answered and an earlier one refused in
-        the same batch does the earlier one land after it.
+        The rounds (what each reply means, when to retry) are
+        :class:`~aegiskv.client.rounds.RequestRounds`; this sends them.
         """
-        config = self.config
-        outcomes: list[Outcome | None] = [None] * len(requests)
-        budget = self._budget()
-        pending = list(range(len(requests)))
-        redirected_to: dict[int, Address] = {}
-        redirects = 0
+        rounds = RequestRounds(requests, self._budget(), self.config.max_redirects)
         while True:
             round_started = time.monotonic()
             table = self._route_table()
-            groups: dict[Address | None, list[int]] = {}
-            for index in pending:
-                request = requests[index]
-                address = redirected_to.pop(index, None)
-                if address is None and table is not None and request.key is not None:
-                    address = table.owner(request.key)
-                groups.setdefault(address, []).append(index)
-            pending = []
-            failure: Failure | None = None
-            moved_hint: Address | None = None
-            last_moved: Frame | None = None
-            for address, indices in groups.items():
-                target = address or self._pick(budget.retries)
+            for address, indices in rounds.plan(table).items():
+                target = address or self._pick(rounds.budget.retries)
                 frames, broken = self._exchange(target, [requests[index] for index in indices])
-                for index, frame in zip(indices, frames):
-                    status = frame.status
-                    if status == Status.MOVED:
-                        last_moved = frame
-                        owner = _moved_owner(frame)
-                        if owner is not None:
-                            redirected_to[index] = owner
-                            moved_hint = moved_hint or owner
-                        pending.append(index)
-                    elif status == Status.TRY_AGAIN or status == Status.CLUSTER_DOWN:
-                        error = _error_of(frame)
-                        maybe_applied = status == Status.TRY_AGAIN and NO_PRIMARY_YET not in str(error)
-                        if maybe_applied and not requests[index].idempotent:
-                            outcomes[index] = frame
-                        else:
-                            pending.append(index)
-                            failure = Failure(error, maybe_applied)
-                    else:
-                        outcomes[index] = frame
-                unanswered = indices[len(frames) :]
-                if broken is None:
-                    for index in unanswered:  # the server closed after a protocol error
-                        outcomes[index] = ProtocolViolationError(f"{_show(target)} closed the connection before this")
-                    continue
-                self._mark_unreachable([target])
-                failure = broken
-                for index in unanswered:
-                    if broken.maybe_applied and not requests[index].idempotent:
-                        outcomes[index] = broken.error
-                    else:
-                        pending.append(index)
-            if not pending:
-                break
-            pending.sort()
-            if failure is None:  # only redirects: follow them at once, up to max_redirects in a row
-                redirects += 1
-                if redirects <= config.max_redirects:
-                    if config.cluster_routing:
-                        self._refresh_routes(table, hint=moved_hint)
-                    continue
-                # Still bouncing: the nodes disagree on the owner for now (a hand-off or a
-                # failover going round). A redirected request was not run: wait, as for a
-                # refusal, and ask the map again before following more.
-                assert last_moved is not None
-                failure = Failure(_error_of(last_moved), maybe_applied=False)
-                redirected_to.clear()
-            redirects = 0
-            delay = budget.next_delay()
-            if delay is None:
-                exhausted = budget.exhausted(failure.error)
-                for index in pending:
-                    outcomes[index] = exhausted
-                break
-            self._sleep(delay)
-            self._refresh_after_failure(round_started, moved_hint)
-        settled = [outcome for outcome in outcomes if outcome is not None]
-        assert len(settled) == len(requests)
-        return settled
+                if broken is not None:
+                    self._mark_unreachable([target])
+                rounds.settle(target, indices, frames, broken)
+            step = rounds.finish()
+            if step is None:
+                return rounds.outcomes()
+            self._next_round(step, table, round_started)
 
-    def _batched(self, opcode: int, items: list[tuple[bytes, bytes]], **fields: Any) -> list[tuple[list[int], Frame]]:  # noqa: C901 - the MGET/MSET retry round, as _run
-        """MGET/MSET split by owner: (indices into ``items``, reply frame) per part, in no particular order.
+    def _batched(self, opcode: int, items: list[tuple[bytes, bytes]], **fields: Any) -> list[tuple[list[int], Frame]]:
+        """MGET/MSET split by owner, retried as :class:`~aegiskv.client.rounds.BatchRounds` says.
 
-        Both are idempotent, so every part that fails is retried, as in
-        :meth:`_run`, regrouped by the map of each round; parts that succeeded
-        are not sent again.
+        Returns (indices into ``items``, reply frame) per part, in no particular order.
         """
-        config = self.config
-        done: list[tuple[list[int], Frame]] = []
-        pending = list(range(len(items)))
-        budget = self._budget()
-        redirects = 0
-        last_moved: Frame | None = None
-        while pending:
+        rounds = BatchRounds(items, self._budget(), self.config.max_redirects)
+        while True:
             round_started = time.monotonic()
             table = self._route_table()
-            groups: dict[Address | None, list[int]] = {}
-            for index in pending:
-                owner = table.owner(items[index][0]) if table is not None else None
-                groups.setdefault(owner, []).append(index)
-            pending = []
-            failure: Failure | None = None
-            moved_hint: Address | None = None
-            for address, indices in groups.items():
-                target = address or self._pick(budget.retries)
-                part = {**fields, "items": tuple(items[index] for index in indices)}
+            for address, indices in rounds.plan(table).items():
+                target = address or self._pick(rounds.budget.retries)
+                part = {**fields, "items": rounds.part(indices)}
                 frames, broken = self._exchange(target, [_Request(opcode, part, None, True)])
-                if not frames:
-                    if broken is None:
-                        raise ProtocolViolationError(f"{_show(target)} closed the connection without a reply")
+                if rounds.settle(target, indices, frames, broken):
                     self._mark_unreachable([target])
-                    failure = broken
-                    pending.extend(indices)
-                    continue
-                frame = frames[0]
-                if frame.status == Status.MOVED:
-                    last_moved = frame
-                    moved_hint = moved_hint or _moved_owner(frame)
-                    pending.extend(indices)
-                elif frame.status == Status.TRY_AGAIN or frame.status == Status.CLUSTER_DOWN:
-                    failure = Failure(_error_of(frame), True)
-                    pending.extend(indices)
-                else:
-                    _raise_for_status(frame)
-                    done.append((indices, frame))
-            if not pending:
-                break
-            if failure is None:  # only redirects: as in _run
-                redirects += 1
-                if redirects <= config.max_redirects:
-                    if config.cluster_routing:
-                        self._refresh_routes(table, hint=moved_hint)
-                    continue
-                assert last_moved is not None
-                failure = Failure(_error_of(last_moved), maybe_applied=False)
-            redirects = 0
-            delay = budget.next_delay()
-            if delay is None:
-                raise budget.exhausted(failure.error)
-            self._sleep(delay)
-            self._refresh_after_failure(round_started, moved_hint)
-        return done
+            step = rounds.finish()
+            if step is None:
+                return rounds.done
+            self._next_round(step, table, round_started)
+
+    def _next_round(self, step: Step, table: RouteTable | None, round_started: float) -> None:
+        """Between rounds: follow redirects at once, or wait after a failure; then the map again."""
+        if step.delay is None:
+            if self.config.cluster_routing:
+                self._refresh_routes(table, hint=step.hint)
+            return
+        self._sleep(step.delay)
+        self._refresh_after_failure(round_started, step.hint)
 
     def _refresh_after_failure(self, round_started: float, hint: Address | None) -> None:
         """Before the next round: the map again, unless another thread fetched it since this round began."""
@@ -713,10 +524,9 @@ class Client:
             connected = True
             for request_id in connection.send_many([(request.opcode, request.fields) for request in requests]):
                 frame = connection.receive(request_id)
-                if frame.status == Status.BUSY:  # refused as it was accepted: nothing was read
-                    message = (frame.items[0][1] or b"").decode("utf-8", "replace") if frame.items else ""
-                    error = ConnectionClosedError(f"{_show(address)} refused the connection: {message}")
-                    refused.append(Failure(error, maybe_applied=False))
+                busy = busy_failure(frame, address)
+                if busy is not None:  # refused as it was accepted: nothing was read
+                    refused.append(busy)
                     break
                 frames.append(frame)
                 if frame.status == Status.PROTOCOL_ERROR:
@@ -861,20 +671,83 @@ def _set_fields(
     return flags, fields
 
 
-def _moved_owner(frame: Frame) -> Address | None:
-    """The node a MOVED reply names (None when it names no host: "the node you asked")."""
-    try:
-        address, _epoch, _slot = parse_moved((frame.items[0][1] or b"").decode())
-    except (ValueError, IndexError):
-        raise ProtocolViolationError(f"unreadable MOVED reply: {frame.items!r}") from None
-    return address if address[0] else None
+class QueuedOperations:
+    """The operations a pipeline queues, and what each reply means; the pipelines of both clients send them."""
+
+    def __init__(self) -> None:
+        self._requests: list[_Request] = []
+        self._decoders: list[Callable[[Frame], Any]] = []
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    def _queue(self: Q, request: _Request, decode: Callable[[Frame], Any]) -> Q:
+        self._requests.append(request)
+        self._decoders.append(decode)
+        return self
+
+    def get(self: Q, key: Key) -> Q:
+        raw = _bytes(key, "key")
+
+        def decode(frame: Frame) -> bytes:
+            _raise_for_status(frame, raw)
+            return bytes(frame.items[0][1] or b"")
+
+        return self._queue(_Request(Opcode.GET, {"items": ((raw, b""),)}, raw, True), decode)
+
+    def set(
+        self: Q,
+        key: Key,
+        value: Value,
+        ttl: float | timedelta | None = None,
+        *,
+        only_if_absent: bool = False,
+        only_if_present: bool = False,
+        if_version: int | None = None,
+        keep_ttl: bool = False,
+    ) -> Q:
+        """As :meth:`Client.set`; the result is the new version, or the exception."""
+
+        def decode(frame: Frame) -> int:
+            _raise_for_status(frame)
+            return frame.version
+
+        raw = _bytes(key, "key")
+        flags, fields = _set_fields(raw, value, ttl, only_if_absent, only_if_present, if_version, keep_ttl)
+        return self._queue(_Request(Opcode.SET, fields, raw, not _CONDITIONS & flags), decode)
+
+    def delete(self: Q, key: Key) -> Q:
+        def decode(frame: Frame) -> bool:
+            if frame.status == Status.NOT_FOUND:
+                return False
+            _raise_for_status(frame)
+            return True
+
+        raw = _bytes(key, "key")
+        return self._queue(_Request(Opcode.DEL, {"items": ((raw, b""),)}, raw, True), decode)
+
+    def _take(self) -> tuple[list[_Request], list[Callable[[Frame], Any]]]:
+        """The queued requests and their decoders; the queue starts empty again."""
+        taken = self._requests, self._decoders
+        self._requests, self._decoders = [], []
+        return taken
+
+    @staticmethod
+    def _results(outcomes: list[Outcome], decoders: list[Callable[[Frame], Any]], raise_on_error: bool) -> list[Any]:
+        results: list[Any] = []
+        for outcome, decode in zip(outcomes, decoders):
+            try:
+                if isinstance(outcome, AegisError):
+                    raise outcome
+                results.append(decode(outcome))
+            except AegisError as error:
+                if raise_on_error:
+                    raise
+                results.append(error)
+        return results
 
 
-def _show(address: Address) -> str:
-    return f"{address[0]}:{address[1]}"
-
-
-class Pipeline:
+class Pipeline(QueuedOperations):
     """Queue operations, then send them in one write and read every reply.
 
     ``execute()`` returns one result per queued operation, in order. A failed
@@ -893,71 +766,11 @@ class Pipeline:
     """
 
     def __init__(self, client: Client) -> None:
+        super().__init__()
         self._client = client
-        self._requests: list[_Request] = []
-        self._decoders: list[Callable[[Frame], Any]] = []
-
-    def __len__(self) -> int:
-        return len(self._requests)
-
-    def _queue(self, request: _Request, decode: Callable[[Frame], Any]) -> Pipeline:
-        self._requests.append(request)
-        self._decoders.append(decode)
-        return self
-
-    def get(self, key: Key) -> Pipeline:
-        raw = _bytes(key, "key")
-
-        def decode(frame: Frame) -> bytes:
-            _raise_for_status(frame, raw)
-            return bytes(frame.items[0][1] or b"")
-
-        return self._queue(_Request(Opcode.GET, {"items": ((raw, b""),)}, raw, True), decode)
-
-    def set(
-        self,
-        key: Key,
-        value: Value,
-        ttl: float | timedelta | None = None,
-        *,
-        only_if_absent: bool = False,
-        only_if_present: bool = False,
-        if_version: int | None = None,
-        keep_ttl: bool = False,
-    ) -> Pipeline:
-        """As :meth:`Client.set`; the result is the new version, or the exception."""
-
-        def decode(frame: Frame) -> int:
-            _raise_for_status(frame)
-            return frame.version
-
-        raw = _bytes(key, "key")
-        flags, fields = _set_fields(raw, value, ttl, only_if_absent, only_if_present, if_version, keep_ttl)
-        return self._queue(_Request(Opcode.SET, fields, raw, not _CONDITIONS & flags), decode)
-
-    def delete(self, key: Key) -> Pipeline:
-        def decode(frame: Frame) -> bool:
-            if frame.status == Status.NOT_FOUND:
-                return False
-            _raise_for_status(frame)
-            return True
-
-        raw = _bytes(key, "key")
-        return self._queue(_Request(Opcode.DEL, {"items": ((raw, b""),)}, raw, True), decode)
 
     def execute(self, raise_on_error: bool = False) -> list[Any]:
-        if not self._requests:
+        requests, decoders = self._take()
+        if not requests:
             return []
-        requests, decoders = self._requests, self._decoders
-        self._requests, self._decoders = [], []
-        results: list[Any] = []
-        for outcome, decode in zip(self._client._run(requests), decoders):
-            try:
-                if isinstance(outcome, AegisError):
-                    raise outcome
-                results.append(decode(outcome))
-            except AegisError as error:
-                if raise_on_error:
-                    raise
-                results.append(error)
-        return results
+        return self._results(self._client._run(requests), decoders, raise_on_error)

@@ -9,8 +9,9 @@ joined even when no redirect told it.
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from aegiskv.cluster.slots import ShardMapper
@@ -55,3 +56,36 @@ class RouteTable:
 
     def owner(self, key: bytes) -> Address | None:
         return self._owners[self._mapper.shard_of_key(key)]
+
+
+def refresh_due(table: RouteTable | None, failed_at: float, now: float, refresh_after: float) -> bool:
+    """Whether to fetch the map now: it is missing or older than ``refresh_after`` seconds.
+
+    After a failed fetch (at ``failed_at``) the client goes on with what it has
+    for ``TOPOLOGY_RETRY_SECONDS`` instead of asking every known server again
+    on every request.
+    """
+    stale = table is None or now - table.fetched_at >= refresh_after
+    return stale and now - failed_at >= TOPOLOGY_RETRY_SECONDS
+
+
+# After a failed shard-map fetch, keys go to any server for this long before the next try.
+TOPOLOGY_RETRY_SECONDS = 1.0
+
+
+def refresh_order(
+    hint: Address | None, seeds: list[Address], table: RouteTable | None, unreachable: Collection[Address]
+) -> list[Address]:
+    """The servers to ask for the map, in order: ``hint`` (a redirect named it), the seeds, the nodes we know.
+
+    Servers that failed to answer lately come last, so a dead primary does not
+    delay learning who replaced it.
+    """
+    known = table.addresses if table is not None else []
+    candidates = ([hint] if hint else []) + seeds + known
+    return sorted(dict.fromkeys(candidates), key=lambda address: address in unreachable)  # stable
+
+
+def table_of_reply(topology: bytes | None, asked: Address) -> RouteTable:
+    """The table a TOPOLOGY reply's JSON describes; ValueError, KeyError or TypeError when it is not one."""
+    return RouteTable(json.loads(topology or b"{}"), asked)

@@ -1,0 +1,1 @@
+"""Integrations with other frameworks, each an optional import: ``aegiskv.contrib.django`` needs Django."""
