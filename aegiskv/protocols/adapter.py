@@ -10,7 +10,7 @@ run in-process in tests with any object that has these attributes.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from aegiskv.cluster.shard_map import Topology
 from aegiskv.errors import CommandError
@@ -44,6 +44,20 @@ class SettingsView(Protocol):
     def max_bulk_bytes(self) -> int: ...
 
 
+class ClientFigures(NamedTuple):
+    """One client connection as CLIENT LIST shows it, read on the reactor (aegiskv.server.pipeline)."""
+
+    session: Session
+    port: str  # the listener's name: "resp" or "native"
+    descriptor: int  # the socket's file descriptor (-1: closed)
+    age: float  # seconds since it connected
+    idle: float  # seconds since it last sent or was sent anything
+    query_buffer: int  # bytes received and not yet run
+    output_items: int  # replies queued and not yet sent
+    output_bytes: int
+    reading: bool  # not paused (back-pressure, a batch in the pool)
+
+
 class HandlerContext(Protocol):
     """What a command handler may use of the server that runs it (aegiskv.server.wiring.Server).
 
@@ -72,6 +86,18 @@ class HandlerContext(Protocol):
 
     def snapshot_in_background(self) -> None:
         """Start a snapshot (BGSAVE); raises CommandError when one runs or the backend keeps none."""
+        ...
+
+    def clients(self) -> list[ClientFigures]:
+        """Every client connection of both ports, by connection id (CLIENT LIST)."""
+        ...
+
+    def kill_client(self, connection_id: int) -> None:
+        """Close another client's connection now, dropping its unsent replies (CLIENT KILL)."""
+        ...
+
+    def reset_statistics(self) -> None:
+        """Zero the counters INFO shows as Redis's CONFIG RESETSTAT does (commandstats, errorstats, hits ...)."""
         ...
 
 

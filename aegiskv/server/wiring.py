@@ -28,7 +28,7 @@ from aegiskv.net.http import encode_response
 from aegiskv.net.reactor import Listener, ListenerOptions, Reactor
 from aegiskv.net.tls import client_context
 from aegiskv.node.operations import Node
-from aegiskv.protocols.adapter import Info
+from aegiskv.protocols.adapter import ClientFigures, Info
 from aegiskv.protocols.native import codec as native
 from aegiskv.protocols.native.handlers import NativeAdapter, refusal
 from aegiskv.protocols.resp import reader as resp
@@ -37,7 +37,7 @@ from aegiskv.protocols.resp.adapter import refusal as resp_refusal
 from aegiskv.protocols.session import Authenticator
 from aegiskv.server.durability import Durability
 from aegiskv.server.health import HealthProtocol
-from aegiskv.server.info import build_info
+from aegiskv.server.info import InfoBaseline, build_info
 from aegiskv.server.memtrim import find_malloc_trim
 from aegiskv.server.metrics import build_registry, render
 from aegiskv.server.peer_links import PeerNetwork, PeerSecurity
@@ -113,6 +113,7 @@ class Server:
                 log_durable=_log_positions(log) if log is not None else None,
             )
         self.metrics_registry = build_registry(self)
+        self.info_baseline = InfoBaseline()  # INFO's counters at the last CONFIG RESETSTAT
         self.native_listener: Listener | None = None
         self.resp_listener: Listener | None = None
         self.health_listener: Listener | None = None
@@ -456,6 +457,37 @@ class Server:
         """Why writes are refused now, in one line (None: they are accepted). Any thread."""
         log = self.node.backend.log
         return log.failure if log is not None else None
+
+    def clients(self) -> list[ClientFigures]:
+        """Every client connection of the native and RESP ports, by connection id (CLIENT LIST).
+
+        Any thread: a command behind a batch runs in the pool. The connections are
+        copied in one C call (atomic under the GIL) and each read from plain fields.
+        """
+        found = []
+        for connection in list(self.reactor.connections.values()):
+            protocol = connection.protocol
+            if isinstance(protocol, RequestPipeline):
+                figures = protocol.client_figures()
+                if figures is not None:
+                    found.append(figures)
+        found.sort(key=lambda figures: figures.session.connection_id)
+        return found
+
+    def kill_client(self, connection_id: int) -> None:
+        """Close a client connection, dropping unsent replies (CLIENT KILL). Any thread: the reactor closes it."""
+
+        def close() -> None:
+            for connection in list(self.reactor.connections.values()):
+                if connection.connection_id == connection_id and connection.options.counts_as_client:
+                    connection.close(flush=False)
+
+        self.reactor.call_soon(close)
+
+    def reset_statistics(self) -> None:
+        """CONFIG RESETSTAT: INFO's counters start again from zero; /metrics keeps counting. Any thread."""
+        self.stats.reset()
+        self.info_baseline = InfoBaseline.now(self)
 
     def info(self, sections: Sequence[str] | None = None) -> Info:
         """INFO: the sections named (None: the default ones), as aegiskv.server.info builds them. Any thread."""
