@@ -34,10 +34,11 @@ from aegiskv.protocols.native.handlers import NativeAdapter, refusal
 from aegiskv.protocols.resp import reader as resp
 from aegiskv.protocols.resp.adapter import RespAdapter
 from aegiskv.protocols.resp.adapter import refusal as resp_refusal
-from aegiskv.protocols.session import Authenticator
+from aegiskv.protocols.session import Authenticator, TokenBucket
 from aegiskv.server.durability import Durability
 from aegiskv.server.health import HealthProtocol
 from aegiskv.server.info import InfoBaseline, build_info
+from aegiskv.server.live_settings import LiveSettings
 from aegiskv.server.memtrim import find_malloc_trim
 from aegiskv.server.metrics import build_registry, render
 from aegiskv.server.peer_links import PeerNetwork, PeerSecurity
@@ -114,6 +115,8 @@ class Server:
             )
         self.metrics_registry = build_registry(self)
         self.info_baseline = InfoBaseline()  # INFO's counters at the last CONFIG RESETSTAT
+        # CONFIG SET; the daemon replaces it with one that knows the file SIGHUP reloads.
+        self.live_settings = LiveSettings(self)
         self.native_listener: Listener | None = None
         self.resp_listener: Listener | None = None
         self.health_listener: Listener | None = None
@@ -483,6 +486,17 @@ class Server:
                     connection.close(flush=False)
 
         self.reactor.call_soon(close)
+
+    def configure(self, pairs: list[tuple[str, str]]) -> None:
+        """CONFIG SET: change live settings (aegiskv.server.live_settings); raises CommandError. Any thread."""
+        self.live_settings.configure(pairs)
+
+    def refresh_rate_limits(self) -> None:
+        """Give every open client connection the current rate limit and burst (reactor thread)."""
+        for connection in list(self.reactor.connections.values()):
+            protocol = connection.protocol
+            if isinstance(protocol, RequestPipeline):
+                protocol.session.rate = TokenBucket(self.rate_limit, self.rate_burst) if self.rate_limit > 0 else None
 
     def reset_statistics(self) -> None:
         """CONFIG RESETSTAT: INFO's counters start again from zero; /metrics keeps counting. Any thread."""

@@ -44,10 +44,20 @@ def cmd_info(server: HandlerContext, session: Session, args: Args) -> bytes:
     return resp.verbatim(render_info(info), session.protocol)
 
 
+def _text(argument: bytes) -> str:
+    return argument.decode("utf-8", "replace")
+
+
+# Redis's loglevel words for AegisKV's levels (Redis has no "error": its nearest is "warning").
+_REDIS_LOG_LEVELS: Final = {"debug": b"debug", "info": b"notice", "warn": b"warning", "error": b"warning"}
+
+
 def _config_values(server: HandlerContext) -> dict[bytes, bytes]:
+    """CONFIG GET's settings: Redis's names for what Redis has, then AegisKV's live settings by their names."""
     config = server.settings
     return {
         b"maxmemory": b"%d" % config.max_memory_bytes,
+        b"loglevel": _REDIS_LOG_LEVELS[config.log_level],
         b"maxmemory-policy": b"allkeys-lru",
         b"maxclients": b"%d" % config.max_connections,
         b"timeout": b"%d" % int(config.idle_timeout),
@@ -59,6 +69,11 @@ def _config_values(server: HandlerContext) -> dict[bytes, bytes]:
         b"bind": server.resp_bound[0].encode(),
         b"proto-max-bulk-len": b"%d" % config.max_bulk_bytes,
         b"cluster-enabled": b"yes",  # every node answers the CLUSTER commands (as INFO's cluster_enabled says)
+        # AegisKV's settings that CONFIG SET changes, in the units of the TOML file and the flags.
+        b"max-memory": b"%d" % config.max_memory,
+        b"rate-limit": f"{config.rate_limit:g}".encode(),
+        b"rate-burst": b"%d" % config.rate_burst,
+        b"log-level": config.log_level.encode(),
     }
 
 
@@ -80,9 +95,10 @@ def cmd_config(server: HandlerContext, session: Session, args: Args) -> bytes:
     if sub == b"get":
         return _config_get(server, session, args[2:])
     if sub == b"set":
-        raise invalid(
-            "CONFIG SET is not supported: AegisKV reads its settings at start-up (change them and restart the node)"
-        )
+        if len(args) % 2:  # as Redis 7.0: the names and values must pair up
+            raise invalid(SYNTAX)
+        server.configure([(_text(args[index]), _text(args[index + 1])) for index in range(2, len(args), 2)])
+        return resp.OK
     if sub == b"resetstat":
         server.reset_statistics()
         return resp.OK
