@@ -209,7 +209,7 @@ _ROWS = (
         "",
         _NO_KEYS,
         "connection",
-        "Connection commands: SETNAME, GETNAME, ID, INFO, SETINFO",
+        "Connection commands: LIST, KILL, INFO, SETNAME, GETNAME, ID, SETINFO ...",
         categories="",
     ),
     # -- strings
@@ -512,7 +512,7 @@ _ROWS = (
     # Keys (2, 2, 1): MEMORY USAGE's key (Redis gives them on the subcommand), so a cluster
     # node redirects it like any keyed command and cluster clients send it to the key's node.
     _command("memory", -2, "", (2, 2, 1), "server", "Memory used by a key", categories="", key_flags="RO"),
-    _command("config", -2, "", _NO_KEYS, "server", "CONFIG GET (CONFIG SET is refused)", categories=""),
+    _command("config", -2, "", _NO_KEYS, "server", "CONFIG GET, SET (live settings), RESETSTAT", categories=""),
     _command(
         "command",
         -1,
