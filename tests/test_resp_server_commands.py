@@ -119,6 +119,15 @@ SAME_REPLY = [
     ("ACL", "FOO"),
     ("ACL", "WHOAMI", "x"),
     ("LASTSAVE", "x"),
+    ("SLOWLOG", "GET", "abc"),
+    ("SLOWLOG", "GET", "-2"),
+    ("SLOWLOG", "GET", "1", "2"),
+    ("SLOWLOG", "LEN", "x"),
+    ("SLOWLOG", "FOO"),
+    ("LATENCY", "HISTORY"),
+    ("LATENCY", "HISTORY", "nosuch"),
+    ("LATENCY", "RESET", "nosuch"),
+    ("LATENCY", "FOO"),
 ]
 
 
@@ -262,3 +271,57 @@ def test_info_counts_commands_and_errors_and_resetstat_zeroes_them(ours: redis.R
     assert "cmdstat_incr" not in _info(ours, "commandstats")
     assert _info(ours, "errorstats") == {}
     assert int(_info(ours, "stats")["keyspace_hits"]) == 0
+
+
+def test_slowlog_logs_slow_requests_and_latency_samples_them(aegis: LocalNode, ours: redis.Redis) -> None:
+    host, port = resp_address_of(aegis)
+    try:
+        ours.execute_command("CONFIG", "SET", "slowlog-log-slower-than", "0")  # every request
+        assert ours.execute_command("SLOWLOG", "RESET") == b"OK"
+        with redis.Redis(host=host, port=port, protocol=2, socket_timeout=10) as other:
+            other.client_setname("slow-one")
+            other.set("slow:key", "v")
+            address = "{}:{}".format(*other.connection_pool.get_connection()._sock.getsockname()[:2])
+        entries = ours.execute_command("SLOWLOG", "GET", "-1")
+        # An inline request is logged with its command's name (its arguments are not kept).
+        assert [b"set"] in [entry[3] for entry in entries]
+        mine = next(entry for entry in entries if entry[3] == [b"set"])
+        assert mine[4:] == [address.encode(), b"slow-one"] and mine[2] >= 0
+        ids = [entry[0] for entry in entries]
+        assert ids == sorted(ids, reverse=True)  # newest first
+        assert ours.execute_command("SLOWLOG", "LEN") >= len(entries) > 0
+        assert len(ours.execute_command("SLOWLOG", "GET", "1")) == 1
+
+        # A batch run in the worker pool is timed alone and logged with its arguments, shortened
+        # as Redis shortens them; latency-monitor-threshold 1 ms samples it as the "command" event.
+        ours.execute_command("CONFIG", "SET", "slowlog-log-slower-than", "1", "latency-monitor-threshold", "1")
+        ours.execute_command("SLOWLOG", "RESET")
+        ours.execute_command("LATENCY", "RESET")
+        pairs = [item for index in range(2000) for item in (f"batch:{index}", "x" * 200)]
+        ours.execute_command("MSET", *pairs)
+        logged = [entry for entry in ours.execute_command("SLOWLOG", "GET", "-1") if entry[3][0] == b"MSET"]
+        assert len(logged) == 1
+        assert logged[0][3][1:3] == [b"batch:0", b"x" * 128 + b"... (72 more bytes)"]
+        assert len(logged[0][3]) == 32 and logged[0][3][-1] == b"... (3970 more arguments)"
+        (latest,) = ours.execute_command("LATENCY", "LATEST")
+        assert latest[0] == b"command" and latest[2] >= 1 and latest[3] >= latest[2]
+        assert ours.execute_command("LATENCY", "HISTORY", "command")[-1] == [latest[1], latest[2]]
+        assert ours.execute_command("LATENCY", "RESET") == 1
+        assert ours.execute_command("LATENCY", "LATEST") == []
+    finally:
+        ours.execute_command("CONFIG", "SET", "slowlog-log-slower-than", "10000", "latency-monitor-threshold", "0")
+        ours.execute_command("FLUSHALL")
+
+
+def test_slowlog_max_len_keeps_the_newest(ours: redis.Redis) -> None:
+    try:
+        ours.execute_command("CONFIG", "SET", "slowlog-log-slower-than", "0", "slowlog-max-len", "3")
+        for _ in range(10):
+            ours.execute_command("PING")
+        assert ours.execute_command("SLOWLOG", "LEN") == 3
+        ours.execute_command("CONFIG", "SET", "slowlog-log-slower-than", "-1")  # off
+        ours.execute_command("SLOWLOG", "RESET")
+        ours.execute_command("PING")
+        assert ours.execute_command("SLOWLOG", "LEN") == 0
+    finally:
+        ours.execute_command("CONFIG", "SET", "slowlog-log-slower-than", "10000", "slowlog-max-len", "128")

@@ -522,6 +522,9 @@ _ROWS = (
         "Details about commands: COUNT, INFO, DOCS, LIST",
         categories="connection",
     ),
+    # Slow requests as the server logged them (aegiskv.server.slow_requests).
+    _command("slowlog", -2, "", _NO_KEYS, "server", "The slow log: GET, LEN, RESET", categories=""),
+    _command("latency", -2, "", _NO_KEYS, "server", "The latency monitor: LATEST, HISTORY, RESET", categories=""),
     # Only the default user exists: ACL WHOAMI, LIST, USERS describe it.
     _command("acl", -2, "", _NO_KEYS, "server", "The one user: WHOAMI, LIST, USERS", categories=""),
     # -- cluster
@@ -731,6 +734,54 @@ SUBCOMMANDS: dict[str, tuple[Subcommand, ...]] = {
         ),
         _subcommand("cluster|help", 2, _HELP, "Show helpful text about the different subcommands"),
         _subcommand("cluster|keyslot", 3, "stale", "Returns the hash slot of the specified key"),
+    ),
+    "slowlog": (
+        _subcommand(
+            "slowlog|len",
+            2,
+            "admin loading stale",
+            "Get the slow log's length",
+            tips="request_policy:all_nodes response_policy:agg_sum nondeterministic_output",
+        ),
+        _subcommand("slowlog|help", 2, _HELP, "Show helpful text about the different subcommands"),
+        _subcommand(
+            "slowlog|reset",
+            2,
+            "admin loading stale",
+            "Clear all entries from the slow log",
+            tips="request_policy:all_nodes response_policy:all_succeeded",
+        ),
+        _subcommand(
+            "slowlog|get",
+            -2,
+            "admin loading stale",
+            "Get the slow log's entries",
+            tips="request_policy:all_nodes nondeterministic_output",
+        ),
+    ),
+    "latency": (
+        _subcommand(
+            "latency|latest",
+            2,
+            _ADMIN,
+            "Return the latest latency samples for all events.",
+            tips="nondeterministic_output request_policy:all_nodes response_policy:special",
+        ),
+        _subcommand(
+            "latency|reset",
+            -2,
+            _ADMIN,
+            "Reset latency data for one or more events.",
+            tips="request_policy:all_nodes response_policy:all_succeeded",
+        ),
+        _subcommand("latency|help", 2, _HELP, "Show helpful text about the different subcommands."),
+        _subcommand(
+            "latency|history",
+            3,
+            _ADMIN,
+            "Return timestamp-latency samples for the event.",
+            tips="nondeterministic_output request_policy:all_nodes response_policy:special",
+        ),
     ),
     "acl": (
         _subcommand("acl|users", 2, _ADMIN, "List the username of all the configured ACL rules"),

@@ -16,6 +16,7 @@ from aegiskv.cluster.shard_map import Topology
 from aegiskv.errors import CommandError
 from aegiskv.node.commands import Command
 from aegiskv.node.operations import Node
+from aegiskv.obs.slowlog import LatencyMonitor, SlowLog
 from aegiskv.protocols.errors import PeerProtocolError
 from aegiskv.protocols.session import Authenticator, Session
 
@@ -50,6 +51,12 @@ class SettingsView(Protocol):
     def rate_burst(self) -> int: ...
     @property
     def log_level(self) -> str: ...
+    @property
+    def slowlog_log_slower_than(self) -> int: ...
+    @property
+    def slowlog_max_len(self) -> int: ...
+    @property
+    def latency_monitor_threshold(self) -> int: ...
 
 
 class ClientFigures(NamedTuple):
@@ -82,6 +89,16 @@ class HandlerContext(Protocol):
 
     @property
     def settings(self) -> SettingsView: ...
+
+    @property
+    def slow_log(self) -> SlowLog:
+        """SLOWLOG's entries (aegiskv.server.slow_requests feeds them). Thread-safe."""
+        ...
+
+    @property
+    def latency_monitor(self) -> LatencyMonitor:
+        """LATENCY's samples. Thread-safe."""
+        ...
 
     @property
     def resp_bound(self) -> tuple[str, int]:

@@ -2,9 +2,10 @@
 
 The settings table (aegiskv.server.settings) marks the settings a node can change
 while it serves (``live``): the memory bound, the per-connection rate limit and
-burst, the log level. Every other setting is read once at start-up; CONFIG SET
-refuses it with Redis's "can't set immutable config", and a reload that finds it
-changed logs that it takes effect at the next restart.
+burst, the log level, the slow log's and the latency monitor's thresholds. Every
+other setting is read once at start-up; CONFIG SET refuses it with Redis's "can't
+set immutable config", and a reload that finds it changed logs that it takes
+effect at the next restart.
 
 CONFIG SET takes Redis's names where Redis has the setting (``maxmemory`` in
 Redis's memory syntax, ``loglevel`` in Redis's levels) and every setting by its
@@ -44,6 +45,7 @@ from aegiskv.server.settings import (
     build,
     parse_value,
 )
+from aegiskv.server.slow_requests import SlowRequests
 
 # Evicted per reactor turn while a lowered memory bound comes down (see the module docstring):
 # about a millisecond of evictions of small entries, measured on the reference machine.
@@ -147,6 +149,9 @@ class LiveTarget(Protocol):
     rate_limit: float
     rate_burst: int
 
+    @property
+    def slow_requests(self) -> SlowRequests: ...
+
     def refresh_rate_limits(self) -> None:
         """Give every open client connection the current rate limit (reactor thread)."""
         ...
@@ -226,6 +231,8 @@ class LiveSettings:
         if "rate_limit" in changed or "rate_burst" in changed:
             server.rate_limit, server.rate_burst = new.rate_limit, new.rate_burst
             server.reactor.call_soon(server.refresh_rate_limits)
+        if changed.keys() & {"slowlog_log_slower_than", "slowlog_max_len", "latency_monitor_threshold"}:
+            server.slow_requests.configure(new)
         if "max_memory" in changed:
             self._memory_target = new.max_memory_bytes
             server.reactor.call_soon(self._start_memory_descent)

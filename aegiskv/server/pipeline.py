@@ -92,6 +92,14 @@ class ReplicationGate(TypingProtocol):
 Held = tuple[int, int, bool, bytes, Any, Any]
 
 
+class SlowCheck(TypingProtocol):
+    """Whether a request run in the pool was slow (aegiskv.server.slow_requests.SlowRequests)."""
+
+    threshold_ns: int
+
+    def pooled(self, elapsed_ns: int, request: Any, session: Session) -> None: ...
+
+
 class ServingContext(HandlerContext, TypingProtocol):
     """What the pipeline needs from the server beside what its handlers need (aegiskv.server.wiring.Server)."""
 
@@ -101,6 +109,10 @@ class ServingContext(HandlerContext, TypingProtocol):
     def replicas(self) -> ReplicationGate | None: ...
 
     stats: StatsRegistry
+
+    @property
+    def slow_requests(self) -> SlowCheck: ...
+
     authenticator: Authenticator
     rate_limit: float
     rate_burst: int
@@ -433,7 +445,11 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
         if in_turn:
             stats.ran(command.index)
         else:
-            stats.record(command.index, _clock_ns() - started)
+            elapsed = _clock_ns() - started
+            stats.record(command.index, elapsed)
+            slow = self.server.slow_requests
+            if elapsed >= slow.threshold_ns:  # timed anyway in the pool: the check is one comparison
+                slow.pooled(elapsed, request, session)
         return reply
 
     def _hand_off(self, command: Command, handler: Handler, request: RequestT) -> None:  # noqa: C901 - the request pipeline's per-request path (worker side)

@@ -595,6 +595,21 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("log_level", "info", _choice("debug", "info", "warn", "error"), "log level", flag=True, live=True),
     Setting("log_format", "text", _choice("text", "json"), "log lines as text, or one JSON object per line"),
+    Setting(
+        "slowlog_log_slower_than",
+        10_000,
+        _integer(-1, 2**62 // 1000, "microseconds as an integer"),
+        "requests slower than this many microseconds go to SLOWLOG (-1 = off, 0 = every request)",
+        live=True,
+    ),
+    Setting("slowlog_max_len", 128, _integer(0, 10_000_000), "entries SLOWLOG keeps (the newest)", live=True),
+    Setting(
+        "latency_monitor_threshold",
+        0,
+        _integer(0, 2**62 // 1_000_000, "milliseconds as an integer"),
+        "requests at least this many milliseconds slow are LATENCY samples (0 = off)",
+        live=True,
+    ),
     Setting("drain_timeout", 30.0, _duration(), "longest graceful shutdown on SIGTERM", flag=True),
     Setting("pid_file", None, _optional(_text()), "write the PID here and remove it on exit", flag=True),
 )
@@ -675,6 +690,9 @@ class Settings:
     health_addr: str | None
     log_level: str
     log_format: str
+    slowlog_log_slower_than: int
+    slowlog_max_len: int
+    latency_monitor_threshold: int
     drain_timeout: float
     pid_file: str | None
     # Where each value came from ("default", "file x.toml", "environment", "flag"),

@@ -28,6 +28,7 @@ from aegiskv.net.http import encode_response
 from aegiskv.net.reactor import Listener, ListenerOptions, Reactor
 from aegiskv.net.tls import client_context
 from aegiskv.node.operations import Node
+from aegiskv.obs.slowlog import LatencyMonitor, SlowLog
 from aegiskv.protocols.adapter import ClientFigures, Info
 from aegiskv.protocols.native import codec as native
 from aegiskv.protocols.native.handlers import NativeAdapter, refusal
@@ -45,6 +46,7 @@ from aegiskv.server.peer_links import PeerNetwork, PeerSecurity
 from aegiskv.server.pipeline import RequestPipeline
 from aegiskv.server.replicas import ReplicaManager, ReplicationOptions
 from aegiskv.server.settings import Settings, parse_address
+from aegiskv.server.slow_requests import SlowRequests
 from aegiskv.server.stats import StatsRegistry
 
 _HEALTH_MAX_CONNECTIONS = 64
@@ -74,6 +76,7 @@ class Server:
         self.reactor = Reactor(config.worker_threads)
         self.reactor.max_client_connections = config.max_connections
         self.stats = StatsRegistry()
+        self.slow_requests = SlowRequests(self.reactor, config)  # SLOWLOG and LATENCY
         self.authenticator = Authenticator(config.auth_token, config.max_auth_failures)
         self.rate_limit = config.rate_limit
         self.rate_burst = config.rate_burst
@@ -131,6 +134,7 @@ class Server:
         config = self.settings
         inline_stats = self.stats.for_this_thread()
         self.reactor.turn_observers.append(inline_stats.finish_turn)
+        self.reactor.turn_observers.append(self.slow_requests.turn_finished)
         self.native_listener = self.reactor.listen(
             parse_address(config.bind),
             ListenerOptions(
@@ -486,6 +490,14 @@ class Server:
                     connection.close(flush=False)
 
         self.reactor.call_soon(close)
+
+    @property
+    def slow_log(self) -> SlowLog:
+        return self.slow_requests.slow_log
+
+    @property
+    def latency_monitor(self) -> LatencyMonitor:
+        return self.slow_requests.latency
 
     def configure(self, pairs: list[tuple[str, str]]) -> None:
         """CONFIG SET: change live settings (aegiskv.server.live_settings); raises CommandError. Any thread."""

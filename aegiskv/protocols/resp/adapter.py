@@ -52,6 +52,7 @@ from aegiskv.protocols.resp.server import (
     cmd_memory,
     cmd_save,
 )
+from aegiskv.protocols.resp.slowlog import cmd_latency, cmd_slowlog
 from aegiskv.protocols.resp.strings import (
     cmd_append,
     cmd_get,
@@ -78,6 +79,8 @@ HANDLERS: Final[dict[str, RespHandler]] = {
     "select": cmd_select,
     "client": cmd_client,
     "acl": cmd_acl,
+    "slowlog": cmd_slowlog,
+    "latency": cmd_latency,
     "get": cmd_get,
     "set": cmd_set,
     "setnx": cmd_setnx,

@@ -74,6 +74,9 @@ def _config_values(server: HandlerContext) -> dict[bytes, bytes]:
         b"rate-limit": f"{config.rate_limit:g}".encode(),
         b"rate-burst": b"%d" % config.rate_burst,
         b"log-level": config.log_level.encode(),
+        b"slowlog-log-slower-than": b"%d" % config.slowlog_log_slower_than,
+        b"slowlog-max-len": b"%d" % config.slowlog_max_len,
+        b"latency-monitor-threshold": b"%d" % config.latency_monitor_threshold,
     }
 
 
