@@ -95,7 +95,7 @@ def test_cluster_keyslot_matches_redis(r: redis.Redis) -> None:
 @pytest.mark.parametrize(
     "command, message",
     [
-        (("CLUSTER", "FOO"), "unknown subcommand 'foo'. Try CLUSTER HELP."),
+        (("CLUSTER", "FOO"), "unknown subcommand 'FOO'. Try CLUSTER HELP."),
         (("CLUSTER", "KEYSLOT"), "wrong number of arguments for 'cluster|keyslot' command"),
         (("CLUSTER", "SLOTS", "extra"), "wrong number of arguments for 'cluster|slots' command"),
         (("CLUSTER",), "wrong number of arguments for 'cluster' command"),

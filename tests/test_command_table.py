@@ -20,7 +20,7 @@ METRIC_LABELS = {
     "ping", "auth", "hello", "quit", "echo", "select", "info", "get", "get_ttl", "getdel", "getex",
     "set", "append", "incr", "del", "exists", "expire", "persist", "ttl", "type", "strlen", "mget",
     "mset", "dbsize", "flush", "snapshot", "lastsave", "scan", "command", "client", "config",
-    "topology", "cluster", "readonly", "memory", "wait",
+    "topology", "cluster", "readonly", "memory", "wait", "acl", "slowlog", "latency",
 }  # fmt: skip
 
 

@@ -40,7 +40,7 @@ from aegiskv.cluster.peer_wire import frame as peer_frame
 from aegiskv.cluster.wire import Envelope
 from aegiskv.protocols.native import codec as native
 from aegiskv.protocols.native.codec import Opcode
-from aegiskv.server import daemon
+from aegiskv.server import logs
 from aegiskv.testing.localnode import LocalNode
 from tests.wire import resp_address_of, wait_until
 
@@ -226,7 +226,7 @@ def test_an_unexpected_exception_logs_its_traceback_without_locals(monkeypatch, 
     stream = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stream)  # the daemon's sinks write to sys.stderr
     try:
-        daemon.setup_logging("info", log_format)
+        logs.setup_logging("info", log_format)
 
         def failing(argument: str) -> None:
             held = argument  # a local in the failing frame

@@ -197,6 +197,8 @@ def test_info_sections(kv: Client, shared_node: LocalNode) -> None:
         "persistence",
         "stats",
         "replication",
+        "cpu",
+        "errorstats",
         "cluster",
         "keyspace",
     ]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
+from aegiskv.errors import ErrorKind
 from aegiskv.net.reactor import Reactor
 from aegiskv.node.commands import COMMANDS
-from aegiskv.server.stats import LATENCY_BUCKETS, RequestStats, StatsRegistry
+from aegiskv.server.stats import ERROR_KINDS, LATENCY_BUCKETS, RequestStats, StatsRegistry
 
 GET = COMMANDS["get"].index
 SET = COMMANDS["set"].index
@@ -40,12 +41,27 @@ def test_turns_and_single_requests_add_up_in_the_totals() -> None:
     stats.ran(SET)
     stats.finish_turn(1_500)
     stats.record(SET, 700)
-    stats.count_error(SET)
+    stats.count_error(SET, ErrorKind.WRONG_TYPE)
     totals = registry.totals()
     assert totals.calls[SET] == 3
     assert totals.errors[SET] == 1
+    assert totals.error_kinds[ERROR_KINDS.index(ErrorKind.WRONG_TYPE)] == 1
     assert totals.latency_sum_ns[SET] == 3_700
     assert totals.latency[SET][0] == 1 and totals.latency[SET][1] == 2
+
+
+def test_reset_zeroes_what_info_shows_and_keeps_the_metrics_counters() -> None:
+    registry = StatsRegistry()
+    stats = registry.for_this_thread()
+    stats.record(SET, 700)
+    stats.count_rejected(SET, ErrorKind.NOAUTH)
+    registry.reset()
+    stats.record(SET, 300)
+    since = registry.totals_since_reset()
+    assert since.calls[SET] == 1 and since.latency_sum_ns[SET] == 300
+    assert since.rejected[SET] == 0 and sum(since.error_kinds) == 0
+    assert sum(since.latency[SET]) == 1
+    assert registry.totals().calls[SET] == 2  # Prometheus counters never go down
 
 
 def test_the_reactor_tells_its_turn_observers_how_long_each_turn_took() -> None:

@@ -178,6 +178,15 @@ class Backend(ABC):
         stats = self.stats()
         return stats.used_bytes, stats.limit_bytes
 
+    def set_memory_limit(self, limit_bytes: int) -> bool:
+        """Change the memory bound while serving (CONFIG SET maxmemory); False: this backend cannot.
+
+        Lowered, it evicts down to the new bound before returning: the server lowers it in
+        small steps (aegiskv.server.live_settings), so no single call evicts for long.
+        An optional method: a backend without it keeps the bound it was built with.
+        """
+        return False
+
     @property
     @abstractmethod
     def last_version(self) -> int:

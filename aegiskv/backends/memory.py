@@ -770,6 +770,15 @@ class MemoryBackend(Backend):
             average_ttl_ms=self._average_ttl_ms(),
         )
 
+    def set_memory_limit(self, limit_bytes: int) -> bool:
+        """See Backend.set_memory_limit: protected's target is kept within the new bound."""
+        self._limit = limit_bytes
+        self._protected_target = min(self._protected_target, limit_bytes)
+        self._measure_structures()  # also recomputes protected's limit
+        if self._probation_bytes + self._protected_bytes + self._structure_bytes > limit_bytes and not self._recovering:
+            self._evict(keep=None)
+        return True
+
     def memory_bounds(self) -> tuple[int, int]:
         # The tables' size as last measured (at most 64 writes old), the same
         # figure eviction works with, so used_bytes <= limit holds as reported.

@@ -230,6 +230,9 @@ class WalBackend(Backend):
     def memory_bounds(self) -> tuple[int, int]:
         return self._memory.memory_bounds()
 
+    def set_memory_limit(self, limit_bytes: int) -> bool:
+        return self._memory.set_memory_limit(limit_bytes)  # evictions are logged as deletes (the listener)
+
     @property
     def last_version(self) -> int:
         return self._memory.last_version

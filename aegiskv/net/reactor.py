@@ -325,6 +325,14 @@ class Transport:
         self._paused = False
         self._update_interest()
 
+    def queued_items(self) -> int:
+        """Writes queued and not yet sent (CLIENT LIST's oll)."""
+        return len(self._out)
+
+    def reading_paused(self) -> bool:
+        """Reading stopped: back-pressure, a batch in the pool, or closing (CLIENT LIST's events)."""
+        return self._paused
+
     def submit(self, task: Task, done: Done) -> None:
         """Run ``task`` in the worker pool; ``done(result, error)`` runs later on this thread."""
         self.reactor.submit(task, done)

@@ -51,6 +51,9 @@ class Command:
     first_key: int  # as Redis: position of the first key (0: none), of the last
     last_key: int  # (negative: counted from the end) and the step between keys
     key_step: int
+    # Redis's key specification flags (COMMAND GETKEYSANDFLAGS): RO, RW, OW or RM and what the
+    # command does to the key (access, update, insert, delete); empty for a command without keys.
+    key_flags: tuple[str, ...]
     group: str  # COMMAND DOCS's group
     summary: str
     acl_categories: tuple[str, ...]  # as COMMAND INFO lists them (see derive_acl_categories)
@@ -140,6 +143,7 @@ class _Row(NamedTuple):
     first_key: int
     last_key: int
     key_step: int
+    key_flags: tuple[str, ...]
     group: str
     summary: str
     acl_categories: tuple[str, ...]
@@ -158,6 +162,7 @@ def _command(
     summary: str,
     *,
     family: str | None = None,
+    key_flags: str = "",
     categories: str | None = None,
     native: str | None = None,
     resp: bool = True,
@@ -175,6 +180,7 @@ def _command(
         first_key=keys[0],
         last_key=keys[1],
         key_step=keys[2],
+        key_flags=tuple(key_flags.split()),
         group=group,
         summary=summary,
         acl_categories=derive_acl_categories(flag_words, group, explicit),
@@ -203,11 +209,13 @@ _ROWS = (
         "",
         _NO_KEYS,
         "connection",
-        "Connection commands: SETNAME, GETNAME, ID, INFO, SETINFO",
+        "Connection commands: LIST, KILL, INFO, SETNAME, GETNAME, ID, SETINFO ...",
         categories="",
     ),
     # -- strings
-    _command("get", 2, "readonly fast", _ONE_KEY, "string", "Get the value of a key", native="GET"),
+    _command(
+        "get", 2, "readonly fast", _ONE_KEY, "string", "Get the value of a key", native="GET", key_flags="RO access"
+    ),
     _command(
         "get_ttl",
         2,
@@ -217,8 +225,18 @@ _ROWS = (
         "Get the value, version and remaining time to live of a key",
         native="GET_TTL",
         resp=False,
+        key_flags="RO access",
     ),
-    _command("set", -3, "write denyoom", _ONE_KEY, "string", "Set the string value of a key", native="SET"),
+    _command(
+        "set",
+        -3,
+        "write denyoom",
+        _ONE_KEY,
+        "string",
+        "Set the string value of a key",
+        native="SET",
+        key_flags="RW access update",
+    ),
     _command(
         "setnx",
         3,
@@ -227,8 +245,18 @@ _ROWS = (
         "string",
         "Set the value of a key, only if the key does not exist",
         family="set",
+        key_flags="OW insert",
     ),
-    _command("setex", 4, "write denyoom", _ONE_KEY, "string", "Set the value and expiration of a key", family="set"),
+    _command(
+        "setex",
+        4,
+        "write denyoom",
+        _ONE_KEY,
+        "string",
+        "Set the value and expiration of a key",
+        family="set",
+        key_flags="OW update",
+    ),
     _command(
         "psetex",
         4,
@@ -237,12 +265,47 @@ _ROWS = (
         "string",
         "Set the value and expiration in milliseconds of a key",
         family="set",
+        key_flags="OW update",
     ),
-    _command("getdel", 2, "write fast", _ONE_KEY, "string", "Get the value of a key and delete it"),
-    _command("getex", -2, "write fast", _ONE_KEY, "string", "Get the value of a key and optionally set its expiration"),
-    _command("mget", -2, "readonly fast", _ALL_KEYS, "string", "Get the values of all the given keys", native="MGET"),
+    _command(
+        "getdel",
+        2,
+        "write fast",
+        _ONE_KEY,
+        "string",
+        "Get the value of a key and delete it",
+        key_flags="RW access delete",
+    ),
+    _command(
+        "getex",
+        -2,
+        "write fast",
+        _ONE_KEY,
+        "string",
+        "Get the value of a key and optionally set its expiration",
+        key_flags="RW access update",
+    ),
+    _command(
+        "mget",
+        -2,
+        "readonly fast",
+        _ALL_KEYS,
+        "string",
+        "Get the values of all the given keys",
+        native="MGET",
+        key_flags="RO access",
+    ),
     # The native MSET with SET_IF_ABSENT is MSETNX.
-    _command("mset", -3, "write denyoom", _PAIRS, "string", "Set multiple keys to multiple values", native="MSET"),
+    _command(
+        "mset",
+        -3,
+        "write denyoom",
+        _PAIRS,
+        "string",
+        "Set multiple keys to multiple values",
+        native="MSET",
+        key_flags="OW update",
+    ),
     _command(
         "msetnx",
         -3,
@@ -251,10 +314,21 @@ _ROWS = (
         "string",
         "Set multiple keys, only if none of the keys exist",
         family="mset",
+        key_flags="OW insert",
     ),
-    _command("append", 3, "write denyoom fast", _ONE_KEY, "string", "Append a value to a key"),
-    _command("strlen", 2, "readonly fast", _ONE_KEY, "string", "Get the length of the value stored in a key"),
-    _command("incr", 2, "write denyoom fast", _ONE_KEY, "string", "Increment the integer value of a key by one"),
+    _command("append", 3, "write denyoom fast", _ONE_KEY, "string", "Append a value to a key", key_flags="RW insert"),
+    _command(
+        "strlen", 2, "readonly fast", _ONE_KEY, "string", "Get the length of the value stored in a key", key_flags="RO"
+    ),
+    _command(
+        "incr",
+        2,
+        "write denyoom fast",
+        _ONE_KEY,
+        "string",
+        "Increment the integer value of a key by one",
+        key_flags="RW access update",
+    ),
     _command(
         "incrby",
         3,
@@ -263,6 +337,7 @@ _ROWS = (
         "string",
         "Increment the integer value of a key by the given amount",
         family="incr",
+        key_flags="RW access update",
     ),
     _command(
         "decr",
@@ -272,6 +347,7 @@ _ROWS = (
         "string",
         "Decrement the integer value of a key by one",
         family="incr",
+        key_flags="RW access update",
     ),
     _command(
         "decrby",
@@ -281,15 +357,27 @@ _ROWS = (
         "string",
         "Decrement the integer value of a key by the given number",
         family="incr",
+        key_flags="RW access update",
     ),
     # -- keys
-    _command("del", -2, "write", _ALL_KEYS, "keyspace", "Delete keys", native="DEL"),
-    _command("unlink", -2, "write fast", _ALL_KEYS, "keyspace", "Delete keys", family="del"),
-    _command("exists", -2, "readonly fast", _ALL_KEYS, "keyspace", "Count the keys that exist"),
-    _command("type", 2, "readonly fast", _ONE_KEY, "keyspace", "Determine the type stored at key"),
-    _command("ttl", 2, "readonly fast", _ONE_KEY, "keyspace", "Get the time to live in seconds"),
-    _command("pttl", 2, "readonly fast", _ONE_KEY, "keyspace", "Get the time to live in milliseconds", family="ttl"),
-    _command("expire", -3, "write fast", _ONE_KEY, "keyspace", "Set a key's time to live in seconds"),
+    _command("del", -2, "write", _ALL_KEYS, "keyspace", "Delete keys", native="DEL", key_flags="RM delete"),
+    _command("unlink", -2, "write fast", _ALL_KEYS, "keyspace", "Delete keys", family="del", key_flags="RM delete"),
+    _command("exists", -2, "readonly fast", _ALL_KEYS, "keyspace", "Count the keys that exist", key_flags="RO"),
+    _command("type", 2, "readonly fast", _ONE_KEY, "keyspace", "Determine the type stored at key", key_flags="RO"),
+    _command("ttl", 2, "readonly fast", _ONE_KEY, "keyspace", "Get the time to live in seconds", key_flags="RO access"),
+    _command(
+        "pttl",
+        2,
+        "readonly fast",
+        _ONE_KEY,
+        "keyspace",
+        "Get the time to live in milliseconds",
+        family="ttl",
+        key_flags="RO access",
+    ),
+    _command(
+        "expire", -3, "write fast", _ONE_KEY, "keyspace", "Set a key's time to live in seconds", key_flags="RW update"
+    ),
     # The native EXPIRE takes milliseconds, as PEXPIRE.
     _command(
         "pexpire",
@@ -300,6 +388,7 @@ _ROWS = (
         "Set a key's time to live in milliseconds",
         family="expire",
         native="EXPIRE",
+        key_flags="RW update",
     ),
     _command(
         "expireat",
@@ -309,6 +398,7 @@ _ROWS = (
         "keyspace",
         "Set the expiration for a key as a UNIX timestamp",
         family="expire",
+        key_flags="RW update",
     ),
     _command(
         "pexpireat",
@@ -318,8 +408,18 @@ _ROWS = (
         "keyspace",
         "Set the expiration for a key as a UNIX timestamp in milliseconds",
         family="expire",
+        key_flags="RW update",
     ),
-    _command("persist", 2, "write fast", _ONE_KEY, "keyspace", "Remove the expiration", native="PERSIST"),
+    _command(
+        "persist",
+        2,
+        "write fast",
+        _ONE_KEY,
+        "keyspace",
+        "Remove the expiration",
+        native="PERSIST",
+        key_flags="RW update",
+    ),
     _command("scan", -2, "readonly", _NO_KEYS, "keyspace", "Incrementally iterate the keys space"),
     # The reply is held until the connection's writes have copies (aegiskv.server.replicas).
     _command(
@@ -411,8 +511,8 @@ _ROWS = (
     ),
     # Keys (2, 2, 1): MEMORY USAGE's key (Redis gives them on the subcommand), so a cluster
     # node redirects it like any keyed command and cluster clients send it to the key's node.
-    _command("memory", -2, "", (2, 2, 1), "server", "Memory used by a key", categories=""),
-    _command("config", -2, "", _NO_KEYS, "server", "CONFIG GET (CONFIG SET is refused)", categories=""),
+    _command("memory", -2, "", (2, 2, 1), "server", "Memory used by a key", categories="", key_flags="RO"),
+    _command("config", -2, "", _NO_KEYS, "server", "CONFIG GET, SET (live settings), RESETSTAT", categories=""),
     _command(
         "command",
         -1,
@@ -422,6 +522,11 @@ _ROWS = (
         "Details about commands: COUNT, INFO, DOCS, LIST",
         categories="connection",
     ),
+    # Slow requests as the server logged them (aegiskv.server.slow_requests).
+    _command("slowlog", -2, "", _NO_KEYS, "server", "The slow log: GET, LEN, RESET", categories=""),
+    _command("latency", -2, "", _NO_KEYS, "server", "The latency monitor: LATEST, HISTORY, RESET", categories=""),
+    # Only the default user exists: ACL WHOAMI, LIST, USERS describe it.
+    _command("acl", -2, "", _NO_KEYS, "server", "The one user: WHOAMI, LIST, USERS", categories=""),
     # -- cluster
     _command("cluster", -2, "", _NO_KEYS, "cluster", "The shard map, as Redis Cluster", categories=""),
     _command(
@@ -467,3 +572,221 @@ COMMAND_TABLE: tuple[Command, ...] = _numbered(_ROWS)
 COMMANDS: dict[str, Command] = {command.name: command for command in COMMAND_TABLE}
 # The families in index order: the command labels of the statistics and metrics.
 FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(command.family for command in COMMAND_TABLE))
+
+
+class Subcommand(NamedTuple):
+    """A subcommand of a container row (CONFIG GET of ``config``), as Redis 7.0 describes it.
+
+    COMMAND LIST names it ``config|get``, COMMAND INFO and DOCS list it under
+    its container, and the container's RESP handler checks its arity here
+    before running it (aegiskv.protocols.resp.arguments.subcommand), so the
+    error texts are Redis's. Only the subcommands AegisKV serves have a row.
+    """
+
+    name: str  # "container|sub", lower case
+    arity: int  # counting the container's name and the subcommand's
+    flags: tuple[str, ...]
+    first_key: int
+    last_key: int
+    key_step: int
+    key_flags: tuple[str, ...]
+    summary: str
+    acl_categories: tuple[str, ...]
+    tips: tuple[str, ...]  # COMMAND INFO's tips: what a cluster client may assume of the reply
+
+
+def _subcommand(
+    name: str,
+    arity: int,
+    flags: str,
+    summary: str,
+    *,
+    keys: tuple[int, int, int] = _NO_KEYS,
+    key_flags: str = "",
+    categories: str = "",
+    tips: str = "",
+) -> Subcommand:
+    """A subcommand row; categories beyond those the flags give (as Redis: CLIENT's are @connection)."""
+    flag_words = tuple(flags.split())
+    return Subcommand(
+        name,
+        arity,
+        flag_words,
+        *keys,
+        tuple(key_flags.split()),
+        summary,
+        derive_acl_categories(flag_words, "", tuple(categories.split())),
+        tuple(tips.split()),
+    )
+
+
+_ADMIN = "admin noscript loading stale"
+_PLAIN = "noscript loading stale"
+_HELP = "loading stale"
+
+# By container, in the order Redis 7.0 lists them in COMMAND INFO; flags, arity and categories as its.
+SUBCOMMANDS: dict[str, tuple[Subcommand, ...]] = {
+    "client": (
+        _subcommand("client|kill", -3, _ADMIN, "Kill the connection of a client", categories="connection"),
+        _subcommand(
+            "client|getredir",
+            2,
+            _PLAIN,
+            "Get tracking notifications redirection client ID if any",
+            categories="connection",
+        ),
+        _subcommand(
+            "client|id", 2, _PLAIN, "Returns the client ID for the current connection", categories="connection"
+        ),
+        _subcommand("client|getname", 2, _PLAIN, "Get the current connection name", categories="connection"),
+        _subcommand("client|setname", 3, _PLAIN, "Set the current connection name", categories="connection"),
+        _subcommand("client|setinfo", 4, _PLAIN, "Set client or connection specific info", categories="connection"),
+        _subcommand(
+            "client|no-evict", 3, _ADMIN, "Set client eviction mode for the current connection", categories="connection"
+        ),
+        _subcommand(
+            "client|info",
+            2,
+            _PLAIN,
+            "Returns information about the current client connection.",
+            categories="connection",
+            tips="nondeterministic_output",
+        ),
+        _subcommand(
+            "client|list",
+            -2,
+            _ADMIN,
+            "Get the list of client connections",
+            categories="connection",
+            tips="nondeterministic_output",
+        ),
+        _subcommand(
+            "client|help", 2, _HELP, "Show helpful text about the different subcommands", categories="connection"
+        ),
+    ),
+    "config": (
+        _subcommand(
+            "config|set",
+            -4,
+            _ADMIN,
+            "Set configuration parameters to the given values",
+            tips="request_policy:all_nodes response_policy:all_succeeded",
+        ),
+        _subcommand("config|get", -3, _ADMIN, "Get the values of configuration parameters"),
+        _subcommand("config|help", 2, _HELP, "Show helpful text about the different subcommands"),
+        _subcommand("config|resetstat", 2, _ADMIN, "Reset the stats returned by INFO"),
+    ),
+    "memory": (
+        _subcommand(
+            "memory|usage", -3, "readonly", "Estimate the memory usage of a key", keys=(2, 2, 1), key_flags="RO"
+        ),
+        _subcommand("memory|help", 2, _HELP, "Show helpful text about the different subcommands"),
+    ),
+    "command": (
+        _subcommand("command|count", 2, _HELP, "Get total number of Redis commands", categories="connection"),
+        _subcommand(
+            "command|docs",
+            -2,
+            _HELP,
+            "Get array of specific Redis command documentation",
+            categories="connection",
+            tips="nondeterministic_output_order",
+        ),
+        _subcommand("command|getkeys", -4, _HELP, "Extract keys given a full Redis command", categories="connection"),
+        _subcommand(
+            "command|getkeysandflags",
+            -4,
+            _HELP,
+            "Extract keys and access flags given a full Redis command",
+            categories="connection",
+        ),
+        _subcommand(
+            "command|list",
+            -2,
+            _HELP,
+            "Get an array of Redis command names",
+            categories="connection",
+            tips="nondeterministic_output_order",
+        ),
+        _subcommand(
+            "command|info",
+            -2,
+            _HELP,
+            "Get array of specific Redis command details, or all when no argument is given.",
+            categories="connection",
+            tips="nondeterministic_output_order",
+        ),
+        _subcommand(
+            "command|help", 2, _HELP, "Show helpful text about the different subcommands", categories="connection"
+        ),
+    ),
+    "cluster": (
+        _subcommand("cluster|myid", 2, "stale", "Return the node id"),
+        _subcommand("cluster|nodes", 2, "stale", "Get Cluster config for the node", tips="nondeterministic_output"),
+        _subcommand(
+            "cluster|shards", 2, "stale", "Get array of cluster slots to node mappings", tips="nondeterministic_output"
+        ),
+        _subcommand(
+            "cluster|info", 2, "stale", "Provides info about Redis Cluster node state", tips="nondeterministic_output"
+        ),
+        _subcommand(
+            "cluster|slots", 2, "stale", "Get array of Cluster slot to node mappings", tips="nondeterministic_output"
+        ),
+        _subcommand("cluster|help", 2, _HELP, "Show helpful text about the different subcommands"),
+        _subcommand("cluster|keyslot", 3, "stale", "Returns the hash slot of the specified key"),
+    ),
+    "slowlog": (
+        _subcommand(
+            "slowlog|len",
+            2,
+            "admin loading stale",
+            "Get the slow log's length",
+            tips="request_policy:all_nodes response_policy:agg_sum nondeterministic_output",
+        ),
+        _subcommand("slowlog|help", 2, _HELP, "Show helpful text about the different subcommands"),
+        _subcommand(
+            "slowlog|reset",
+            2,
+            "admin loading stale",
+            "Clear all entries from the slow log",
+            tips="request_policy:all_nodes response_policy:all_succeeded",
+        ),
+        _subcommand(
+            "slowlog|get",
+            -2,
+            "admin loading stale",
+            "Get the slow log's entries",
+            tips="request_policy:all_nodes nondeterministic_output",
+        ),
+    ),
+    "latency": (
+        _subcommand(
+            "latency|latest",
+            2,
+            _ADMIN,
+            "Return the latest latency samples for all events.",
+            tips="nondeterministic_output request_policy:all_nodes response_policy:special",
+        ),
+        _subcommand(
+            "latency|reset",
+            -2,
+            _ADMIN,
+            "Reset latency data for one or more events.",
+            tips="request_policy:all_nodes response_policy:all_succeeded",
+        ),
+        _subcommand("latency|help", 2, _HELP, "Show helpful text about the different subcommands."),
+        _subcommand(
+            "latency|history",
+            3,
+            _ADMIN,
+            "Return timestamp-latency samples for the event.",
+            tips="nondeterministic_output request_policy:all_nodes response_policy:special",
+        ),
+    ),
+    "acl": (
+        _subcommand("acl|users", 2, _ADMIN, "List the username of all the configured ACL rules"),
+        _subcommand("acl|list", 2, _ADMIN, "List the current ACL rules in ACL config file format"),
+        _subcommand("acl|help", 2, _HELP, "Show helpful text about the different subcommands"),
+        _subcommand("acl|whoami", 2, _PLAIN, "Return the name of the user associated to the current connection"),
+    ),
+}

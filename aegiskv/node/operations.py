@@ -574,6 +574,17 @@ class Node:
         with self._lock:
             return len(self.backend)
 
+    def lower_memory_limit(self, target_bytes: int, step_bytes: int) -> bool | None:
+        """Move the backend's memory bound toward ``target_bytes``: raised at once, lowered by at most
+        ``step_bytes`` below what is used now, evicting that much at most. True once the bound is
+        the target; None when the backend cannot change its bound. Under the node lock."""
+        with self._lock:
+            used, limit = self.backend.memory_bounds()
+            bound = target_bytes if target_bytes >= limit else max(target_bytes, min(limit, used) - step_bytes)
+            if not self.backend.set_memory_limit(bound):
+                return None
+            return bound == target_bytes
+
     def backend_stats(self) -> BackendStats:
         with self._lock:
             return self.backend.stats()

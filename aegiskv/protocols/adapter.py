@@ -10,12 +10,13 @@ run in-process in tests with any object that has these attributes.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from aegiskv.cluster.shard_map import Topology
 from aegiskv.errors import CommandError
 from aegiskv.node.commands import Command
 from aegiskv.node.operations import Node
+from aegiskv.obs.slowlog import LatencyMonitor, SlowLog
 from aegiskv.protocols.errors import PeerProtocolError
 from aegiskv.protocols.session import Authenticator, Session
 
@@ -42,6 +43,34 @@ class SettingsView(Protocol):
     def wal(self) -> str: ...
     @property
     def max_bulk_bytes(self) -> int: ...
+    @property
+    def max_memory(self) -> int: ...
+    @property
+    def rate_limit(self) -> float: ...
+    @property
+    def rate_burst(self) -> int: ...
+    @property
+    def log_level(self) -> str: ...
+    @property
+    def slowlog_log_slower_than(self) -> int: ...
+    @property
+    def slowlog_max_len(self) -> int: ...
+    @property
+    def latency_monitor_threshold(self) -> int: ...
+
+
+class ClientFigures(NamedTuple):
+    """One client connection as CLIENT LIST shows it, read on the reactor (aegiskv.server.pipeline)."""
+
+    session: Session
+    port: str  # the listener's name: "resp" or "native"
+    descriptor: int  # the socket's file descriptor (-1: closed)
+    age: float  # seconds since it connected
+    idle: float  # seconds since it last sent or was sent anything
+    query_buffer: int  # bytes received and not yet run
+    output_items: int  # replies queued and not yet sent
+    output_bytes: int
+    reading: bool  # not paused (back-pressure, a batch in the pool)
 
 
 class HandlerContext(Protocol):
@@ -62,6 +91,16 @@ class HandlerContext(Protocol):
     def settings(self) -> SettingsView: ...
 
     @property
+    def slow_log(self) -> SlowLog:
+        """SLOWLOG's entries (aegiskv.server.slow_requests feeds them). Thread-safe."""
+        ...
+
+    @property
+    def latency_monitor(self) -> LatencyMonitor:
+        """LATENCY's samples. Thread-safe."""
+        ...
+
+    @property
     def resp_bound(self) -> tuple[str, int]:
         """The RESP port's bound address (``("", 0)`` when the node serves none)."""
         ...
@@ -72,6 +111,22 @@ class HandlerContext(Protocol):
 
     def snapshot_in_background(self) -> None:
         """Start a snapshot (BGSAVE); raises CommandError when one runs or the backend keeps none."""
+        ...
+
+    def clients(self) -> list[ClientFigures]:
+        """Every client connection of both ports, by connection id (CLIENT LIST)."""
+        ...
+
+    def kill_client(self, connection_id: int) -> None:
+        """Close another client's connection now, dropping its unsent replies (CLIENT KILL)."""
+        ...
+
+    def configure(self, pairs: list[tuple[str, str]]) -> None:
+        """CONFIG SET: change settings a running node can change; raises CommandError, changing nothing."""
+        ...
+
+    def reset_statistics(self) -> None:
+        """Zero the counters INFO shows as Redis's CONFIG RESETSTAT does (commandstats, errorstats, hits ...)."""
         ...
 
 

@@ -116,6 +116,8 @@ class Session:
         "library_version",
         "hold",
         "read_quorum",
+        "last_command",
+        "no_evict",
     )
 
     def __init__(self, node: Node, authenticated: bool, rate: TokenBucket | None, peer: object = None) -> None:
@@ -139,3 +141,8 @@ class Session:
         # the request pipeline takes it after the handler ran (aegiskv.server.pipeline).
         self.hold: WaitRequest | QuorumRead | None = None
         self.read_quorum = False  # reads consult other copies (--read-quorum above 1, replication on)
+        # The last command routed on this connection (CLIENT LIST's cmd): the name of the table's row,
+        # which the pipeline stores per request (a reference, no string is built).
+        self.last_command = "NULL"  # as Redis shows a connection that ran nothing yet
+        # CLIENT NO-EVICT: shown in CLIENT LIST's flags; AegisKV never evicts a client for memory.
+        self.no_evict = False

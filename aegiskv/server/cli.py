@@ -50,4 +50,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from aegiskv.server import daemon
 
-    return daemon.run(config)
+    return daemon.run(config, config_path=config_path, flags=namespace)

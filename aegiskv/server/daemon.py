@@ -13,7 +13,9 @@ import os
 import signal
 import ssl
 import sys
+from collections.abc import Mapping
 from types import FrameType
+from typing import Any
 
 from loguru import logger
 
@@ -28,36 +30,13 @@ from aegiskv.net.tls import TlsConfigError, server_context
 from aegiskv.node.operations import KeyspaceLimits, Node, first_version
 from aegiskv.server import plugins
 from aegiskv.server.datadir import DataDir, DataDirError
+from aegiskv.server.live_settings import LiveSettings
+from aegiskv.server.logs import setup_logging
 from aegiskv.server.settings import Settings, parse_address
 from aegiskv.server.wiring import Server
 
 EXIT_REFUSED = 2
 EXIT_FAILED = 1
-
-_LOGURU_LEVELS = {"debug": "DEBUG", "info": "INFO", "warn": "WARNING", "error": "ERROR"}
-
-
-def setup_logging(level: str, log_format: str) -> None:
-    """One stderr sink, text or JSON.
-
-    ``diagnose=False`` on every sink: loguru's default prints the value of every
-    local variable in a traceback's frames, which puts the settings (the auth
-    token, the gossip secret), request keys and values and sealed gossip bytes
-    into the log. ``backtrace=False``: a traceback starts where the exception was
-    caught, as Python prints it, not at the thread's first frame. Tracebacks are
-    for unexpected exceptions only; expected errors log one line.
-    """
-    logger.remove()
-    if log_format == "json":
-        logger.add(sys.stderr, level=_LOGURU_LEVELS[level], serialize=True, diagnose=False, backtrace=False)
-    else:
-        logger.add(
-            sys.stderr,
-            level=_LOGURU_LEVELS[level],
-            format="{time:YYYY-MM-DDTHH:mm:ss.SSSZ} {level: <7} {name}: {message}",
-            diagnose=False,
-            backtrace=False,
-        )
 
 
 def refuse(message: str) -> int:
@@ -180,12 +159,15 @@ def _show(address: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def run(config: Settings) -> int:
+def run(config: Settings, config_path: str | None = None, flags: Mapping[str, Any] | None = None) -> int:
+    """Serve until drained. ``config_path`` and ``flags``: what ``config`` was built from, which
+    SIGHUP builds the settings from again (aegiskv.server.live_settings)."""
     setup_logging(config.log_level, config.log_format)
     try:
         server, data_dir = build_server(config)
     except (DataDirError, plugins.PluginError, TlsConfigError, WalCorruption, SnapshotError) as error:
         return refuse(str(error))
+    server.live_settings = LiveSettings(server, config_path, flags)
     pid_written = False
     try:
         if config.pid_file:
@@ -207,9 +189,13 @@ def run(config: Settings) -> int:
             logger.info("received {}; draining", name)
             server.drain()
 
+        def on_hangup(_signum: int, _frame: FrameType | None) -> None:
+            server.reactor.call_soon(server.live_settings.reload)  # logs on the reactor (see on_signal)
+
         # Handlers before the ready line: a supervisor may signal as soon as it sees it.
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGHUP, on_hangup)
         try:
             server.start()
         except OSError as error:

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import struct
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import aegiskv
@@ -28,19 +30,61 @@ from aegiskv.backends.base import BackendStats
 from aegiskv.cluster.gossip import GossipService
 from aegiskv.cluster.shard_map import Endpoint, Topology
 from aegiskv.net.reactor import Reactor
-from aegiskv.node.commands import REDIS_COMPATIBLE_VERSION
+from aegiskv.node.commands import FAMILIES, REDIS_COMPATIBLE_VERSION
 from aegiskv.node.operations import Node
 from aegiskv.protocols.adapter import Info, InfoValue
+from aegiskv.protocols.resp.adapter import ERROR_PREFIX
 from aegiskv.server.replicas import ReplicaManager
 from aegiskv.server.settings import Settings
-from aegiskv.server.stats import StatsRegistry
+from aegiskv.server.stats import ERROR_KINDS, StatsRegistry
 
-# INFO without a section (or "default", "all", "everything"), in Redis's order.
-DEFAULT_SECTIONS = ("server", "clients", "memory", "persistence", "stats", "replication", "cluster", "keyspace")
+# INFO without a section (or "default"), in Redis's order.
+DEFAULT_SECTIONS = (
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "cpu",
+    "errorstats",
+    "cluster",
+    "keyspace",
+)
+# Added by "all" and "everything", as Redis adds them (one line per command).
+ALL_SECTIONS = (*DEFAULT_SECTIONS[:-3], "commandstats", *DEFAULT_SECTIONS[-3:])
 # Only when asked for by name: it walks every key (Node.keys_per_shard).
 ON_REQUEST_SECTIONS = ("shards",)
-_EVERY_SECTION = DEFAULT_SECTIONS + ON_REQUEST_SECTIONS
-_GROUPS = frozenset({"default", "all", "everything"})
+_EVERY_SECTION = ALL_SECTIONS + ON_REQUEST_SECTIONS
+_GROUPS = frozenset({"all", "everything"})
+
+
+@dataclass(frozen=True)
+class InfoBaseline:
+    """Counters INFO shows from zero again after CONFIG RESETSTAT: their values at the reset.
+
+    The counters themselves keep growing (/metrics shows them to Prometheus, whose
+    counters must never go down); INFO subtracts these.
+    """
+
+    hits: int = 0
+    misses: int = 0
+    expirations: int = 0
+    evictions: int = 0
+    accepted: int = 0
+    rejected: int = 0
+
+    @classmethod
+    def now(cls, server: InfoSource) -> InfoBaseline:
+        backend = server.node.backend_stats()
+        return cls(
+            hits=server.node.hits,
+            misses=server.node.misses,
+            expirations=backend.expirations,
+            evictions=backend.evictions,
+            accepted=server.reactor.accepted_total,
+            rejected=server.reactor.rejected_total,
+        )
 
 
 class InfoSource(Protocol):
@@ -55,6 +99,7 @@ class InfoSource(Protocol):
     replicas: ReplicaManager | None
     run_id: str
     started: float  # wall-clock seconds
+    info_baseline: InfoBaseline
 
     @property
     def native_bound(self) -> tuple[str, int]: ...
@@ -70,8 +115,10 @@ def chosen_sections(names: Sequence[str] | None) -> list[str]:
     if not names:
         return list(DEFAULT_SECTIONS)
     wanted = {name.lower() for name in names}
-    if wanted & _GROUPS:
+    if "default" in wanted:
         wanted |= set(DEFAULT_SECTIONS)
+    if wanted & _GROUPS:
+        wanted |= set(ALL_SECTIONS)
     return [section for section in _EVERY_SECTION if section in wanted]
 
 
@@ -94,6 +141,12 @@ def build_info(server: InfoSource, names: Sequence[str] | None = None, now: Call
             info[section] = _replication(server)
         elif section == "shards":
             info[section] = _shards(server)
+        elif section == "cpu":
+            info[section] = _cpu()
+        elif section == "commandstats":
+            info[section] = _commandstats(server)
+        elif section == "errorstats":
+            info[section] = _errorstats(server)
         else:
             assert backend is not None
             info[section] = _BACKEND_SECTIONS[section](server, backend)
@@ -190,18 +243,65 @@ def _persistence(server: InfoSource) -> dict[str, InfoValue]:
 
 
 def _stats(server: InfoSource, backend: BackendStats) -> dict[str, InfoValue]:
-    totals = server.stats.totals()
+    totals = server.stats.totals_since_reset()
     reactor = server.reactor
+    base = server.info_baseline
     return {
-        "total_connections_received": reactor.accepted_total,
+        "total_connections_received": reactor.accepted_total - base.accepted,
         "total_commands_processed": sum(totals.calls),
-        "rejected_connections": reactor.rejected_total,
-        "expired_keys": backend.expirations,
-        "evicted_keys": backend.evictions,
-        "keyspace_hits": server.node.hits,
-        "keyspace_misses": server.node.misses,
+        "rejected_connections": reactor.rejected_total - base.rejected,
+        "expired_keys": backend.expirations - base.expirations,
+        "evicted_keys": backend.evictions - base.evictions,
+        "keyspace_hits": server.node.hits - base.hits,
+        "keyspace_misses": server.node.misses - base.misses,
+        "total_error_replies": sum(totals.error_kinds),
         "aegis_rejected_commands": sum(totals.rejected),  # refused before running: auth, rate limit, failed log
     }
+
+
+def _cpu() -> dict[str, InfoValue]:
+    """Redis's CPU seconds, from getrusage (the process's threads together, and its children)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "used_cpu_sys": f"{own.ru_stime:.6f}",
+        "used_cpu_user": f"{own.ru_utime:.6f}",
+        "used_cpu_sys_children": f"{children.ru_stime:.6f}",
+        "used_cpu_user_children": f"{children.ru_utime:.6f}",
+    }
+
+
+def _commandstats(server: InfoSource) -> dict[str, InfoValue]:
+    """One ``cmdstat_<family>`` line per command family that ran or was refused, as Redis's per command.
+
+    Counted by family (SETEX as SET): the statistics are arrays by family (aegiskv.server.stats).
+    """
+    totals = server.stats.totals_since_reset()
+    fields: dict[str, InfoValue] = {}
+    for index, family in enumerate(FAMILIES):
+        calls, rejected = totals.calls[index], totals.rejected[index]
+        if not calls and not rejected:
+            continue
+        usec = totals.latency_sum_ns[index] // 1000
+        fields[f"cmdstat_{family}"] = {
+            "calls": calls,
+            "usec": usec,
+            "usec_per_call": f"{usec / calls if calls else 0.0:.2f}",
+            "rejected_calls": rejected,
+            "failed_calls": totals.errors[index],
+        }
+    return fields
+
+
+def _errorstats(server: InfoSource) -> dict[str, InfoValue]:
+    """Error replies by their RESP prefix (``errorstat_ERR:count=2``), as Redis counts them."""
+    totals = server.stats.totals_since_reset()
+    counts: dict[str, int] = {}
+    for kind, count in zip(ERROR_KINDS, totals.error_kinds, strict=True):
+        if count:
+            prefix = ERROR_PREFIX[kind]
+            counts[prefix] = counts.get(prefix, 0) + count
+    return {f"errorstat_{prefix}": {"count": count} for prefix, count in sorted(counts.items())}
 
 
 def _cluster(server: InfoSource) -> dict[str, InfoValue]:
@@ -231,13 +331,27 @@ def _replication(server: InfoSource) -> dict[str, InfoValue]:
     """Redis's role and replica count where they mean something per node, the rest per shard as aegis_."""
     replicas = server.replicas
     if replicas is None:  # a lone node (gossip off): primary of every shard, no copies
-        return {"role": "master", "connected_slaves": 0, "aegis_shards_primary": server.node.shards.shards}
+        return {
+            "role": "master",
+            "connected_slaves": 0,
+            "master_replid": server.run_id,
+            "master_repl_offset": 0,
+            "repl_backlog_active": 0,
+            "aegis_shards_primary": server.node.shards.shards,
+        }
     details = replicas.info()
+    shown_as_redis = ("role", "links_up", "repl_offset", "repl_backlog_size")
     return {
-        # Redis has one role per server; a node here leads some shards and follows others.
+        # Redis has one role per server; a node here leads some shards and follows others. As
+        # Redis Cluster shows a node that masters any slot: master while it leads a shard.
         "role": "master" if details["shards_primary"] else "slave",
         "connected_slaves": details["links_up"],
-        **{f"aegis_{name}": value for name, value in details.items() if name not in ("role", "links_up")},
+        "master_replid": server.run_id,
+        # Changes numbered in every shard's backlog held here (the shards' offsets summed).
+        "master_repl_offset": details["repl_offset"],
+        "repl_backlog_active": 1,
+        "repl_backlog_size": details["repl_backlog_size"],
+        **{f"aegis_{name}": value for name, value in details.items() if name not in shown_as_redis},
         "aegis_links_up": details["links_up"],
     }
 

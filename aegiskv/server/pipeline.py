@@ -46,7 +46,7 @@ from loguru import logger
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.net.reactor import ConnectionHandler, Transport
 from aegiskv.node.commands import Command
-from aegiskv.protocols.adapter import Handler, HandlerContext, RequestT, Violation, WireAdapter
+from aegiskv.protocols.adapter import ClientFigures, Handler, HandlerContext, RequestT, Violation, WireAdapter
 from aegiskv.protocols.errors import PeerProtocolError
 from aegiskv.protocols.session import Authenticator, Session, TokenBucket
 from aegiskv.server.durability import Durability
@@ -92,6 +92,14 @@ class ReplicationGate(TypingProtocol):
 Held = tuple[int, int, bool, bytes, Any, Any]
 
 
+class SlowCheck(TypingProtocol):
+    """Whether a request run in the pool was slow (aegiskv.server.slow_requests.SlowRequests)."""
+
+    threshold_ns: int
+
+    def pooled(self, elapsed_ns: int, request: Any, session: Session) -> None: ...
+
+
 class ServingContext(HandlerContext, TypingProtocol):
     """What the pipeline needs from the server beside what its handlers need (aegiskv.server.wiring.Server)."""
 
@@ -101,6 +109,10 @@ class ServingContext(HandlerContext, TypingProtocol):
     def replicas(self) -> ReplicationGate | None: ...
 
     stats: StatsRegistry
+
+    @property
+    def slow_requests(self) -> SlowCheck: ...
+
     authenticator: Authenticator
     rate_limit: float
     rate_burst: int
@@ -264,6 +276,25 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
     def busy(self) -> bool:
         return self._in_pool
 
+    def client_figures(self) -> ClientFigures | None:
+        """This connection as CLIENT LIST shows it (None: not connected yet). Reactor thread, or a
+        worker reading a snapshot of plain fields: a figure may be a turn old, never torn."""
+        transport = self.transport
+        if transport is None:
+            return None
+        now = transport.reactor.now
+        return ClientFigures(
+            session=self.session,
+            port=transport.options.name,
+            descriptor=-1 if transport.closed else transport.sock.fileno(),
+            age=now - transport.created,
+            idle=now - transport.last_activity,
+            query_buffer=self.adapter.buffered(),
+            output_items=transport.queued_items(),
+            output_bytes=transport.out_size + self._held_bytes,
+            reading=not transport.reading_paused(),
+        )
+
     def partial_request(self) -> bool:
         return self.adapter.buffered() > 0
 
@@ -322,11 +353,13 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
                     self._violation(violation)
                     return
                 except CommandError as error:
+                    stats.count_error_reply(error.kind)
                     if gated:
                         self._emit(adapter.error_reply(request, error), 0, 0, False, request)  # behind held replies
                     else:
                         transport.write(adapter.error_reply(request, error))
                     continue
+                session.last_command = command.name  # CLIENT LIST's cmd: a reference stored, nothing built
                 if command.may_leave_reactor and (command.slow or adapter.batch_size(request) > limit):
                     adapter.push_back(requests[position + 1 :])
                     self._hand_off(command, handler, request)
@@ -340,13 +373,13 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
                     try:
                         transport.write(handler(server, session, request))
                     except CommandError as error:
-                        stats.count_error(command.index)
+                        stats.count_error(command.index, error.kind)
                         if error.close:
                             session.close_requested = True
                         transport.write(adapter.error_reply(request, error))
                     except Exception:  # noqa: BLE001 - a handler's bug is an error reply
                         logger.exception("command {} failed", command.name)
-                        stats.count_error(command.index)
+                        stats.count_error(command.index, ErrorKind.INTERNAL)
                         internal = CommandError(ErrorKind.INTERNAL, "internal error")
                         transport.write(adapter.error_reply(request, internal))
                     stats.ran(command.index)
@@ -388,29 +421,30 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
         session = self.session
         started = 0 if in_turn else _clock_ns()
         if not session.authenticated and not command.before_auth:
-            stats.count_rejected(command.index)
+            stats.count_rejected(command.index, ErrorKind.NOAUTH)
             return self.adapter.error_reply(request, CommandError(ErrorKind.NOAUTH, "Authentication required."))
         if session.rate is not None and not session.rate.take():
-            stats.count_rejected(command.index)
+            stats.count_rejected(command.index, ErrorKind.RATE_LIMITED)
             return self.adapter.error_reply(
                 request, CommandError(ErrorKind.RATE_LIMITED, "rate limit exceeded for this connection")
             )
         durability = self._durability
         if command.write and durability is not None and durability.log.failure is not None:
             # Refused before it runs: nothing to undo, and the error is the same on both ports.
-            stats.count_rejected(command.index)
-            return self.adapter.error_reply(request, durability.refused_write())
+            refused = durability.refused_write()
+            stats.count_rejected(command.index, refused.kind)
+            return self.adapter.error_reply(request, refused)
         was_authenticated = session.authenticated
         try:
             reply = handler(self.server, session, request)
         except CommandError as error:
-            stats.count_error(command.index)
+            stats.count_error(command.index, error.kind)
             if error.close:
                 session.close_requested = True
             reply = self.adapter.error_reply(request, error)
         except Exception:  # noqa: BLE001 - a handler's bug is an error reply
             logger.exception("command {} failed", command.name)
-            stats.count_error(command.index)
+            stats.count_error(command.index, ErrorKind.INTERNAL)
             reply = self.adapter.error_reply(request, CommandError(ErrorKind.INTERNAL, "internal error"))
         if not was_authenticated and session.authenticated:
             self.adapter.authenticated()
@@ -421,7 +455,11 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
         if in_turn:
             stats.ran(command.index)
         else:
-            stats.record(command.index, _clock_ns() - started)
+            elapsed = _clock_ns() - started
+            stats.record(command.index, elapsed)
+            slow = self.server.slow_requests
+            if elapsed >= slow.threshold_ns:  # timed anyway in the pool: the check is one comparison
+                slow.pooled(elapsed, request, session)
         return reply
 
     def _hand_off(self, command: Command, handler: Handler, request: RequestT) -> None:  # noqa: C901 - the request pipeline's per-request path (worker side)
@@ -462,6 +500,7 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
             replies: list[tuple[bytes, int, int, bool, RequestT | None, Any]] = []
             for item in batch:
                 if len(item) == 2:
+                    stats.count_error_reply(item[1].kind)
                     replies.append((self.adapter.error_reply(item[0], item[1]), 0, 0, False, item[0], None))
                 else:
                     queued_command, queued_handler, queued_request, routed_authenticated = item
@@ -475,6 +514,7 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
                                 (self.adapter.error_reply(queued_request, error), 0, 0, False, queued_request, None)
                             )
                             continue
+                    session.last_command = queued_command.name
                     undos = log.undos if log is not None else 0
                     reply = self._execute(queued_command, queued_handler, queued_request, stats, in_turn=False)
                     seen_seq = log.appended_seq if log is not None else 0

@@ -1010,6 +1010,10 @@ class ReplicaManager:
             # Grants every lease needs at least, and the member count it comes from (leases.py).
             "quorum_floor": self.leases.quorum_floor,
             "members_high_water": self._members.high_water,
+            # Changes numbered in the backlogs of every shard held here, led or followed: it only
+            # grows while the shards stay (INFO replication's master_repl_offset).
+            "repl_offset": sum(state.backlog.last_seq for state in shards),
+            "repl_backlog_size": self.options.backlog_bytes,
         }
         states = [stream.state for state in leading for stream in list(state.streams.values())]
         result.update({f"streams_{name}": states.count(name) for name in ("offered", "snapshot", "streaming")})

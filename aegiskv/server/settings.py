@@ -263,6 +263,9 @@ class Setting:
     flag: bool = False  # also a command-line flag --name-with-dashes
     metavar: str | None = None
     documented_default: str | None = None  # how conf/aegiskv.toml shows a computed default
+    # Changes on a running node: CONFIG SET and SIGHUP apply it (aegiskv.server.live_settings);
+    # every other setting is read once at start-up and needs a restart.
+    live: bool = False
 
     @property
     def flag_name(self) -> str:
@@ -304,6 +307,7 @@ SETTINGS: tuple[Setting, ...] = (
         _integer(1, 1024 * 1024, "megabytes as an integer"),
         "memory bound for stored data in MB; eviction starts there",
         flag=True,
+        live=True,
     ),
     Setting(
         "shards", 256, _integer(1, 16384, "an integer"), "number of shards the 16384 slots are split into", flag=True
@@ -536,8 +540,9 @@ SETTINGS: tuple[Setting, ...] = (
         _number(0.0, "requests per second"),
         "per-connection requests per second (0 = unlimited)",
         flag=True,
+        live=True,
     ),
-    Setting("rate_burst", 10, _integer(1, 10_000_000), "per-connection burst above --rate-limit", flag=True),
+    Setting("rate_burst", 10, _integer(1, 10_000_000), "per-connection burst above --rate-limit", flag=True, live=True),
     Setting("resp_max_multibulk", 1024 * 1024, _integer(1, 2**31 - 1), "most arguments in one RESP request"),
     Setting("max_connections", 10_000, _integer(1, 1_000_000), "client connections accepted at once"),
     Setting("idle_timeout", 300.0, _duration(), "close client connections idle this long (0 = never)"),
@@ -602,8 +607,23 @@ SETTINGS: tuple[Setting, ...] = (
         "HTTP address for /health, /ready and /metrics (default: off)",
         flag=True,
     ),
-    Setting("log_level", "info", _choice("debug", "info", "warn", "error"), "log level", flag=True),
+    Setting("log_level", "info", _choice("debug", "info", "warn", "error"), "log level", flag=True, live=True),
     Setting("log_format", "text", _choice("text", "json"), "log lines as text, or one JSON object per line"),
+    Setting(
+        "slowlog_log_slower_than",
+        10_000,
+        _integer(-1, 2**62 // 1000, "microseconds as an integer"),
+        "requests slower than this many microseconds go to SLOWLOG (-1 = off, 0 = every request)",
+        live=True,
+    ),
+    Setting("slowlog_max_len", 128, _integer(0, 10_000_000), "entries SLOWLOG keeps (the newest)", live=True),
+    Setting(
+        "latency_monitor_threshold",
+        0,
+        _integer(0, 2**62 // 1_000_000, "milliseconds as an integer"),
+        "requests at least this many milliseconds slow are LATENCY samples (0 = off)",
+        live=True,
+    ),
     Setting("drain_timeout", 30.0, _duration(), "longest graceful shutdown on SIGTERM", flag=True),
     Setting("pid_file", None, _optional(_text()), "write the PID here and remove it on exit", flag=True),
 )
@@ -686,6 +706,9 @@ class Settings:
     health_addr: str | None
     log_level: str
     log_format: str
+    slowlog_log_slower_than: int
+    slowlog_max_len: int
+    latency_monitor_threshold: int
     drain_timeout: float
     pid_file: str | None
     # Where each value came from ("default", "file x.toml", "environment", "flag"),
@@ -734,6 +757,18 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+class SettingValueError(ValueError):
+    """A value one setting does not accept; ``str(error)`` says what was expected."""
+
+
+def parse_value(setting: Setting, raw: Any) -> Any:
+    """``raw`` (a string or a TOML value) as ``setting``'s typed value; raises SettingValueError."""
+    try:
+        return setting.parse(raw)
+    except _Invalid as invalid:
+        raise SettingValueError(f"expected {invalid}") from None
 
 
 def defaults() -> dict[str, Any]:
@@ -895,7 +930,8 @@ def documented_config() -> str:
     ]
     for setting in SETTINGS:
         flag = f" (flag {setting.flag_name})" if setting.flag else ""
-        lines.append(f"# {setting.help}{flag}")
+        live = "; changes at run time (CONFIG SET, SIGHUP)" if setting.live else ""
+        lines.append(f"# {setting.help}{flag}{live}")
         if setting.default is None or setting.documented_default is not None:
             lines.append(f"# {setting.name} = <{describe_default(setting)}>")
         else:

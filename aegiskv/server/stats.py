@@ -15,10 +15,14 @@ from typing import Final
 
 from mypy_extensions import i64
 
+from aegiskv.errors import ErrorKind
 from aegiskv.node.commands import FAMILIES
 
 LATENCY_BUCKETS: Final = 24  # up to 2**23 us = 8.4 s; slower requests land in the last bucket
 BUCKET_BOUNDS_SECONDS = [2**bucket / 1e6 for bucket in range(LATENCY_BUCKETS)]
+# Error replies are counted by kind (INFO errorstats), at these positions.
+ERROR_KINDS: Final = tuple(ErrorKind)
+_ERROR_KIND_INDEX: Final = {kind: position for position, kind in enumerate(ERROR_KINDS)}
 
 
 def latency_bucket(elapsed_ns: int) -> int:
@@ -49,10 +53,11 @@ class CommandCounts:
 class RequestStats:
     """Counters for one thread. Only that thread writes; anyone may read."""
 
-    __slots__ = ("by_command", "_turn_counts", "_turn_commands")
+    __slots__ = ("by_command", "error_kinds", "_turn_counts", "_turn_commands")
 
     def __init__(self) -> None:
         self.by_command = [CommandCounts() for _ in FAMILIES]  # indexed by Command.index
+        self.error_kinds = [0] * len(ERROR_KINDS)  # error replies by kind, indexed as ERROR_KINDS
         # The commands with unfinished counts are the first _turn_commands items.
         # The list is never cleared: emptied, a list frees its storage, and the
         # next turn's first append would allocate it again.
@@ -111,20 +116,30 @@ class RequestStats:
         buckets = counts.latency
         buckets[bucket] = buckets[bucket] + 1
 
-    def count_error(self, index: int) -> None:
+    def count_error(self, index: int, kind: ErrorKind) -> None:
+        """A command ran and failed: its error reply counts for it and for its kind."""
         self.by_command[index].errors += 1
+        self.count_error_reply(kind)
 
-    def count_rejected(self, index: int) -> None:
+    def count_rejected(self, index: int, kind: ErrorKind) -> None:
+        """A command was refused before it ran (authentication, rate limit, failed log)."""
         self.by_command[index].rejected += 1
+        self.count_error_reply(kind)
+
+    def count_error_reply(self, kind: ErrorKind) -> None:
+        """An error reply of no command (unknown command, wrong arity, MOVED): counted by kind only."""
+        position = _ERROR_KIND_INDEX[kind]
+        self.error_kinds[position] = self.error_kinds[position] + 1
 
 
 class StatsTotals:
     """The sum over every thread's counters: lists indexed by ``Command.index``."""
 
-    __slots__ = ("calls", "errors", "rejected", "latency", "latency_sum_ns")
+    __slots__ = ("calls", "errors", "rejected", "latency", "latency_sum_ns", "error_kinds")
 
     def __init__(self) -> None:
         count = len(FAMILIES)
+        self.error_kinds = [0] * len(ERROR_KINDS)
         self.calls = [0] * count
         self.errors = [0] * count
         self.rejected = [0] * count
@@ -132,6 +147,8 @@ class StatsTotals:
         self.latency_sum_ns = [0] * count
 
     def add(self, stats: RequestStats) -> None:
+        for position, count in enumerate(stats.error_kinds):
+            self.error_kinds[position] += count
         for index, counts in enumerate(stats.by_command):
             self.calls[index] += counts.calls
             self.errors[index] += counts.errors
@@ -149,6 +166,7 @@ class StatsRegistry:
         self._lock = threading.Lock()
         self._all: list[RequestStats] = []
         self._local = threading.local()
+        self._baseline: StatsTotals | None = None  # the totals at the last reset (CONFIG RESETSTAT)
 
     def for_this_thread(self) -> RequestStats:
         stats: RequestStats | None = getattr(self._local, "stats", None)
@@ -160,9 +178,33 @@ class StatsRegistry:
         return stats
 
     def totals(self) -> StatsTotals:
+        """Every count since the server started (/metrics: Prometheus counters never go down)."""
         total = StatsTotals()
         with self._lock:
             parts = list(self._all)
         for part in parts:
             total.add(part)
         return total
+
+    def totals_since_reset(self) -> StatsTotals:
+        """The counts since the last :meth:`reset` (INFO, as Redis's CONFIG RESETSTAT zeroes it)."""
+        total = self.totals()
+        base = self._baseline
+        if base is None:
+            return total
+        for index in range(len(FAMILIES)):
+            total.calls[index] -= base.calls[index]
+            total.errors[index] -= base.errors[index]
+            total.rejected[index] -= base.rejected[index]
+            total.latency_sum_ns[index] -= base.latency_sum_ns[index]
+            buckets, base_buckets = total.latency[index], base.latency[index]
+            for bucket in range(LATENCY_BUCKETS):
+                buckets[bucket] -= base_buckets[bucket]
+        for position in range(len(ERROR_KINDS)):
+            total.error_kinds[position] -= base.error_kinds[position]
+        return total
+
+    def reset(self) -> None:
+        """Start INFO's counts again from zero. The threads' own counters are left alone:
+        only their owners write them, so a reset from another thread would lose or undo updates."""
+        self._baseline = self.totals()

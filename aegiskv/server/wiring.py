@@ -28,22 +28,25 @@ from aegiskv.net.http import encode_response
 from aegiskv.net.reactor import Listener, ListenerOptions, Reactor
 from aegiskv.net.tls import client_context
 from aegiskv.node.operations import Node
-from aegiskv.protocols.adapter import Info
+from aegiskv.obs.slowlog import LatencyMonitor, SlowLog
+from aegiskv.protocols.adapter import ClientFigures, Info
 from aegiskv.protocols.native import codec as native
 from aegiskv.protocols.native.handlers import NativeAdapter, refusal
 from aegiskv.protocols.resp import reader as resp
 from aegiskv.protocols.resp.adapter import RespAdapter
 from aegiskv.protocols.resp.adapter import refusal as resp_refusal
-from aegiskv.protocols.session import Authenticator
+from aegiskv.protocols.session import Authenticator, TokenBucket
 from aegiskv.server.durability import Durability
 from aegiskv.server.health import HealthProtocol
-from aegiskv.server.info import build_info
+from aegiskv.server.info import InfoBaseline, build_info
+from aegiskv.server.live_settings import LiveSettings
 from aegiskv.server.memtrim import find_malloc_trim
 from aegiskv.server.metrics import build_registry, render
 from aegiskv.server.peer_links import PeerNetwork, PeerSecurity
 from aegiskv.server.pipeline import RequestPipeline
 from aegiskv.server.replicas import ReplicaManager, ReplicationOptions
 from aegiskv.server.settings import Settings, parse_address
+from aegiskv.server.slow_requests import SlowRequests
 from aegiskv.server.stats import StatsRegistry
 
 _HEALTH_MAX_CONNECTIONS = 64
@@ -75,6 +78,7 @@ class Server:
         self.reactor.budget.client_limit = config.effective_client_memory
         self.reactor.budget.preauth_limit = config.max_unauthenticated_memory
         self.stats = StatsRegistry()
+        self.slow_requests = SlowRequests(self.reactor, config)  # SLOWLOG and LATENCY
         self.authenticator = Authenticator(config.auth_token, config.max_auth_failures)
         self.rate_limit = config.rate_limit
         self.rate_burst = config.rate_burst
@@ -115,6 +119,9 @@ class Server:
                 log_durable=_log_positions(log) if log is not None else None,
             )
         self.metrics_registry = build_registry(self)
+        self.info_baseline = InfoBaseline()  # INFO's counters at the last CONFIG RESETSTAT
+        # CONFIG SET; the daemon replaces it with one that knows the file SIGHUP reloads.
+        self.live_settings = LiveSettings(self)
         self.native_listener: Listener | None = None
         self.resp_listener: Listener | None = None
         self.health_listener: Listener | None = None
@@ -129,6 +136,7 @@ class Server:
         config = self.settings
         inline_stats = self.stats.for_this_thread()
         self.reactor.turn_observers.append(inline_stats.finish_turn)
+        self.reactor.turn_observers.append(self.slow_requests.turn_finished)
         self.native_listener = self.reactor.listen(
             parse_address(config.bind),
             ListenerOptions(
@@ -458,6 +466,56 @@ class Server:
         """Why writes are refused now, in one line (None: they are accepted). Any thread."""
         log = self.node.backend.log
         return log.failure if log is not None else None
+
+    def clients(self) -> list[ClientFigures]:
+        """Every client connection of the native and RESP ports, by connection id (CLIENT LIST).
+
+        Any thread: a command behind a batch runs in the pool. The connections are
+        copied in one C call (atomic under the GIL) and each read from plain fields.
+        """
+        found = []
+        for connection in list(self.reactor.connections.values()):
+            protocol = connection.protocol
+            if isinstance(protocol, RequestPipeline):
+                figures = protocol.client_figures()
+                if figures is not None:
+                    found.append(figures)
+        found.sort(key=lambda figures: figures.session.connection_id)
+        return found
+
+    def kill_client(self, connection_id: int) -> None:
+        """Close a client connection, dropping unsent replies (CLIENT KILL). Any thread: the reactor closes it."""
+
+        def close() -> None:
+            for connection in list(self.reactor.connections.values()):
+                if connection.connection_id == connection_id and connection.options.counts_as_client:
+                    connection.close(flush=False)
+
+        self.reactor.call_soon(close)
+
+    @property
+    def slow_log(self) -> SlowLog:
+        return self.slow_requests.slow_log
+
+    @property
+    def latency_monitor(self) -> LatencyMonitor:
+        return self.slow_requests.latency
+
+    def configure(self, pairs: list[tuple[str, str]]) -> None:
+        """CONFIG SET: change live settings (aegiskv.server.live_settings); raises CommandError. Any thread."""
+        self.live_settings.configure(pairs)
+
+    def refresh_rate_limits(self) -> None:
+        """Give every open client connection the current rate limit and burst (reactor thread)."""
+        for connection in list(self.reactor.connections.values()):
+            protocol = connection.protocol
+            if isinstance(protocol, RequestPipeline):
+                protocol.session.rate = TokenBucket(self.rate_limit, self.rate_burst) if self.rate_limit > 0 else None
+
+    def reset_statistics(self) -> None:
+        """CONFIG RESETSTAT: INFO's counters start again from zero; /metrics keeps counting. Any thread."""
+        self.stats.reset()
+        self.info_baseline = InfoBaseline.now(self)
 
     def info(self, sections: Sequence[str] | None = None) -> Info:
         """INFO: the sections named (None: the default ones), as aegiskv.server.info builds them. Any thread."""

@@ -43,6 +43,7 @@ from aegiskv.protocols.resp.keys import (
     ttl_handler,
 )
 from aegiskv.protocols.resp.server import (
+    cmd_acl,
     cmd_bgsave,
     cmd_command,
     cmd_config,
@@ -51,6 +52,7 @@ from aegiskv.protocols.resp.server import (
     cmd_memory,
     cmd_save,
 )
+from aegiskv.protocols.resp.slowlog import cmd_latency, cmd_slowlog
 from aegiskv.protocols.resp.strings import (
     cmd_append,
     cmd_get,
@@ -76,6 +78,9 @@ HANDLERS: Final[dict[str, RespHandler]] = {
     "echo": cmd_echo,
     "select": cmd_select,
     "client": cmd_client,
+    "acl": cmd_acl,
+    "slowlog": cmd_slowlog,
+    "latency": cmd_latency,
     "get": cmd_get,
     "set": cmd_set,
     "setnx": cmd_setnx,
@@ -151,7 +156,8 @@ def _unknown(args: Args) -> CommandError:
     return CommandError(ErrorKind.UNKNOWN_COMMAND, text.decode("utf-8", "surrogateescape"))
 
 
-_ERROR_PREFIX = {
+# Each error kind's RESP prefix: the reply's first word, and INFO errorstats' name for it.
+ERROR_PREFIX = {
     ErrorKind.INVALID: "ERR",
     ErrorKind.NOAUTH: "NOAUTH",
     ErrorKind.AUTH_FAILED: "WRONGPASS",
@@ -228,7 +234,7 @@ class RespAdapter(WireAdapter[Args]):
         return len(request) - 1
 
     def error_reply(self, request: Args | None, error: CommandError) -> bytes:
-        return encoder.error(f"{_ERROR_PREFIX[error.kind]} {error.message}")
+        return encoder.error(f"{ERROR_PREFIX[error.kind]} {error.message}")
 
     def authenticated(self) -> None:
         self._parser.authenticated = True

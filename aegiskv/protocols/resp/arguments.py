@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Final
 
 from aegiskv.errors import CommandError, ErrorKind
+from aegiskv.node.commands import SUBCOMMANDS, Subcommand
 from aegiskv.node.operations import parse_integer
 from aegiskv.protocols.adapter import HandlerContext
 from aegiskv.protocols.resp import encoder as resp
@@ -21,6 +22,32 @@ MS_LIMIT: Final = 2**63 - 1  # the largest time in milliseconds Redis accepts
 
 def invalid(message: str) -> CommandError:
     return CommandError(ErrorKind.INVALID, message)
+
+
+# Each container's subcommands by name (b"get" for CONFIG): what subcommand() checks against.
+_SUBCOMMANDS: Final[dict[str, dict[bytes, Subcommand]]] = {
+    container: {row.name.split("|", 1)[1].encode(): row for row in rows} for container, rows in SUBCOMMANDS.items()
+}
+
+
+def subcommand(container: str, args: Args, session: Session) -> bytes:
+    """The subcommand ``args`` names (lower case), checked as Redis checks it before running it.
+
+    The session's last command becomes the subcommand (``client|list``), as CLIENT LIST shows it.
+
+    Raises Redis's errors: an unknown subcommand (``Try CONFIG HELP.``), or a
+    wrong number of arguments for ``config|get``, from the rows in
+    aegiskv.node.commands.SUBCOMMANDS.
+    """
+    name = args[1].lower()
+    row = _SUBCOMMANDS[container].get(name)
+    if row is None:
+        shown = args[1].decode("utf-8", "replace")
+        raise invalid(f"unknown subcommand '{shown}'. Try {container.upper()} HELP.")
+    if (row.arity >= 0 and len(args) != row.arity) or len(args) < -row.arity:
+        raise invalid(f"wrong number of arguments for '{row.name}' command")
+    session.last_command = row.name
+    return name
 
 
 def integer(text: bytes) -> int:

@@ -18,19 +18,14 @@ import hashlib
 
 from aegiskv.cluster.shard_map import Member, ShardMap
 from aegiskv.cluster.slots import key_slot
-from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.protocols.adapter import HandlerContext
 from aegiskv.protocols.resp import encoder as resp
-from aegiskv.protocols.resp.arguments import Args
+from aegiskv.protocols.resp.arguments import Args, subcommand
 from aegiskv.protocols.session import Session
 
 
 def redis_node_id(node_id: str) -> str:
     return hashlib.sha1(node_id.encode(), usedforsecurity=False).hexdigest()
-
-
-def _wrong_arity(subcommand: str) -> CommandError:
-    return CommandError(ErrorKind.INVALID, f"wrong number of arguments for 'cluster|{subcommand}' command")
 
 
 def _resp_endpoint(member: Member) -> tuple[str, int]:
@@ -139,12 +134,8 @@ _HELP = [
 
 
 def cmd_cluster(server: HandlerContext, session: Session, args: Args) -> bytes:
-    sub = args[1].lower()
-    name = sub.decode("utf-8", "replace")
+    sub = subcommand("cluster", args, session)
     shard_map = server.topology.current
-    fixed_arity = {b"slots": 2, b"shards": 2, b"nodes": 2, b"info": 2, b"myid": 2, b"keyslot": 3, b"help": 2}
-    if sub in fixed_arity and len(args) != fixed_arity[sub]:
-        raise _wrong_arity(name)
     if sub == b"slots":
         return cluster_slots(shard_map)
     if sub == b"shards":
@@ -157,9 +148,7 @@ def cmd_cluster(server: HandlerContext, session: Session, args: Args) -> bytes:
         return resp.bulk(redis_node_id(server.settings.node_id).encode())
     if sub == b"keyslot":
         return resp.integer(key_slot(args[2]))
-    if sub == b"help":
-        return resp.array([resp.simple(line) for line in _HELP])
-    raise CommandError(ErrorKind.INVALID, f"unknown subcommand '{name}'. Try CLUSTER HELP.")
+    return resp.array([resp.simple(line) for line in _HELP])
 
 
 def cmd_readonly(server: HandlerContext, session: Session, args: Args) -> bytes:

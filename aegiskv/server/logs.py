@@ -1,0 +1,32 @@
+"""The node's log sink: set up at start-up, and again when CONFIG SET or SIGHUP changes the level."""
+
+from __future__ import annotations
+
+import sys
+
+from loguru import logger
+
+_LOGURU_LEVELS = {"debug": "DEBUG", "info": "INFO", "warn": "WARNING", "error": "ERROR"}
+
+
+def setup_logging(level: str, log_format: str) -> None:
+    """One stderr sink, text or JSON.
+
+    ``diagnose=False`` on every sink: loguru's default prints the value of every
+    local variable in a traceback's frames, which puts the settings (the auth
+    token, the gossip secret), request keys and values and sealed gossip bytes
+    into the log. ``backtrace=False``: a traceback starts where the exception was
+    caught, as Python prints it, not at the thread's first frame. Tracebacks are
+    for unexpected exceptions only; expected errors log one line.
+    """
+    logger.remove()
+    if log_format == "json":
+        logger.add(sys.stderr, level=_LOGURU_LEVELS[level], serialize=True, diagnose=False, backtrace=False)
+    else:
+        logger.add(
+            sys.stderr,
+            level=_LOGURU_LEVELS[level],
+            format="{time:YYYY-MM-DDTHH:mm:ss.SSSZ} {level: <7} {name}: {message}",
+            diagnose=False,
+            backtrace=False,
+        )
