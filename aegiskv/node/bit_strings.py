@@ -1,0 +1,131 @@
+"""Ranges and bits of a string value, computed as Redis 7.0 computes them.
+
+Pure functions of a value and the command's already-parsed arguments, used by
+the node's operations (aegiskv.node.operations): GETRANGE's and BITCOUNT's
+index rules (negative indexes count from the end, ranges are clamped),
+SETRANGE's and SETBIT's zero padding, BITPOS's rule for a clear bit past the
+end, and BITOP. Bit 0 is the most significant bit of byte 0, as in Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+# Redis bounds a string a command may grow to by proto-max-bulk-len (512 MiB by default).
+MAX_STRING_BYTES: Final = 512 * 1024 * 1024
+
+
+def clamp_range(start: int, end: int, length: int, refuse_reversed: bool = True) -> tuple[int, int] | None:
+    """Redis's inclusive [start, end] over ``length`` items, negatives from the end; None: empty.
+
+    ``refuse_reversed``: two negative indexes with start after end mean an
+    empty range at once (GETRANGE, BITCOUNT), before they are clamped.
+    """
+    if refuse_reversed and start < 0 and end < 0 and start > end:
+        return None
+    if start < 0:
+        start += length
+    if end < 0:
+        end += length
+    start = max(start, 0)
+    end = max(end, 0)
+    end = min(end, length - 1)
+    if start > end or length == 0:
+        return None
+    return start, end
+
+
+def get_range(value: bytes, start: int, end: int) -> bytes:
+    """GETRANGE: the bytes from ``start`` to ``end`` inclusive."""
+    bounds = clamp_range(start, end, len(value))
+    return b"" if bounds is None else value[bounds[0] : bounds[1] + 1]
+
+
+def set_range(value: bytes, offset: int, data: bytes) -> bytes:
+    """SETRANGE: ``data`` written at ``offset``, zero bytes filling any gap."""
+    if offset > len(value):
+        value += bytes(offset - len(value))
+    return value[:offset] + data + value[offset + len(data) :]
+
+
+def get_bit(value: bytes, offset: int) -> int:
+    byte = offset >> 3
+    if byte >= len(value):
+        return 0
+    return (value[byte] >> (7 - (offset & 7))) & 1
+
+
+def set_bit(value: bytes, offset: int, bit: int) -> tuple[bytes, int]:
+    """SETBIT: the new value (grown with zero bytes as needed) and the bit's old value."""
+    byte = offset >> 3
+    if byte >= len(value):
+        value += bytes(byte + 1 - len(value))
+    mask = 1 << (7 - (offset & 7))
+    old = 1 if value[byte] & mask else 0
+    new_byte = value[byte] | mask if bit else value[byte] & ~mask
+    return value[:byte] + bytes((new_byte,)) + value[byte + 1 :], old
+
+
+def bit_count(value: bytes, start: int | None, end: int | None, in_bits: bool) -> int:
+    """BITCOUNT over the whole value, or over [start, end] in bytes or (``in_bits``) bits."""
+    if start is None or end is None:
+        return int.from_bytes(value, "big").bit_count()
+    length = len(value) * 8 if in_bits else len(value)
+    bounds = clamp_range(start, end, length)
+    if bounds is None:
+        return 0
+    first, last = bounds
+    if not in_bits:
+        return int.from_bytes(value[first : last + 1], "big").bit_count()
+    chunk = int.from_bytes(value[first >> 3 : (last >> 3) + 1], "big")
+    chunk >>= 7 - (last & 7)  # drop the bits after ``last`` in its byte
+    return (chunk & ((1 << (last - first + 1)) - 1)).bit_count()
+
+
+def bit_position(value: bytes, bit: int, start: int | None, end: int | None, in_bits: bool) -> int:
+    """BITPOS: the first ``bit`` in the range, -1 when none.
+
+    As Redis: looking for a clear bit with no ``end`` given, a value of all set
+    bits answers the first bit past its end (the string is taken as padded with
+    zeros on the right); with an ``end`` given, -1. Unlike GETRANGE and
+    BITCOUNT, two negative indexes in the wrong order are clamped, not refused.
+    """
+    length = len(value) * 8 if in_bits else len(value)
+    bounds = clamp_range(start or 0, length - 1 if end is None else end, length, refuse_reversed=False)
+    if bounds is None:
+        return -1
+    first_bit, last_bit = bounds if in_bits else (bounds[0] * 8, bounds[1] * 8 + 7)
+    first_byte, last_byte = first_bit >> 3, last_bit >> 3
+    width = (last_byte - first_byte + 1) * 8
+    chunk = int.from_bytes(value[first_byte : last_byte + 1], "big")
+    if not bit:
+        chunk = ~chunk
+    # Keep the bits from first_bit to last_bit: drop those after, then those before.
+    chunk >>= 7 - (last_bit & 7)
+    chunk &= (1 << (last_bit - first_bit + 1)) - 1
+    if chunk:
+        return first_bit + (last_bit - first_bit + 1) - chunk.bit_length()
+    if not bit and end is None:
+        return first_byte * 8 + width
+    return -1
+
+
+def bit_operation(operation: bytes, sources: Sequence[bytes]) -> bytes:
+    """BITOP AND/OR/XOR/NOT over ``sources`` (missing keys given as b""), zero-padded to the longest."""
+    length = max((len(source) for source in sources), default=0)
+    if length == 0:
+        return b""
+    numbers = [int.from_bytes(source.ljust(length, b"\0"), "big") for source in sources]
+    if operation == b"NOT":
+        result = ~numbers[0] & ((1 << (8 * length)) - 1)
+    else:
+        result = numbers[0]
+        for number in numbers[1:]:
+            if operation == b"AND":
+                result &= number
+            elif operation == b"OR":
+                result |= number
+            else:
+                result ^= number
+    return result.to_bytes(length, "big")
