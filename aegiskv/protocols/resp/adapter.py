@@ -20,6 +20,7 @@ from aegiskv.protocols.errors import PeerProtocolError
 from aegiskv.protocols.resp import encoder
 from aegiskv.protocols.resp import reader as resp
 from aegiskv.protocols.resp.arguments import Args, RespHandler, invalid
+from aegiskv.protocols.resp.bitmaps import cmd_bitcount, cmd_bitop, cmd_bitpos, cmd_getbit, cmd_setbit
 from aegiskv.protocols.resp.cluster import cmd_cluster, cmd_readonly
 from aegiskv.protocols.resp.connection import (
     cmd_auth,
@@ -31,17 +32,24 @@ from aegiskv.protocols.resp.connection import (
     cmd_select,
 )
 from aegiskv.protocols.resp.keys import (
+    cmd_copy,
     cmd_dbsize,
     cmd_del,
     cmd_exists,
     cmd_flush,
+    cmd_keys,
     cmd_persist,
+    cmd_randomkey,
     cmd_scan,
+    cmd_touch,
     cmd_type,
     cmd_wait,
     expire_handler,
+    expire_time_handler,
+    rename_handler,
     ttl_handler,
 )
+from aegiskv.protocols.resp.objects import cmd_dump, cmd_object, cmd_restore
 from aegiskv.protocols.resp.server import (
     cmd_bgsave,
     cmd_command,
@@ -50,12 +58,16 @@ from aegiskv.protocols.resp.server import (
     cmd_lastsave,
     cmd_memory,
     cmd_save,
+    cmd_time,
 )
 from aegiskv.protocols.resp.strings import (
     cmd_append,
     cmd_get,
     cmd_getdel,
     cmd_getex,
+    cmd_getrange,
+    cmd_getset,
+    cmd_incrbyfloat,
     cmd_mget,
     cmd_mset,
     cmd_msetnx,
@@ -63,6 +75,7 @@ from aegiskv.protocols.resp.strings import (
     cmd_set,
     cmd_setex,
     cmd_setnx,
+    cmd_setrange,
     cmd_strlen,
     incr_handler,
 )
@@ -118,9 +131,33 @@ HANDLERS: Final[dict[str, RespHandler]] = {
     "cluster": cmd_cluster,
     "readonly": cmd_readonly,
     "readwrite": cmd_readonly,
+    # String and keyspace commands of issue 25.
+    "getset": cmd_getset,
+    "getrange": cmd_getrange,
+    "substr": cmd_getrange,
+    "setrange": cmd_setrange,
+    "incrbyfloat": cmd_incrbyfloat,
+    "setbit": cmd_setbit,
+    "getbit": cmd_getbit,
+    "bitcount": cmd_bitcount,
+    "bitpos": cmd_bitpos,
+    "bitop": cmd_bitop,
+    "keys": cmd_keys,
+    "rename": rename_handler(False),
+    "renamenx": rename_handler(True),
+    "copy": cmd_copy,
+    "randomkey": cmd_randomkey,
+    "touch": cmd_touch,
+    "expiretime": expire_time_handler(1000),
+    "pexpiretime": expire_time_handler(1),
+    "object": cmd_object,
+    "dump": cmd_dump,
+    "restore": cmd_restore,
+    "time": cmd_time,
 }
 
 _MEMORY: Final = COMMANDS["memory"]
+_OBJECT: Final = COMMANDS["object"]
 
 # Lookup keyed by the name exactly as sent: lower and upper case hit directly,
 # mixed case falls back to .lower().
@@ -166,6 +203,8 @@ _ERROR_PREFIX = {
     # Redis's prefix when it cannot persist (-MISCONF Errors writing to the AOF file: ...).
     ErrorKind.STORAGE_FAILED: "MISCONF",
     ErrorKind.TRYAGAIN: "TRYAGAIN",  # redis-py's cluster client retries it, as Redis Cluster's own
+    ErrorKind.CROSSSLOT: "CROSSSLOT",
+    ErrorKind.BUSYKEY: "BUSYKEY",
 }
 
 
@@ -220,6 +259,8 @@ class RespAdapter(WireAdapter[Args]):
             # Unauthenticated requests are refused (NOAUTH) before they could learn where keys live.
             if command is _MEMORY and request[1].upper() != b"USAGE":
                 return found  # only MEMORY USAGE names a key
+            if command is _OBJECT and request[1].upper() == b"HELP":
+                return found  # OBJECT HELP names none
             last = command.last_key if command.last_key > 0 else count + command.last_key
             router.check_all(request[command.first_key : last + 1 : command.key_step])
         return found

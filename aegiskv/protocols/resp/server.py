@@ -6,6 +6,7 @@ COMMAND COUNT, INFO, DOCS and LIST describe the command table's RESP rows
 
 from __future__ import annotations
 
+import time
 from typing import Final
 
 from aegiskv.node.commands import COMMAND_TABLE, Command
@@ -212,3 +213,9 @@ def _command_entry(name: bytes, command: Command) -> bytes:
             resp.EMPTY_ARRAY,  # subcommands
         ]
     )
+
+
+def cmd_time(server: HandlerContext, session: Session, args: Args) -> bytes:
+    """TIME: the server's wall clock as [seconds, microseconds] (redis-py's EXPIREAT helpers ask for it)."""
+    seconds, microseconds = divmod(time.time_ns() // 1000, 1_000_000)
+    return resp.bulk_array([b"%d" % seconds, b"%d" % microseconds])

@@ -199,3 +199,28 @@ def incr_handler(sign: int, takes_amount: bool) -> RespHandler:
         return resp.integer(session.node.incr_by(args[1], sign * amount))
 
     return handler
+
+
+# -- GETSET, GETRANGE, SETRANGE, INCRBYFLOAT (issue 25) ------------------------------------
+
+
+def cmd_getset(server: HandlerContext, session: Session, args: Args) -> bytes:
+    """GETSET: SET ... GET, so the TTL goes as with SET."""
+    return nullable(session.node.set(args[1], args[2], return_old=True).old_value, session)
+
+
+def cmd_getrange(server: HandlerContext, session: Session, args: Args) -> bytes:
+    """GETRANGE and SUBSTR: Redis parses both indexes before it looks the key up."""
+    start, end = integer(args[2]), integer(args[3])
+    return bulk(session.node.get_range(args[1], start, end))
+
+
+def cmd_setrange(server: HandlerContext, session: Session, args: Args) -> bytes:
+    offset = integer(args[2])
+    if offset < 0:
+        raise invalid("offset is out of range")
+    return resp.integer(session.node.set_range(args[1], offset, args[3]))
+
+
+def cmd_incrbyfloat(server: HandlerContext, session: Session, args: Args) -> bytes:
+    return bulk(session.node.incr_by_float(args[1], args[2]))
