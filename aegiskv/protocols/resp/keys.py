@@ -8,7 +8,7 @@ import random
 from aegiskv.node.operations import ExpireCondition, parse_integer
 from aegiskv.protocols.adapter import HandlerContext
 from aegiskv.protocols.resp import encoder as resp
-from aegiskv.protocols.resp.arguments import MS_LIMIT, NOT_INTEGER, SYNTAX, Args, RespHandler, integer, invalid
+from aegiskv.protocols.resp.arguments import MS_LIMIT, SYNTAX, Args, RespHandler, integer, invalid
 from aegiskv.protocols.session import Session, WaitRequest
 
 
@@ -199,8 +199,8 @@ def cmd_copy(server: HandlerContext, session: Session, args: Args) -> bytes:
             replace = True
         elif option == b"DB" and index + 1 < len(args):
             database = integer(args[index + 1])
-            if not -(2**31) <= database < 2**31:
-                raise invalid(NOT_INTEGER)
+            if not -(2**31) <= database < 2**31:  # Redis reads it as a C int
+                raise invalid("value is out of range, value must between -2147483648 and 2147483647")
             index += 1
         else:
             raise invalid(SYNTAX)
