@@ -14,7 +14,7 @@ from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.node.operations import parse_integer
 from aegiskv.protocols.adapter import HandlerContext
 from aegiskv.protocols.resp import encoder as resp
-from aegiskv.protocols.resp.arguments import SYNTAX, Args, integer, invalid
+from aegiskv.protocols.resp.arguments import MS_LIMIT, SYNTAX, Args, integer, invalid
 from aegiskv.protocols.session import Session
 
 # Redis keeps a string of up to 44 bytes in the object's own allocation (embstr).
@@ -120,5 +120,9 @@ def cmd_restore(server: HandlerContext, session: Session, args: Args) -> bytes:
         raise invalid("Invalid TTL value, must be >= 0")
     # 0: no TTL; otherwise milliseconds from now, or with ABSTTL a Unix time in milliseconds.
     deadline = NO_EXPIRY if ttl == 0 else ttl if absolute else node.now_ms() + ttl
+    if deadline != NO_EXPIRY and deadline > MS_LIMIT:
+        # Redis adds "now" in a signed 64-bit integer: the sum wraps negative, a deadline long
+        # past, so the key is not stored (and REPLACE still deletes the old one). As Redis.
+        deadline = 1
     node.restore(args[1], args[3], deadline, replace)
     return resp.OK
