@@ -24,7 +24,7 @@ METRIC_LABELS = {
     # The string and keyspace commands of issue 25 (GETSET counts as set, SUBSTR as getrange,
     # RENAMENX as rename, PEXPIRETIME as expiretime).
     "getrange", "setrange", "incrbyfloat", "setbit", "getbit", "bitcount", "bitpos", "bitop", "keys",
-    "rename", "copy", "randomkey", "touch", "expiretime", "object", "dump", "restore", "time",
+    "rename", "copy", "randomkey", "touch", "expiretime", "object", "dump", "restore", "time", "lcs",
 }  # fmt: skip
 
 
@@ -55,8 +55,8 @@ def test_scheduling_facts_follow_from_the_flags_and_keys() -> None:
     }  # fmt: skip
     assert _families_where("before_auth") == {"auth", "hello", "quit"}
     assert _families_where("batch") == {"del", "exists", "mget", "mset", "bitop", "touch"}
-    # KEYS and RANDOMKEY copy the key list; DUMP and RESTORE compute a CRC-64 in Python.
-    assert _families_where("slow") == {"info", "flush", "snapshot", "keys", "randomkey", "dump", "restore"}
+    # KEYS and RANDOMKEY copy the key list; DUMP and RESTORE compute a CRC-64 in Python, LCS a table.
+    assert _families_where("slow") == {"info", "flush", "snapshot", "keys", "randomkey", "dump", "restore", "lcs"}
     for command in COMMAND_TABLE:
         assert command.write == ("write" in command.flags)
         assert command.before_auth == ("no_auth" in command.flags)

@@ -429,7 +429,7 @@ COMMAND_NAMES += ["TYPE", "STRLEN", "APPEND", "INCR", "INCRBY", "DECR", "DECRBY"
 # The string and keyspace commands of issue 25 (fuzzed too; not sent to a fakeredis oracle).
 ISSUE_25_COMMANDS = ["GETSET", "GETRANGE", "SUBSTR", "SETRANGE", "INCRBYFLOAT", "SETBIT", "GETBIT", "BITCOUNT"]
 ISSUE_25_COMMANDS += ["BITPOS", "BITOP", "KEYS", "RENAME", "RENAMENX", "COPY", "RANDOMKEY", "TOUCH", "EXPIRETIME"]
-ISSUE_25_COMMANDS += ["PEXPIRETIME", "OBJECT", "DUMP", "RESTORE"]
+ISSUE_25_COMMANDS += ["PEXPIRETIME", "OBJECT", "DUMP", "RESTORE", "LCS"]
 # KEYS, RANDOMKEY, RESTORE and OBJECT get rules of their own (their replies are compared specially,
 # or depend on more than the arguments); the fuzzer sends the others blindly.
 COMMAND_NAMES += [name for name in ISSUE_25_COMMANDS if name not in ("KEYS", "RANDOMKEY", "RESTORE", "OBJECT")]
@@ -754,7 +754,7 @@ class RespOracleMachine(RuleBasedStateMachine):
     @staticmethod
     def crossing_slots(name: bytes, args: list[bytes]) -> bool:
         """RENAME, RENAMENX, COPY and BITOP (past their arity check) with keys of different slots."""
-        if (name in (b"RENAME", b"RENAMENX") and len(args) == 3) or (name == b"COPY" and len(args) >= 3):
+        if (name in (b"RENAME", b"RENAMENX") and len(args) == 3) or (name in (b"COPY", b"LCS") and len(args) >= 3):
             named = args[1:3]
         elif name == b"BITOP" and len(args) >= 4:
             named = args[2:]
@@ -992,6 +992,23 @@ class RespOracleMachine(RuleBasedStateMachine):
     )
     def bitop(self, channel, operation, destination, sources):
         self.check(channel, [b"BITOP", operation, destination, *sources])
+
+    @rule(
+        channel=channels,
+        first=st.one_of(same_slot_keys, keys),
+        second=st.one_of(same_slot_keys, keys),
+        options=flat(
+            st.lists(
+                st.one_of(
+                    st.sampled_from([[b"LEN"], [b"idx"], [b"WITHMATCHLEN"], [b"FOO"], [b"MINMATCHLEN"]]),
+                    st.tuples(word("MINMATCHLEN"), st.sampled_from([b"0", b"1", b"2", b"-3", b"x"])).map(list),
+                ),
+                max_size=3,
+            )
+        ),
+    )
+    def lcs(self, channel, first, second, options):
+        self.check(channel, [b"LCS", first, second, *options])
 
     # -- issue 25: keyspace -----------------------------------------------------------
 

@@ -335,7 +335,7 @@ def test_command_count_includes_the_new_commands(r: redis.Redis) -> None:
     names = {name.decode() if isinstance(name, bytes) else name for name in r.command_list()}
     new = {"time", "getset", "getrange", "substr", "setrange", "incrbyfloat", "setbit", "getbit", "bitcount"}
     new |= {"bitpos", "bitop", "keys", "rename", "renamenx", "copy", "randomkey", "touch", "expiretime"}
-    new |= {"pexpiretime", "object", "dump", "restore"}
+    new |= {"pexpiretime", "object", "dump", "restore", "lcs"}
     assert new <= names
     assert r.command_count() == len(names)
 
@@ -348,3 +348,23 @@ def test_redis_cli_reads_the_replies(aegis: LocalNode) -> None:
     subprocess.run([*run, "SET", "cli", "10.5"], check=True, capture_output=True)
     out = subprocess.run([*run, "INCRBYFLOAT", "cli", "0.1"], check=True, capture_output=True, text=True)
     assert out.stdout.strip() == "10.6"
+
+
+def test_lcs(r: redis.Redis) -> None:
+    r.set("{l}a", "ohmytext")
+    r.set("{l}b", "mynewtext")
+    assert r.lcs("{l}a", "{l}b") == b"mytext"
+    assert r.lcs("{l}a", "{l}b", len=True) == 6
+    assert r.execute_command("LCS", "{l}a", "{l}b", "IDX", "MINMATCHLEN", "4", "WITHMATCHLEN") == [
+        b"matches",
+        [[[4, 7], [5, 8], 4]],
+        b"len",
+        6,
+    ]
+    assert r.lcs("{l}a", "{l}missing") == b""
+    assert error_of(r, "LCS", "{l}a", "{l}b", "LEN", "IDX") == (
+        "If you want both the length and indexes, please just use IDX."
+    )
+    assert error_of(r, "LCS", "a", "b") == "Keys in request don't hash to the same slot"
+    r.set("{l}big", "x" * 4096)
+    assert "over this node's limit" in error_of(r, "LCS", "{l}big", "{l}big")

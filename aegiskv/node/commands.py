@@ -318,6 +318,8 @@ _ROWS = (
     _command("bitcount", -2, "readonly", _ONE_KEY, "bitmap", "Count set bits in a string"),
     _command("bitpos", -3, "readonly", _ONE_KEY, "bitmap", "Find first bit set or clear in a string"),
     _command("bitop", -4, "write denyoom", (2, -1, 1), "bitmap", "Perform bitwise operations between strings"),
+    # The table is built in Python: the worker pool (aegiskv.node.lcs).
+    _command("lcs", -3, "readonly", (1, 2, 1), "string", "Find longest common substring", slow=True),
     # -- keys
     _command("del", -2, "write", _ALL_KEYS, "keyspace", "Delete keys", native="DEL"),
     _command("unlink", -2, "write fast", _ALL_KEYS, "keyspace", "Delete keys", family="del"),

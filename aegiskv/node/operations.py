@@ -36,7 +36,7 @@ from aegiskv.backends.memory import MemoryBackend, entry_cost
 from aegiskv.cluster.replication import Change, Op
 from aegiskv.cluster.slots import ShardMapper, key_slot
 from aegiskv.errors import CommandError, ErrorKind
-from aegiskv.node import bit_strings, dump_payload, long_double
+from aegiskv.node import bit_strings, dump_payload, lcs, long_double
 from aegiskv.node.handoff_lock import HandoffLock, new_handoff_lock
 from aegiskv.node.pattern import glob_match
 from aegiskv.node.scan_cursors import ScanCursors, snapshot_budget
@@ -97,6 +97,10 @@ class KeyspaceLimits(NamedTuple):
 # the reactor would block on the lock instead and nothing would be gained (see
 # aegiskv/node/handoff_lock.py for why the handoff has to be explicit).
 BATCH_CHUNK: Final = 256
+
+# LCS builds a table of (len(a) + 1) * (len(b) + 1) cells in Python, about ten million a second
+# in the worker pool: this many (two strings of 2 KiB) take well under a second.
+LCS_MAX_CELLS: Final = 2**22
 
 
 def parse_integer(text: bytes) -> int | None:
@@ -581,6 +585,34 @@ class Node:
                 return 0
             self._put_or_refuse(destination, result, NO_EXPIRY)
             return len(result)
+
+    def longest_common_subsequence(
+        self, first: bytes, second: bytes, min_match: int = 0
+    ) -> tuple[bytes, list[lcs.Match], int]:
+        """LCS of two values (a missing key reads as empty); see aegiskv.node.lcs.
+
+        The values are read under one lock hold and the table is built outside it.
+        Refused as Redis refuses a table above 512 MiB, and above LCS_MAX_CELLS
+        (the table is built in Python, about ten million cells a second).
+        """
+        self.check_same_slot([first, second])
+        with self._lock:
+            values = []
+            for key in (first, second):
+                entry = self.backend.get_entry(key)
+                values.append(b"" if entry is None else bytes(entry.value))
+        cells = (len(values[0]) + 1) * (len(values[1]) + 1)
+        if cells * 4 > bit_strings.MAX_STRING_BYTES:
+            raise CommandError(
+                ErrorKind.INVALID, "Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len"
+            )
+        if cells > LCS_MAX_CELLS:
+            raise CommandError(
+                ErrorKind.INVALID,
+                f"LCS of {len(values[0])} and {len(values[1])} bytes needs {cells} table cells,"
+                f" over this node's limit of {LCS_MAX_CELLS}",
+            )
+        return lcs.longest_common_subsequence(values[0], values[1], min_match)
 
     # -- keyspace commands (RENAME, COPY, TOUCH, KEYS, RANDOMKEY, OBJECT, DUMP, RESTORE) --------
 

@@ -224,3 +224,43 @@ def cmd_setrange(server: HandlerContext, session: Session, args: Args) -> bytes:
 
 def cmd_incrbyfloat(server: HandlerContext, session: Session, args: Args) -> bytes:
     return bulk(session.node.incr_by_float(args[1], args[2]))
+
+
+def cmd_lcs(server: HandlerContext, session: Session, args: Args) -> bytes:
+    """LCS key1 key2 [LEN] [IDX] [MINMATCHLEN n] [WITHMATCHLEN], checked in Redis 7.0's order."""
+    session.node.check_same_slot(args[1:3])
+    want_length = want_ranges = with_match_length = False
+    min_match = 0
+    index = 3
+    while index < len(args):
+        option = args[index].upper()
+        if option == b"IDX":
+            want_ranges = True
+        elif option == b"LEN":
+            want_length = True
+        elif option == b"WITHMATCHLEN":
+            with_match_length = True
+        elif option == b"MINMATCHLEN" and index + 1 < len(args):
+            min_match = max(integer(args[index + 1]), 0)
+            index += 1
+        else:
+            raise invalid(SYNTAX)
+        index += 1
+    if want_length and want_ranges:
+        raise invalid("If you want both the length and indexes, please just use IDX.")
+    common, matches, length = session.node.longest_common_subsequence(args[1], args[2], min_match)
+    if want_length:
+        return resp.integer(length)
+    if not want_ranges:
+        return bulk(common)
+    encoded = []
+    for match in matches:
+        parts = [
+            resp.array([resp.integer(match.first[0]), resp.integer(match.first[1])]),
+            resp.array([resp.integer(match.second[0]), resp.integer(match.second[1])]),
+        ]
+        if with_match_length:
+            parts.append(resp.integer(match.length))
+        encoded.append(resp.array(parts))
+    pairs = [(bulk(b"matches"), resp.array(encoded)), (bulk(b"len"), resp.integer(length))]
+    return resp.mapping(pairs, session.protocol)
