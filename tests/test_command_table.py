@@ -25,6 +25,7 @@ METRIC_LABELS = {
     # RENAMENX as rename, PEXPIRETIME as expiretime).
     "getrange", "setrange", "incrbyfloat", "setbit", "getbit", "bitcount", "bitpos", "bitop", "keys",
     "rename", "copy", "randomkey", "touch", "expiretime", "object", "dump", "restore", "time", "lcs",
+    "bitfield", "bitfield_ro",
 }  # fmt: skip
 
 
@@ -51,7 +52,7 @@ def test_scheduling_facts_follow_from_the_flags_and_keys() -> None:
     # a second time. The families are those the scheduling table named before it was merged.
     assert _families_where("write") == {
         "getdel", "getex", "set", "append", "incr", "del", "expire", "persist", "mset", "flush",
-        "setrange", "incrbyfloat", "setbit", "bitop", "rename", "copy", "restore",
+        "setrange", "incrbyfloat", "setbit", "bitop", "rename", "copy", "restore", "bitfield",
     }  # fmt: skip
     assert _families_where("before_auth") == {"auth", "hello", "quit"}
     assert _families_where("batch") == {"del", "exists", "mget", "mset", "bitop", "touch"}

@@ -429,7 +429,7 @@ COMMAND_NAMES += ["TYPE", "STRLEN", "APPEND", "INCR", "INCRBY", "DECR", "DECRBY"
 # The string and keyspace commands of issue 25 (fuzzed too; not sent to a fakeredis oracle).
 ISSUE_25_COMMANDS = ["GETSET", "GETRANGE", "SUBSTR", "SETRANGE", "INCRBYFLOAT", "SETBIT", "GETBIT", "BITCOUNT"]
 ISSUE_25_COMMANDS += ["BITPOS", "BITOP", "KEYS", "RENAME", "RENAMENX", "COPY", "RANDOMKEY", "TOUCH", "EXPIRETIME"]
-ISSUE_25_COMMANDS += ["PEXPIRETIME", "OBJECT", "DUMP", "RESTORE", "LCS"]
+ISSUE_25_COMMANDS += ["PEXPIRETIME", "OBJECT", "DUMP", "RESTORE", "LCS", "BITFIELD", "BITFIELD_RO"]
 # KEYS, RANDOMKEY, RESTORE and OBJECT get rules of their own (their replies are compared specially,
 # or depend on more than the arguments); the fuzzer sends the others blindly.
 COMMAND_NAMES += [name for name in ISSUE_25_COMMANDS if name not in ("KEYS", "RANDOMKEY", "RESTORE", "OBJECT")]
@@ -468,6 +468,24 @@ float_amounts = st.one_of(
     st.sampled_from([b"inf", b"-inf", b"nan", b"1e5000", b"", b" 1", b"1 ", b"abc", b"1e", b"3"]),
     st.floats(allow_nan=False, allow_infinity=False, width=32).map(lambda number: repr(number).encode()),
     amounts,
+)
+field_types = st.one_of(
+    st.sampled_from([b"i1", b"u1", b"i8", b"u8", b"i5", b"u7", b"i63", b"u63", b"i64", b"u16", b"i32"]),
+    st.sampled_from([b"u64", b"i65", b"i0", b"I8", b"x8", b"u", b"i-1"]),  # refused
+)
+field_offsets = st.one_of(
+    st.integers(0, 40).map(b"%d".__mod__),
+    st.sampled_from([b"#0", b"#1", b"#3", b"#-1", b"-1", b"x", b"4294967296", b"#"]),
+)
+field_amounts = st.one_of(
+    st.integers(-300, 300).map(b"%d".__mod__),
+    st.sampled_from([b"9223372036854775807", b"-9223372036854775808", b"x", b"1.5"]),
+)
+bitfield_op = st.one_of(
+    st.tuples(word("GET"), field_types, field_offsets).map(list),
+    st.tuples(st.sampled_from([b"SET", b"incrby", b"IncrBy"]), field_types, field_offsets, field_amounts).map(list),
+    st.tuples(word("OVERFLOW"), st.sampled_from([b"WRAP", b"sat", b"Fail", b"bogus"])).map(list),
+    st.sampled_from([[b"GET", b"i8"], [b"FOO"], [b"OVERFLOW"]]),  # syntax errors
 )
 copy_option = st.one_of(
     word("REPLACE").map(lambda option: [option]),
@@ -1009,6 +1027,15 @@ class RespOracleMachine(RuleBasedStateMachine):
     )
     def lcs(self, channel, first, second, options):
         self.check(channel, [b"LCS", first, second, *options])
+
+    @rule(
+        channel=channels,
+        name=st.sampled_from([b"BITFIELD", b"bitfield", b"BITFIELD_RO"]),
+        key=keys,
+        ops=flat(st.lists(bitfield_op, max_size=4)),
+    )
+    def bitfield(self, channel, name, key, ops):
+        self.check(channel, [name, key, *ops])
 
     # -- issue 25: keyspace -----------------------------------------------------------
 

@@ -335,7 +335,7 @@ def test_command_count_includes_the_new_commands(r: redis.Redis) -> None:
     names = {name.decode() if isinstance(name, bytes) else name for name in r.command_list()}
     new = {"time", "getset", "getrange", "substr", "setrange", "incrbyfloat", "setbit", "getbit", "bitcount"}
     new |= {"bitpos", "bitop", "keys", "rename", "renamenx", "copy", "randomkey", "touch", "expiretime"}
-    new |= {"pexpiretime", "object", "dump", "restore", "lcs"}
+    new |= {"pexpiretime", "object", "dump", "restore", "lcs", "bitfield", "bitfield_ro"}
     assert new <= names
     assert r.command_count() == len(names)
 
@@ -368,3 +368,21 @@ def test_lcs(r: redis.Redis) -> None:
     assert error_of(r, "LCS", "a", "b") == "Keys in request don't hash to the same slot"
     r.set("{l}big", "x" * 4096)
     assert "over this node's limit" in error_of(r, "LCS", "{l}big", "{l}big")
+
+
+def test_bitfield(r: redis.Redis) -> None:
+    field = r.bitfield("bf")
+    assert field.set("i8", 0, 100).incrby("i8", 0, 100).get("u4", 0).execute() == [0, -56, 12]
+    assert r.bitfield("bf", default_overflow="SAT").incrby("u2", "#5", 7).execute() == [3]
+    assert r.bitfield("bf", default_overflow="FAIL").incrby("i8", 0, 200).execute() == [None]
+    assert r.bitfield_ro("bf", "i8", 0) == [-56]
+    assert r.execute_command("BITFIELD", "missing", "GET", "u8", "100") == [0]
+    assert r.exists("missing") == 0  # only GETs: nothing created
+    assert r.execute_command("BITFIELD", "grown", "OVERFLOW", "FAIL", "SET", "u2", "30", "9") == [None]
+    assert r.get("grown") == b"\0\0\0\0"  # grown to the bits it would write, even on FAIL, as Redis
+    assert error_of(r, "BITFIELD_RO", "bf", "SET", "u8", "0", "1") == "BITFIELD_RO only supports the GET subcommand"
+    assert error_of(r, "BITFIELD", "bf", "GET", "u64", "0").startswith("Invalid bitfield type.")
+    assert error_of(r, "BITFIELD", "bf", "OVERFLOW", "MAYBE") == "Invalid OVERFLOW type specified"
+    assert error_of(r, "BITFIELD", "bf", "SET", "u8", str(8 * 2**20), "1") == (
+        f"value of {2**20 + 1} bytes exceeds the limit of {2**20}"
+    )

@@ -4,13 +4,13 @@ Pure functions of a value and the command's already-parsed arguments, used by
 the node's operations (aegiskv.node.operations): GETRANGE's and BITCOUNT's
 index rules (negative indexes count from the end, ranges are clamped),
 SETRANGE's and SETBIT's zero padding, BITPOS's rule for a clear bit past the
-end, and BITOP. Bit 0 is the most significant bit of byte 0, as in Redis.
+end, BITOP, and BITFIELD's fields and overflow rules. Bit 0 is the most significant bit of byte 0, as in Redis.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, NamedTuple
 
 # Redis bounds a string a command may grow to by proto-max-bulk-len (512 MiB by default).
 MAX_STRING_BYTES: Final = 512 * 1024 * 1024
@@ -129,3 +129,106 @@ def bit_operation(operation: bytes, sources: Sequence[bytes]) -> bytes:
             else:
                 result ^= number
     return result.to_bytes(length, "big")
+
+
+# -- BITFIELD ------------------------------------------------------------------------------
+
+
+class BitfieldOp(NamedTuple):
+    """One BITFIELD subcommand, parsed: ``write`` is SET or INCRBY (``increment``: INCRBY)."""
+
+    write: bool
+    increment: bool
+    signed: bool
+    bits: int
+    offset: int
+    value: int  # SET's value or INCRBY's increment (a signed 64-bit integer)
+    overflow: str  # "wrap", "sat" or "fail", as the last OVERFLOW before it said
+
+
+def field_get(value: bytes | bytearray, offset: int, bits: int, signed: bool) -> int:
+    """The ``bits``-bit field at bit ``offset`` (past the end reads as zeros)."""
+    first, last = offset >> 3, (offset + bits - 1) >> 3
+    chunk = bytes(value[first : last + 1]).ljust(last - first + 1, b"\0")
+    number = int.from_bytes(chunk, "big") >> (7 - ((offset + bits - 1) & 7))
+    number &= (1 << bits) - 1
+    if signed and number >> (bits - 1):
+        number -= 1 << bits
+    return number
+
+
+def field_set(value: bytearray, offset: int, bits: int, number: int) -> None:
+    """Write the low ``bits`` bits of ``number`` at bit ``offset`` (``value`` already covers them)."""
+    first, last = offset >> 3, (offset + bits - 1) >> 3
+    shift = 7 - ((offset + bits - 1) & 7)
+    width = (last - first + 1) * 8
+    mask = ((1 << bits) - 1) << shift
+    chunk = int.from_bytes(value[first : last + 1], "big")
+    chunk = (chunk & ~mask & ((1 << width) - 1)) | ((number << shift) & mask)
+    value[first : last + 1] = chunk.to_bytes(last - first + 1, "big")
+
+
+def _int64(number: int) -> int:
+    """``number`` as C's int64_t holds it: wrapped to 64 bits, two's complement."""
+    number &= 2**64 - 1
+    return number - 2**64 if number >= 2**63 else number
+
+
+def _signed_overflow(value: int, increment: int, bits: int) -> int:
+    """Redis's checkSignedBitfieldOverflow: 1 above the range, -1 below, 0 within.
+
+    Written as the C is, int64 wrap-around included: its bounds on the increment
+    wrap for a value far outside the field's range, so SET i3 with -2**63 counts
+    as an overflow upwards (and SAT stores the maximum), as in Redis.
+    """
+    high = 2**63 - 1 if bits == 64 else (1 << (bits - 1)) - 1
+    low = -high - 1
+    most, least = _int64(high - value), _int64(low - value)
+    if value > high or (bits != 64 and increment > most) or (value >= 0 and increment > 0 and increment > most):
+        return 1
+    if value < low or (bits != 64 and increment < least) or (value < 0 and increment < 0 and increment < least):
+        return -1
+    return 0
+
+
+def _unsigned_overflow(value: int, increment: int, bits: int) -> int:
+    """Redis's checkUnsignedBitfieldOverflow (``value`` an unsigned 64-bit number)."""
+    high = (1 << bits) - 1
+    if value > high or (increment > 0 and increment > _int64(high - value)):
+        return 1
+    if increment < 0 and increment < _int64(-value):
+        return -1
+    return 0
+
+
+def field_result(old: int, op: BitfieldOp) -> tuple[int | None, int | None]:
+    """(what the reply says, what to write) for a SET or INCRBY on a field holding ``old``.
+
+    Redis's overflow rules: WRAP keeps the low bits (two's complement for
+    signed fields), SAT clamps to the type's range, FAIL writes nothing and
+    answers nil. SET's value, for an unsigned field, is first read as an
+    unsigned 64-bit number, as Redis casts it.
+    """
+    bits = op.bits
+    if op.increment:
+        value, increment = old, op.value
+    else:
+        value, increment = (op.value if op.signed else op.value % 2**64), 0
+    if op.signed:
+        overflow = _signed_overflow(value, increment, bits)
+        high = 2**63 - 1 if bits == 64 else (1 << (bits - 1)) - 1
+        low = -high - 1
+    else:
+        overflow = _unsigned_overflow(value, increment, bits)
+        high, low = (1 << bits) - 1, 0
+    if not overflow:
+        new = value + increment
+    elif op.overflow == "fail":
+        return None, None
+    elif op.overflow == "sat":
+        new = high if overflow > 0 else low
+    else:
+        new = (value + increment) % (1 << bits)
+        if op.signed and new > high:
+            new -= 1 << bits
+    return (new if op.increment else old), new

@@ -318,6 +318,15 @@ _ROWS = (
     _command("bitcount", -2, "readonly", _ONE_KEY, "bitmap", "Count set bits in a string"),
     _command("bitpos", -3, "readonly", _ONE_KEY, "bitmap", "Find first bit set or clear in a string"),
     _command("bitop", -4, "write denyoom", (2, -1, 1), "bitmap", "Perform bitwise operations between strings"),
+    _command("bitfield", -2, "write denyoom", _ONE_KEY, "bitmap", "Perform arbitrary bitfield integer operations"),
+    _command(
+        "bitfield_ro",
+        -2,
+        "readonly fast",
+        _ONE_KEY,
+        "bitmap",
+        "Perform arbitrary bitfield integer operations (GET only)",
+    ),
     # The table is built in Python: the worker pool (aegiskv.node.lcs).
     _command("lcs", -3, "readonly", (1, 2, 1), "string", "Find longest common substring", slow=True),
     # -- keys

@@ -614,6 +614,36 @@ class Node:
             )
         return lcs.longest_common_subsequence(values[0], values[1], min_match)
 
+    def bitfield(self, key: bytes, ops: Sequence[bit_strings.BitfieldOp]) -> list[int | None]:
+        """BITFIELD: each op's reply in order (None: an overflow under FAIL, nothing written).
+
+        As Redis, a BITFIELD with any SET or INCRBY first grows the value (creating the key)
+        to cover the highest bit they write, even when every one of them then fails; the
+        TTL is kept. Only GETs: nothing is written and a missing key reads as zeros.
+        """
+        writes = [op for op in ops if op.write]
+        with self._lock:
+            entry = self.backend.get_entry(key, touch=not writes)
+            value = bytearray(b"" if entry is None else bytes(entry.value))
+            if writes:
+                highest_byte = max((op.offset + op.bits - 1) >> 3 for op in writes)
+                self._check_grown_length(key, max(len(value), highest_byte + 1))
+                if len(value) <= highest_byte:
+                    value += bytes(highest_byte + 1 - len(value))
+            replies: list[int | None] = []
+            for op in ops:
+                old = bit_strings.field_get(value, op.offset, op.bits, op.signed)
+                if not op.write:
+                    replies.append(old)
+                    continue
+                reply, new = bit_strings.field_result(old, op)
+                if new is not None:
+                    bit_strings.field_set(value, op.offset, op.bits, new)
+                replies.append(reply)
+            if writes:
+                self._put_or_refuse(key, bytes(value), NO_EXPIRY if entry is None else entry.expires_at_ms)
+            return replies
+
     # -- keyspace commands (RENAME, COPY, TOUCH, KEYS, RANDOMKEY, OBJECT, DUMP, RESTORE) --------
 
     def rename(self, source: bytes, destination: bytes, only_if_absent: bool = False) -> bool | None:

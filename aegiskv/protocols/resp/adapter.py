@@ -20,7 +20,14 @@ from aegiskv.protocols.errors import PeerProtocolError
 from aegiskv.protocols.resp import encoder
 from aegiskv.protocols.resp import reader as resp
 from aegiskv.protocols.resp.arguments import Args, RespHandler, invalid
-from aegiskv.protocols.resp.bitmaps import cmd_bitcount, cmd_bitop, cmd_bitpos, cmd_getbit, cmd_setbit
+from aegiskv.protocols.resp.bitmaps import (
+    bitfield_handler,
+    cmd_bitcount,
+    cmd_bitop,
+    cmd_bitpos,
+    cmd_getbit,
+    cmd_setbit,
+)
 from aegiskv.protocols.resp.cluster import cmd_cluster, cmd_readonly
 from aegiskv.protocols.resp.connection import (
     cmd_auth,
@@ -144,6 +151,8 @@ HANDLERS: Final[dict[str, RespHandler]] = {
     "bitpos": cmd_bitpos,
     "bitop": cmd_bitop,
     "lcs": cmd_lcs,
+    "bitfield": bitfield_handler(False),
+    "bitfield_ro": bitfield_handler(True),
     "keys": cmd_keys,
     "rename": rename_handler(False),
     "renamenx": rename_handler(True),

@@ -1,4 +1,4 @@
-"""RESP bitmap commands: SETBIT, GETBIT, BITCOUNT, BITPOS, BITOP (Redis 7.0's argument rules and errors).
+"""RESP bitmap commands: SETBIT, GETBIT, BITCOUNT, BITPOS, BITOP, BITFIELD, BITFIELD_RO (Redis 7.0's rules).
 
 The bits themselves are computed in aegiskv.node.bit_strings; the node's
 operations read and write the values. Where Redis looks the key up before it
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Final
 
-from aegiskv.node.bit_strings import MAX_STRING_BYTES, bit_count, bit_position
+from aegiskv.node.bit_strings import MAX_STRING_BYTES, BitfieldOp, bit_count, bit_position
 from aegiskv.node.operations import parse_integer
 from aegiskv.protocols.adapter import HandlerContext
 from aegiskv.protocols.resp import encoder as resp
-from aegiskv.protocols.resp.arguments import SYNTAX, Args, integer, invalid
+from aegiskv.protocols.resp.arguments import SYNTAX, Args, RespHandler, integer, invalid
 from aegiskv.protocols.session import Session
 
 _BAD_OFFSET: Final = "bit offset is not an integer or out of range"
@@ -84,3 +84,65 @@ def cmd_bitop(server: HandlerContext, session: Session, args: Args) -> bytes:
     if operation == b"NOT" and len(args) != 4:
         raise invalid("BITOP NOT must be called with a single source key.")
     return resp.integer(session.node.bit_operation(operation, args[2], args[3:]))
+
+
+_BAD_TYPE: Final = "Invalid bitfield type. Use something like i16 u8. Note that u64 is not supported but i64 is."
+_OVERFLOWS: Final = {b"WRAP": "wrap", b"SAT": "sat", b"FAIL": "fail"}
+_FIELD_ARGUMENTS: Final = {b"GET": 2, b"SET": 3, b"INCRBY": 3}
+
+
+def _field_type(text: bytes) -> tuple[bool, int]:
+    """(signed, bits) of ``i1`` .. ``i64`` or ``u1`` .. ``u63``."""
+    signed = text[:1] == b"i"
+    bits = parse_integer(text[1:]) if text[:1] in (b"i", b"u") else None
+    if bits is None or bits < 1 or bits > (64 if signed else 63):
+        raise invalid(_BAD_TYPE)
+    return signed, bits
+
+
+def _field_offset(text: bytes, bits: int) -> int:
+    """A bit offset, or ``#n``: the n-th field of this width."""
+    by_field = text[:1] == b"#"
+    offset = parse_integer(text[1:] if by_field else text)
+    if offset is None:
+        raise invalid(_BAD_OFFSET)
+    if by_field:
+        offset *= bits
+    if offset < 0 or (offset >> 3) >= MAX_STRING_BYTES:
+        raise invalid(_BAD_OFFSET)
+    return offset
+
+
+def bitfield_handler(read_only: bool) -> RespHandler:
+    """BITFIELD, and BITFIELD_RO (GET only): every subcommand is parsed before any runs."""
+
+    def handler(server: HandlerContext, session: Session, args: Args) -> bytes:
+        ops: list[BitfieldOp] = []
+        overflow = "wrap"
+        index = 2
+        while index < len(args):
+            name = args[index].upper()
+            left = len(args) - index - 1
+            if name == b"OVERFLOW" and left >= 1:
+                chosen = _OVERFLOWS.get(args[index + 1].upper())
+                if chosen is None:
+                    raise invalid("Invalid OVERFLOW type specified")
+                overflow = chosen
+                index += 2
+                continue
+            needed = _FIELD_ARGUMENTS.get(name)
+            if needed is None or left < needed:
+                raise invalid(SYNTAX)
+            signed, bits = _field_type(args[index + 1])
+            offset = _field_offset(args[index + 2], bits)
+            write = name != b"GET"
+            amount = integer(args[index + 3]) if write else 0
+            ops.append(BitfieldOp(write, name == b"INCRBY", signed, bits, offset, amount, overflow))
+            index += 1 + needed
+        if read_only and any(op.write for op in ops):
+            raise invalid("BITFIELD_RO only supports the GET subcommand")
+        replies = session.node.bitfield(args[1], ops)
+        nil = resp.null(session.protocol)
+        return resp.array([nil if reply is None else resp.integer(reply) for reply in replies])
+
+    return handler
