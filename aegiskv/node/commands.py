@@ -430,7 +430,8 @@ _ROWS = (
         "Get the expiration Unix timestamp for a key in milliseconds",
         family="expiretime",
     ),
-    # Keys (2, 2, 1): OBJECT ENCODING's key, redirected like MEMORY USAGE's (see memory).
+    # Keys (2, 2, 1): OBJECT ENCODING's key, redirected like MEMORY USAGE's (see memory). OBJECT HELP
+    # has no third argument, so nothing is checked: no case of its own on the request path.
     _command("object", -2, "", (2, 2, 1), "keyspace", "Inspect the internals of a key", categories=""),
     _command(
         "dump",

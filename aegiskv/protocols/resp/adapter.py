@@ -168,7 +168,6 @@ HANDLERS: Final[dict[str, RespHandler]] = {
 }
 
 _MEMORY: Final = COMMANDS["memory"]
-_OBJECT: Final = COMMANDS["object"]
 
 # Lookup keyed by the name exactly as sent: lower and upper case hit directly,
 # mixed case falls back to .lower().
@@ -270,8 +269,6 @@ class RespAdapter(WireAdapter[Args]):
             # Unauthenticated requests are refused (NOAUTH) before they could learn where keys live.
             if command is _MEMORY and request[1].upper() != b"USAGE":
                 return found  # only MEMORY USAGE names a key
-            if command is _OBJECT and request[1].upper() == b"HELP":
-                return found  # OBJECT HELP names none
             last = command.last_key if command.last_key > 0 else count + command.last_key
             router.check_all(request[command.first_key : last + 1 : command.key_step])
         return found
