@@ -77,6 +77,8 @@ def test_getrange_and_setrange(r: redis.Redis) -> None:
     assert r.getrange("k", -1000, 2) == b"Hel"
     assert r.substr("k", 6, -1) == b"World"
     assert r.getrange("missing", 0, -1) == b""
+    r.set("big", b"x" * 70_000 + b"end")  # above 64 KiB the node hands out a view of the value
+    assert r.getrange("big", -3, -1) == b"end"
     assert r.setrange("k", 6, "Redis") == 11
     assert r.get("k") == b"Hello Redis"
     assert r.setrange("k", 15, "!") == 16  # past the end: zero bytes fill the gap

@@ -36,8 +36,8 @@ def clamp_range(start: int, end: int, length: int, refuse_reversed: bool = True)
     return start, end
 
 
-def get_range(value: bytes, start: int, end: int) -> bytes:
-    """GETRANGE: the bytes from ``start`` to ``end`` inclusive."""
+def get_range(value: bytes | memoryview, start: int, end: int) -> bytes | memoryview:
+    """GETRANGE: the bytes from ``start`` to ``end`` inclusive (a view of a view, not a copy)."""
     bounds = clamp_range(start, end, len(value))
     return b"" if bounds is None else value[bounds[0] : bounds[1] + 1]
 

@@ -512,7 +512,8 @@ class Node:
     def get_range(self, key: bytes, start: int, end: int) -> bytes:
         """GETRANGE: a missing key reads as the empty string."""
         entry = self.get_entry(key)
-        return b"" if entry is None else bit_strings.get_range(bytes(entry.value), start, end)
+        # Sliced before it is copied: a large value is a memoryview, and only the range is needed.
+        return b"" if entry is None else bytes(bit_strings.get_range(entry.value, start, end))
 
     def set_range(self, key: bytes, offset: int, data: bytes) -> int:
         """SETRANGE: write ``data`` at ``offset`` (zero-padding); keeps the TTL; returns the new length.
