@@ -27,6 +27,9 @@ class ErrorKind(enum.Enum):
     # A write whose outcome is unknown (its quorum or its primary's lease failed), or a shard
     # with no primary yet (an election under way): the client may retry.
     TRYAGAIN = "tryagain"
+    # A command's keys hash to different slots (RENAME, COPY, BITOP), refused as Redis Cluster does.
+    CROSSSLOT = "crossslot"
+    BUSYKEY = "busykey"  # RESTORE without REPLACE onto a key that exists
 
 
 class CommandError(Exception):

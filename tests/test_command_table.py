@@ -21,6 +21,11 @@ METRIC_LABELS = {
     "set", "append", "incr", "del", "exists", "expire", "persist", "ttl", "type", "strlen", "mget",
     "mset", "dbsize", "flush", "snapshot", "lastsave", "scan", "command", "client", "config",
     "topology", "cluster", "readonly", "memory", "wait", "acl", "slowlog", "latency",
+    # The string and keyspace commands of issue 25 (GETSET counts as set, SUBSTR as getrange,
+    # RENAMENX as rename, PEXPIRETIME as expiretime).
+    "getrange", "setrange", "incrbyfloat", "setbit", "getbit", "bitcount", "bitpos", "bitop", "keys",
+    "rename", "copy", "randomkey", "touch", "expiretime", "object", "dump", "restore", "time", "lcs",
+    "bitfield", "bitfield_ro",
 }  # fmt: skip
 
 
@@ -47,10 +52,12 @@ def test_scheduling_facts_follow_from_the_flags_and_keys() -> None:
     # a second time. The families are those the scheduling table named before it was merged.
     assert _families_where("write") == {
         "getdel", "getex", "set", "append", "incr", "del", "expire", "persist", "mset", "flush",
+        "setrange", "incrbyfloat", "setbit", "bitop", "rename", "copy", "restore", "bitfield",
     }  # fmt: skip
     assert _families_where("before_auth") == {"auth", "hello", "quit"}
-    assert _families_where("batch") == {"del", "exists", "mget", "mset"}
-    assert _families_where("slow") == {"info", "flush", "snapshot"}
+    assert _families_where("batch") == {"del", "exists", "mget", "mset", "bitop", "touch"}
+    # KEYS and RANDOMKEY copy the key list; DUMP and RESTORE compute a CRC-64 in Python, LCS a table.
+    assert _families_where("slow") == {"info", "flush", "snapshot", "keys", "randomkey", "dump", "restore", "lcs"}
     for command in COMMAND_TABLE:
         assert command.write == ("write" in command.flags)
         assert command.before_auth == ("no_auth" in command.flags)
@@ -84,7 +91,10 @@ def test_native_routes_every_request_opcode_by_its_row() -> None:
         assert handler is native_handlers.HANDLERS[Opcode(opcode)]
     # The rows' key positions decide which requests the router checks: these carry keys.
     keyed = {Opcode(opcode).name for opcode, (command, _) in routes.items() if command.first_key}
-    assert keyed == {"GET", "GET_TTL", "SET", "DEL", "EXPIRE", "PERSIST", "MGET", "MSET"}
+    assert keyed == {
+        "GET", "GET_TTL", "SET", "DEL", "EXPIRE", "PERSIST", "MGET", "MSET",
+        "SETRANGE", "GETRANGE", "INCRBYFLOAT", "RENAME", "COPY", "TOUCH", "EXPIRE_TIME",
+    }  # fmt: skip
 
 
 def _handler() -> None:

@@ -816,7 +816,14 @@ def test_command_info(r: redis.Redis) -> None:
 
 
 def test_command_list_filters(r: redis.Redis) -> None:
-    assert call_raw(r, "COMMAND", "LIST", "FILTERBY", "PATTERN", "get*") == [b"get", b"getdel", b"getex"]
+    assert call_raw(r, "COMMAND", "LIST", "FILTERBY", "PATTERN", "get*") == [
+        b"get",
+        b"getbit",
+        b"getdel",
+        b"getex",
+        b"getrange",
+        b"getset",
+    ]
     assert call_raw(r, "COMMAND", "LIST", "FILTERBY", "PATTERN", "GET") == [b"get"]
     assert call_raw(r, "COMMAND", "LIST", "FILTERBY", "MODULE", "any") == []
     strings = call_raw(r, "COMMAND", "LIST", "FILTERBY", "ACLCAT", "string")

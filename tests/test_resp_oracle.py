@@ -39,6 +39,8 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
+from aegiskv.cluster.slots import key_slot
+from aegiskv.node import dump_payload
 from tests.effort import examples
 
 ORACLE = os.environ.get("RESP_ORACLE") or ("redis-server" if shutil.which("redis-server") else "fakeredis")
@@ -254,7 +256,12 @@ class Ttl(NamedTuple):
 # A small key space so commands collide; glob metacharacters, the empty key and a non-UTF-8 byte
 # exercise SCAN MATCH and the reply encoding.
 KEYS = [b"a", b"b", b"c", b"ab", b"abc", b"ba", b"", b"a*", b"x?", b"[", b"\\", b"^", b"\xff", b"\x00", b"k:1", b"k-2"]
+# Keys in the slot of "a" (a hash tag): RENAME, COPY and BITOP between them run on both servers;
+# between keys of different slots AegisKV refuses them as Redis Cluster (CROSSSLOT).
+SAME_SLOT = [b"a", b"{a}x", b"{a}y"]
+KEYS += SAME_SLOT[1:]
 keys = st.sampled_from(KEYS)
+same_slot_keys = st.sampled_from(SAME_SLOT)
 NUMERIC = [
     b"0",
     b"1",
@@ -419,6 +426,13 @@ FUZZ_WORDS += [b"PERSIST", b"EX", b"PX", b"MATCH", b"COUNT", b"TYPE", b"ASYNC", 
 COMMAND_NAMES = ["GET", "SET", "SETNX", "SETEX", "PSETEX", "GETDEL", "GETEX", "MGET", "MSET", "MSETNX", "DEL"]
 COMMAND_NAMES += ["UNLINK", "EXISTS", "TTL", "PTTL", "EXPIRE", "PEXPIRE", "EXPIREAT", "PEXPIREAT", "PERSIST"]
 COMMAND_NAMES += ["TYPE", "STRLEN", "APPEND", "INCR", "INCRBY", "DECR", "DECRBY", "DBSIZE", "SCAN"]
+# The string and keyspace commands of issue 25 (fuzzed too; not sent to a fakeredis oracle).
+ISSUE_25_COMMANDS = ["GETSET", "GETRANGE", "SUBSTR", "SETRANGE", "INCRBYFLOAT", "SETBIT", "GETBIT", "BITCOUNT"]
+ISSUE_25_COMMANDS += ["BITPOS", "BITOP", "KEYS", "RENAME", "RENAMENX", "COPY", "RANDOMKEY", "TOUCH", "EXPIRETIME"]
+ISSUE_25_COMMANDS += ["PEXPIRETIME", "OBJECT", "DUMP", "RESTORE", "LCS", "BITFIELD", "BITFIELD_RO"]
+# KEYS, RANDOMKEY, RESTORE and OBJECT get rules of their own (their replies are compared specially,
+# or depend on more than the arguments); the fuzzer sends the others blindly.
+COMMAND_NAMES += [name for name in ISSUE_25_COMMANDS if name not in ("KEYS", "RANDOMKEY", "RESTORE", "OBJECT")]
 fuzz_command = st.one_of(
     st.tuples(st.sampled_from(COMMAND_NAMES).flatmap(word), st.lists(st.sampled_from(FUZZ_WORDS), max_size=5)),
     # Unknown commands: the error quotes the arguments, so try long, binary and NUL-carrying ones.
@@ -429,6 +443,62 @@ fuzz_command = st.one_of(
 ).map(lambda parts: [parts[0], *parts[1]])
 
 channels = st.sampled_from(CHANNELS)
+
+# -- issue 25's arguments: indexes around a small value's length, and the edges of the types
+small_index = st.integers(-12, 12).map(b"%d".__mod__)
+indexes = st.one_of(
+    small_index,
+    st.sampled_from([b"9223372036854775807", b"-9223372036854775808", b"100", b"-100", *NOT_INTEGERS]),
+)
+# SETRANGE offsets: small ones, and ones refused before anything is built (a valid large offset
+# would make both servers allocate hundreds of MiB; AegisKV would refuse it at its value limit).
+setrange_offsets = st.one_of(
+    st.integers(0, 24).map(b"%d".__mod__), st.sampled_from([b"-1", b"536870912", b"abc", b"1.5"])
+)
+bit_offsets = st.one_of(
+    st.integers(0, 100).map(b"%d".__mod__),
+    st.sampled_from([b"-1", b"4294967296", b"abc", b"", b"9223372036854775808"]),
+)
+# The last valid bit offset: GETBIT only (SETBIT would make redis-server allocate 512 MiB).
+getbit_offsets = st.one_of(bit_offsets, st.just(b"4294967295"))
+bit_values = st.sampled_from([b"0", b"1", b"2", b"-1", b"abc", b"01"])
+bit_units = st.sampled_from([b"BIT", b"byte", b"Bit", b"WORD"])
+float_amounts = st.one_of(
+    st.sampled_from([b"0.1", b"-0.1", b"1.5e3", b"1e-20", b"5.", b".5", b"-0", b"0x1p3", b"1e308", b"1e4000"]),
+    st.sampled_from([b"inf", b"-inf", b"nan", b"1e5000", b"", b" 1", b"1 ", b"abc", b"1e", b"3"]),
+    st.floats(allow_nan=False, allow_infinity=False, width=32).map(lambda number: repr(number).encode()),
+    amounts,
+)
+field_types = st.one_of(
+    st.sampled_from([b"i1", b"u1", b"i8", b"u8", b"i5", b"u7", b"i63", b"u63", b"i64", b"u16", b"i32"]),
+    st.sampled_from([b"u64", b"i65", b"i0", b"I8", b"x8", b"u", b"i-1"]),  # refused
+)
+field_offsets = st.one_of(
+    st.integers(0, 40).map(b"%d".__mod__),
+    st.sampled_from([b"#0", b"#1", b"#3", b"#-1", b"-1", b"x", b"4294967296", b"#"]),
+)
+field_amounts = st.one_of(
+    st.integers(-300, 300).map(b"%d".__mod__),
+    st.sampled_from([b"9223372036854775807", b"-9223372036854775808", b"x", b"1.5"]),
+)
+bitfield_op = st.one_of(
+    st.tuples(word("GET"), field_types, field_offsets).map(list),
+    st.tuples(st.sampled_from([b"SET", b"incrby", b"IncrBy"]), field_types, field_offsets, field_amounts).map(list),
+    st.tuples(word("OVERFLOW"), st.sampled_from([b"WRAP", b"sat", b"Fail", b"bogus"])).map(list),
+    st.sampled_from([[b"GET", b"i8"], [b"FOO"], [b"OVERFLOW"]]),  # syntax errors
+)
+copy_option = st.one_of(
+    word("REPLACE").map(lambda option: [option]),
+    st.tuples(word("DB"), st.sampled_from([b"0", b"x", b"99999999999"])).map(list),
+    st.sampled_from([[b"DB"], [b"FOO"]]),  # syntax errors (DB 1 differs by design: cluster mode)
+)
+restore_option = st.one_of(
+    word("REPLACE").map(lambda option: [option]),
+    word("ABSTTL").map(lambda option: [option]),
+    st.tuples(word("IDLETIME"), st.sampled_from([b"0", b"100", b"-1", b"x"])).map(list),
+    st.tuples(word("FREQ"), st.sampled_from([b"0", b"255", b"256", b"-1", b"x"])).map(list),
+    st.sampled_from([[b"FOO"], [b"IDLETIME"]]),
+)
 
 
 # -- fakeredis's known deviations from Redis 7.0 ------------------------------------------------
@@ -483,6 +553,8 @@ def fakeredis_deviation(args: list[bytes]) -> Deviation | None:
     name = args[0].upper()
     words = [arg.upper() for arg in args]
     options = list(zip(words[2::2], args[3::2]))  # SCAN's (option, value) pairs
+    if name.decode("latin-1") in ISSUE_25_COMMANDS:
+        return Deviation("issue 25's commands are compared with redis-server only", False)
     # Replies that differ in kind (a value against an error): the command is not sent.
     if name == b"SET" and any(words[3:].count(word) > 1 for word in (*_EXPIRY_ARGUMENT_AFTER, b"KEEPTTL")):
         return Deviation("SET with a TTL option twice: Redis takes the last, fakeredis says 'syntax error'", False)
@@ -584,6 +656,27 @@ def _scan_page(reply: Any) -> tuple[bytes, list[bytes]] | None:
     return cursor, list(items)
 
 
+def _bulk(reply: Any) -> bytes | None:
+    """The bytes of a bulk-string reply on either channel (None: nil or not a bulk string)."""
+    if isinstance(reply, RawReply):
+        return reply.tree[1] if reply.tree[0] == b"$" else None
+    return reply if isinstance(reply, bytes) else None
+
+
+def _key_set(reply: Any) -> Any:
+    """A KEYS reply as a sorted list of keys, the reply itself when it is an error."""
+    if isinstance(reply, RawReply):
+        kind, items = reply.tree
+        return sorted(item[1] for item in items) if kind == b"*" else reply
+    return sorted(reply) if isinstance(reply, list) else reply
+
+
+def _dumped(reply: Any) -> Any:
+    """The value a DUMP payload holds (read with AegisKV's reader, which the dump tests check)."""
+    payload = _bulk(reply)
+    return reply if payload is None else dump_payload.decode(payload)
+
+
 # -- the machine -----------------------------------------------------------------------------
 
 
@@ -651,16 +744,41 @@ class RespOracleMachine(RuleBasedStateMachine):
         if name == b"SCAN" and len(args) > 1:
             self.check_scan(channel, args, deviation)
             return
+        if self.crossing_slots(name, args):
+            mine = self.aegis.run(channel, args)
+            self.history.append(f"  [{channel}] {_show(args)} -> {mine!r} (keys of different slots: CROSSSLOT)")
+            if "CROSSSLOT" not in str(mine) and "same slot" not in str(mine):
+                self._fail(f"{_show(args)}: keys of different slots were not refused", mine, "CROSSSLOT")
+            return
         mine = self.aegis.run(channel, args)
         theirs = self.oracle.run(channel, args)
         self.history.append(f"  [{channel}] {_show(args)} -> {mine!r} | {theirs!r}")
-        if name in (b"TTL", b"PTTL") and len(args) == 2:
+        if name in (b"TTL", b"PTTL", b"EXPIRETIME", b"PEXPIRETIME") and len(args) == 2:
             # fakeredis keeps deadlines as float seconds: near 2**63 ms they are off by seconds.
+            # EXPIRETIME: a relative TTL makes a deadline that differs by the time between the servers.
             relative = 1e-15 if self.oracle_kind == "fakeredis" else 0.0
-            if not _ttl_equal(mine, theirs, 1000 if name == b"TTL" else 1, relative):
+            if not _ttl_equal(mine, theirs, 1 if name.startswith(b"P") else 1000, relative):
                 self._fail(f"{_show(args)}: TTL differs by more than {TTL_TOLERANCE_MS} ms", mine, theirs)
+        elif name == b"KEYS" and not _is_error(theirs):
+            # Each server lists its keys in its own order.
+            self.compare(_show(args) + " (as a set)", deviation, _key_set(mine), _key_set(theirs))
+        elif name == b"DUMP" and len(_dumped(theirs) if _bulk(theirs) else b"") > 20:
+            # Redis LZF-compresses values over 20 bytes; AegisKV never does (both read either):
+            # the values the payloads hold must be equal.
+            self.compare(_show(args) + " (payload's value)", deviation, _dumped(mine), _dumped(theirs))
         else:
             self.compare(_show(args), deviation, mine, theirs)
+
+    @staticmethod
+    def crossing_slots(name: bytes, args: list[bytes]) -> bool:
+        """RENAME, RENAMENX, COPY and BITOP (past their arity check) with keys of different slots."""
+        if (name in (b"RENAME", b"RENAMENX") and len(args) == 3) or (name in (b"COPY", b"LCS") and len(args) >= 3):
+            named = args[1:3]
+        elif name == b"BITOP" and len(args) >= 4:
+            named = args[2:]
+        else:
+            return False
+        return len({key_slot(key) for key in named}) > 1
 
     def check_scan(self, channel: str, args: list[bytes], deviation: Deviation | None) -> None:
         """A whole SCAN loop on each server; the keys seen, as sets, must match.
@@ -829,6 +947,175 @@ class RespOracleMachine(RuleBasedStateMachine):
     @rule(channel=channels, cursor=scan_cursor, options=flat(st.lists(scan_option, max_size=3)))
     def scan(self, channel, cursor, options):
         self.check(channel, [b"SCAN", cursor, *options])
+
+    # -- issue 25: strings -------------------------------------------------------------
+
+    @rule(channel=channels, command=command("GETSET", keys, values))
+    def getset(self, channel, command):
+        self.check(channel, command)
+
+    @rule(
+        channel=channels,
+        command=st.one_of(command("GETRANGE", keys, indexes, indexes), command("SUBSTR", keys, indexes, indexes)),
+    )
+    def getrange(self, channel, command):
+        self.check(channel, command)
+
+    @rule(channel=channels, command=command("SETRANGE", keys, setrange_offsets, values))
+    def setrange(self, channel, command):
+        self.check(channel, command)
+
+    @rule(channel=channels, command=command("INCRBYFLOAT", keys, float_amounts))
+    def incrbyfloat(self, channel, command):
+        self.check(channel, command)
+
+    @rule(channel=channels, command=st.tuples(keys, st.sampled_from([b"10.50", b"1e4931", b"-3", b"0x10", b"1.5"])))
+    def incrbyfloat_stored(self, channel, command):
+        # Stored numbers INCRBYFLOAT reads (a random value is rarely one).
+        key, value = command
+        self.check(channel, [b"SET", key, value])
+        self.check(channel, [b"INCRBYFLOAT", key, b"0.1"])
+
+    @rule(
+        channel=channels,
+        command=st.one_of(
+            command("SETBIT", keys, bit_offsets, bit_values),
+            command("GETBIT", keys, getbit_offsets),
+        ),
+    )
+    def bits(self, channel, command):
+        self.check(channel, command)
+
+    @rule(
+        channel=channels,
+        command=st.one_of(
+            command("BITCOUNT", keys),
+            command("BITCOUNT", keys, indexes, indexes),
+            command("BITCOUNT", keys, indexes, indexes, bit_units),
+            command("BITCOUNT", keys, indexes),  # a syntax error, unless the key is missing
+            command("BITPOS", keys, bit_values),
+            command("BITPOS", keys, bit_values, indexes),
+            command("BITPOS", keys, bit_values, indexes, indexes),
+            command("BITPOS", keys, bit_values, indexes, indexes, bit_units),
+        ),
+    )
+    def bit_queries(self, channel, command):
+        self.check(channel, command)
+
+    @rule(
+        channel=channels,
+        operation=st.sampled_from([b"AND", b"or", b"Xor", b"NOT", b"NAND"]),
+        destination=st.one_of(same_slot_keys, keys),
+        sources=st.lists(st.one_of(same_slot_keys, same_slot_keys, keys), min_size=1, max_size=3),
+    )
+    def bitop(self, channel, operation, destination, sources):
+        self.check(channel, [b"BITOP", operation, destination, *sources])
+
+    @rule(
+        channel=channels,
+        first=st.one_of(same_slot_keys, keys),
+        second=st.one_of(same_slot_keys, keys),
+        options=flat(
+            st.lists(
+                st.one_of(
+                    st.sampled_from([[b"LEN"], [b"idx"], [b"WITHMATCHLEN"], [b"FOO"], [b"MINMATCHLEN"]]),
+                    st.tuples(word("MINMATCHLEN"), st.sampled_from([b"0", b"1", b"2", b"-3", b"x"])).map(list),
+                ),
+                max_size=3,
+            )
+        ),
+    )
+    def lcs(self, channel, first, second, options):
+        self.check(channel, [b"LCS", first, second, *options])
+
+    @rule(
+        channel=channels,
+        name=st.sampled_from([b"BITFIELD", b"bitfield", b"BITFIELD_RO"]),
+        key=keys,
+        ops=flat(st.lists(bitfield_op, max_size=4)),
+    )
+    def bitfield(self, channel, name, key, ops):
+        self.check(channel, [name, key, *ops])
+
+    # -- issue 25: keyspace -----------------------------------------------------------
+
+    @rule(
+        channel=channels,
+        name=st.sampled_from([b"RENAME", b"renamenx", b"COPY"]),
+        source=st.one_of(same_slot_keys, keys),
+        destination=st.one_of(same_slot_keys, keys),
+        options=flat(st.lists(copy_option, max_size=2)),
+    )
+    def rename_copy(self, channel, name, source, destination, options):
+        self.check(channel, [name, source, destination, *(options if name == b"COPY" else [])])
+
+    @rule(channel=channels, pattern=patterns)
+    def keys_(self, channel, pattern):
+        self.check(channel, [b"KEYS", pattern])
+
+    @rule(channel=channels, command=st.tuples(word("TOUCH"), st.lists(keys, min_size=1, max_size=4)))
+    def touch(self, channel, command):
+        self.check(channel, [command[0], *command[1]])
+
+    @rule(channel=channels, command=st.one_of(command("EXPIRETIME", keys), command("PEXPIRETIME", keys)))
+    def expiretime(self, channel, command):
+        self.check(channel, command)
+
+    @rule(channel=channels)
+    def randomkey(self, channel):
+        # Random on both sides: nil on both, or on each a key that exists there.
+        mine = self.aegis.run(channel, [b"RANDOMKEY"])
+        theirs = self.oracle.run(channel, [b"RANDOMKEY"])
+        self.history.append(f"  [{channel}] RANDOMKEY -> {mine!r} | {theirs!r}")
+        picked = _bulk(mine)
+        if (picked is None) != (_bulk(theirs) is None):
+            self._fail("RANDOMKEY: nil on one side only", mine, theirs)
+        if picked is not None and self.aegis.run("redis-py", [b"EXISTS", picked]) != 1:
+            self._fail("RANDOMKEY named a key that does not exist", mine, theirs)
+
+    @rule(
+        channel=channels,
+        command=st.sampled_from(
+            [
+                [b"OBJECT", b"HELP"],
+                [b"object", b"help", b"x"],
+                [b"OBJECT", b"FOO"],
+                [b"OBJECT", b"ENCODING"],
+                [b"OBJECT", b"encoding", b"nosuchkey"],
+                [b"OBJECT", b"REFCOUNT", b"nosuchkey"],
+                [b"OBJECT", b"ENCODING", b"a", b"b"],
+                [b"OBJECT"],
+            ]
+        ),
+    )
+    def object_(self, channel, command):
+        # ENCODING, REFCOUNT, FREQ and IDLETIME of existing keys depend on each server's history
+        # and eviction policy (tests/test_resp_string_keyspace.py and docs/redis-compatibility.md).
+        self.check(channel, command)
+
+    @rule(channel=channels, command=command("DUMP", keys))
+    def dump(self, channel, command):
+        self.check(channel, command)
+
+    @rule(
+        channel=channels,
+        source=keys,
+        into=keys,
+        ttl=st.one_of(st.just(b"0"), ttl_millis, st.sampled_from([b"-1", b"x"]), future_millis),
+        past=past_millis,
+        options=flat(st.lists(restore_option, max_size=2)),
+        corrupt=st.booleans(),
+    )
+    def restore(self, channel, source, into, ttl, past, options, corrupt):
+        # A deadline in the past only with ABSTTL (nothing is stored): as a relative TTL of a few
+        # milliseconds, whether the key is still there at the next command would depend on timing.
+        if b"ABSTTL" in [option.upper() for option in options] and ttl == b"0":
+            ttl = past
+        # The payload is redis-server's own DUMP (a missing source: a payload of ours for "v").
+        payload = _bulk(self.oracle.run("redis-py", [b"DUMP", source])) or dump_payload.encode(b"v")
+        if corrupt:
+            payload = payload[:-1] + bytes([payload[-1] ^ 1])
+        self.check(channel, [b"RESTORE", into, ttl, payload, *options])
 
     # -- errors ------------------------------------------------------------------------
 

@@ -751,6 +751,15 @@ class MemoryBackend(Backend):
                     result.append(key)
         return result
 
+    def was_read(self, key: bytes) -> int | None:
+        """1 when ``key`` sits in protected (read since it was written or demoted), 0 in probation,
+        None when absent: the one thing the SLRU knows of a key's use (OBJECT FREQ). O(1), no access."""
+        if key in self._protected_map:
+            return 1
+        if key in self._probation_map:
+            return 0
+        return None
+
     def key_snapshot(self) -> list[bytes]:
         # dict.keys walks the table at C speed; iterating an OrderedDict is 20x slower.
         return [*dict.keys(self._probation), *dict.keys(self._protected)]

@@ -19,7 +19,9 @@ after a failure that repeating it cannot turn into a different outcome:
 
 Idempotent: ``get``, ``get_with_ttl``, ``set`` and ``set_with_ttl`` without a
 condition, ``delete``, ``expire``, ``persist``, ``mget``, ``mset``, ``ping``,
-``info``, ``topology``. Not idempotent: ``set`` with ``only_if_absent``,
+``info``, ``topology``, ``get_range``, ``set_range``, ``touch``, ``expire_time``,
+``copy`` with ``replace``. Not idempotent: ``incr_by_float``, ``rename``, ``copy``
+without ``replace``, and ``set`` with ``only_if_absent``,
 ``only_if_present`` or ``if_version`` (compare-and-set): after an unknown
 outcome a second attempt could report a condition failure caused by the first,
 so such a failure is raised as it is. Pipelines follow the same rules command
@@ -51,7 +53,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 from aegiskv.client.connection import NativeConnection
@@ -59,6 +61,7 @@ from aegiskv.client.errors import (
     AegisError,
     AegisTimeoutError,
     ConnectionClosedError,
+    CrossSlotError,
     ProtocolViolationError,
 )
 from aegiskv.client.retry import Failure, RetryBudget
@@ -67,6 +70,7 @@ from aegiskv.client.rounds import Request as _Request
 from aegiskv.client.rounds import raise_for_status as _raise_for_status
 from aegiskv.client.rounds import show as _show
 from aegiskv.client.route_table import Address, RouteTable, refresh_due, refresh_order, table_of_reply
+from aegiskv.cluster.slots import key_slot
 from aegiskv.net.tls import client_context
 from aegiskv.protocols.native import codec as native
 from aegiskv.protocols.native.codec import Frame, Opcode, Status
@@ -320,6 +324,108 @@ class Client:
         items = pairs.items() if isinstance(pairs, Mapping) else pairs
         raw = [(_bytes(key, "key"), _bytes(value, "value")) for key, value in items]
         return max((frame.version for _, frame in self._batched(Opcode.MSET, raw, ttl_ms=_ttl_ms(ttl))), default=0)
+
+    # -- string and keyspace operations (issue 25): one block, each a native opcode ----------
+
+    def get_range(self, key: Key, start: int, end: int) -> bytes:
+        """Bytes ``start`` to ``end`` of the value, inclusive, as Redis's GETRANGE: negative
+        indexes count from the end, the range is clamped, a missing key reads as ``b""``."""
+        raw = _bytes(key, "key")
+        bounds = native.GETRANGE_BOUNDS.pack(start, end)
+        frame = self._keyed(raw, Opcode.GETRANGE, idempotent=True, items=((raw, bounds),))
+        _raise_for_status(frame, raw)
+        return bytes(frame.items[0][1] or b"")
+
+    def set_range(self, key: Key, offset: int, data: Value) -> int:
+        """Write ``data`` into the value at byte ``offset`` (zero bytes fill any gap; the key is
+        created when absent, unless ``data`` is empty); keeps the TTL. Returns the new length.
+
+        A value that would grow past the server's value limit (or Redis's 512 MiB) raises
+        :class:`ServerError` and changes nothing.
+        """
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, got {offset}")
+        raw = _bytes(key, "key")
+        item = ((raw, _bytes(data, "data")),)
+        frame = self._keyed(raw, Opcode.SETRANGE, idempotent=True, ttl_ms=offset, items=item)
+        _raise_for_status(frame, raw)
+        return frame.version
+
+    def incr_by_float(self, key: Key, amount: float | str) -> str:
+        """Add ``amount`` to the number stored at ``key`` (absent counts as 0) in Redis's
+        INCRBYFLOAT arithmetic; keeps the TTL. Returns the stored text (``"10.6"``).
+
+        ``amount`` as a float is sent as ``repr`` gives it (the shortest text that reads back
+        as the same float), or as decimal text. Not retried after an unknown outcome: a second
+        attempt would add twice. A result that is not finite raises :class:`ServerError`.
+        """
+        raw = _bytes(key, "key")
+        text = repr(amount).encode() if isinstance(amount, float) else _bytes(amount, "amount")
+        frame = self._keyed(raw, Opcode.INCRBYFLOAT, idempotent=False, items=((raw, text),))
+        _raise_for_status(frame, raw)
+        return (frame.items[0][1] or b"").decode()
+
+    def _two_keys(self, source: Key, destination: Key) -> tuple[bytes, bytes]:
+        """The keys of RENAME and COPY, refused here when their slots differ: the server would
+        refuse them too, and in a cluster their owners would redirect to each other."""
+        source_raw, destination_raw = _bytes(source, "key"), _bytes(destination, "key")
+        if key_slot(source_raw) != key_slot(destination_raw):
+            raise CrossSlotError("Keys in request don't hash to the same slot", "CROSSSLOT")
+        return source_raw, destination_raw
+
+    def rename(self, source: Key, destination: Key, *, only_if_absent: bool = False) -> bool:
+        """Move ``source``'s value and TTL to ``destination`` (replacing it, unless
+        ``only_if_absent``: then False when it exists). Raises :class:`NotFoundError` when
+        ``source`` does not exist and :class:`CrossSlotError` when the keys' slots differ.
+        Not retried after an unknown outcome (a second attempt would find no source)."""
+        source_raw, destination_raw = self._two_keys(source, destination)
+        frame = self._keyed(
+            source_raw,
+            Opcode.RENAME,
+            idempotent=False,
+            flags=native.RENAME_IF_ABSENT if only_if_absent else 0,
+            items=((source_raw, None), (destination_raw, None)),
+        )
+        if frame.status == Status.NOT_STORED:
+            return False
+        _raise_for_status(frame, source_raw)
+        return True
+
+    def copy(self, source: Key, destination: Key, *, replace: bool = False) -> bool:
+        """Copy ``source``'s value and TTL to ``destination``; False when it exists and not
+        ``replace``. Raises :class:`NotFoundError` when ``source`` does not exist and
+        :class:`CrossSlotError` when the keys' slots differ. Retried like an idempotent
+        operation only with ``replace``."""
+        source_raw, destination_raw = self._two_keys(source, destination)
+        frame = self._keyed(
+            source_raw,
+            Opcode.COPY,
+            idempotent=replace,
+            flags=native.COPY_REPLACE if replace else 0,
+            items=((source_raw, None), (destination_raw, None)),
+        )
+        if frame.status == Status.NOT_STORED:
+            return False
+        _raise_for_status(frame, source_raw)
+        return True
+
+    def touch(self, *keys: Key) -> int:
+        """Count the ``keys`` that exist, each counted as a use for eviction (as Redis's TOUCH).
+        In a cluster the keys are split by owner, as :meth:`mget`."""
+        raw = [(_bytes(key, "key"), b"") for key in keys]
+        if not raw:
+            return 0
+        return sum(frame.version for _, frame in self._batched(Opcode.TOUCH, raw))
+
+    def expire_time(self, key: Key) -> datetime | None:
+        """When ``key`` expires (UTC, millisecond precision), or None when it has no TTL.
+        Raises :class:`NotFoundError` when the key does not exist."""
+        raw = _bytes(key, "key")
+        frame = self._keyed(raw, Opcode.EXPIRE_TIME, idempotent=True, items=((raw, b""),))
+        _raise_for_status(frame, raw)
+        if frame.ttl_ms < 0:
+            return None
+        return datetime.fromtimestamp(frame.ttl_ms / 1000, tz=timezone.utc)
 
     def info(self, *sections: str, server: str | None = None) -> dict[str, dict[str, Any]]:
         """INFO of ``server`` (or the first reachable one): section -> field -> value.

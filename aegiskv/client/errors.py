@@ -72,6 +72,11 @@ class TryAgainError(ServerError):
     an idempotent operation is safe."""
 
 
+class CrossSlotError(ServerError):
+    """RENAME or COPY named two keys that hash to different slots (Redis Cluster's CROSSSLOT):
+    nothing was changed. Keys that share a hash tag (``{user:1}a``, ``{user:1}b``) share a slot."""
+
+
 class ConditionNotMetError(AegisError):
     """A conditional set (only-if-absent / only-if-present) did not store."""
 

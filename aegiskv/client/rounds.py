@@ -32,6 +32,7 @@ from aegiskv.client.errors import (
     AuthenticationError,
     ConditionNotMetError,
     ConnectionClosedError,
+    CrossSlotError,
     MovedError,
     NotFoundError,
     OutOfMemoryError,
@@ -82,6 +83,7 @@ _REFUSALS: dict[int, type[ServerError]] = {
     Status.OUT_OF_MEMORY: OutOfMemoryError,
     Status.STORAGE_FAILED: StorageFailedError,
     Status.TRY_AGAIN: TryAgainError,
+    Status.CROSS_SLOT: CrossSlotError,
 }
 
 

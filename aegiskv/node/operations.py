@@ -14,8 +14,10 @@ deadlines, so a restart or a replica never extends a TTL.
 from __future__ import annotations
 
 import enum
+import random
 import time
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 from typing import Final, NamedTuple, Protocol
 
 from aegiskv.backends.base import (
@@ -32,8 +34,9 @@ from aegiskv.backends.base import (
 from aegiskv.backends.file_ops import describe_error
 from aegiskv.backends.memory import MemoryBackend, entry_cost
 from aegiskv.cluster.replication import Change, Op
-from aegiskv.cluster.slots import ShardMapper
+from aegiskv.cluster.slots import ShardMapper, key_slot
 from aegiskv.errors import CommandError, ErrorKind
+from aegiskv.node import bit_strings, dump_payload, lcs, long_double
 from aegiskv.node.handoff_lock import HandoffLock, new_handoff_lock
 from aegiskv.node.pattern import glob_match
 from aegiskv.node.scan_cursors import ScanCursors, snapshot_budget
@@ -94,6 +97,10 @@ class KeyspaceLimits(NamedTuple):
 # the reactor would block on the lock instead and nothing would be gained (see
 # aegiskv/node/handoff_lock.py for why the handoff has to be explicit).
 BATCH_CHUNK: Final = 256
+
+# LCS builds a table of (len(a) + 1) * (len(b) + 1) cells in Python, about ten million a second
+# in the worker pool: this many (two strings of 2 KiB) take well under a second.
+LCS_MAX_CELLS: Final = 2**22
 
 
 def parse_integer(text: bytes) -> int | None:
@@ -499,6 +506,307 @@ class Node:
     def _scan_budget(self) -> int:
         used_bytes, limit_bytes = self.backend.memory_bounds()
         return snapshot_budget(limit_bytes, used_bytes)
+
+    # -- string commands on parts of a value (GETRANGE, SETRANGE, INCRBYFLOAT, bits) ------------
+
+    def get_range(self, key: bytes, start: int, end: int) -> bytes:
+        """GETRANGE: a missing key reads as the empty string."""
+        entry = self.get_entry(key)
+        # Sliced before it is copied: a large value is a memoryview, and only the range is needed.
+        return b"" if entry is None else bytes(bit_strings.get_range(entry.value, start, end))
+
+    def set_range(self, key: bytes, offset: int, data: bytes) -> int:
+        """SETRANGE: write ``data`` at ``offset`` (zero-padding); keeps the TTL; returns the new length.
+
+        As Redis, empty ``data`` changes nothing (a missing key stays missing),
+        and a result above 512 MiB is refused before anything is built; so is
+        one above the node's value limit.
+        """
+        with self._lock:
+            entry = self.backend.get_entry(key, touch=False)
+            old = b"" if entry is None else bytes(entry.value)
+            if not data:
+                return len(old)
+            new_length = max(len(old), offset + len(data))
+            self._check_grown_length(key, new_length)
+            expires_at = NO_EXPIRY if entry is None else entry.expires_at_ms
+            value = bit_strings.set_range(old, offset, data)
+            self._put_or_refuse(key, value, expires_at)
+            return len(value)
+
+    def incr_by_float(self, key: bytes, increment: bytes) -> bytes:
+        """INCRBYFLOAT in Redis's long double arithmetic (aegiskv.node.long_double); keeps the TTL."""
+        amount = long_double.parse(increment)
+        if amount is None:
+            raise CommandError(ErrorKind.INVALID, "value is not a valid float")
+        with self._lock:
+            entry = self.backend.get_entry(key, touch=False)
+            current: Fraction | long_double.Infinite | None = Fraction(0)
+            expires_at = NO_EXPIRY
+            if entry is not None:
+                expires_at = entry.expires_at_ms
+                current = long_double.parse(bytes(entry.value))
+                if current is None:
+                    raise CommandError(ErrorKind.INVALID, "value is not a valid float")
+            assert current is not None
+            total = long_double.add(current, amount)
+            if total is None:
+                raise CommandError(ErrorKind.INVALID, "increment would produce NaN or Infinity")
+            text = long_double.format_human(total)
+            self._check_sizes(key, text)
+            self._put_or_refuse(key, text, expires_at)
+            return text
+
+    def get_bit(self, key: bytes, offset: int) -> int:
+        entry = self.get_entry(key)
+        return 0 if entry is None else bit_strings.get_bit(bytes(entry.value), offset)
+
+    def set_bit(self, key: bytes, offset: int, bit: int) -> int:
+        """SETBIT: returns the bit's old value; grows the value with zero bytes; keeps the TTL."""
+        with self._lock:
+            entry = self.backend.get_entry(key, touch=False)
+            old = b"" if entry is None else bytes(entry.value)
+            self._check_grown_length(key, max(len(old), (offset >> 3) + 1))
+            value, previous = bit_strings.set_bit(old, offset, bit)
+            self._put_or_refuse(key, value, NO_EXPIRY if entry is None else entry.expires_at_ms)
+            return previous
+
+    def bit_operation(self, operation: bytes, destination: bytes, sources: Sequence[bytes]) -> int:
+        """BITOP into ``destination`` (no TTL); an empty result deletes it. Returns the result's length."""
+        self.check_same_slot([destination, *sources])
+        with self._lock:
+            values = []
+            for source in sources:
+                entry = self.backend.get_entry(source, touch=False)
+                values.append(b"" if entry is None else bytes(entry.value))
+            self._check_grown_length(destination, max((len(value) for value in values), default=0))
+            result = bit_strings.bit_operation(operation, values)
+            if not result:
+                self._delete(destination)
+                return 0
+            self._put_or_refuse(destination, result, NO_EXPIRY)
+            return len(result)
+
+    def longest_common_subsequence(
+        self, first: bytes, second: bytes, min_match: int = 0
+    ) -> tuple[bytes, list[lcs.Match], int]:
+        """LCS of two values (a missing key reads as empty); see aegiskv.node.lcs.
+
+        The values are read under one lock hold and the table is built outside it.
+        Refused as Redis refuses a table above 512 MiB, and above LCS_MAX_CELLS
+        (the table is built in Python, about ten million cells a second).
+        """
+        self.check_same_slot([first, second])
+        with self._lock:
+            values = []
+            for key in (first, second):
+                entry = self.backend.get_entry(key)
+                values.append(b"" if entry is None else bytes(entry.value))
+        cells = (len(values[0]) + 1) * (len(values[1]) + 1)
+        if cells * 4 > bit_strings.MAX_STRING_BYTES:
+            raise CommandError(
+                ErrorKind.INVALID, "Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len"
+            )
+        if cells > LCS_MAX_CELLS:
+            raise CommandError(
+                ErrorKind.INVALID,
+                f"LCS of {len(values[0])} and {len(values[1])} bytes needs {cells} table cells,"
+                f" over this node's limit of {LCS_MAX_CELLS}",
+            )
+        return lcs.longest_common_subsequence(values[0], values[1], min_match)
+
+    def bitfield(self, key: bytes, ops: Sequence[bit_strings.BitfieldOp]) -> list[int | None]:
+        """BITFIELD: each op's reply in order (None: an overflow under FAIL, nothing written).
+
+        As Redis, a BITFIELD with any SET or INCRBY first grows the value (creating the key)
+        to cover the highest bit they write, even when every one of them then fails; the
+        TTL is kept. Only GETs: nothing is written and a missing key reads as zeros.
+        """
+        writes = [op for op in ops if op.write]
+        with self._lock:
+            entry = self.backend.get_entry(key, touch=not writes)
+            value = bytearray(b"" if entry is None else bytes(entry.value))
+            if writes:
+                highest_byte = max((op.offset + op.bits - 1) >> 3 for op in writes)
+                self._check_grown_length(key, max(len(value), highest_byte + 1))
+                if len(value) <= highest_byte:
+                    value += bytes(highest_byte + 1 - len(value))
+            replies: list[int | None] = []
+            for op in ops:
+                old = bit_strings.field_get(value, op.offset, op.bits, op.signed)
+                if not op.write:
+                    replies.append(old)
+                    continue
+                reply, new = bit_strings.field_result(old, op)
+                if new is not None:
+                    bit_strings.field_set(value, op.offset, op.bits, new)
+                replies.append(reply)
+            if writes:
+                self._put_or_refuse(key, bytes(value), NO_EXPIRY if entry is None else entry.expires_at_ms)
+            return replies
+
+    # -- keyspace commands (RENAME, COPY, TOUCH, KEYS, RANDOMKEY, OBJECT, DUMP, RESTORE) --------
+
+    def rename(self, source: bytes, destination: bytes, only_if_absent: bool = False) -> bool | None:
+        """Move ``source``'s value and TTL to ``destination``.
+
+        None when the source is missing (checked first, as Redis); False when
+        ``only_if_absent`` found the destination taken (or it is the source).
+        """
+        self.check_same_slot([source, destination])
+        with self._lock:
+            entry = self.backend.get_entry(source, touch=False)
+            if entry is None:
+                return None
+            if source == destination:
+                return not only_if_absent
+            if only_if_absent and self.backend.get_entry(destination, touch=False) is not None:
+                return False
+            self._put_or_refuse(destination, bytes(entry.value), entry.expires_at_ms)
+            self._delete(source)
+            return True
+
+    def copy(self, source: bytes, destination: bytes, replace: bool = False) -> bool | None:
+        """COPY with the TTL; None when the source is missing, False when the destination exists
+        without ``replace``."""
+        self.check_same_slot([source, destination])
+        if source == destination:
+            raise CommandError(ErrorKind.INVALID, "source and destination objects are the same")
+        with self._lock:
+            entry = self.backend.get_entry(source, touch=False)
+            if entry is None:
+                return None
+            if not replace and self.backend.get_entry(destination, touch=False) is not None:
+                return False
+            self._put_or_refuse(destination, bytes(entry.value), entry.expires_at_ms)
+            return True
+
+    def touch(self, keys: Sequence[bytes]) -> int:
+        """Count the keys that exist, each counted as a use (eviction order), as Redis's TOUCH."""
+        count = 0
+        get_entry = self.backend.get_entry
+        with self._lock:
+            for start in range(0, len(keys), BATCH_CHUNK):
+                if start:
+                    self._lock.let_waiters_in()
+                count += sum(1 for key in keys[start : start + BATCH_CHUNK] if get_entry(key) is not None)
+        return count
+
+    def expire_time_ms(self, key: bytes) -> int:
+        """The absolute deadline in Unix milliseconds; -1 for a key without TTL; -2 for a missing key."""
+        entry = self.peek(key)
+        if entry is None:
+            return -2
+        return -1 if entry.expires_at_ms == NO_EXPIRY else entry.expires_at_ms
+
+    def matching_keys(self, pattern: bytes) -> list[bytes]:
+        """KEYS: the live keys matching ``pattern`` that this node serves (with replication, its led shards').
+
+        O(keys): the key list is copied under the lock (C speed) and matched
+        outside it; the matches are checked for expiry a chunk per lock hold.
+        """
+        with self._lock:
+            snapshot = self.backend.key_snapshot()
+            led = None if self.feed is None else self.feed.led_shards()
+        if led is not None:
+            shard_of_key = self.shards.shard_of_key
+            snapshot = [key for key in snapshot if shard_of_key(key) in led]
+        matched = snapshot if pattern == b"*" else [key for key in snapshot if glob_match(pattern, key)]
+        live: list[bytes] = []
+        peek = self.backend.get_entry
+        for start in range(0, len(matched), BATCH_CHUNK):
+            with self._lock:
+                live.extend(key for key in matched[start : start + BATCH_CHUNK] if peek(key, touch=False) is not None)
+        return live
+
+    def random_key(self, rng: random.Random) -> bytes | None:
+        """RANDOMKEY: a live key chosen uniformly (O(keys): the key list is copied), None when there is none."""
+        with self._lock:
+            snapshot = self.backend.key_snapshot()
+            while snapshot:
+                index = rng.randrange(len(snapshot))
+                key = snapshot[index]
+                if self.backend.get_entry(key, touch=False) is not None:
+                    return key
+                snapshot[index] = snapshot[-1]  # expired: drop it and draw again
+                snapshot.pop()
+        return None
+
+    def read_frequency(self, key: bytes) -> int | None:
+        """OBJECT FREQ from the SLRU segment: 1 when the key was read since it was written or
+        demoted (protected), 0 when not (probation); None when absent.
+
+        Raises CommandError for a backend that tracks no segments (a plugin's).
+        """
+        memory = self._memory
+        if memory is None:
+            raise CommandError(ErrorKind.INVALID, "this node's backend does not track access frequency")
+        with self._lock:
+            if self.backend.get_entry(key, touch=False) is None:
+                return None  # absent, or expired (which was_read alone would not see)
+            return memory.was_read(key)
+
+    def dump(self, key: bytes) -> bytes | None:
+        """DUMP: Redis's serialisation of the value (aegiskv.node.dump_payload); None when absent."""
+        entry = self.peek(key)
+        return None if entry is None else dump_payload.encode(bytes(entry.value))
+
+    def restore(self, key: bytes, payload: bytes, deadline_ms: int, replace: bool = False) -> None:
+        """RESTORE a DUMP payload with an absolute deadline (NO_EXPIRY: none).
+
+        Raises BUSYKEY when the key exists and not ``replace``; an invalid
+        payload with Redis's error text. A deadline already past deletes the
+        key (with ``replace``) and stores nothing, as Redis.
+        """
+        with self._lock:
+            exists = self.backend.get_entry(key, touch=False) is not None
+        if exists and not replace:
+            raise CommandError(ErrorKind.BUSYKEY, "Target key name already exists.")
+        try:
+            dump_payload.check(payload)
+            value = dump_payload.decode(payload)
+        except dump_payload.BadPayload as error:
+            raise CommandError(ErrorKind.INVALID, str(error)) from None
+        self._check_sizes(key, value)
+        with self._lock:
+            if not replace and self.backend.get_entry(key, touch=False) is not None:
+                raise CommandError(ErrorKind.BUSYKEY, "Target key name already exists.")
+            if deadline_ms != NO_EXPIRY and deadline_ms <= self._clock():
+                self._delete(key)
+                return
+            self._put_or_refuse(key, value, deadline_ms)
+
+    def check_same_slot(self, keys: Sequence[bytes]) -> None:
+        """As Redis Cluster, refuse a command whose keys hash to different slots.
+
+        Every AegisKV node is a cluster node (INFO says cluster_enabled:1), and the
+        keys of one slot are in one shard, so a change to both keys is one shard's
+        change, replicated and led together.
+        """
+        slot = key_slot(keys[0])
+        if any(key_slot(key) != slot for key in keys[1:]):
+            raise CommandError(ErrorKind.CROSSSLOT, "Keys in request don't hash to the same slot")
+
+    def _check_grown_length(self, key: bytes, new_length: int) -> None:
+        """Refuse growing a value past Redis's 512 MiB or the node's limit, before building it."""
+        if new_length > bit_strings.MAX_STRING_BYTES:
+            raise CommandError(ErrorKind.INVALID, "string exceeds maximum allowed size (proto-max-bulk-len)")
+        if new_length > self.limits.max_value_bytes:
+            raise CommandError(
+                ErrorKind.INVALID, f"value of {new_length} bytes exceeds the limit of {self.limits.max_value_bytes}"
+            )
+
+    def _put_or_refuse(self, key: bytes, value: bytes, expires_at_ms: int) -> int:
+        """_put with the lock held, its ValueTooLarge (no room under max-memory) told as OOM.
+
+        The key is checked too: RENAME, COPY, SETRANGE ... may create one.
+        """
+        if len(key) > self.limits.max_key_bytes:
+            self._check_sizes(key, b"")  # raises with the message
+        try:
+            return self._put(key, value, expires_at_ms)
+        except ValueTooLarge as error:
+            raise CommandError(ErrorKind.OUT_OF_MEMORY, str(error)) from None
 
     # -- snapshots ----------------------------------------------------------------------
 

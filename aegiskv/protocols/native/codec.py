@@ -77,6 +77,14 @@ class Opcode(enum.IntEnum):
     INFO = 11  # items: the sections wanted (none: the default ones); reply: one item per section, JSON fields
     SNAPSHOT = 12  # write a snapshot; flags: SNAPSHOT_BACKGROUND replies once it started
     TOPOLOGY = 13  # the shard map: one item (b"topology", JSON of ShardMap.describe())
+    # String and keyspace commands (issue 25); see "Opcodes with arguments" below for their fields.
+    SETRANGE = 14
+    GETRANGE = 15
+    INCRBYFLOAT = 16
+    RENAME = 17
+    COPY = 18
+    TOUCH = 19
+    EXPIRE_TIME = 20
 
 
 REQUEST_OPCODES = frozenset(int(op) for op in Opcode if op != Opcode.NONE)
@@ -99,6 +107,7 @@ class Status(enum.IntEnum):
     CLUSTER_DOWN = 12  # no node serves the key's shard
     STORAGE_FAILED = 13  # the node cannot write its log: writes refused until it can, reads served
     TRY_AGAIN = 14  # a failover is under way, or a write's quorum failed (outcome unknown): retry
+    CROSS_SLOT = 15  # RENAME, COPY: the two keys hash to different slots (as Redis Cluster's CROSSSLOT)
 
 
 # SET flags.
@@ -110,6 +119,22 @@ SET_FLAGS = SET_IF_ABSENT | SET_IF_PRESENT | SET_CAS | SET_KEEP_TTL
 
 # SNAPSHOT flags.
 SNAPSHOT_BACKGROUND = 0x1
+
+# Opcodes with arguments (issue 25). Each keyed item is a key, as the router expects:
+#   SETRANGE     one item (key, data); the ttl field is the offset (>= 0).
+#                Reply OK, the new length in the version field.
+#   GETRANGE     one item (key, GETRANGE_BOUNDS.pack(start, end)): inclusive, negatives count from the end.
+#                Reply OK with one item (b"", the bytes); a missing key reads as empty.
+#   INCRBYFLOAT  one item (key, the increment as decimal text). Reply OK with one item (b"", the new value).
+#   RENAME       two items (source, None), (destination, None); flag RENAME_IF_ABSENT.
+#                Reply OK; NOT_FOUND: no source; NOT_STORED: the destination exists (with the flag).
+#   COPY         two items as RENAME; flag COPY_REPLACE. Reply OK; NOT_FOUND; NOT_STORED: the destination exists.
+#   TOUCH        one item per key. Reply OK, the number of keys that exist in the version field.
+#   EXPIRE_TIME  one item. Reply OK, the absolute deadline in Unix milliseconds in the ttl field
+#                (-1: no TTL); NOT_FOUND.
+GETRANGE_BOUNDS = struct.Struct("!qq")
+RENAME_IF_ABSENT = 0x1
+COPY_REPLACE = 0x1
 
 
 class FrameLimits(NamedTuple):

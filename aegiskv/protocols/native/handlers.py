@@ -37,6 +37,8 @@ _ERROR_STATUS = {
     ErrorKind.CLUSTER_DOWN: Status.CLUSTER_DOWN,
     ErrorKind.STORAGE_FAILED: Status.STORAGE_FAILED,
     ErrorKind.TRYAGAIN: Status.TRY_AGAIN,
+    ErrorKind.CROSSSLOT: Status.CROSS_SLOT,
+    ErrorKind.BUSYKEY: Status.ERROR,
 }
 
 _OK = Status.OK
@@ -239,6 +241,80 @@ def handle_topology(server: HandlerContext, session: Session, frame: Frame) -> b
     return native.encode_frame(Opcode.TOPOLOGY, frame.request_id, items=((b"topology", described),))
 
 
+# -- string and keyspace commands (issue 25; the fields are in the codec's "Opcodes with arguments") ----
+
+
+def handle_setrange(server: HandlerContext, session: Session, frame: Frame) -> bytes:
+    _no_flags(frame)
+    key, data = _one_key(frame), frame.items[0][1]
+    if data is None:
+        raise CommandError(ErrorKind.INVALID, "SETRANGE takes one item with a value")
+    if frame.ttl_ms < 0:
+        raise CommandError(ErrorKind.INVALID, f"SETRANGE offset (the ttl field) must be >= 0, got {frame.ttl_ms}")
+    length = session.node.set_range(key, frame.ttl_ms, data)
+    return native.encode_status_reply(Opcode.SETRANGE, frame.request_id, _OK, length)
+
+
+def handle_getrange(server: HandlerContext, session: Session, frame: Frame) -> bytes:
+    _no_flags(frame)
+    key, bounds = _one_key(frame), frame.items[0][1]
+    if bounds is None or len(bounds) != native.GETRANGE_BOUNDS.size:
+        raise CommandError(ErrorKind.INVALID, "GETRANGE's item value must be 16 bytes: start and end, signed")
+    start, end = native.GETRANGE_BOUNDS.unpack(bounds)
+    value = session.node.get_range(key, start, end)
+    return native.encode_value_reply(Opcode.GETRANGE, frame.request_id, value, 0)
+
+
+def handle_incrbyfloat(server: HandlerContext, session: Session, frame: Frame) -> bytes:
+    _no_flags(frame)
+    key, increment = _one_key(frame), frame.items[0][1]
+    if increment is None:
+        raise CommandError(ErrorKind.INVALID, "INCRBYFLOAT takes one item with the increment as its value")
+    value = session.node.incr_by_float(key, increment)
+    return native.encode_value_reply(Opcode.INCRBYFLOAT, frame.request_id, value, 0)
+
+
+def _two_keys(frame: Frame) -> tuple[bytes, bytes]:
+    if len(frame.items) != 2:
+        name = Opcode(frame.opcode).name
+        raise CommandError(ErrorKind.INVALID, f"{name} takes two items (source, destination), got {len(frame.items)}")
+    return frame.items[0][0], frame.items[1][0]
+
+
+def handle_rename(server: HandlerContext, session: Session, frame: Frame) -> bytes:
+    if frame.flags & ~native.RENAME_IF_ABSENT:
+        raise CommandError(ErrorKind.INVALID, f"unknown RENAME flags 0x{frame.flags:x}")
+    source, destination = _two_keys(frame)
+    renamed = session.node.rename(source, destination, bool(frame.flags & native.RENAME_IF_ABSENT))
+    status = _NOT_FOUND if renamed is None else _OK if renamed else Status.NOT_STORED
+    return native.encode_status_reply(Opcode.RENAME, frame.request_id, status)
+
+
+def handle_copy(server: HandlerContext, session: Session, frame: Frame) -> bytes:
+    if frame.flags & ~native.COPY_REPLACE:
+        raise CommandError(ErrorKind.INVALID, f"unknown COPY flags 0x{frame.flags:x}")
+    source, destination = _two_keys(frame)
+    copied = session.node.copy(source, destination, bool(frame.flags & native.COPY_REPLACE))
+    status = _NOT_FOUND if copied is None else _OK if copied else Status.NOT_STORED
+    return native.encode_status_reply(Opcode.COPY, frame.request_id, status)
+
+
+def handle_touch(server: HandlerContext, session: Session, frame: Frame) -> bytes:
+    _no_flags(frame)
+    if not frame.items:
+        raise CommandError(ErrorKind.INVALID, "TOUCH takes at least one key")
+    count = session.node.touch([key for key, _ in frame.items])
+    return native.encode_status_reply(Opcode.TOUCH, frame.request_id, _OK, count)
+
+
+def handle_expire_time(server: HandlerContext, session: Session, frame: Frame) -> bytes:
+    _no_flags(frame)
+    deadline = session.node.expire_time_ms(_one_key(frame))
+    if deadline == -2:
+        return native.encode_status_reply(Opcode.EXPIRE_TIME, frame.request_id, _NOT_FOUND)
+    return native.encode_status_reply(Opcode.EXPIRE_TIME, frame.request_id, _OK, ttl_ms=deadline)
+
+
 HANDLERS: dict[Opcode, NativeHandler] = {
     Opcode.PING: handle_ping,
     Opcode.AUTH: handle_auth,
@@ -253,6 +329,13 @@ HANDLERS: dict[Opcode, NativeHandler] = {
     Opcode.INFO: handle_info,
     Opcode.SNAPSHOT: handle_snapshot,
     Opcode.TOPOLOGY: handle_topology,
+    Opcode.SETRANGE: handle_setrange,
+    Opcode.GETRANGE: handle_getrange,
+    Opcode.INCRBYFLOAT: handle_incrbyfloat,
+    Opcode.RENAME: handle_rename,
+    Opcode.COPY: handle_copy,
+    Opcode.TOUCH: handle_touch,
+    Opcode.EXPIRE_TIME: handle_expire_time,
 }
 
 

@@ -20,6 +20,14 @@ from aegiskv.protocols.errors import PeerProtocolError
 from aegiskv.protocols.resp import encoder
 from aegiskv.protocols.resp import reader as resp
 from aegiskv.protocols.resp.arguments import Args, RespHandler, invalid
+from aegiskv.protocols.resp.bitmaps import (
+    bitfield_handler,
+    cmd_bitcount,
+    cmd_bitop,
+    cmd_bitpos,
+    cmd_getbit,
+    cmd_setbit,
+)
 from aegiskv.protocols.resp.cluster import cmd_cluster, cmd_readonly
 from aegiskv.protocols.resp.connection import (
     cmd_auth,
@@ -31,17 +39,24 @@ from aegiskv.protocols.resp.connection import (
     cmd_select,
 )
 from aegiskv.protocols.resp.keys import (
+    cmd_copy,
     cmd_dbsize,
     cmd_del,
     cmd_exists,
     cmd_flush,
+    cmd_keys,
     cmd_persist,
+    cmd_randomkey,
     cmd_scan,
+    cmd_touch,
     cmd_type,
     cmd_wait,
     expire_handler,
+    expire_time_handler,
+    rename_handler,
     ttl_handler,
 )
+from aegiskv.protocols.resp.objects import cmd_dump, cmd_object, cmd_restore
 from aegiskv.protocols.resp.server import (
     cmd_acl,
     cmd_bgsave,
@@ -51,6 +66,7 @@ from aegiskv.protocols.resp.server import (
     cmd_lastsave,
     cmd_memory,
     cmd_save,
+    cmd_time,
 )
 from aegiskv.protocols.resp.slowlog import cmd_latency, cmd_slowlog
 from aegiskv.protocols.resp.strings import (
@@ -58,6 +74,10 @@ from aegiskv.protocols.resp.strings import (
     cmd_get,
     cmd_getdel,
     cmd_getex,
+    cmd_getrange,
+    cmd_getset,
+    cmd_incrbyfloat,
+    cmd_lcs,
     cmd_mget,
     cmd_mset,
     cmd_msetnx,
@@ -65,6 +85,7 @@ from aegiskv.protocols.resp.strings import (
     cmd_set,
     cmd_setex,
     cmd_setnx,
+    cmd_setrange,
     cmd_strlen,
     incr_handler,
 )
@@ -123,6 +144,32 @@ HANDLERS: Final[dict[str, RespHandler]] = {
     "cluster": cmd_cluster,
     "readonly": cmd_readonly,
     "readwrite": cmd_readonly,
+    # String and keyspace commands of issue 25.
+    "getset": cmd_getset,
+    "getrange": cmd_getrange,
+    "substr": cmd_getrange,
+    "setrange": cmd_setrange,
+    "incrbyfloat": cmd_incrbyfloat,
+    "setbit": cmd_setbit,
+    "getbit": cmd_getbit,
+    "bitcount": cmd_bitcount,
+    "bitpos": cmd_bitpos,
+    "bitop": cmd_bitop,
+    "lcs": cmd_lcs,
+    "bitfield": bitfield_handler(False),
+    "bitfield_ro": bitfield_handler(True),
+    "keys": cmd_keys,
+    "rename": rename_handler(False),
+    "renamenx": rename_handler(True),
+    "copy": cmd_copy,
+    "randomkey": cmd_randomkey,
+    "touch": cmd_touch,
+    "expiretime": expire_time_handler(1000),
+    "pexpiretime": expire_time_handler(1),
+    "object": cmd_object,
+    "dump": cmd_dump,
+    "restore": cmd_restore,
+    "time": cmd_time,
 }
 
 _MEMORY: Final = COMMANDS["memory"]
@@ -172,6 +219,8 @@ ERROR_PREFIX = {
     # Redis's prefix when it cannot persist (-MISCONF Errors writing to the AOF file: ...).
     ErrorKind.STORAGE_FAILED: "MISCONF",
     ErrorKind.TRYAGAIN: "TRYAGAIN",  # redis-py's cluster client retries it, as Redis Cluster's own
+    ErrorKind.CROSSSLOT: "CROSSSLOT",
+    ErrorKind.BUSYKEY: "BUSYKEY",
 }
 
 

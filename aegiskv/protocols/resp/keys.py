@@ -1,6 +1,9 @@
-"""RESP keyspace commands: DEL, EXISTS, TYPE, TTL, EXPIRE and its variants, PERSIST, SCAN, DBSIZE, FLUSH."""
+"""RESP keyspace commands: DEL, EXISTS, TYPE, TTL, EXPIRE and its variants, PERSIST, SCAN, DBSIZE, FLUSH,
+KEYS, RENAME, RENAMENX, COPY, RANDOMKEY, TOUCH, EXPIRETIME, PEXPIRETIME."""
 
 from __future__ import annotations
+
+import random
 
 from aegiskv.node.operations import ExpireCondition, parse_integer
 from aegiskv.protocols.adapter import HandlerContext
@@ -161,3 +164,70 @@ def cmd_wait(server: HandlerContext, session: Session, args: Args) -> bytes:
         raise invalid("timeout is negative")
     session.hold = WaitRequest(replicas, timeout, resp.integer)
     return resp.integer(0)
+
+
+# -- KEYS, RENAME, COPY, RANDOMKEY, TOUCH, EXPIRETIME (issue 25) -----------------------------
+
+
+def cmd_keys(server: HandlerContext, session: Session, args: Args) -> bytes:
+    """The node's keys, as a Redis Cluster node lists its own (a slow command: the worker pool)."""
+    return resp.bulk_array(list(session.node.matching_keys(args[1])), session.protocol)
+
+
+def rename_handler(only_if_absent: bool) -> RespHandler:
+    def handler(server: HandlerContext, session: Session, args: Args) -> bytes:
+        session.node.check_same_slot(args[1:3])
+        renamed = session.node.rename(args[1], args[2], only_if_absent)
+        if renamed is None:
+            raise invalid("no such key")
+        if only_if_absent:
+            return resp.ONE if renamed else resp.ZERO
+        return resp.OK
+
+    return handler
+
+
+def cmd_copy(server: HandlerContext, session: Session, args: Args) -> bytes:
+    """COPY source destination [DB 0] [REPLACE]: a cluster node has database 0 only, as Redis Cluster."""
+    session.node.check_same_slot(args[1:3])
+    replace = False
+    database = 0
+    index = 3
+    while index < len(args):
+        option = args[index].upper()
+        if option == b"REPLACE":
+            replace = True
+        elif option == b"DB" and index + 1 < len(args):
+            database = integer(args[index + 1])
+            if not -(2**31) <= database < 2**31:  # Redis reads it as a C int
+                raise invalid("value is out of range, value must between -2147483648 and 2147483647")
+            index += 1
+        else:
+            raise invalid(SYNTAX)
+        index += 1
+    if database != 0:
+        raise invalid("Copying to another database is not allowed in cluster mode")
+    return resp.ONE if session.node.copy(args[1], args[2], replace) else resp.ZERO  # None (no source) too
+
+
+def cmd_randomkey(server: HandlerContext, session: Session, args: Args) -> bytes:
+    key = session.node.random_key(_RANDOM)
+    return resp.null(session.protocol) if key is None else resp.bulk(key)
+
+
+# RANDOMKEY's choices: any generator will do, nothing depends on the sequence.
+_RANDOM = random.Random()
+
+
+def cmd_touch(server: HandlerContext, session: Session, args: Args) -> bytes:
+    return resp.integer(session.node.touch(args[1:]))
+
+
+def expire_time_handler(unit_ms: int) -> RespHandler:
+    """EXPIRETIME (seconds, truncated as Redis) and PEXPIRETIME: -1 without TTL, -2 for a missing key."""
+
+    def handler(server: HandlerContext, session: Session, args: Args) -> bytes:
+        deadline = session.node.expire_time_ms(args[1])
+        return resp.integer(deadline if deadline < 0 else deadline // unit_ms)
+
+    return handler

@@ -6,6 +6,7 @@ COMMAND COUNT, INFO, DOCS and LIST describe the command table's RESP rows
 
 from __future__ import annotations
 
+import time
 from typing import Final
 
 from aegiskv.node.commands import COMMAND_TABLE, SUBCOMMANDS, Command, Subcommand
@@ -367,3 +368,9 @@ def cmd_acl(server: HandlerContext, session: Session, args: Args) -> bytes:
         password = "#<redacted>" if server.authenticator.required else "nopass"
         return resp.bulk_array([f"user default on {password} ~* &* +@all".encode()], session.protocol)
     return resp.array([resp.simple(line) for line in _ACL_HELP])
+
+
+def cmd_time(server: HandlerContext, session: Session, args: Args) -> bytes:
+    """TIME: the server's wall clock as [seconds, microseconds] (redis-py's EXPIREAT helpers ask for it)."""
+    seconds, microseconds = divmod(time.time_ns() // 1000, 1_000_000)
+    return resp.bulk_array([b"%d" % seconds, b"%d" % microseconds])

@@ -199,3 +199,68 @@ def incr_handler(sign: int, takes_amount: bool) -> RespHandler:
         return resp.integer(session.node.incr_by(args[1], sign * amount))
 
     return handler
+
+
+# -- GETSET, GETRANGE, SETRANGE, INCRBYFLOAT (issue 25) ------------------------------------
+
+
+def cmd_getset(server: HandlerContext, session: Session, args: Args) -> bytes:
+    """GETSET: SET ... GET, so the TTL goes as with SET."""
+    return nullable(session.node.set(args[1], args[2], return_old=True).old_value, session)
+
+
+def cmd_getrange(server: HandlerContext, session: Session, args: Args) -> bytes:
+    """GETRANGE and SUBSTR: Redis parses both indexes before it looks the key up."""
+    start, end = integer(args[2]), integer(args[3])
+    return bulk(session.node.get_range(args[1], start, end))
+
+
+def cmd_setrange(server: HandlerContext, session: Session, args: Args) -> bytes:
+    offset = integer(args[2])
+    if offset < 0:
+        raise invalid("offset is out of range")
+    return resp.integer(session.node.set_range(args[1], offset, args[3]))
+
+
+def cmd_incrbyfloat(server: HandlerContext, session: Session, args: Args) -> bytes:
+    return bulk(session.node.incr_by_float(args[1], args[2]))
+
+
+def cmd_lcs(server: HandlerContext, session: Session, args: Args) -> bytes:
+    """LCS key1 key2 [LEN] [IDX] [MINMATCHLEN n] [WITHMATCHLEN], checked in Redis 7.0's order."""
+    session.node.check_same_slot(args[1:3])
+    want_length = want_ranges = with_match_length = False
+    min_match = 0
+    index = 3
+    while index < len(args):
+        option = args[index].upper()
+        if option == b"IDX":
+            want_ranges = True
+        elif option == b"LEN":
+            want_length = True
+        elif option == b"WITHMATCHLEN":
+            with_match_length = True
+        elif option == b"MINMATCHLEN" and index + 1 < len(args):
+            min_match = max(integer(args[index + 1]), 0)
+            index += 1
+        else:
+            raise invalid(SYNTAX)
+        index += 1
+    if want_length and want_ranges:
+        raise invalid("If you want both the length and indexes, please just use IDX.")
+    common, matches, length = session.node.longest_common_subsequence(args[1], args[2], min_match)
+    if want_length:
+        return resp.integer(length)
+    if not want_ranges:
+        return bulk(common)
+    encoded = []
+    for match in matches:
+        parts = [
+            resp.array([resp.integer(match.first[0]), resp.integer(match.first[1])]),
+            resp.array([resp.integer(match.second[0]), resp.integer(match.second[1])]),
+        ]
+        if with_match_length:
+            parts.append(resp.integer(match.length))
+        encoded.append(resp.array(parts))
+    pairs = [(bulk(b"matches"), resp.array(encoded)), (bulk(b"len"), resp.integer(length))]
+    return resp.mapping(pairs, session.protocol)
