@@ -179,6 +179,14 @@ def test_info_reports_roles_and_streams(cluster: Cluster) -> None:
         followers = {name for name in section if name.startswith("aegis_follower_gap_changes_")}
         assert followers == {f"aegis_follower_gap_changes_{peer}" for peer in MEMBERS - {node_id}}
 
+    def caught_up() -> bool:
+        """Every follower acknowledged every change (W = 2 waits for one of the two only)."""
+        sections = [info(node, "replication") for node in nodes]
+        gaps = [value for section in sections for name, value in section.items() if "follower_gap" in name]
+        return len(gaps) == 6 and not any(gaps)
+
+    wait_until(caught_up, timeout=30, interval=0.1, what="followers to acknowledge every change")
+
 
 def test_metrics_report_what_info_replication_reports(cluster: Cluster) -> None:
     nodes = cluster.start_many(3)

@@ -116,6 +116,9 @@ class _Stream:
     state: str = "offered"  # offered (waiting for its position), streaming, snapshot
     offered_at: float = 0.0  # when the last OFFER left (it is sent again until answered)
     sent_seq: int = 0
+    # Where the follower said it was when streaming began: it holds that much before its first ACK
+    # of this term (the quorum tracker starts every term at 0 and counts only acknowledgements).
+    reported_seq: int = 0
     snapshot_keys: list[bytes] = field(default_factory=list)
     snapshot_at: int = 0  # the seq the snapshot's key list was taken at
 
@@ -765,7 +768,7 @@ class ReplicaManager:
             self._start_snapshot(state, peer, stream)
         else:
             stream.state = "streaming"
-            stream.sent_seq = plan.from_seq - 1
+            stream.sent_seq = stream.reported_seq = plan.from_seq - 1
             self._stream(state)
 
     def _on_append(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
@@ -1030,14 +1033,26 @@ class ReplicaManager:
         return result
 
     def follower_gaps(self) -> dict[str, int]:
-        """Per follower: the changes to the shards this node leads that it has yet to acknowledge (all shards)."""
+        """Per follower: the changes to the shards this node leads that it has yet to acknowledge (all shards).
+
+        A follower not yet answered this term (its position unknown) counts nothing for that shard;
+        one being sent a snapshot counts every change it acknowledged none of.
+        """
         gaps: dict[str, int] = {}
         for state in list(self._shards.values()):
             if not state.leading_epoch:
                 continue
             last = state.backlog.last_seq
+            streams = state.streams
             for peer, progress in list(state.tracker.followers.items()):
-                gaps[peer] = gaps.get(peer, 0) + last - progress.acked_seq
+                stream = streams.get(peer)
+                if stream is None or stream.state == "offered":
+                    held = last
+                elif stream.state == "streaming":
+                    held = max(progress.acked_seq, stream.reported_seq)
+                else:
+                    held = progress.acked_seq
+                gaps[peer] = gaps.get(peer, 0) + max(0, last - held)
         return gaps
 
 
