@@ -170,6 +170,22 @@ def test_info_reports_roles_and_streams(cluster: Cluster) -> None:
     assert all(section["aegis_links_up"] == 2 for section in sections)
     assert {section["aegis_write_quorum"] for section in sections} == {2}
     assert all(section["role"] == "master" for section in sections)  # each leads some shards
+    # W = 2: every write waited for a follower's acknowledgement, so each primary sampled lag.
+    for node_id, section in zip(sorted(MEMBERS), sections):
+        assert section["aegis_lag_samples"] > 0
+        assert 0 < section["aegis_lag_p50_us"] <= section["aegis_lag_p99_us"]
+        # Quantiles are the upper bounds of buckets 2**(1/4) wide; the maximum is exact.
+        assert section["aegis_lag_max_us"] >= section["aegis_lag_p99_us"] / 2 ** (1 / 4) - 1
+        followers = {name for name in section if name.startswith("aegis_follower_gap_changes_")}
+        assert followers == {f"aegis_follower_gap_changes_{peer}" for peer in MEMBERS - {node_id}}
+
+    def caught_up() -> bool:
+        """Every follower acknowledged every change (W = 2 waits for one of the two only)."""
+        sections = [info(node, "replication") for node in nodes]
+        gaps = [value for section in sections for name, value in section.items() if "follower_gap" in name]
+        return len(gaps) == 6 and not any(gaps)
+
+    wait_until(caught_up, timeout=30, interval=0.1, what="followers to acknowledge every change")
 
 
 def test_metrics_report_what_info_replication_reports(cluster: Cluster) -> None:
@@ -191,6 +207,11 @@ def test_metrics_report_what_info_replication_reports(cluster: Cluster) -> None:
         # Every shard this node leads was won in an election and renewed since.
         assert samples[("aegis_replication_lease_elections_won_total", ())] >= primary
         assert samples[("aegis_replication_quorum_failures_total", ())] == 0
+        lag_count = samples[("aegis_replication_lag_seconds_count", ())]
+        assert 0 < lag_count <= section["aegis_lag_samples"]
+        assert samples[("aegis_replication_lag_seconds_bucket", (("le", "+Inf"),))] == lag_count
+        gaps = {labels for name, labels in samples if name == "aegis_replication_follower_gap_changes"}
+        assert len(gaps) == 2
 
 
 # -- WAIT and quorum reads ------------------------------------------------------------------------

@@ -1,20 +1,26 @@
-"""The replication stream's sans-IO parts: backlog, sync plans, change codec, quorum counting."""
+"""The replication stream's sans-IO parts: backlog, sync plans, change codec, quorum counting, lag."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aegiskv.cluster.replication import (
+    LAG_BUCKET_BOUNDS,
     Backlog,
     Change,
     Copy,
+    LagHistogram,
+    LagMarks,
     Op,
     QuorumTracker,
     ReadRound,
     decode_changes,
     encode_changes,
+    quantile_of,
     writer_tag,
 )
 from tests.effort import examples
@@ -208,3 +214,74 @@ def test_ties_go_to_the_primary() -> None:
     round_.answer(Copy("f1", 5, b"mine"))
     assert round_.newest().holder == "p"
     assert round_.stale() == []
+
+
+# -- replication lag ------------------------------------------------------------------------------
+
+
+@given(st.lists(st.floats(min_value=1e-6, max_value=30.0), min_size=1, max_size=200), st.sampled_from([0.5, 0.99]))
+@settings(max_examples=examples(200))
+def test_lag_quantiles_are_bucket_bounds_at_most_a_bucket_above_the_true_value(
+    samples: list[float], fraction: float
+) -> None:
+    histogram = LagHistogram()
+    for sample in samples:
+        histogram.record(sample)
+    exact = sorted(samples)[max(1, math.ceil(len(samples) * fraction)) - 1]
+    found = histogram.quantile(fraction)
+    assert found in LAG_BUCKET_BOUNDS
+    assert exact <= found <= exact * 2 ** (1 / 4) * (1 + 1e-9)
+    assert histogram.samples == len(samples) and histogram.max == max(samples)
+
+
+def test_lag_beyond_the_last_bound_reads_as_the_maximum() -> None:
+    histogram = LagHistogram()
+    assert histogram.quantile(0.99) == 0.0  # no samples
+    histogram.record(500.0)
+    assert histogram.counts[-1] == 1
+    assert histogram.quantile(0.5) == 500.0
+    assert quantile_of(histogram.counts, 0.5) == float("inf")  # a difference of scrapes has no max
+
+
+def test_each_mark_is_sampled_once_per_follower_when_its_ack_covers_it() -> None:
+    marks, histogram = LagMarks(), RawLag()
+    marks.mark(1, 10.0)
+    marks.mark(1, 10.5)  # the same change again: ignored
+    marks.mark(4, 11.0)
+    marks.mark(9, 12.0)
+    marks.acknowledged(0, 4, 12.002, histogram)  # follower a: covers seqs 1 and 4
+    assert sorted(round(value, 3) for value in histogram.values) == [1.002, 2.002]
+    marks.acknowledged(4, 8, 12.003, histogram)  # a again: nothing marked in 5..8
+    assert histogram.samples == 2
+    marks.acknowledged(0, 9, 12.004, histogram)  # follower b: all three
+    assert histogram.samples == 5
+    marks.trim(8)  # a is at 8, b at 9: only seq 9 is still needed
+    assert len(marks) == 1
+    marks.acknowledged(8, 9, 12.010, histogram)  # a reaches 9
+    assert histogram.samples == 6 and round(histogram.max, 3) == 2.004
+
+
+def test_marks_stay_bounded_while_a_follower_is_away() -> None:
+    marks, histogram = LagMarks(), LagHistogram()
+    for seq in range(1, 3 * LagMarks.MAX_MARKS):
+        marks.mark(seq, float(seq))
+        marks.trim(0)  # the away follower acknowledged nothing
+    assert len(marks) == LagMarks.MAX_MARKS
+    marks.acknowledged(0, 3 * LagMarks.MAX_MARKS, 1e6, histogram)  # it came back: the marks still held
+    assert histogram.samples == LagMarks.MAX_MARKS
+    marks.trim(3 * LagMarks.MAX_MARKS)
+    assert len(marks) == 0
+    marks.mark(1, 0.0)  # after clear() or a full trim, marking starts afresh
+    assert len(marks) == 1
+
+
+class RawLag(LagHistogram):
+    """A histogram that also keeps each sample (to check the exact values LagMarks records)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: list[float] = []
+
+    def record(self, seconds: float) -> None:
+        super().record(seconds)
+        self.values.append(seconds)

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import math
 import struct
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -337,3 +338,110 @@ class ReadRound:
         """The holders whose copy is older than the newest (the primary's own included, by its holder name)."""
         newest = self.newest()
         return [copy.holder for copy in self.copies if copy is not newest and copy.version != newest.version]
+
+
+# Lag histogram buckets: upper bounds growing by 2**(1/4) (19% apart) from 1 us to about 67 s, so a
+# quantile read off a bucket bound is at most 19% above the true value.
+LAG_BUCKET_BOUNDS = [2 ** (index / 4) / 1e6 for index in range(105)]
+
+
+class LagHistogram:
+    """Replication lag samples (seconds) in fixed buckets: recording allocates nothing.
+
+    Not thread-safe: one thread records (the reactor); readers (INFO, /metrics) copy ``counts``.
+    """
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LAG_BUCKET_BOUNDS) + 1)  # the last bucket: slower than every bound
+        self.samples = 0
+        self.total = 0.0
+        self.max = 0.0
+
+    def record(self, seconds: float) -> None:
+        self.counts[bisect_left(LAG_BUCKET_BOUNDS, seconds)] += 1
+        self.samples += 1
+        self.total += seconds
+        if seconds > self.max:
+            self.max = seconds
+
+    def quantile(self, fraction: float) -> float:
+        """The bound of the bucket holding the ``fraction`` quantile (0.0 with no samples; ``max`` past the bounds)."""
+        return quantile_of(self.counts, fraction, self.max)
+
+
+def quantile_of(counts: list[int], fraction: float, beyond: float = float("inf")) -> float:
+    """The bucket bound at which ``counts`` (per LAG_BUCKET_BOUNDS bucket) reach ``fraction`` of their total.
+
+    ``beyond`` stands for the last bucket's (unbounded) value. Used on a node's counts, and by a
+    benchmark on the difference of two scrapes of them.
+    """
+    samples = sum(counts)
+    if samples == 0:
+        return 0.0
+    wanted = max(1, math.ceil(fraction * samples))
+    seen = 0
+    for index, count in enumerate(counts):
+        seen += count
+        if seen >= wanted:
+            return LAG_BUCKET_BOUNDS[index] if index < len(LAG_BUCKET_BOUNDS) else beyond
+    return beyond
+
+
+class LagMarks:
+    """When a primary applied sampled changes of one shard, until every follower acknowledged them.
+
+    The replication lag of a change is the time from the primary applying it to a follower
+    acknowledging it (which a follower does once it applied it, and made it durable in fsync mode).
+    Stamping every change would cost a clock read and a tuple per write; instead the node marks
+    one change per shard per reactor turn, the first of the turn (the one that waits longest for
+    the turn's batch), so each sample is the exact lag of that change and an upper bound for the
+    others streamed with it. ``MAX_MARKS`` bounds the memory while a follower is away; its oldest
+    marks are dropped (that follower's lag then shows in the seq gap, not in samples).
+
+    Not thread-safe: the caller serialises (the node lock).
+    """
+
+    MAX_MARKS = 4096
+
+    def __init__(self) -> None:
+        self._marks: list[tuple[int, float]] = []  # (seq, applied at), seqs growing; live from _start on
+        self._start = 0
+
+    def __len__(self) -> int:
+        return len(self._marks) - self._start
+
+    def mark(self, seq: int, applied_at: float) -> None:
+        marks = self._marks
+        if len(marks) > self._start and marks[-1][0] >= seq:
+            return  # already marked (seqs only grow while the node leads the shard)
+        if len(self) >= self.MAX_MARKS:
+            self._start += 1
+        marks.append((seq, applied_at))
+        self._compact()
+
+    def acknowledged(self, before: int, acked: int, now: float, histogram: LagHistogram) -> None:
+        """A follower's acknowledgement moved from ``before`` to ``acked``: one sample per mark it covers."""
+        marks = self._marks
+        index = bisect_right(marks, before, lo=self._start, key=_mark_seq)
+        while index < len(marks) and marks[index][0] <= acked:
+            histogram.record(now - marks[index][1])
+            index += 1
+
+    def trim(self, acked_by_all: int) -> None:
+        """Forget the marks every follower acknowledged."""
+        self._start = bisect_right(self._marks, acked_by_all, lo=self._start, key=_mark_seq)
+        self._compact()
+
+    def clear(self) -> None:
+        self._marks = []
+        self._start = 0
+
+    def _compact(self) -> None:
+        # Dropping from the front of a list moves the rest: do it once half of it is dead.
+        if self._start > 64 and self._start * 2 > len(self._marks):
+            del self._marks[: self._start]
+            self._start = 0
+
+
+def _mark_seq(mark: tuple[int, float]) -> int:
+    return mark[0]

@@ -19,6 +19,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from aegiskv.backends.base import BackendStats
+from aegiskv.cluster.replication import LAG_BUCKET_BOUNDS, LagHistogram
 from aegiskv.net.reactor import Reactor
 from aegiskv.node.commands import FAMILIES
 from aegiskv.node.operations import Node
@@ -26,9 +27,13 @@ from aegiskv.server.stats import BUCKET_BOUNDS_SECONDS, StatsRegistry
 
 
 class ReplicationSource(Protocol):
-    """The replica manager's report (aegiskv.server.replicas.ReplicaManager.info)."""
+    """The replica manager's report (aegiskv.server.replicas.ReplicaManager.info) and lag."""
+
+    lag: LagHistogram
 
     def info(self) -> dict[str, int | str]: ...
+
+    def follower_gaps(self) -> dict[str, int]: ...
 
 
 # Replication counters on /metrics: INFO replication's name (without aegis_) -> help text.
@@ -183,10 +188,11 @@ class ServerCollector(Collector):
             "aegis_snapshot_failures", "Snapshots that could not be written", value=server.node.snapshot_failures
         )
         if server.replicas is not None:
-            yield from _replication(server.replicas.info())
+            yield from _replication(server.replicas)
 
 
-def _replication(details: dict[str, int | str]) -> Iterator[Metric]:
+def _replication(source: ReplicationSource) -> Iterator[Metric]:
+    details = source.info()
     shards = GaugeMetricFamily("aegis_replication_shards", "Shards this node holds a copy of, by role", labels=["role"])
     shards.add_metric(["primary"], int(details["shards_primary"]))
     shards.add_metric(["follower"], int(details["shards_follower"]))
@@ -201,6 +207,32 @@ def _replication(details: dict[str, int | str]) -> Iterator[Metric]:
     )
     for name, help_text in _REPLICATION_COUNTERS.items():
         yield CounterMetricFamily(f"aegis_replication_{name}", help_text, value=int(details[name]))
+    yield _lag_histogram(source.lag)
+    gaps = GaugeMetricFamily(
+        "aegis_replication_follower_gap_changes",
+        "Changes to the shards this node leads that a follower has yet to acknowledge",
+        labels=["follower"],
+    )
+    for follower, gap in sorted(source.follower_gaps().items()):
+        gaps.add_metric([follower], gap)
+    yield gaps
+
+
+def _lag_histogram(histogram: LagHistogram) -> Metric:
+    lag = HistogramMetricFamily(
+        "aegis_replication_lag_seconds",
+        "Time from this primary applying a change to a follower acknowledging it (sampled: the first change of each"
+        " shard in each event-loop turn, per follower)",
+    )
+    counts = list(histogram.counts)  # the reactor may record meanwhile: one copy, consistent enough
+    cumulative = 0
+    buckets = []
+    for bound, count in zip(LAG_BUCKET_BOUNDS, counts):
+        cumulative += count
+        buckets.append((repr(bound), cumulative))
+    buckets.append(("+Inf", cumulative + counts[-1]))
+    lag.add_metric([], buckets, histogram.total)
+    return lag
 
 
 def build_registry(server: MetricsSource) -> CollectorRegistry:

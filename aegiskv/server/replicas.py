@@ -64,7 +64,17 @@ from aegiskv.cluster.leases import (
     VoteStore,
 )
 from aegiskv.cluster.peer_wire import Kind, PeerProtocolError, ShardMessage
-from aegiskv.cluster.replication import Backlog, Change, Copy, Op, QuorumTracker, ReadRound, writer_tag
+from aegiskv.cluster.replication import (
+    Backlog,
+    Change,
+    Copy,
+    LagHistogram,
+    LagMarks,
+    Op,
+    QuorumTracker,
+    ReadRound,
+    writer_tag,
+)
 from aegiskv.cluster.shard_map import ShardMap
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.net.reactor import Reactor
@@ -106,6 +116,9 @@ class _Stream:
     state: str = "offered"  # offered (waiting for its position), streaming, snapshot
     offered_at: float = 0.0  # when the last OFFER left (it is sent again until answered)
     sent_seq: int = 0
+    # Where the follower said it was when streaming began: it holds that much before its first ACK
+    # of this term (the quorum tracker starts every term at 0 and counts only acknowledgements).
+    reported_seq: int = 0
     snapshot_keys: list[bytes] = field(default_factory=list)
     snapshot_at: int = 0  # the seq the snapshot's key list was taken at
 
@@ -125,6 +138,7 @@ class _Shard:
         self.followed_epoch = 0
         self.receiving_snapshot = False
         self.caught_up_to = 0  # a restarted copy is trusted again once it applied up to here
+        self.lag_marks = LagMarks()  # while leading: when sampled changes were applied (node lock)
 
 
 class ReplicaManager:
@@ -180,6 +194,9 @@ class ReplicaManager:
         # Shards with changes not yet streamed; set by the feed (any thread), drained at the end of
         # each reactor turn, so a change leaves in the turn that made it, not on the next tick.
         self._unsent: set[int] = set()
+        # Time from applying a change here to a follower's acknowledgement of it, over every shard
+        # this node leads and every follower (sampled: see LagMarks). Recorded on the reactor.
+        self.lag = LagHistogram()
         # Lease messages of this reactor turn, sent by _end_of_turn: (the link to answer on, or
         # None for this node's own link to the peer; the peer; the message).
         self._lease_out: list[tuple[Reply | None, str, bytes]] = []
@@ -307,7 +324,7 @@ class ReplicaManager:
         if state is not None:
             change = state.backlog.append(Op.FLUSH, b"", b"", 0, 0)
             self._remember(shard, change.seq)
-            self._unsent.add(shard)
+            self._mark_unsent(state, change.seq)
 
     def led_shards(self) -> set[int]:
         return {shard for shard, state in enumerate(self._led) if state is not None}
@@ -323,7 +340,14 @@ class ReplicaManager:
             return
         change = state.backlog.append(op, key, value, version, expires_at_ms)
         self._remember(shard, change.seq)
-        self._unsent.add(shard)
+        self._mark_unsent(state, change.seq)
+
+    def _mark_unsent(self, state: _Shard, seq: int) -> None:
+        """A change to stream at the end of this turn; the turn's first for the shard is a lag sample."""
+        unsent = self._unsent
+        if state.shard not in unsent:
+            state.lag_marks.mark(seq, time.monotonic())
+            unsent.add(state.shard)
 
     def _remember(self, shard: int, seq: int) -> None:
         writes: Writes | None = getattr(self._request, "writes", None)
@@ -615,6 +639,7 @@ class ReplicaManager:
             backlog.append(Op.NOOP, b"", b"", 0, 0)
             state.leading_epoch = epoch
             state.led_since = time.monotonic()
+            state.lag_marks.clear()
             self._led[state.shard] = state
             self._led_version += 1
         self.leases.set_position(state.shard, backlog.position, self._writer)
@@ -634,6 +659,7 @@ class ReplicaManager:
             state.leading_epoch = 0
             self._led[state.shard] = None
             self._led_version += 1
+            state.lag_marks.clear()
         state.streams = {}
         self._release_waiting()
 
@@ -768,7 +794,7 @@ class ReplicaManager:
             self._start_snapshot(state, peer, stream)
         else:
             stream.state = "streaming"
-            stream.sent_seq = plan.from_seq - 1
+            stream.sent_seq = stream.reported_seq = plan.from_seq - 1
             self._stream(state)
 
     def _on_append(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
@@ -815,7 +841,15 @@ class ReplicaManager:
         self._applied(state, message.epoch, reply)
 
     def _on_ack(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
-        if message.epoch == state.leading_epoch and state.tracker.acknowledge(peer, message.seq):
+        tracker = state.tracker
+        progress = tracker.followers.get(peer)
+        before = progress.acked_seq if progress is not None else 0
+        if message.epoch == state.leading_epoch and tracker.acknowledge(peer, message.seq):
+            now = time.monotonic()
+            with self.node.lock:  # the feed marks changes on any thread, under it
+                marks = state.lag_marks
+                marks.acknowledged(before, message.seq, now, self.lag)
+                marks.trim(min(follower.acked_seq for follower in tracker.followers.values()))
             self._release_waiting()
 
     def _on_read(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
@@ -1019,7 +1053,37 @@ class ReplicaManager:
         result.update({f"streams_{name}": states.count(name) for name in ("offered", "snapshot", "streaming")})
         result.update(self.counters)
         result.update({f"lease_{name}": value for name, value in self.leases.counters.items()})
+        histogram = self.lag
+        # Microseconds (INFO values are integers); quantiles are bucket bounds, at most 19% high.
+        result["lag_samples"] = histogram.samples
+        result["lag_p50_us"] = round(histogram.quantile(0.5) * 1e6)
+        result["lag_p99_us"] = round(histogram.quantile(0.99) * 1e6)
+        result["lag_max_us"] = round(histogram.max * 1e6)
+        result.update({f"follower_gap_changes_{peer}": gap for peer, gap in sorted(self.follower_gaps().items())})
         return result
+
+    def follower_gaps(self) -> dict[str, int]:
+        """Per follower: the changes to the shards this node leads that it has yet to acknowledge (all shards).
+
+        A follower not yet answered this term (its position unknown) counts nothing for that shard;
+        one being sent a snapshot counts every change it acknowledged none of.
+        """
+        gaps: dict[str, int] = {}
+        for state in list(self._shards.values()):
+            if not state.leading_epoch:
+                continue
+            last = state.backlog.last_seq
+            streams = state.streams
+            for peer, progress in list(state.tracker.followers.items()):
+                stream = streams.get(peer)
+                if stream is None or stream.state == "offered":
+                    held = last
+                elif stream.state == "streaming":
+                    held = max(progress.acked_seq, stream.reported_seq)
+                else:
+                    held = progress.acked_seq
+                gaps[peer] = gaps.get(peer, 0) + max(0, last - held)
+        return gaps
 
 
 def _peer_ids(shards: list[_Shard], node_id: str) -> set[str]:
