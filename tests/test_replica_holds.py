@@ -241,7 +241,7 @@ def write(primary: ReplicaManager, written: dict[int, Any], key: bytes) -> int:
     writes = primary.take_writes()
     assert writes is not None
     primary.note_writes(written, primary.ticket(writes))
-    return writes[shard_of(key)]
+    return writes[shard_of(key)][0]
 
 
 def test_wait_counts_the_followers_holding_the_connections_writes() -> None:

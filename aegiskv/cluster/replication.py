@@ -65,11 +65,12 @@ class Change(NamedTuple):
 
     def size(self) -> int:
         """Bytes it costs in a backlog and on the wire (its encoding's length)."""
-        return _CHANGE.size + len(self.key) + len(self.value)
+        return _CHANGE_SIZE + len(self.key) + len(self.value)
 
 
 # seq, op, version, expires_at_ms, key length, value length; then key and value.
 _CHANGE = struct.Struct(">QBQqII")
+_CHANGE_SIZE = _CHANGE.size
 
 
 def encode_changes(changes: Iterable[Change]) -> bytes:
@@ -185,12 +186,17 @@ class Backlog:
     def append(self, op: int, key: bytes, value: bytes, version: int, expires_at_ms: int) -> Change:
         if not self.history:
             raise ValueError("append before start_epoch")
-        change = Change(self.last_seq + 1, op, key, value, version, expires_at_ms)
-        self._changes.append(change)
-        self._bytes += change.size()
-        self.last_seq = change.seq
-        while self._bytes > self.max_bytes and len(self._changes) > 1:
-            self._bytes -= self._changes.popleft().size()
+        seq = self.last_seq + 1
+        change = Change(seq, op, key, value, version, expires_at_ms)
+        changes = self._changes
+        changes.append(change)
+        # Change.size() inlined: this runs once per write on the primary, under the node lock.
+        held = self._bytes + _CHANGE_SIZE + len(key) + len(value)
+        self.last_seq = seq
+        if held > self.max_bytes:
+            while held > self.max_bytes and len(changes) > 1:
+                held -= changes.popleft().size()
+        self._bytes = held
         return change
 
     def record(self, change: Change) -> None:

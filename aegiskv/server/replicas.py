@@ -85,8 +85,10 @@ HANDOFF_AFTER = 1.0
 REOFFER_AFTER = 1.0
 HANDOFFS_PER_TICK = 4
 
-Writes = dict[int, int]  # shard -> the last seq a request wrote to it
-Written = dict[int, tuple[int, int]]  # shard -> (the last seq a connection wrote to it, the epoch it was written in)
+# shard -> (the last seq a request or a connection wrote to it, the epoch it was written in); seq -1:
+# written on a shard this node did not lead (never streamed: its reply fails).
+Writes = dict[int, tuple[int, int]]
+Written = Writes
 
 
 @dataclass(frozen=True)
@@ -306,8 +308,9 @@ class ReplicaManager:
         state = self._led[shard]
         if state is not None:
             change = state.backlog.append(Op.FLUSH, b"", b"", 0, 0)
-            self._remember(shard, change.seq)
-            self._unsent.add(shard)
+            self._remember(shard, change.seq, state.leading_epoch)
+            if state.streams:
+                self._unsent.add(shard)
 
     def led_shards(self) -> set[int]:
         return {shard for shard, state in enumerate(self._led) if state is not None}
@@ -319,17 +322,23 @@ class ReplicaManager:
             # Routing sends writes only to the primary; one that lost its lease while a
             # batch ran in a worker lands here and is not streamed (its reply fails).
             self.counters["unreplicated_writes"] += 1
-            self._remember(shard, -1)
+            self._remember(shard, -1, 0)
             return
         change = state.backlog.append(op, key, value, version, expires_at_ms)
-        self._remember(shard, change.seq)
-        self._unsent.add(shard)
+        # The epoch is read here, under the node lock, with the seq: a reply checks the shard is
+        # still led in the epoch its change was numbered in, whichever thread asks and when.
+        self._remember(shard, change.seq, state.leading_epoch)
+        if state.streams:
+            # Streamed at the end of this reactor turn. A shard without followers has no one to
+            # stream to; one that gains a follower streams it the backlog from its position
+            # (_on_position), so nothing is lost by not marking it here.
+            self._unsent.add(shard)
 
-    def _remember(self, shard: int, seq: int) -> None:
+    def _remember(self, shard: int, seq: int, epoch: int) -> None:
         writes: Writes | None = getattr(self._request, "writes", None)
         if writes is None:
             writes = self._request.writes = {}
-        writes[shard] = seq
+        writes[shard] = (seq, epoch)
 
     # -- the pipeline: what a reply waits for ----------------------------------------------------
 
@@ -343,8 +352,29 @@ class ReplicaManager:
 
     def ticket(self, writes: Writes) -> Ticket:
         """What the reply to a command with these writes waits for."""
-        epochs = {shard: (state.leading_epoch if (state := self._led[shard]) is not None else 0) for shard in writes}
-        return Ticket(writes, epochs, time.monotonic() + self.options.quorum_timeout)
+        return Ticket(writes, time.monotonic() + self.options.quorum_timeout)
+
+    def settle_writes(self, written: Written) -> Ticket | CommandError | bool:
+        """For a reply about to leave with nothing held before it: the command just run on this thread.
+
+        Does what take_writes, ticket, note_writes and verdict do together, in one call: False when
+        the command wrote nothing; True when it did and its reply may leave now (this node leads
+        every shard it wrote in the same epoch and holds the lease, read now); the error to send
+        instead; or, when a write quorum above one copy must be waited for, the ticket to hold the
+        reply on. With W <= 1 (the default, and every lone node) no ticket is made at all.
+        """
+        request = self._request
+        writes: Writes | None = getattr(request, "writes", None)
+        if not writes:
+            return False
+        request.writes = None
+        written.update(writes)
+        quorum = self.options.write_quorum
+        if 0 <= quorum <= 1:
+            return self._write_verdict(writes, 0.0)  # never waits: the deadline is not read
+        ticket = Ticket(writes, time.monotonic() + self.options.quorum_timeout)
+        verdict = self._write_verdict(writes, ticket.deadline)
+        return ticket if verdict is False else verdict
 
     @property
     def read_quorum(self) -> int:
@@ -352,8 +382,7 @@ class ReplicaManager:
 
     def note_writes(self, written: Written, ticket: Ticket) -> None:
         """Add a write's shards (seq and epoch) to what a connection wrote (WAIT counts copies of them)."""
-        for shard, seq in ticket.writes.items():
-            written[shard] = (seq, ticket.epochs[shard])
+        written.update(ticket.writes)
 
     def hold_ticket(self, hold: WaitRequest | QuorumRead, written: Written) -> WaitTicket | ReadTicket | None:
         """What a reply a handler asked to hold waits for (None: nothing, the handler's reply stands).
@@ -378,11 +407,16 @@ class ReplicaManager:
             return self._wait_verdict(ticket)
         if isinstance(ticket, ReadTicket):
             return self._read_verdict(ticket)
-        now = time.monotonic()
+        return self._write_verdict(ticket.writes, ticket.deadline)
+
+    def _write_verdict(self, writes: Writes, deadline: float) -> CommandError | bool:
+        now = time.monotonic()  # read after the write ran: a lease that lapsed since fails it
         quorum = self.options.write_quorum
-        for shard, seq in ticket.writes.items():
-            state = self._shards.get(shard)
-            if seq < 0 or state is None or state.leading_epoch != ticket.epochs[shard] or not state.leading_epoch:
+        led = self._led
+        for shard, (seq, epoch) in writes.items():
+            state = led[shard]
+            if seq < 0 or state is None or state.leading_epoch != epoch:
+                # Not led, or led again in a later epoch: the change may not be in the new log.
                 self.counters["quorum_failures"] += 1
                 return _lost_leadership(shard)
             if not self.leases.holds_lease(shard, now):
@@ -390,7 +424,7 @@ class ReplicaManager:
                 return _lost_leadership(shard)
             need = state.tracker.replicas() if quorum < 0 else quorum
             if need > 1 and state.tracker.copies(seq) < need:
-                if now >= ticket.deadline:
+                if now >= deadline:
                     self.counters["quorum_timeouts"] += 1
                     return CommandError(
                         ErrorKind.TRYAGAIN,
@@ -1030,11 +1064,16 @@ class _Holder:
         raise NotImplementedError
 
 
-@dataclass(frozen=True)
 class Ticket:
-    writes: Writes
-    epochs: dict[int, int]
-    deadline: float
+    """A write's held reply: the shards it wrote (seq and epoch), and until when its quorum may take.
+
+    A plain class with slots, not a dataclass: one is made per write that waits for a quorum."""
+
+    __slots__ = ("deadline", "writes")
+
+    def __init__(self, writes: Writes, deadline: float) -> None:
+        self.writes = writes
+        self.deadline = deadline
 
 
 @dataclass(frozen=True)
