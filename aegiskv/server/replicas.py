@@ -295,14 +295,38 @@ class ReplicaManager:
 
     # -- the feed (any thread, node lock held) -------------------------------------------------
 
-    def put(self, key: bytes, value: bytes, version: int, expires_at_ms: int) -> None:
-        self._record(Op.PUT, key, value, version, expires_at_ms)
+    def put(self, key: bytes, value: bytes, version: int, expires_at_ms: int, op: int = Op.PUT) -> None:
+        """A change to ``key``: a write, or the ``op`` delete and expire pass.
+
+        Runs once per write, interpreted, called from the compiled node: one call
+        here rather than three, measurably cheaper per SET.
+        """
+        shard = self._shard_of_key(key)
+        state = self._led[shard]
+        request = self._request
+        writes: Writes | None = getattr(request, "writes", None)
+        if writes is None:
+            writes = request.writes = {}
+        if state is None:
+            # Routing sends writes only to the primary; one that lost its lease while a
+            # batch ran in a worker lands here and is not streamed (its reply fails).
+            self.counters["unreplicated_writes"] += 1
+            writes[shard] = (-1, 0)
+            return
+        # The epoch is read here, under the node lock, with the seq: a reply checks the shard is
+        # still led in the epoch its change was numbered in, whichever thread asks and when.
+        writes[shard] = (state.backlog.append(op, key, value, version, expires_at_ms).seq, state.leading_epoch)
+        if state.streams:
+            # Streamed at the end of this reactor turn. A shard without followers has no one to
+            # stream to; one that gains a follower streams it the backlog from its position
+            # (_on_position), so nothing is lost by not marking it here.
+            self._unsent.add(shard)
 
     def delete(self, key: bytes) -> None:
-        self._record(Op.DELETE, key, b"", 0, 0)
+        self.put(key, b"", 0, 0, Op.DELETE)
 
     def expire(self, key: bytes, expires_at_ms: int) -> None:
-        self._record(Op.EXPIRE, key, b"", 0, expires_at_ms)
+        self.put(key, b"", 0, expires_at_ms, Op.EXPIRE)
 
     def flush_shard(self, shard: int) -> None:
         state = self._led[shard]
@@ -314,25 +338,6 @@ class ReplicaManager:
 
     def led_shards(self) -> set[int]:
         return {shard for shard, state in enumerate(self._led) if state is not None}
-
-    def _record(self, op: int, key: bytes, value: bytes, version: int, expires_at_ms: int) -> None:
-        shard = self._shard_of_key(key)
-        state = self._led[shard]
-        if state is None:
-            # Routing sends writes only to the primary; one that lost its lease while a
-            # batch ran in a worker lands here and is not streamed (its reply fails).
-            self.counters["unreplicated_writes"] += 1
-            self._remember(shard, -1, 0)
-            return
-        change = state.backlog.append(op, key, value, version, expires_at_ms)
-        # The epoch is read here, under the node lock, with the seq: a reply checks the shard is
-        # still led in the epoch its change was numbered in, whichever thread asks and when.
-        self._remember(shard, change.seq, state.leading_epoch)
-        if state.streams:
-            # Streamed at the end of this reactor turn. A shard without followers has no one to
-            # stream to; one that gains a follower streams it the backlog from its position
-            # (_on_position), so nothing is lost by not marking it here.
-            self._unsent.add(shard)
 
     def _remember(self, shard: int, seq: int, epoch: int) -> None:
         writes: Writes | None = getattr(self._request, "writes", None)
@@ -371,7 +376,19 @@ class ReplicaManager:
         written.update(writes)
         quorum = self.options.write_quorum
         if 0 <= quorum <= 1:
-            return self._write_verdict(writes, 0.0)  # never waits: the deadline is not read
+            # Never waits: _write_verdict's checks without its quorum count, inline (this runs
+            # per write; a call more costs a lone node's SET measurably).
+            now = time.monotonic()  # read after the write ran: a lease that lapsed since fails it
+            led = self._led
+            for shard, (seq, epoch) in writes.items():
+                state = led[shard]
+                if seq < 0 or state is None or state.leading_epoch != epoch:
+                    self.counters["quorum_failures"] += 1
+                    return _lost_leadership(shard)
+                if not self.leases.holds_lease(shard, now):
+                    self.counters["lease_lost_replies"] += 1
+                    return _lost_leadership(shard)
+            return True
         ticket = Ticket(writes, time.monotonic() + self.options.quorum_timeout)
         verdict = self._write_verdict(writes, ticket.deadline)
         return ticket if verdict is False else verdict
