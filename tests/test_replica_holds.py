@@ -354,6 +354,7 @@ def test_a_lone_primarys_write_is_settled_at_once_and_counted_for_wait() -> None
     assert written == {shard_of(KEY): (state.backlog.last_seq, state.leading_epoch)}
     assert replicas.settle_writes(written) is False  # taken once
     assert replicas._unsent == set()  # no follower: nothing to stream at the end of the turn
+    assert state.backlog.first_seq == state.backlog.last_seq + 1  # numbered, not kept
 
 
 def test_a_lone_primary_whose_lease_lapsed_mid_batch_acknowledges_nothing_after() -> None:
@@ -383,7 +384,7 @@ def test_a_lone_primary_whose_lease_lapsed_mid_batch_acknowledges_nothing_after(
     assert replicas.counters["lease_lost_replies"] == 4
 
 
-def test_a_follower_that_joins_a_lone_primary_gets_every_change_written_before_and_while_it_joins() -> None:
+def test_a_follower_that_joins_a_lone_primary_gets_every_change_by_snapshot_then_stream() -> None:
     primary = alone()
     follower = manager("f1")
     nodes = {"p": primary, "f1": follower}
@@ -397,18 +398,22 @@ def test_a_follower_that_joins_a_lone_primary_gets_every_change_written_before_a
         expected[key] = value
 
     for index in range(200):
-        write(index)  # alone: nothing queued for streaming
+        write(index)  # alone: numbered, neither kept nor queued for streaming
     assert primary._unsent == set()
+    assert all(state.backlog.first_seq == state.backlog.last_seq + 1 for state in primary._shards.values())
     # f1 joins: p (still holding every lease, f1 has granted nothing) offers it each shard.
     primary.set_shard_map(view("p", "f1"), {})
     follower.set_shard_map(view("p", "f1"), {})
     links(follower).sent.clear()  # its lease traffic: not what this test is about
     for index in range(200, 250):
-        write(index)  # offered, not yet streaming: the position answer streams from the backlog
-    deliver(nodes, "p", Kind.OFFER)
+        write(index)  # offered, not yet answered: kept in the backlog from now on
+    deliver(nodes, "p", Kind.OFFER)  # f1 answers (0, 0): those changes are gone, so a snapshot
+    assert primary.counters["resyncs_sent"] == SHARDS
     for index in range(250, 300):
-        write(index)  # streaming now: queued, sent at the end of the turn
-    primary._end_of_turn()
-    deliver(nodes, "p", Kind.APPEND)
+        write(index)  # while the snapshot is on its way: kept, streamed after it
+    primary.tick()  # the snapshots' keys and their ends
+    primary._end_of_turn()  # the changes after them
+    for kind in (Kind.SNAPSHOT_BEGIN, Kind.SNAPSHOT_ITEMS, Kind.SNAPSHOT_END, Kind.APPEND):
+        deliver(nodes, "p", kind)
     held = {key: bytes(entry.value) for key, entry in follower.node.entries(list(expected))}
     assert held == expected

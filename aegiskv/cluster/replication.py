@@ -199,6 +199,19 @@ class Backlog:
         self._bytes = held
         return change
 
+    def advance(self) -> int:
+        """Number a change no follower needs kept (its shard has none); returns its seq.
+
+        The changes held so far go too, so what is held stays one run ending at
+        ``last_seq``: a follower that arrives later at an older position is
+        resynchronised (plan_sync: its changes are no longer held), snapshot then tail.
+        """
+        if self._changes:
+            self._changes.clear()
+            self._bytes = 0
+        self.last_seq += 1
+        return self.last_seq
+
     def record(self, change: Change) -> None:
         """A follower keeps what it applied (in order), so it can serve as primary's backlog after a failover."""
         if change.seq != self.last_seq + 1:

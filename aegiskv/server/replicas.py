@@ -315,12 +315,15 @@ class ReplicaManager:
             return
         # The epoch is read here, under the node lock, with the seq: a reply checks the shard is
         # still led in the epoch its change was numbered in, whichever thread asks and when.
-        writes[shard] = (state.backlog.append(op, key, value, version, expires_at_ms).seq, state.leading_epoch)
         if state.streams:
-            # Streamed at the end of this reactor turn. A shard without followers has no one to
-            # stream to; one that gains a follower streams it the backlog from its position
-            # (_on_position), so nothing is lost by not marking it here.
-            self._unsent.add(shard)
+            writes[shard] = (state.backlog.append(op, key, value, version, expires_at_ms).seq, state.leading_epoch)
+            self._unsent.add(shard)  # streamed at the end of this reactor turn
+        else:
+            # No follower to stream to (a lone node's every shard): the change is numbered, not
+            # kept. One that arrives later is sent a snapshot taken under the node lock, then
+            # the changes after it, which are kept from the moment its stream exists (set on
+            # the reactor before its offer leaves; this check is under the node lock).
+            writes[shard] = (state.backlog.advance(), state.leading_epoch)
 
     def delete(self, key: bytes) -> None:
         self.put(key, b"", 0, 0, Op.DELETE)
