@@ -2,7 +2,8 @@
 
 Each shard has one primary at a time (the holder of its lease, see
 aegiskv.cluster.leases). Every change the primary makes to a shard's keys gets
-the shard's next *sequence number* and goes into the shard's :class:`Backlog`;
+the shard's next *sequence number* and goes into the shard's :class:`Backlog`
+(a shard with no follower only numbers it: :meth:`Backlog.advance`);
 followers receive the changes in order and acknowledge what they applied. A
 replica's *position* is ``(epoch, seq)``: the last change it applied and the
 epoch (lease term) in which that change was written. Sequence numbers keep
