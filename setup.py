@@ -15,9 +15,11 @@ import os
 from setuptools import setup
 
 # The reactor, both wire protocols, the pipeline, the command handlers, the node,
-# the memory backend and the key router: what one GET or SET runs through. Of the
-# RESP handlers, those of the server group (INFO, CONFIG, COMMAND, SAVE ...) and
-# CLUSTER stay interpreted: they run now and then, and INFO in the worker pool.
+# the memory backend and the key router with its key -> shard mapping: what one GET
+# or SET runs through (with gossip on, each key is mapped to its shard to route it,
+# and each write again for replication). Of the RESP handlers, those of the server
+# group (INFO, CONFIG, COMMAND, SAVE ...) and CLUSTER stay interpreted: they run now
+# and then, and INFO in the worker pool.
 HOT_PATH = [
     "aegiskv/net/poller.py",
     "aegiskv/net/reactor.py",
@@ -40,6 +42,7 @@ HOT_PATH = [
     "aegiskv/backends/memory.py",
     "aegiskv/backends/expiry.py",
     "aegiskv/cluster/redirect.py",
+    "aegiskv/cluster/slots.py",
 ]
 
 

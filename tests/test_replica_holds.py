@@ -14,7 +14,7 @@ from typing import Any
 
 from aegiskv.backends.base import BackendOptions
 from aegiskv.backends.memory import MemoryBackend
-from aegiskv.cluster.leases import MemoryVoteStore
+from aegiskv.cluster.leases import LeaseTiming, MemoryVoteStore
 from aegiskv.cluster.peer_wire import Kind
 from aegiskv.cluster.placement import RingPlacement
 from aegiskv.cluster.replication import Change, Op, writer_tag
@@ -24,6 +24,7 @@ from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.node.operations import KeyspaceLimits, Node
 from aegiskv.protocols.session import QuorumRead, WaitRequest
 from aegiskv.server.replicas import ReadTicket, ReplicaManager, ReplicationOptions, WaitTicket, _Shard
+from tests.wire import wait_until
 
 SHARDS = 8
 MEMBERS = ("p", "f1", "f2")
@@ -60,14 +61,16 @@ class Links:
         return found
 
 
-def manager(node_id: str, read_quorum: int = 2) -> ReplicaManager:
+def manager(node_id: str, read_quorum: int = 2, timing: LeaseTiming | None = None) -> ReplicaManager:
     node = Node(
         MemoryBackend(BackendOptions(max_memory_bytes=1 << 26)),
         KeyspaceLimits(1024, 1 << 20, 1000),
         ShardMapper(SHARDS),
         node_id,
     )
-    options = ReplicationOptions(write_quorum=0, read_quorum=read_quorum, quorum_timeout=5.0)
+    options = ReplicationOptions(
+        write_quorum=0, read_quorum=read_quorum, quorum_timeout=5.0, timing=timing or LeaseTiming()
+    )
     replicas = ReplicaManager(node, None, node_id, options, None, store=MemoryVoteStore(), rng=random.Random(1))  # type: ignore[arg-type]
     replicas.peers = Links()  # type: ignore[assignment]
     node.feed = replicas
@@ -241,7 +244,7 @@ def write(primary: ReplicaManager, written: dict[int, Any], key: bytes) -> int:
     writes = primary.take_writes()
     assert writes is not None
     primary.note_writes(written, primary.ticket(writes))
-    return writes[shard_of(key)]
+    return writes[shard_of(key)][0]
 
 
 def test_wait_counts_the_followers_holding_the_connections_writes() -> None:
@@ -322,3 +325,95 @@ def test_a_lease_is_handed_to_a_peer_only_once_its_link_has_been_up_for_a_lease(
     assert replicas._may_lead_soon("f1", now)
     links(replicas).down.add("f1")
     assert not replicas._may_lead_soon("f1", now)
+
+
+# -- a lone primary's writes (settle_writes: no ticket at W <= 1) ---------------------------------
+
+
+def view(*names: str) -> ShardMap:
+    topology = Topology(RingPlacement(), ShardMapper(SHARDS), len(names))
+    return topology.update(Member(name, Endpoint("127.0.0.1", 1 + index), None) for index, name in enumerate(names))
+
+
+def alone(timing: LeaseTiming | None = None) -> ReplicaManager:
+    """A one-node cluster's manager that won every shard's lease (by its own vote, at once)."""
+    replicas = manager("p", timing=timing)
+    replicas.set_shard_map(view("p"), {})
+    replicas.settle()
+    assert replicas.led_shards() == set(range(SHARDS))
+    return replicas
+
+
+def test_a_lone_primarys_write_is_settled_at_once_and_counted_for_wait() -> None:
+    replicas = alone()
+    written: dict[int, Any] = {}
+    assert replicas.settle_writes(written) is False  # nothing written: nothing to settle
+    replicas.node.set(KEY, b"v")
+    assert replicas.settle_writes(written) is True
+    state = replicas._shards[shard_of(KEY)]
+    assert written == {shard_of(KEY): (state.backlog.last_seq, state.leading_epoch)}
+    assert replicas.settle_writes(written) is False  # taken once
+    assert replicas._unsent == set()  # no follower: nothing to stream at the end of the turn
+    assert state.backlog.first_seq == state.backlog.last_seq + 1  # numbered, not kept
+
+
+def test_a_lone_primary_whose_lease_lapsed_mid_batch_acknowledges_nothing_after() -> None:
+    replicas = alone(LeaseTiming(lease_duration=0.2, round_timeout=0.05))
+    written: dict[int, Any] = {}
+    replicas.node.set(b"before", b"v")
+    assert replicas.settle_writes(written) is True
+    # The floor rises above one (a member was seen, then declared dead): the lease may no longer
+    # renew itself alone, and lapses while the batch runs on (no tick in between).
+    replicas.leases.set_quorum_floor(2)
+    shards = {shard_of(b"before"), shard_of(KEY)}
+    wait_until(
+        lambda: not any(replicas.leases.holds_lease(shard, time.monotonic()) for shard in shards),
+        timeout=5,
+        interval=0.01,
+        what="the lease to lapse",
+    )
+    for key in (b"before", KEY):
+        replicas.node.set(key, b"after")
+        verdict = replicas.settle_writes(written)
+        assert isinstance(verdict, CommandError) and verdict.kind == ErrorKind.TRYAGAIN, verdict
+        # The same write through the pool's path (take_writes, ticket, verdict) fails the same way.
+        replicas.node.set(key, b"again")
+        writes = replicas.take_writes()
+        assert writes is not None
+        assert isinstance(replicas.verdict(replicas.ticket(writes)), CommandError)
+    assert replicas.counters["lease_lost_replies"] == 4
+
+
+def test_a_follower_that_joins_a_lone_primary_gets_every_change_by_snapshot_then_stream() -> None:
+    primary = alone()
+    follower = manager("f1")
+    nodes = {"p": primary, "f1": follower}
+    written: dict[int, Any] = {}
+    expected: dict[bytes, bytes] = {}
+
+    def write(index: int) -> None:
+        key, value = b"key:%d" % index, b"value:%d" % index
+        primary.node.set(key, value)
+        assert primary.settle_writes(written) is True
+        expected[key] = value
+
+    for index in range(200):
+        write(index)  # alone: numbered, neither kept nor queued for streaming
+    assert primary._unsent == set()
+    assert all(state.backlog.first_seq == state.backlog.last_seq + 1 for state in primary._shards.values())
+    # f1 joins: p (still holding every lease, f1 has granted nothing) offers it each shard.
+    primary.set_shard_map(view("p", "f1"), {})
+    follower.set_shard_map(view("p", "f1"), {})
+    links(follower).sent.clear()  # its lease traffic: not what this test is about
+    for index in range(200, 250):
+        write(index)  # offered, not yet answered: kept in the backlog from now on
+    deliver(nodes, "p", Kind.OFFER)  # f1 answers (0, 0): those changes are gone, so a snapshot
+    assert primary.counters["resyncs_sent"] == SHARDS
+    for index in range(250, 300):
+        write(index)  # while the snapshot is on its way: kept, streamed after it
+    primary.tick()  # the snapshots' keys and their ends
+    primary._end_of_turn()  # the changes after them
+    for kind in (Kind.SNAPSHOT_BEGIN, Kind.SNAPSHOT_ITEMS, Kind.SNAPSHOT_END, Kind.APPEND):
+        deliver(nodes, "p", kind)
+    held = {key: bytes(entry.value) for key, entry in follower.node.entries(list(expected))}
+    assert held == expected

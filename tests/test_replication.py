@@ -8,6 +8,7 @@ partitions and long runs are in tests/faults/; these are the quick ones.
 
 from __future__ import annotations
 
+import itertools
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import redis
 from aegiskv.client import Client, Config, MovedError, NotFoundError
 from aegiskv.cluster.slots import ShardMapper
 from aegiskv.testing.localnode import LocalNode
-from tests.cluster_harness import Cluster, gossip_address, info, topology, wait_for_agreement
+from tests.cluster_harness import Cluster, gossip_address, info, key_count, topology, wait_for_agreement
 from tests.wire import http_request, metric_samples, wait_until
 
 pytestmark = pytest.mark.slow
@@ -315,5 +316,38 @@ def test_with_one_copy_every_node_learns_who_took_a_dead_nodes_shards(tmp_path: 
         survivors = [cluster.nodes["n0"], cluster.nodes["n2"]]
         described = wait_for_agreement(survivors, MEMBERS - {"n1"})
         assert all(shard["primary"] in ("n0", "n2") for shard in described["shards"])
+    finally:
+        cluster.close()
+
+
+def test_a_lone_node_that_gains_a_member_while_written_to_gives_it_every_key(tmp_path: Path) -> None:
+    # Alone, n0 numbers its changes but keeps none (no follower to stream to): n1, joining while
+    # writes run, must get the keys written before by snapshot and every later one after it.
+    cluster = Cluster(tmp_path, shards=8, env={"AEGIS_REPLICATION_FACTOR": "2"})
+    try:
+        first = cluster.start(0)
+        wait_for_agreement([first], {"n0"})
+        with client_for([first]) as client:
+            acknowledged = write_keys(client, "alone", 200)
+            second = cluster.start(1, seeds=[gossip_address(first)])
+            written = iter(range(1_000_000))
+
+            def copied_while_writing() -> bool:
+                for index in itertools.islice(written, 10):
+                    client.set(f"joining:{index}", f"value-{index}")
+                    acknowledged[f"joining:{index}"] = f"value-{index}"
+                return key_count(second) > 0
+
+            wait_until(copied_while_writing, timeout=60, interval=0, what="n1 to hold copies")
+            acknowledged.update(write_keys(client, "joined", 200))
+            wait_for_agreement([first, second], {"n0", "n1"})
+            # RF 2 on two nodes: each holds every shard. n1 leads the shards it is preferred for
+            # once it caught up, so reads through the cluster check its copies too.
+            wait_until(
+                lambda: key_count(second) == len(acknowledged) == key_count(first),
+                timeout=30,
+                what=f"{len(acknowledged)} keys on both nodes",
+            )
+            assert missing(client, acknowledged) == []
     finally:
         cluster.close()

@@ -2,7 +2,8 @@
 
 Each shard has one primary at a time (the holder of its lease, see
 aegiskv.cluster.leases). Every change the primary makes to a shard's keys gets
-the shard's next *sequence number* and goes into the shard's :class:`Backlog`;
+the shard's next *sequence number* and goes into the shard's :class:`Backlog`
+(a shard with no follower only numbers it: :meth:`Backlog.advance`);
 followers receive the changes in order and acknowledge what they applied. A
 replica's *position* is ``(epoch, seq)``: the last change it applied and the
 epoch (lease term) in which that change was written. Sequence numbers keep
@@ -66,11 +67,12 @@ class Change(NamedTuple):
 
     def size(self) -> int:
         """Bytes it costs in a backlog and on the wire (its encoding's length)."""
-        return _CHANGE.size + len(self.key) + len(self.value)
+        return _CHANGE_SIZE + len(self.key) + len(self.value)
 
 
 # seq, op, version, expires_at_ms, key length, value length; then key and value.
 _CHANGE = struct.Struct(">QBQqII")
+_CHANGE_SIZE = _CHANGE.size
 
 
 def encode_changes(changes: Iterable[Change]) -> bytes:
@@ -186,13 +188,31 @@ class Backlog:
     def append(self, op: int, key: bytes, value: bytes, version: int, expires_at_ms: int) -> Change:
         if not self.history:
             raise ValueError("append before start_epoch")
-        change = Change(self.last_seq + 1, op, key, value, version, expires_at_ms)
-        self._changes.append(change)
-        self._bytes += change.size()
-        self.last_seq = change.seq
-        while self._bytes > self.max_bytes and len(self._changes) > 1:
-            self._bytes -= self._changes.popleft().size()
+        seq = self.last_seq + 1
+        change = Change(seq, op, key, value, version, expires_at_ms)
+        changes = self._changes
+        changes.append(change)
+        # Change.size() inlined: this runs once per write on the primary, under the node lock.
+        held = self._bytes + _CHANGE_SIZE + len(key) + len(value)
+        self.last_seq = seq
+        if held > self.max_bytes:
+            while held > self.max_bytes and len(changes) > 1:
+                held -= changes.popleft().size()
+        self._bytes = held
         return change
+
+    def advance(self) -> int:
+        """Number a change no follower needs kept (its shard has none); returns its seq.
+
+        The changes held so far go too, so what is held stays one run ending at
+        ``last_seq``: a follower that arrives later at an older position is
+        resynchronised (plan_sync: its changes are no longer held), snapshot then tail.
+        """
+        if self._changes:
+            self._changes.clear()
+            self._bytes = 0
+        self.last_seq += 1
+        return self.last_seq
 
     def record(self, change: Change) -> None:
         """A follower keeps what it applied (in order), so it can serve as primary's backlog after a failover."""
