@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from aegiskv.client.aio_connection import AsyncConnection, within
 from aegiskv.client.client import (
@@ -113,6 +113,8 @@ class AsyncClient:
     """See the module docstring. Also an async context manager (closes on exit)."""
 
     def __init__(self, config: Config | None = None) -> None:
+        """A client of the servers in ``config.seeds`` (default ``Config()``); it connects lazily, on the first call,
+        in the running loop."""
         self.config = config or Config()
         self._ssl_context = self.config.ssl_context()
         self._pools: dict[Address, _ServerPool] = {}
@@ -134,12 +136,14 @@ class AsyncClient:
     # -- server list (no I/O: plain methods) --------------------------------------------
 
     def add_server(self, address: str) -> None:
+        """Add ``host:port`` to the server list; already there: nothing. No I/O, so a plain method."""
         parsed = _parse_address(address)
         if parsed not in self._pools:
             self._pools[parsed] = _ServerPool(parsed)
             self._order.append(parsed)
 
     def remove_server(self, address: str) -> None:
+        """Drop ``host:port`` from the server list, close its idle connections and fail the tasks waiting for one."""
         parsed = _parse_address(address)
         pool = self._pools.pop(parsed, None)
         if pool is None:
@@ -151,17 +155,21 @@ class AsyncClient:
         pool.refuse_waiters(ConnectionClosedError(f"{address} was removed from the server list"))
 
     def servers(self) -> list[str]:
+        """The server list, as ``host:port`` strings, in the order they were added."""
         return [f"{host}:{port}" for host, port in self._order]
 
     # -- operations ----------------------------------------------------------------------
 
     async def get(self, key: Key) -> bytes:
+        """The value of ``key``; raises :class:`~aegiskv.client.NotFoundError` when it does not exist."""
         raw = _bytes(key, "key")
         frame = await self._keyed(raw, Opcode.GET, idempotent=True, items=((raw, b""),))
         raise_for_status(frame, raw)
         return bytes(frame.items[0][1] or b"")
 
     async def get_with_ttl(self, key: Key) -> ValueWithTTL:
+        """The value of ``key`` with its TTL and version; raises
+        :class:`~aegiskv.client.NotFoundError` when it does not exist."""
         raw = _bytes(key, "key")
         frame = await self._keyed(raw, Opcode.GET_TTL, idempotent=True, items=((raw, b""),))
         raise_for_status(frame, raw)
@@ -187,6 +195,7 @@ class AsyncClient:
         return frame.version
 
     async def set_with_ttl(self, key: Key, value: Value, ttl: float | timedelta) -> int:
+        """Store ``value`` for ``ttl`` (seconds or a ``timedelta``); returns its new version."""
         if ttl is None:
             raise ValueError("set_with_ttl needs a ttl")
         return await self.set(key, value, ttl)
@@ -217,6 +226,13 @@ class AsyncClient:
             for index, (_, value) in zip(indices, frame.items):
                 values[index] = value
         return values
+
+    # Two overloads, not one union: see Client.mset.
+    @overload
+    async def mset(self, pairs: Mapping[K, Value], ttl: float | timedelta | None = None) -> int: ...
+
+    @overload
+    async def mset(self, pairs: Iterable[tuple[Key, Value]], ttl: float | timedelta | None = None) -> int: ...
 
     async def mset(
         self, pairs: Mapping[K, Value] | Iterable[tuple[Key, Value]], ttl: float | timedelta | None = None
@@ -249,6 +265,7 @@ class AsyncClient:
         return time.perf_counter() - started
 
     def pipeline(self) -> AsyncPipeline:
+        """A new, empty :class:`AsyncPipeline` that sends through this client."""
         return AsyncPipeline(self)
 
     # -- cluster routing -----------------------------------------------------------------
@@ -494,9 +511,11 @@ class AsyncClient:
         await asyncio.sleep(0)  # let the transports run their close callbacks
 
     async def __aenter__(self: C) -> C:
+        """The client itself: ``async with AsyncClient(config) as cache: ...`` closes it on exit."""
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
+        """Close the client (see :meth:`close`); exceptions propagate."""
         await self.close()
 
 
@@ -517,10 +536,12 @@ class AsyncPipeline(QueuedOperations):
     """
 
     def __init__(self, client: AsyncClient) -> None:
+        """An empty pipeline on ``client`` (:meth:`AsyncClient.pipeline` makes one)."""
         super().__init__()
         self._client = client
 
     async def execute(self, raise_on_error: bool = False) -> list[Any]:
+        """Send the queued operations and return one result per operation, in order; the queue is empty after."""
         requests, decoders = self._take()
         if not requests:
             return []

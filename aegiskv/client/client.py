@@ -54,7 +54,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from aegiskv.client.connection import NativeConnection
 from aegiskv.client.errors import (
@@ -85,32 +85,42 @@ Q = TypeVar("Q", bound="QueuedOperations")
 
 @dataclass
 class Config:
-    """Client settings. Timeouts are seconds."""
+    """Client settings; every field has a default. Timeouts are seconds."""
 
     seeds: Sequence[str] = ("127.0.0.1:7700",)
-    max_conns: int = 8  # per server
+    """``host:port`` of the servers to start from (in a cluster, any of its nodes)."""
+    max_conns: int = 8
+    """Connections per server, at most; a call waits up to ``conn_timeout`` for a free one."""
     conn_timeout: float = 1.0
+    """To connect (and, with TLS, to finish the handshake)."""
     read_timeout: float = 2.0
+    """To wait for a reply."""
     write_timeout: float = 2.0
+    """To send a request."""
     max_retries: int = 20
+    """Tries after the first, at most (the module docstring says which operations are retried)."""
     auth_token: str | None = None
-    # TLS: an ssl.SSLContext of your own, or the simple form below (CA to trust,
-    # and a certificate and key to present when the server wants mutual TLS).
+    """Sent with AUTH on every new connection, when the servers require a token."""
     tls: ssl.SSLContext | None = None
+    """TLS with a context of your own; or leave None and give the file names below."""
     tls_ca: str | None = None
+    """PEM file of the CA to trust: turns TLS on."""
     tls_cert: str | None = None
+    """PEM certificate to present, for servers that require client certificates (with ``tls_key``)."""
     tls_key: str | None = None
-    # Cluster routing: keys go straight to their shard's primary, from a shard map
-    # fetched from any seed and refreshed after a redirect or this many seconds.
+    """PEM key of ``tls_cert``."""
     cluster_routing: bool = True
+    """Send each key straight to its shard's primary, from a shard map fetched from any seed."""
     topology_refresh: float = 30.0
+    """Fetch the shard map again after this long (and after a redirect)."""
     max_redirects: int = 5
-    # Retries (see the module docstring): no retry starts later than retry_budget seconds
-    # after the first attempt; the wait before retry n is min(retry_backoff_max,
-    # retry_backoff * 2**n), times a random factor in [0.5, 1).
+    """Redirects in a row that are followed at once; past these a redirect counts as a failure."""
     retry_budget: float = 5.0
+    """No retry starts later than this after the first attempt."""
     retry_backoff: float = 0.05
+    """The wait before retry n: ``min(retry_backoff_max, retry_backoff * 2**n)``, times a random factor in [0.5, 1)."""
     retry_backoff_max: float = 0.5
+    """The longest wait between tries."""
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The context connections use: ``tls`` as given, or one built from the file names."""
@@ -142,9 +152,14 @@ class Config:
 
 @dataclass(frozen=True)
 class ValueWithTTL:
+    """What :meth:`Client.get_with_ttl` returns."""
+
     value: bytes
-    ttl: timedelta | None  # None: the key does not expire
+    """The value."""
+    ttl: timedelta | None
+    """The time left before the key expires; None when it does not expire."""
     version: int
+    """The key's version (as :meth:`Client.set` returned it)."""
 
 
 @dataclass
@@ -187,6 +202,7 @@ class Client:
     """See the module docstring. Also a context manager (closes on exit)."""
 
     def __init__(self, config: Config | None = None) -> None:
+        """A client of the servers in ``config.seeds`` (default ``Config()``); it connects lazily, on the first call."""
         self.config = config or Config()
         self._ssl_context = self.config.ssl_context()
         self._lock = threading.Condition()
@@ -208,6 +224,8 @@ class Client:
     # -- server list -----------------------------------------------------------------
 
     def add_server(self, address: str) -> None:
+        """Add ``host:port`` to the server list (asked when no shard map names a key's owner);
+        already there: nothing."""
         parsed = _parse_address(address)
         with self._lock:
             if parsed not in self._pools:
@@ -215,6 +233,7 @@ class Client:
                 self._order.append(parsed)
 
     def remove_server(self, address: str) -> None:
+        """Drop ``host:port`` from the server list and close its idle connections; ValueError when it is not there."""
         parsed = _parse_address(address)
         with self._lock:
             pool = self._pools.pop(parsed, None)
@@ -226,18 +245,21 @@ class Client:
             self._lock.notify_all()
 
     def servers(self) -> list[str]:
+        """The server list, as ``host:port`` strings, in the order they were added."""
         with self._lock:
             return [f"{host}:{port}" for host, port in self._order]
 
     # -- operations ------------------------------------------------------------------
 
     def get(self, key: Key) -> bytes:
+        """The value of ``key``; raises :class:`NotFoundError` (a ``KeyError``) when it does not exist."""
         raw = _bytes(key, "key")
         frame = self._keyed(raw, Opcode.GET, idempotent=True, items=((raw, b""),))
         _raise_for_status(frame, raw)
         return bytes(frame.items[0][1] or b"")
 
     def get_with_ttl(self, key: Key) -> ValueWithTTL:
+        """The value of ``key`` with its TTL and version; raises :class:`NotFoundError` when it does not exist."""
         raw = _bytes(key, "key")
         frame = self._keyed(raw, Opcode.GET_TTL, idempotent=True, items=((raw, b""),))
         _raise_for_status(frame, raw)
@@ -314,6 +336,14 @@ class Client:
             for index, (_, value) in zip(indices, frame.items):
                 values[index] = value
         return values
+
+    # Two overloads, not one union: against the union mypy reads a dict literal that mixes str
+    # and bytes values ({"a": "1", "b": b"2"}) as the Iterable branch, and rejects it.
+    @overload
+    def mset(self, pairs: Mapping[K, Value], ttl: float | timedelta | None = None) -> int: ...
+
+    @overload
+    def mset(self, pairs: Iterable[tuple[Key, Value]], ttl: float | timedelta | None = None) -> int: ...
 
     def mset(self, pairs: Mapping[K, Value] | Iterable[tuple[Key, Value]], ttl: float | timedelta | None = None) -> int:
         """Store every pair; returns the highest version written.
@@ -463,6 +493,7 @@ class Client:
         return time.perf_counter() - started
 
     def pipeline(self) -> Pipeline:
+        """A new, empty :class:`Pipeline` that sends through this client."""
         return Pipeline(self)
 
     # -- cluster routing ---------------------------------------------------------------
@@ -732,6 +763,7 @@ class Client:
             connection.close()
 
     def close(self) -> None:
+        """Close every idle connection; the client refuses further calls. Calls under way finish first."""
         with self._lock:
             self._closed = True
             pools = list(self._pools.values())
@@ -742,9 +774,11 @@ class Client:
             pool.idle.clear()
 
     def __enter__(self) -> Client:
+        """The client itself: ``with Client(config) as cache: ...`` closes it on exit."""
         return self
 
     def __exit__(self, *_exc: object) -> None:
+        """Close the client (see :meth:`close`); exceptions propagate."""
         self.close()
 
 
@@ -793,6 +827,7 @@ class QueuedOperations:
         return self
 
     def get(self: Q, key: Key) -> Q:
+        """Queue a GET; the result is the value, or :class:`NotFoundError` (the exception instance)."""
         raw = _bytes(key, "key")
 
         def decode(frame: Frame) -> bytes:
@@ -823,6 +858,8 @@ class QueuedOperations:
         return self._queue(_Request(Opcode.SET, fields, raw, not _CONDITIONS & flags), decode)
 
     def delete(self: Q, key: Key) -> Q:
+        """Queue a DELETE; the result is True when the key existed, False when it did not."""
+
         def decode(frame: Frame) -> bool:
             if frame.status == Status.NOT_FOUND:
                 return False
@@ -872,10 +909,13 @@ class Pipeline(QueuedOperations):
     """
 
     def __init__(self, client: Client) -> None:
+        """An empty pipeline on ``client`` (:meth:`Client.pipeline` makes one)."""
         super().__init__()
         self._client = client
 
     def execute(self, raise_on_error: bool = False) -> list[Any]:
+        """Send the queued operations and return one result per operation, in order (see the
+        class docstring); the queue is empty after."""
         requests, decoders = self._take()
         if not requests:
             return []

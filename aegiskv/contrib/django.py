@@ -50,21 +50,30 @@ _CONFIG_OPTIONS = frozenset(field.name for field in fields(Config)) - {"seeds"}
 
 
 class Serializer(Protocol):
-    def dumps(self, value: Any) -> bytes: ...
+    """What ``OPTIONS["SERIALIZER"]`` names: ``dumps(value) -> bytes`` and ``loads(bytes) -> value``."""
 
-    def loads(self, data: bytes) -> Any: ...
+    def dumps(self, value: Any) -> bytes:
+        """``value`` as the bytes to store."""
+        ...
+
+    def loads(self, data: bytes) -> Any:
+        """The value stored as ``data``."""
+        ...
 
 
 class PickleSerializer:
     """Django's usual value format: any picklable value round-trips. Trust the servers: unpickling runs code."""
 
     def __init__(self, protocol: int = pickle.HIGHEST_PROTOCOL) -> None:
+        """Pickle with ``protocol`` (``OPTIONS["PICKLE_PROTOCOL"]``)."""
         self.protocol = protocol
 
     def dumps(self, value: Any) -> bytes:
+        """The pickled ``value``."""
         return pickle.dumps(value, self.protocol)
 
     def loads(self, data: bytes) -> Any:
+        """The value ``data`` pickles; unpickling runs code."""
         return pickle.loads(data)
 
 
@@ -72,6 +81,8 @@ class AegisKVCache(BaseCache):  # type: ignore[misc]  # Django ships no type inf
     """See the module docstring."""
 
     def __init__(self, server: str | Iterable[str], params: Mapping[str, Any]) -> None:
+        """Django calls this with ``LOCATION`` and the rest of the ``CACHES`` entry; a bad one raises
+        ``ImproperlyConfigured``."""
         super().__init__(params)
         seeds = [part.strip() for part in server.split(",")] if isinstance(server, str) else list(server)
         options = dict(params.get("OPTIONS") or {})
@@ -113,6 +124,7 @@ class AegisKVCache(BaseCache):  # type: ignore[misc]  # Django ships no type inf
     # -- the BaseCache contract -------------------------------------------------------------
 
     def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        """Store ``value`` only if ``key`` is absent; True when it was stored."""
         made = self.make_and_validate_key(key, version=version)
         lifetime = self._lifetime(timeout)
         if lifetime is not None and lifetime <= 0:
@@ -124,6 +136,7 @@ class AegisKVCache(BaseCache):  # type: ignore[misc]  # Django ships no type inf
         return True
 
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        """The value of ``key``, or ``default`` when it is absent."""
         made = self.make_and_validate_key(key, version=version)
         try:
             return self._serializer.loads(self.client.get(made))
@@ -131,6 +144,8 @@ class AegisKVCache(BaseCache):  # type: ignore[misc]  # Django ships no type inf
             return default
 
     def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> None:
+        """Store ``value`` under ``key`` for ``timeout`` seconds (Django's rules: None for ever,
+        0 or less deletes it)."""
         made = self.make_and_validate_key(key, version=version)
         lifetime = self._lifetime(timeout)
         if lifetime is not None and lifetime <= 0:
@@ -139,6 +154,7 @@ class AegisKVCache(BaseCache):  # type: ignore[misc]  # Django ships no type inf
         self.client.set(made, self._serializer.dumps(value), lifetime)
 
     def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        """Give ``key`` a new ``timeout``; True when the key exists."""
         made = self.make_and_validate_key(key, version=version)
         lifetime = self._lifetime(timeout)
         if lifetime is None:
@@ -148,9 +164,11 @@ class AegisKVCache(BaseCache):  # type: ignore[misc]  # Django ships no type inf
         return self.client.expire(made, lifetime)
 
     def delete(self, key: Any, version: int | None = None) -> bool:
+        """Remove ``key``; True when it existed."""
         return self.client.delete(self.make_and_validate_key(key, version=version))
 
     def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
+        """The keys that exist, each with its value (one MGET, split by owner in a cluster)."""
         made = {self.make_and_validate_key(key, version=version): key for key in keys}
         if not made:
             return {}
@@ -159,6 +177,7 @@ class AegisKVCache(BaseCache):  # type: ignore[misc]  # Django ships no type inf
         return {key: loads(value) for key, value in zip(made.values(), values) if value is not None}
 
     def has_key(self, key: Any, version: int | None = None) -> bool:
+        """Whether ``key`` exists (without reading its value)."""
         return self._exists(self.make_and_validate_key(key, version=version))
 
     def incr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
@@ -193,6 +212,7 @@ class AegisKVCache(BaseCache):  # type: ignore[misc]  # Django ships no type inf
         return []
 
     def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
+        """Remove every key of ``keys`` (absent ones are ignored)."""
         self._delete_made([self.make_and_validate_key(key, version=version) for key in keys])
 
     def clear(self) -> None:

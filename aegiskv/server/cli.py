@@ -35,8 +35,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _missing_server_dependency() -> str | None:
+    """The server's first dependency that does not import, or None.
+
+    ``pip install --no-deps aegiskv`` is the client-only install (docs/client.md): the client
+    needs no other package, the server does. Without this check ``aegis`` in such an install
+    would end in a traceback from deep inside the reactor's imports.
+    """
+    try:
+        from aegiskv.server import daemon  # noqa: F401 - imports every module a node runs
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.partition(".")[0] == "aegiskv":
+            raise  # a module of our own is missing: a broken install or a bug, not a client-only install
+        return error.name
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    missing = _missing_server_dependency()
+    if missing is not None:
+        print(
+            f"aegis: the server needs {missing}, which is not installed (a client-only install, "
+            "pip install --no-deps?): pip install aegiskv installs the server's dependencies",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 2
     if args[:1] == ["plugins"]:
         for line in plugins.describe_all():
             print(line)
