@@ -709,13 +709,15 @@ class ReplicaManager:
             state.leading_epoch = epoch
             state.led_since = time.monotonic()
             state.lag_marks.clear()
+            state.following = ""
+            state.tracker = QuorumTracker()
+            state.tracker.set_followers(member for member in state.members if member != self.node_id)
+            # Before the shard is published as led: a worker's write that sees it led must also
+            # see its streams, or it numbers the change without keeping it (a needless resync).
+            state.streams = {member: _Stream() for member in state.members if member != self.node_id}
             self._led[state.shard] = state
             self._led_version += 1
         self.leases.set_position(state.shard, backlog.position, self._writer)
-        state.following = ""
-        state.tracker = QuorumTracker()
-        state.tracker.set_followers(member for member in state.members if member != self.node_id)
-        state.streams = {member: _Stream() for member in state.members if member != self.node_id}
         logger.info("shard {}: primary for epoch {} from seq {}", state.shard, epoch, backlog.last_seq)
         for member in state.streams:
             self._offer(state, member)
