@@ -20,6 +20,7 @@ class FakeConnection:
         self.accounted_in = 0
         self.accounted_out = 0
         self.accounted_preauth = False
+        self.evictable = True
         self.close_reason = ""
         self.counts_as_client = client
         self.port_name = "resp" if client else "gossip"
@@ -81,3 +82,12 @@ def test_peaks_are_kept_for_two_windows() -> None:
     assert budget.snapshot()["client_recent_max_input_buffer"] == 70
     budget.rotate_peaks()
     assert budget.snapshot()["client_recent_max_input_buffer"] == 0
+
+
+def test_a_no_evict_client_is_passed_over_for_the_next_largest() -> None:
+    protected, other = FakeConnection(1, created=1), FakeConnection(2, created=2)
+    protected.evictable = False  # CLIENT NO-EVICT ON
+    budget = _budget([protected, other], client_limit=100, preauth_limit=10)
+    budget.account(other, 30, 0)
+    budget.account(protected, 80, 0)  # 110 > 100: the largest is exempt, so the other one goes
+    assert other.closed and not protected.closed

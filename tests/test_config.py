@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from aegiskv.server.settings import SETTINGS, SETTINGS_BY_NAME, ConfigError, Settings, build, documented_config
+from aegiskv.server.settings import (
+    SETTINGS,
+    SETTINGS_BY_NAME,
+    ConfigError,
+    Settings,
+    build,
+    documented_config,
+    load_file,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 DOCUMENTED = REPO / "conf" / "aegiskv.toml"
@@ -318,7 +326,7 @@ def test_bad_value_as_flag(name, literal, text, expected) -> None:
         ("max_key_bytes", "true", "True"),
         ("shards", "[1, 2]", "[1, 2]"),
         ("bind", "7700", "7700"),
-        ("auth_token", "12345", "12345"),
+        ("auth_token", "12345", "<hidden>"),  # a secret is never repeated (errors reach the log)
         ("log_level", "1", "1"),
     ],
 )
@@ -448,3 +456,12 @@ def test_a_read_quorum_above_the_replication_factor_is_refused(factor: str, quor
 def test_a_read_quorum_up_to_the_replication_factor_is_accepted(quorum: str) -> None:
     settings = build(flags={"replication_factor": "3", "read_quorum": quorum}, environ={})
     assert settings.read_quorum == int(quorum)
+
+
+def test_a_refused_secret_is_not_repeated_in_the_error(tmp_path: Path) -> None:
+    """Errors reach the log (a SIGHUP reload logs them): a secret's value is never in one."""
+    path = tmp_path / "node.toml"
+    path.write_text('gossip_secret = "short-sekrit"\n')
+    with pytest.raises(ConfigError, match="gossip_secret") as refused:
+        load_file(str(path))
+    assert "short-sekrit" not in str(refused.value)

@@ -23,7 +23,7 @@ from aegiskv.cluster.slots import ShardMapper
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.node.operations import KeyspaceLimits, Node
 from aegiskv.protocols.session import QuorumRead, WaitRequest
-from aegiskv.server.replicas import ReadTicket, ReplicaManager, ReplicationOptions, WaitTicket, _Shard
+from aegiskv.server.replicas import ReadTicket, ReplicaManager, ReplicationOptions, WaitTicket, _Shard, _Stream
 from tests.wire import wait_until
 
 SHARDS = 8
@@ -417,3 +417,15 @@ def test_a_follower_that_joins_a_lone_primary_gets_every_change_by_snapshot_then
         deliver(nodes, "p", kind)
     held = {key: bytes(entry.value) for key, entry in follower.node.entries(list(expected))}
     assert held == expected
+
+
+def test_a_write_made_while_the_shard_was_not_led_fails_the_reply_whatever_follows() -> None:
+    """A batch whose lease lapsed between chunks and was won again: the write in between was never streamed."""
+    replicas = manager("p")
+    shard = shard_of(KEY)
+    replicas.put(KEY, b"lost", 1, 0)  # not led: stored here, streamed nowhere
+    state = leading(replicas, shard)
+    state.streams = {"f1": _Stream()}
+    replicas.put(KEY, b"later", 2, 0)  # led again (a new epoch) by the time the batch goes on
+    writes = replicas.take_writes()
+    assert writes is not None and writes[shard][0] < 0  # the reply fails: the first write is not on any follower

@@ -1031,7 +1031,7 @@ class ShardLeases:
 
     def _on_release(self, release: LeaseRelease, now: float) -> None:
         state = self._shards.get(release.shard)
-        if state is not None and release.epoch >= state.heard_term:
+        if state is not None and state.heard_until and release.epoch >= state.heard_term:
             state.heard_until = 0.0  # the lease a voter told us of ended early (a hand-off), or a later one did
             state.campaign_at = None
         if state is not None and state.term == release.epoch and state.holder == release.holder:

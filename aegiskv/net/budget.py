@@ -47,6 +47,7 @@ class Accounted(Protocol):
     accounted_in: int
     accounted_out: int
     accounted_preauth: bool
+    evictable: bool
     close_reason: str
 
     @property
@@ -113,7 +114,10 @@ class BufferBudget:
                 holders = [
                     c
                     for c in self._connections()
-                    if c.counts_as_client and not c.accounted_preauth and c.accounted_in + c.accounted_out
+                    if c.counts_as_client
+                    and c.evictable
+                    and not c.accounted_preauth
+                    and c.accounted_in + c.accounted_out
                 ]
                 holders.sort(key=lambda c: c.accounted_in + c.accounted_out, reverse=True)
             for connection in holders:

@@ -194,6 +194,7 @@ class Transport:
         "accounted_in",
         "accounted_out",
         "accounted_preauth",
+        "evictable",
     )
 
     def __init__(
@@ -262,6 +263,7 @@ class Transport:
         self.accounted_in = 0
         self.accounted_out = 0
         self.accounted_preauth = False
+        self.evictable = True  # False: the client budget never closes it (CLIENT NO-EVICT)
 
     @property
     def counts_as_client(self) -> bool:

@@ -121,6 +121,10 @@ class HandlerContext(Protocol):
         """Close another client's connection now, dropping its unsent replies (CLIENT KILL)."""
         ...
 
+    def set_evictable(self, connection_id: int, evictable: bool) -> None:
+        """Whether the client memory budget may close this connection (CLIENT NO-EVICT)."""
+        ...
+
     def configure(self, pairs: list[tuple[str, str]]) -> None:
         """CONFIG SET: change settings a running node can change; raises CommandError, changing nothing."""
         ...

@@ -144,5 +144,6 @@ class Session:
         # The last command routed on this connection (CLIENT LIST's cmd): the name of the table's row,
         # which the pipeline stores per request (a reference, no string is built).
         self.last_command = "NULL"  # as Redis shows a connection that ran nothing yet
-        # CLIENT NO-EVICT: shown in CLIENT LIST's flags; AegisKV never evicts a client for memory.
+        # CLIENT NO-EVICT: shown in CLIENT LIST's flags; the transport is exempted from the client
+        # memory budget (max_client_memory) through the server.
         self.no_evict = False

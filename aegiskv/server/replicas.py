@@ -52,6 +52,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from loguru import logger
 
@@ -98,6 +99,8 @@ HANDOFFS_PER_TICK = 4
 # shard -> (the last seq a request or a connection wrote to it, the epoch it was written in); seq -1:
 # written on a shard this node did not lead (never streamed: its reply fails).
 Writes = dict[int, tuple[int, int]]
+# A request's entry for a shard it wrote while not leading it: its reply fails (seq -1).
+_UNREPLICATED: Final = (-1, 0)
 Written = Writes
 
 
@@ -328,13 +331,18 @@ class ReplicaManager:
             # Routing sends writes only to the primary; one that lost its lease while a
             # batch ran in a worker lands here and is not streamed (its reply fails).
             self.counters["unreplicated_writes"] += 1
-            writes[shard] = (-1, 0)
+            writes[shard] = _UNREPLICATED
             return
+        # A batch that wrote to this shard while it was not led (a lapsed lease between chunks)
+        # fails whatever it writes there after: a lease won again in between must not make the
+        # reply acknowledge the write no follower was sent.
+        failed = writes.get(shard) is _UNREPLICATED
         # The epoch is read here, under the node lock, with the seq: a reply checks the shard is
         # still led in the epoch its change was numbered in, whichever thread asks and when.
         if state.streams:
             seq = state.backlog.append(op, key, value, version, expires_at_ms).seq
-            writes[shard] = (seq, state.leading_epoch)
+            if not failed:
+                writes[shard] = (seq, state.leading_epoch)
             unsent = self._unsent  # streamed at the end of this reactor turn
             if shard not in unsent:
                 state.lag_marks.mark(seq, time.monotonic())  # the turn's first change of a shard: a lag sample
@@ -344,7 +352,9 @@ class ReplicaManager:
             # kept. One that arrives later is sent a snapshot taken under the node lock, then
             # the changes after it, which are kept from the moment its stream exists (set on
             # the reactor before its offer leaves; this check is under the node lock).
-            writes[shard] = (state.backlog.advance(), state.leading_epoch)
+            seq = state.backlog.advance()
+            if not failed:
+                writes[shard] = (seq, state.leading_epoch)
 
     def delete(self, key: bytes) -> None:
         self.put(key, b"", 0, 0, Op.DELETE)
@@ -374,7 +384,8 @@ class ReplicaManager:
         writes: Writes | None = getattr(self._request, "writes", None)
         if writes is None:
             writes = self._request.writes = {}
-        writes[shard] = (seq, epoch)
+        if writes.get(shard) is not _UNREPLICATED:  # a failure sticks (see put)
+            writes[shard] = (seq, epoch)
 
     # -- the pipeline: what a reply waits for ----------------------------------------------------
 
@@ -698,13 +709,15 @@ class ReplicaManager:
             state.leading_epoch = epoch
             state.led_since = time.monotonic()
             state.lag_marks.clear()
+            state.following = ""
+            state.tracker = QuorumTracker()
+            state.tracker.set_followers(member for member in state.members if member != self.node_id)
+            # Before the shard is published as led: a worker's write that sees it led must also
+            # see its streams, or it numbers the change without keeping it (a needless resync).
+            state.streams = {member: _Stream() for member in state.members if member != self.node_id}
             self._led[state.shard] = state
             self._led_version += 1
         self.leases.set_position(state.shard, backlog.position, self._writer)
-        state.following = ""
-        state.tracker = QuorumTracker()
-        state.tracker.set_followers(member for member in state.members if member != self.node_id)
-        state.streams = {member: _Stream() for member in state.members if member != self.node_id}
         logger.info("shard {}: primary for epoch {} from seq {}", state.shard, epoch, backlog.last_seq)
         for member in state.streams:
             self._offer(state, member)

@@ -20,7 +20,7 @@ import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -776,11 +776,16 @@ def defaults() -> dict[str, Any]:
     return {setting.name: setting.default for setting in SETTINGS}
 
 
+# Settings whose values never appear in an error (errors reach the log, e.g. on a SIGHUP reload).
+_SECRET_SETTINGS: Final = frozenset({"auth_token", "gossip_secret"})
+
+
 def _parse(setting: Setting, raw: Any, source: str) -> Any:
     try:
         return setting.parse(raw)
     except _Invalid as invalid:
-        raise ConfigError(f"{source}: {setting.name} = {raw!r}: expected {invalid}") from None
+        shown = "<hidden>" if setting.name in _SECRET_SETTINGS else repr(raw)
+        raise ConfigError(f"{source}: {setting.name} = {shown}: expected {invalid}") from None
 
 
 def load_file(path: str) -> dict[str, Any]:

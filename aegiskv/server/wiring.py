@@ -487,11 +487,21 @@ class Server:
         """Close a client connection, dropping unsent replies (CLIENT KILL). Any thread: the reactor closes it."""
 
         def close() -> None:
-            for connection in list(self.reactor.connections.values()):
-                if connection.connection_id == connection_id and connection.options.counts_as_client:
-                    connection.close(flush=False)
+            connection = self.reactor.connections.get(connection_id)
+            if connection is not None and connection.options.counts_as_client:
+                connection.close(flush=False)
 
         self.reactor.call_soon(close)
+
+    def set_evictable(self, connection_id: int, evictable: bool) -> None:
+        """CLIENT NO-EVICT: exempt a connection from the client memory budget (net/budget.py). Any thread."""
+
+        def apply() -> None:
+            connection = self.reactor.connections.get(connection_id)
+            if connection is not None:
+                connection.evictable = evictable
+
+        self.reactor.call_soon(apply)
 
     @property
     def slow_log(self) -> SlowLog:

@@ -207,7 +207,7 @@ _CLIENT_HELP = [
     "SETINFO <LIB-NAME|LIB-VER> <value>",
     "    Set the client library's name or version.",
     "NO-EVICT (ON|OFF)",
-    "    Protect current client connection from eviction (AegisKV evicts no client).",
+    "    Protect current client connection from eviction.",
     "HELP",
     "    Prints this help.",
 ]
@@ -338,6 +338,7 @@ def cmd_client(server: HandlerContext, session: Session, args: Args) -> bytes:  
         if switch not in (b"on", b"off"):
             raise invalid(SYNTAX)
         session.no_evict = switch == b"on"
+        server.set_evictable(session.connection_id, not session.no_evict)
         return resp.OK
     if sub == b"setinfo":
         attribute = args[2].upper()
