@@ -123,11 +123,10 @@ class Listener:
         self.sock = sock
         self.options = options
         self.accepting = True
-
-    @property
-    def address(self) -> tuple[str, int]:
-        host, port = self.sock.getsockname()[:2]
-        return host, port
+        # Read once, while the socket is bound: the address is asked for (gossip's member
+        # metadata) also while the node shuts down, after the socket was closed.
+        host, port = sock.getsockname()[:2]
+        self.address: tuple[str, int] = (host, port)
 
     def handle_read(self) -> None:
         for _ in range(_ACCEPTS_PER_EVENT):
