@@ -49,11 +49,9 @@ import http.client
 import json
 import os
 import platform
-import re
 import selectors
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -65,7 +63,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from results_md import render_or_complain, write_text_section  # bench/results_md.py
-from servers import RESULTS, cpu_seconds, percentile_from, require_redis_tools
+from servers import RESULTS, measure_benchmark, require_redis_tools
 
 from aegiskv.cluster.replication import LAG_BUCKET_BOUNDS, quantile_of
 from aegiskv.cluster.slots import key_slot
@@ -84,7 +82,6 @@ SHAPES = [("c50_P1", ["-c", "50", "-P", "1"], 200_000), ("c50_P16", ["-c", "50",
 MEMBERS = {"n0", "n1", "n2"}
 LAG_METRIC = "aegis_replication_lag_seconds_bucket"
 GAP_FIELD = "aegis_follower_gap_changes_"
-THROUGHPUT = re.compile(r"throughput summary:\s+([\d.]+) requests per second")
 
 
 # -- the cluster ------------------------------------------------------------------------------------
@@ -210,20 +207,7 @@ def run_cluster_benchmark(nodes: list[LocalNode], shape: Sequence[str], requests
     host, port = resp_address(nodes[0])
     command = ["redis-benchmark", "--cluster", "-h", host, "-p", str(port), "-t", "set", "-d", "100"]
     command += ["-r", "100000", "-n", str(requests), "--precision", "3", *shape]
-    before = sum(cpu_seconds(node.pid) for node in nodes)
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    after = sum(cpu_seconds(node.pid) for node in nodes)
-    output = result.stdout
-    match = THROUGHPUT.search(output)
-    if result.returncode != 0 or not match:
-        raise RuntimeError(f"redis-benchmark failed:\n{output[-2000:]}\n{result.stderr[-2000:]}")
-    return {
-        "rps": float(match.group(1)),
-        "p50_ms": percentile_from(output, 50.0),
-        "p99_ms": percentile_from(output, 99.0),
-        "p999_ms": percentile_from(output, 99.9),
-        "cpu_us_per_request": (after - before) / requests * 1e6,
-    }
+    return measure_benchmark(command, [node.pid for node in nodes], requests, "against the cluster")
 
 
 class PacedWriter:

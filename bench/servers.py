@@ -199,13 +199,18 @@ def run_benchmark(
         "3",
         *shape,
     ]
-    before = cpu_seconds(server.pid)
+    return measure_benchmark(command, [server.pid], requests, f"against {server.name}")
+
+
+def measure_benchmark(command: list[str], pids: list[int], requests: int, what: str) -> dict[str, float]:
+    """Run a redis-benchmark command: req/s, p50/p99/p99.9 and the CPU the ``pids`` spent per request."""
+    before = sum(cpu_seconds(pid) for pid in pids)
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    after = cpu_seconds(server.pid)
+    after = sum(cpu_seconds(pid) for pid in pids)
     output = result.stdout
     match = _THROUGHPUT.search(output)
     if result.returncode != 0 or not match:
-        raise RuntimeError(f"redis-benchmark failed against {server.name}:\n{output[-2000:]}\n{result.stderr}")
+        raise RuntimeError(f"redis-benchmark failed {what}:\n{output[-2000:]}\n{result.stderr[-2000:]}")
     return {
         "rps": float(match.group(1)),
         "p50_ms": percentile_from(output, 50.0),
