@@ -176,6 +176,7 @@ def test_gather_shows_an_unanswering_peer_down_and_does_not_ask_the_dead() -> No
             ("b", "suspect", ("10.0.0.2", 7701), {"health": "10.0.0.2:8080"}),
             ("c", "alive", ("10.0.0.3", 7701), {"health": "10.0.0.3:8080"}),
             ("d", "dead", ("10.0.0.4", 7701), {"health": "10.0.0.4:8080"}),
+            ("e", "alive", ("10.0.0.5", 7701), {}),  # no --health-addr: nothing to ask
         ]
     )
     assert members[0] == MemberEntry("a", "alive", Endpoint("10.0.0.1", 8080))  # an empty host: gossip's
@@ -195,6 +196,7 @@ def test_gather_shows_an_unanswering_peer_down_and_does_not_ask_the_dead() -> No
     assert health["b"] == ("suspect", "")
     assert health["c"][0] == "down" and "no answer from 10.0.0.3:8080" in health["c"][1]
     assert health["d"] == ("down", "gossip says dead")
+    assert health["e"] == ("up", "no figures: it serves no --health-addr")  # gossip's word
     assert view["epoch"] == 3
     assert view["shards"][3] == {
         "shard": 3,

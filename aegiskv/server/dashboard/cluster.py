@@ -96,9 +96,13 @@ def shard_rows(shard_map: ShardMap) -> list[dict[str, Any]]:
     return rows
 
 
-def health_of(gossip: str, status: dict[str, Any] | None) -> str:
-    """up, suspect or down: gossip's word, and down whenever the node did not answer."""
-    if status is None or gossip in _NOT_ASKED:
+def health_of(gossip: str, unanswered: bool) -> str:
+    """up, suspect or down: gossip's word, and down whenever the node was asked and did not answer.
+
+    A node that was not asked (it serves no operations port, or the gathering ran out of
+    time first) is shown as gossip sees it, without figures.
+    """
+    if unanswered or gossip in _NOT_ASKED:
         return "down"
     return "suspect" if gossip == "suspect" else "up"
 
@@ -120,25 +124,27 @@ def gather(
     for member in members:
         status: dict[str, Any] | None = None
         reason = ""
+        unanswered = False
         started = clock()
         if member.node_id == node_id:
             status = local_status()
         elif member.gossip in _NOT_ASKED:
             reason = f"gossip says {member.gossip}"
         elif member.health is None:
-            reason = "publishes no operations address"
+            reason = "no figures: it serves no --health-addr"
         elif started >= deadline:
-            reason = "not asked: the gathering ran out of time"
+            reason = "no figures: not asked, the gathering ran out of time"
         else:
             try:
                 status = fetch(member.health, min(PEER_TIMEOUT, deadline - started))
             except (OSError, ValueError) as error:
                 reason = f"no answer from {member.health}: {error}"
+                unanswered = True
         nodes.append(
             {
                 "node_id": member.node_id,
                 "gossip": member.gossip,
-                "health": health_of(member.gossip, status),
+                "health": health_of(member.gossip, unanswered),
                 "reason": reason,
                 "address": str(member.health) if member.health else None,
                 "answered_ms": round((clock() - started) * 1000, 1) if status is not None else None,
