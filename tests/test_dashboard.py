@@ -157,7 +157,6 @@ def test_recent_requests_rate_needs_two_readings_apart() -> None:
     mine = stats.for_this_thread()
     for _ in range(50):
         mine.record(0, 3000)  # 3 us
-    mine.finish_turn(0)
     now[0] += 2.0
     reading = recent.read()
     assert reading["window_s"] == 2.0

@@ -46,8 +46,11 @@ class DashboardDom(HTMLParser):
         self.state = ""
         self.nodes: dict[str, dict[str, str]] = {}  # node -> field -> text, plus "health" from data-health
         self.shards: dict[int, str] = {}  # shard -> primary
+        self.hot_keys_hidden = False
+        self.hot_keys: list[list[str]] = []  # node, rank, key, frequency
         self._row: dict[str, str] | None = None
         self._field: str | None = None
+        self._hot_key = False
         self.feed(html)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -61,16 +64,26 @@ class DashboardDom(HTMLParser):
             self._row[self._field] = ""
         elif tag == "div" and "data-shard" in attributes:
             self.shards[int(attributes["data-shard"])] = attributes.get("data-primary", "")
+        elif tag == "section" and attributes.get("id") == "hotkeys-section":
+            self.hot_keys_hidden = "hidden" in attributes
+        elif tag == "tr" and "hotkey" in attributes.get("class", "").split():
+            self.hot_keys.append([])
+            self._hot_key = True
+        elif tag == "td" and self._hot_key:
+            self.hot_keys[-1].append("")
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "td":
             self._field = None
         elif tag == "tr":
             self._row = None
+            self._hot_key = False
 
     def handle_data(self, data: str) -> None:
         if self._row is not None and self._field is not None:
             self._row[self._field] += data
+        elif self._hot_key and self.hot_keys[-1]:
+            self.hot_keys[-1][-1] += data
 
 
 def load(url: str, profile: Path, screenshot: Path) -> DashboardDom:
@@ -157,6 +170,10 @@ def test_dashboard_in_chromium_shows_the_cluster_and_a_killed_node_down(tmp_path
             what="the page to show three nodes up, 32 shards and every node's figures",
         )
         assert dom.nodes["n0"]["address"] == "{}:{}".format(*serving.health_address)
+        # Hot keys only where a node's INFO has a hotkeys section; none at all: no section shown.
+        assert dom.hot_keys_hidden == (dom.hot_keys == [])
+        for node, rank, key, frequency in dom.hot_keys:
+            assert node in dom.nodes and rank.isdigit() and key and _NUMBER.match(frequency)
 
         print(f"dashboard screenshot: {screenshot} (after {time.monotonic() - started:.1f}s)")
 
