@@ -1,11 +1,13 @@
-"""Optional compilation of the request path with mypyc (``AEGISKV_COMPILE=1``).
+"""Compilation of the request path with mypyc, decided by the build backend.
 
-The package is pure Python and runs as such by default. With
-``AEGISKV_COMPILE=1`` at build time (``AEGISKV_COMPILE=1 pip install .``) the
-modules every request passes through are compiled to C extensions by mypyc,
-from the same typed source; everything else stays interpreted. Measured in
-bench/results/hot_path.txt: the Python work per RESP request drops by about
-40%. Metadata and everything else live in setup.cfg.
+The package is pure Python; with a C compiler and the Python headers at hand,
+``pip install .`` also compiles the modules every request passes through to C
+extensions by mypyc, from the same typed source; everything else stays
+interpreted. ``AEGISKV_COMPILE=0`` builds pure Python, ``AEGISKV_COMPILE=1``
+insists on compiling (build_support/aegiskv_build.py decides, and tells this
+file through that variable). Measured in bench/results/hot_path.txt: the Python
+work per RESP request drops by about 40%. Metadata and everything else live in
+setup.cfg.
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ class BuiltinContract(BackendContract):
         # The node calls this store directly (compiled: direct calls); for the durable
         # backends it must be the very keyspace the log records.
         backend, clock = self.backend, self.clock
-        memory = backend.memory
+        # Not part of the Backend interface (a third-party backend need not have one).
+        memory = getattr(backend, "memory", None)
         assert isinstance(memory, MemoryBackend)
         version = memory.put(b"k", b"v", clock.now_ms + 1_000)
         entry = backend.get_entry(b"k")

@@ -11,9 +11,11 @@ from __future__ import annotations
 import ast
 import importlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -84,3 +86,57 @@ def test_version_names_the_build(tmp_path: Path) -> None:
         check=True,
     )
     assert result.stdout.strip() == f"aegis {aegiskv.__version__} ({aegiskv.build()})"
+
+
+# -- the build backend's choice (build_support/aegiskv_build.py) -------------------------------
+
+
+@pytest.fixture
+def backend(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The build backend module, imported from the source tree, with AEGISKV_COMPILE unset."""
+    monkeypatch.syspath_prepend(str(ROOT / "build_support"))
+    monkeypatch.delenv("AEGISKV_COMPILE", raising=False)
+    return importlib.import_module("aegiskv_build")
+
+
+def test_pip_install_compiles_where_a_compiler_and_headers_are(backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backend, "c_compiler", lambda: "/usr/bin/cc")
+    monkeypatch.setattr(backend, "python_headers", lambda: True)
+    assert backend.should_compile(editable=False)
+    # An editable install runs the sources in place: compiled copies would go stale at the next edit.
+    assert not backend.should_compile(editable=True)
+    monkeypatch.setattr(backend, "python_headers", lambda: False)
+    assert not backend.should_compile(editable=False)
+    monkeypatch.setattr(backend, "python_headers", lambda: True)
+    monkeypatch.setattr(backend, "c_compiler", lambda: None)
+    assert not backend.should_compile(editable=False)
+
+
+def test_the_variable_overrides_the_machine(backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backend, "c_compiler", lambda: None)
+    monkeypatch.setenv("AEGISKV_COMPILE", "1")
+    assert backend.should_compile(editable=True)  # asked for: a build without a compiler fails loudly
+    monkeypatch.setattr(backend, "c_compiler", lambda: "/usr/bin/cc")
+    monkeypatch.setenv("AEGISKV_COMPILE", "0")
+    assert not backend.should_compile(editable=False)
+    monkeypatch.setenv("AEGISKV_COMPILE", "yes")
+    with pytest.raises(ValueError, match=re.escape("must be 1 (compile), 0 (pure Python) or auto")):
+        backend.should_compile(editable=False)
+
+
+def test_the_decision_reaches_setup_py_and_the_requirements(backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # setup.py reads AEGISKV_COMPILE as the backend left it; mypy is asked for only when compiling.
+    monkeypatch.setattr(backend, "c_compiler", lambda: "/usr/bin/cc")
+    monkeypatch.setattr(backend, "python_headers", lambda: True)
+    assert backend._with_compile_requirements(list, editable=False) == backend.COMPILE_REQUIREMENTS
+    assert os.environ["AEGISKV_COMPILE"] == "1"
+    monkeypatch.delenv("AEGISKV_COMPILE")
+    assert backend._with_compile_requirements(list, editable=True) == []
+    assert os.environ["AEGISKV_COMPILE"] == "0"
+
+
+def test_this_machine_can_build_the_compiled_request_path(backend: Any) -> None:
+    # CI installs gcc; the py311 env's compiled build depends on what these two find.
+    if os.environ.get("AEGISKV_EXPECT_BUILD") != "compiled":
+        pytest.skip("checked where the compiled build is expected")
+    assert backend.c_compiler() is not None and backend.python_headers()

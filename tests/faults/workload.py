@@ -105,7 +105,7 @@ class RespClient:
 
     def __init__(self, seeds: Sequence[tuple[str, int]], options: dict[str, Any] | None = None) -> None:
         self.client = RecordingRedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in seeds],  # type: ignore[no-untyped-call]
+            startup_nodes=[ClusterNode(host, port) for host, port in seeds],
             **(options or {}),
         )
 
