@@ -44,6 +44,7 @@ class DashboardDom(HTMLParser):
     def __init__(self, html: str) -> None:
         super().__init__()
         self.state = ""
+        self.renders = 0
         self.nodes: dict[str, dict[str, str]] = {}  # node -> field -> text, plus "health" from data-health
         self.shards: dict[int, str] = {}  # shard -> primary
         self.hot_keys_hidden = False
@@ -57,6 +58,7 @@ class DashboardDom(HTMLParser):
         attributes = {name: value or "" for name, value in attrs}
         if tag == "body":
             self.state = attributes.get("data-state", "")
+            self.renders = int(attributes.get("data-renders", "0"))
         elif tag == "tr" and "data-health" in attributes and "node" in attributes.get("class", "").split():
             self._row = self.nodes.setdefault(attributes["data-node"], {"row_health": attributes["data-health"]})
         elif tag == "td" and self._row is not None and "data-field" in attributes:
@@ -159,8 +161,11 @@ def test_dashboard_in_chromium_shows_the_cluster_and_a_killed_node_down(tmp_path
         # Each load overwrites it: the one kept shows the page the assertions passed on.
         screenshot = tmp_path / "dashboard.png"
 
+        loads: list[int] = []  # the views each load drew
+
         def shows_the_cluster() -> DashboardDom | None:
             page = load(url, profile, screenshot)
+            loads.append(page.renders)
             return page if shows_the_whole_cluster(page, 300) else None
 
         dom = wait_until(
@@ -170,12 +175,13 @@ def test_dashboard_in_chromium_shows_the_cluster_and_a_killed_node_down(tmp_path
             what="the page to show three nodes up, 32 shards and every node's figures",
         )
         assert dom.nodes["n0"]["address"] == "{}:{}".format(*serving.health_address)
+        assert dom.renders >= 2  # it polls: 3 s of (virtual) time saw more than the first view
         # Hot keys only where a node's INFO has a hotkeys section; none at all: no section shown.
         assert dom.hot_keys_hidden == (dom.hot_keys == [])
         for node, rank, key, frequency in dom.hot_keys:
             assert node in dom.nodes and rank.isdigit() and key and _NUMBER.match(frequency)
 
-        print(f"dashboard screenshot: {screenshot} (after {time.monotonic() - started:.1f}s)")
+        print(f"dashboard screenshot: {screenshot} (after {time.monotonic() - started:.1f}s; views per load {loads})")
 
         victim = nodes[2]
         os.kill(victim.pid, signal.SIGKILL)

@@ -131,6 +131,8 @@ function render(view) {
   document.querySelector("#hotkeys tbody").replaceChildren(...hot);
   document.getElementById("hotkeys-section").hidden = hot.length === 0;
   document.body.dataset.state = "loaded";
+  // How many views this page drew: a test (and a curious operator) can see it keeps refreshing.
+  document.body.dataset.renders = String(Number(document.body.dataset.renders || 0) + 1);
 }
 
 function lostContact(message) {
