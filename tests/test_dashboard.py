@@ -45,6 +45,8 @@ def test_without_the_token_everything_of_the_dashboard_is_401(guarded_node: Loca
         assert b"/ui?token=<token>" in body
     assert get(guarded_node, "/cluster.json", Authorization="Bearer wrong")[0] == 401
     assert get(guarded_node, "/ui", Cookie=f"{COOKIE_NAME}=forged")[0] == 401
+    status, _, body = get(guarded_node, "/nope")
+    assert (status, body) == (404, b"try /health, /ready, /metrics, /ui\n")
     # Supervisors and Prometheus need no token.
     assert get(guarded_node, "/health")[0] == 200
     assert get(guarded_node, "/metrics")[0] == 200

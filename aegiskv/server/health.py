@@ -19,7 +19,7 @@ from loguru import logger
 
 from aegiskv.net.http import HttpError, HttpRequest, HttpResponse, RequestReader, encode_response
 from aegiskv.net.reactor import ConnectionHandler, Transport
-from aegiskv.server.dashboard.routes import PATHS, Dashboard
+from aegiskv.server.dashboard.routes import Dashboard
 
 
 class HealthProtocol(ConnectionHandler):
@@ -82,8 +82,8 @@ class HealthProtocol(ConnectionHandler):
     def _serve_dashboard(self, request: HttpRequest, head_only: bool) -> None:
         answer = self._dashboard.handle(request) if self._dashboard is not None else None
         if answer is None:
-            paths = ("/health", "/ready", "/metrics", *(PATHS if self._dashboard is not None else ()))
-            self._respond(404, f"try {', '.join(paths)}\n".encode())
+            dashboard = ", /ui" if self._dashboard is not None else ""
+            self._respond(404, f"try /health, /ready, /metrics{dashboard}\n".encode())
         elif isinstance(answer, HttpResponse):
             self._respond(answer.status, answer.body, answer.content_type, head_only, answer.headers)
         else:
