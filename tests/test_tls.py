@@ -37,8 +37,10 @@ from redis.retry import Retry
 from redis.utils import HIREDIS_AVAILABLE
 
 from aegiskv.client import Client, Config, ConnectionClosedError
+from aegiskv.cluster.shard_map import Endpoint
 from aegiskv.protocols.native import codec as native
 from aegiskv.protocols.native.codec import Opcode
+from aegiskv.server.dashboard.cluster import fetch_status
 from aegiskv.testing.localnode import LocalNode
 from tests.wire import resp_address_of, wait_until
 
@@ -319,6 +321,18 @@ def test_health_over_https(tls_node: LocalNode, pki: Pki) -> None:
             plain.getresponse()
     finally:
         plain.close()
+
+
+def test_dashboard_status_fetched_over_https_as_peers_fetch_it(tls_node: LocalNode, pki: Pki) -> None:
+    """With health_tls a node reads its peers' /status.json over HTTPS (aegiskv.server.dashboard.cluster)."""
+    assert tls_node.health_address is not None
+    endpoint = Endpoint(*tls_node.health_address)
+    status = fetch_status(endpoint, None, _client_context(pki), timeout=5)
+    assert status["ready"] is True
+    assert status["memory"]["limit"] > 0
+    # Plain HTTP to the HTTPS port is an error the cluster view reports, not a hang or a crash.
+    with pytest.raises((OSError, ValueError)):
+        fetch_status(endpoint, None, None, timeout=5)
 
 
 # -- refusals ------------------------------------------------------------------------------------

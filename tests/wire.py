@@ -181,11 +181,13 @@ def health_address_of(node: LocalNode) -> tuple[str, int]:
     return node.health_address
 
 
-def http_request(address: tuple[str, int], path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+def http_request(
+    address: tuple[str, int], path: str, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     """(status, headers, body) of one request to the health port."""
     connection = http.client.HTTPConnection(address[0], address[1], timeout=5)
     try:
-        connection.request(method, path)
+        connection.request(method, path, headers=headers or {})
         response = connection.getresponse()
         return response.status, dict(response.getheaders()), response.read()
     finally:

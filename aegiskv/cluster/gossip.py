@@ -266,6 +266,9 @@ class GossipService:
         self._on_change = on_change
         self._changed = True
         self._departed: set[str] = set()  # members whose last word was a graceful leave
+        # Every member ever reported, as last reported: the dashboard shows the dead ones too,
+        # which live_members() no longer lists. Bounded by the nodes the cluster ever had.
+        self._seen: dict[str, MemberView] = {}
         self._joined = not self.seeds
         self._join_attempts = 0
         self._exchange_running = False
@@ -344,6 +347,23 @@ class GossipService:
     def departed(self) -> frozenset[str]:
         """Members that left gracefully (and were not seen alive since), as far as the membership tells."""
         return frozenset(self._departed)
+
+    def member_states(self) -> list[tuple[str, str, Address, dict[str, str]]]:
+        """Every member seen, as (node id, state, gossip address, meta); reactor thread only.
+
+        The state is the membership's own name for it (alive, suspect, dead, left) when
+        its members carry one; a membership plugin whose members do not is read as
+        alive for a live member, dead for any other.
+        """
+        live = {member.node_id: member for member in self.membership.live_members()}
+        result = []
+        for node_id, member in sorted({**self._seen, **live}.items()):
+            state = getattr(member, "state", None)
+            name = getattr(state, "name", None)
+            if not isinstance(name, str):
+                name = "alive" if node_id in live else "dead"
+            result.append((node_id, name.lower(), member.address, dict(member.meta)))
+        return result
 
     def set_meta(self, meta: dict[str, str]) -> None:
         """Publish this node's metadata anew (the shards it leads changed)."""
@@ -517,6 +537,7 @@ class GossipService:
 
     def _member_changed(self, member: MemberView) -> None:
         self._changed = True
+        self._seen[member.node_id] = member
         # A membership that cannot tell a graceful leave from a failure has no ``left``: then
         # nobody ever counts as departed, and the leases' quorum floor never goes down.
         if getattr(member, "left", False):

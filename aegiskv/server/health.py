@@ -1,4 +1,4 @@
-"""The operations port: GET /health, /ready and /metrics, served by the reactor.
+"""The operations port: GET /health, /ready and /metrics, and the dashboard, served by the reactor.
 
 ``/health`` answers 200 while the process runs, with the body ``ok``, or
 ``degraded: writes refused: <why>`` while the node cannot write its log
@@ -6,17 +6,20 @@
 full disk would take the reads down too); ``/ready`` 200 while the node
 serves clients and 503 before it listens and while it drains; ``/metrics``
 the Prometheus text format. Rendering metrics walks every counter and takes the
-node lock, so it runs in the worker pool, not on the reactor.
+node lock, so it runs in the worker pool, not on the reactor. Every other path
+is the dashboard's to answer (aegiskv.server.dashboard.routes), behind the auth
+token when one is set; the three above stay open to supervisors and Prometheus.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from loguru import logger
 
-from aegiskv.net.http import HttpError, HttpRequest, RequestReader, encode_response
+from aegiskv.net.http import HttpError, HttpRequest, HttpResponse, RequestReader, encode_response
 from aegiskv.net.reactor import ConnectionHandler, Transport
+from aegiskv.server.dashboard.routes import Dashboard
 
 
 class HealthProtocol(ConnectionHandler):
@@ -25,11 +28,13 @@ class HealthProtocol(ConnectionHandler):
         is_ready: Callable[[], bool],
         render_metrics: Callable[[], tuple[bytes, str]],
         storage_failure: Callable[[], str | None] = lambda: None,
+        dashboard: Dashboard | None = None,
     ) -> None:
         self._reader = RequestReader()
         self._is_ready = is_ready
         self._render_metrics = render_metrics
         self._storage_failure = storage_failure
+        self._dashboard = dashboard
         self._answered = False
         self._in_pool = False
         self.transport: Transport | None = None
@@ -72,7 +77,26 @@ class HealthProtocol(ConnectionHandler):
         elif request.path == "/metrics":
             self._serve_metrics(head_only)
         else:
-            self._respond(404, b"try /health, /ready or /metrics\n")
+            self._serve_dashboard(request, head_only)
+
+    def _serve_dashboard(self, request: HttpRequest, head_only: bool) -> None:
+        answer = self._dashboard.handle(request) if self._dashboard is not None else None
+        if answer is None:
+            dashboard = ", /ui" if self._dashboard is not None else ""
+            self._respond(404, f"try /health, /ready, /metrics{dashboard}\n".encode())
+        elif isinstance(answer, HttpResponse):
+            self._respond(answer.status, answer.body, answer.content_type, head_only, answer.headers)
+        else:
+            transport = self.transport
+            assert transport is not None
+            self._in_pool = True
+            transport.pause_reading()
+
+            def done(response: HttpResponse) -> None:
+                self._in_pool = False
+                self._respond(response.status, response.body, response.content_type, head_only, response.headers)
+
+            answer(done)
 
     def _serve_metrics(self, head_only: bool) -> None:
         transport = self.transport
@@ -92,11 +116,16 @@ class HealthProtocol(ConnectionHandler):
         transport.submit(self._render_metrics, done)
 
     def _respond(
-        self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8", head_only: bool = False
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "text/plain; charset=utf-8",
+        head_only: bool = False,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         transport = self.transport
         if transport is None or transport.closed:
             return
         self._answered = True
-        transport.write(encode_response(status, body, content_type, head_only))
+        transport.write(encode_response(status, body, content_type, head_only, headers))
         transport.close()

@@ -36,6 +36,7 @@ from aegiskv.protocols.resp import reader as resp
 from aegiskv.protocols.resp.adapter import RespAdapter
 from aegiskv.protocols.resp.adapter import refusal as resp_refusal
 from aegiskv.protocols.session import Authenticator, TokenBucket
+from aegiskv.server.dashboard.service import build_dashboard
 from aegiskv.server.durability import Durability
 from aegiskv.server.health import HealthProtocol
 from aegiskv.server.info import InfoBaseline, build_info
@@ -165,12 +166,14 @@ class Server:
                 ),
             )
         if config.health_addr:
+            peer_tls = peer_security(config, self.ssl_context).client_tls if config.health_tls else None
+            dashboard = build_dashboard(self, peer_tls)
             self.health_listener = self.reactor.listen(
                 parse_address(config.health_addr),
                 ListenerOptions(
                     name="http",
                     protocol_factory=lambda: HealthProtocol(
-                        lambda: self.ready, self.render_metrics, self.storage_failure
+                        lambda: self.ready, self.render_metrics, self.storage_failure, dashboard
                     ),
                     max_connections=_HEALTH_MAX_CONNECTIONS,
                     idle_timeout=_HEALTH_IDLE_TIMEOUT,
@@ -239,6 +242,10 @@ class Server:
             meta["resp"] = str(me.resp)
         if self.cluster_listener is not None:
             meta["peer"] = str(advertised_endpoint(self.settings.cluster_advertise, self.cluster_listener.address))
+        if self.health_listener is not None:
+            # The dashboard's /cluster.json reads each peer's /status.json here. No setting of
+            # its own: a wildcard bind advertises an empty host, read as the gossip host.
+            meta["health"] = str(advertised_endpoint(None, self.health_listener.address))
         return meta
 
     def _start_gossip(self) -> GossipService:
