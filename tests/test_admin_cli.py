@@ -8,12 +8,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from aegiskv.admin import hotkeys, render
 from aegiskv.admin.main import admin_main
@@ -135,29 +137,58 @@ def test_nothing_to_reach_or_stop_is_said_in_one_line(capsys: pytest.CaptureFixt
     assert err.startswith("aegis: cannot reach the cluster: 127.0.0.1:1") and err.count("\n") == 1, err
 
 
-# -- DRAIN, on a lone node ------------------------------------------------------------------------------
+# -- a lone node with TLS and a token: what reaching it takes, and DRAIN ------------------------------------
 
 
-def test_drain_is_refused_without_the_token_and_stops_the_node_with_it(
+def test_tls_and_token_reach_a_node_and_drain_is_refused_without_the_token(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.delenv("AEGIS_AUTH_TOKEN", raising=False)
-    node = LocalNode(str(tmp_path / "node"), ["--auth-token", TOKEN], gossip=None)
+    ca = trustme.CA()
+    ca_file, cert, key = tmp_path / "ca.pem", tmp_path / "node.pem", tmp_path / "node.key"
+    ca.cert_pem.write_to_path(str(ca_file))
+    leaf = ca.issue_cert("127.0.0.1")
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    tls = ["--tls-cert", str(cert), "--tls-key", str(key)]
+    node = LocalNode(str(tmp_path / "node"), ["--auth-token", TOKEN, "--node-id", "lone", *tls], gossip=None)
+    seed = ["--seed", node.address_text, "--tls-ca", str(ca_file)]
     try:
-        with Client(Config(seeds=[node.address_text], max_retries=0)) as anonymous, pytest.raises(AuthenticationError):
+        code, out, err = in_process(capsys, "status", *seed, "--token", TOKEN, "--interval", "0.1", "--json")
+        assert code == 0, err
+        assert [(row["node"], row["state"]) for row in json.loads(out)["nodes"]] == [("lone", "up")]
+        code, _, err = in_process(capsys, "status", "--seed", node.address_text, "--token", TOKEN, "--timeout", "0.5")
+        assert code == 1 and err.startswith("aegis: cannot reach the cluster: "), err  # plain text to a TLS port
+
+        tls_config = Config(seeds=[node.address_text], tls_ca=str(ca_file), max_retries=0)
+        with Client(tls_config) as anonymous, pytest.raises(AuthenticationError):
             anonymous.drain(node.address_text)
-        code, _, err = in_process(capsys, "drain", node.address_text, "--seed", node.address_text)
+        code, _, err = in_process(capsys, "drain", "lone", *seed)
         assert code == 1 and f"{node.address_text} requires a token" in err, err
         assert node.process.poll() is None
-        # The token from the environment, as the node itself reads it (`--token` is tested with the cluster).
+        # The token from the environment, as the node itself reads it.
         monkeypatch.setenv("AEGIS_AUTH_TOKEN", TOKEN)
-        code, _, err = in_process(capsys, "drain", node.address_text, "--seed", node.address_text)
-        assert code == 0 and "is draining" in err, err
+        code, _, err = in_process(capsys, "drain", "lone", *seed)
+        assert code == 0 and "lone (" in err and "is draining" in err, err
         assert node.process.wait(30) == 0
         node.wait_for_log("drained; stopping")
     finally:
         if node.process.poll() is None:
             node.kill()
+
+
+def test_up_names_a_chosen_port_that_is_taken_and_starts_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = in_process(capsys, "cluster", "up", "-n", "1", "--dir", str(tmp_path), "--base-port", str(port))
+    assert code == 1
+    assert err == f"aegis: port 127.0.0.1:{port} (native) is not free: Address already in use\n"
+    assert not (tmp_path / "cluster.json").exists()
+    assert not (tmp_path / "n0" / "aegis.log").exists()
 
 
 # -- the operator's path, on a real cluster -------------------------------------------------------------

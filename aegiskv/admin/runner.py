@@ -142,7 +142,18 @@ def recorded_token(directory: Path) -> str | None:
 
 
 def running(record: NodeRecord, directory: Path) -> bool:
-    """The recorded PID is alive and is still the daemon ``up`` started (not a reused PID)."""
+    """The recorded PID is alive and is still the daemon ``up`` started (not a reused PID).
+
+    Read from /proc: where there is none (not Linux), only whether the PID exists can be known.
+    """
+    if not Path("/proc/self").exists():
+        try:
+            os.kill(record.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return False  # another user's process: not one `up` started
+        return True
     try:
         command_line = Path(f"/proc/{record.pid}/cmdline").read_bytes()
         status = Path(f"/proc/{record.pid}/stat").read_text()
@@ -172,18 +183,17 @@ def _check_free(host: str, ports: dict[str, int]) -> None:
     for name, port in ports.items():
         if port == 0:
             continue
-        kind = socket.SOCK_DGRAM if name == "gossip" else socket.SOCK_STREAM
-        with socket.socket(socket.AF_INET, kind) as probe:
-            try:
-                probe.bind((host, port))
-            except OSError as error:
-                raise AdminError(f"port {host}:{port} ({name}) is not free: {error.strerror}") from None
-        if name == "gossip":  # gossip uses TCP on the same port too
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # Gossip takes the port in UDP and TCP; TCP probes reuse addresses as the node's listeners
+        # do, so a port left in TIME_WAIT by a cluster just stopped still counts as free.
+        kinds = (socket.SOCK_DGRAM, socket.SOCK_STREAM) if name == "gossip" else (socket.SOCK_STREAM,)
+        for kind in kinds:
+            with socket.socket(socket.AF_INET, kind) as probe:
+                if kind == socket.SOCK_STREAM:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     probe.bind((host, port))
                 except OSError as error:
-                    raise AdminError(f"port {host}:{port} (gossip, TCP) is not free: {error.strerror}") from None
+                    raise AdminError(f"port {host}:{port} ({name}) is not free: {error.strerror}") from None
 
 
 def _launch(options: UpOptions, index: int, settings: Path, seed: str | None) -> Launched:
@@ -285,8 +295,11 @@ def up(options: UpOptions, say: Say) -> list[NodeRecord]:
     directory = options.directory
     if not 1 <= options.nodes <= 64:
         raise AdminError(f"-n {options.nodes}: expected 1 to 64 nodes")
-    if options.spread_hosts and options.nodes > 254:
-        raise AdminError("--spread-hosts gives each node one 127.0.0.x address: at most 254 nodes")
+    if options.base_port is not None and _ports(options, options.nodes - 1)["health"] > 65535:
+        raise AdminError(
+            f"--base-port {options.base_port}: {options.nodes} nodes need ports up to "
+            f"{_ports(options, options.nodes - 1)['health']}, past 65535"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     previous = read_state(directory)
     if previous is not None:
