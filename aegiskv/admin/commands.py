@@ -102,7 +102,7 @@ def status_data(target: Target, interval: float) -> dict[str, Any]:
 
 
 def print_status(data: dict[str, Any]) -> None:
-    columns = ("node", "state", "address", "shards p/f", "keys", "memory used/limit", "ops/s", "repl lag")
+    columns = ("node", "state", "address", "shards p/f", "keys", "memory", "ops/s", "repl lag")
     rows = []
     for node in data["nodes"]:
         limit = _human_bytes(node["maxmemory"]) or "none"

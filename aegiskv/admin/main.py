@@ -172,7 +172,8 @@ def _cluster_up(args: argparse.Namespace, node_args: list[str]) -> int:
         timeout=args.timeout,
         node_args=node_args,
     )
-    records = runner.up(options, render.note)
+    with render.progress(f"starting {options.nodes} nodes in {options.directory}") as report:
+        records = runner.up(options, render.note, report)
     if args.json:
         render.as_json({"directory": str(options.directory), "nodes": [vars(record) for record in records]})
         return 0

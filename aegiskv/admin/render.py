@@ -7,9 +7,11 @@ install (which has no rich) prints plain text, and importing this module costs n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
 Cell = str | int | float | None
@@ -50,12 +52,15 @@ def table(
             print(title, file=out)
         print(plain_table(columns, rows), file=out)
         return
+    from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    drawn = Table(title=title, title_justify="left")
+    # No vertical rules, to leave the width to the cells; and a cell too wide for the terminal
+    # folds onto a second line rather than being cut with an ellipsis: addresses are copied from here.
+    drawn = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for column in columns:
-        drawn.add_column(column)
+        drawn.add_column(column, overflow="fold")
     for row in rows:
         # Text, not str: a key or node name like "[bold]" must print as it is, not as rich markup.
         drawn.add_row(*(Text(show_cell(cell)) for cell in row))
@@ -69,3 +74,26 @@ def as_json(data: Any, stream: TextIO | None = None) -> None:
 def note(message: str) -> None:
     """A line for the operator beside the output (on stderr, so a pipe of stdout stays data)."""
     print(message, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def progress(text: str) -> Iterator[Callable[[str], None]]:
+    """While the block runs, a spinner with ``text`` on a terminal (rich), updated by the function
+    yielded; elsewhere that function prints the updates on stderr, one every 2 s at most, the first
+    after 1 s (a step that finishes at once prints nothing)."""
+    console = _rich_console(sys.stderr) if sys.stderr.isatty() else None
+    if console is None:
+        next_line = time.monotonic() + 1.0
+
+        def throttled(line: str) -> None:
+            nonlocal next_line
+            if time.monotonic() >= next_line:
+                note(line)
+                next_line = time.monotonic() + 2.0
+
+        yield throttled
+        return
+    from rich.text import Text
+
+    with console.status(Text(text)) as status:
+        yield lambda line: status.update(Text(line))

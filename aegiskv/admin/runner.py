@@ -290,8 +290,12 @@ def _agreement(records: list[NodeRecord], token: str | None) -> tuple[bool, str]
     return True, "agreed"
 
 
-def up(options: UpOptions, say: Say) -> list[NodeRecord]:
-    """Start the cluster and wait until it agrees; on any failure stop what was started and raise."""
+def up(options: UpOptions, say: Say, progress: Say | None = None) -> list[NodeRecord]:
+    """Start the cluster and wait until it agrees; on any failure stop what was started and raise.
+
+    ``say`` gets the lines to keep; ``progress`` (default ``say``) each change of what is awaited.
+    """
+    report = say if progress is None else progress
     directory = options.directory
     if not 1 <= options.nodes <= 64:
         raise AdminError(f"-n {options.nodes}: expected 1 to 64 nodes")
@@ -326,7 +330,8 @@ def up(options: UpOptions, say: Say) -> list[NodeRecord]:
         for launched in others:
             _wait_ready(launched, options.timeout)
         _write_state(directory, records)
-        _wait_agreement(records, options, say)
+        report(f"{options.nodes} nodes serving; waiting for them to agree")
+        _wait_agreement(records, options, report)
     except BaseException:
         if records:
             say("start failed; stopping the nodes started")
@@ -336,16 +341,16 @@ def up(options: UpOptions, say: Say) -> list[NodeRecord]:
     return records
 
 
-def _wait_agreement(records: list[NodeRecord], options: UpOptions, say: Say) -> None:
+def _wait_agreement(records: list[NodeRecord], options: UpOptions, report: Say) -> None:
     deadline = time.monotonic() + options.timeout
-    next_report = time.monotonic() + 1.0  # quiet when it agrees at once; then a line every 2 s at most
+    reported = ""
     while True:
         agreed, progress = _agreement(records, options.token)
         if agreed:
             return
-        if time.monotonic() >= next_report:
-            say(f"waiting for {len(records)} nodes to agree: {progress}")
-            next_report = time.monotonic() + 2.0
+        if progress != reported:
+            report(f"waiting for {len(records)} nodes to agree: {progress}")
+            reported = progress
         if time.monotonic() >= deadline:
             raise AdminError(
                 f"the nodes did not agree within {options.timeout:g}s ({progress}); logs: "
