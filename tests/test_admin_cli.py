@@ -18,7 +18,7 @@ import pytest
 import trustme
 
 from aegiskv.admin import hotkeys, render
-from aegiskv.admin.main import admin_main
+from aegiskv.admin.main import admin_main, main
 from aegiskv.client import AuthenticationError, Client, Config
 from aegiskv.testing.localnode import LocalNode
 from tests.cluster_harness import FAST_GOSSIP
@@ -126,6 +126,11 @@ def test_bad_command_lines_are_one_line_and_exit_2(capsys: pytest.CaptureFixture
         code, _, err = in_process(capsys, *args)
         assert code == 2, (args, err)
         assert err.startswith("aegis: command line: ") and err.count("\n") == 1, err
+
+
+def test_an_unknown_command_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["up"]) == 2
+    assert capsys.readouterr().err.startswith("aegis: command line: unknown command 'up' (commands: cluster, drain,")
 
 
 def test_nothing_to_reach_or_stop_is_said_in_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

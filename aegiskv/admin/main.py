@@ -251,6 +251,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] and args[0] in ADMIN_COMMANDS:
         return admin_main(args)
+    if args[:1] and not args[0].startswith("-") and args[0] != "plugins":
+        # A node takes flags only: a bare word is a mistyped command, not a node setting.
+        known = ", ".join(sorted(ADMIN_COMMANDS | {"plugins"}))
+        print(
+            f"aegis: command line: unknown command {args[0]!r} (commands: {known}; flags run a node)", file=sys.stderr
+        )
+        return 2
     from aegiskv.server import cli
 
     return cli.main(args)

@@ -198,7 +198,7 @@ def _check_free(host: str, ports: dict[str, int]) -> None:
 
 def _launch(options: UpOptions, index: int, settings: Path, seed: str | None) -> Launched:
     node = f"n{index}"
-    node_dir = options.directory / node
+    node_dir = (options.directory / node).resolve()  # absolute in cluster.json, wherever it is read from
     node_dir.mkdir(exist_ok=True)
     host, ports = _host(options, index), _ports(options, index)
     _check_free(host, ports)
@@ -212,7 +212,7 @@ def _launch(options: UpOptions, index: int, settings: Path, seed: str | None) ->
         "--node-id",
         node,
         "--data-dir",
-        str((node_dir / "data").resolve()),
+        str(node_dir / "data"),
         *(f"--{flag}={host}:{ports[name]}" for flag, name in _FLAGS),
     ]
     if seed is not None:
