@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 import trustme
 
-from aegiskv.admin import hotkeys, render
+from aegiskv.admin import commands, hotkeys, render
 from aegiskv.admin.main import admin_main, main
+from aegiskv.admin.nodes import ClusterView, Target
 from aegiskv.client import AuthenticationError, Client, Config
 from aegiskv.testing.localnode import LocalNode
 from tests.cluster_harness import FAST_GOSSIP
@@ -161,9 +162,26 @@ def test_tls_and_token_reach_a_node_and_drain_is_refused_without_the_token(
     try:
         code, out, err = in_process(capsys, "status", *seed, "--token", TOKEN, "--interval", "0.1", "--json")
         assert code == 0, err
-        assert [(row["node"], row["state"]) for row in json.loads(out)["nodes"]] == [("lone", "up")]
+        lone = json.loads(out)
+        assert [(row["node"], row["state"]) for row in lone["nodes"]] == [("lone", "up")]
+        # Gossip off: the map lists no members, and the node leads every shard.
+        assert lone["nodes"][0]["shards_primary"] == lone["shards"] and lone["shards_without_primary"] == 0
         code, _, err = in_process(capsys, "status", "--seed", node.address_text, "--token", TOKEN, "--timeout", "0.5")
         assert code == 1 and err.startswith("aegis: cannot reach the cluster: "), err  # plain text to a TLS port
+
+        # A node in the map that does not answer is a row of its own, with the reason, not a failure.
+        real_discover = commands.discover
+
+        def with_a_dead_node(target: Target) -> ClusterView:
+            view = real_discover(target)
+            return ClusterView(view.source, view.topology, {**view.addresses, "gone": "127.0.0.1:1"})
+
+        monkeypatch.setattr(commands, "discover", with_a_dead_node)
+        code, out, err = in_process(capsys, "status", *seed, "--token", TOKEN, "--interval", "0.1")
+        monkeypatch.setattr(commands, "discover", real_discover)
+        assert code == 0, err
+        assert [line.split()[:2] for line in out.splitlines()[2:]] == [["gone", "unreachable"], ["lone", "up"]]
+        assert "\ngone: 127.0.0.1:1: cannot connect" in f"\n{err}", err
 
         tls_config = Config(seeds=[node.address_text], tls_ca=str(ca_file), max_retries=0)
         with Client(tls_config) as anonymous, pytest.raises(AuthenticationError):

@@ -31,8 +31,8 @@ def _shard_roles(view: ClusterView) -> dict[str, tuple[int, int]]:
     """node id -> (shards it leads, shards it follows), from the one map the view holds."""
     roles = {node: [0, 0] for node in view.addresses}
     for shard in view.topology.get("shards", []):
-        primary = shard.get("primary")
-        for member in shard.get("replicas", []):
+        primary = view.primary(shard)
+        for member in shard.get("replicas", []) or ([primary] if primary else []):
             counts = roles.setdefault(member, [0, 0])
             counts[0 if member == primary else 1] += 1
     return {node: (lead, follow) for node, (lead, follow) in roles.items()}
@@ -96,7 +96,7 @@ def status_data(target: Target, interval: float) -> dict[str, Any]:
         "source": view.source,
         "epoch": view.topology.get("epoch"),
         "shards": len(shards),
-        "shards_without_primary": sum(1 for shard in shards if not shard.get("primary")),
+        "shards_without_primary": sum(1 for shard in shards if not view.primary(shard)),
         "nodes": rows,
     }
 
@@ -132,7 +132,7 @@ def shards_data(target: Target) -> dict[str, Any]:
     view = discover(target)
     shards = []
     for shard in view.topology.get("shards", []):
-        primary = shard.get("primary")
+        primary = view.primary(shard)
         slots = shard.get("slots", [])
         shards.append(
             {

@@ -61,6 +61,20 @@ class ClusterView:
     topology: dict[str, Any]
     addresses: dict[str, str]  # node id -> native host:port
 
+    @property
+    def lone(self) -> str | None:
+        """The node id of a node running alone with gossip off, which serves every shard without a
+        lease: its map lists only itself and names no primary. (A cluster of one with gossip on
+        takes its leases within a round, so it looks so only for a moment after start.)"""
+        if len(self.addresses) != 1 or any(shard.get("primary") for shard in self.topology.get("shards", [])):
+            return None
+        return next(iter(self.addresses))
+
+    def primary(self, shard: dict[str, Any]) -> str | None:
+        """A shard's primary: the lease holder in a cluster, the node itself when lone."""
+        primary = shard.get("primary")
+        return str(primary) if primary else self.lone
+
     def resolve(self, node: str) -> tuple[str, str]:
         """``(node id, address)`` for a node id of the map, or for a host:port (its id when the map has it)."""
         if node in self.addresses:
