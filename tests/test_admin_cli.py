@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import trustme
 
-from aegiskv.admin import commands, hotkeys, render
+from aegiskv.admin import commands, hotkeys, nodes, render
 from aegiskv.admin.main import admin_main, main
 from aegiskv.admin.nodes import ClusterView, Target
 from aegiskv.client import AuthenticationError, Client, Config
@@ -170,7 +170,7 @@ def test_tls_and_token_reach_a_node_and_drain_is_refused_without_the_token(
         assert code == 1 and err.startswith("aegis: cannot reach the cluster: "), err  # plain text to a TLS port
 
         # A node in the map that does not answer is a row of its own, with the reason, not a failure.
-        real_discover = commands.discover
+        real_discover = nodes.discover
 
         def with_a_dead_node(target: Target) -> ClusterView:
             view = real_discover(target)
