@@ -191,8 +191,9 @@ def test_tls_and_token_reach_a_node_and_drain_is_refused_without_the_token(
         assert node.process.poll() is None
         # The token from the environment, as the node itself reads it.
         monkeypatch.setenv("AEGIS_AUTH_TOKEN", TOKEN)
-        code, _, err = in_process(capsys, "drain", "lone", *seed)
+        code, _, err = in_process(capsys, "drain", "lone", *seed, "--wait", "30")
         assert code == 0 and "lone (" in err and "is draining" in err, err
+        assert "lone stopped; it was the last node" in err
         assert node.process.wait(30) == 0
         node.wait_for_log("drained; stopping")
     finally:

@@ -229,6 +229,14 @@ def drain(target: Target, node: str, wait: float | None, say: Callable[[str], No
         return result
     others = {other: where for other, where in view.addresses.items() if other != node_id}
     deadline = time.monotonic() + wait
+    if not others:  # the last node: nobody else to see it leave; wait for it to stop answering
+        while _answers(target, address):
+            if time.monotonic() >= deadline:
+                raise AdminError(f"{node_id} still answers after {wait:g}s")
+            time.sleep(0.1)
+        result["left"] = True
+        say(f"{node_id} stopped; it was the last node")
+        return result
     while True:
         maps = each_node(others, lambda where: _members(target, where))
         listing = [name for name, members in maps.items() if not isinstance(members, Exception) and node_id in members]
@@ -248,3 +256,12 @@ def drain(target: Target, node: str, wait: float | None, say: Callable[[str], No
 def _members(target: Target, address: str) -> set[str]:
     with target.client(address) as client:
         return set(client.topology(server=address).get("nodes", {}))
+
+
+def _answers(target: Target, address: str) -> bool:
+    try:
+        with target.client(address) as client:
+            client.ping(address)
+    except (AegisError, OSError):
+        return False
+    return True
