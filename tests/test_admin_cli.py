@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import trustme
 
-from aegiskv.admin import commands, hotkeys, nodes, render
+from aegiskv.admin import commands, hotkeys, nodes, render, runner
 from aegiskv.admin.main import admin_main, main
 from aegiskv.admin.nodes import ClusterView, Target
 from aegiskv.client import AuthenticationError, Client, Config
@@ -141,6 +141,50 @@ def test_nothing_to_reach_or_stop_is_said_in_one_line(capsys: pytest.CaptureFixt
     code, _, err = in_process(capsys, "status", "--seed", "127.0.0.1:1", "--timeout", "0.5")
     assert code == 1
     assert err.startswith("aegis: cannot reach the cluster: 127.0.0.1:1") and err.count("\n") == 1, err
+
+
+# -- cluster down: which processes it signals, and how ------------------------------------------------
+
+STUBBORN = """
+import signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def test_down_kills_what_ignores_sigterm_and_leaves_a_reused_pid_alone(tmp_path: Path) -> None:
+    (tmp_path / "cluster.toml").write_text("")
+    # The daemon's mark: its command line names the directory's cluster.toml. A process without it
+    # stands for a PID the system gave to another program after the node exited.
+    ours = subprocess.Popen(
+        [sys.executable, "-c", STUBBORN, "--config", str(tmp_path / "cluster.toml")], stdout=subprocess.PIPE, text=True
+    )
+    stranger = subprocess.Popen([sys.executable, "-c", STUBBORN], stdout=subprocess.PIPE, text=True)
+    try:
+        for process in (ours, stranger):
+            assert process.stdout is not None and process.stdout.readline() == "ready\n"  # SIGTERM now ignored
+        records = [
+            runner.NodeRecord("n0", ours.pid, str(tmp_path / "n0"), str(tmp_path / "n0.log")),
+            runner.NodeRecord("n1", stranger.pid, str(tmp_path / "n1"), str(tmp_path / "n1.log")),
+        ]
+        said: list[str] = []
+        stopped = runner.stop(tmp_path, records, 0.5, said.append)
+        assert stopped == [
+            {"node": "n0", "pid": ours.pid, "stopped": "SIGKILL"},
+            {"node": "n1", "pid": stranger.pid, "stopped": "not running"},
+        ]
+        assert said == [
+            f"stopped n0 (pid {ours.pid}): killed, still running 0.5s after SIGTERM",
+            f"n1 (pid {stranger.pid}) was not running",
+        ]
+        assert not alive(ours.pid)  # stop() reaped it already (it is our child), so Popen sees no status
+        assert stranger.poll() is None
+    finally:
+        for process in (ours, stranger):
+            if process.poll() is None:
+                process.kill()
+            process.wait()
 
 
 # -- a lone node with TLS and a token: what reaching it takes, and DRAIN ------------------------------------
