@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _target(args: argparse.Namespace) -> Target:
     seeds = [seed.strip() for given in args.seed for seed in given.split(",") if seed.strip()]
-    token = args.token
+    # As the nodes rank them: a flag, then the environment, then the settings file (cluster.toml).
+    token = args.token or os.environ.get("AEGIS_AUTH_TOKEN") or None
     if args.dir is not None:
         directory = Path(args.dir)
         records = runner.read_state(directory)
@@ -155,8 +156,6 @@ def _target(args: argparse.Namespace) -> Target:
         host, sep, port = seed.rpartition(":")
         if not sep or not host or not port.isdigit():
             raise AdminError(f"--seed {seed!r}: expected host:port")
-    if token is None:
-        token = os.environ.get("AEGIS_AUTH_TOKEN") or None
     return Target(seeds, token, args.tls_ca, args.tls_cert, args.tls_key, args.timeout)
 
 

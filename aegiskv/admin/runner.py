@@ -201,7 +201,6 @@ def _launch(options: UpOptions, index: int, settings: Path, seed: str | None) ->
     node_dir = (options.directory / node).resolve()  # absolute in cluster.json, wherever it is read from
     node_dir.mkdir(exist_ok=True)
     host, ports = _host(options, index), _ports(options, index)
-    _check_free(host, ports)
     log = node_dir / LOG_FILE
     command = [
         sys.executable,
@@ -315,6 +314,8 @@ def up(options: UpOptions, say: Say, progress: Say | None = None) -> list[NodeRe
                 f"stop it first with: aegis cluster down --dir {directory}"
             )
         say(f"{directory}: the cluster recorded there is no longer running; starting a new one")
+    for index in range(options.nodes):  # every chosen port, before any node starts
+        _check_free(_host(options, index), _ports(options, index))
     settings = _write_settings(directory, options)
     records: list[NodeRecord] = []
     try:
@@ -343,9 +344,11 @@ def up(options: UpOptions, say: Say, progress: Say | None = None) -> list[NodeRe
 
 def _wait_agreement(records: list[NodeRecord], options: UpOptions, report: Say) -> None:
     deadline = time.monotonic() + options.timeout
+    # The nodes inherit this environment, and AEGIS_AUTH_TOKEN there overrides cluster.toml.
+    token = os.environ.get("AEGIS_AUTH_TOKEN") or options.token
     reported = ""
     while True:
-        agreed, progress = _agreement(records, options.token)
+        agreed, progress = _agreement(records, token)
         if agreed:
             return
         if progress != reported:
