@@ -217,9 +217,7 @@ def _run(args: argparse.Namespace, node_args: list[str]) -> int:
     if args.command == "info":
         return _show(args, commands.info_data(target, args.node, args.sections), commands.print_info)
     if args.command == "hotkeys":
-        data = commands.hotkeys_data(target, args.top)
-        _show(args, data, commands.print_hotkeys)
-        return 0
+        return _show(args, commands.hotkeys_data(target, args.top), commands.print_hotkeys)
     say = (lambda _line: None) if args.json else render.note
     result = commands.drain(target, args.node, args.wait, say)
     if args.json:
