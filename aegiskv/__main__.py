@@ -2,6 +2,6 @@
 
 import sys
 
-from aegiskv.server.cli import main
+from aegiskv.admin.main import main
 
 sys.exit(main())

@@ -3,9 +3,9 @@ needs none of loguru, lz4, crcmod, sortedcontainers, prometheus-client, ... (doc
 ``pip install --no-deps aegiskv`` is the client-only install, and what it weighs).
 
 A child interpreter refuses to import every distribution the installed package requires, then
-uses both clients against a real node. The same child then runs ``aegis --version``, which must
-refuse with one line naming what is missing: a refusal that did not hold would let the test pass
-whatever the client imported.
+uses both clients against a real node, and ``aegis status`` (aegiskv.admin, plain text without
+rich). The same child then runs ``aegis --version``, which must refuse with one line naming what
+is missing: a refusal that did not hold would let the test pass whatever the client imported.
 """
 
 from __future__ import annotations
@@ -52,6 +52,23 @@ async def main():
 
 
 asyncio.run(main())
+
+# The admin commands too: `aegis status` on a terminal, where rich (a server dependency) would
+# draw the table, prints plain text instead.
+import contextlib, io
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+from aegiskv.admin.main import main as aegis
+
+shown = Terminal()
+with contextlib.redirect_stdout(shown):
+    assert aegis(["status", "--seed", sys.argv[2], "--interval", "0.1"]) == 0
+assert shown.getvalue().splitlines()[1].split()[:2] == ["node", "state"], shown.getvalue()
 loaded = sorted({name.partition(".")[0] for name in sys.modules} & BLOCKED)
 assert not loaded, loaded
 print("client ok")
@@ -84,7 +101,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNode]:
 
 def test_the_client_needs_none_of_the_servers_dependencies(node: LocalNode, tmp_path: Path) -> None:
     blocked = server_dependency_modules()
-    assert {"loguru", "lz4", "crcmod", "sortedcontainers", "prometheus_client"} <= blocked
+    assert {"loguru", "lz4", "crcmod", "sortedcontainers", "prometheus_client", "rich"} <= blocked
     result = subprocess.run(
         [sys.executable, "-c", CHILD, ",".join(sorted(blocked)), node.address_text],
         cwd=tmp_path,  # the installed package, not a source tree in the working directory

@@ -26,6 +26,8 @@ METRIC_LABELS = {
     "getrange", "setrange", "incrbyfloat", "setbit", "getbit", "bitcount", "bitpos", "bitop", "keys",
     "rename", "copy", "randomkey", "touch", "expiretime", "object", "dump", "restore", "time", "lcs",
     "bitfield", "bitfield_ro",
+    # The native admin request behind `aegis drain NODE` (issue 26).
+    "drain",
 }  # fmt: skip
 
 

@@ -24,7 +24,9 @@ PACKAGE = ROOT / "aegiskv"
 # Layer -> the layers it may import. A layer is a subpackage of aegiskv, or a top-level module.
 ALLOWED: dict[str, set[str]] = {
     "aegiskv": {"net"},  # __init__: build() looks at the reactor module
-    "__main__": {"server"},
+    "__main__": {"admin"},
+    # The aegis command: admin commands through the client; any other command line goes to server.cli.
+    "admin": {"client", "server"},
     "errors": set(),
     "obs": set(),  # logging helpers (repeat limiting): loguru only, usable from every layer
     "net": {"aegiskv", "obs"},

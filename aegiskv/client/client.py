@@ -492,6 +492,13 @@ class Client:
         _raise_for_status(frame)
         return time.perf_counter() - started
 
+    def drain(self, server: str) -> None:
+        """Ask ``server`` to drain, as SIGTERM does: it leaves the cluster, finishes the requests
+        in flight and stops. Returns once the node has accepted; the process ends soon after
+        (within its ``drain_timeout``). Sent once, never retried: it is addressed to that node."""
+        frame = self._call(Opcode.DRAIN, _parse_address(server))
+        _raise_for_status(frame)
+
     def pipeline(self) -> Pipeline:
         """A new, empty :class:`Pipeline` that sends through this client."""
         return Pipeline(self)

@@ -611,6 +611,17 @@ _ROWS = (
         resp=False,
         slow=True,
     ),
+    # Native only: `aegis drain NODE` (aegiskv.admin). RESP has SHUTDOWN's habit, which ends the process at once.
+    _command(
+        "drain",
+        1,
+        "admin noscript",
+        _NO_KEYS,
+        "server",
+        "Drain this node: leave the cluster, finish in-flight requests, stop",
+        native="DRAIN",
+        resp=False,
+    ),
     _command(
         "lastsave",
         1,

@@ -113,6 +113,10 @@ class HandlerContext(Protocol):
         """Start a snapshot (BGSAVE); raises CommandError when one runs or the backend keeps none."""
         ...
 
+    def request_drain(self) -> None:
+        """Start a graceful drain, as SIGTERM does (any thread: it only schedules it on the reactor)."""
+        ...
+
     def clients(self) -> list[ClientFigures]:
         """Every client connection of both ports, by connection id (CLIENT LIST)."""
         ...

@@ -26,8 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog="aegis",
         description="AegisKV node. With no flags it serves one node on 0.0.0.0:7700 with an in-memory store.",
-        epilog="'aegis plugins' lists the installed plugins. Settings come from defaults < --config file < "
-        "AEGIS_* environment < flags.",
+        epilog="'aegis plugins' lists the installed plugins; 'aegis cluster up', 'status', 'shards', 'info', "
+        "'hotkeys' and 'drain' run and inspect a cluster (docs/cli.md). Settings come from defaults < "
+        "--config file < AEGIS_* environment < flags.",
     )
     parser.add_argument("--version", action="version", version=f"aegis {aegiskv.__version__} ({aegiskv.build()})")
     parser.add_argument("--config", default=None, metavar="FILE", help="TOML file with any setting (snake_case keys)")

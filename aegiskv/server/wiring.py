@@ -404,6 +404,10 @@ class Server:
                 listener.sock.close()
         self._drain_step()
 
+    def request_drain(self) -> None:
+        """Drain from any thread (the native DRAIN request): ``drain`` runs on the reactor."""
+        self.reactor.call_soon(self.drain)
+
     def _drain_step(self) -> None:
         reactor = self.reactor
         for connection in list(reactor.connections.values()):

@@ -85,6 +85,9 @@ class Opcode(enum.IntEnum):
     COPY = 18
     TOUCH = 19
     EXPIRE_TIME = 20
+    # Admin: the node drains (leaves the cluster, finishes in-flight requests, stops), as on SIGTERM.
+    # No items; reply OK once the drain is scheduled. Behind AUTH like every request when a token is set.
+    DRAIN = 21
 
 
 REQUEST_OPCODES = frozenset(int(op) for op in Opcode if op != Opcode.NONE)

@@ -241,6 +241,16 @@ def handle_topology(server: HandlerContext, session: Session, frame: Frame) -> b
     return native.encode_frame(Opcode.TOPOLOGY, frame.request_id, items=((b"topology", described),))
 
 
+def handle_drain(server: HandlerContext, session: Session, frame: Frame) -> bytes:
+    """The reply is queued before the drain starts (call_soon), and the drain closes a connection
+    only once its replies are sent, so the operator sees OK and then the node goes."""
+    _no_flags(frame)
+    if frame.items:
+        raise CommandError(ErrorKind.INVALID, "DRAIN takes no items")
+    server.request_drain()
+    return native.encode_status_reply(Opcode.DRAIN, frame.request_id, _OK)
+
+
 # -- string and keyspace commands (issue 25; the fields are in the codec's "Opcodes with arguments") ----
 
 
@@ -336,6 +346,7 @@ HANDLERS: dict[Opcode, NativeHandler] = {
     Opcode.COPY: handle_copy,
     Opcode.TOUCH: handle_touch,
     Opcode.EXPIRE_TIME: handle_expire_time,
+    Opcode.DRAIN: handle_drain,
 }
 
 
