@@ -24,9 +24,12 @@ RUN apt-get update \
 WORKDIR /src
 COPY . .
 # Wheels of aegiskv (compiled) and of its dependencies, at the versions the tests ran with
-# (PIP_CONSTRAINT covers the isolated build environment too: mypy, setuptools).
+# (PIP_CONSTRAINT covers the isolated build environment too: mypy, setuptools). setuptools and
+# wheel in the venv itself: crcmod ships only an sdist, which an older pip (Debian's) builds
+# with the venv's own setuptools rather than an isolated environment.
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_CONSTRAINT=/src/requirements/test-constraints.txt
 RUN python3 -m venv /opt/build \
+    && /opt/build/bin/pip install --upgrade pip setuptools wheel \
     && AEGISKV_COMPILE=1 /opt/build/bin/pip wheel --wheel-dir /wheels . \
     && python3 -c "import glob, sys; sys.exit(0 if glob.glob('/wheels/aegiskv-*-cp3*-*.whl') else 'aegiskv did not compile')"
 

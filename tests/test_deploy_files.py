@@ -187,25 +187,38 @@ def test_compose_ports_probes_and_grace_period_agree_with_the_node(image_env) ->
 
 
 def test_docker_compose_config_accepts_the_file_where_available(tmp_path) -> None:
-    # The docker CLI here has no compose plugin and docker-compose is not installed; where
-    # one is (a developer's machine), its own validation runs too.
-    for command in (["docker", "compose"], ["docker-compose"], ["podman-compose"]):
+    # Compose's own validation, offline: Docker's compose plugin where the docker CLI has it,
+    # else docker-compose (v1, the Debian package .ci/run installs). podman-compose 1.0 has no
+    # `config` command.
+    for command in (["docker", "compose"], ["docker-compose"]):
         if shutil.which(command[0]) is None:
             continue
-        probe = subprocess.run([*command, "version"], capture_output=True, text=True, check=False)
-        if probe.returncode != 0:
-            continue
-        result = subprocess.run(
-            [*command, "-f", str(DEPLOY / "docker-compose.yml"), "config"],
-            capture_output=True,
-            text=True,
-            check=False,
-            env={"AEGIS_GOSSIP_SECRET": SECRET, "PATH": "/usr/local/bin:/usr/bin:/bin"},
-            timeout=60,
-        )
+        if command == ["docker", "compose"]:
+            probe = subprocess.run([*command, "version"], capture_output=True, text=True, check=False, timeout=60)
+            if probe.returncode != 0:  # a docker CLI without the compose plugin
+                continue
+
+        def config(command: list[str] = command, **env: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*command, "-f", str(DEPLOY / "docker-compose.yml"), "config"],
+                capture_output=True,
+                text=True,
+                check=False,
+                env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path), **env},
+                cwd=tmp_path,
+                timeout=60,
+            )
+
+        result = config(AEGIS_GOSSIP_SECRET=SECRET)
         assert result.returncode == 0, result.stderr
+        resolved = yaml.safe_load(result.stdout)
+        assert sorted(resolved["services"]) == ["node1", "node2", "node3"]
+        assert {service["environment"]["AEGIS_GOSSIP_SECRET"] for service in resolved["services"].values()} == {SECRET}
+        # Without the secret compose refuses, rather than start an unsigned cluster.
+        refused = config()
+        assert refused.returncode != 0 and "AEGIS_GOSSIP_SECRET" in refused.stderr, refused.stderr
         return
-    pytest.skip("no docker compose, docker-compose or podman-compose on this machine")
+    pytest.skip("neither docker compose nor docker-compose on this machine")
 
 
 # ---------------------------------------------------------------------------
