@@ -97,6 +97,19 @@ class ConnectionHandler:
 _CLOSED = ConnectionHandler()  # what a closed transport drives: nothing
 
 
+class BindError(Exception):
+    """A port that cannot be bound, with the listener's name and address.
+
+    A node binds several ports; the OS's "Address already in use" alone does not say which.
+    """
+
+    def __init__(self, name: str, address: tuple[str, int], error: OSError) -> None:
+        self.name = name
+        self.address = address
+        self.reason = str(error.strerror or error)
+        super().__init__(f"{name} {address[0]}:{address[1]}: {self.reason}")
+
+
 @dataclass
 class ListenerOptions:
     name: str  # "native", "resp", "http": for logs and metrics
@@ -656,7 +669,11 @@ class Reactor:
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
+        try:
+            sock.bind(address)
+        except OSError as error:
+            sock.close()
+            raise BindError(options.name, address, error) from error
         return self.listen_on(sock, options, backlog)
 
     def listen_on(self, sock: socket.socket, options: ListenerOptions, backlog: int = 1024) -> Listener:

@@ -64,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     if args[:1] == ["plugins"]:
+        if len(args) > 1:
+            print(f"aegis: command line: plugins takes no arguments, got {args[1]!r}", file=sys.stderr, flush=True)
+            return 2
         for line in plugins.describe_all():
             print(line)
         return 0

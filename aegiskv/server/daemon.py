@@ -26,12 +26,13 @@ from aegiskv.backends.wal_log import WalCorruption
 from aegiskv.cluster.interfaces import PlacementOptions
 from aegiskv.cluster.shard_map import Topology
 from aegiskv.cluster.slots import ShardMapper
+from aegiskv.net.reactor import BindError
 from aegiskv.net.tls import TlsConfigError, server_context
 from aegiskv.node.operations import KeyspaceLimits, Node, first_version
 from aegiskv.server import plugins
 from aegiskv.server.datadir import DataDir, DataDirError
 from aegiskv.server.live_settings import LiveSettings
-from aegiskv.server.logs import setup_logging
+from aegiskv.server.logs import settings_line, setup_logging
 from aegiskv.server.settings import Settings, parse_address
 from aegiskv.server.wiring import Server
 
@@ -145,6 +146,19 @@ def _warn_if_exposed(config: Settings) -> None:
         )
 
 
+def _warn_if_durable_files_ignored(config: Settings, data_dir: DataDir) -> None:
+    if config.wal != "off":
+        return
+    found = data_dir.durable_files()
+    if found:
+        logger.warning(
+            "data dir {} holds {} from an earlier run, but --wal is off: starting empty and leaving them "
+            "untouched (start with --wal write to recover them, or delete them)",
+            data_dir.path,
+            " and ".join(f"{name}/" for name in found),
+        )
+
+
 def announcement(server: Server) -> str:
     """The one stdout line printed once every port is bound, whatever the log level.
 
@@ -152,6 +166,22 @@ def announcement(server: Server) -> str:
     """
     parts = [f"{name}={_show(address)}" for name, address in server.addresses().items()]
     return f"aegis ready: node={server.settings.node_id} pid={os.getpid()} " + " ".join(parts)
+
+
+# Listener name (aegiskv.net.reactor.ListenerOptions.name) -> the port as the docs call it, and its flag.
+_PORTS = {
+    "native": ("native", "--bind"),
+    "resp": ("RESP", "--resp-bind"),
+    "http": ("health", "--health-addr"),
+    "gossip": ("gossip", "--gossip"),
+    "cluster": ("cluster", "--cluster-bind"),
+}
+
+
+def describe_bind_error(error: BindError) -> str:
+    """``the RESP port 127.0.0.1:7379 (--resp-bind): Address already in use``."""
+    port, flag = _PORTS.get(error.name, (error.name, "?"))
+    return f"the {port} port {_show(error.address)} ({flag}): {error.reason}"
 
 
 def _show(address: tuple[str, int]) -> str:
@@ -196,8 +226,14 @@ def run(config: Settings, config_path: str | None = None, flags: Mapping[str, An
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGHUP, on_hangup)
+        # Past every refusal (whose one stderr line stands alone) and before binding.
+        logger.info("{}", settings_line(config))
+        _warn_if_durable_files_ignored(config, data_dir)
         try:
             server.start()
+        except BindError as error:
+            print(f"aegis: cannot listen: {describe_bind_error(error)}", file=sys.stderr, flush=True)
+            return EXIT_FAILED
         except OSError as error:
             print(f"aegis: cannot listen: {error.strerror or error}", file=sys.stderr, flush=True)
             return EXIT_FAILED

@@ -76,6 +76,24 @@ class DataDir:
                 os.fsync(handle.fileno())
             os.replace(temporary, id_path)
 
+    # Where the durable backends keep their files (aegiskv.backends.wal, aegiskv.backends.snapshot).
+    DURABLE_DIRECTORIES = ("wal", "snapshots")
+
+    def durable_files(self) -> list[str]:
+        """The durable backends' directories here that hold files, e.g. ``["wal", "snapshots"]``.
+
+        A node started with ``--wal off`` reads none of them: the daemon warns rather than
+        start empty without a word while an earlier run's data sits beside it.
+        """
+        found = []
+        for name in self.DURABLE_DIRECTORIES:
+            try:
+                if any(entry.is_file() for entry in os.scandir(os.path.join(self.path, name))):
+                    found.append(name)
+            except OSError:  # absent or unreadable: nothing this node would have ignored
+                continue
+        return found
+
     def close(self) -> None:
         try:
             fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)

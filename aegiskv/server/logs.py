@@ -1,10 +1,13 @@
-"""The node's log sink: set up at start-up, and again when CONFIG SET or SIGHUP changes the level."""
+"""The node's log sink (set up at start-up, and again when CONFIG SET or SIGHUP changes the
+level) and the start-up line that says how this node is configured."""
 
 from __future__ import annotations
 
 import sys
 
 from loguru import logger
+
+from aegiskv.server.settings import SETTINGS, Settings, show_value
 
 _LOGURU_LEVELS = {"debug": "DEBUG", "info": "INFO", "warn": "WARNING", "error": "ERROR"}
 
@@ -30,3 +33,20 @@ def setup_logging(level: str, log_format: str) -> None:
             diagnose=False,
             backtrace=False,
         )
+
+
+def settings_line(config: Settings) -> str:
+    """Every setting that differs from its default, with where it came from; secrets hidden.
+
+    One line, logged at start-up: an operator reading a node's log (or a support ticket) sees
+    the configuration the node really ran with, whatever mix of file, environment and flags
+    produced it, without the token or the gossip secret.
+    """
+    parts = []
+    for setting in SETTINGS:
+        source = config.sources.get(setting.name, "default")
+        value = getattr(config, setting.name)
+        if source == "default" or value == setting.default:
+            continue
+        parts.append(f"{setting.name}={show_value(setting, value)} ({source})")
+    return "settings: " + (", ".join(parts) if parts else "all defaults")

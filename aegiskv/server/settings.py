@@ -102,6 +102,10 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*$")
 
 
+# The parsers _duration() made: --help shows their defaults as the docs write them ("30s", not 30.0).
+_DURATION_PARSERS: set[Parser] = set()
+
+
 def _duration(allow_zero: bool = True) -> Parser:
     """Seconds as a number, or a string such as ``"30s"``, ``"500ms"``, ``"5m"``."""
 
@@ -125,6 +129,7 @@ def _duration(allow_zero: bool = True) -> Parser:
             raise _Invalid(expected)
         return seconds
 
+    _DURATION_PARSERS.add(parse)
     return parse
 
 
@@ -784,7 +789,7 @@ def _parse(setting: Setting, raw: Any, source: str) -> Any:
     try:
         return setting.parse(raw)
     except _Invalid as invalid:
-        shown = "<hidden>" if setting.name in _SECRET_SETTINGS else repr(raw)
+        shown = "<hidden>" if is_secret(setting.name) else repr(raw)
         raise ConfigError(f"{source}: {setting.name} = {shown}: expected {invalid}") from None
 
 
@@ -877,6 +882,12 @@ def _check_together(merged: dict[str, Any], sources: dict[str, str]) -> None:
             f"{sources['write_quorum']}: write_quorum = {quorum}: only replication_factor = {copies} copies "
             f"exist; expected -1 (every replica), 0 (the primary alone) or 1 to {copies}"
         )
+    if merged["seeds"] and not merged["gossip"]:
+        # Seeds are gossip addresses: without gossip the node would never contact them.
+        raise ConfigError(
+            f"{sources['seeds']}: seeds = {','.join(merged['seeds'])}: gossip is off ({sources['gossip']}), "
+            "so no seed would ever be contacted; drop the seeds or give --gossip an address"
+        )
     reads = merged["read_quorum"]
     if reads > copies:
         raise ConfigError(
@@ -896,16 +907,52 @@ def add_flags(parser: Any) -> None:
                 dest=setting.name,
                 default=argparse.SUPPRESS,
                 metavar=setting.metavar or setting.name.upper(),
-                help=f"{setting.help} (default: {describe_default(setting)})",
+                help=flag_help(setting),
             )
 
 
+def flag_help(setting: Setting) -> str:
+    """The flag's --help text: its help and its default, said once."""
+    if "(default" in setting.help:  # the help already explains the default in words
+        return setting.help
+    return f"{setting.help} (default: {describe_default(setting)})"
+
+
 def describe_default(setting: Setting) -> str:
+    """The default as the docs write it: ``30s`` for a duration, ``0`` rather than ``0.0``."""
     if setting.documented_default is not None:
         return setting.documented_default
-    if setting.default is None:
-        return "unset"
-    return str(setting.default)
+    return show_value(setting, setting.default)
+
+
+def show_value(setting: Setting, value: Any) -> str:
+    """A setting's value as the docs and flags write it (``30s``, ``0``, ``a:1,b:2``); secrets hidden."""
+    if value is None:
+        return "off" if setting.parse is _address_or_off else "unset"
+    if is_secret(setting.name):
+        return "<hidden>"
+    if setting.parse in _DURATION_PARSERS:
+        return _show_seconds(float(value))
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
+def is_secret(name: str) -> bool:
+    """Settings whose values never reach a log line or an error: tokens, secrets, passwords."""
+    return name in _SECRET_SETTINGS or any(word in name for word in ("token", "secret", "password"))
+
+
+def _show_seconds(seconds: float) -> str:
+    if seconds == 0:
+        return "0"
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    return f"{seconds:g}s"
 
 
 def flag_settings() -> Sequence[Setting]:

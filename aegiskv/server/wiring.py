@@ -25,7 +25,7 @@ from aegiskv.cluster.redirect import Routing
 from aegiskv.cluster.shard_map import Endpoint, Member, Topology
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.net.http import encode_response
-from aegiskv.net.reactor import Listener, ListenerOptions, Reactor
+from aegiskv.net.reactor import BindError, Listener, ListenerOptions, Reactor
 from aegiskv.net.tls import client_context
 from aegiskv.node.operations import Node
 from aegiskv.obs.slowlog import LatencyMonitor, SlowLog
@@ -253,18 +253,22 @@ class Server:
         assert config.gossip is not None and self.membership_factory is not None
         meta = self._meta()
         factory = self.membership_factory
-        gossip = GossipService(
-            self.reactor,
-            config.node_id,
-            parse_address(config.gossip),
-            advertise=config.gossip_advertise,
-            seeds=[parse_address(seed) for seed in config.seeds or ()],
-            secret=gossip_key(config),
-            max_skew=config.gossip_max_skew,
-            make_membership=lambda address: factory(membership_options(config, address, meta)),
-            push_pull_interval=config.gossip_push_pull_interval,
-            on_change=self._membership_changed,
-        )
+        bind = parse_address(config.gossip)
+        try:
+            gossip = GossipService(
+                self.reactor,
+                config.node_id,
+                bind,
+                advertise=config.gossip_advertise,
+                seeds=[parse_address(seed) for seed in config.seeds or ()],
+                secret=gossip_key(config),
+                max_skew=config.gossip_max_skew,
+                make_membership=lambda address: factory(membership_options(config, address, meta)),
+                push_pull_interval=config.gossip_push_pull_interval,
+                on_change=self._membership_changed,
+            )
+        except OSError as error:  # binding its UDP and TCP sockets: named like the other ports
+            raise BindError("gossip", bind, error) from error
         gossip.start()
         return gossip
 
