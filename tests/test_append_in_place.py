@@ -63,14 +63,21 @@ def value_of(node: Node, key: bytes) -> bytes:
     return b"" if entry is None else bytes(entry.value)
 
 
-def test_appends_copy_a_large_value_once_and_charge_its_buffer() -> None:
+@pytest.mark.parametrize("stored", ["by SET", "from a snapshot"])
+def test_appends_copy_a_large_value_at_most_once_and_charge_its_buffer(stored: str) -> None:
     node, memory = make_node()
     start = os.urandom(MIB)
-    node.set(b"big", start)
+    if stored == "by SET":
+        node.set(b"big", start)  # stored growable from the start
+    else:
+        blob = (1).to_bytes(8, "big") + start  # immutable bytes, as a snapshot is loaded
+        memory.begin_recovery()
+        memory.bulk_load([b"big"], [blob], [NO_EXPIRY], [3], [len(blob)], 1)
+        memory.finish_recovery()
     for index in range(200):
         assert node.append(b"big", bytes([index]) * 1000) == MIB + (index + 1) * 1000
-    # One copy, into the buffer that then grows in place; the 200 appends copied nothing more.
-    assert memory.copied_bytes == 8 + MIB
+    # At most one copy, into the buffer that then grows in place: the appends copied nothing more.
+    assert memory.copied_bytes == (0 if stored == "by SET" else 8 + MIB)
     assert value_of(node, b"big") == start + b"".join(bytes([index]) * 1000 for index in range(200))
     memory.check()  # the charge is the buffer's allocation, spare room included
     used, _limit = memory.memory_bounds()
@@ -182,6 +189,31 @@ def test_the_log_holds_the_bytes_appended_and_replays_the_value(tmp_path: Path) 
     reopened = open_backend(tmp_path, "write")
     try:
         assert state_of(reopened) == before
+    finally:
+        reopened.close()
+
+
+def test_a_snapshot_holds_the_value_as_it_was_when_it_began(tmp_path: Path) -> None:
+    backend = open_backend(tmp_path, "write")
+    memory = backend.memory
+    memory.put(b"big", b"v" * GROWABLE_MIN)
+    memory.write_range(b"big", GROWABLE_MIN, b"in the snapshot")
+    copied = memory.copied_bytes
+    job = backend.begin_snapshot()  # views the growable value: nothing copied under the lock
+    assert memory.copied_bytes == copied
+    frozen = state_of(backend)
+    memory.write_range(b"big", 0, b"after")  # while the snapshot holds the view: a copy
+    memory.write_range(b"big", GROWABLE_MIN, b"AFTER")  # in place again
+    assert memory.copied_bytes == copied + 8 + GROWABLE_MIN + len(b"in the snapshot")
+    job()
+    backend.close()
+    # The snapshot alone (the log after it removed) holds the value as it was when it began.
+    for _seq, path in list_segments(str(tmp_path / "wal")):
+        os.unlink(path)
+    reopened = open_backend(tmp_path, "write")
+    try:
+        assert reopened.last_snapshot is not None
+        assert state_of(reopened) == frozen
     finally:
         reopened.close()
 

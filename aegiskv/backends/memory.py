@@ -113,8 +113,8 @@ _COPY_LIMIT: Final = 64 * 1024
 _RESAMPLE_RATIO = 0.25
 
 
-# A stored entry: the 8-byte version, then the value. A bytearray only for a value APPEND or
-# SETRANGE grew in place (MemoryBackend.write_range); every other write stores bytes.
+# A stored entry: the 8-byte version, then the value. A bytearray for a large value (put) or
+# one APPEND or SETRANGE grew in place (MemoryBackend.write_range); bytes for the rest.
 Blob = bytes | bytearray
 
 
@@ -147,7 +147,7 @@ def stored_cost(key_length: int, blob: Blob, has_ttl: bool) -> int:
 def _growable_value(blob: bytearray) -> Value:
     """A growable blob's value as a read returns it: a view while large, else a copy (bytes)."""
     if len(blob) - VERSION_BYTES > _COPY_LIMIT:
-        return memoryview(blob)[VERSION_BYTES:]
+        return memoryview(blob).toreadonly()[VERSION_BYTES:]  # a reader must not change the store
     return bytes(memoryview(blob)[VERSION_BYTES:])
 
 
@@ -204,6 +204,7 @@ class RangeUndo(NamedTuple):
 
 # Values at least this long that APPEND or SETRANGE change are kept in a bytearray and
 # changed in place (see MemoryBackend.write_range); shorter ones are copied, as any write.
+# (A SET stores a value longer than _COPY_LIMIT in a bytearray from the start.)
 GROWABLE_MIN: Final = 64 * 1024
 
 
@@ -307,7 +308,7 @@ class MemoryBackend(Backend):
         # without expiry, eviction or fresh versions.
         self._recovering = False
         self._exact_versions = False  # set by apply(): an imposed version is stored as given
-        self._growable_made = 0  # values write_range moved into a bytearray (export then copies them)
+        self._growable_made = 0  # values write_range moved into a bytearray (export then views them)
         self.copied_bytes = 0  # bytes write_range copied into new buffers: once per value, unless read meanwhile
         self._measure_structures()
 
@@ -408,7 +409,18 @@ class MemoryBackend(Backend):
         if block != self._version_block:
             self._version_block = block
             self._version_head = block.to_bytes(VERSION_BYTES - 1, "big")
-        blob = self._version_head + _LAST_VERSION_BYTE[new_version & 255] + value
+        blob: Blob
+        if len(value) > _COPY_LIMIT:
+            # A large value is stored growable from the start, for the same one copy as a bytes
+            # blob: an APPEND or SETRANGE to it then never copies it (write_range).
+            grown = bytearray(self._version_head)
+            grown.append(new_version & 255)
+            grown += value
+            blob = grown
+            cost = stored_cost(len(key), grown, has_ttl)
+            self._growable_made += 1
+        else:
+            blob = self._version_head + _LAST_VERSION_BYTE[new_version & 255] + value
         deadlines = self._deadline_map
         probation = self._probation
         # A rewrite is a use of the key: it stays in its segment, at the young end
@@ -992,22 +1004,25 @@ class MemoryBackend(Backend):
     def last_version(self) -> int:
         return self._version
 
-    def export(self) -> tuple[list[bytes], list[bytes], Callable[[bytes], int]]:
+    def export(self) -> tuple[list[bytes], list[bytes | memoryview], Callable[[bytes], int]]:
         """A point-in-time copy for snapshots: keys, their version+value blobs (same order), and a
         function giving a key's deadline (NO_EXPIRY when none).
 
-        Copies references only (but for values APPEND or SETRANGE grew in place, copied):
-        the blobs are immutable bytes, so the copy stays
+        Copies references only: the blobs are immutable bytes, so the copy stays
         consistent while the caller writes it out without the lock and the cache
         keeps changing. ``dict.keys``/``dict.values`` walk the tables at C speed
         (0.09 s for 1M keys here, where iterating the OrderedDicts' items took 1.1 s).
+        A value APPEND or SETRANGE grows in place (a bytearray) comes as a view: while the
+        snapshot holds it, write_range copies the value before changing it (copy on write),
+        so the snapshot reads it as it was without this call copying it under the lock.
         """
         keys = [*dict.keys(self._probation), *dict.keys(self._protected)]
         stored = [*dict.values(self._probation), *dict.values(self._protected)]
-        if self._growable_made:  # a growable value changes in place (write_range): the snapshot copies it
-            blobs = [blob if isinstance(blob, bytes) else bytes(blob) for blob in stored]
+        blobs: list[bytes | memoryview]
+        if self._growable_made:
+            blobs = [blob if isinstance(blob, bytes) else memoryview(blob).toreadonly() for blob in stored]
         else:
-            blobs = cast("list[bytes]", stored)
+            blobs = cast("list[bytes | memoryview]", stored)
         packed = dict(self._deadline_map)
         unpack = ExpiryIndex.unpack_deadline
 
