@@ -111,9 +111,11 @@ class Findings:
 
     acknowledged: int = 0  # writes acknowledged
     refused: int = 0  # writes answered with an error (MISCONF, OOM) or cut off
+    refused_reads: int = 0  # reads answered with the storage error (they saw an undone change)
     lost: list[str] = field(default_factory=list)
     crossed: list[str] = field(default_factory=list)  # someone else's bytes where they do not belong
     crashes: list[str] = field(default_factory=list)
+    harness_errors: list[str] = field(default_factory=list)  # the soak's own threads that died
     rss_samples: list[int] = field(default_factory=list)
     rss_bound: int = 0
     probe_ms: list[float] = field(default_factory=list)  # outside the kill windows
@@ -137,6 +139,7 @@ class Findings:
             not self.lost
             and not self.crossed
             and not self.crashes
+            and not self.harness_errors
             and max(self.rss_samples, default=0) <= self.rss_bound
             and self.p99() <= self.p99_limit()
             and self.probe_failures == 0
@@ -148,11 +151,13 @@ class Findings:
             "ok": self.ok(),
             "acknowledged_writes": self.acknowledged,
             "refused_writes": self.refused,
+            "refused_reads": self.refused_reads,
             "lost": len(self.lost),
             "lost_examples": self.lost[:5],
             "crossed": len(self.crossed),
             "crossed_examples": self.crossed[:5],
             "crashes": self.crashes,
+            "harness_errors": self.harness_errors,
             "rss_max_mb": round(max(self.rss_samples, default=0) / MIB, 1),
             "rss_bound_mb": round(self.rss_bound / MIB, 1),
             "probe_samples": len(self.probe_ms),
@@ -293,6 +298,12 @@ class Soak:
                     keys = [b"w%d:%d" % (index, rng.randrange(KEYS_PER_WRITER)) for _ in range(50)]
                     for asked, found in zip(keys, client.mget(keys)):
                         self.check_value(asked, found, "MGET")
+            except redis.ResponseError as error:
+                # A read that saw a change the failing log then undid gets the storage error.
+                if not str(error).startswith("MISCONF"):
+                    self.findings.notes.append(f"unexpected error reply: {error}")
+                with self.lock:
+                    self.findings.refused_reads += 1
             except (redis.ConnectionError, redis.TimeoutError, OSError):
                 client = None  # a kill, or a flood that closed us: reconnect
                 with self.lock:
@@ -603,30 +614,45 @@ class Soak:
                 if length < self.append_acked:
                     self.findings.lost.append(f"soak:big has {length} bytes, {self.append_acked} acknowledged")
 
+    def guarded(self, target: Callable[..., None], *args: object) -> threading.Thread:
+        """A thread whose unexpected exception is a finding (a soak thread that died would
+        silently take its load, or its checks, away)."""
+
+        def body() -> None:
+            try:
+                target(*args)
+            except BaseException as error:
+                self.findings.harness_errors.append(f"soak thread {target.__name__} died: {error!r}")
+                raise
+
+        return threading.Thread(target=body, name=target.__name__, daemon=True)
+
     def run(self) -> Findings:
-        self.start_node()
-        self.findings.rss_bound = MAX_MEMORY_MB * MIB + CLIENT_BUDGET + PRE_AUTH_BUDGET + self.idle_rss()
-        threads = [threading.Thread(target=self.writer, args=(index,), daemon=True) for index in range(WRITERS)]
-        probes = (self.probe, self.reference_probe, self.listeners)
-        threads += [threading.Thread(target=target, daemon=True) for target in probes]
-        threads.append(threading.Thread(target=self.monitor, daemon=True))
-        nemesis = threading.Thread(target=self.nemeses, daemon=True)
-        for thread in [*threads, nemesis]:
-            thread.start()
-        self.stop.wait(self.seconds)
-        self.stop.set()
-        nemesis.join(120)
-        for thread in threads:
-            thread.join(30)
-        self.findings.probe_ms = [ms for started, ms in self.samples if self.outside_kill_window(started)]
-        self.findings.probe_phases = self.probe_by_phase()
-        self.findings.reference_ms = self.reference_samples
-        self.read_back()
-        node = self.node
-        assert node is not None
-        self.logs.append(node.log_text())
-        node.kill()
-        return self.findings
+        try:
+            self.start_node()
+            self.findings.rss_bound = MAX_MEMORY_MB * MIB + CLIENT_BUDGET + PRE_AUTH_BUDGET + self.idle_rss()
+            threads = [self.guarded(self.writer, index) for index in range(WRITERS)]
+            for target in (self.probe, self.reference_probe, self.listeners, self.monitor):
+                threads.append(self.guarded(target))
+            nemesis = self.guarded(self.nemeses)
+            for thread in [*threads, nemesis]:
+                thread.start()
+            self.stop.wait(self.seconds)
+            self.stop.set()
+            nemesis.join(120)
+            for thread in threads:
+                thread.join(30)
+            self.findings.probe_ms = [ms for started, ms in self.samples if self.outside_kill_window(started)]
+            self.findings.probe_phases = self.probe_by_phase()
+            self.findings.reference_ms = self.reference_samples
+            self.read_back()
+            return self.findings
+        finally:
+            self.stop.set()
+            node = self.node
+            if node is not None:
+                self.logs.append(node.log_text())
+                node.kill()
 
 
 def soak(seconds: float, seed: int = 1, workdir: Path | None = None) -> Findings:
