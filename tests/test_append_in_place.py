@@ -25,7 +25,9 @@ from aegiskv.errors import CommandError
 from aegiskv.node import bit_strings
 from aegiskv.node.operations import KeyspaceLimits, Node
 from tests.backend_state import state_of
+from tests.cluster_harness import Cluster
 from tests.storage_faults import Fault, FaultyFiles, open_backend
+from tests.test_replication import client_for, settled
 from tests.wire import resp_address_of
 
 MIB = 1 << 20
@@ -286,3 +288,34 @@ def test_pipelined_appends_to_a_60_mib_value_do_not_hold_the_reactor(start_node)
         assert pings > 0
         # 200 rebuilt values would be about 200 SETs' worth; one copy is about one.
         assert append_turn < 3 * set_turn + 50_000, (append_turn, set_turn)
+
+
+@pytest.mark.slow
+def test_large_appends_reach_the_followers_and_survive_the_primarys_kill(tmp_path: Path) -> None:
+    """Op.RANGE over the real cluster port: with a write quorum of 2, an acknowledged APPEND,
+    SETRANGE or SETBIT of a large value is on a follower, which becomes primary after a kill -9."""
+    cluster = Cluster(tmp_path, shards=8, env={"AEGIS_WRITE_QUORUM": "2"})
+    try:
+        nodes = cluster.start_many(3)
+        layout = settled(nodes)
+        key = b"{big}value"
+        primary = cluster.nodes[layout[ShardMapper(8).shard_of_key(key)]]
+        host, port = resp_address_of(primary)
+        expected = os.urandom(GROWABLE_MIN * 4)
+        with redis.Redis(host=host, port=port, socket_timeout=30) as direct:
+            direct.set(key, expected)
+            for index in range(50):
+                suffix = bytes([index]) * 1000
+                direct.append(key, suffix)
+                expected += suffix
+            direct.setrange(key, 10, b"in the middle")
+            expected = bit_strings.set_range(expected, 10, b"in the middle")
+            direct.setbit(key, 3, 1)
+            expected, _previous = bit_strings.set_bit(expected, 3, 1)
+            assert direct.get(key) == expected
+        primary.kill()
+        survivors = [node for node in nodes if node is not primary]
+        with client_for(survivors) as client:
+            assert client.get(key) == expected  # rides out the election (retried)
+    finally:
+        cluster.close()
