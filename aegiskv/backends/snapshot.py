@@ -118,7 +118,7 @@ class SnapshotBackend(WalBackend):
         directory = self._snapshot_directory
         files = self._files
 
-        def entries() -> Iterator[tuple[bytes, bytes, int]]:
+        def entries() -> Iterator[tuple[bytes, bytes | memoryview, int]]:
             for key, blob in zip(keys, blobs):
                 yield key, blob, deadline_of(key)
 

@@ -80,7 +80,7 @@ class SnapshotInfo(NamedTuple):
 
 def write(
     path: str,
-    entries: Iterable[tuple[bytes, bytes, int]],
+    entries: Iterable[tuple[bytes, bytes | memoryview, int]],
     covered_seq: int,
     created_ms: int,
     max_version: int,
@@ -103,7 +103,7 @@ def write(
         try:
             out.write(b"\0" * _HEADER.size)  # filled in at the end
             keys: list[bytes] = []
-            blobs: list[bytes] = []
+            blobs: list[bytes | memoryview] = []
             deadlines: list[int] = []
             raw_size = 0
             for key, blob, expires_at in entries:
@@ -152,7 +152,7 @@ class _Output:
         self.offset += len(data)
 
 
-def _write_block(out: _Output, keys: list[bytes], blobs: list[bytes], deadlines: list[int]) -> None:
+def _write_block(out: _Output, keys: list[bytes], blobs: list[bytes | memoryview], deadlines: list[int]) -> None:
     count = len(keys)
     raw = b"".join(
         (

@@ -52,9 +52,9 @@ from aegiskv.backends.base import (
     wall_clock_ms,
 )
 from aegiskv.backends.file_ops import REAL_FILES, FileOps
-from aegiskv.backends.memory import MemoryBackend, SavedEntry
+from aegiskv.backends.memory import MemoryBackend, RangeUndo, SavedEntry
 from aegiskv.backends.options import builtin_options
-from aegiskv.backends.wal_format import Record, RecordType
+from aegiskv.backends.wal_format import RANGE_OFFSET, Record, RecordType
 from aegiskv.backends.wal_log import RecoveryReport, WriteAheadLog, recover
 
 WAL_MODES = ("off", "write", "fsync")
@@ -85,6 +85,9 @@ class _LogWriter:
 
     def dropped(self, key: bytes) -> None:
         self._append(RecordType.DELETE, key)
+
+    def ranged(self, key: bytes, offset: int, data: bytes, version: int, before: SavedEntry | RangeUndo | None) -> None:
+        self._append(RecordType.RANGE, key, RANGE_OFFSET.pack(offset) + data, version, undo=(key, before))
 
 
 class WalBackend(Backend):
@@ -149,6 +152,9 @@ class WalBackend(Backend):
                 memory.set_expiry(record.key, record.expires_at_ms)
             elif kind is RecordType.FLUSH:
                 memory.flush()
+            elif kind is RecordType.RANGE:
+                (offset,) = RANGE_OFFSET.unpack_from(record.value)
+                memory.write_range(record.key, offset, record.value[RANGE_OFFSET.size :], record.version)
 
         last_seq, self.recovery = recover(directory, apply, after_seq, salvage)
         if self.recovery.records:
@@ -210,7 +216,7 @@ class WalBackend(Backend):
                 for key, saved in item:
                     memory.restore(key, saved)
             else:
-                key, saved = cast("tuple[bytes, SavedEntry | None]", item)
+                key, saved = cast("tuple[bytes, SavedEntry | RangeUndo | None]", item)
                 memory.restore(key, saved)
             undone += 1
         return undone

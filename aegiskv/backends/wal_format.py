@@ -37,7 +37,7 @@ import enum
 import mmap
 import struct
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 import crcmod.predefined
 
@@ -64,9 +64,15 @@ class RecordType(enum.IntEnum):
     DELETE = 2  # key removed (DEL, expiry, eviction)
     EXPIRE = 3  # key's expiry set to expires_at (0 = persist); value and version unchanged
     FLUSH = 4  # every key removed
+    # APPEND or SETRANGE: the value is RANGE_OFFSET's 8-byte offset, then the bytes written there
+    # (zero-padding before them), with the new version; the deadline is unchanged. The log holds
+    # the bytes written, not the whole value: an APPEND to a 60 MiB value logs the appended bytes.
+    RANGE = 5
 
 
 _TYPES = {int(kind): kind for kind in RecordType}
+
+RANGE_OFFSET: Final = struct.Struct(">Q")
 
 
 class Record(NamedTuple):

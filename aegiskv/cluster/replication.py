@@ -32,7 +32,7 @@ from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 Position = tuple[int, int]  # (epoch, seq); (0, 0) is an empty replica
 # One entry of a log's history: (epoch, first seq written in it, writer), where the writer is
@@ -55,6 +55,13 @@ class Op(enum.IntEnum):
     EXPIRE = 3  # change the deadline only (``expires_at_ms``; 0 drops it)
     FLUSH = 4  # remove every key of the shard
     NOOP = 5  # changes nothing: a new primary's first change, so its epoch shows in every follower's position
+    # APPEND or SETRANGE of a large value: ``value`` is RANGE_HEADER (the key's version before the
+    # write, 0: absent; the offset), then the bytes written there; ``version`` is the new one. A
+    # follower whose copy is not at that version drops the key (a miss, never a wrong value).
+    RANGE = 6
+
+
+RANGE_HEADER: Final = struct.Struct(">QQ")
 
 
 class Change(NamedTuple):

@@ -634,6 +634,9 @@ class Reactor:
         # the replies being ready), before the replies are sent: request
         # statistics, which count every request by the turn that answered it.
         self.turn_observers: list[Callable[[int], None]] = []
+        # The longest such turn (ns) since start or since it was set to 0 (CONFIG RESETSTAT):
+        # how long one request, or one read's worth of them, kept every other client waiting.
+        self.longest_turn_ns = 0
         self.client_connections = 0
         self.max_client_connections = 1 << 30
         self.accepted_total = 0
@@ -752,6 +755,8 @@ class Reactor:
                 if self._timers and self._timers[0][0] <= self.now:
                     self._run_timers()
                 ended_ns = clock_ns()
+                if ended_ns - started_ns > self.longest_turn_ns:
+                    self.longest_turn_ns = ended_ns - started_ns
                 for observer in observers:
                     observer(ended_ns - started_ns)
                 for hook in self.end_of_turn:

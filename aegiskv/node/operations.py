@@ -32,8 +32,8 @@ from aegiskv.backends.base import (
     wall_clock_ms,
 )
 from aegiskv.backends.file_ops import describe_error
-from aegiskv.backends.memory import MemoryBackend, entry_cost
-from aegiskv.cluster.replication import Change, Op
+from aegiskv.backends.memory import GROWABLE_MIN, MemoryBackend, entry_cost
+from aegiskv.cluster.replication import RANGE_HEADER, Change, Op
 from aegiskv.cluster.slots import ShardMapper, key_slot
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.node import bit_strings, dump_payload, lcs, long_double
@@ -49,7 +49,10 @@ class ChangeFeed(Protocol):
     the backend accepted the change; it must not block.
     """
 
-    def put(self, key: bytes, value: bytes, version: int, expires_at_ms: int) -> None: ...
+    def put(self, key: bytes, value: bytes, version: int, expires_at_ms: int, op: int = Op.PUT) -> None:
+        """A write (``op`` PUT), or a large value's APPEND or SETRANGE (``op`` RANGE, ``value`` as
+        aegiskv.cluster.replication.Op.RANGE describes it)."""
+        ...
 
     def delete(self, key: bytes) -> None: ...
 
@@ -380,8 +383,17 @@ class Node:
         return version
 
     def append(self, key: bytes, suffix: bytes) -> int:
-        """Append to the value (creating it); keeps the TTL; returns the new length."""
+        """Append to the value (creating it); keeps the TTL; returns the new length.
+
+        A large value grows in place in amortised O(len(suffix)) (_write_range); a small one
+        is rebuilt, as any write."""
         with self._lock:
+            memory = self._memory
+            if memory is not None:
+                found = memory.peek(key)
+                length = 0 if found is None else found[0]
+                if length + len(suffix) >= GROWABLE_MIN:
+                    return self._write_range(memory, key, length, suffix, found)
             entry = self.backend.get_entry(key, touch=False)
             value = suffix if entry is None else bytes(entry.value) + suffix
             self._check_sizes(key, value)
@@ -523,6 +535,12 @@ class Node:
         one above the node's value limit.
         """
         with self._lock:
+            memory = self._memory
+            if memory is not None and data:
+                found = memory.peek(key)
+                length = 0 if found is None else found[0]
+                if max(length, offset + len(data)) >= GROWABLE_MIN:
+                    return self._write_range(memory, key, offset, data, found)
             entry = self.backend.get_entry(key, touch=False)
             old = b"" if entry is None else bytes(entry.value)
             if not data:
@@ -564,6 +582,12 @@ class Node:
     def set_bit(self, key: bytes, offset: int, bit: int) -> int:
         """SETBIT: returns the bit's old value; grows the value with zero bytes; keeps the TTL."""
         with self._lock:
+            memory = self._memory
+            if memory is not None:
+                found = memory.peek(key)
+                byte = offset >> 3
+                if max(0 if found is None else found[0], byte + 1) >= GROWABLE_MIN:
+                    return self._set_bit_in_place(memory, key, byte, 7 - (offset & 7), bit, found)
             entry = self.backend.get_entry(key, touch=False)
             old = b"" if entry is None else bytes(entry.value)
             self._check_grown_length(key, max(len(old), (offset >> 3) + 1))
@@ -796,6 +820,68 @@ class Node:
                 ErrorKind.INVALID, f"value of {new_length} bytes exceeds the limit of {self.limits.max_value_bytes}"
             )
 
+    def _write_range(
+        self, memory: MemoryBackend, key: bytes, offset: int, data: bytes, found: tuple[int, int] | None
+    ) -> int:
+        """APPEND or SETRANGE of a large value, in place (MemoryBackend.write_range), lock held;
+        ``found`` is memory.peek(key). The log and the replicas get the bytes written, not the
+        value. Returns the new length."""
+        self._check_grown_length(key, max(0 if found is None else found[0], offset + len(data)))
+        if len(key) > self.limits.max_key_bytes:
+            self._check_sizes(key, b"")  # raises with the message
+        try:
+            version, length = memory.write_range(key, offset, data)
+        except ValueTooLarge as error:
+            raise CommandError(ErrorKind.OUT_OF_MEMORY, str(error)) from None
+        feed = self.feed
+        if feed is not None:
+            prior = 0 if found is None else found[1]
+            feed.put(key, RANGE_HEADER.pack(prior, offset) + data, version, 0, Op.RANGE)
+        return length
+
+    def _set_bit_in_place(
+        self, memory: MemoryBackend, key: bytes, byte: int, shift: int, bit: int, found: tuple[int, int] | None
+    ) -> int:
+        """SETBIT of a large value: one byte written in place (_write_range). Returns the old bit."""
+        current = 0
+        if found is not None and byte < found[0]:
+            entry = memory.get_entry(key, touch=False)
+            if entry is not None:
+                value = entry.value
+                current = value[byte]
+                if isinstance(value, memoryview):
+                    value.release()  # a view left alive would make the write copy the value
+        self._write_range(memory, key, byte, bytes(((current & ~(1 << shift)) | (bit << shift),)), found)
+        return (current >> shift) & 1
+
+    def _apply_range(self, key: bytes, payload: bytes, version: int) -> None:
+        """A primary's Op.RANGE, on a follower, lock held: written only onto the very copy the
+        primary wrote to (its version); any other copy is dropped, a miss rather than a wrong value."""
+        prior, offset = RANGE_HEADER.unpack_from(payload)
+        data = payload[RANGE_HEADER.size :]
+        backend = self.backend
+        memory = self._memory
+        if memory is not None:
+            found = memory.peek(key)
+            if (0 if found is None else found[1]) != prior:
+                backend.delete(key)
+                return
+            try:
+                memory.write_range(key, offset, data, version)
+            except ValueTooLarge:
+                backend.delete(key)
+            return
+        entry = backend.get_entry(key, touch=False)
+        if (0 if entry is None else entry.version) != prior:
+            backend.delete(key)
+            return
+        old = b"" if entry is None else bytes(entry.value)
+        deadline = NO_EXPIRY if entry is None else entry.expires_at_ms
+        try:
+            backend.apply(key, bit_strings.set_range(old, offset, data), deadline, version)
+        except ValueTooLarge:
+            backend.delete(key)
+
     def _put_or_refuse(self, key: bytes, value: bytes, expires_at_ms: int) -> int:
         """_put with the lock held, its ValueTooLarge (no room under max-memory) told as OOM.
 
@@ -959,6 +1045,8 @@ class Node:
                     backend.set_expiry(change.key, change.expires_at_ms)
                 elif op == Op.FLUSH:
                     self._drop_shard_locked(shard)
+                elif op == Op.RANGE:
+                    self._apply_range(change.key, change.value, change.version)
 
     def repair(self, key: bytes, value: bytes, version: int, expires_at_ms: int) -> bool:
         """A primary takes a newer copy of ``key`` a quorum read found on a follower; the feed streams it on.

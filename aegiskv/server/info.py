@@ -256,6 +256,8 @@ def _stats(server: InfoSource, backend: BackendStats) -> dict[str, InfoValue]:
         "keyspace_misses": server.node.misses - base.misses,
         "total_error_replies": sum(totals.error_kinds),
         "aegis_rejected_commands": sum(totals.rejected),  # refused before running: auth, rate limit, failed log
+        # The reactor's longest loop turn: the longest any client waited behind other requests.
+        "aegis_longest_turn_usec": reactor.longest_turn_ns // 1000,
     }
 
 

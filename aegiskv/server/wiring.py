@@ -542,6 +542,7 @@ class Server:
         """CONFIG RESETSTAT: INFO's counters start again from zero; /metrics keeps counting. Any thread."""
         self.stats.reset()
         self.info_baseline = InfoBaseline.now(self)
+        self.reactor.longest_turn_ns = 0
 
     def info(self, sections: Sequence[str] | None = None) -> Info:
         """INFO: the sections named (None: the default ones), as aegiskv.server.info builds them. Any thread."""
