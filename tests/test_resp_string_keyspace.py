@@ -243,10 +243,14 @@ def test_object(r: redis.Redis) -> None:
     assert r.object("encoding", "long") == b"raw"
     assert r.object("refcount", "int") == 1
     assert r.object("encoding", "missing") is None
-    assert r.object("freq", "short") == 0  # written, not read since: probation
+    # Redis's LFU counter (aegiskv/backends/access.py, tests/test_hot_keys.py): at least 5 for a
+    # key just written (its hash slot may be shared), one more after a read of a count of 5.
+    written = r.object("freq", "short")
+    assert written >= 5
     r.get("short")
-    assert r.object("freq", "short") == 1  # read since: protected
-    assert "not tracked" in error_of(r, "OBJECT", "IDLETIME", "short")
+    assert r.object("freq", "short") == written + 1 or written > 5
+    assert r.object("idletime", "short") == 0  # whole minutes, in seconds
+    assert r.object("freq", "missing") is None and r.object("idletime", "missing") is None
     assert error_of(r, "OBJECT", "FOO") == "unknown subcommand 'FOO'. Try OBJECT HELP."
     assert error_of(r, "OBJECT", "ENCODING") == "wrong number of arguments for 'object|encoding' command"
     help_lines = r.execute_command("OBJECT", "HELP")

@@ -85,6 +85,7 @@ from typing import Final, Protocol
 
 from mypy_extensions import i64
 
+from aegiskv.backends.access import AccessCounts
 from aegiskv.backends.base import (
     NO_EXPIRY,
     Backend,
@@ -263,6 +264,8 @@ class MemoryBackend(Backend):
         # without expiry, eviction or fresh versions.
         self._recovering = False
         self._exact_versions = False  # set by apply(): an imposed version is stored as given
+        # Redis's LFU counter per slot of the key's hash (OBJECT FREQ, IDLETIME, hot keys).
+        self._access = AccessCounts(clock())
         self._measure_structures()
 
     # -- reads -------------------------------------------------------------------
@@ -281,6 +284,7 @@ class MemoryBackend(Backend):
             if blob is None:
                 return None
             self._promote(key, blob)
+        self._access.touch(key)
         if len(blob) - VERSION_BYTES > _COPY_LIMIT:
             return memoryview(blob)[VERSION_BYTES:]
         return blob[VERSION_BYTES:]
@@ -299,6 +303,8 @@ class MemoryBackend(Backend):
                 return None
             if touch:
                 self._promote(key, blob)
+        if touch:
+            self._access.touch(key)
         return Entry(
             memoryview(blob)[VERSION_BYTES:] if len(blob) - VERSION_BYTES > _COPY_LIMIT else blob[VERSION_BYTES:],
             _VERSION.unpack_from(blob)[0],
@@ -358,6 +364,7 @@ class MemoryBackend(Backend):
             if not (had_ttl and self._deadline_passed(key)):
                 self._protected[key] = blob
                 self._protected_to_end(key)
+                self._access.touch(key)
                 self._protected_bytes += cost - entry_cost(len(key), len(old) - VERSION_BYTES, had_ttl)
                 if self._protected_bytes > self._protected_limit:
                     self._demote_overflow()
@@ -366,6 +373,7 @@ class MemoryBackend(Backend):
                 self._protected_bytes -= entry_cost(len(key), len(old) - VERSION_BYTES, had_ttl)
                 probation[key] = blob
                 self._probation_bytes += cost
+                self._access.created(key)
         else:
             old = self._probation_map.get(key)
             if old is not None:
@@ -373,10 +381,12 @@ class MemoryBackend(Backend):
                 probation[key] = blob
                 self._probation_to_end(key)
                 self._probation_bytes += cost - entry_cost(len(key), len(old) - VERSION_BYTES, had_ttl)
+                self._access.touch(key)
             else:
                 had_ttl = False
                 probation[key] = blob
                 self._probation_bytes += cost
+                self._access.created(key)
                 # Ghosts exist only once something was evicted: a cache under
                 # its limit never pays for the lookup.
                 if self._ghosts_of_probation or self._ghosts_of_protected:
@@ -462,6 +472,7 @@ class MemoryBackend(Backend):
         # Ghosts of keys a flush removed are no evidence about the next load.
         self._ghosts = array("H", bytes(2 * self._ghost_slots))
         self._ghosts_of_probation = self._ghosts_of_protected = self._demoted_marks = 0
+        self._access.reset(self._clock())
         self._measure_structures()
         if listener is not None and before is not None:
             listener.flushed(before)
@@ -511,6 +522,8 @@ class MemoryBackend(Backend):
     # -- expiry ------------------------------------------------------------------
 
     def expire_step(self, sample_size: int, budget_seconds: float) -> int:
+        # The server's periodic step: the access counters' clock moves here too.
+        self._tick_access()
         removed = 0
         give_up_at = time.perf_counter() + budget_seconds
         deadlines = self._deadlines
@@ -653,12 +666,16 @@ class MemoryBackend(Backend):
             self._ghost_slots = slots
             self._ghost_table_bytes = sys.getsizeof(self._ghosts)
             self._ghosts_of_probation = self._ghosts_of_protected = self._demoted_marks = 0
+        access = self._access
+        access.resize(stored)
+        self._tick_access()
         if self._count_structures:
             self._structure_bytes = (
                 sys.getsizeof(self._probation)
                 + sys.getsizeof(self._protected)
                 + self._deadlines.table_bytes()
                 + self._ghost_table_bytes
+                + access.table_bytes()
             )
         self._set_protected_limit()
 
@@ -751,14 +768,28 @@ class MemoryBackend(Backend):
                     result.append(key)
         return result
 
-    def was_read(self, key: bytes) -> int | None:
-        """1 when ``key`` sits in protected (read since it was written or demoted), 0 in probation,
-        None when absent: the one thing the SLRU knows of a key's use (OBJECT FREQ). O(1), no access."""
-        if key in self._protected_map:
-            return 1
-        if key in self._probation_map:
-            return 0
-        return None
+    def access_frequency(self, key: bytes) -> int:
+        """OBJECT FREQ of a stored key: its LFU count decayed to now (aegiskv.backends.access). Not an access."""
+        self._tick_access()
+        return self._access.frequency(key)
+
+    def idle_seconds(self, key: bytes) -> int:
+        """OBJECT IDLETIME of a stored key: seconds since its last access, in whole minutes. Not an access."""
+        self._tick_access()
+        return self._access.idle_seconds(key)
+
+    def hot_keys(self) -> list[tuple[bytes, int]]:
+        """(key, LFU count) of the hottest stored keys, hottest first (at most HOT_KEYS_TRACKED)."""
+        self._tick_access()
+        protected, probation = self._protected_map, self._probation_map
+        return [(key, count) for key, count in self._access.hot_keys() if key in protected or key in probation]
+
+    def _tick_access(self) -> None:
+        """Move the access counters' clock; at a new minute, drop hot keys no longer stored."""
+        access = self._access
+        if access.tick(self._clock()):
+            protected, probation = self._protected_map, self._probation_map
+            access.forget_hot([key for key, _count in access.hot_keys() if key in protected or key in probation])
 
     def key_snapshot(self) -> list[bytes]:
         # dict.keys walks the table at C speed; iterating an OrderedDict is 20x slower.
