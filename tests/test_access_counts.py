@@ -9,8 +9,8 @@ slot was last touched.
 from __future__ import annotations
 
 from aegiskv.backends.access import LFU_INIT, MIN_SLOTS, MINUTE_MS, AccessCounts, HotKeys
-from aegiskv.backends.base import BackendOptions
 from aegiskv.backends.memory import MemoryBackend
+from aegiskv.backends.options import BuiltinBackendOptions
 from tests.fake_clock import START_MS, FakeClock
 
 
@@ -62,7 +62,7 @@ def test_counts_grow_logarithmically() -> None:
 def test_the_increment_probability_is_one_in_n_over_the_generator_period() -> None:
     counts = AccessCounts(START_MS)
     # The 16-bit xorshift visits every non-zero state once per period of 65,535 draws.
-    hits = sum(counts._chance(11) for _ in range(65_535))
+    hits = sum(counts._chance(1, 11) for _ in range(65_535))
     assert hits == len([state for state in range(1, 65_536) if state * 11 < 65_536])
     assert abs(hits / 65_535 - 1 / 11) < 0.001
 
@@ -145,8 +145,9 @@ def test_hot_keys_table_keeps_the_largest_and_one_key_per_slot() -> None:
 # -- the memory backend --------------------------------------------------------------------------
 
 
-def _backend(clock: FakeClock) -> MemoryBackend:
-    return MemoryBackend(BackendOptions(max_memory_bytes=1 << 30), clock)
+def _backend(clock: FakeClock, access_sample: int = 1) -> MemoryBackend:
+    """Every access counted unless asked (the node's default samples one in 16)."""
+    return MemoryBackend(BuiltinBackendOptions(max_memory_bytes=1 << 30, access_sample=access_sample), clock)
 
 
 def test_reads_and_rewrites_count_peeks_do_not() -> None:
@@ -205,3 +206,34 @@ def test_the_table_grows_with_the_keys_and_is_charged_to_max_memory() -> None:
     assert backend._structure_bytes >= backend._access.table_bytes() >= MIN_SLOTS * 4 * 3
     backend.check()
     assert backend.stats().used_bytes > empty
+
+
+def test_sampled_accesses_count_as_many_in_expectation() -> None:
+    """One access in 16 updates the counters, standing for 16: the hot key still stands out, at
+    about the count that counting every access gives."""
+    exact, sampled = _backend(FakeClock()), _backend(FakeClock(), access_sample=16)
+    # Keys in distinct slots (the same in both tables: same size, same process): no shared counts.
+    hot, *cold = _keys_in_distinct_slots(exact._access, 51)
+    for backend in (exact, sampled):
+        for key in (*cold, hot):
+            backend.put(key, b"v")
+        for _ in range(40):
+            for key in cold:
+                backend.get(key)
+            for _ in range(100):
+                backend.get(hot)
+    hot_exact = exact.access_frequency(hot)
+    assert exact.hot_keys()[0] == (hot, hot_exact)
+    assert sampled.hot_keys()[0][0] == hot
+    # 4,000 accesses make about 33: going from c to c + 1 takes (c - 5) * 10 + 1 on average.
+    assert 28 <= hot_exact <= 38
+    assert 28 <= sampled.access_frequency(hot) <= 38
+    assert all(sampled.access_frequency(key) < 20 for key in cold)
+
+
+def test_a_sampled_write_of_a_new_key_starts_it_at_five_at_least() -> None:
+    backend = _backend(FakeClock(), access_sample=16)
+    for index in range(15):
+        backend.put(b"k:%d" % index, b"v")  # none of these is sampled
+    backend.put(b"new", b"v")  # the 16th access: a new key, created then counted for 16
+    assert backend.access_frequency(b"new") >= 7

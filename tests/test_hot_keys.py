@@ -1,10 +1,11 @@
 """OBJECT FREQ / IDLETIME against redis-server, INFO hotkeys on both ports, /metrics, redis-cli.
 
-One real node per module, started with ``PYTHONHASHSEED=0``: the access counters
-live in slots of the key's hash (aegiskv/backends/access.py), and keys that share
-a slot share a count. With a known seed the test picks keys in distinct slots
-(:func:`distinct_slot_keys`), so an exact count is a fair expectation; the node's
-behaviour is the same under any seed.
+One real node per module, started with ``PYTHONHASHSEED=0`` and ``access_sample = 1``:
+the access counters live in slots of the key's hash (aegiskv/backends/access.py), and
+keys that share a slot share a count. With a known seed the test picks keys in distinct
+slots (:func:`distinct_slot_keys`), and with every access counted (the default samples
+one in 16, tests/test_access_counts.py) the counts follow Redis's rule, so an exact
+count is a fair expectation; the node's behaviour is the same under any seed.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ HASH_SEED = "0"
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory) -> Iterator[LocalNode]:
-    environment = {**os.environ, "PYTHONHASHSEED": HASH_SEED}
+    # Every access counted, as Redis counts them (the default samples one in 16): exact counts.
+    environment = {**os.environ, "PYTHONHASHSEED": HASH_SEED, "AEGIS_ACCESS_SAMPLE": "1"}
     started = LocalNode(str(tmp_path_factory.mktemp("hotkeys")), env=environment)
     yield started
     assert started.stop() == 0
@@ -195,8 +197,8 @@ def test_metrics_show_the_ten_hottest(node: LocalNode, ours: redis.Redis) -> Non
     assert [rank for rank, _key, _value in ranked] == list(range(10))
     counts = [value for _rank, _key, value in ranked]
     assert counts == sorted(counts, reverse=True)
-    for _rank, key, value in ranked:
-        assert ours.execute_command("OBJECT", "FREQ", key) == value
+    for _rank, label, value in ranked:
+        assert ours.execute_command("OBJECT", "FREQ", label) == value
     everyone = sorted((ours.execute_command("OBJECT", "FREQ", key) for key in keys), reverse=True)
     assert counts == everyone[:10]  # the ten largest of the twelve
     assert b"hotkeys_tracked:12" in ours.execute_command("INFO", "hotkeys")

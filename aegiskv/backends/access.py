@@ -32,6 +32,16 @@ logarithm makes rare for a hot key (one access in about 900 at a count of
 100): the table costs the hot path nearly nothing, and every key that becomes
 hotter than the table's coldest entry gets in.
 
+The backend feeds the counters a sample: one read or write in ``access_sample``
+(default 16; aegiskv.backends.memory ``_sample_access``), counted as that many
+accesses (:meth:`AccessCounts.touch`). Counting every access cost 11% more
+instructions per GET of the interpreted build (``bench/hot_path.py
+--instructions``); the countdown costs a subtraction. A hot key is sampled in
+proportion to its share of the accesses, so its count lands where Redis's
+would; a key read a handful of times may be missed or counted for many, and
+its idle time is the slot's last *sampled* access. ``access_sample = 1``
+counts every access as Redis does, and starts a new key at 5.
+
 The clock is read by :meth:`AccessCounts.tick`, not on every access: the
 backend ticks it on its periodic expiry step and every 64 writes, and before
 answering OBJECT FREQ or IDLETIME. A minute that starts between two ticks is
@@ -122,12 +132,17 @@ class AccessCounts:
 
     # -- the hot path ------------------------------------------------------------------
 
-    def touch(self, key: bytes) -> None:
-        """An access to a stored key: decay its slot's count, maybe increment it, stamp the minute."""
+    def touch(self, key: bytes, accesses: int = 1) -> None:
+        """``accesses`` accesses to a stored key: decay its slot's count, count them, stamp the minute.
+
+        One access is Redis's rule exactly. More (a sampled access standing for
+        the ones not sampled) apply it as often in expectation: each step from
+        ``c`` to ``c + 1`` takes ``(c - 5) * 10 + 1`` accesses, and a remainder
+        too small for the next step makes it with that share as probability.
+        """
         hashed: i64 = hash(key)
         slot: i64 = hashed & (self._slots - 1)
-        counts = self._counts
-        count = counts[slot]
+        count: int = self._counts[slot]
         minute = self._minute
         stamps = self._stamps
         stamp = stamps[slot]
@@ -137,14 +152,23 @@ class AccessCounts:
             count = count - elapsed if count > elapsed else 0
             stamps[slot] = minute
             changed = True
-        if count < MAX_COUNT:
+        credit = accesses
+        counted = False
+        while count < MAX_COUNT and credit > 0:
             base = count - LFU_INIT
-            if base <= 0 or self._chance(base * LOG_FACTOR + 1):
-                count += 1
-                changed = True
-                self.hot.offer(slot, key, count)
-        if changed:
-            counts[slot] = count
+            need = base * LOG_FACTOR + 1 if base > 0 else 1
+            if credit >= need:
+                credit -= need
+            elif not self._chance(credit, need):
+                break
+            else:
+                credit = 0
+            count += 1
+            counted = True
+        if counted:
+            self.hot.offer(slot, key, count)
+        if changed or counted:
+            self._counts[slot] = count
 
     def created(self, key: bytes) -> None:
         """A new key: its slot's count is at least LFU_INIT, stamped now (not an access)."""
@@ -154,14 +178,14 @@ class AccessCounts:
         self._counts[slot] = count if count > LFU_INIT else LFU_INIT
         self._stamps[slot] = self._minute
 
-    def _chance(self, one_in: int) -> bool:
-        """True with probability 1 / ``one_in``: a 16-bit xorshift, cheaper than random()."""
+    def _chance(self, times: int, one_in: int) -> bool:
+        """True with probability ``times / one_in``: a 16-bit xorshift, cheaper than random()."""
         state = self._random
         state ^= (state << 7) & _MINUTE_MASK
         state ^= state >> 9
         state ^= (state << 8) & _MINUTE_MASK
         self._random = state
-        return state * one_in < 0x10000
+        return state * one_in < times * 0x10000
 
     # -- reading ----------------------------------------------------------------------
 

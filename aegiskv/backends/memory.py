@@ -50,6 +50,11 @@ keys sharing a slot). Nothing is added on the path of a protected hit or of a
 miss; an eviction and a demotion write one slot, the write of a new key reads
 one once anything was evicted, and a probation hit once any key was demoted.
 
+Every read and write of a stored key also counts in :class:`AccessCounts`
+(aegiskv.backends.access): Redis's LFU counter and last-access minute, per slot
+of the key's hash, for OBJECT FREQ, OBJECT IDLETIME and the hot keys. They do not
+steer eviction; their table is charged with the others below.
+
 Memory layout, chosen for bytes per key (measured in ``tools/calibrate_memory.py``):
 each segment is an ``OrderedDict`` (C-implemented, O(1) move-to-end and pop of
 the oldest) mapping the whole key to one bytes object holding the 8-byte
@@ -64,8 +69,8 @@ and against RSS by ``bench/native_client.py``, has two parts:
   (:func:`entry_cost`: the key and the version+value bytes objects, rounded as
   pymalloc and malloc round them; a key with a TTL also pays for the deadline
   integer and for a second key object, since the expiry index may hold its own);
-* the tables themselves (the two OrderedDicts, the expiry index and the ghost
-  table) are charged what ``sys.getsizeof`` reports, re-read every 64 writes.
+* the tables themselves (the two OrderedDicts, the expiry index, the ghost
+  table and the access counters) are charged what ``sys.getsizeof`` reports, re-read every 64 writes.
   Under churn a dict keeps its deleted slots until it resizes, so the tables
   cost 100 to 160 bytes per live key; a per-entry constant either
   under-charged that (RSS went to 1.4x the limit when writing twice the limit)
@@ -264,8 +269,11 @@ class MemoryBackend(Backend):
         # without expiry, eviction or fresh versions.
         self._recovering = False
         self._exact_versions = False  # set by apply(): an imposed version is stored as given
-        # Redis's LFU counter per slot of the key's hash (OBJECT FREQ, IDLETIME, hot keys).
+        # Redis's LFU counter per slot of the key's hash (OBJECT FREQ, IDLETIME, hot keys),
+        # fed one access in _access_sample (see _sample_access).
         self._access = AccessCounts(clock())
+        self._access_sample: i64 = tuning.access_sample
+        self._until_sample: i64 = tuning.access_sample
         self._measure_structures()
 
     # -- reads -------------------------------------------------------------------
@@ -284,7 +292,12 @@ class MemoryBackend(Backend):
             if blob is None:
                 return None
             self._promote(key, blob)
-        self._access.touch(key)
+        # One access in _access_sample reaches the counters (see _sample_access).
+        until = self._until_sample - 1
+        if until:
+            self._until_sample = until
+        else:
+            self._sample_access(key, False)
         if len(blob) - VERSION_BYTES > _COPY_LIMIT:
             return memoryview(blob)[VERSION_BYTES:]
         return blob[VERSION_BYTES:]
@@ -304,7 +317,11 @@ class MemoryBackend(Backend):
             if touch:
                 self._promote(key, blob)
         if touch:
-            self._access.touch(key)
+            until = self._until_sample - 1
+            if until:
+                self._until_sample = until
+            else:
+                self._sample_access(key, False)
         return Entry(
             memoryview(blob)[VERSION_BYTES:] if len(blob) - VERSION_BYTES > _COPY_LIMIT else blob[VERSION_BYTES:],
             _VERSION.unpack_from(blob)[0],
@@ -364,7 +381,6 @@ class MemoryBackend(Backend):
             if not (had_ttl and self._deadline_passed(key)):
                 self._protected[key] = blob
                 self._protected_to_end(key)
-                self._access.touch(key)
                 self._protected_bytes += cost - entry_cost(len(key), len(old) - VERSION_BYTES, had_ttl)
                 if self._protected_bytes > self._protected_limit:
                     self._demote_overflow()
@@ -373,7 +389,6 @@ class MemoryBackend(Backend):
                 self._protected_bytes -= entry_cost(len(key), len(old) - VERSION_BYTES, had_ttl)
                 probation[key] = blob
                 self._probation_bytes += cost
-                self._access.created(key)
         else:
             old = self._probation_map.get(key)
             if old is not None:
@@ -381,12 +396,10 @@ class MemoryBackend(Backend):
                 probation[key] = blob
                 self._probation_to_end(key)
                 self._probation_bytes += cost - entry_cost(len(key), len(old) - VERSION_BYTES, had_ttl)
-                self._access.touch(key)
             else:
                 had_ttl = False
                 probation[key] = blob
                 self._probation_bytes += cost
-                self._access.created(key)
                 # Ghosts exist only once something was evicted: a cache under
                 # its limit never pays for the lookup.
                 if self._ghosts_of_probation or self._ghosts_of_protected:
@@ -395,6 +408,11 @@ class MemoryBackend(Backend):
             self._deadlines.set(key, expires_at_ms)
         elif had_ttl:
             self._deadlines.discard(key)
+        until = self._until_sample - 1  # a write is an access too (as Redis's lookupKeyWrite)
+        if until:
+            self._until_sample = until
+        else:
+            self._sample_access(key, old is None)
         if new_version > self._version:
             self._version = new_version
         self._writes_since_measure += 1
@@ -784,6 +802,24 @@ class MemoryBackend(Backend):
         protected, probation = self._protected_map, self._probation_map
         return [(key, count) for key, count in self._access.hot_keys() if key in protected or key in probation]
 
+    def _sample_access(self, key: bytes, created: bool) -> None:
+        """The access that came due: it counts for the _access_sample accesses since the last one.
+
+        Counting every access cost 11% more instructions per GET interpreted
+        (bench/hot_path.py --instructions, random keys); a countdown costs a
+        subtraction. A hot key is sampled in proportion to its share of the
+        accesses, so its count converges on Redis's; a key read a few times may
+        be missed or counted for many. ``access_sample = 1`` counts every access,
+        a new key from LFU_INIT, as Redis does.
+        """
+        sample = self._access_sample
+        self._until_sample = sample
+        if created:
+            self._access.created(key)
+            if sample == 1:
+                return  # Redis: creating a key is not an access
+        self._access.touch(key, sample)
+
     def _tick_access(self) -> None:
         """Move the access counters' clock; at a new minute, drop hot keys no longer stored."""
         access = self._access
@@ -967,6 +1003,7 @@ class MemoryBackend(Backend):
             self._demoted_marks,
         )
         assert len(self._ghosts) == self._ghost_slots
+        assert len(self) <= self._access.slots * 2 or self._writes_since_measure
         assert sys.getsizeof(self._ghosts) == self._ghost_table_bytes
         for key, _deadline in self._deadlines:
             assert key in self._probation or key in self._protected
