@@ -50,10 +50,11 @@ keys sharing a slot). Nothing is added on the path of a protected hit or of a
 miss; an eviction and a demotion write one slot, the write of a new key reads
 one once anything was evicted, and a probation hit once any key was demoted.
 
-Every read and write of a stored key also counts in :class:`AccessCounts`
-(aegiskv.backends.access): Redis's LFU counter and last-access minute, per slot
-of the key's hash, for OBJECT FREQ, OBJECT IDLETIME and the hot keys. They do not
-steer eviction; their table is charged with the others below.
+One read or write in ``access_sample`` (16) also counts, for them all, in
+:class:`AccessCounts` (aegiskv.backends.access): Redis's LFU counter and
+last-access minute per slot of the key's hash, for OBJECT FREQ, OBJECT IDLETIME
+and the hot keys. They do not steer eviction; their table is charged with the
+others below.
 
 Memory layout, chosen for bytes per key (measured in ``tools/calibrate_memory.py``):
 each segment is an ``OrderedDict`` (C-implemented, O(1) move-to-end and pop of
@@ -70,7 +71,8 @@ and against RSS by ``bench/native_client.py``, has two parts:
   pymalloc and malloc round them; a key with a TTL also pays for the deadline
   integer and for a second key object, since the expiry index may hold its own);
 * the tables themselves (the two OrderedDicts, the expiry index, the ghost
-  table and the access counters) are charged what ``sys.getsizeof`` reports, re-read every 64 writes.
+  table and the access counters) are charged what ``sys.getsizeof`` reports,
+  re-read every 64 writes.
   Under churn a dict keeps its deleted slots until it resizes, so the tables
   cost 100 to 160 bytes per live key; a per-entry constant either
   under-charged that (RSS went to 1.4x the limit when writing twice the limit)
