@@ -132,14 +132,16 @@ def test_hot_keys_are_the_slots_with_the_largest_counts() -> None:
 
 def test_hot_keys_table_keeps_the_largest_and_one_key_per_slot() -> None:
     table = HotKeys(2)
-    table.offer(1, b"a", 6)
-    table.offer(2, b"b", 9)
-    table.offer(3, b"c", 6)  # not above the coldest: turned away
-    assert sorted(table.entries()) == [(1, b"a"), (2, b"b")]
-    table.offer(3, b"c", 7)
-    assert sorted(table.entries()) == [(2, b"b"), (3, b"c")]
-    table.offer(3, b"d", 8)  # the slot's last incrementer names it
-    assert sorted(table.entries()) == [(2, b"b"), (3, b"d")]
+    for slot, count in ((1, 6), (2, 9), (3, 7), (4, 8)):
+        table.offer(slot, b"k%d" % slot, count)
+    assert len(table) == 4  # up to twice the size between prunes
+    table.offer(5, b"k5", 6)  # a fifth entry: pruned to the two largest, the floor raised to 8
+    assert sorted(table.entries()) == [(2, b"k2"), (4, b"k4")]
+    table.offer(6, b"k6", 8)  # not above the floor: turned away
+    assert sorted(table.entries()) == [(2, b"k2"), (4, b"k4")]
+    table.offer(4, b"other", 8)  # a held slot is always updated: its last incrementer names it
+    table.offer(7, b"k7", 10)
+    assert sorted(table.entries()) == [(2, b"k2"), (4, b"other"), (7, b"k7")]
 
 
 # -- the memory backend --------------------------------------------------------------------------

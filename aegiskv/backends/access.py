@@ -77,43 +77,46 @@ class HotKeys:
     Keyed by slot, so two keys of one slot never both take a place: the one
     that incremented it last holds it. Counts are those at the last increment;
     :meth:`AccessCounts.hot_keys` reads the current ones.
+
+    Up to twice ``size`` entries are held between prunes, which keep the
+    ``size`` largest and raise the floor to the smallest of them: an offer at
+    or below the floor is turned away with one comparison, and the sort is paid
+    once per ``size`` admissions. Under a uniform load, where every key climbs
+    past the floor in turn, a scan for the coldest entry on each admission cost
+    5 microseconds an access interpreted.
     """
 
     def __init__(self, size: int) -> None:
-        self._size = size
+        self.size = size
         self._table: dict[int, tuple[bytes, int]] = {}
-        # At most the smallest count held once the table is full: an offer at or
-        # below it is turned away with one comparison.
         self._floor = -1
 
     def offer(self, slot: int, key: bytes, count: int) -> None:
         table = self._table
-        if slot in table or len(table) < self._size:
-            table[slot] = (key, count)
+        if count <= self._floor and slot not in table:
             return
-        if count <= self._floor:
-            return
-        coldest = min(table, key=lambda held: table[held][1])
-        lowest = table[coldest][1]
-        if count > lowest:
-            del table[coldest]
-            table[slot] = (key, count)
-            lowest = min(entry[1] for entry in table.values())
-        self._floor = lowest
+        table[slot] = (key, count)
+        if len(table) > 2 * self.size:
+            kept = sorted(table.items(), key=_entry_count, reverse=True)[: self.size]
+            self._table = dict(kept)
+            self._floor = kept[-1][1][1]
 
     def entries(self) -> list[tuple[int, bytes]]:
-        """(slot, key) of every entry held."""
+        """(slot, key) of every entry held (up to twice ``size``)."""
         return [(slot, entry[0]) for slot, entry in self._table.items()]
 
     def reset(self, entries: list[tuple[int, bytes, int]]) -> None:
-        """Hold exactly these (slot, key, count) entries (after a decay or a resize)."""
+        """Hold exactly these (slot, key, count) entries (after a decay or a resize); the floor
+        drops to what they leave (none: every offer is taken until the next prune)."""
         self._table = {slot: (key, count) for slot, key, count in entries}
-        self._floor = min((count for _slot, _key, count in entries), default=-1)
-        if len(self._table) < self._size:
-            self._floor = -1
+        self._floor = -1
 
     def __len__(self) -> int:
         return len(self._table)
+
+
+def _entry_count(item: tuple[int, tuple[bytes, int]]) -> int:
+    return item[1][1]
 
 
 class AccessCounts:
@@ -204,7 +207,7 @@ class AccessCounts:
         """(key, current count) of the tracked hot keys, hottest first (equal counts by key)."""
         found = [(key, self._decayed(slot)) for slot, key in self.hot.entries()]
         found.sort(key=lambda pair: (-pair[1], pair[0]))
-        return found
+        return found[: self.hot.size]
 
     def forget_hot(self, keep: list[bytes]) -> None:
         """Hold only the hot keys in ``keep`` (the caller's stored ones), at their current counts."""
