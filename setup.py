@@ -42,6 +42,7 @@ HOT_PATH = [
     "aegiskv/node/handoff_lock.py",
     "aegiskv/node/operations.py",
     "aegiskv/backends/memory.py",
+    "aegiskv/backends/access.py",
     "aegiskv/backends/expiry.py",
     "aegiskv/cluster/redirect.py",
     "aegiskv/cluster/slots.py",

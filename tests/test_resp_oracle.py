@@ -1083,6 +1083,9 @@ class RespOracleMachine(RuleBasedStateMachine):
                 [b"OBJECT", b"ENCODING"],
                 [b"OBJECT", b"encoding", b"nosuchkey"],
                 [b"OBJECT", b"REFCOUNT", b"nosuchkey"],
+                [b"OBJECT", b"FREQ", b"nosuchkey"],
+                [b"OBJECT", b"idletime", b"nosuchkey"],
+                [b"OBJECT", b"FREQ"],
                 [b"OBJECT", b"ENCODING", b"a", b"b"],
                 [b"OBJECT"],
             ]
@@ -1090,7 +1093,8 @@ class RespOracleMachine(RuleBasedStateMachine):
     )
     def object_(self, channel, command):
         # ENCODING, REFCOUNT, FREQ and IDLETIME of existing keys depend on each server's history
-        # and eviction policy (tests/test_resp_string_keyspace.py and docs/redis-compatibility.md).
+        # and eviction policy (tests/test_resp_string_keyspace.py, tests/test_hot_keys.py and
+        # docs/redis-compatibility.md); of a missing key, both answer nil under any policy.
         self.check(channel, command)
 
     @rule(channel=channels, command=command("DUMP", keys))

@@ -243,10 +243,15 @@ def test_object(r: redis.Redis) -> None:
     assert r.object("encoding", "long") == b"raw"
     assert r.object("refcount", "int") == 1
     assert r.object("encoding", "missing") is None
-    assert r.object("freq", "short") == 0  # written, not read since: probation
+    # Redis's LFU counter, fed one access in 16 here (exact counts: tests/test_hot_keys.py): a
+    # key's count and idle minutes are its hash slot's; a read does not lower the count (one less
+    # only if a minute began between the two readings).
+    written = r.object("freq", "short")
+    assert 0 <= written <= 255
     r.get("short")
-    assert r.object("freq", "short") == 1  # read since: protected
-    assert "not tracked" in error_of(r, "OBJECT", "IDLETIME", "short")
+    assert written - 1 <= r.object("freq", "short") <= 255
+    assert r.object("idletime", "short") % 60 == 0  # whole minutes, in seconds
+    assert r.object("freq", "missing") is None and r.object("idletime", "missing") is None
     assert error_of(r, "OBJECT", "FOO") == "unknown subcommand 'FOO'. Try OBJECT HELP."
     assert error_of(r, "OBJECT", "ENCODING") == "wrong number of arguments for 'object|encoding' command"
     help_lines = r.execute_command("OBJECT", "HELP")

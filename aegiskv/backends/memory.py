@@ -50,6 +50,12 @@ keys sharing a slot). Nothing is added on the path of a protected hit or of a
 miss; an eviction and a demotion write one slot, the write of a new key reads
 one once anything was evicted, and a probation hit once any key was demoted.
 
+One read or write in ``access_sample`` (16) also counts, for them all, in
+:class:`AccessCounts` (aegiskv.backends.access): Redis's LFU counter and
+last-access minute per slot of the key's hash, for OBJECT FREQ, OBJECT IDLETIME
+and the hot keys. They do not steer eviction; their table is charged with the
+others below.
+
 Memory layout, chosen for bytes per key (measured in ``tools/calibrate_memory.py``):
 each segment is an ``OrderedDict`` (C-implemented, O(1) move-to-end and pop of
 the oldest) mapping the whole key to one bytes object holding the 8-byte
@@ -64,8 +70,9 @@ and against RSS by ``bench/native_client.py``, has two parts:
   (:func:`entry_cost`: the key and the version+value bytes objects, rounded as
   pymalloc and malloc round them; a key with a TTL also pays for the deadline
   integer and for a second key object, since the expiry index may hold its own);
-* the tables themselves (the two OrderedDicts, the expiry index and the ghost
-  table) are charged what ``sys.getsizeof`` reports, re-read every 64 writes.
+* the tables themselves (the two OrderedDicts, the expiry index, the ghost
+  table and the access counters) are charged what ``sys.getsizeof`` reports,
+  re-read every 64 writes.
   Under churn a dict keeps its deleted slots until it resizes, so the tables
   cost 100 to 160 bytes per live key; a per-entry constant either
   under-charged that (RSS went to 1.4x the limit when writing twice the limit)
@@ -85,6 +92,7 @@ from typing import Final, NamedTuple, Protocol, cast
 
 from mypy_extensions import i64
 
+from aegiskv.backends.access import AccessCounts
 from aegiskv.backends.base import (
     NO_EXPIRY,
     Backend,
@@ -310,6 +318,11 @@ class MemoryBackend(Backend):
         self._exact_versions = False  # set by apply(): an imposed version is stored as given
         self._growable_made = 0  # values write_range moved into a bytearray (export then views them)
         self.copied_bytes = 0  # bytes write_range copied into new buffers: once per value, unless read meanwhile
+        # Redis's LFU counter per slot of the key's hash (OBJECT FREQ, IDLETIME, hot keys),
+        # fed one access in _access_sample (see _sample_access).
+        self._access = AccessCounts(clock())
+        self._access_sample: i64 = tuning.access_sample
+        self._until_sample: i64 = tuning.access_sample
         self._measure_structures()
 
     # -- reads -------------------------------------------------------------------
@@ -328,6 +341,12 @@ class MemoryBackend(Backend):
             if blob is None:
                 return None
             self._promote(key, blob)
+        # One access in _access_sample reaches the counters (see _sample_access).
+        until = self._until_sample - 1
+        if until:
+            self._until_sample = until
+        else:
+            self._sample_access(key, False)
         if isinstance(blob, bytes):
             if len(blob) - VERSION_BYTES > _COPY_LIMIT:
                 return memoryview(blob)[VERSION_BYTES:]
@@ -360,6 +379,12 @@ class MemoryBackend(Backend):
                 return None
             if touch:
                 self._promote(key, blob)
+        if touch:
+            until = self._until_sample - 1
+            if until:
+                self._until_sample = until
+            else:
+                self._sample_access(key, False)
         value: Value
         if isinstance(blob, bytes):
             large = len(blob) - VERSION_BYTES > _COPY_LIMIT
@@ -463,6 +488,11 @@ class MemoryBackend(Backend):
             self._deadlines.set(key, expires_at_ms)
         elif had_ttl:
             self._deadlines.discard(key)
+        until = self._until_sample - 1  # a write is an access too (as Redis's lookupKeyWrite)
+        if until:
+            self._until_sample = until
+        else:
+            self._sample_access(key, old is None)
         if new_version > self._version:
             self._version = new_version
         self._writes_since_measure += 1
@@ -631,6 +661,7 @@ class MemoryBackend(Backend):
         # Ghosts of keys a flush removed are no evidence about the next load.
         self._ghosts = array("H", bytes(2 * self._ghost_slots))
         self._ghosts_of_probation = self._ghosts_of_protected = self._demoted_marks = 0
+        self._access.reset(self._clock())
         self._measure_structures()
         if listener is not None and before is not None:
             listener.flushed(before)
@@ -707,6 +738,8 @@ class MemoryBackend(Backend):
     # -- expiry ------------------------------------------------------------------
 
     def expire_step(self, sample_size: int, budget_seconds: float) -> int:
+        # The server's periodic step: the access counters' clock moves here too.
+        self._tick_access()
         removed = 0
         give_up_at = time.perf_counter() + budget_seconds
         deadlines = self._deadlines
@@ -849,12 +882,16 @@ class MemoryBackend(Backend):
             self._ghost_slots = slots
             self._ghost_table_bytes = sys.getsizeof(self._ghosts)
             self._ghosts_of_probation = self._ghosts_of_protected = self._demoted_marks = 0
+        access = self._access
+        access.resize(stored)
+        self._tick_access()
         if self._count_structures:
             self._structure_bytes = (
                 sys.getsizeof(self._probation)
                 + sys.getsizeof(self._protected)
                 + self._deadlines.table_bytes()
                 + self._ghost_table_bytes
+                + access.table_bytes()
             )
         self._set_protected_limit()
 
@@ -947,14 +984,46 @@ class MemoryBackend(Backend):
                     result.append(key)
         return result
 
-    def was_read(self, key: bytes) -> int | None:
-        """1 when ``key`` sits in protected (read since it was written or demoted), 0 in probation,
-        None when absent: the one thing the SLRU knows of a key's use (OBJECT FREQ). O(1), no access."""
-        if key in self._protected_map:
-            return 1
-        if key in self._probation_map:
-            return 0
-        return None
+    def access_frequency(self, key: bytes) -> int:
+        """OBJECT FREQ of a stored key: its LFU count decayed to now (aegiskv.backends.access). Not an access."""
+        self._tick_access()
+        return self._access.frequency(key)
+
+    def idle_seconds(self, key: bytes) -> int:
+        """OBJECT IDLETIME of a stored key: seconds since its last access, in whole minutes. Not an access."""
+        self._tick_access()
+        return self._access.idle_seconds(key)
+
+    def hot_keys(self) -> list[tuple[bytes, int]]:
+        """(key, LFU count) of the hottest stored keys, hottest first (at most HOT_KEYS_TRACKED)."""
+        self._tick_access()
+        protected, probation = self._protected_map, self._probation_map
+        return [(key, count) for key, count in self._access.hot_keys() if key in protected or key in probation]
+
+    def _sample_access(self, key: bytes, created: bool) -> None:
+        """The access that came due: it counts for the _access_sample accesses since the last one.
+
+        Counting every access cost 11% more instructions per GET interpreted
+        (bench/hot_path.py --instructions, random keys); a countdown costs a
+        subtraction. A hot key is sampled in proportion to its share of the
+        accesses, so its count converges on Redis's; a key read a few times may
+        be missed or counted for many. ``access_sample = 1`` counts every access,
+        a new key from LFU_INIT, as Redis does.
+        """
+        sample = self._access_sample
+        self._until_sample = sample
+        if created:
+            self._access.created(key)
+            if sample == 1:
+                return  # Redis: creating a key is not an access
+        self._access.touch(key, sample)
+
+    def _tick_access(self) -> None:
+        """Move the access counters' clock; at a new minute, drop hot keys no longer stored."""
+        access = self._access
+        if access.tick(self._clock()):
+            protected, probation = self._protected_map, self._probation_map
+            access.forget_hot([key for key, _count in access.hot_keys() if key in protected or key in probation])
 
     def key_snapshot(self) -> list[bytes]:
         # dict.keys walks the table at C speed; iterating an OrderedDict is 20x slower.
@@ -1137,6 +1206,7 @@ class MemoryBackend(Backend):
             self._demoted_marks,
         )
         assert len(self._ghosts) == self._ghost_slots
+        assert len(self) <= self._access.slots * 2 or self._writes_since_measure
         assert sys.getsizeof(self._ghosts) == self._ghost_table_bytes
         for key, _deadline in self._deadlines:
             assert key in self._probation or key in self._protected

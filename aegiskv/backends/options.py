@@ -30,6 +30,9 @@ class BuiltinBackendOptions(BackendOptions):
     # server; off only where a test needs eviction points that depend on entry
     # sizes alone (the SLRU model test).
     count_structures: bool = True
+    # One read or write in this many updates the LFU access counters (aegiskv.backends.access),
+    # standing for them all; 1 counts every access, as Redis does.
+    access_sample: int = 16
     # Durable backends (aegiskv.backends.wal, .snapshot):
     wal_mode: str = "off"  # "off", "write" (survives a process crash), "fsync" (survives power loss)
     wal_segment_bytes: int = 64 * 1024 * 1024

@@ -757,18 +757,38 @@ class Node:
         return None
 
     def read_frequency(self, key: bytes) -> int | None:
-        """OBJECT FREQ from the SLRU segment: 1 when the key was read since it was written or
-        demoted (protected), 0 when not (probation); None when absent.
+        """OBJECT FREQ: the key's LFU access count (aegiskv.backends.access), None when absent.
 
-        Raises CommandError for a backend that tracks no segments (a plugin's).
+        Raises CommandError for a backend that counts no accesses (a plugin's).
         """
+        memory = self._counting_memory()
+        with self._lock:
+            if self.backend.get_entry(key, touch=False) is None:
+                return None  # absent, or expired (which the counters alone would not see)
+            return memory.access_frequency(key)
+
+    def idle_seconds(self, key: bytes) -> int | None:
+        """OBJECT IDLETIME: seconds since the key was last accessed (whole minutes), None when absent."""
+        memory = self._counting_memory()
+        with self._lock:
+            if self.backend.get_entry(key, touch=False) is None:
+                return None
+            return memory.idle_seconds(key)
+
+    def hot_keys(self) -> list[tuple[bytes, int]]:
+        """(key, LFU count) of this node's hottest keys, hottest first; empty for a backend that
+        counts no accesses."""
+        memory = self._memory
+        if memory is None:
+            return []
+        with self._lock:
+            return memory.hot_keys()
+
+    def _counting_memory(self) -> MemoryBackend:
         memory = self._memory
         if memory is None:
             raise CommandError(ErrorKind.INVALID, "this node's backend does not track access frequency")
-        with self._lock:
-            if self.backend.get_entry(key, touch=False) is None:
-                return None  # absent, or expired (which was_read alone would not see)
-            return memory.was_read(key)
+        return memory
 
     def dump(self, key: bytes) -> bytes | None:
         """DUMP: Redis's serialisation of the value (aegiskv.node.dump_payload); None when absent."""

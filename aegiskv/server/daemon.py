@@ -88,6 +88,7 @@ def backend_options(config: Settings, plugin: plugins.FoundPlugin, data_dir: str
         data_dir=public.data_dir,
         first_version=public.first_version,
         protected_fraction=config.slru_protected_fraction,
+        access_sample=config.access_sample,
         wal_mode=config.wal,
         wal_segment_bytes=config.wal_segment_bytes,
         wal_salvage=config.wal_salvage,

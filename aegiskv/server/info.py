@@ -53,8 +53,9 @@ DEFAULT_SECTIONS = (
 )
 # Added by "all" and "everything", as Redis adds them (one line per command).
 ALL_SECTIONS = (*DEFAULT_SECTIONS[:-3], "commandstats", *DEFAULT_SECTIONS[-3:])
-# Only when asked for by name: it walks every key (Node.keys_per_shard).
-ON_REQUEST_SECTIONS = ("shards",)
+# Only when asked for by name: "shards" walks every key (Node.keys_per_shard); "hotkeys" is
+# AegisKV's own, kept out of "all" so that INFO's default and "all" output stay Redis's.
+ON_REQUEST_SECTIONS = ("shards", "hotkeys")
 _EVERY_SECTION = ALL_SECTIONS + ON_REQUEST_SECTIONS
 _GROUPS = frozenset({"all", "everything"})
 
@@ -141,6 +142,8 @@ def build_info(server: InfoSource, names: Sequence[str] | None = None, now: Call
             info[section] = _replication(server)
         elif section == "shards":
             info[section] = _shards(server)
+        elif section == "hotkeys":
+            info[section] = _hotkeys(server)
         elif section == "cpu":
             info[section] = _cpu()
         elif section == "commandstats":
@@ -379,6 +382,27 @@ def _shards(server: InfoSource) -> dict[str, InfoValue]:
         "aegis_shard_keys_max": max(shard_keys),
         "aegis_shard_keys_mean": round(sum(shard_keys) / len(shard_keys), 1),
     }
+
+
+def _hotkeys(server: InfoSource) -> dict[str, InfoValue]:
+    """``hotkeys_tracked`` then ``hotkey_<rank>: freq=..,key=..``, hottest first (rank 0).
+
+    ``freq`` is the key's LFU count (OBJECT FREQ, aegiskv.backends.access); the key
+    is last on its line and escaped by :func:`printable_key`, so a reader takes the
+    rest of the line as the key (the ops CLI and the dashboard parse exactly this)."""
+    hot = server.node.hot_keys()
+    fields: dict[str, InfoValue] = {"hotkeys_tracked": len(hot)}
+    for rank, (key, count) in enumerate(hot):
+        fields[f"hotkey_{rank}"] = {"freq": count, "key": printable_key(key)}
+    return fields
+
+
+def printable_key(key: bytes) -> str:
+    """``key`` as text: printable ASCII as is, backslash and every other byte as ``\\xHH``.
+
+    One spelling per key and no control byte, so a key can end an INFO line, be a
+    Prometheus label, and reach a terminal safely."""
+    return "".join(chr(byte) if 0x20 <= byte < 0x7F and byte != 0x5C else f"\\x{byte:02x}" for byte in key)
 
 
 def _rss_bytes() -> int:

@@ -23,6 +23,7 @@ from aegiskv.cluster.replication import LAG_BUCKET_BOUNDS, LagHistogram
 from aegiskv.net.reactor import Reactor
 from aegiskv.node.commands import FAMILIES
 from aegiskv.node.operations import Node
+from aegiskv.server.info import printable_key
 from aegiskv.server.stats import BUCKET_BOUNDS_SECONDS, StatsRegistry
 
 
@@ -189,6 +190,22 @@ class ServerCollector(Collector):
         )
         if server.replicas is not None:
             yield from _replication(server.replicas)
+        yield _hot_keys(server.node)
+
+
+# /metrics shows this many hot keys: a label per key, so few (INFO hotkeys lists them all).
+HOT_KEYS_SHOWN = 10
+
+
+def _hot_keys(node: Node) -> Metric:
+    hot = GaugeMetricFamily(
+        "aegis_hot_key_frequency",
+        f"LFU access count (OBJECT FREQ) of this node's {HOT_KEYS_SHOWN} hottest keys; rank 0 is the hottest",
+        labels=["rank", "key"],
+    )
+    for rank, (key, count) in enumerate(node.hot_keys()[:HOT_KEYS_SHOWN]):
+        hot.add_metric([str(rank), printable_key(key)], count)
+    return hot
 
 
 def _replication(source: ReplicationSource) -> Iterator[Metric]:

@@ -491,6 +491,12 @@ SETTINGS: tuple[Setting, ...] = (
         _probability,
         "share of --max-memory the SLRU protected segment starts with (it adapts to the load)",
     ),
+    Setting(
+        "access_sample",
+        16,
+        _integer(1, 1024),
+        "one read or write in this many updates the LFU access counters (OBJECT FREQ, INFO hotkeys); 1 = every one",
+    ),
     Setting("max_key_bytes", 65535, _size(1, 2**32 - 1), "largest key accepted"),
     Setting("max_value_bytes", 64 * MIB, _size(0, 2**31 - 1), "largest value accepted"),
     Setting("max_batch_keys", 100_000, _integer(1, 10_000_000), "most keys in one MGET or MSET"),
@@ -680,6 +686,7 @@ class Settings:
     wal_salvage: bool
     snapshot_interval: float
     slru_protected_fraction: float
+    access_sample: int
     max_key_bytes: int
     max_value_bytes: int
     max_batch_keys: int

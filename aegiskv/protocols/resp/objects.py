@@ -62,10 +62,11 @@ def cmd_object(server: HandlerContext, session: Session, args: Args) -> bytes:
     if len(args) != 3:
         raise invalid(f"wrong number of arguments for 'object|{sub.lower().decode()}' command")
     node = session.node
+    # Redis answers only one of FREQ (LFU policies) and IDLETIME (the others); AegisKV
+    # keeps both figures for every key (aegiskv.backends.access), so it answers both.
     if sub == b"IDLETIME":
-        # The SLRU orders keys by use but keeps no access times, and stamping one on
-        # every GET would cost the hot path: refused rather than a made-up figure.
-        raise invalid("OBJECT IDLETIME is not tracked: the memory backend keeps no access times")
+        idle = node.idle_seconds(args[2])
+        return resp.null(session.protocol) if idle is None else resp.integer(idle)
     if sub == b"FREQ":
         frequency = node.read_frequency(args[2])
         return resp.null(session.protocol) if frequency is None else resp.integer(frequency)
@@ -85,9 +86,10 @@ def cmd_dump(server: HandlerContext, session: Session, args: Args) -> bytes:
 def cmd_restore(server: HandlerContext, session: Session, args: Args) -> bytes:
     """RESTORE key ttl payload [REPLACE] [ABSTTL] [IDLETIME s] [FREQ f], checked in Redis's order.
 
-    IDLETIME and FREQ are validated as Redis validates them and then have
-    nothing to set: the SLRU keeps neither an access time nor a counter (a
-    restored key enters probation like any new key).
+    IDLETIME and FREQ are validated as Redis validates them and then not
+    applied: the access counters belong to a slot of the key's hash that other
+    keys may share (aegiskv.backends.access), so the restored key starts as any
+    new key does (count 5, accessed now).
     """
     replace = absolute = False
     idle_given = frequency_given = False
