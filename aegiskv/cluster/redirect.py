@@ -12,7 +12,7 @@ all, so the hot path pays one attribute read.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from aegiskv.cluster.shard_map import Endpoint, ShardMap
 from aegiskv.cluster.slots import key_slot
@@ -79,16 +79,6 @@ class Router:
             if not local[shard_of_key(key)]:
                 self._moved(key)
 
-    def check_reads(self, keys: Iterable[bytes], readable_copy: Callable[[int], bool] | None) -> None:
-        """A READONLY connection's read: a key of a shard this node does not lead is answered from
-        its copy when ``readable_copy`` says the node follows that shard with a complete copy;
-        otherwise the redirect (as Redis Cluster replicas answer READONLY clients)."""
-        local, shard_of_key = self._local, self._shard_of_key
-        for key in keys:
-            shard = shard_of_key(key)
-            if not local[shard] and (readable_copy is None or not readable_copy(shard)):
-                self._moved(key)
-
     def _moved(self, key: bytes) -> None:
         slot = key_slot(key)
         shard_map = self._shard_map
@@ -105,9 +95,6 @@ class Routing:
 
     def __init__(self) -> None:
         self.router: Router | None = None
-        # Under replication (aegiskv.server.replicas): whether this node holds a complete follower
-        # copy of a shard, which may answer READONLY connections' reads. None: no copies.
-        self.readable_copy: Callable[[int], bool] | None = None
 
     def update(
         self, shard_map: ShardMap, node_id: str, leased: bool = False, electing: frozenset[int] = frozenset()

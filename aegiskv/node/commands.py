@@ -65,8 +65,6 @@ class Command:
     waits_for_replicas: bool
     # Derived from the columns above (see the module docstring), never passed.
     write: bool = field(init=False)
-    # Redis's readonly flag: a follower serves it from its copy to a READONLY connection.
-    reads_only: bool = field(init=False)
     before_auth: bool = field(init=False)  # allowed on a connection that has not authenticated
     # Work that grows with the number of keys (MGET, MSET, DEL of many keys): above
     # ``inline_batch_limit`` keys it runs in the worker pool, so one large batch cannot
@@ -80,7 +78,6 @@ class Command:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "write", "write" in self.flags)
-        object.__setattr__(self, "reads_only", "readonly" in self.flags)
         object.__setattr__(self, "gated", self.write or self.waits_for_replicas)
         object.__setattr__(self, "before_auth", "no_auth" in self.flags)
         object.__setattr__(self, "batch", self.last_key < 0)

@@ -237,9 +237,6 @@ class WireAdapter(Generic[RequestT]):
         """The connection just authenticated: lift the small pre-auth limits."""
         raise NotImplementedError
 
-    def attach(self, session: Session) -> None:
-        """The connection's session, given once by the pipeline (routing may depend on its mode)."""
-
     def buffered(self) -> int:
         """Bytes received but not yet consumed as requests."""
         raise NotImplementedError

@@ -118,7 +118,6 @@ class Session:
         "read_quorum",
         "last_command",
         "no_evict",
-        "readonly",
     )
 
     def __init__(self, node: Node, authenticated: bool, rate: TokenBucket | None, peer: object = None) -> None:
@@ -148,6 +147,3 @@ class Session:
         # CLIENT NO-EVICT: shown in CLIENT LIST's flags; the transport is exempted from the client
         # memory budget (max_client_memory) through the server.
         self.no_evict = False
-        # READONLY (Redis Cluster): reads of shards this node follows are answered from its copy
-        # instead of redirected to the primary; they may lag the primary by the replication lag.
-        self.readonly = False

@@ -139,7 +139,6 @@ class RequestPipeline(ConnectionHandler, Generic[RequestT]):
             authenticated=not server.authenticator.required,
             rate=TokenBucket(server.rate_limit, server.rate_burst) if server.rate_limit > 0 else None,
         )
-        adapter.attach(self.session)
         self._inline_stats = inline_stats
         self._in_pool = False
         self._closing = False

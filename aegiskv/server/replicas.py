@@ -370,23 +370,6 @@ class ReplicaManager:
             if state.streams:
                 self._mark_unsent(state, change.seq)
 
-    def readable_copy(self, shard: int) -> bool:
-        """Whether this node's copy of ``shard`` may answer a READONLY connection's read.
-
-        It must follow the shard's primary with a complete copy: not leading it, not receiving a
-        snapshot, and caught up to where the primary was when it last offered the stream (a new
-        or restarted copy, or one whose link broke, is not read until then). What it answers may
-        lag the primary by the replication lag, as a Redis replica's READONLY reads do.
-        """
-        state = self._shards.get(shard)
-        return (
-            state is not None
-            and not state.leading_epoch
-            and bool(state.following)
-            and not state.receiving_snapshot
-            and state.caught_up_to == 0
-        )
-
     def led_shards(self) -> set[int]:
         return {shard for shard, state in enumerate(self._led) if state is not None}
 

@@ -119,7 +119,6 @@ class Server:
                 config.data_dir,
                 log_durable=_log_positions(log) if log is not None else None,
             )
-            self.routing.readable_copy = self.replicas.readable_copy
         self.metrics_registry = build_registry(self)
         self.info_baseline = InfoBaseline()  # INFO's counters at the last CONFIG RESETSTAT
         # CONFIG SET; the daemon replaces it with one that knows the file SIGHUP reloads.

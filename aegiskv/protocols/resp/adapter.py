@@ -89,7 +89,6 @@ from aegiskv.protocols.resp.strings import (
     cmd_strlen,
     incr_handler,
 )
-from aegiskv.protocols.session import Session
 
 # Each RESP command's handler, by the name its command table row gives.
 HANDLERS: Final[dict[str, RespHandler]] = {
@@ -228,7 +227,7 @@ ERROR_PREFIX = {
 class RespAdapter(WireAdapter[Args]):
     """Connects :class:`resp.RequestParser` to the pipeline."""
 
-    __slots__ = ("_parser", "_routing", "_session")
+    __slots__ = ("_parser", "_routing")
 
     def __init__(
         self,
@@ -238,10 +237,6 @@ class RespAdapter(WireAdapter[Args]):
     ) -> None:
         self._parser = resp.RequestParser(limits, authenticated=authenticated)
         self._routing = routing or Routing()
-        self._session: Session | None = None
-
-    def attach(self, session: Session) -> None:
-        self._session = session
 
     def receive_data(self, data: bytes) -> None:
         self._parser.receive_data(data)
@@ -281,12 +276,7 @@ class RespAdapter(WireAdapter[Args]):
             if command is _MEMORY and request[1].upper() != b"USAGE":
                 return found  # only MEMORY USAGE names a key
             last = command.last_key if command.last_key > 0 else count + command.last_key
-            keys = request[command.first_key : last + 1 : command.key_step]
-            session = self._session
-            if command.reads_only and session is not None and session.readonly:
-                router.check_reads(keys, self._routing.readable_copy)
-            else:
-                router.check_all(keys)
+            router.check_all(request[command.first_key : last + 1 : command.key_step])
         return found
 
     def batch_size(self, request: Args) -> int:

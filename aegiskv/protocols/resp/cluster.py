@@ -7,14 +7,9 @@ native ``TOPOLOGY`` uses, with two translations:
 
 * Redis node ids are 40 hex characters; an AegisKV node id is any text, so
   RESP replies name a node by the SHA-1 of its id (``redis_node_id``).
-* ``CLUSTER SLOTS`` and ``CLUSTER SHARDS`` list each range's primary (the lease
-  holder) first, then its followers, as Redis lists a master's replicas: a
-  follower answers reads on a connection that sent ``READONLY`` from its own
-  copy (as fresh as the replication lag), and redirects everything else to the
-  primary, so redis-py's ``RedisCluster(read_from_replicas=True)`` works.
-  ``CLUSTER NODES`` has one line per node and Redis's format gives a node one
-  role: every AegisKV node leads some shards and follows others, so each is a
-  ``master`` there, with the ranges it leads.
+* Only primaries are listed as serving slots. Followers hold copies, but no
+  node serves reads for a shard it does not lead, and a client told about
+  replicas would send reads to them (redis-py with ``read_from_replicas``).
 """
 
 from __future__ import annotations
@@ -38,19 +33,16 @@ def _resp_endpoint(member: Member) -> tuple[str, int]:
     return endpoint.host, endpoint.port
 
 
-def _resp_node(shard_map: ShardMap, node_id: str) -> bytes:
-    host, port = _resp_endpoint(shard_map.members[node_id])
-    return resp.array([resp.bulk(host.encode()), resp.integer(port), resp.bulk(redis_node_id(node_id).encode())])
-
-
 def cluster_slots(shard_map: ShardMap) -> bytes:
-    """Each slot range: first, last, its primary, then its followers (Redis's replicas)."""
     entries = []
     for slot_range in shard_map.slot_ranges():
         if not slot_range.replica_set:
             continue
-        nodes = [_resp_node(shard_map, node_id) for node_id in slot_range.replica_set if node_id in shard_map.members]
-        entries.append(resp.array([resp.integer(slot_range.first), resp.integer(slot_range.last), *nodes]))
+        host, port = _resp_endpoint(shard_map.members[slot_range.replica_set[0]])
+        node = resp.array(
+            [resp.bulk(host.encode()), resp.integer(port), resp.bulk(redis_node_id(slot_range.replica_set[0]).encode())]
+        )
+        entries.append(resp.array([resp.integer(slot_range.first), resp.integer(slot_range.last), node]))
     return resp.array(entries)
 
 
@@ -62,37 +54,30 @@ def _primary_ranges(shard_map: ShardMap) -> dict[str, list[tuple[int, int]]]:
     return ranges
 
 
-def _shard_node(shard_map: ShardMap, node_id: str, role: bytes, protocol: int) -> bytes:
-    host, port = _resp_endpoint(shard_map.members[node_id])
-    return resp.mapping(
-        [
-            (resp.bulk(b"id"), resp.bulk(redis_node_id(node_id).encode())),
-            (resp.bulk(b"port"), resp.integer(port)),
-            (resp.bulk(b"ip"), resp.bulk(host.encode())),
-            (resp.bulk(b"endpoint"), resp.bulk(host.encode())),
-            (resp.bulk(b"role"), resp.bulk(role)),
-            (resp.bulk(b"replication-offset"), resp.integer(0)),
-            (resp.bulk(b"health"), resp.bulk(b"online")),
-        ],
-        protocol,
-    )
-
-
 def cluster_shards(shard_map: ShardMap, protocol: int) -> bytes:
-    """One entry per replica set that leads slots (Redis 7 shape): its ranges, its primary, its followers."""
-    ranges: dict[tuple[str, ...], list[tuple[int, int]]] = {}
-    for slot_range in shard_map.slot_ranges():
-        members = tuple(node_id for node_id in slot_range.replica_set if node_id in shard_map.members)
-        if members:
-            ranges.setdefault(members, []).append((slot_range.first, slot_range.last))
+    """One entry per node that is primary of some slots (Redis 7 shape)."""
     entries = []
-    for members, owned in sorted(ranges.items()):
-        nodes = [
-            _shard_node(shard_map, node_id, b"master" if index == 0 else b"replica", protocol)
-            for index, node_id in enumerate(members)
-        ]
-        slots = resp.array([resp.integer(bound) for first_last in owned for bound in first_last])
-        entries.append(resp.mapping([(resp.bulk(b"slots"), slots), (resp.bulk(b"nodes"), resp.array(nodes))], protocol))
+    for node_id, ranges in sorted(_primary_ranges(shard_map).items()):
+        if not ranges:
+            continue
+        member = shard_map.members[node_id]
+        host, port = _resp_endpoint(member)
+        node = resp.mapping(
+            [
+                (resp.bulk(b"id"), resp.bulk(redis_node_id(node_id).encode())),
+                (resp.bulk(b"port"), resp.integer(port)),
+                (resp.bulk(b"ip"), resp.bulk(host.encode())),
+                (resp.bulk(b"endpoint"), resp.bulk(host.encode())),
+                (resp.bulk(b"role"), resp.bulk(b"master")),
+                (resp.bulk(b"replication-offset"), resp.integer(0)),
+                (resp.bulk(b"health"), resp.bulk(b"online")),
+            ],
+            protocol,
+        )
+        slots = resp.array([resp.integer(bound) for first_last in ranges for bound in first_last])
+        entries.append(
+            resp.mapping([(resp.bulk(b"slots"), slots), (resp.bulk(b"nodes"), resp.array([node]))], protocol)
+        )
     return resp.array(entries)
 
 
@@ -167,6 +152,5 @@ def cmd_cluster(server: HandlerContext, session: Session, args: Args) -> bytes:
 
 
 def cmd_readonly(server: HandlerContext, session: Session, args: Args) -> bytes:
-    """READONLY / READWRITE: whether this connection's reads may be answered from a follower's copy."""
-    session.readonly = args[0].lower() == b"readonly"
+    """READONLY / READWRITE: accepted; reads are served by primaries either way (see the module docstring)."""
     return resp.OK
