@@ -416,7 +416,9 @@ def test_token_auth(start_node) -> None:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    started = Cluster(tmp_path)
+    # A majority write quorum: the kill test checks that no acknowledged write is lost, which
+    # only W >= 2 of RF 3 promises (at W = 0 a write the killed primary had not streamed is gone).
+    started = Cluster(tmp_path, env={"AEGIS_WRITE_QUORUM": "2"})
     yield started
     started.close()
 

@@ -94,7 +94,9 @@ def test_cluster_json_lists_the_node_its_figures_and_every_shard(guarded_node: L
     assert figures["memory"]["used"] >= 20 * 50
     assert figures["memory"]["limit"] > figures["memory"]["used"]
     assert figures["commands"] >= 20
-    assert figures["hotkeys"] == []  # no INFO hotkeys section: nothing to show
+    # INFO hotkeys: the keys this test wrote, hottest first, each with its rank and count.
+    assert [entry["rank"] for entry in figures["hotkeys"]] == list(range(len(figures["hotkeys"])))
+    assert all(entry["key"].startswith("dash:") and entry["freq"] > 0 for entry in figures["hotkeys"])
     assert guarded_node.health_address is not None
     assert node["address"] == "{}:{}".format(*guarded_node.health_address)
     shards = view["shards"]
