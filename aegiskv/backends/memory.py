@@ -152,6 +152,18 @@ def stored_cost(key_length: int, blob: Blob, has_ttl: bool) -> int:
     return entry_cost(key_length, len(blob) - VERSION_BYTES, has_ttl)
 
 
+def _viewed(blob: bytearray) -> bool:
+    """Whether a reader holds a view of ``blob`` (a GET reply being sent, a snapshot): a buffer
+    with views refuses to change size. Probed with a pop and its append back, which neither
+    reallocates nor charges anything (an append to a full buffer would grow it by an eighth)."""
+    try:
+        last = blob.pop()
+    except BufferError:
+        return True
+    blob.append(last)
+    return False
+
+
 def _growable_value(blob: bytearray) -> Value:
     """A growable blob's value as a read returns it: a view while large, else a copy (bytes)."""
     if len(blob) - VERSION_BYTES > _COPY_LIMIT:
@@ -546,6 +558,11 @@ class MemoryBackend(Backend):
             new_version = version
         listener = self._listener
         old_cost = 0 if blob is None else stored_cost(len(key), blob, has_ttl)
+        until = self._until_sample - 1  # a write is an access too, as in put()
+        if until:
+            self._until_sample = until
+        else:
+            self._sample_access(key, blob is None)
         target, before = self._writable(key, blob, start, end, listener is not None)
         if start > len(target):
             target.extend(bytes(start - len(target)))
@@ -568,17 +585,11 @@ class MemoryBackend(Backend):
     ) -> tuple[bytearray, SavedEntry | RangeUndo | None]:
         """The buffer write_range writes into (the stored one unless a reader holds a view of it,
         else a copy), and what undoes the write when ``undoable`` (a log listens)."""
-        if isinstance(blob, bytearray):
-            try:
-                blob.append(0)  # raises while a reader holds a view: then it must not change
-                del blob[-1]
-            except BufferError:
-                pass
-            else:
-                if not undoable:
-                    return blob, None
-                replaced = bytes(blob[start : min(end, len(blob))]) if start < len(blob) else b""
-                return blob, RangeUndo(blob, len(blob), start, replaced, bytes(blob[:VERSION_BYTES]))
+        if isinstance(blob, bytearray) and not _viewed(blob):
+            if not undoable:
+                return blob, None
+            replaced = bytes(blob[start : min(end, len(blob))]) if start < len(blob) else b""
+            return blob, RangeUndo(blob, len(blob), start, replaced, bytes(blob[:VERSION_BYTES]))
         before = self.saved_entry(key) if undoable else None
         # The one copy; from here on CPython grows the buffer by an eighth whenever it is full.
         target = bytearray(memoryview(blob) if blob is not None else bytes(VERSION_BYTES))
@@ -720,11 +731,12 @@ class MemoryBackend(Backend):
             return  # nothing of this change is left to undo (the key was removed since)
         has_ttl = key in self._deadline_map
         old_cost = stored_cost(len(key), blob, has_ttl)
-        try:
-            del blob[undo.length :]
-            restored: bytearray = blob
-        except BufferError:  # a reader holds a view: it keeps what it has, the key gets a copy
+        restored: bytearray
+        if _viewed(blob):  # a reader holds a view: it keeps what it has, the key gets a copy
             restored = bytearray(blob[: undo.length])
+        else:
+            del blob[undo.length :]
+            restored = blob
         restored[undo.offset : undo.offset + len(undo.replaced)] = undo.replaced
         restored[:VERSION_BYTES] = undo.version_bytes
         delta = stored_cost(len(key), restored, has_ttl) - old_cost

@@ -876,14 +876,21 @@ class Node:
 
     def _apply_range(self, key: bytes, payload: bytes, version: int) -> None:
         """A primary's Op.RANGE, on a follower, lock held: written only onto the very copy the
-        primary wrote to (its version); any other copy is dropped, a miss rather than a wrong value."""
+        primary wrote to (its version); any other copy is dropped, a miss rather than a wrong value.
+
+        A copy already at or past the change's own version holds it: a resync's snapshot read the
+        key after the change, and the stream then replays the changes since the snapshot began.
+        """
         prior, offset = RANGE_HEADER.unpack_from(payload)
         data = payload[RANGE_HEADER.size :]
         backend = self.backend
         memory = self._memory
         if memory is not None:
             found = memory.peek(key)
-            if (0 if found is None else found[1]) != prior:
+            held = 0 if found is None else found[1]
+            if held >= version:
+                return
+            if held != prior:
                 backend.delete(key)
                 return
             try:
@@ -892,7 +899,10 @@ class Node:
                 backend.delete(key)
             return
         entry = backend.get_entry(key, touch=False)
-        if (0 if entry is None else entry.version) != prior:
+        held = 0 if entry is None else entry.version
+        if held >= version:
+            return
+        if held != prior:
             backend.delete(key)
             return
         old = b"" if entry is None else bytes(entry.value)
