@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from aegiskv.cluster.replication import (
     LAG_BUCKET_BOUNDS,
+    RANGE_HEADER,
     Backlog,
     Change,
     Copy,
@@ -132,7 +133,7 @@ changes_strategy = st.lists(
         st.binary(max_size=200),
         st.integers(0, 2**63),
         st.integers(-(2**63), 2**63 - 1),
-    ),
+    ).filter(lambda change: change.op != Op.RANGE or len(change.value) >= RANGE_HEADER.size),
     max_size=20,
 )
 
@@ -154,6 +155,12 @@ def test_truncated_or_damaged_batches_raise_value_error(changes: list[Change], d
         return
     # A cut exactly between two changes is a shorter, valid batch.
     assert decoded == changes[: len(decoded)]
+
+
+def test_a_range_change_shorter_than_its_header_is_refused() -> None:
+    # It would fail later, unpacked under the node lock on the follower.
+    with pytest.raises(ValueError, match="shorter than its header"):
+        decode_changes(encode_changes([Change(1, Op.RANGE, b"k", b"short", 1, 0)]))
 
 
 def test_unknown_ops_and_too_many_items_are_refused() -> None:

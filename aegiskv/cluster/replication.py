@@ -111,6 +111,8 @@ def decode_changes(data: bytes | memoryview, max_items: int = 1 << 20) -> list[C
             raise ValueError(f"unknown change op {op}")
         if len(view) - offset < key_length + value_length:
             raise ValueError("truncated change body")
+        if op == Op.RANGE and value_length < RANGE_HEADER.size:
+            raise ValueError(f"range change of {value_length} bytes, shorter than its header")
         key = bytes(view[offset : offset + key_length])
         offset += key_length
         value = bytes(view[offset : offset + value_length])
