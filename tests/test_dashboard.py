@@ -131,6 +131,13 @@ def test_access_accepts_bearer_or_cookie_only_when_right() -> None:
     assert not access.allows(HttpRequest("GET", "/ui", {"token": "secret"}, {}))  # only /ui trades it
     assert not DashboardAccess("other", secure=False).allows(HttpRequest("GET", "/", {}, {"cookie": pair}))
     assert DashboardAccess(None, secure=False).allows(HttpRequest("GET", "/ui"))
+    # What a node sends a peer for /status.json: the cookie, which the peer accepts; never the token.
+    headers = access.peer_headers()
+    assert "secret" not in str(headers)
+    assert access.allows(
+        HttpRequest("GET", "/status.json", {}, {name.lower(): value for name, value in headers.items()})
+    )
+    assert DashboardAccess(None, secure=False).peer_headers() == {}
 
 
 def test_hot_keys_read_both_forms_and_keys_with_commas() -> None:

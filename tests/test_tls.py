@@ -327,12 +327,12 @@ def test_dashboard_status_fetched_over_https_as_peers_fetch_it(tls_node: LocalNo
     """With health_tls a node reads its peers' /status.json over HTTPS (aegiskv.server.dashboard.cluster)."""
     assert tls_node.health_address is not None
     endpoint = Endpoint(*tls_node.health_address)
-    status = fetch_status(endpoint, None, _client_context(pki), timeout=5)
+    status = fetch_status(endpoint, {}, _client_context(pki), timeout=5)
     assert status["ready"] is True
     assert status["memory"]["limit"] > 0
     # Plain HTTP to the HTTPS port is an error the cluster view reports, not a hang or a crash.
     with pytest.raises((OSError, ValueError)):
-        fetch_status(endpoint, None, None, timeout=5)
+        fetch_status(endpoint, {}, None, timeout=5)
 
 
 # -- refusals ------------------------------------------------------------------------------------

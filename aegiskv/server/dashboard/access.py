@@ -6,7 +6,8 @@ a redirect to ``/ui``, which takes the token out of the address bar and the
 history. The cookie holds a digest of the token, not the token: whoever reads
 it (it is HttpOnly, so no script can) may view the dashboard but not use the
 cluster. SameSite=Strict keeps other sites from riding on it. Peers fetching
-``/status.json`` from each other send the token itself as a bearer token.
+``/status.json`` from each other send that cookie too, never the token: the
+operations port may speak plain HTTP, and the token opens the whole cluster.
 
 Nothing here logs: a token never reaches the log.
 """
@@ -40,6 +41,10 @@ class DashboardAccess:
 
     def token_matches(self, candidate: str) -> bool:
         return self.required and hmac.compare_digest(candidate.encode(), self._token)
+
+    def peer_headers(self) -> dict[str, str]:
+        """What this node sends to fetch a peer's ``/status.json``: the cookie (same token, same digest)."""
+        return {"Cookie": f"{COOKIE_NAME}={self._cookie}"} if self.required else {}
 
     def set_cookie(self) -> str:
         """The ``Set-Cookie`` value given for a right ``?token=``."""

@@ -53,14 +53,16 @@ def member_entries(states: list[tuple[str, str, tuple[str, int], dict[str, str]]
     return entries
 
 
-def fetch_status(endpoint: Endpoint, token: str | None, tls: ssl.SSLContext | None, timeout: float) -> dict[str, Any]:
-    """A peer's ``/status.json`` (worker thread). Raises OSError or ValueError when it cannot be had."""
+def fetch_status(
+    endpoint: Endpoint, headers: dict[str, str], tls: ssl.SSLContext | None, timeout: float
+) -> dict[str, Any]:
+    """A peer's ``/status.json`` (worker thread), asked with ``headers`` (the dashboard's cookie when a
+    token is set). Raises OSError or ValueError when it cannot be had."""
     connection: http.client.HTTPConnection
     if tls is not None:
         connection = http.client.HTTPSConnection(endpoint.host, endpoint.port, timeout=timeout, context=tls)
     else:
         connection = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=timeout)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         connection.request("GET", "/status.json", headers=headers)
         response = connection.getresponse()

@@ -37,14 +37,14 @@ def build_dashboard(server: DashboardSource, peer_tls: ssl.SSLContext | None) ->
         health = server.health_address
         return [MemberEntry(settings.node_id, "alive", Endpoint(*health) if health else None)]
 
+    access = DashboardAccess(token, secure=settings.health_tls)
+    peer_headers = access.peer_headers()
     gatherer = ClusterGatherer(
         server.reactor,
         settings.node_id,
         members,
         lambda: server.topology.current,
         status,
-        lambda endpoint, timeout: fetch_status(endpoint, token, peer_tls, timeout),
+        lambda endpoint, timeout: fetch_status(endpoint, peer_headers, peer_tls, timeout),
     )
-    return Dashboard(
-        DashboardAccess(token, secure=settings.health_tls), status, gatherer.request, server.reactor.submit
-    )
+    return Dashboard(access, status, gatherer.request, server.reactor.submit)
