@@ -119,6 +119,19 @@ def test_http_reader_gives_query_and_headers() -> None:
     assert request == HttpRequest("GET", "/ui", {"token": "a b", "x": "1"}, {"host": "h", "cookie": "a=1; b=2"})
 
 
+def test_open_metrics_name_no_hot_key_of_a_node_with_a_token(guarded_node: LocalNode) -> None:
+    # /metrics needs no token (scrapers): with one set, hot keys show as ranks and counts only.
+    with Client(Config(seeds=[guarded_node.address_text], auth_token=TOKEN)) as client:
+        for _ in range(40):
+            client.set("secret-key-name", "v")
+            client.get("secret-key-name")
+    status, _, body = get(guarded_node, "/metrics")
+    assert status == 200
+    text = body.decode()
+    assert "aegis_hot_key_frequency{rank=" in text
+    assert "secret-key-name" not in text
+
+
 def test_access_accepts_bearer_or_cookie_only_when_right() -> None:
     access = DashboardAccess("secret", secure=True)
     cookie = access.set_cookie()

@@ -23,6 +23,7 @@ from aegiskv.cluster.replication import LAG_BUCKET_BOUNDS, LagHistogram
 from aegiskv.net.reactor import Reactor
 from aegiskv.node.commands import FAMILIES
 from aegiskv.node.operations import Node
+from aegiskv.protocols.session import Authenticator
 from aegiskv.server.info import printable_key
 from aegiskv.server.stats import BUCKET_BOUNDS_SECONDS, StatsRegistry
 
@@ -71,6 +72,7 @@ class MetricsSource(Protocol):
     reactor: Reactor
     stats: StatsRegistry
     ready: bool
+    authenticator: Authenticator
 
     @property
     def replicas(self) -> ReplicationSource | None: ...
@@ -190,21 +192,24 @@ class ServerCollector(Collector):
         )
         if server.replicas is not None:
             yield from _replication(server.replicas)
-        yield _hot_keys(server.node)
+        yield _hot_keys(server.node, names=not server.authenticator.required)
 
 
 # /metrics shows this many hot keys: a label per key, so few (INFO hotkeys lists them all).
 HOT_KEYS_SHOWN = 10
 
 
-def _hot_keys(node: Node) -> Metric:
+def _hot_keys(node: Node, names: bool) -> Metric:
+    """The hottest keys' counts; their names only on a node without an auth token: /metrics is
+    open to scrapers without one, and a key's name can be data (INFO hotkeys, behind AUTH, has them)."""
     hot = GaugeMetricFamily(
         "aegis_hot_key_frequency",
-        f"LFU access count (OBJECT FREQ) of this node's {HOT_KEYS_SHOWN} hottest keys; rank 0 is the hottest",
-        labels=["rank", "key"],
+        f"LFU access count (OBJECT FREQ) of this node's {HOT_KEYS_SHOWN} hottest keys; rank 0 is the hottest"
+        + ("" if names else " (key names only in INFO hotkeys: the node has an auth token)"),
+        labels=["rank", "key"] if names else ["rank"],
     )
     for rank, (key, count) in enumerate(node.hot_keys()[:HOT_KEYS_SHOWN]):
-        hot.add_metric([str(rank), printable_key(key)], count)
+        hot.add_metric([str(rank), printable_key(key)] if names else [str(rank)], count)
     return hot
 
 
