@@ -226,9 +226,7 @@ class Server:
         shard_map = self.topology.set_primaries(primaries)
         self.routing.update(shard_map, self.settings.node_id, leased=True, electing=electing)
         if self.gossip is not None and self.replicas is not None:
-            meta = self._meta()
-            meta["lead"] = self.replicas.led_bitmap()
-            self.gossip.set_meta(meta)
+            self.gossip.set_meta(self._meta())
 
     def _meta(self) -> dict[str, str]:
         """What gossip publishes of this node: the addresses clients and peers use."""
@@ -238,6 +236,10 @@ class Server:
             meta["resp"] = str(me.resp)
         if self.cluster_listener is not None:
             meta["peer"] = str(advertised_endpoint(self.settings.cluster_advertise, self.cluster_listener.address))
+        if self.replicas is not None:
+            # What moves are staged by (aegiskv.cluster.shard_map): the shards led, the complete copies.
+            meta["lead"] = self.replicas.led_bitmap()
+            meta["ready"] = self.replicas.ready_bitmap()
         return meta
 
     def _start_gossip(self) -> GossipService:
