@@ -155,3 +155,14 @@ def test_one_member_changing_its_copy_keeps_every_majority_meeting_the_last(
     for first in before:
         for second in after:
             assert first & second, (before, after)
+
+
+def test_a_target_member_back_from_a_restart_with_its_log_is_not_staged_around() -> None:
+    # RF 1: n1 restarted with its log; n0 stood in for it meanwhile (its copy is ready).
+    stand_in = member("n0", ready=ALL, lead={0})
+    fresh = member("n1")
+    assert staged_set(0, ("n1",), {"n0": stand_in, "n1": fresh}) == (("n0", "n1"), frozenset({"n1"}), frozenset({"n0"}))
+    # Staging would make n1 copy n0's shard over its own: while n1 says it is recovering that
+    # shard, the target stands, as before staging (n0 drops the shard, n1 leads with its log).
+    recovering = fresh._replace(recovering=frozenset({0}))
+    assert staged_set(0, ("n1",), {"n0": stand_in, "n1": recovering}) == (("n1",), frozenset(), frozenset())

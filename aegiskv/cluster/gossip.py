@@ -556,6 +556,7 @@ def _shard_member(member: MemberView) -> ShardMember:
         _shards_of_bitmap(member.meta.get("lead", "")),
         _shards_of_bitmap(member.meta.get("ready", "")),
         member.meta.get("drain") == "1",
+        _shards_of_bitmap(member.meta.get("recovering", "")),
     )
 
 

@@ -56,6 +56,7 @@ class Member(NamedTuple):
     lead: frozenset[int] = frozenset()  # the shards it says it leads (gossip news: may lag)
     ready: frozenset[int] = frozenset()  # the shards it says it holds a complete copy of
     draining: bool = False  # leaving: placement gives it nothing, its shards move away first
+    recovering: frozenset[int] = frozenset()  # shards it holds from before a restart, not yet caught up
 
 
 class SlotRange(NamedTuple):
@@ -246,6 +247,11 @@ def staged_set(
     restarted) could not elect a primary to copy from, and the leases' own rule
     for untrusted voters (they vote again after a while) must keep the shard live.
     """
+    if any(node in members and shard in members[node].recovering for node in target):
+        # A target member restarted with its own copy (its log): the target stands, as before
+        # staging; the restarted member catches up as a voter that grants no election until then
+        # (or, the shard's only member, leads with what its log brought back).
+        return target, frozenset(), frozenset()
     ready = [node for node, member in members.items() if shard in member.ready]
     ready_targets = tuple(node for node in target if node in ready)
     learners = tuple(node for node in target if node not in ready)

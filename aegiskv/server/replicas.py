@@ -191,6 +191,7 @@ class _Shard:
         # Placement moved the shard away from this node: it hands over, then withdraws its copy.
         self.leaving = False
         self.targets: frozenset[str] = frozenset()  # the members placement wants to hold it
+        self.leaving_members: frozenset[str] = frozenset()  # the members placement moved it away from
         self.backlog = Backlog(backlog_bytes)
         self.leading_epoch = 0  # > 0 while this node is the primary
         self.led_since = 0.0
@@ -261,6 +262,9 @@ class ReplicaManager:
         # Shards this node was moved away from and no longer offers as ready: every target member
         # holds a complete copy and this node leads it no more (aegiskv.cluster.shard_map).
         self._withdrawn: set[int] = set()
+        # Shards this node held before it restarted and has not caught up on since: no move is
+        # staged through them (aegiskv.cluster.shard_map), so a restart behaves as before staging.
+        self._recovering: set[int] = set()
         # Shards with changes not yet streamed; set by the feed (any thread), drained at the end of
         # each reactor turn, so a change leaves in the turn that made it, not on the next tick.
         self._unsent: set[int] = set()
@@ -329,22 +333,27 @@ class ReplicaManager:
             if shard not in mine:
                 self._stop_leading(self._shards.pop(shard), "the shard moved away")
                 self._withdrawn.discard(shard)
+                self._recovering.discard(shard)
                 self._ready_version += 1
         for shard, members in mine.items():
             state = self._shards.get(shard)
             if state is None:
                 state = self._shards[shard] = _Shard(shard, members, self._backlog_bytes())
                 self._ready_version += 1
+                if self.restarted:
+                    self._recovering.add(shard)
                 if self.restarted or _copy_elsewhere(shard_map, shard, self.node_id):
                     # What this node held before it restarted is not known to be complete, and a
                     # shard it gains (a join, a rebalance) is held elsewhere: until it copied the
                     # shard its vote must not help elect a primary missing acknowledged writes,
                     # and it is a learner (aegiskv.cluster.shard_map) the map does not switch to.
                     self._set_trusted(shard, False, now)
+            before, learned_before = state.members, state.learners
             state.members = members
             state.learners = shard_map.learners[shard]
             state.leaving = self.node_id in shard_map.leaving[shard]
             state.targets = frozenset(members) - shard_map.leaving[shard]
+            state.leaving_members = shard_map.leaving[shard]
             if not state.leaving and shard in self._withdrawn:
                 self._withdrawn.discard(shard)  # wanted here again (a target member went away)
                 self._ready_version += 1
@@ -356,11 +365,15 @@ class ReplicaManager:
             if state.leading_epoch:
                 state.tracker.set_followers((member for member in members if member != self.node_id), state.learners)
                 for member in members:
-                    if member != self.node_id and member not in state.streams:
+                    # A member that became a learner (new here, or back after it dropped the shard)
+                    # is offered afresh: its offer is what tells it where catching up ends.
+                    relearning = member in state.learners and (member not in learned_before or member not in before)
+                    if member != self.node_id and (member not in state.streams or relearning):
                         state.streams[member] = _Stream()
                         self._offer(state, member)
         self._send_all(self.leases.set_replica_sets(voting, now))
         self._withdraw_copies()
+        self._end_recovery()
         if self.peers is not None:
             wanted = {peer for members in mine.values() for peer in members if peer != self.node_id}
             self.peers.set_peers({peer: peer_addresses[peer] for peer in wanted if peer in peer_addresses})
@@ -427,6 +440,29 @@ class ReplicaManager:
     def holds_shards(self) -> bool:
         """Whether any shard's replica set still lists this node (a drain waits until none does)."""
         return bool(self._shards)
+
+    def recovering_bitmap(self) -> str:
+        """The shards this node holds from before its restart and has not caught up on, as gossip publishes them."""
+        bits = 0
+        for shard in list(self._recovering):
+            bits |= 1 << shard
+        width = (len(self._led) + 7) // 8
+        return bits.to_bytes(width, "little").hex()
+
+    def _end_recovery(self) -> None:
+        """Shards held from before the restart stop being recovering once trusted again and led by a
+        member of their set (or by nobody yet): a member that stood in for this node while it was
+        down (RF 1: the shard's only other copy) must have let go first, or the staging would make
+        this node copy the stand-in's shard over what its log brought back."""
+        leads = self._gossip_leads
+        for shard in list(self._recovering):
+            state = self._shards.get(shard)
+            if state is None or not self.leases.trusted(shard):
+                continue
+            leader = leads.get(shard)
+            if leader is None or leader in state.members:
+                self._recovering.discard(shard)
+                self._ready_version += 1
 
     def _set_trusted(self, shard: int, trusted: bool, now: float) -> None:
         if self.leases.trusted(shard) != trusted:
@@ -744,6 +780,7 @@ class ReplicaManager:
         self._release_acks()
         self._hand_over(now)
         self._withdraw_copies()
+        self._end_recovery()
         self._publish_primaries()  # a holder this node learned of from lease traffic
 
     def _hand_over(self, now: float) -> None:
@@ -980,8 +1017,13 @@ class ReplicaManager:
             raise PeerProtocolError(f"unexpected frame kind {kind}")
         handler(self, peer, state, message, reply)
 
+    def _stand_in(self, peer: str, state: _Shard) -> bool:
+        """Whether ``peer`` only stood in for this node while it was down (RF 1: it took the shard over
+        with nothing to copy): what this node's log brought back is not to be replaced by its copy."""
+        return state.shard in self._recovering and peer in state.leaving_members
+
     def _on_offer(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
-        if self._fence(peer, state, message, reply):
+        if self._stand_in(peer, state) or self._fence(peer, state, message, reply):
             return
         state.following = peer
         state.followed_epoch = message.epoch
@@ -1000,6 +1042,16 @@ class ReplicaManager:
         else:
             stream.state = "streaming"
             stream.sent_seq = stream.reported_seq = plan.from_seq - 1
+            with self.node.lock:
+                backlog = state.backlog
+                current = stream.sent_seq >= backlog.last_seq
+                history = backlog.history_since(stream.sent_seq) if current else []
+            if current:
+                # Already holds every change (an idle shard): an empty APPEND confirms it, so a
+                # member still copying the shard (a learner, a restarted copy) knows it caught up
+                # without waiting for the next write, which an idle shard may never get.
+                empty = ShardMessage(Kind.APPEND, state.shard, state.leading_epoch, stream.sent_seq, 0, history, [])
+                self._send(peer, empty)
             self._stream(state)
 
     def _on_append(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
@@ -1018,7 +1070,7 @@ class ReplicaManager:
         self._applied(state, message.epoch, reply)
 
     def _on_snapshot_begin(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
-        if self._fence(peer, state, message, reply):
+        if self._stand_in(peer, state) or self._fence(peer, state, message, reply):
             return
         state.following = peer
         state.followed_epoch = message.epoch

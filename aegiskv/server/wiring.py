@@ -246,6 +246,7 @@ class Server:
             # What moves are staged by (aegiskv.cluster.shard_map): the shards led, the complete copies.
             meta["lead"] = self.replicas.led_bitmap()
             meta["ready"] = self.replicas.ready_bitmap()
+            meta["recovering"] = self.replicas.recovering_bitmap()
         if self.draining:
             meta["drain"] = "1"  # placement gives this node nothing: its shards move away
         return meta
