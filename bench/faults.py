@@ -47,7 +47,7 @@ from results_md import write_section  # bench/results_md.py
 from tests.faults.checker import CheckSettings, percentile
 from tests.faults.cluster import FAST_GOSSIP, AegisCluster, FaultCluster, RedisCluster
 from tests.faults.netns import Network, unavailable_reason
-from tests.faults.run import RunOptions, Scenario, isolate, kill, kill_restart, pause, run_faults, together
+from tests.faults.run import RunOptions, Scenario, drain, isolate, join, kill, kill_restart, pause, run_faults, together
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -75,6 +75,10 @@ def scenario_for(fault: str, victims: list[str], args: argparse.Namespace) -> Sc
     if fault == "kill+pause":
         # Two primaries at once: no majority is left until the stopped one is continued.
         return together(kill(victim, after=args.pause + 10.0), pause(victims[1], args.pause, after=0.0))
+    if fault == "join":
+        return join("n3", after=args.move_time)  # a 4th node joins the 3; its shards move to it
+    if fault == "drain":
+        return drain(victim, after=args.move_time)  # SIGTERM: a planned leave of a primary
     raise ValueError(f"unknown fault {fault!r}")
 
 
@@ -83,7 +87,8 @@ def one_round(system: str, quorum: int | None, fault: str, args: argparse.Namesp
     with tempfile.TemporaryDirectory(prefix="aegis-faults-") as scratch, Network() as network:
         cluster: FaultCluster
         if system == "aegiskv":
-            flags = ["--wal", args.wal] + (["--write-quorum", str(quorum)] if quorum else [])
+            flags = ["--wal", args.wal, "--replication-factor", str(args.replication_factor)]
+            flags += ["--write-quorum", str(quorum)] if quorum else []
             aegis = AegisCluster(network, Path(scratch), 3, shards=args.shards, args=flags, client_sides=sides)
             if not args.fast_gossip:
                 # The daemon's own defaults: drop the fast timing AegisCluster uses for tests.
@@ -107,6 +112,7 @@ def one_round(system: str, quorum: int | None, fault: str, args: argparse.Namesp
                 settle_timeout=180.0,
                 require_settled=False,
                 client_options={"socket_timeout": 1.0, "socket_connect_timeout": 1.0},
+                read_rate=args.read_rate,
                 check=CheckSettings(lease=args.lease),
             )
             result = run_faults(cluster, scenario_for(fault, victims, args), options)
@@ -153,6 +159,10 @@ def aggregate(all_rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "victim_pre_fault_acked": victim_share,
         "victim_pre_fault_lost_fraction": round(before / victim_share, 3) if victim_share else 0.0,
         "stale_acks": sum(summary["stale_acks"] for summary in rounds),
+        "reads": sum(summary["reads"]["reads"] for summary in rounds),
+        "not_found_reads": sum(summary["reads"]["not_found_but_exists"] for summary in rounds),
+        "unreachable_keys": sum(summary["reads"].get("unreachable_keys", 0) for summary in rounds),
+        "not_found_lost_reads": sum(summary["reads"]["not_found_lost_key"] for summary in rounds),
         "errors_outside": sum(summary["errors"]["outside"] for summary in rounds),
         "errors_in_window": sum(summary["errors"]["in_window"] for summary in rounds),
         "window_p50_s": round(percentile(windows, 0.5), 2) if windows else None,
@@ -170,14 +180,14 @@ def table(rows: list[dict[str, Any]]) -> str:
     header = (
         "| system | W | fault | rounds | acked | lost per round | lost % | lost, acked before / after the fault | "
         "victim's pre-fault acks lost | window p50 / p99 / max s | stale acks | errors outside windows | "
-        "one map again after (max s) |"
+        "one map again after (max s) | reads not-found of acked keys: existing (keys) / lost |"
     )
-    lines = [header, "|" + "---|" * 13]
+    lines = [header, "|" + "---|" * 14]
     for row in rows:
         figures = row["result"]
         if figures is None or not figures["rounds"]:
             note = row["note"] or f"every round failed: {figures['failed_rounds'][0] if figures else ''}"
-            lines.append(f"| {row['system']} | {row['quorum']} | {row['fault']} | - | {note} |||||||||")
+            lines.append(f"| {row['system']} | {row['quorum']} | {row['fault']} | - | {note} ||||||||||")
             continue
         rounds = str(figures["rounds"])
         if figures.get("unsettled_rounds"):
@@ -195,7 +205,9 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{', '.join(str(n) for n in figures['lost_per_round'])} | {figures['lost_fraction']:.2%} | "
             f"{figures['lost_acked_before_fault']} / {figures['lost_acked_after_fault']} | "
             f"{figures['victim_pre_fault_lost_fraction']:.0%} of {figures['victim_pre_fault_acked']} | {window} | "
-            f"{figures['stale_acks']} | {figures['errors_outside']} | {figures.get('settle_max_s', '-')} |"
+            f"{figures['stale_acks']} | {figures['errors_outside']} | {figures.get('settle_max_s', '-')} | "
+            f"{figures.get('not_found_reads', '-')} of {figures.get('reads', '-')} "
+            f"({figures.get('unreachable_keys', '-')}) / {figures.get('not_found_lost_reads', '-')} |"
         )
     return "\n".join(lines)
 
@@ -204,8 +216,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
-        "--faults", default="kill,pause,kill-restart", help="kill, pause, kill-restart, partition, kill+pause"
+        "--faults",
+        default="kill,pause,kill-restart",
+        help="kill, pause, kill-restart, partition, kill+pause; join, drain (AegisKV only)",
     )
+    parser.add_argument("--read-rate", type=float, default=100.0, help="reads/s of acknowledged keys per side")
+    parser.add_argument("--move-time", type=float, default=10.0, help="seconds of workload after a join or drain")
+    parser.add_argument("--replication-factor", type=int, default=3, help="AegisKV's --replication-factor")
+    parser.add_argument("--quorums", default="0,2", help="AegisKV write quorums to run (0, 1, 2, ...)")
     parser.add_argument("--systems", default="aegiskv,redis")
     parser.add_argument("--rate", type=float, default=800.0, help="writes per second (all client sides)")
     parser.add_argument("--writers", type=int, default=8, help="writer threads per client side")
@@ -239,10 +257,12 @@ def main() -> None:
     has_quorum = daemon_has_write_quorum()
     rows: list[dict[str, Any]] = []
     for system in args.systems.split(","):
-        quorums: list[int | None] = [None] if system == "redis" else [0, 2]
+        quorums: list[int | None] = [None] if system == "redis" else [int(q) for q in args.quorums.split(",")]
         for quorum in quorums:
-            label = "async" if system == "redis" else ("0" if quorum == 0 else "majority")
+            label = "async" if system == "redis" else {0: "0", 2: "majority"}.get(quorum or 0, str(quorum))
             for fault in args.faults.split(","):
+                if system == "redis" and fault in ("join", "drain"):
+                    continue  # no add-node/rebalance driver for Redis Cluster in the harness yet
                 if quorum and not has_quorum:
                     rows.append(
                         {
@@ -289,7 +309,7 @@ def main() -> None:
     command = "python bench/faults.py " + " ".join(sys.argv[1:])
     settings = (
         f"{args.rounds} rounds per row; writer: redis-py RedisCluster, {args.rate:g} writes/s, {args.writers} threads, "
-        f"1 s socket timeout; AegisKV: 3 nodes, RF 3, {args.shards} shards, --wal {args.wal}, "
+        f"1 s socket timeout; AegisKV: 3 nodes, RF {args.replication_factor}, {args.shards} shards, --wal {args.wal}, "
         f"{'fast' if args.fast_gossip else 'default'} gossip timing; Redis Cluster: 3 masters + 3 replicas, "
         f"node timeout {args.redis_node_timeout / 1000:g} s, no persistence; pause/partition {args.pause:g} s, "
         f"restart after {args.downtime:g} s"

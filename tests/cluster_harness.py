@@ -127,7 +127,13 @@ def wait_for_agreement(
 
 
 def _settled(seen: list[dict[str, Any]]) -> bool:
-    """Every shard has a primary in every map, and it is the preferred member."""
-    return all(
-        answer["shards"][index].get("primary") for answer in seen for index in range(len(answer["shards"]))
-    ) and all(shard["primary"] == shard.get("preferred") for shard in seen[0]["shards"])
+    """Every shard has a primary in every map, it is the preferred member, and no shard is moving.
+
+    A node that starts after the others elected primaries copies their shards first (a learner,
+    aegiskv.cluster.shard_map) and is handed the leases it is preferred for after.
+    """
+    return (
+        all(answer["shards"][index].get("primary") for answer in seen for index in range(len(answer["shards"])))
+        and all(shard["primary"] == shard.get("preferred") for shard in seen[0]["shards"])
+        and not any(shard.get("learners") or shard.get("leaving") for answer in seen for shard in answer["shards"])
+    )

@@ -119,7 +119,17 @@ class ViewSplit:
     side: frozenset[str]  # these nodes on one side, the others on the other
 
 
-Fault = Partition | Pause | Crash | Lossy | Slow | ViewSplit
+@dataclass(frozen=True)
+class Handoff:
+    """At ``start`` ``node`` releases every lease it holds (a drain, a hand-over to a caught-up
+    member: aegiskv.server.replicas); ``duration`` is unused, as for any one-off act."""
+
+    start: float
+    duration: float
+    node: str
+
+
+Fault = Partition | Pause | Crash | Lossy | Slow | ViewSplit | Handoff
 
 
 # -- replication messages (Python objects: only the lease messages are bytes) ---------------
@@ -403,6 +413,15 @@ class LeaseSim:
                 self.crash(fault.node)
             else:
                 self.restart(fault.node, keep_log=fault.keep_log)
+        elif isinstance(fault, Handoff):
+            node = self.nodes[fault.node]
+            if starting and node.up and not node.paused:
+                leases = node.leases
+                assert leases is not None
+                for shard in list(node.holding):
+                    for target, payload in leases.release(shard, node.clock(self.now)):
+                        self._send(node.node_id, target, payload)
+                self._after_lease_work(node)
         elif isinstance(fault, ViewSplit):
             cut = frozenset((a, b) for a in self.nodes for b in self.nodes if (a in fault.side) != (b in fault.side))
             if starting:

@@ -186,9 +186,11 @@ def test_reads_that_miss_a_key_that_exists_are_counted_apart_from_lost_keys() ->
         Read("c0", b"k1", b"v1", at(1.1), at(2.2), at(2.3), b"v1"),
         Read("c0", b"k2", b"v2", at(1.3), at(2.4), at(2.5), None),  # k2 is lost anyway
         Read("c0", b"k1", b"v1", at(1.1), at(2.6), at(2.7), None, "TimeoutError: x"),
+        Read("c0", b"k1", b"v1", at(1.1), at(2.8), at(2.9), None),  # k1 again: one key unreachable twice
     ]
     summary = check(writes, final, timeline(), reads=reads)["reads"]
-    assert summary["not_found_but_exists"] == 1
+    assert summary["not_found_but_exists"] == 2
+    assert summary["unreachable_keys"] == 1
     assert summary["not_found_lost_key"] == 1
     assert summary["errors"] == 1
     assert summary["examples_not_found_but_exists"][0]["key"] == "k1"

@@ -46,7 +46,18 @@ from tests.faults.checker import CheckSettings, Timeline
 from tests.faults.cluster import REDIS_SERVER, AegisCluster, RedisCluster
 from tests.faults.nemesis import Nemesis
 from tests.faults.netns import Host, Network, unavailable_reason
-from tests.faults.run import RunOptions, RunResult, isolate, kill, kill_restart, pause, run_faults, together
+from tests.faults.run import (
+    RunOptions,
+    RunResult,
+    drain,
+    isolate,
+    join,
+    kill,
+    kill_restart,
+    pause,
+    run_faults,
+    together,
+)
 from tests.wire import wait_until
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.slow]
@@ -429,3 +440,54 @@ def test_kill_9_of_a_primary_while_another_node_is_stopped(aegis: MakeAegis, quo
     options = RunOptions(protocol="native", rate=400, check=SETTINGS)
     summary = _verdict(run_faults(cluster, scenario, options), quorum, "kill -9 n1 while n2 is stopped")
     assert all(impact["never_writable_again"] == 0 for event in summary["events"] for impact in event["impacts"])
+
+
+# -- planned membership changes: joins and drains copy before they switch ---------------------------
+
+DEFAULT_QUORUM = 0  # the daemon's --write-quorum default
+
+
+def _nothing_lost_or_unreachable(summary: dict[str, Any]) -> None:
+    assert summary["lost"] == 0, json.dumps(summary["lost_examples"], indent=1)
+    reads = summary["reads"]
+    assert reads["reads"] > 200, reads  # the reader really read, throughout
+    # Never "not found" for a key that was acknowledged: not while its shard moved, not after.
+    assert reads["not_found_but_exists"] == 0 and reads["not_found_lost_key"] == 0, reads
+    assert summary["stale_acks"] == 0, json.dumps(summary["stale_ack_examples"], indent=1)
+
+
+@pytest.mark.usefixtures("replication")
+@pytest.mark.parametrize("replication_factor", [3, 1])
+def test_a_fourth_node_joins_under_load_and_nothing_is_lost_or_unreachable(
+    aegis: MakeAegis, replication_factor: int
+) -> None:
+    # RF 1 is the hard case: the shards the new node gains have no other copy than the old owner's.
+    cluster = aegis("--replication-factor", str(replication_factor), "--write-quorum", str(DEFAULT_QUORUM))
+    options = RunOptions(protocol="resp", rate=300, read_rate=100, cooldown=2.0, check=SETTINGS)
+    result = run_faults(cluster, join("n3", after=8.0), options)
+    report(result, f"n3 joins 3 nodes, RF {replication_factor}, W={DEFAULT_QUORUM}")
+    _nothing_lost_or_unreachable(result.summary)
+    # The join did something: the new node leads shards now, and acknowledged writes on its own.
+    owners = cluster.slot_owners()
+    assert "n3" in owners.values()
+    assert any(w.ok and w.node == "n3" for w in result.workload.writes)
+    # It led only once it held the shard: a lease handed over to it, not one that ran out.
+    assert "handing over to n3" in "".join(cluster.nodes[name].log_text() for name in ("n0", "n1", "n2"))
+
+
+@pytest.mark.usefixtures("replication")
+@pytest.mark.parametrize("replication_factor", [3, 1])
+def test_a_drained_primary_hands_over_and_nothing_is_lost_or_unreachable(
+    aegis: MakeAegis, replication_factor: int
+) -> None:
+    cluster = aegis("--replication-factor", str(replication_factor), "--write-quorum", str(DEFAULT_QUORUM))
+    options = RunOptions(protocol="resp", rate=300, read_rate=100, cooldown=2.0, check=SETTINGS)
+    result = run_faults(cluster, drain("n1", after=4.0), options)
+    report(result, f"SIGTERM n1 of 3, RF {replication_factor}, W={DEFAULT_QUORUM}")
+    _nothing_lost_or_unreachable(result.summary)
+    drained = result.timeline.events[0]
+    assert drained.kind == "drain" and "exit 0" in drained.detail
+    log = cluster.nodes["n1"].log_text()
+    # Its leases went by hand-off, not by running out, and it left only once every shard had moved.
+    assert "handing over to" in log and "every shard handed over" in log, log[-3000:]
+    assert set(cluster.topologies()["n0"]["nodes"]) == {"n0", "n2"}

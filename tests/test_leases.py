@@ -37,6 +37,7 @@ from tests.effort import examples
 from tests.lease_sim import (
     Crash,
     Fault,
+    Handoff,
     LeaseSim,
     Lossy,
     Partition,
@@ -669,6 +670,7 @@ def fault_schedules(draw: st.DrawFn) -> Schedule:
         st.builds(Lossy, starts, durations, st.floats(0.2, 0.9)),
         st.builds(Slow, starts, durations, st.floats(0.01, 1.5), links()),
         st.builds(ViewSplit, starts, durations, st.sets(node, min_size=1, max_size=nodes - 1).map(frozenset)),
+        st.builds(Handoff, starts, durations, node),
     )
     faults = draw(st.lists(fault, max_size=6))
     seed = draw(st.integers(0, 2**16))
@@ -803,7 +805,27 @@ def holder_cut_off_alone_and_its_view_shrinks(draw: st.DrawFn) -> Schedule:
     )
 
 
+@st.composite
+def hand_off_while_the_release_is_lost_or_late(draw: st.DrawFn) -> Schedule:
+    """The holder hands its lease off (a drain) while its release reaches one voter late or
+    never, and the voter it reaches may be paused: the successor is elected by whoever heard,
+    while the other voter still believes in the old promise. One holder at a time all the same,
+    and the successor has every acknowledged write (the voters grant only one as far along)."""
+    late, other = draw(st.permutations(["n1", "n2"]))
+    at = draw(st.floats(1.0, 4.0))
+    faults: list[Fault] = [
+        Slow(at - 0.05, draw(st.floats(0.5, 3.0)), draw(st.floats(0.05, 1.5)), frozenset({("n0", late)})),
+        Handoff(at, 0.0, "n0"),
+    ]
+    if draw(st.booleans()):
+        faults.append(Pause(at + draw(st.floats(0.0, 0.3)), draw(st.floats(0.1, 2 * D)), other))
+    if draw(st.booleans()):
+        faults.append(Handoff(at + draw(st.floats(0.1, 3 * D)), 0.0, draw(st.sampled_from(["n1", "n2"]))))
+    return Schedule(3, 3, 1, draw(st.lists(EXTREMES, min_size=3, max_size=3)), faults, draw(seeds))
+
+
 ADVERSARIAL = (
+    hand_off_while_the_release_is_lost_or_late,
     slow_replies_then_cut_off,
     voter_restarts_while_a_rival_campaigns,
     lagging_follower_then_holder_dies,
@@ -828,6 +850,24 @@ def test_faults_never_break_the_invariants(schedule: Schedule) -> None:
     sim = run_schedule(schedule)
     assert sim.violations == []
     assert sim.acquisitions, "nothing was ever elected: the schedule tested nothing"
+
+
+@settings(
+    max_examples=examples(12),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    derandomize=True,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+)
+@given(schedule=hand_off_while_the_release_is_lost_or_late())
+def test_a_hand_off_elects_a_successor_and_never_two_holders_at_once(schedule: Schedule) -> None:
+    """The drain's and the hand-back's release: the shard gets a holder again (a successor, or
+    the one that released once its own wait is over, when the successor was stopped), and the
+    holders' leases never overlap in real time, however late the release reaches a voter."""
+    sim = run_schedule(schedule)
+    assert sim.violations == []
+    released = next(fault for fault in schedule.faults if isinstance(fault, Handoff)).start
+    assert any(at > released for at, _shard, _node, _epoch in sim.acquisitions), sim.acquisitions
 
 
 # -- the simulation: liveness without faults -------------------------------------------------------------

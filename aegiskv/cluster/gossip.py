@@ -569,10 +569,19 @@ def _shard_member(member: MemberView) -> ShardMember:
     resp = parse_endpoint(resp_text, host) if resp_text else None
     peer_text = member.meta.get("peer")
     peer = parse_endpoint(peer_text, host) if peer_text else None
-    return ShardMember(member.node_id, client, resp, peer, _shards_of_bitmap(member.meta.get("lead", "")))
+    return ShardMember(
+        member.node_id,
+        client,
+        resp,
+        peer,
+        _shards_of_bitmap(member.meta.get("lead", "")),
+        _shards_of_bitmap(member.meta.get("ready", "")),
+        member.meta.get("drain") == "1",
+        _shards_of_bitmap(member.meta.get("recovering", "")),
+    )
 
 
 def _shards_of_bitmap(text: str) -> frozenset[int]:
-    """The shards a ``lead`` bitmap (hex, little-endian: shard 0 is the lowest bit) names."""
+    """The shards a ``lead`` (or ``ready``) bitmap (hex, little-endian: shard 0 is the lowest bit) names."""
     bits = int.from_bytes(bytes.fromhex(text), "little") if text else 0
     return frozenset(shard for shard in range(bits.bit_length()) if bits >> shard & 1)

@@ -822,6 +822,11 @@ class ShardLeases:
 
     # -- queries ---------------------------------------------------------------------------------
 
+    def trusted(self, shard: int) -> bool:
+        """Whether this node's copy of ``shard`` vouches for what was acknowledged (see set_trusted)."""
+        state = self._shards.get(shard)
+        return state is None or state.trusted
+
     def holds_lease(self, shard: int, now: float) -> bool:
         """True only while this node holds a live lease for ``shard``; ``now`` read when it matters.
 

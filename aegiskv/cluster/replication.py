@@ -289,13 +289,17 @@ class QuorumTracker:
 
     def __init__(self) -> None:
         self.followers: dict[str, FollowerProgress] = {}
+        # Followers still copying the shard (aegiskv.cluster.shard_map, learners): their progress
+        # is kept, so a hand-off can tell when one caught up, but they count towards no quorum.
+        self.learners: frozenset[str] = frozenset()
 
-    def set_followers(self, node_ids: Iterable[str]) -> None:
+    def set_followers(self, node_ids: Iterable[str], learners: Iterable[str] = ()) -> None:
         wanted = set(node_ids)
         for gone in set(self.followers) - wanted:
             del self.followers[gone]
         for node_id in wanted:
             self.followers.setdefault(node_id, FollowerProgress())
+        self.learners = frozenset(learners) & wanted
 
     def acknowledge(self, node_id: str, seq: int) -> bool:
         """Record an acknowledgement; True when it moved the follower forward."""
@@ -307,10 +311,13 @@ class QuorumTracker:
 
     def copies(self, seq: int) -> int:
         """How many replicas (the primary included) hold change ``seq``."""
-        return 1 + sum(1 for progress in self.followers.values() if progress.acked_seq >= seq)
+        learners = self.learners
+        return 1 + sum(
+            1 for node_id, progress in self.followers.items() if progress.acked_seq >= seq and node_id not in learners
+        )
 
     def replicas(self) -> int:
-        return 1 + len(self.followers)
+        return 1 + len(self.followers) - len(self.learners)
 
 
 class Copy(NamedTuple):

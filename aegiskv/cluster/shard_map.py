@@ -10,6 +10,22 @@ The primary of a shard is the member that holds its lease (aegiskv.cluster.lease
 when the node knows it: ``replica_sets`` lists that member first. Until a holder
 is known, placement's order stands and its first member (the *preferred*
 primary) is named.
+
+**Moves copy before they switch.** Placement says where a shard should be (its
+*target* set); the map uses the *staged* set (:func:`staged_set`), built from
+what each member publishes of itself: the shards it holds a complete copy of
+(``ready``) and whether it is draining (placement leaves a draining member out
+of every target). A target member without a complete copy is a *learner*: it is
+streamed the shard but does not vote for its lease, does not count towards a
+write quorum and is never the preferred primary. Members that hold a complete
+copy but are no longer targets (*leaving*) stay in the set, voting, for as long
+as they publish their copy as ready; the primary moves to the first ready target
+member by a lease hand-off. A leaving member withdraws its copy once, in its own
+map, every target member is ready and it leads the shard no more. So a learner
+becoming ready adds one voter, a leaving member withdrawing removes one, each a
+separate step: every majority of one step meets every majority of the next
+(aegiskv.cluster.leases, "What this module does not do"), which a replacement
+in one step (``{a, b, c}`` to ``{a, b, d}``) would not.
 """
 
 from __future__ import annotations
@@ -38,6 +54,9 @@ class Member(NamedTuple):
     resp: Endpoint | None  # RESP, when the node serves it
     peer: Endpoint | None = None  # the cluster port (leases, replication), when it replicates
     lead: frozenset[int] = frozenset()  # the shards it says it leads (gossip news: may lag)
+    ready: frozenset[int] = frozenset()  # the shards it says it holds a complete copy of
+    draining: bool = False  # leaving: placement gives it nothing, its shards move away first
+    recovering: frozenset[int] = frozenset()  # shards it holds from before a restart, not yet caught up
 
 
 class SlotRange(NamedTuple):
@@ -49,7 +68,17 @@ class SlotRange(NamedTuple):
 class ShardMap:
     """An immutable snapshot of who holds what. Safe to share between threads."""
 
-    __slots__ = ("epoch", "mapper", "placement_sets", "replica_sets", "primaries", "members", "_ranges")
+    __slots__ = (
+        "epoch",
+        "mapper",
+        "placement_sets",
+        "learners",
+        "leaving",
+        "replica_sets",
+        "primaries",
+        "members",
+        "_ranges",
+    )
 
     def __init__(
         self,
@@ -58,12 +87,18 @@ class ShardMap:
         replica_sets: list[tuple[str, ...]],
         members: Mapping[str, Member],
         primaries: Mapping[int, str] | None = None,
+        learners: list[frozenset[str]] | None = None,
+        leaving: list[frozenset[str]] | None = None,
     ) -> None:
         if len(replica_sets) != mapper.shards:
             raise ValueError(f"{len(replica_sets)} replica sets for {mapper.shards} shards")
         self.epoch = epoch
         self.mapper = mapper
-        self.placement_sets = tuple(replica_sets)  # placement's order: the first is the preferred primary
+        self.placement_sets = tuple(replica_sets)  # staged (see above): the first is the preferred primary
+        # Per shard, the members of placement_sets still copying it (never primary, no vote).
+        self.learners = tuple(learners) if learners is not None else tuple(frozenset() for _ in replica_sets)
+        # Per shard, the members of placement_sets placement no longer wants there (they hand over).
+        self.leaving = tuple(leaving) if leaving is not None else tuple(frozenset() for _ in replica_sets)
         # Known lease holders by shard; one outside the shard's replica set is out of date and ignored.
         self.primaries = {
             shard: holder for shard, holder in (primaries or {}).items() if holder in self.placement_sets[shard]
@@ -76,7 +111,21 @@ class ShardMap:
 
     def with_primaries(self, primaries: Mapping[int, str]) -> ShardMap:
         """The same map with these lease holders, one epoch later (clients refresh on a new epoch)."""
-        return ShardMap(self.epoch + 1, self.mapper, list(self.placement_sets), self.members, primaries)
+        return ShardMap(
+            self.epoch + 1,
+            self.mapper,
+            list(self.placement_sets),
+            self.members,
+            primaries,
+            list(self.learners),
+            list(self.leaving),
+        )
+
+    def voters(self, shard: int) -> tuple[str, ...]:
+        """The members of ``shard``'s set that vote for its lease and count towards write quorums."""
+        learners = self.learners[shard]
+        members = self.placement_sets[shard]
+        return tuple(member for member in members if member not in learners) if learners else members
 
     def replica_set_of_key(self, key: bytes) -> tuple[str, ...]:
         return self.replica_sets[self.mapper.shard_of_key(key)]
@@ -121,6 +170,8 @@ class ShardMap:
                     "replicas": list(replicas),  # the primary first
                     "primary": self.primaries.get(shard),  # the lease holder, None while unknown
                     "preferred": self.placement_sets[shard][0] if self.placement_sets[shard] else None,
+                    "learners": sorted(self.learners[shard]),  # still copying the shard
+                    "leaving": sorted(self.leaving[shard]),  # placement moved it away: handing over
                 }
                 for shard, replicas in enumerate(self.replica_sets)
             ],
@@ -154,9 +205,20 @@ class Topology:
             current = self.current
             if by_id == current.members:
                 return current
-            replica_sets = self._placement.assign(list(by_id), self._mapper.shards, self._replication_factor)
-            _check_replica_sets(replica_sets, by_id, self._mapper.shards, self._replication_factor)
-            self.current = ShardMap(current.epoch + 1, self._mapper, replica_sets, by_id, current.primaries)
+            # A draining member gets nothing (its shards move away), unless every member drains.
+            staying = {node: member for node, member in by_id.items() if not member.draining} or by_id
+            targets = self._placement.assign(list(staying), self._mapper.shards, self._replication_factor)
+            _check_replica_sets(targets, staying, self._mapper.shards, self._replication_factor)
+            staged = [staged_set(shard, target, by_id) for shard, target in enumerate(targets)]
+            self.current = ShardMap(
+                current.epoch + 1,
+                self._mapper,
+                [members for members, _, _ in staged],
+                by_id,
+                current.primaries,
+                [learners for _, learners, _ in staged],
+                [leaving for _, _, leaving in staged],
+            )
             return self.current
 
     def set_primaries(self, primaries: Mapping[int, str]) -> ShardMap:
@@ -168,6 +230,35 @@ class Topology:
                 return current
             self.current = candidate
             return candidate
+
+
+def staged_set(
+    shard: int, target: tuple[str, ...], members: Mapping[str, Member]
+) -> tuple[tuple[str, ...], frozenset[str], frozenset[str]]:
+    """The replica set the map uses for ``shard`` while it moves to ``target``; its learners; its leaving members.
+
+    Ready target members first (placement's order: the first is the preferred
+    primary), then the leaving members (outside the target, still publishing a
+    ready copy: they withdraw it themselves, see above), then the learners.
+
+    When the ready copies are fewer than a majority of the target there is no
+    staging: the target and the leaving members are the set, learners none. No ready copy at all is a new
+    cluster (or every copy lost): nothing to copy from. A few (members died or
+    restarted) could not elect a primary to copy from, and the leases' own rule
+    for untrusted voters (they vote again after a while) must keep the shard live.
+    """
+    if any(node in members and shard in members[node].recovering for node in target):
+        # A target member restarted with its own copy (its log): the target stands, as before
+        # staging; the restarted member catches up as a voter that grants no election until then
+        # (or, the shard's only member, leads with what its log brought back).
+        return target, frozenset(), frozenset()
+    ready = [node for node, member in members.items() if shard in member.ready]
+    ready_targets = tuple(node for node in target if node in ready)
+    learners = tuple(node for node in target if node not in ready)
+    outside = sorted(node for node in ready if node not in target)
+    if len(ready_targets) + len(outside) < len(target) // 2 + 1:
+        return target + tuple(outside), frozenset(), frozenset(outside)
+    return ready_targets + tuple(outside) + learners, frozenset(learners), frozenset(outside)
 
 
 def _check_replica_sets(

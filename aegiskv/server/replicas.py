@@ -95,6 +95,7 @@ HANDOFF_AFTER = 1.0
 # lagged), or the link dropped it; both answer the next one.
 REOFFER_AFTER = 1.0
 HANDOFFS_PER_TICK = 4
+COPY_REPORT_EVERY = 1.0  # seconds between progress lines of a shard copy in the log
 
 # shard -> (the last seq a request or a connection wrote to it, the epoch it was written in); seq -1:
 # written on a shard this node did not lead (never streamed: its reply fails).
@@ -126,6 +127,58 @@ class _Stream:
     reported_seq: int = 0
     snapshot_keys: list[bytes] = field(default_factory=list)
     snapshot_at: int = 0  # the seq the snapshot's key list was taken at
+    copy: CopyProgress | None = None  # the shard copy under way to this follower, for the log
+
+
+class CopyProgress:
+    """One shard copy (a snapshot sent or received): what the log says at its start, progress and end."""
+
+    __slots__ = ("shard", "peer", "sending", "keys_total", "keys", "bytes", "started", "reported")
+
+    def __init__(self, shard: int, peer: str, sending: bool, keys_total: int = 0) -> None:
+        self.shard = shard
+        self.peer = peer
+        self.sending = sending
+        self.keys_total = keys_total  # sending: the keys to send; receiving: not known
+        self.keys = 0
+        self.bytes = 0
+        self.started = self.reported = time.monotonic()
+
+    def add(self, items: Iterable[Change]) -> None:
+        for item in items:
+            self.keys += 1
+            self.bytes += len(item.key) + len(item.value)
+        now = time.monotonic()
+        if now - self.reported >= COPY_REPORT_EVERY:
+            self.reported = now
+            of = f"/{self.keys_total}" if self.sending else ""
+            logger.info(
+                "shard {}: copy {} {}: {}{} keys, {} bytes, {}",
+                self.shard,
+                "to" if self.sending else "from",
+                self.peer,
+                self.keys,
+                of,
+                self.bytes,
+                self._rate(now),
+            )
+
+    def finished(self, at_seq: int) -> None:
+        logger.info(
+            "shard {}: copy {} {} done at seq {}: {} keys, {} bytes in {:.2f}s, {}",
+            self.shard,
+            "to" if self.sending else "from",
+            self.peer,
+            at_seq,
+            self.keys,
+            self.bytes,
+            time.monotonic() - self.started,
+            self._rate(time.monotonic()),
+        )
+
+    def _rate(self, now: float) -> str:
+        seconds = max(now - self.started, 1e-6)
+        return f"{self.keys / seconds:.0f} keys/s, {self.bytes / seconds / 1e6:.2f} MB/s"
 
 
 class _Shard:
@@ -134,6 +187,11 @@ class _Shard:
     def __init__(self, shard: int, members: tuple[str, ...], backlog_bytes: int) -> None:
         self.shard = shard
         self.members = members
+        self.learners: frozenset[str] = frozenset()  # members still copying it (no vote, no quorum)
+        # Placement moved the shard away from this node: it hands over, then withdraws its copy.
+        self.leaving = False
+        self.targets: frozenset[str] = frozenset()  # the members placement wants to hold it
+        self.leaving_members: frozenset[str] = frozenset()  # the members placement moved it away from
         self.backlog = Backlog(backlog_bytes)
         self.leading_epoch = 0  # > 0 while this node is the primary
         self.led_since = 0.0
@@ -142,6 +200,7 @@ class _Shard:
         self.following = ""  # the primary this node takes changes from
         self.followed_epoch = 0
         self.receiving_snapshot = False
+        self.receiving: CopyProgress | None = None  # the copy this node is receiving, for the log
         self.caught_up_to = 0  # a restarted copy is trusted again once it applied up to here
         self.lag_marks = LagMarks()  # while leading: when sampled changes were applied (node lock)
 
@@ -196,6 +255,16 @@ class ReplicaManager:
         # (led_bitmap) must be sent again even when the known primaries look the same.
         self._led_version = 0
         self._published_led_version = -1
+        # Grows whenever this node's copy of a shard becomes complete or stops being so: what gossip
+        # publishes of it (ready_bitmap) stages moves (aegiskv.cluster.shard_map).
+        self._ready_version = 0
+        self._published_ready_version = -1
+        # Shards this node was moved away from and no longer offers as ready: every target member
+        # holds a complete copy and this node leads it no more (aegiskv.cluster.shard_map).
+        self._withdrawn: set[int] = set()
+        # Shards this node held before it restarted and has not caught up on since: no move is
+        # staged through them (aegiskv.cluster.shard_map), so a restart behaves as before staging.
+        self._recovering: set[int] = set()
         # Shards with changes not yet streamed; set by the feed (any thread), drained at the end of
         # each reactor turn, so a change leaves in the turn that made it, not on the next tick.
         self._unsent: set[int] = set()
@@ -253,33 +322,58 @@ class ReplicaManager:
         now = time.monotonic()
         self._set_quorum_floor(shard_map.members, left)
         mine: dict[int, tuple[str, ...]] = {}
+        voting: dict[int, tuple[str, ...]] = {}  # what the leases see: learners do not vote
         for shard, members in enumerate(shard_map.placement_sets):
             if self.node_id in members:
                 mine[shard] = members
+                voters = shard_map.voters(shard)
+                if self.node_id in voters:
+                    voting[shard] = voters
         for shard in list(self._shards):
             if shard not in mine:
                 self._stop_leading(self._shards.pop(shard), "the shard moved away")
+                self._withdrawn.discard(shard)
+                self._recovering.discard(shard)
+                self._ready_version += 1
         for shard, members in mine.items():
             state = self._shards.get(shard)
             if state is None:
                 state = self._shards[shard] = _Shard(shard, members, self._backlog_bytes())
+                self._ready_version += 1
                 if self.restarted:
-                    # What this node held before it restarted is not known to be complete:
-                    # its vote must not help elect a primary missing acknowledged writes.
-                    self.leases.set_trusted(shard, False, now)
+                    self._recovering.add(shard)
+                if self.restarted or _copy_elsewhere(shard_map, shard, self.node_id):
+                    # What this node held before it restarted is not known to be complete, and a
+                    # shard it gains (a join, a rebalance) is held elsewhere: until it copied the
+                    # shard its vote must not help elect a primary missing acknowledged writes,
+                    # and it is a learner (aegiskv.cluster.shard_map) the map does not switch to.
+                    self._set_trusted(shard, False, now)
+            before, learned_before = state.members, state.learners
             state.members = members
+            state.learners = shard_map.learners[shard]
+            state.leaving = self.node_id in shard_map.leaving[shard]
+            state.targets = frozenset(members) - shard_map.leaving[shard]
+            state.leaving_members = shard_map.leaving[shard]
+            if not state.leaving and shard in self._withdrawn:
+                self._withdrawn.discard(shard)  # wanted here again (a target member went away)
+                self._ready_version += 1
             if members == (self.node_id,) and self.leases.quorum_floor <= 1:
                 # Alone in the replica set of a cluster that is one node (or shrank to one by graceful
                 # leaves): its own copy is the shard, there is no other to wait for. Alone because the
                 # others were declared dead, it may be the copy that lost writes: no such shortcut.
-                self.leases.set_trusted(shard, True, now)
+                self._set_trusted(shard, True, now)
             if state.leading_epoch:
-                state.tracker.set_followers(member for member in members if member != self.node_id)
+                state.tracker.set_followers((member for member in members if member != self.node_id), state.learners)
                 for member in members:
-                    if member != self.node_id and member not in state.streams:
+                    # A member that became a learner (new here, or back after it dropped the shard)
+                    # is offered afresh: its offer is what tells it where catching up ends.
+                    relearning = member in state.learners and (member not in learned_before or member not in before)
+                    if member != self.node_id and (member not in state.streams or relearning):
                         state.streams[member] = _Stream()
                         self._offer(state, member)
-        self._send_all(self.leases.set_replica_sets(mine, now))
+        self._send_all(self.leases.set_replica_sets(voting, now))
+        self._withdraw_copies()
+        self._end_recovery()
         if self.peers is not None:
             wanted = {peer for members in mine.values() for peer in members if peer != self.node_id}
             self.peers.set_peers({peer: peer_addresses[peer] for peer in wanted if peer in peer_addresses})
@@ -309,6 +403,71 @@ class ReplicaManager:
                 bits |= 1 << shard
         width = (len(self._led) + 7) // 8
         return bits.to_bytes(width, "little").hex()
+
+    def ready_bitmap(self) -> str:
+        """The shards this node holds a complete copy of (trusted, not mid-copy, not withdrawn), as gossip
+        publishes them."""
+        bits = 0
+        withdrawn = self._withdrawn
+        for shard, state in list(self._shards.items()):
+            if not state.receiving_snapshot and shard not in withdrawn and self.leases.trusted(shard):
+                bits |= 1 << shard
+        width = (len(self._led) + 7) // 8
+        return bits.to_bytes(width, "little").hex()
+
+    def _withdraw_copies(self) -> None:
+        """Withdraw the copies of shards moved away that every target member holds and one of them leads.
+
+        A separate step from the learner's becoming ready (aegiskv.cluster.shard_map): the map
+        then drops this node from the shard, and this node drops the shard. Until a target member
+        leads, this copy keeps its vote: a primary elected without it must have won the votes of
+        copies as far along as this one (the voter rule), and once a target member leads, its
+        lease was granted by a majority that held every acknowledged write.
+        """
+        leads = self._gossip_leads
+        now = time.monotonic()
+        for shard, state in self._shards.items():
+            if (
+                state.leaving
+                and not state.learners
+                and not state.leading_epoch
+                and shard not in self._withdrawn
+                and (leads.get(shard) in state.targets or self.leases.known_holder(shard, now) in state.targets)
+            ):
+                self._withdrawn.add(shard)
+                self._ready_version += 1
+
+    def holds_shards(self) -> bool:
+        """Whether any shard's replica set still lists this node (a drain waits until none does)."""
+        return bool(self._shards)
+
+    def recovering_bitmap(self) -> str:
+        """The shards this node holds from before its restart and has not caught up on, as gossip publishes them."""
+        bits = 0
+        for shard in list(self._recovering):
+            bits |= 1 << shard
+        width = (len(self._led) + 7) // 8
+        return bits.to_bytes(width, "little").hex()
+
+    def _end_recovery(self) -> None:
+        """Shards held from before the restart stop being recovering once trusted again and led by a
+        member of their set (or by nobody yet): a member that stood in for this node while it was
+        down (RF 1: the shard's only other copy) must have let go first, or the staging would make
+        this node copy the stand-in's shard over what its log brought back."""
+        leads = self._gossip_leads
+        for shard in list(self._recovering):
+            state = self._shards.get(shard)
+            if state is None or not self.leases.trusted(shard):
+                continue
+            leader = leads.get(shard)
+            if leader is None or leader in state.members:
+                self._recovering.discard(shard)
+                self._ready_version += 1
+
+    def _set_trusted(self, shard: int, trusted: bool, now: float) -> None:
+        if self.leases.trusted(shard) != trusted:
+            self._ready_version += 1
+        self.leases.set_trusted(shard, trusted, now)
 
     def _backlog_bytes(self) -> int:
         return max(64 * 1024, self.options.backlog_bytes // max(1, len(self._led)))
@@ -568,7 +727,9 @@ class ReplicaManager:
         local = Copy(self.node_id, hold.version, hold.value, hold.expires_at_ms)
         peers = self.peers
         asked = [
-            member for member in state.members if member != self.node_id and peers is not None and peers.is_up(member)
+            member
+            for member in state.members
+            if member != self.node_id and member not in state.learners and peers is not None and peers.is_up(member)
         ]
         self._next_read += 1
         ticket.request_id = self._next_read
@@ -618,6 +779,8 @@ class ReplicaManager:
                 del self._reads[request_id]
         self._release_acks()
         self._hand_over(now)
+        self._withdraw_copies()
+        self._end_recovery()
         self._publish_primaries()  # a holder this node learned of from lease traffic
 
     def _hand_over(self, now: float) -> None:
@@ -711,7 +874,7 @@ class ReplicaManager:
             state.lag_marks.clear()
             state.following = ""
             state.tracker = QuorumTracker()
-            state.tracker.set_followers(member for member in state.members if member != self.node_id)
+            state.tracker.set_followers((member for member in state.members if member != self.node_id), state.learners)
             # Before the shard is published as led: a worker's write that sees it led must also
             # see its streams, or it numbers the change without keeping it (a needless resync).
             state.streams = {member: _Stream() for member in state.members if member != self.node_id}
@@ -797,8 +960,11 @@ class ReplicaManager:
         stream.snapshot_keys = [key for key in keys if shard_of_key(key) == state.shard]
         stream.snapshot_at = at
         stream.state = "snapshot"
+        stream.copy = CopyProgress(state.shard, member, True, len(stream.snapshot_keys))
         self.counters["resyncs_sent"] += 1
-        logger.info("shard {}: sending {} keys to {} (at seq {})", state.shard, len(stream.snapshot_keys), member, at)
+        logger.info(
+            "shard {}: copy to {} begins: {} keys (at seq {})", state.shard, member, len(stream.snapshot_keys), at
+        )
         self._send(member, ShardMessage(Kind.SNAPSHOT_BEGIN, state.shard, state.leading_epoch, at))
 
     def _send_snapshot_chunk(self, state: _Shard, member: str, stream: _Stream) -> None:
@@ -811,6 +977,8 @@ class ReplicaManager:
             ]
             if items:
                 self._send(member, ShardMessage(Kind.SNAPSHOT_ITEMS, state.shard, state.leading_epoch, 0, 0, [], items))
+                if stream.copy is not None:
+                    stream.copy.add(items)
         if not stream.snapshot_keys:
             with self.node.lock:
                 backlog = state.backlog
@@ -826,6 +994,9 @@ class ReplicaManager:
             self._send(member, end)
             stream.state = "streaming"
             stream.sent_seq = stream.snapshot_at
+            if stream.copy is not None:
+                stream.copy.finished(stream.snapshot_at)
+                stream.copy = None
 
     # -- messages ---------------------------------------------------------------------------------
 
@@ -846,8 +1017,13 @@ class ReplicaManager:
             raise PeerProtocolError(f"unexpected frame kind {kind}")
         handler(self, peer, state, message, reply)
 
+    def _stand_in(self, peer: str, state: _Shard) -> bool:
+        """Whether ``peer`` only stood in for this node while it was down (RF 1: it took the shard over
+        with nothing to copy): what this node's log brought back is not to be replaced by its copy."""
+        return state.shard in self._recovering and peer in state.leaving_members
+
     def _on_offer(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
-        if self._fence(peer, state, message, reply):
+        if self._stand_in(peer, state) or self._fence(peer, state, message, reply):
             return
         state.following = peer
         state.followed_epoch = message.epoch
@@ -866,6 +1042,16 @@ class ReplicaManager:
         else:
             stream.state = "streaming"
             stream.sent_seq = stream.reported_seq = plan.from_seq - 1
+            with self.node.lock:
+                backlog = state.backlog
+                current = stream.sent_seq >= backlog.last_seq
+                history = backlog.history_since(stream.sent_seq) if current else []
+            if current:
+                # Already holds every change (an idle shard): an empty APPEND confirms it, so a
+                # member still copying the shard (a learner, a restarted copy) knows it caught up
+                # without waiting for the next write, which an idle shard may never get.
+                empty = ShardMessage(Kind.APPEND, state.shard, state.leading_epoch, stream.sent_seq, 0, history, [])
+                self._send(peer, empty)
             self._stream(state)
 
     def _on_append(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
@@ -884,7 +1070,7 @@ class ReplicaManager:
         self._applied(state, message.epoch, reply)
 
     def _on_snapshot_begin(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
-        if self._fence(peer, state, message, reply):
+        if self._stand_in(peer, state) or self._fence(peer, state, message, reply):
             return
         state.following = peer
         state.followed_epoch = message.epoch
@@ -894,7 +1080,9 @@ class ReplicaManager:
         self.counters["resyncs_received"] += 1
         if held > message.seq:
             self.counters["changes_discarded"] += held - message.seq
-        self.leases.set_trusted(state.shard, False, time.monotonic())
+        self._set_trusted(state.shard, False, time.monotonic())
+        self._ready_version += 1  # mid-copy: not ready, whatever the trust
+        state.receiving = CopyProgress(state.shard, peer, False)
         logger.info("shard {}: copy from {} begins (dropped {} keys held)", state.shard, peer, dropped)
 
     def _on_snapshot_items(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
@@ -902,13 +1090,18 @@ class ReplicaManager:
             return
         if state.receiving_snapshot and state.following == peer:
             self.node.apply_replicated(state.shard, message.changes)
+            if state.receiving is not None:
+                state.receiving.add(message.changes)
 
     def _on_snapshot_end(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
         if self._fence(peer, state, message, reply) or not state.receiving_snapshot or state.following != peer:
             return
         state.receiving_snapshot = False
+        self._ready_version += 1
         state.backlog.restart_at(message.seq, message.history)
-        logger.info("shard {}: copy from {} complete at seq {}", state.shard, peer, message.seq)
+        if state.receiving is not None:
+            state.receiving.finished(message.seq)
+            state.receiving = None
         self._applied(state, message.epoch, reply)
 
     def _on_ack(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
@@ -983,7 +1176,7 @@ class ReplicaManager:
         self.leases.set_position(state.shard, position, state.backlog.writer)
         if state.caught_up_to and position[1] >= state.caught_up_to:
             state.caught_up_to = 0
-            self.leases.set_trusted(state.shard, True, time.monotonic())
+            self._set_trusted(state.shard, True, time.monotonic())
         ack = ShardMessage(Kind.ACK, state.shard, epoch, position[1]).encode()
         log = self._log_durable() if self._log_durable is not None else None
         if log is not None and log[0] and log[1] > log[2]:
@@ -1084,10 +1277,12 @@ class ReplicaManager:
             primaries != self._published
             or frozen != self._published_electing
             or self._led_version != self._published_led_version
+            or self._ready_version != self._published_ready_version
         ):
             self._published = primaries
             self._published_electing = frozen
             self._published_led_version = self._led_version
+            self._published_ready_version = self._ready_version
             self._primaries_changed(primaries, frozen)
 
     def info(self) -> dict[str, int | str]:
@@ -1155,6 +1350,19 @@ class ReplicaManager:
                     held = progress.acked_seq
                 gaps[peer] = gaps.get(peer, 0) + max(0, last - held)
         return gaps
+
+
+def _copy_elsewhere(shard_map: ShardMap, shard: int, node_id: str) -> bool:
+    """Whether ``shard`` has data elsewhere that this node, gaining it, must copy first.
+
+    It does when the map makes this node a learner of it (enough other members hold a complete
+    copy), or another member leads it. Not when other copies are too few to stage a move (a new
+    cluster whose members are still meeting): an untrusted member there would only keep the
+    shard from electing a primary.
+    """
+    if node_id in shard_map.learners[shard]:
+        return True
+    return any(shard in member.lead for name, member in shard_map.members.items() if name != node_id)
 
 
 def _peer_ids(shards: list[_Shard], node_id: str) -> set[str]:

@@ -53,6 +53,10 @@ from aegiskv.server.stats import StatsRegistry
 _HEALTH_MAX_CONNECTIONS = 64
 _HEALTH_IDLE_TIMEOUT = 10.0
 _DRAIN_CHECK_INTERVAL = 0.05
+# Of --drain-timeout, the share a drain may spend handing its shards over; the rest is for the
+# client connections to finish once the listeners are closed.
+_HAND_OFF_SHARE = 0.75
+_HAND_OFF_REPORT_EVERY = 1.0  # seconds between progress lines while shards are handed over
 # Bytes around the largest key and value a single frame may also carry (headers,
 # item lengths, further small items of an MSET).
 _FRAME_SLACK = 1024 * 1024
@@ -127,6 +131,8 @@ class Server:
         self.resp_listener: Listener | None = None
         self.health_listener: Listener | None = None
         self._drain_deadline = 0.0
+        self._hand_off_started = 0.0
+        self._hand_off_reported = 0.0
         self.on_stopped: Callable[[], None] | None = None
         self._trim_pending = False
 
@@ -229,9 +235,7 @@ class Server:
         shard_map = self.topology.set_primaries(primaries)
         self.routing.update(shard_map, self.settings.node_id, leased=True, electing=electing)
         if self.gossip is not None and self.replicas is not None:
-            meta = self._meta()
-            meta["lead"] = self.replicas.led_bitmap()
-            self.gossip.set_meta(meta)
+            self.gossip.set_meta(self._meta())
 
     def _meta(self) -> dict[str, str]:
         """What gossip publishes of this node: the addresses clients and peers use."""
@@ -245,6 +249,13 @@ class Server:
             # The dashboard's /cluster.json reads each peer's /status.json here. No setting of
             # its own: a wildcard bind advertises an empty host, read as the gossip host.
             meta["health"] = str(advertised_endpoint(None, self.health_listener.address))
+        if self.replicas is not None:
+            # What moves are staged by (aegiskv.cluster.shard_map): the shards led, the complete copies.
+            meta["lead"] = self.replicas.led_bitmap()
+            meta["ready"] = self.replicas.ready_bitmap()
+            meta["recovering"] = self.replicas.recovering_bitmap()
+        if self.draining:
+            meta["drain"] = "1"  # placement gives this node nothing: its shards move away
         return meta
 
     def _start_gossip(self) -> GossipService:
@@ -386,19 +397,78 @@ class Server:
     # -- drain ---------------------------------------------------------------------------
 
     def drain(self) -> None:
-        """Graceful shutdown (reactor thread): stop accepting, become not ready,
-        finish in-flight requests, close, and stop within ``drain_timeout``."""
+        """Graceful shutdown (reactor thread), all within ``drain_timeout``: become not ready; in a
+        cluster, hand every shard over first (below); then leave the membership, stop accepting,
+        finish in-flight requests, close and stop.
+
+        The hand-over: the node publishes that it drains, so placement moves its shards to the
+        other members; each gaining member copies the shard before the map switches to it, and
+        the primaries this node holds go to caught-up members by lease hand-off (never by
+        letting a lease run out). Clients are served meanwhile. The node leaves once no shard's
+        replica set lists it any more, or when its share of the timeout has passed (what was
+        left unfinished is logged).
+        """
         if self.draining:
             return
         self.draining = True
         self.ready = False
+        now = time.monotonic()
+        self._drain_deadline = now + self.settings.drain_timeout
+        replicas, gossip = self.replicas, self.gossip
+        others = set(self.topology.current.members) - {self.settings.node_id}
+        if replicas is not None and gossip is not None and gossip.joined and others:
+            self._hand_off_started = self._hand_off_reported = now
+            gossip.set_meta(self._meta())
+            primary, follower = self.topology.current.shards_of(self.settings.node_id)
+            logger.info(
+                "draining: handing over {} shards led and {} followed to {} other members, up to {:.1f}s",
+                len(primary),
+                len(follower),
+                len(others),
+                self.settings.drain_timeout * _HAND_OFF_SHARE,
+            )
+            self._hand_off_step()
+        else:
+            self._close_and_drain()
+
+    def _hand_off_step(self) -> None:
+        replicas = self.replicas
+        assert replicas is not None
+        now = time.monotonic()
+        led = replicas.led_shards()
+        primary, follower = self.topology.current.shards_of(self.settings.node_id)
+        elapsed = now - self._hand_off_started
+        if not led and not replicas.holds_shards():
+            logger.info("drain: every shard handed over in {:.2f}s", elapsed)
+            self._close_and_drain()
+        elif now >= self._hand_off_started + self.settings.drain_timeout * _HAND_OFF_SHARE:
+            logger.warning(
+                "drain: hand-over timeout after {:.1f}s; leaving with shards {} still led here and {} still "
+                "copied from here (their new members may lack what was written only here)",
+                elapsed,
+                sorted(led)[:32],
+                sorted(set(primary) | set(follower))[:32],
+            )
+            self._close_and_drain()
+        else:
+            if now - self._hand_off_reported >= _HAND_OFF_REPORT_EVERY:
+                self._hand_off_reported = now
+                logger.info(
+                    "drain: {:.1f}s in, {} shards still led here, {} still list this node",
+                    elapsed,
+                    len(led),
+                    len(primary) + len(follower),
+                )
+            self.reactor.call_later(_DRAIN_CHECK_INTERVAL, self._hand_off_step)
+
+    def _close_and_drain(self) -> None:
+        """Leave the membership, stop accepting, and let the client connections finish."""
         if self.gossip is not None:
             self.gossip.leave()
-        self._drain_deadline = time.monotonic() + self.settings.drain_timeout
         logger.info(
             "draining: {} client connections, up to {:.1f}s",
             self.reactor.client_connections,
-            self.settings.drain_timeout,
+            max(0.0, self._drain_deadline - time.monotonic()),
         )
         for listener in self.reactor.listeners:
             if listener is not self.health_listener and listener.accepting:

@@ -346,6 +346,9 @@ def check(
         "reads": len(reads),
         "errors": sum(1 for read in reads if read.error is not None),
         "not_found_but_exists": len(not_found_existing),
+        # Distinct acknowledged keys some read could not find although they exist (unreachable for
+        # a while: a move that switched before copying, a drain that left before handing over).
+        "unreachable_keys": len({read.key for read in not_found_existing}),
         "not_found_lost_key": sum(
             1 for read in reads if read.error is None and read.value is None and read.key in lost_keys
         ),
@@ -435,7 +438,8 @@ def render(summary: Mapping[str, Any], title: str = "") -> str:
     reads = summary["reads"]
     if reads["reads"]:
         lines.append(
-            f"reads {reads['reads']}: not found but exists {reads['not_found_but_exists']}, "
+            f"reads {reads['reads']}: not found but exists {reads['not_found_but_exists']} "
+            f"({reads['unreachable_keys']} keys), "
             f"not found (lost key) {reads['not_found_lost_key']}, errors {reads['errors']}"
         )
     header = (

@@ -95,6 +95,12 @@ class FaultCluster:
     def wait_settled(self, timeout: float = 60.0) -> None:
         raise NotImplementedError
 
+    def add_node(self, name: str) -> object:
+        raise NotImplementedError(f"{self.kind}: no join nemesis")
+
+    def drain(self, name: str, timeout: float = 60.0) -> int:
+        raise NotImplementedError(f"{self.kind}: no drain nemesis")
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -175,6 +181,19 @@ class AegisCluster(FaultCluster):
         for name in self.hosts:
             self.start(name)
         self.wait_settled(settle_timeout)
+
+    def add_node(self, name: str) -> LocalNode:
+        """A new host and node ``name`` (a fresh id and data dir) seeded with the running nodes: a join."""
+        if name in self.hosts:
+            raise ValueError(f"{name} is already a node of this cluster")
+        index = max(int(host.address.rsplit(".", 1)[1]) for host in self.hosts.values()) + 1
+        host = self.hosts[name] = self.network.add_host(name, index)
+        self._node_of_host[host.address] = name
+        return self.start(name)
+
+    def drain(self, name: str, timeout: float = 60.0) -> int:
+        """SIGTERM ``name`` (its graceful drain) and wait for the process to end; its exit code."""
+        return self.nodes[name].stop(timeout)
 
     def pid(self, name: str) -> int:
         return self.nodes[name].pid
@@ -258,6 +277,10 @@ def _map_disagreement(answers: Mapping[str, Mapping[str, Any]], expected: set[st
         handing = [shard["shard"] for shard in answer["shards"] if shard["primary"] != shard["preferred"]]
         if handing:
             return f"{name}: shards {handing[:8]} ({len(handing)} in all) not led by their preferred member yet"
+        # Moves in flight (a join, a drain): members still copying a shard, or still handing one over.
+        moving = [shard["shard"] for shard in answer["shards"] if shard.get("learners") or shard.get("leaving")]
+        if moving:
+            return f"{name}: shards {moving[:8]} ({len(moving)} in all) still moving"
     views = {name: answer["shards"] for name, answer in answers.items()}
     first_name, first = next(iter(views.items()))
     for name, shards in views.items():

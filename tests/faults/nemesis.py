@@ -113,6 +113,31 @@ class Nemesis:
         time.sleep(max(0.0, paused.at + seconds - time.monotonic()))
         return paused, self.resume(name)
 
+    # -- membership: planned changes --------------------------------------------------------------
+
+    def join(self, name: str) -> Event:
+        """Start a new node ``name`` that joins the running cluster; returns once it serves.
+
+        Any slot may change owner (placement moves about 1/N of them to the new
+        node, and primaries hand over): the impact is every slot.
+        """
+        at = time.monotonic()
+        self.cluster.add_node(name)
+        ready = time.monotonic() - at
+        impact = Impact(ALL_SLOTS, label="slots may move")
+        return self.timeline.add(Event(at, "join", (name,), (impact,), detail=f"serving after {ready:.2f}s"))
+
+    def drain(self, name: str, timeout: float = 60.0) -> Event:
+        """SIGTERM ``name`` (a planned leave: its graceful drain) and wait until it exited."""
+        owned = self._owned([name])
+        at = time.monotonic()
+        code = self.cluster.drain(name, timeout)
+        took = time.monotonic() - at
+        event = Event(
+            at, "drain", (name,), (Impact(owned, label=f"{name}'s slots"),), detail=f"exit {code} after {took:.2f}s"
+        )
+        return self.timeline.add(event)
+
     # -- the network -------------------------------------------------------------------------------
 
     def _apply_rules(self) -> None:

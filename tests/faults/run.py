@@ -171,6 +171,26 @@ def isolate(victim: str, seconds: float, *, client_with_victim: str | None = Non
     return scenario
 
 
+def join(name: str, after: float = 8.0) -> Scenario:
+    """A new node ``name`` joins under the workload; keep going ``after`` seconds (its shards move)."""
+
+    def scenario(nemesis: Nemesis) -> None:
+        nemesis.join(name)
+        time.sleep(after)
+
+    return scenario
+
+
+def drain(victim: str, after: float = 6.0) -> Scenario:
+    """SIGTERM ``victim`` (graceful drain, a planned leave); keep writing ``after`` seconds."""
+
+    def scenario(nemesis: Nemesis) -> None:
+        nemesis.drain(victim)
+        time.sleep(after)
+
+    return scenario
+
+
 def together(*scenarios: Scenario) -> Scenario:
     """Run ``scenarios`` at the same time, each in its own thread: overlapping faults.
 
