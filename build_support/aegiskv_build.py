@@ -15,7 +15,9 @@ compiling build asks for mypy.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import platform
 import shlex
 import shutil
 import sysconfig
@@ -57,8 +59,18 @@ def python_headers() -> bool:
     return bool(include) and (Path(include) / "Python.h").is_file()
 
 
-def should_compile(editable: bool) -> bool:
-    """What ``AEGISKV_COMPILE`` and this machine decide (see the module docstring)."""
+def mypyc_installed() -> bool:
+    """Whether the build environment has mypyc (pip installs it when asked; a build without
+    isolation, ``--no-build-isolation``, has only what the environment already holds)."""
+    return importlib.util.find_spec("mypyc") is not None
+
+
+def should_compile(editable: bool, building: bool = False) -> bool:
+    """What ``AEGISKV_COMPILE`` and this machine decide (see the module docstring).
+
+    ``building``: asked by the build itself rather than when listing what the build needs, so
+    mypyc must be there too; on auto, a build without it is pure Python rather than a failure.
+    """
     mode = os.environ.get(COMPILE, "auto").strip().lower() or "auto"
     if mode == "1":
         return True
@@ -66,11 +78,17 @@ def should_compile(editable: bool) -> bool:
         return False
     if mode != "auto":
         raise ValueError(f"{COMPILE} must be 1 (compile), 0 (pure Python) or auto (the default), not {mode!r}")
-    return not editable and c_compiler() is not None and python_headers()
+    return (
+        not editable
+        and platform.python_implementation() == "CPython"  # mypyc builds CPython extensions only
+        and c_compiler() is not None
+        and python_headers()
+        and (not building or mypyc_installed())
+    )
 
 
-def _decide(editable: bool) -> bool:
-    compiling = should_compile(editable)
+def _decide(editable: bool, building: bool = False) -> bool:
+    compiling = should_compile(editable, building)
     os.environ[COMPILE] = "1" if compiling else "0"
     return compiling
 
@@ -96,12 +114,12 @@ def get_requires_for_build_editable(config_settings: dict[str, str] | None = Non
 def build_wheel(
     wheel_directory: str, config_settings: dict[str, str] | None = None, metadata_directory: str | None = None
 ) -> str:
-    _decide(editable=False)
+    _decide(editable=False, building=True)
     return _setuptools.build_wheel(wheel_directory, config_settings, metadata_directory)
 
 
 def build_editable(
     wheel_directory: str, config_settings: dict[str, str] | None = None, metadata_directory: str | None = None
 ) -> str:
-    _decide(editable=True)
+    _decide(editable=True, building=True)
     return _setuptools.build_editable(wheel_directory, config_settings, metadata_directory)

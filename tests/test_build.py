@@ -95,7 +95,8 @@ def test_version_names_the_build(tmp_path: Path) -> None:
 def backend(monkeypatch: pytest.MonkeyPatch) -> Any:
     """The build backend module, imported from the source tree, with AEGISKV_COMPILE unset."""
     monkeypatch.syspath_prepend(str(ROOT / "build_support"))
-    monkeypatch.delenv("AEGISKV_COMPILE", raising=False)
+    # Set (not deleted) so that monkeypatch restores the caller's value whatever the test sets.
+    monkeypatch.setenv("AEGISKV_COMPILE", "auto")
     return importlib.import_module("aegiskv_build")
 
 
@@ -130,7 +131,7 @@ def test_the_decision_reaches_setup_py_and_the_requirements(backend: Any, monkey
     monkeypatch.setattr(backend, "python_headers", lambda: True)
     assert backend._with_compile_requirements(list, editable=False) == backend.COMPILE_REQUIREMENTS
     assert os.environ["AEGISKV_COMPILE"] == "1"
-    monkeypatch.delenv("AEGISKV_COMPILE")
+    monkeypatch.setenv("AEGISKV_COMPILE", "auto")
     assert backend._with_compile_requirements(list, editable=True) == []
     assert os.environ["AEGISKV_COMPILE"] == "0"
 
