@@ -373,13 +373,21 @@ def _reap(pid: int) -> None:
         pass
 
 
+def _signal(pid: int, number: int) -> bool:
+    """Send a signal; False when the process exited since it was last seen running."""
+    try:
+        os.kill(pid, number)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def stop(directory: Path, records: list[NodeRecord], timeout: float, say: Say) -> list[dict[str, Any]]:
     """SIGTERM each recorded daemon still running, SIGKILL those left after ``timeout``; what happened to each."""
     outcome: dict[str, dict[str, Any]] = {}
     for record in records:
         entry: dict[str, Any] = {"node": record.node, "pid": record.pid, "stopped": "not running"}
-        if running(record, directory):
-            os.kill(record.pid, signal.SIGTERM)
+        if running(record, directory) and _signal(record.pid, signal.SIGTERM):
             entry["stopped"] = "SIGTERM"
         outcome[record.node] = entry
     deadline = time.monotonic() + timeout
@@ -392,8 +400,8 @@ def stop(directory: Path, records: list[NodeRecord], timeout: float, say: Say) -
             break
         time.sleep(0.05)
     for record in left:
-        os.kill(record.pid, signal.SIGKILL)
-        outcome[record.node]["stopped"] = "SIGKILL"
+        if _signal(record.pid, signal.SIGKILL):
+            outcome[record.node]["stopped"] = "SIGKILL"
     kill_deadline = time.monotonic() + 5.0
     while left and time.monotonic() < kill_deadline:
         for record in left:
