@@ -408,6 +408,11 @@ def stop(directory: Path, records: list[NodeRecord], timeout: float, say: Say) -
             _reap(record.pid)
         left = [record for record in left if running(record, directory)]
         time.sleep(0.02)
+    _report(records, outcome, timeout, say)
+    return list(outcome.values())
+
+
+def _report(records: list[NodeRecord], outcome: dict[str, dict[str, Any]], timeout: float, say: Say) -> None:
     for record in records:
         how = outcome[record.node]["stopped"]
         if how == "SIGTERM":
@@ -416,7 +421,6 @@ def stop(directory: Path, records: list[NodeRecord], timeout: float, say: Say) -
             say(f"stopped {record.node} (pid {record.pid}): killed, still running {timeout:g}s after SIGTERM")
         else:
             say(f"{record.node} (pid {record.pid}) was not running")
-    return list(outcome.values())
 
 
 def down(directory: Path, timeout: float, say: Say) -> list[dict[str, Any]]:
