@@ -1019,8 +1019,12 @@ class ReplicaManager:
 
     def _stand_in(self, peer: str, state: _Shard) -> bool:
         """Whether ``peer`` only stood in for this node while it was down (RF 1: it took the shard over
-        with nothing to copy): what this node's log brought back is not to be replaced by its copy."""
-        return state.shard in self._recovering and peer in state.leaving_members
+        with nothing to copy): what this node's log brought back is not to be replaced by its copy.
+
+        Any peer outside the members placement wants for the shard counts: right after a restart
+        this node's map may not list the stand-in as leaving yet (gossip has not told it), and a
+        copy taken from it then would replace the log's writes."""
+        return state.shard in self._recovering and (peer in state.leaving_members or peer not in state.targets)
 
     def _on_offer(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
         if self._stand_in(peer, state) or self._fence(peer, state, message, reply):
