@@ -85,11 +85,24 @@ def server_dependency_modules() -> set[str]:
         for requirement in metadata.requires("aegiskv") or []
         if "extra ==" not in requirement
     }
-    return {
+    modules = {
         module
         for module, distributions in metadata.packages_distributions().items()
         if any(distribution.lower().replace("_", "-") in required for distribution in distributions)
     }
+    # Python 3.10's packages_distributions reads top_level.txt only, which wheels built by other
+    # tools than setuptools (rich's, by poetry) lack: there, the names come from the files installed.
+    for name in required:
+        try:
+            files = metadata.distribution(name).files or []
+        except metadata.PackageNotFoundError:
+            continue  # a requirement whose marker does not apply here (tomli on 3.11+)
+        modules.update(
+            file.parts[0] if len(file.parts) > 1 else file.stem
+            for file in files
+            if file.suffix == ".py" and not file.parts[0].endswith((".dist-info", ".data"))
+        )
+    return modules
 
 
 @pytest.fixture(scope="module")
