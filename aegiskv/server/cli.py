@@ -12,8 +12,10 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 import aegiskv
-from aegiskv.server import plugins
-from aegiskv.server import settings as config_module
+
+# The settings and plugin modules are imported inside the functions, after the check for the
+# server's dependencies: settings needs tomli on Python 3.10, which a client-only install lacks,
+# and its import failing at the top would end `aegis` in a traceback instead of one line.
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -23,6 +25,8 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from aegiskv.server import settings as config_module
+
     parser = _OneLineParser(
         prog="aegis",
         description="AegisKV node. With no flags it serves one node on 0.0.0.0:7700 with an in-memory store.",
@@ -63,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         return 2
+    from aegiskv.server import plugins
+    from aegiskv.server import settings as config_module
+
     if args[:1] == ["plugins"]:
         if len(args) > 1:
             print(f"aegis: command line: plugins takes no arguments, got {args[1]!r}", file=sys.stderr, flush=True)
