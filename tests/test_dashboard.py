@@ -5,6 +5,7 @@ The page itself, in a real browser against a real cluster: tests/test_dashboard_
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -151,6 +152,17 @@ def test_access_accepts_bearer_or_cookie_only_when_right() -> None:
         HttpRequest("GET", "/status.json", {}, {name.lower(): value for name, value in headers.items()})
     )
     assert DashboardAccess(None, secure=False).peer_headers() == {}
+
+
+def test_cookie_is_a_slow_digest_the_same_on_every_node() -> None:
+    # A leaked cookie must not make a weak token cheap to find: the digest is scrypt's, not a fast hash.
+    value = DashboardAccess("secret", secure=False).set_cookie().split(";")[0].partition("=")[2]
+    expected = hashlib.scrypt(b"secret", salt=b"aegiskv dashboard cookie", n=2**14, r=8, p=1, dklen=32).hex()
+    assert value == expected
+    # Peers accept each other's cookie because they share the token: same token, same cookie.
+    assert (
+        DashboardAccess("secret", secure=True).peer_headers() == DashboardAccess("secret", secure=False).peer_headers()
+    )
 
 
 def test_hot_keys_read_both_forms_and_keys_with_commas() -> None:
