@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from aegiskv.backends.base import NO_EXPIRY, BackendOptions
-from aegiskv.backends.memory import GROWABLE_MIN, MemoryBackend
+from aegiskv.backends.memory import GROWABLE_MIN, MemoryBackend, entry_cost
 from aegiskv.backends.wal_log import list_segments
 from aegiskv.cluster.replication import Change, Op
 from aegiskv.cluster.slots import ShardMapper
@@ -84,6 +84,19 @@ def test_appends_copy_a_large_value_at_most_once_and_charge_its_buffer(stored: s
     memory.check()  # the charge is the buffer's allocation, spare room included
     used, _limit = memory.memory_bounds()
     assert used >= MIB + 200 * 1000
+
+
+def test_memory_usage_is_what_a_growable_value_is_charged() -> None:
+    # MEMORY USAGE reports the charge max-memory counts, the buffer's spare room included.
+    node, memory = make_node()
+    node.set(b"big", b"a" * MIB)
+    for _ in range(50):
+        node.append(b"big", b"b" * 1000)
+    reported = node.memory_usage(b"big")
+    used, _limit = memory.memory_bounds()
+    assert node.delete(b"big")
+    assert reported == used - memory.memory_bounds()[0]
+    assert reported > entry_cost(len(b"big"), MIB + 50_000)  # the spare room is in it
 
 
 def test_a_reader_holding_a_view_keeps_what_it_read() -> None:

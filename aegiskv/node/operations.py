@@ -32,7 +32,7 @@ from aegiskv.backends.base import (
     wall_clock_ms,
 )
 from aegiskv.backends.file_ops import describe_error
-from aegiskv.backends.memory import GROWABLE_MIN, MemoryBackend, entry_cost
+from aegiskv.backends.memory import GROWABLE_MIN, MemoryBackend, entry_cost, stored_cost
 from aegiskv.cluster.replication import RANGE_HEADER, Change, Op
 from aegiskv.cluster.slots import ShardMapper, key_slot
 from aegiskv.errors import CommandError, ErrorKind
@@ -210,13 +210,19 @@ class Node:
     def memory_usage(self, key: bytes) -> int | None:
         """Bytes charged to the memory budget for the key's objects (key, value, TTL); None when absent.
 
-        The figure eviction counts (entry_cost); the hash tables are charged
-        apart, as a whole, so no key's share of them is included.
+        The figure eviction counts (entry_cost, or stored_cost for a value kept
+        in a growable buffer, whose spare room max-memory also charges); the
+        hash tables are charged apart, as a whole, so no key's share of them is
+        included.
         """
         entry = self.peek(key)
         if entry is None:
             return None
-        return entry_cost(len(key), len(entry.value), entry.expires_at_ms != NO_EXPIRY)
+        has_ttl = entry.expires_at_ms != NO_EXPIRY
+        value = entry.value
+        if isinstance(value, memoryview) and isinstance(value.obj, bytearray):
+            return stored_cost(len(key), value.obj, has_ttl)  # a large value: a view of its buffer
+        return entry_cost(len(key), len(value), has_ttl)
 
     def remaining_ttl_ms(self, key: bytes) -> int:
         """Milliseconds left; -1 for a key without TTL; -2 for a missing key (as Redis)."""
