@@ -46,6 +46,7 @@ from typing import Any
 from loguru import logger
 
 from aegiskv.cluster.interfaces import MembershipCore, MemberView
+from aegiskv.cluster.seen_members import SeenMembers
 from aegiskv.cluster.shard_map import Endpoint
 from aegiskv.cluster.shard_map import Member as ShardMember
 from aegiskv.cluster.wire import Envelope, EnvelopeError
@@ -266,9 +267,9 @@ class GossipService:
         self._on_change = on_change
         self._changed = True
         self._departed: set[str] = set()  # members whose last word was a graceful leave
-        # Every member ever reported, as last reported: the dashboard shows the dead ones too,
-        # which live_members() no longer lists. Bounded by the nodes the cluster ever had.
-        self._seen: dict[str, MemberView] = {}
+        # Members reported, as last reported: the dashboard shows the dead ones too, which
+        # live_members() no longer lists (bounded under node id churn, see SeenMembers).
+        self._seen = SeenMembers()
         self._joined = not self.seeds
         self._join_attempts = 0
         self._exchange_running = False
@@ -357,7 +358,7 @@ class GossipService:
         """
         live = {member.node_id: member for member in self.membership.live_members()}
         result = []
-        for node_id, member in sorted({**self._seen, **live}.items()):
+        for node_id, member in sorted({**self._seen.as_dict(), **live}.items()):
             state = getattr(member, "state", None)
             name = getattr(state, "name", None)
             if not isinstance(name, str):
@@ -537,7 +538,7 @@ class GossipService:
 
     def _member_changed(self, member: MemberView) -> None:
         self._changed = True
-        self._seen[member.node_id] = member
+        self._seen.note(member)
         # A membership that cannot tell a graceful leave from a failure has no ``left``: then
         # nobody ever counts as departed, and the leases' quorum floor never goes down.
         if getattr(member, "left", False):
