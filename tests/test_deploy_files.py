@@ -157,9 +157,11 @@ def test_compose_runs_three_signed_nodes_that_seed_each_other(image_env) -> None
     names = set(services)
     for name, service in services.items():
         environment = {key: str(value) for key, value in service["environment"].items()}
-        assert environment["AEGIS_GOSSIP_SECRET"].startswith("${AEGIS_GOSSIP_SECRET:?"), "compose must demand it"
-        environment["AEGIS_GOSSIP_SECRET"] = SECRET
+        for secret in ("AEGIS_GOSSIP_SECRET", "AEGIS_AUTH_TOKEN"):
+            assert environment[secret].startswith("${" + secret + ":?"), f"compose must demand {secret}"
+            environment[secret] = SECRET
         settings = node_settings({**image_env, **environment})
+        assert settings.auth_token == SECRET  # clients must authenticate
         assert settings.node_id == name
         assert settings.seeds is not None
         seeds = {parse_address(seed) for seed in settings.seeds}
@@ -170,7 +172,9 @@ def test_compose_runs_three_signed_nodes_that_seed_each_other(image_env) -> None
 def test_compose_ports_probes_and_grace_period_agree_with_the_node(image_env) -> None:
     for name, service in compose_services().items():
         environment = {key: str(value) for key, value in service["environment"].items()}
-        settings = node_settings({**image_env, **environment, "AEGIS_GOSSIP_SECRET": SECRET})
+        settings = node_settings(
+            {**image_env, **environment, "AEGIS_GOSSIP_SECRET": SECRET, "AEGIS_AUTH_TOKEN": SECRET}
+        )
         ports = bound_ports(settings)
         published = {}
         for mapping in service["ports"]:
@@ -209,14 +213,16 @@ def test_docker_compose_config_accepts_the_file_where_available(tmp_path) -> Non
                 timeout=60,
             )
 
-        result = config(AEGIS_GOSSIP_SECRET=SECRET)
+        result = config(AEGIS_GOSSIP_SECRET=SECRET, AEGIS_AUTH_TOKEN=SECRET)
         assert result.returncode == 0, result.stderr
         resolved = yaml.safe_load(result.stdout)
         assert sorted(resolved["services"]) == ["node1", "node2", "node3"]
         assert {service["environment"]["AEGIS_GOSSIP_SECRET"] for service in resolved["services"].values()} == {SECRET}
-        # Without the secret compose refuses, rather than start an unsigned cluster.
-        refused = config()
+        # Without the secret or the token compose refuses, rather than start an unsigned or open cluster.
+        refused = config(AEGIS_AUTH_TOKEN=SECRET)
         assert refused.returncode != 0 and "AEGIS_GOSSIP_SECRET" in refused.stderr, refused.stderr
+        refused = config(AEGIS_GOSSIP_SECRET=SECRET)
+        assert refused.returncode != 0 and "AEGIS_AUTH_TOKEN" in refused.stderr, refused.stderr
         return
     pytest.skip("neither docker compose nor docker-compose on this machine")
 
@@ -247,6 +253,7 @@ def test_kubernetes_statefulset_env_ports_probes_and_drain(image_env) -> None:
             environment[variable["name"]] = SECRET  # from a Secret
     settings = node_settings({**image_env, **environment})
     ports = bound_ports(settings)
+    assert settings.auth_token == SECRET and settings.gossip_secret == SECRET  # both from the Secret
     assert settings.node_id == f"{name}-0"
     assert settings.seeds is not None
     assert {parse_address(seed) for seed in settings.seeds} == {
