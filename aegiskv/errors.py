@@ -30,6 +30,8 @@ class ErrorKind(enum.Enum):
     # A command's keys hash to different slots (RENAME, COPY, BITOP), refused as Redis Cluster does.
     CROSSSLOT = "crossslot"
     BUSYKEY = "busykey"  # RESTORE without REPLACE onto a key that exists
+    # A write sent to a replica endpoint that names no key to redirect by (FLUSHALL), as Redis's replicas refuse it.
+    READONLY = "readonly"
 
 
 class CommandError(Exception):

@@ -570,6 +570,8 @@ def _shard_member(member: MemberView) -> ShardMember:
     resp = parse_endpoint(resp_text, host) if resp_text else None
     peer_text = member.meta.get("peer")
     peer = parse_endpoint(peer_text, host) if peer_text else None
+    replica_text = member.meta.get("replica")
+    replica = parse_endpoint(replica_text, host) if replica_text else None
     return ShardMember(
         member.node_id,
         client,
@@ -579,6 +581,7 @@ def _shard_member(member: MemberView) -> ShardMember:
         _shards_of_bitmap(member.meta.get("ready", "")),
         member.meta.get("drain") == "1",
         _shards_of_bitmap(member.meta.get("recovering", "")),
+        replica,
     )
 
 

@@ -652,13 +652,13 @@ class SwimMembership:
 
 
 def _valid_meta(name: str, value: str) -> bool:
-    """Addresses in meta ("client", "resp", "peer", "health") must read as host:port ([v6]:port).
+    """Addresses in meta ("client", "resp", "replica", "peer", "health") must read as host:port ([v6]:port).
 
     Clients resolve the host.
     """
     if name == "lead":  # the shards a node holds leases for, as a bitmap in hex (1024 chars: 4096 shards)
         return len(value) <= 1024 and all(char in "0123456789abcdef" for char in value)
-    if name not in ("client", "resp", "peer", "health"):
+    if name not in ("client", "resp", "replica", "peer", "health"):
         return len(name) <= 64 and len(value) <= 256
     host, separator, port = value.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host

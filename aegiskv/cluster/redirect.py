@@ -79,6 +79,22 @@ class Router:
             if not local[shard_of_key(key)]:
                 self._moved(key)
 
+    def leads(self, shard: int) -> bool:
+        """Whether this node serves ``shard`` as its primary."""
+        return bool(self._local[shard])
+
+    def to_primary(self, key: bytes) -> None:
+        """Raise the redirect to the primary of ``key``'s shard, this node's own main port included.
+
+        The replica endpoint (aegiskv.cluster.replica_reads) sends writes there: to Redis Cluster
+        clients it is another node than the primary, even when the primary is this process.
+        """
+        if self._local[self._shard_of_key(key)]:
+            slot = key_slot(key)
+            me = self._shard_map.members[self._node_id]
+            raise Moved(slot, self._shard_map.epoch, me.client, me.resp)
+        self._moved(key)
+
     def _moved(self, key: bytes) -> None:
         slot = key_slot(key)
         shard_map = self._shard_map
@@ -95,6 +111,10 @@ class Routing:
 
     def __init__(self) -> None:
         self.router: Router | None = None
+        # The map and node the router was built from: kept even when there is no router (this node
+        # leads every shard), for the replica endpoint's redirects to this node's own main port.
+        self.shard_map: ShardMap | None = None
+        self.node_id = ""
 
     def update(
         self, shard_map: ShardMap, node_id: str, leased: bool = False, electing: frozenset[int] = frozenset()
@@ -105,4 +125,6 @@ class Routing:
             )
         else:
             everything_local = all(replicas[:1] == (node_id,) for replicas in shard_map.replica_sets)
+        self.shard_map = shard_map
+        self.node_id = node_id
         self.router = None if everything_local else Router(shard_map, node_id, leased, electing)

@@ -57,6 +57,9 @@ class Member(NamedTuple):
     ready: frozenset[int] = frozenset()  # the shards it says it holds a complete copy of
     draining: bool = False  # leaving: placement gives it nothing, its shards move away first
     recovering: frozenset[int] = frozenset()  # shards it holds from before a restart, not yet caught up
+    # Its replica endpoint (resp_replica_bind): a second RESP port where it answers, as a Redis replica
+    # does, reads of the shards it follows; Redis Cluster clients see it as a node of its own.
+    replica: Endpoint | None = None
 
 
 class SlotRange(NamedTuple):

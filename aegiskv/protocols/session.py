@@ -118,6 +118,7 @@ class Session:
         "read_quorum",
         "last_command",
         "no_evict",
+        "readonly",
     )
 
     def __init__(self, node: Node, authenticated: bool, rate: TokenBucket | None, peer: object = None) -> None:
@@ -147,3 +148,6 @@ class Session:
         # CLIENT NO-EVICT: shown in CLIENT LIST's flags; the transport is exempted from the client
         # memory budget (max_client_memory) through the server.
         self.no_evict = False
+        # READONLY (Redis Cluster): on a replica endpoint, this connection's reads may be answered
+        # from a follower's copy (aegiskv.cluster.replica_reads); READWRITE clears it.
+        self.readonly = False

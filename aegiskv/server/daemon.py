@@ -173,6 +173,7 @@ def announcement(server: Server) -> str:
 _PORTS = {
     "native": ("native", "--bind"),
     "resp": ("RESP", "--resp-bind"),
+    "resp_replica": ("replica endpoint", "--resp-replica-bind"),
     "http": ("health", "--health-addr"),
     "gossip": ("gossip", "--gossip"),
     "cluster": ("cluster", "--cluster-bind"),

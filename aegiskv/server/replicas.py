@@ -41,8 +41,10 @@ request pipeline:
   stream, which is already bringing them the primary's.
 
 Reactor thread only, except :meth:`put`, :meth:`delete`, :meth:`expire`,
-:meth:`flush_shard` (the feed: any thread, node lock held) and
-:meth:`take_writes` (the thread that ran the command).
+:meth:`flush_shard` (the feed: any thread, node lock held),
+:meth:`take_writes` (the thread that ran the command), and :meth:`readable` and
+:meth:`copy_generation` (the replica endpoint's reads, on whichever thread runs them:
+plain reads of fields the reactor sets).
 """
 
 from __future__ import annotations
@@ -296,6 +298,9 @@ class ReplicaManager:
         }
         self._reads: dict[int, ReadTicket] = {}  # quorum reads waiting for READ_REPLY, by request id
         self._next_read = 0
+        # Per shard, grows before this node's copy is emptied (a resync) or dropped: a replica endpoint
+        # read that ran meanwhile is redirected, not answered (aegiskv.cluster.replica_reads).
+        self._copy_generations = [0] * node.shards.shards
 
     # -- wiring ------------------------------------------------------------------------------
 
@@ -331,6 +336,7 @@ class ReplicaManager:
                     voting[shard] = voters
         for shard in list(self._shards):
             if shard not in mine:
+                self._copy_generations[shard] += 1
                 self._stop_leading(self._shards.pop(shard), "the shard moved away")
                 self._withdrawn.discard(shard)
                 self._recovering.discard(shard)
@@ -528,6 +534,34 @@ class ReplicaManager:
             self._remember(shard, change.seq, state.leading_epoch)
             if state.streams:
                 self._mark_unsent(state, change.seq)
+
+    # -- the replica endpoint (aegiskv.cluster.replica_reads; any thread) ----------------------------
+
+    def readable(self, shard: int) -> bool:
+        """Whether this node's follower copy of ``shard`` may answer replica endpoint reads now.
+
+        It must be complete (trusted, not receiving a snapshot, caught up to where the primary
+        was when it offered the stream), follow the epoch this node last granted, over a link
+        that is up, from the primary this node has promised a live lease to. The promise is
+        renewed by each of the primary's lease renewals and lapses ``lease_duration`` after the
+        last: a follower cut off from its primary (paused, partitioned) stops answering within
+        that, and its answers trail the primary by at most the replication lag until then.
+        """
+        state = self._shards.get(shard)
+        if state is None or state.leading_epoch or not state.following:
+            return False
+        if state.receiving_snapshot or state.caught_up_to or shard in self._withdrawn:
+            return False
+        leases = self.leases
+        if not leases.trusted(shard) or state.followed_epoch != leases.epoch(shard):
+            return False
+        peers = self.peers
+        if peers is None or not peers.is_up(state.following):
+            return False
+        return leases.known_holder(shard, time.monotonic()) == state.following
+
+    def copy_generation(self, shard: int) -> int:
+        return self._copy_generations[shard]
 
     def led_shards(self) -> set[int]:
         return {shard for shard, state in enumerate(self._led) if state is not None}
@@ -1080,6 +1114,7 @@ class ReplicaManager:
         state.followed_epoch = message.epoch
         state.receiving_snapshot = True
         held = state.backlog.last_seq
+        self._copy_generations[state.shard] += 1  # before the drop: a read racing it sees the change
         dropped = self.node.drop_shard(state.shard)
         self.counters["resyncs_received"] += 1
         if held > message.seq:

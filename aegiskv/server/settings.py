@@ -304,6 +304,20 @@ SETTINGS: tuple[Setting, ...] = (
         flag=True,
     ),
     Setting("resp_advertise", None, _optional(_address), "RESP address to advertise in CLUSTER replies (as above)"),
+    Setting(
+        "resp_replica_bind",
+        None,
+        _address_or_off,
+        "replica endpoint: a second RESP address where this node answers READONLY reads of the shards it "
+        "follows, listed as their replica in CLUSTER SLOTS (redis-py read_from_replicas), or off",
+        flag=True,
+    ),
+    Setting(
+        "resp_replica_advertise",
+        None,
+        _optional(_address),
+        "replica endpoint address to advertise in CLUSTER replies (as resp_advertise)",
+    ),
     Setting("data_dir", "./data", _text(), "directory for node state (locked by one daemon at a time)", flag=True),
     # -- memory and keyspace ----------------------------------------------------
     Setting(
@@ -651,6 +665,8 @@ class Settings:
     resp_bind: str | None
     client_advertise: str | None
     resp_advertise: str | None
+    resp_replica_bind: str | None
+    resp_replica_advertise: str | None
     data_dir: str
     max_memory: int
     shards: int
@@ -894,6 +910,14 @@ def _check_together(merged: dict[str, Any], sources: dict[str, str]) -> None:
         raise ConfigError(
             f"{sources['seeds']}: seeds = {','.join(merged['seeds'])}: gossip is off ({sources['gossip']}), "
             "so no seed would ever be contacted; drop the seeds or give --gossip an address"
+        )
+    if merged["resp_replica_bind"] and not (merged["gossip"] and merged["resp_bind"]):
+        # The endpoint answers from the copies a cluster member follows and redirects the rest to
+        # the main RESP port: with either off it would have nothing to serve or nowhere to send.
+        off = "gossip" if not merged["gossip"] else "resp_bind"
+        raise ConfigError(
+            f"{sources['resp_replica_bind']}: resp_replica_bind = {merged['resp_replica_bind']}: {off} is off "
+            f"({sources[off]}); the replica endpoint needs a cluster (gossip) and the RESP port"
         )
     reads = merged["read_quorum"]
     if reads > copies:

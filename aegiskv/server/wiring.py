@@ -22,6 +22,7 @@ from aegiskv.cluster.gossip import GossipService
 from aegiskv.cluster.interfaces import GossipTiming, MembershipFactory, MembershipOptions
 from aegiskv.cluster.leases import LeaseTiming
 from aegiskv.cluster.redirect import Routing
+from aegiskv.cluster.replica_reads import ReplicaReads
 from aegiskv.cluster.shard_map import Endpoint, Member, Topology
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.net.http import encode_response
@@ -48,7 +49,7 @@ from aegiskv.server.pipeline import RequestPipeline
 from aegiskv.server.replicas import ReplicaManager, ReplicationOptions
 from aegiskv.server.settings import Settings, parse_address
 from aegiskv.server.slow_requests import SlowRequests
-from aegiskv.server.stats import StatsRegistry
+from aegiskv.server.stats import RequestStats, StatsRegistry
 
 _HEALTH_MAX_CONNECTIONS = 64
 _HEALTH_IDLE_TIMEOUT = 10.0
@@ -129,6 +130,7 @@ class Server:
         self.live_settings = LiveSettings(self)
         self.native_listener: Listener | None = None
         self.resp_listener: Listener | None = None
+        self.replica_listener: Listener | None = None  # the replica endpoint (resp_replica_bind)
         self.health_listener: Listener | None = None
         self._drain_deadline = 0.0
         self._hand_off_started = 0.0
@@ -170,6 +172,8 @@ class Server:
                     **self._client_port_options(),
                 ),
             )
+        if config.resp_replica_bind:
+            self.replica_listener = self._listen_replica_endpoint(config.resp_replica_bind, inline_stats)
         if config.health_addr:
             peer_tls = peer_security(config, self.ssl_context).client_tls if config.health_tls else None
             dashboard = build_dashboard(self, peer_tls)
@@ -213,6 +217,22 @@ class Server:
             aegiskv.build(),
         )
 
+    def _listen_replica_endpoint(self, bind: str, inline_stats: RequestStats) -> Listener:
+        """The second RESP port, where this node answers as the replica of the shards it follows."""
+        replica = ReplicaReads(self.routing, self.replicas)
+        authenticated = not self.authenticator.required
+        return self.reactor.listen(
+            parse_address(bind),
+            ListenerOptions(
+                name="resp_replica",
+                protocol_factory=lambda: RequestPipeline(
+                    self, RespAdapter(self.resp_limits, authenticated, self.routing, replica), inline_stats
+                ),
+                refusal=resp_refusal,
+                **self._client_port_options(),
+            ),
+        )
+
     def _start_replication(self) -> None:
         config = self.settings
         replicas = self.replicas
@@ -243,6 +263,8 @@ class Server:
         meta = {"client": str(me.client)}
         if me.resp is not None:
             meta["resp"] = str(me.resp)
+        if me.replica is not None:
+            meta["replica"] = str(me.replica)
         if self.cluster_listener is not None:
             meta["peer"] = str(advertised_endpoint(self.settings.cluster_advertise, self.cluster_listener.address))
         if self.health_listener is not None:
@@ -312,10 +334,17 @@ class Server:
     def local_member(self) -> Member:
         """This node as the shard map lists it: id and the addresses clients should use."""
         config = self.settings
-        resp_endpoint = None
+        resp_endpoint = replica_endpoint = None
         if self.resp_listener is not None:
             resp_endpoint = advertised_endpoint(config.resp_advertise, self.resp_listener.address)
-        return Member(config.node_id, advertised_endpoint(config.client_advertise, self.native_address), resp_endpoint)
+        if self.replica_listener is not None:
+            replica_endpoint = advertised_endpoint(config.resp_replica_advertise, self.replica_listener.address)
+        return Member(
+            config.node_id,
+            advertised_endpoint(config.client_advertise, self.native_address),
+            resp_endpoint,
+            replica=replica_endpoint,
+        )
 
     def _client_port_options(self) -> dict[str, Any]:
         """Limits and TLS shared by the native and RESP ports."""
@@ -526,11 +555,12 @@ class Server:
         return self.resp_listener.address if self.resp_listener is not None else ("", 0)
 
     def addresses(self) -> dict[str, tuple[str, int]]:
-        """Every bound port by name: native, resp, health."""
+        """Every bound port by name: native, resp, resp_replica, health."""
         found = {}
         for name, listener in (
             ("native", self.native_listener),
             ("resp", self.resp_listener),
+            ("resp_replica", self.replica_listener),
             ("health", self.health_listener),
         ):
             if listener is not None:

@@ -39,6 +39,7 @@ _ERROR_STATUS = {
     ErrorKind.TRYAGAIN: Status.TRY_AGAIN,
     ErrorKind.CROSSSLOT: Status.CROSS_SLOT,
     ErrorKind.BUSYKEY: Status.ERROR,
+    ErrorKind.READONLY: Status.ERROR,
 }
 
 _OK = Status.OK

@@ -13,9 +13,10 @@ from __future__ import annotations
 from typing import Final
 
 from aegiskv.cluster.redirect import Routing
+from aegiskv.cluster.replica_reads import ReplicaReads
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.node.commands import COMMAND_TABLE, COMMANDS, Command
-from aegiskv.protocols.adapter import Violation, WireAdapter, bind_handlers
+from aegiskv.protocols.adapter import HandlerContext, Violation, WireAdapter, bind_handlers
 from aegiskv.protocols.errors import PeerProtocolError
 from aegiskv.protocols.resp import encoder
 from aegiskv.protocols.resp import reader as resp
@@ -89,6 +90,7 @@ from aegiskv.protocols.resp.strings import (
     cmd_strlen,
     incr_handler,
 )
+from aegiskv.protocols.session import Session
 
 # Each RESP command's handler, by the name its command table row gives.
 HANDLERS: Final[dict[str, RespHandler]] = {
@@ -221,22 +223,26 @@ ERROR_PREFIX = {
     ErrorKind.TRYAGAIN: "TRYAGAIN",  # redis-py's cluster client retries it, as Redis Cluster's own
     ErrorKind.CROSSSLOT: "CROSSSLOT",
     ErrorKind.BUSYKEY: "BUSYKEY",
+    ErrorKind.READONLY: "READONLY",
 }
 
 
 class RespAdapter(WireAdapter[Args]):
     """Connects :class:`resp.RequestParser` to the pipeline."""
 
-    __slots__ = ("_parser", "_routing")
+    __slots__ = ("_parser", "_routing", "_replica")
 
     def __init__(
         self,
         limits: resp.RespLimits,
         authenticated: bool,
         routing: Routing | None = None,
+        replica: ReplicaReads | None = None,
     ) -> None:
         self._parser = resp.RequestParser(limits, authenticated=authenticated)
         self._routing = routing or Routing()
+        # Set on the replica endpoint's connections: keyed requests go by its rules instead.
+        self._replica = replica
 
     def receive_data(self, data: bytes) -> None:
         self._parser.receive_data(data)
@@ -270,6 +276,8 @@ class RespAdapter(WireAdapter[Args]):
         count = len(request)
         if count != arity and (arity > 0 or count < -arity):
             raise invalid(f"wrong number of arguments for '{request[0].lower().decode('utf-8', 'replace')}' command")
+        if self._replica is not None:
+            return self._route_on_replica(found, request)
         router = self._routing.router
         if router is not None and command.first_key and self._parser.authenticated:
             # Unauthenticated requests are refused (NOAUTH) before they could learn where keys live.
@@ -278,6 +286,36 @@ class RespAdapter(WireAdapter[Args]):
             last = command.last_key if command.last_key > 0 else count + command.last_key
             router.check_all(request[command.first_key : last + 1 : command.key_step])
         return found
+
+    def _route_on_replica(self, found: tuple[Command, RespHandler], request: Args) -> tuple[Command, RespHandler]:
+        """A request on the replica endpoint (aegiskv.cluster.replica_reads): its handler, guarded.
+
+        Checked here, when routed, so the usual redirect leaves at once, and again by the guard
+        where the request runs: READONLY may have run in between, and a resync may have emptied
+        the copy (the guard then redirects rather than answer what the read saw).
+        """
+        command, handler = found
+        authenticated = self._parser.authenticated
+        if not command.first_key or (command is _MEMORY and request[1].upper() != b"USAGE"):
+            if command.write and authenticated:
+                raise CommandError(ErrorKind.READONLY, "You can't write against a read only replica.")
+            return found
+        last = command.last_key if command.last_key > 0 else len(request) + command.last_key
+        keys = request[command.first_key : last + 1 : command.key_step]
+        replica = self._replica
+        assert replica is not None
+        reads = "readonly" in command.flags
+        if authenticated:
+            # As a read if it is one: whether the connection sent READONLY is known when it runs.
+            replica.start(keys, reads)
+
+        def guarded(server: HandlerContext, session: Session, args: Args) -> bytes:
+            generations = replica.start(keys, reads and session.readonly)
+            reply = handler(server, session, args)
+            replica.finish(keys, generations)
+            return reply
+
+        return command, guarded
 
     def batch_size(self, request: Args) -> int:
         return len(request) - 1
