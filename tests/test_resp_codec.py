@@ -451,6 +451,40 @@ def test_a_node_limit_above_redis_own_takes_longer_bulks() -> None:
     assert parser.buffered == len(headers) + 20_480  # all of it held for the command, none dropped
 
 
+_BATCH_LIMITS = RespLimits(batch_arguments=((b"MGET", 5), (b"MSET", 9)))
+_OVER_BATCH = (
+    "Protocol error: MGET with 6 arguments is over this node's limit of 5 (max_batch_keys); refused before reading them"
+)
+
+
+@pytest.mark.parametrize("read_size", [1, 3, 10, 1 << 20])
+def test_a_batch_over_the_limit_is_refused_however_it_is_cut(read_size: int) -> None:
+    # Refused from its header and name wherever the reads end, fast path or exact parser;
+    # other commands, and batches within the limit, are parsed as before.
+    within = encode_command(b"mget", b"a", b"b", b"c", b"d") + encode_command(b"DEL", *[b"k"] * 20)
+    over = encode_command(b"mGet", b"a", b"b", b"c", b"d", b"e")
+    stream = within + over + encode_command(b"PING")
+    commands, error, _ = feed(
+        [stream[i : i + read_size] for i in range(0, len(stream), read_size)], limits=_BATCH_LIMITS
+    )
+    assert commands == [[b"mget", b"a", b"b", b"c", b"d"], [b"DEL", *[b"k"] * 20]]
+    assert error_text(error) == _OVER_BATCH
+
+
+def test_refusing_a_huge_batch_does_not_parse_its_arguments() -> None:
+    # The case: an MGET of 300,000 keys held the reactor about 300 ms (parsed in full
+    # before the batch limit refused it). Now the work is the first read's.
+    limits = RespLimits(batch_arguments=((b"MGET", 100_001),))
+    stream = encode_command(b"MGET", *[b"k"] * 300_000)
+    parser = RequestParser(limits)
+    with pytest.raises(RespProtocolError, match="MGET with 300001 arguments is over this node's limit of 100001"):
+        for start in range(0, len(stream), 65536):
+            parser.receive_data(stream[start : start + 65536])
+            assert parser.take_commands() == []
+    assert start == 0  # refused in the first read
+    assert parser.examined <= 4 * 65536
+
+
 # Each a complete, valid RESP3 element: a general RESP reader (hiredis) would accept it.
 RESP3_ELEMENTS = [
     b"+abc\r\n",
