@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from aegiskv.client import Client, Config
 from aegiskv.server.pipeline import POOL_VALUE_BYTES
 from aegiskv.testing.localnode import LocalNode
 from tests.test_resp_oracle import _start_redis_server, _stop
@@ -75,6 +76,10 @@ def test_large_value_reads_answer_as_redis_server(start_node, redis_address: tup
             client.set("small", value[: 64 * 1024])
         for command in [*_COMMANDS, *[[name, "small", *rest] for name, _key, *rest in _COMMANDS]]:
             assert aegis.execute_command(*command) == oracle.execute_command(*command), command
+    # The native port's GETRANGE is sized by its value too: handed to the pool the same way.
+    with Client(Config(seeds=[node.address_text])) as native:
+        assert native.get_range("k", 1000, 2_500_000) == value[1000:2_500_001]
+        assert native.get_range("k", -5, -1) == value[-5:]
 
 
 @pytest.mark.slow
