@@ -60,17 +60,20 @@ def test_scheduling_facts_follow_from_the_flags_and_keys() -> None:
     assert _families_where("batch") == {"del", "exists", "mget", "mset", "bitop", "touch"}
     # KEYS and RANDOMKEY copy the key list; DUMP and RESTORE compute a CRC-64 in Python, LCS a table.
     assert _families_where("slow") == {"info", "flush", "snapshot", "keys", "randomkey", "dump", "restore", "lcs"}
+    # Work that grows with the value: in the pool when the value is large (server/pipeline.py).
+    assert _families_where("sized_by_value") == {"bitcount", "bitpos", "getrange"}
     for command in COMMAND_TABLE:
         assert command.write == ("write" in command.flags)
         assert command.before_auth == ("no_auth" in command.flags)
-        assert command.may_leave_reactor == (command.slow or command.batch)
+        assert command.may_leave_reactor == (command.slow or command.batch or command.sized_by_value)
         # Statistics count a family as one command: its rows must schedule alike.
         first = next(row for row in COMMAND_TABLE if row.family == command.family)
-        assert (command.write, command.before_auth, command.batch, command.slow) == (
+        assert (command.write, command.before_auth, command.batch, command.slow, command.sized_by_value) == (
             first.write,
             first.before_auth,
             first.batch,
             first.slow,
+            first.sized_by_value,
         ), command.name
 
 

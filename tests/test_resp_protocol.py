@@ -442,6 +442,24 @@ def test_huge_multibulk_count_does_not_stall_other_clients(aegis: LocalNode) -> 
     assert spent < 0.3, f"refusing the count cost the server {spent:.2f}s of CPU"
 
 
+def test_a_batch_over_the_limit_is_refused_before_its_arguments_arrive(aegis: LocalNode) -> None:
+    # An MGET of 300,000 keys (max_batch_keys is 100,000) was parsed in full on the reactor,
+    # about 300 ms, before the batch limit refused it (issue 28). Its header and name are enough
+    # now: the refusal comes while most of its arguments have not even been sent.
+    stream = encode_command(b"MGET", *[b"k"] * 300_000)
+    with socket.create_connection(resp_address_of(aegis), timeout=5) as sock:
+        sock.sendall(stream[:65536])
+        reply, state = exchange_rest(sock)
+    assert (reply, state) == (
+        protocol_error(
+            b"MGET with 300001 arguments is over this node's limit of 100001 (max_batch_keys); "
+            b"refused before reading them"
+        ),
+        CLOSED,
+    )
+    assert still_serving(resp_address_of(aegis))
+
+
 def test_many_clients_with_protocol_errors_do_not_disturb_a_pipeline(aegis: LocalNode) -> None:
     # A long-lived client pipelining while others are thrown out for protocol errors.
     with socket.create_connection(resp_address_of(aegis), timeout=10) as steady:

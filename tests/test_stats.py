@@ -79,3 +79,27 @@ def test_the_reactor_tells_its_turn_observers_how_long_each_turn_took() -> None:
     assert lengths, "no turn was reported"
     assert max(lengths) >= work_seconds * 1e9
     assert max(lengths) < 5e9  # nanoseconds, not a clock reading
+
+
+def test_the_longest_turn_counts_the_end_of_turn_hooks() -> None:
+    """INFO's aegis_longest_turn_usec: the log written out at the end of a turn (an end-of-turn
+    hook) keeps every client waiting as much as a command does, so it is part of the turn."""
+    reactor = Reactor(worker_threads=1)
+    work_seconds = 0.05
+    hooks_run = 0
+
+    def slow_hook() -> None:  # the write-ahead log handing a large record to the OS
+        nonlocal hooks_run
+        hooks_run += 1
+        if hooks_run == 2:
+            time.sleep(work_seconds)
+
+    reactor.end_of_turn.append(slow_hook)
+    reactor.call_later(0.0, lambda: None)  # a turn, however idle
+    give_up = time.monotonic() + 10
+    try:
+        reactor.run(until=lambda: hooks_run >= 3 or time.monotonic() > give_up)
+    finally:
+        reactor.close()
+    assert hooks_run >= 3
+    assert reactor.longest_turn_ns >= work_seconds * 1e9

@@ -9,11 +9,22 @@ end, BITOP, and BITFIELD's fields and overflow rules. Bit 0 is the most signific
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Final, NamedTuple
 
 # Redis bounds a string a command may grow to by proto-max-bulk-len (512 MiB by default).
 MAX_STRING_BYTES: Final = 512 * 1024 * 1024
+# BITCOUNT and BITPOS walk a value this many bytes at a time (about 0.3 ms each) and let the
+# interpreter lock go between slices. A large value's count runs in the worker pool
+# (aegiskv.server.pipeline), which holds that lock while it computes: in one piece, the count
+# of 64 MiB would keep the reactor, and so every client, waiting for its whole length.
+SLICE_BYTES = 256 * 1024
+
+
+def let_others_run() -> None:
+    """Between two slices: give the interpreter lock to a thread waiting for it (the reactor)."""
+    time.sleep(0)
 
 
 def clamp_range(start: int, end: int, length: int, refuse_reversed: bool = True) -> tuple[int, int] | None:
@@ -67,38 +78,37 @@ def set_bit(value: bytes, offset: int, bit: int) -> tuple[bytes, int]:
     return value[:byte] + bytes((new_byte,)) + value[byte + 1 :], old
 
 
-def bit_count(value: bytes, start: int | None, end: int | None, in_bits: bool) -> int:
+def _count_set_bits(view: memoryview, start: int, stop: int) -> int:
+    """Set bits in ``view[start:stop]``, a slice at a time (see SLICE_BYTES)."""
+    total = 0
+    for low in range(start, stop, SLICE_BYTES):
+        if low != start:
+            let_others_run()
+        total += int.from_bytes(view[low : min(low + SLICE_BYTES, stop)], "big").bit_count()
+    return total
+
+
+def bit_count(value: bytes | memoryview, start: int | None, end: int | None, in_bits: bool) -> int:
     """BITCOUNT over the whole value, or over [start, end] in bytes or (``in_bits``) bits."""
+    view = memoryview(value)
     if start is None or end is None:
-        return int.from_bytes(value, "big").bit_count()
-    length = len(value) * 8 if in_bits else len(value)
+        return _count_set_bits(view, 0, len(view))
+    length = len(view) * 8 if in_bits else len(view)
     bounds = clamp_range(start, end, length)
     if bounds is None:
         return 0
     first, last = bounds
     if not in_bits:
-        return int.from_bytes(value[first : last + 1], "big").bit_count()
-    chunk = int.from_bytes(value[first >> 3 : (last >> 3) + 1], "big")
-    chunk >>= 7 - (last & 7)  # drop the bits after ``last`` in its byte
-    return (chunk & ((1 << (last - first + 1)) - 1)).bit_count()
+        return _count_set_bits(view, first, last + 1)
+    first_byte, last_byte = first >> 3, last >> 3
+    total = _count_set_bits(view, first_byte, last_byte + 1)
+    total -= (view[first_byte] >> (8 - (first & 7))).bit_count()  # the bits before ``first`` in its byte
+    return total - (view[last_byte] & ((1 << (7 - (last & 7))) - 1)).bit_count()  # and after ``last``
 
 
-def bit_position(value: bytes, bit: int, start: int | None, end: int | None, in_bits: bool) -> int:
-    """BITPOS: the first ``bit`` in the range, -1 when none.
-
-    As Redis: looking for a clear bit with no ``end`` given, a value of all set
-    bits answers the first bit past its end (the string is taken as padded with
-    zeros on the right); with an ``end`` given, -1. Unlike GETRANGE and
-    BITCOUNT, two negative indexes in the wrong order are clamped, not refused.
-    """
-    length = len(value) * 8 if in_bits else len(value)
-    bounds = clamp_range(start or 0, length - 1 if end is None else end, length, refuse_reversed=False)
-    if bounds is None:
-        return -1
-    first_bit, last_bit = bounds if in_bits else (bounds[0] * 8, bounds[1] * 8 + 7)
-    first_byte, last_byte = first_bit >> 3, last_bit >> 3
-    width = (last_byte - first_byte + 1) * 8
-    chunk = int.from_bytes(value[first_byte : last_byte + 1], "big")
+def _first_bit_in(view: memoryview, bit: int, first_bit: int, last_bit: int) -> int:
+    """The first ``bit`` from ``first_bit`` to ``last_bit`` (inclusive), -1 when none: one slice."""
+    chunk = int.from_bytes(view[first_bit >> 3 : (last_bit >> 3) + 1], "big")
     if not bit:
         chunk = ~chunk
     # Keep the bits from first_bit to last_bit: drop those after, then those before.
@@ -106,8 +116,35 @@ def bit_position(value: bytes, bit: int, start: int | None, end: int | None, in_
     chunk &= (1 << (last_bit - first_bit + 1)) - 1
     if chunk:
         return first_bit + (last_bit - first_bit + 1) - chunk.bit_length()
+    return -1
+
+
+def bit_position(value: bytes | memoryview, bit: int, start: int | None, end: int | None, in_bits: bool) -> int:
+    """BITPOS: the first ``bit`` in the range, -1 when none.
+
+    As Redis: looking for a clear bit with no ``end`` given, a value of all set
+    bits answers the first bit past its end (the string is taken as padded with
+    zeros on the right); with an ``end`` given, -1. Unlike GETRANGE and
+    BITCOUNT, two negative indexes in the wrong order are clamped, not refused.
+    """
+    view = memoryview(value)
+    length = len(view) * 8 if in_bits else len(view)
+    bounds = clamp_range(start or 0, length - 1 if end is None else end, length, refuse_reversed=False)
+    if bounds is None:
+        return -1
+    first_bit, last_bit = bounds if in_bits else (bounds[0] * 8, bounds[1] * 8 + 7)
+    # A slice at a time (see SLICE_BYTES), each slice ending at a byte boundary.
+    low = first_bit
+    while low <= last_bit:
+        if low != first_bit:
+            let_others_run()
+        high = min(last_bit, ((low >> 3) + SLICE_BYTES) * 8 - 1)
+        found = _first_bit_in(view, bit, low, high)
+        if found >= 0:
+            return found
+        low = high + 1
     if not bit and end is None:
-        return first_byte * 8 + width
+        return ((last_bit >> 3) + 1) * 8
     return -1
 
 

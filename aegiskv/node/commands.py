@@ -63,6 +63,9 @@ class Command:
     slow: bool
     # Its reply waits for replicas though it writes nothing (WAIT): never on the pipeline's plain read path.
     waits_for_replicas: bool
+    # Its work grows with the length of its key's value (BITCOUNT, BITPOS, GETRANGE): run in the
+    # worker pool when that value is large, so a 64 MiB one does not hold every other client.
+    sized_by_value: bool
     # Derived from the columns above (see the module docstring), never passed.
     write: bool = field(init=False)
     before_auth: bool = field(init=False)  # allowed on a connection that has not authenticated
@@ -81,7 +84,7 @@ class Command:
         object.__setattr__(self, "gated", self.write or self.waits_for_replicas)
         object.__setattr__(self, "before_auth", "no_auth" in self.flags)
         object.__setattr__(self, "batch", self.last_key < 0)
-        object.__setattr__(self, "may_leave_reactor", self.slow or self.batch)
+        object.__setattr__(self, "may_leave_reactor", self.slow or self.batch or self.sized_by_value)
 
 
 # Redis's ACL categories in the order it lists them.
@@ -151,6 +154,7 @@ class _Row(NamedTuple):
     resp: bool
     slow: bool
     waits_for_replicas: bool
+    sized_by_value: bool
 
 
 def _command(
@@ -168,6 +172,7 @@ def _command(
     resp: bool = True,
     slow: bool = False,
     waits_for_replicas: bool = False,
+    sized_by_value: bool = False,
 ) -> _Row:
     """A row: flags and categories as space-separated words; the family defaults to the name."""
     flag_words = tuple(flags.split())
@@ -188,6 +193,7 @@ def _command(
         resp=resp,
         slow=slow,
         waits_for_replicas=waits_for_replicas,
+        sized_by_value=sized_by_value,
     )
 
 
@@ -370,8 +376,26 @@ _ROWS = (
         "Set the value of a key and return its old value",
         family="set",
     ),
-    _command("getrange", 4, "readonly", _ONE_KEY, "string", "Get a substring of the value of a key", native="GETRANGE"),
-    _command("substr", 4, "readonly", _ONE_KEY, "string", "Get a substring of the value of a key", family="getrange"),
+    _command(
+        "getrange",
+        4,
+        "readonly",
+        _ONE_KEY,
+        "string",
+        "Get a substring of the value of a key",
+        native="GETRANGE",
+        sized_by_value=True,
+    ),
+    _command(
+        "substr",
+        4,
+        "readonly",
+        _ONE_KEY,
+        "string",
+        "Get a substring of the value of a key",
+        family="getrange",
+        sized_by_value=True,
+    ),
     _command(
         "setrange",
         4,
@@ -392,8 +416,10 @@ _ROWS = (
     ),
     _command("setbit", 4, "write denyoom", _ONE_KEY, "bitmap", "Sets or clears the bit at offset in the string value"),
     _command("getbit", 3, "readonly fast", _ONE_KEY, "bitmap", "Returns the bit value at offset in the string value"),
-    _command("bitcount", -2, "readonly", _ONE_KEY, "bitmap", "Count set bits in a string"),
-    _command("bitpos", -3, "readonly", _ONE_KEY, "bitmap", "Find first bit set or clear in a string"),
+    _command("bitcount", -2, "readonly", _ONE_KEY, "bitmap", "Count set bits in a string", sized_by_value=True),
+    _command(
+        "bitpos", -3, "readonly", _ONE_KEY, "bitmap", "Find first bit set or clear in a string", sized_by_value=True
+    ),
     _command("bitop", -4, "write denyoom", (2, -1, 1), "bitmap", "Perform bitwise operations between strings"),
     _command("bitfield", -2, "write denyoom", _ONE_KEY, "bitmap", "Perform arbitrary bitfield integer operations"),
     _command(

@@ -230,6 +230,10 @@ class WireAdapter(Generic[RequestT]):
         """Number of keys the request touches (decides inline versus pool for batch commands)."""
         raise NotImplementedError
 
+    def value_key(self, request: RequestT) -> bytes:
+        """The key whose value's length decides inline versus pool for a command sized by its value."""
+        raise NotImplementedError
+
     def error_reply(self, request: RequestT | None, error: CommandError) -> bytes:
         raise NotImplementedError
 

@@ -34,6 +34,7 @@ from aegiskv.protocols.adapter import ClientFigures, Info
 from aegiskv.protocols.native import codec as native
 from aegiskv.protocols.native.handlers import NativeAdapter, refusal
 from aegiskv.protocols.resp import reader as resp
+from aegiskv.protocols.resp import strings as resp_strings
 from aegiskv.protocols.resp.adapter import RespAdapter
 from aegiskv.protocols.resp.adapter import refusal as resp_refusal
 from aegiskv.protocols.session import Authenticator, TokenBucket
@@ -107,6 +108,7 @@ class Server:
             max_bulk=config.max_bulk_bytes,
             max_bulk_setting=config.max_bulk_setting,
             max_multibulk=config.resp_max_multibulk,
+            batch_arguments=resp_strings.batch_arguments(config.max_batch_keys),
         )
         self.run_id = secrets.token_hex(20)
         log = node.backend.log

@@ -445,6 +445,9 @@ class NativeAdapter(WireAdapter[Frame]):
     def batch_size(self, request: Frame) -> int:
         return len(request.items)
 
+    def value_key(self, request: Frame) -> bytes:
+        return request.items[0][0] if request.items else b""  # GETRANGE; a frame without items fails in its handler
+
     def error_reply(self, request: Frame | None, error: CommandError) -> bytes:
         opcode = request.opcode if request is not None else Opcode.NONE
         request_id = request.request_id if request is not None else 0

@@ -320,6 +320,9 @@ class RespAdapter(WireAdapter[Args]):
     def batch_size(self, request: Args) -> int:
         return len(request) - 1
 
+    def value_key(self, request: Args) -> bytes:
+        return request[1]  # BITCOUNT, BITPOS, GETRANGE, SUBSTR: the key comes first (arity checked)
+
     def error_reply(self, request: Args | None, error: CommandError) -> bytes:
         return encoder.error(f"{ERROR_PREFIX[error.kind]} {error.message}")
 

@@ -53,12 +53,12 @@ def cmd_bitcount(server: HandlerContext, session: Session, args: Args) -> bytes:
     if value is None:
         return resp.ZERO
     if len(args) == 2:
-        return resp.integer(bit_count(bytes(value), None, None, False))
+        return resp.integer(bit_count(value, None, None, False))  # a large value's view: not copied
     if len(args) not in (4, 5):
         raise invalid(SYNTAX)
     start, end = integer(args[2]), integer(args[3])
     in_bits = _unit_is_bit(args[4]) if len(args) == 5 else False
-    return resp.integer(bit_count(bytes(value), start, end, in_bits))
+    return resp.integer(bit_count(value, start, end, in_bits))
 
 
 def cmd_bitpos(server: HandlerContext, session: Session, args: Args) -> bytes:
@@ -73,7 +73,7 @@ def cmd_bitpos(server: HandlerContext, session: Session, args: Args) -> bytes:
     start = integer(args[3]) if len(args) > 3 else None
     in_bits = _unit_is_bit(args[5]) if len(args) == 6 else False
     end = integer(args[4]) if len(args) > 4 else None
-    return resp.integer(bit_position(bytes(value), bit, start, end, in_bits))
+    return resp.integer(bit_position(value, bit, start, end, in_bits))
 
 
 def cmd_bitop(server: HandlerContext, session: Session, args: Args) -> bytes:

@@ -173,6 +173,13 @@ def _pairs(args: Args, command: str) -> list[tuple[bytes, bytes]]:
     return list(zip(args[1::2], args[2::2]))
 
 
+def batch_arguments(max_batch_keys: int) -> tuple[tuple[bytes, int], ...]:
+    """The most arguments MGET, MSET and MSETNX can use under ``max_batch_keys`` (the node's
+    batch check in mget/mset), for the RESP reader to refuse a larger request from its
+    header instead of parsing it first (RespLimits.batch_arguments)."""
+    return ((b"MGET", max_batch_keys + 1), (b"MSET", 2 * max_batch_keys + 1), (b"MSETNX", 2 * max_batch_keys + 1))
+
+
 def cmd_mset(server: HandlerContext, session: Session, args: Args) -> bytes:
     session.node.mset(_pairs(args, "mset"))
     return resp.OK
