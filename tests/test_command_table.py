@@ -19,7 +19,7 @@ from aegiskv.protocols.resp import adapter as resp_adapter
 METRIC_LABELS = {
     "ping", "auth", "hello", "quit", "echo", "select", "info", "get", "get_ttl", "getdel", "getex",
     "set", "append", "incr", "del", "exists", "expire", "persist", "ttl", "type", "strlen", "mget",
-    "mset", "dbsize", "flush", "snapshot", "lastsave", "scan", "command", "client", "config",
+    "mset", "dbsize", "flush", "snapshot", "lastsave", "debug", "scan", "command", "client", "config",
     "topology", "cluster", "readonly", "memory", "wait", "acl", "slowlog", "latency",
     # The string and keyspace commands of issue 25 (GETSET counts as set, SUBSTR as getrange,
     # RENAMENX as rename, PEXPIRETIME as expiretime).

@@ -52,7 +52,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 from loguru import logger
 
@@ -205,6 +205,18 @@ class _Shard:
         self.lag_marks = LagMarks()  # while leading: when sampled changes were applied (node lock)
 
 
+class ShardRepairer(Protocol):
+    """Anti-entropy (aegiskv.server.anti_entropy): told of its messages, links back up and copies replaced."""
+
+    def on_message(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None: ...
+
+    def link_up(self, peer: str) -> None: ...
+
+    def shard_reset(self, shard: int) -> None: ...
+
+    def info(self) -> dict[str, int | str]: ...
+
+
 class ReplicaManager:
     """See the module docstring."""
 
@@ -296,6 +308,7 @@ class ReplicaManager:
         }
         self._reads: dict[int, ReadTicket] = {}  # quorum reads waiting for READ_REPLY, by request id
         self._next_read = 0
+        self.anti_entropy: ShardRepairer | None = None  # set by the server (aegiskv.server.anti_entropy)
 
     # -- wiring ------------------------------------------------------------------------------
 
@@ -915,6 +928,8 @@ class ReplicaManager:
             if state is not None and peer in state.streams:
                 state.streams[peer] = _Stream()
                 self._offer(state, peer)
+        if self.anti_entropy is not None:
+            self.anti_entropy.link_up(peer)  # copies may have drifted while it was away: compare soon
 
     def _stream(self, state: _Shard) -> None:
         peers = self.peers
@@ -1079,6 +1094,8 @@ class ReplicaManager:
         state.following = peer
         state.followed_epoch = message.epoch
         state.receiving_snapshot = True
+        if self.anti_entropy is not None:
+            self.anti_entropy.shard_reset(state.shard)
         held = state.backlog.last_seq
         dropped = self.node.drop_shard(state.shard)
         self.counters["resyncs_received"] += 1
@@ -1151,6 +1168,10 @@ class ReplicaManager:
         copy = Copy(peer, version, change.value, change.expires_at_ms, behind=not plan.diverged)
         if ticket.round.answer(copy) and ticket.round.complete:
             self._release_waiting()
+
+    def _on_anti_entropy(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
+        if self.anti_entropy is not None:
+            self.anti_entropy.on_message(peer, state, message, reply)
 
     def _on_fenced(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
         if state.leading_epoch and message.epoch > state.leading_epoch:
@@ -1330,6 +1351,8 @@ class ReplicaManager:
         result["lag_p99_us"] = round(histogram.quantile(0.99) * 1e6)
         result["lag_max_us"] = round(histogram.max * 1e6)
         result.update({f"follower_gap_changes_{peer}": gap for peer, gap in sorted(self.follower_gaps().items())})
+        if self.anti_entropy is not None:
+            result.update(self.anti_entropy.info())
         return result
 
     def follower_gaps(self) -> dict[str, int]:
@@ -1434,4 +1457,7 @@ _HANDLERS: dict[int, _Handler] = {
     Kind.SNAPSHOT_END: ReplicaManager._on_snapshot_end,
     Kind.READ: ReplicaManager._on_read,
     Kind.READ_REPLY: ReplicaManager._on_read_reply,
+    Kind.AE_DIGEST: ReplicaManager._on_anti_entropy,
+    Kind.AE_DIFF: ReplicaManager._on_anti_entropy,
+    Kind.AE_REPAIR: ReplicaManager._on_anti_entropy,
 }
