@@ -101,6 +101,14 @@ def test_keys_at_adds_what_the_log_changed_since_the_sweep() -> None:
     assert ae.keys_at([b"old", b"kept"], changes) == {b"old", b"kept", b"new", b"ttl"}
 
 
+def test_a_stored_blob_hashes_as_its_entry() -> None:
+    version = 0x0102030405060708
+    blob = version.to_bytes(8, "big") + b"value"
+    assert ae.blob_hash(b"key", blob, 77) == ae.entry_hash(b"key", b"value", version, 77)
+    assert ae.blob_hash(b"key", memoryview(blob), 0) == ae.entry_hash(b"key", bytearray(b"value"), version, 0)
+    assert ae.entry_hash(b"key", b"value", version, 0) != ae.entry_hash(b"key", b"value", version + 1, 0)
+
+
 def test_codecs_round_trip_and_refuse_malformed_input() -> None:
     sums = ae.digest([(b"k", b"v", 1, 0)], 64, CUTOFF)
     assert ae.decode_digest(ae.encode_digest(sums)) == sums

@@ -57,7 +57,9 @@ MAX_BUCKETS = 1 << 16
 # Entries expiring this soon after the primary's clock are left out of a round's digests (see the
 # module docstring): more than the gap between two nodes computing them, and clock skew on a LAN.
 EXPIRY_MARGIN_MS = 2000
-_VERSION_DEADLINE = struct.Struct(">Qq")
+_VERSION = struct.Struct(">Q")  # as a MemoryBackend blob starts: blob_hash hashes the blob as it is
+_DEADLINE = struct.Struct(">q")
+NO_DEADLINE_BYTES = _DEADLINE.pack(0)
 _DIGEST_WORD = ">Q"
 _BUCKET_ID = ">H"
 _KEYED_OPS = frozenset((Op.PUT, Op.DELETE, Op.EXPIRE, Op.RANGE))
@@ -79,9 +81,20 @@ def bucket_of(key: bytes, buckets: int) -> int:
 
 
 def entry_hash(key: bytes, value: bytes | bytearray | memoryview, version: int, expires_at_ms: int) -> int:
-    """A 64-bit hash of one entry: the key's CRC-32, then the CRC-32 of the key, deadline, version and value."""
+    """A 64-bit hash of one entry: the key's CRC-32, then the CRC-32 of key, version (8 bytes big-endian),
+    value and deadline (8 bytes), one stream."""
     key_crc = crc32(key)
-    return (key_crc << 32) | crc32(value, crc32(_VERSION_DEADLINE.pack(version, expires_at_ms), key_crc))
+    return (key_crc << 32) | crc32(_DEADLINE.pack(expires_at_ms), crc32(value, crc32(_VERSION.pack(version), key_crc)))
+
+
+def blob_hash(key: bytes, blob: bytes | memoryview, expires_at_ms: int) -> int:
+    """:func:`entry_hash` of an entry stored as one blob, version (8 bytes big-endian) then value.
+
+    The same stream of bytes, so the same hash (CRC-32 runs on): a sweep of a
+    memory backend hashes its blobs without splitting them.
+    """
+    key_crc = crc32(key)
+    return (key_crc << 32) | crc32(_DEADLINE.pack(expires_at_ms), crc32(blob, key_crc))
 
 
 def settled(expires_at_ms: int, cutoff_ms: int) -> bool:
@@ -96,12 +109,15 @@ def digest(items: Iterable[Item], buckets: int, cutoff_ms: int) -> list[int]:
     """
     sums = [0] * buckets
     mask = buckets - 1
-    pack = _VERSION_DEADLINE.pack
+    pack_version = _VERSION.pack
+    pack_deadline = _DEADLINE.pack
     for key, value, version, expires_at_ms in items:
         if expires_at_ms and expires_at_ms <= cutoff_ms:
             continue
         key_crc = crc32(key)
-        sums[key_crc & mask] ^= (key_crc << 32) | crc32(value, crc32(pack(version, expires_at_ms), key_crc))
+        sums[key_crc & mask] ^= (key_crc << 32) | crc32(
+            pack_deadline(expires_at_ms), crc32(value, crc32(pack_version(version), key_crc))
+        )
     return sums
 
 

@@ -1183,6 +1183,11 @@ class Node:
         return removed
 
     @property
+    def memory(self) -> MemoryBackend | None:
+        """The in-memory store the backend is built on, when it is (see __init__): a sweep reads its blobs."""
+        return self._memory
+
+    @property
     def lock(self) -> HandoffLock:
         """The node lock, for a caller that must read state a write changes in the same hold (replication)."""
         return self._lock

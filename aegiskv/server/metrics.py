@@ -75,6 +75,7 @@ _ANTI_ENTROPY_COUNTERS = {
     "keys_sent": "Keys this primary sent in anti-entropy repairs",
     "bytes_sent": "Bytes this primary sent in anti-entropy repairs",
     "keys_repaired": "Keys this follower's copy changed or dropped in anti-entropy repairs",
+    "cpu_ms": "Milliseconds of CPU anti-entropy used on the event-loop thread (sweeps, digests, repairs)",
 }
 
 
