@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aegiskv.cluster import anti_entropy as ae
+from aegiskv.cluster.peer_wire import Kind, ShardMessage
 from aegiskv.cluster.replication import Change, Op
 
 # key -> (value, version, expires_at_ms)
@@ -140,3 +141,12 @@ def test_byte_budget_caps_the_rate_and_lets_an_oversized_send_through() -> None:
     assert unlimited.allows(1 << 40, 0.0)
     with pytest.raises(ValueError, match=">= 0"):
         ae.ByteBudget(-1, now=0.0)
+
+
+def test_repair_messages_travel_compressed_and_round_trip() -> None:
+    header = Change(0, Op.NOOP, b"", ae.encode_bucket_ids([3, 9]), 0, 0)
+    items = [Change(0, Op.PUT, b"key:%d" % index, b"v" * 200, index + 1, 0) for index in range(20)]
+    message = ShardMessage(Kind.AE_REPAIR, 3, 7, 42, changes=[header, *items])
+    payload = message.encode()
+    assert len(payload) < sum(item.size() for item in items) // 4  # lz4, as a snapshot's chunks
+    assert ShardMessage.decode(Kind.AE_REPAIR, payload) == message

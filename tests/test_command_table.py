@@ -58,8 +58,11 @@ def test_scheduling_facts_follow_from_the_flags_and_keys() -> None:
     }  # fmt: skip
     assert _families_where("before_auth") == {"auth", "hello", "quit"}
     assert _families_where("batch") == {"del", "exists", "mget", "mset", "bitop", "touch"}
-    # KEYS and RANDOMKEY copy the key list; DUMP and RESTORE compute a CRC-64 in Python, LCS a table.
-    assert _families_where("slow") == {"info", "flush", "snapshot", "keys", "randomkey", "dump", "restore", "lcs"}
+    # KEYS and RANDOMKEY copy the key list; DUMP and RESTORE compute a CRC-64 in Python, LCS a table;
+    # DEBUG DIGEST and DIVERGE walk every key.
+    assert _families_where("slow") == {
+        "info", "flush", "snapshot", "keys", "randomkey", "dump", "restore", "lcs", "debug",
+    }  # fmt: skip
     for command in COMMAND_TABLE:
         assert command.write == ("write" in command.flags)
         assert command.before_auth == ("no_auth" in command.flags)
