@@ -59,8 +59,14 @@ SECTION_INTRO = (
 SECTION_STEMS = ["anti_entropy"]
 
 
-def start_cluster(root: Path, interval: float, shards: int | None) -> tuple[Cluster, list[LocalNode]]:
-    env = {"AEGIS_ANTI_ENTROPY_INTERVAL": f"{interval:g}", "AEGIS_ENABLE_DEBUG_COMMAND": "true"}
+def start_cluster(
+    root: Path, interval: float, shards: int | None, lease_duration: float
+) -> tuple[Cluster, list[LocalNode]]:
+    env = {
+        "AEGIS_ANTI_ENTROPY_INTERVAL": f"{interval:g}",
+        "AEGIS_ENABLE_DEBUG_COMMAND": "true",
+        "AEGIS_LEASE_DURATION": f"{lease_duration:g}",
+    }
     cluster = Cluster(root, shards=shards or 256, env=env)
     for key in FAST_GOSSIP:  # the daemon's own failure-detection timing: a loaded machine trips the fast one
         cluster.env.pop(key, None)
@@ -160,6 +166,12 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=20.0, help="anti_entropy_interval of every node (s)")
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--shards", type=int, default=None, help="default: the daemon's")
+    parser.add_argument(
+        "--lease-duration",
+        type=float,
+        default=2.0,
+        help="lease_duration of every node (s); longer keeps an overloaded machine from re-electing all the time",
+    )
     parser.add_argument("--timeout", type=float, default=180.0, help="longest wait for the repair (s)")
     parser.add_argument(
         "--render", action="store_true", help="only rewrite this section of bench/RESULTS.md from bench/results/"
@@ -169,7 +181,7 @@ def main() -> None:
         sys.exit(render_or_complain(SCRIPT, SECTION_TITLE, SECTION_INTRO, SECTION_STEMS))
 
     with tempfile.TemporaryDirectory(prefix="aegis-ae-bench-") as scratch:
-        cluster, nodes = start_cluster(Path(scratch), args.interval, args.shards)
+        cluster, nodes = start_cluster(Path(scratch), args.interval, args.shards, args.lease_duration)
         try:
             load_seconds = load(nodes, args.keys, args.value_bytes)
             print(f"loaded {args.keys} keys in {load_seconds:.1f}s", flush=True)
@@ -236,6 +248,7 @@ def main() -> None:
         "value_bytes": args.value_bytes,
         "shards": shards,
         "interval_s": args.interval,
+        "lease_duration_s": args.lease_duration,
         "load_seconds": round(load_seconds, 1),
         "idle_seconds": round(idle_seconds, 1),
         "idle_cpu_per_node": [round(share, 4) for share in cpu_idle],
@@ -256,7 +269,8 @@ def main() -> None:
     lines = [
         f"Measured {result['when']} on {result['machine']}; request path {result['build']}.",
         f"3 nodes, RF 3, {shards} shards, {args.keys:,} keys of {args.value_bytes} bytes, "
-        f"anti_entropy_interval {args.interval:g} s, anti_entropy_bandwidth default (8 MiB/s).",
+        f"anti_entropy_interval {args.interval:g} s, anti_entropy_bandwidth default (8 MiB/s), "
+        f"lease_duration {args.lease_duration:g} s.",
         "",
         f"idle ({idle_seconds:.0f} s, copies equal): CPU per node "
         + ", ".join(f"{share:.1%}" for share in cpu_idle)
