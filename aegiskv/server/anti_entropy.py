@@ -212,6 +212,8 @@ class AntiEntropy:
     def _begin_sweep(self, now: float) -> None:
         self._next_cycle = now + self.options.interval
         shards = self.replicas._shards
+        if not any(len(state.members) > 1 for state in shards.values()):
+            return  # no shard held here has another copy (a lone node, RF 1): nothing to compare
         memory = self.node.memory
         with self.node.lock:
             # C-speed copies under the lock (a memory backend's blobs: 0.1 s for 1M keys), hashed
