@@ -286,7 +286,7 @@ def main() -> None:
         + f" (its own thread-CPU counter); {idle_rounds} rounds, "
         f"{idle_differing} buckets differing",
         f"repair: {changed:,} keys damaged on one follower, repaired in {repair} "
-        f"({repaired_total:,} keys changed there, {keys_sent:,} keys / {bytes_sent / 1e6:.1f} MB sent "
+        f"({repaired_total:,} keys changed there, {keys_sent:,} keys / {bytes_sent:,} bytes sent "
         "by the primaries); "
         f"copies equal after: {'yes' if equal else 'NO'}",
         f"(load: {load_seconds:.0f} s; time to repair counts from DEBUG DIVERGE to the last repair applied)",
