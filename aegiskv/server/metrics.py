@@ -75,7 +75,6 @@ _ANTI_ENTROPY_COUNTERS = {
     "keys_sent": "Keys this primary sent in anti-entropy repairs",
     "bytes_sent": "Bytes this primary sent in anti-entropy repairs",
     "keys_repaired": "Keys this follower's copy changed or dropped in anti-entropy repairs",
-    "cpu_ms": "Milliseconds of CPU anti-entropy used on the event-loop thread (sweeps, digests, repairs)",
 }
 
 
@@ -248,6 +247,12 @@ def _replication(source: ReplicationSource) -> Iterator[Metric]:
             yield CounterMetricFamily(
                 f"aegis_anti_entropy_{name}", help_text, value=int(details[f"anti_entropy_{name}"])
             )
+    if "anti_entropy_cpu_ms" in details:
+        yield CounterMetricFamily(
+            "aegis_anti_entropy_cpu_seconds",
+            "CPU anti-entropy used on the event-loop thread (sweeps, digests, repairs)",
+            value=int(details["anti_entropy_cpu_ms"]) / 1000,
+        )
     yield _lag_histogram(source.lag)
     gaps = GaugeMetricFamily(
         "aegis_replication_follower_gap_changes",
