@@ -19,7 +19,7 @@ from aegiskv.protocols.resp import adapter as resp_adapter
 METRIC_LABELS = {
     "ping", "auth", "hello", "quit", "echo", "select", "info", "get", "get_ttl", "getdel", "getex",
     "set", "append", "incr", "del", "exists", "expire", "persist", "ttl", "type", "strlen", "mget",
-    "mset", "dbsize", "flush", "snapshot", "lastsave", "scan", "command", "client", "config",
+    "mset", "dbsize", "flush", "snapshot", "lastsave", "debug", "scan", "command", "client", "config",
     "topology", "cluster", "readonly", "memory", "wait", "acl", "slowlog", "latency",
     # The string and keyspace commands of issue 25 (GETSET counts as set, SUBSTR as getrange,
     # RENAMENX as rename, PEXPIRETIME as expiretime).
@@ -58,8 +58,11 @@ def test_scheduling_facts_follow_from_the_flags_and_keys() -> None:
     }  # fmt: skip
     assert _families_where("before_auth") == {"auth", "hello", "quit"}
     assert _families_where("batch") == {"del", "exists", "mget", "mset", "bitop", "touch"}
-    # KEYS and RANDOMKEY copy the key list; DUMP and RESTORE compute a CRC-64 in Python, LCS a table.
-    assert _families_where("slow") == {"info", "flush", "snapshot", "keys", "randomkey", "dump", "restore", "lcs"}
+    # KEYS and RANDOMKEY copy the key list; DUMP and RESTORE compute a CRC-64 in Python, LCS a table;
+    # DEBUG DIGEST and DIVERGE walk every key.
+    assert _families_where("slow") == {
+        "info", "flush", "snapshot", "keys", "randomkey", "dump", "restore", "lcs", "debug",
+    }  # fmt: skip
     # Work that grows with the value: in the pool when the value is large (server/pipeline.py).
     assert _families_where("sized_by_value") == {"bitcount", "bitpos", "getrange"}
     for command in COMMAND_TABLE:

@@ -59,6 +59,9 @@ class Kind(enum.IntEnum):
     SNAPSHOT_END = 27  # primary -> follower: the copy is complete up to seq; the stream continues after it
     READ = 28  # primary -> follower: what do you hold of this key (a quorum read, --read-quorum)
     READ_REPLY = 29  # follower -> primary: the key's entry (or none) and where my copy of the shard is
+    AE_DIGEST = 30  # primary -> follower: my anti-entropy digest of s at seq (aegiskv.cluster.anti_entropy)
+    AE_DIFF = 31  # follower -> primary: the buckets where my digest at that seq differs (or: not compared)
+    AE_REPAIR = 32  # primary -> follower: whole buckets of s as of seq; replace what you hold in them
 
 
 class PeerProtocolError(Exception):
@@ -234,6 +237,13 @@ class ShardMessage(NamedTuple):
     version and deadline, or a DELETE with version 0 when it holds none) whose
     ``seq`` is the follower's position seq; with ``position_epoch`` and
     ``position_writer`` it says where the follower's copy of the shard is.
+
+    The anti-entropy messages carry the primary's position ``seq`` and a first NOOP
+    change whose ``version`` is the round's id: AE_DIGEST's ``value`` is the digest
+    and its ``expires_at_ms`` the round's cutoff; AE_DIFF's ``value`` the differing
+    bucket ids and its ``expires_at_ms`` 1 when compared (0: skipped, the copy was
+    not at ``seq``); AE_REPAIR's ``value`` the bucket ids it replaces, the entries
+    of those buckets following as PUT changes.
     """
 
     kind: int
@@ -249,7 +259,7 @@ class ShardMessage(NamedTuple):
         head = _SHARD_EPOCH.pack(self.shard, self.epoch) + _U64.pack(self.seq) + _U64.pack(self.position_epoch)
         head += _U64.pack(self.position_writer)
         body = encode_changes(self.changes)
-        if self.kind == Kind.SNAPSHOT_ITEMS:
+        if self.kind in _COMPRESSED:
             # A shard's keys go over the wire once per resync: lz4 block compression
             # (about 1 GB/s here) pays for itself on any link slower than loopback.
             body = lz4.block.compress(body, store_size=True)
@@ -267,12 +277,16 @@ class ShardMessage(NamedTuple):
         history, offset = _unpack_history(payload, fixed)
         body: bytes | memoryview = memoryview(payload)[offset:]
         try:
-            if kind == Kind.SNAPSHOT_ITEMS:
+            if kind in _COMPRESSED:
                 body = _decompress(bytes(body), max_bytes)
             changes = decode_changes(body, max_changes)
         except ValueError as error:
             raise PeerProtocolError(str(error)) from None
         return cls(kind, shard, epoch, seq, position_epoch, history, changes, position_writer)
+
+
+# Kinds whose body is lz4-compressed: bulk key copies (a snapshot, an anti-entropy repair).
+_COMPRESSED = frozenset((Kind.SNAPSHOT_ITEMS, Kind.AE_REPAIR))
 
 
 def _decompress(data: bytes, max_bytes: int) -> bytes:

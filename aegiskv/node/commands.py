@@ -655,6 +655,10 @@ _ROWS = (
         categories="admin dangerous",
     ),
     _command("time", 1, "loading stale fast", _NO_KEYS, "server", "Return the current server time", categories=""),
+    # DEBUG DIVERGE and DIGEST only, with enable_debug_command (tests of anti-entropy); both walk every key.
+    _command(
+        "debug", -2, "admin noscript loading stale", _NO_KEYS, "server", "A container for debugging commands", slow=True
+    ),
     # INFO shards walks every key.
     _command(
         "info",

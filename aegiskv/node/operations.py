@@ -33,8 +33,9 @@ from aegiskv.backends.base import (
 )
 from aegiskv.backends.file_ops import describe_error
 from aegiskv.backends.memory import GROWABLE_MIN, MemoryBackend, entry_cost, stored_cost
+from aegiskv.cluster.anti_entropy import entry_hash
 from aegiskv.cluster.replication import RANGE_HEADER, Change, Op
-from aegiskv.cluster.slots import ShardMapper, key_slot
+from aegiskv.cluster.slots import ShardMapper, hash_tag, key_slot
 from aegiskv.errors import CommandError, ErrorKind
 from aegiskv.node import bit_strings, dump_payload, lcs, long_double
 from aegiskv.node.handoff_lock import HandoffLock, new_handoff_lock
@@ -1102,6 +1103,57 @@ class Node:
                 self.feed.put(key, value, version, expires_at_ms)
             return True
 
+    def diverge(self, count: int) -> int:
+        """Damage up to ``count`` keys of this node's own copy behind the feed's back (DEBUG DIVERGE).
+
+        For tests of anti-entropy only (off unless ``enable_debug_command``): nothing
+        is streamed, so this copy silently differs from the others. Only keys of
+        shards this node does not lead are touched, so the primaries' copies stay
+        the truth. In turn: a key dropped, its value changed at the same version,
+        a newer version, its deadline changed, and a key added that no other copy
+        has (in the same slot). Returns the keys changed.
+        """
+        with self._lock:
+            backend = self.backend
+            led = self.feed.led_shards() if self.feed is not None else set()
+            shard_of_key = self.shards.shard_of_key
+            changed = 0
+            for key in backend.key_snapshot():
+                if changed >= count:
+                    break
+                entry = backend.get_entry(key, touch=False)
+                if entry is None or shard_of_key(key) in led or key.endswith(b"}diverged"):
+                    continue
+                value = bytes(entry.value)
+                kind = changed % 5
+                if kind == 0:
+                    backend.delete(key)
+                elif kind == 1:
+                    backend.apply(key, value + b"~", entry.expires_at_ms, entry.version)
+                elif kind == 2:
+                    backend.apply(key, value, entry.expires_at_ms, entry.version + 1)
+                elif kind == 3:
+                    deadline = NO_EXPIRY if entry.expires_at_ms else self._clock() + 3_600_000
+                    backend.apply(key, value, deadline, entry.version)
+                else:
+                    backend.apply(b"{" + hash_tag(key) + b"}diverged", value, NO_EXPIRY, entry.version)
+                changed += 1
+            return changed
+
+    def keyspace_digest(self) -> int:
+        """A 64-bit digest of every live entry held (DEBUG DIGEST): the XOR of anti-entropy's entry hashes.
+
+        Equal on two nodes that hold the same keys with the same values, versions and
+        deadlines, whatever their order. O(keys), read in chunks under the lock.
+        """
+        with self._lock:
+            keys = self.backend.key_snapshot()
+        total = 0
+        for start in range(0, len(keys), BATCH_CHUNK):
+            for key, entry in self.entries(keys[start : start + BATCH_CHUNK]):
+                total ^= entry_hash(key, entry.value, entry.version, entry.expires_at_ms)
+        return total
+
     def shard_keys(self, shard: int) -> list[bytes]:
         """Every key of ``shard`` held now. The key list is copied under the lock (C speed), filtered outside."""
         with self._lock:
@@ -1135,6 +1187,11 @@ class Node:
                 self._lock.let_waiters_in()
             removed += sum(1 for key in doomed[start : start + BATCH_CHUNK] if delete(key))
         return removed
+
+    @property
+    def memory(self) -> MemoryBackend | None:
+        """The in-memory store the backend is built on, when it is (see __init__): a sweep reads its blobs."""
+        return self._memory
 
     @property
     def lock(self) -> HandoffLock:

@@ -64,6 +64,19 @@ _REPLICATION_COUNTERS = {
     "lease_releases": "Leases this node gave up (hand-off, shutdown)",
 }
 
+# Anti-entropy counters on /metrics (aegiskv.server.anti_entropy): INFO replication's
+# anti_entropy_<name> -> help text; exported as aegis_anti_entropy_<name>.
+_ANTI_ENTROPY_COUNTERS = {
+    "cycles": "Anti-entropy cycles this node began (a sweep of its keys, then a round per shard it leads)",
+    "rounds": "Anti-entropy rounds completed: a follower compared its digest of a shard with this primary's",
+    "rounds_skipped": "Anti-entropy rounds not compared (a copy not at the primary's position, a stale key index)",
+    "buckets_compared": "Digest buckets compared in completed rounds",
+    "buckets_differing": "Digest buckets found differing, each then repaired",
+    "keys_sent": "Keys this primary sent in anti-entropy repairs",
+    "bytes_sent": "Bytes this primary sent in anti-entropy repairs",
+    "keys_repaired": "Keys this follower's copy changed or dropped in anti-entropy repairs",
+}
+
 
 class MetricsSource(Protocol):
     """What the collector reads (aegiskv.server.wiring.Server has it); read when /metrics is scraped."""
@@ -229,6 +242,17 @@ def _replication(source: ReplicationSource) -> Iterator[Metric]:
     )
     for name, help_text in _REPLICATION_COUNTERS.items():
         yield CounterMetricFamily(f"aegis_replication_{name}", help_text, value=int(details[name]))
+    for name, help_text in _ANTI_ENTROPY_COUNTERS.items():
+        if f"anti_entropy_{name}" in details:
+            yield CounterMetricFamily(
+                f"aegis_anti_entropy_{name}", help_text, value=int(details[f"anti_entropy_{name}"])
+            )
+    if "anti_entropy_cpu_ms" in details:
+        yield CounterMetricFamily(
+            "aegis_anti_entropy_cpu_seconds",
+            "CPU anti-entropy used on the event-loop thread (sweeps, digests, repairs)",
+            value=int(details["anti_entropy_cpu_ms"]) / 1000,
+        )
     yield _lag_histogram(source.lag)
     gaps = GaugeMetricFamily(
         "aegis_replication_follower_gap_changes",

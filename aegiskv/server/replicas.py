@@ -54,7 +54,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 from loguru import logger
 
@@ -207,6 +207,18 @@ class _Shard:
         self.lag_marks = LagMarks()  # while leading: when sampled changes were applied (node lock)
 
 
+class ShardRepairer(Protocol):
+    """Anti-entropy (aegiskv.server.anti_entropy): told of its messages, links back up and copies replaced."""
+
+    def on_message(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None: ...
+
+    def link_up(self, peer: str) -> None: ...
+
+    def shard_reset(self, shard: int) -> None: ...
+
+    def info(self) -> dict[str, int | str]: ...
+
+
 class ReplicaManager:
     """See the module docstring."""
 
@@ -301,6 +313,7 @@ class ReplicaManager:
         # Per shard, grows before this node's copy is emptied (a resync) or dropped: a replica endpoint
         # read that ran meanwhile is redirected, not answered (aegiskv.cluster.replica_reads).
         self._copy_generations = [0] * node.shards.shards
+        self.anti_entropy: ShardRepairer | None = None  # set by the server (aegiskv.server.anti_entropy)
 
     # -- wiring ------------------------------------------------------------------------------
 
@@ -949,6 +962,8 @@ class ReplicaManager:
             if state is not None and peer in state.streams:
                 state.streams[peer] = _Stream()
                 self._offer(state, peer)
+        if self.anti_entropy is not None:
+            self.anti_entropy.link_up(peer)  # copies may have drifted while it was away: compare soon
 
     def _stream(self, state: _Shard) -> None:
         peers = self.peers
@@ -1113,6 +1128,8 @@ class ReplicaManager:
         state.following = peer
         state.followed_epoch = message.epoch
         state.receiving_snapshot = True
+        if self.anti_entropy is not None:
+            self.anti_entropy.shard_reset(state.shard)
         held = state.backlog.last_seq
         self._copy_generations[state.shard] += 1  # before the drop: a read racing it sees the change
         dropped = self.node.drop_shard(state.shard)
@@ -1186,6 +1203,10 @@ class ReplicaManager:
         copy = Copy(peer, version, change.value, change.expires_at_ms, behind=not plan.diverged)
         if ticket.round.answer(copy) and ticket.round.complete:
             self._release_waiting()
+
+    def _on_anti_entropy(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
+        if self.anti_entropy is not None:
+            self.anti_entropy.on_message(peer, state, message, reply)
 
     def _on_fenced(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
         if state.leading_epoch and message.epoch > state.leading_epoch:
@@ -1365,6 +1386,8 @@ class ReplicaManager:
         result["lag_p99_us"] = round(histogram.quantile(0.99) * 1e6)
         result["lag_max_us"] = round(histogram.max * 1e6)
         result.update({f"follower_gap_changes_{peer}": gap for peer, gap in sorted(self.follower_gaps().items())})
+        if self.anti_entropy is not None:
+            result.update(self.anti_entropy.info())
         return result
 
     def follower_gaps(self) -> dict[str, int]:
@@ -1469,4 +1492,7 @@ _HANDLERS: dict[int, _Handler] = {
     Kind.SNAPSHOT_END: ReplicaManager._on_snapshot_end,
     Kind.READ: ReplicaManager._on_read,
     Kind.READ_REPLY: ReplicaManager._on_read_reply,
+    Kind.AE_DIGEST: ReplicaManager._on_anti_entropy,
+    Kind.AE_DIFF: ReplicaManager._on_anti_entropy,
+    Kind.AE_REPAIR: ReplicaManager._on_anti_entropy,
 }

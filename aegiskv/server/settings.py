@@ -474,6 +474,26 @@ SETTINGS: tuple[Setting, ...] = (
         "one further behind is sent the whole shard again",
     ),
     Setting(
+        "anti_entropy_interval",
+        60.0,
+        _duration(),
+        "how often this node compares each shard it leads with its followers' copies (bucketed digests) and "
+        "repairs what differs; 0 turns its rounds off (it still answers its primaries' rounds)",
+    ),
+    Setting(
+        "anti_entropy_bandwidth",
+        8 * MIB,
+        _size(0, 2**40),
+        "bytes per second anti-entropy repairs may send, all followers together; 0 = no cap",
+    ),
+    Setting(
+        "enable_debug_command",
+        False,
+        _boolean,
+        "serve DEBUG DIVERGE, which damages this node's own copy of keys behind replication's back: "
+        "for tests of anti-entropy only, never in production",
+    ),
+    Setting(
         "backend",
         "auto",
         _text(),
@@ -696,6 +716,9 @@ class Settings:
     lease_duration: float
     max_clock_drift: float
     replication_backlog: int
+    anti_entropy_interval: float
+    anti_entropy_bandwidth: int
+    enable_debug_command: bool
     backend: str
     wal: str
     wal_segment_bytes: int

@@ -38,6 +38,7 @@ from aegiskv.protocols.resp import strings as resp_strings
 from aegiskv.protocols.resp.adapter import RespAdapter
 from aegiskv.protocols.resp.adapter import refusal as resp_refusal
 from aegiskv.protocols.session import Authenticator, TokenBucket
+from aegiskv.server.anti_entropy import AntiEntropy, AntiEntropyOptions
 from aegiskv.server.dashboard.service import build_dashboard
 from aegiskv.server.durability import Durability
 from aegiskv.server.health import HealthProtocol
@@ -125,6 +126,12 @@ class Server:
                 replication_options(config),
                 config.data_dir,
                 log_durable=_log_positions(log) if log is not None else None,
+            )
+            self.replicas.anti_entropy = AntiEntropy(
+                node,
+                self.replicas,
+                self.reactor,
+                AntiEntropyOptions(config.anti_entropy_interval, config.anti_entropy_bandwidth),
             )
         self.metrics_registry = build_registry(self)
         self.info_baseline = InfoBaseline()  # INFO's counters at the last CONFIG RESETSTAT
@@ -251,6 +258,8 @@ class Server:
         self.peers = peers
         replicas.peers = peers
         replicas.start(self._primaries_changed)
+        if isinstance(replicas.anti_entropy, AntiEntropy):
+            replicas.anti_entropy.start()
 
     def _primaries_changed(self, primaries: dict[int, str], electing: frozenset[int]) -> None:
         """The known lease holders changed: route by them, and tell the cluster which shards this node leads."""

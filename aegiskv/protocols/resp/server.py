@@ -161,6 +161,29 @@ def cmd_memory(server: HandlerContext, session: Session, args: Args) -> bytes:
     return resp.array([resp.simple(line) for line in _MEMORY_HELP])
 
 
+def cmd_debug(server: HandlerContext, session: Session, args: Args) -> bytes:
+    """DEBUG DIVERGE <count> damages this node's own copy of up to ``count`` keys (Node.diverge);
+    DEBUG DIGEST answers a digest of every entry held (Node.keyspace_digest), as Redis's does.
+
+    For tests of anti-entropy: refused unless the node was started with
+    ``enable_debug_command`` (Redis's enable-debug-command is the same guard).
+    """
+    if not server.settings.enable_debug_command:
+        raise invalid(
+            "DEBUG command not allowed. Start the node with enable_debug_command = true "
+            "(AEGIS_ENABLE_DEBUG_COMMAND=1); it is for tests only"
+        )
+    sub = args[1].lower()
+    if sub == b"digest" and len(args) == 2:
+        return resp.bulk(b"%016x" % session.node.keyspace_digest())
+    if sub != b"diverge" or len(args) != 3:
+        raise invalid("DEBUG serves two subcommands here: DIVERGE <count>, DIGEST")
+    count = integer(args[2])
+    if count < 0:
+        raise invalid("DEBUG DIVERGE count must be >= 0")
+    return resp.integer(session.node.diverge(count))
+
+
 def cmd_lastsave(server: HandlerContext, session: Session, args: Args) -> bytes:
     return resp.integer(int(session.node.last_snapshot_time or server.started))
 
