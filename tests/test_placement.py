@@ -85,6 +85,30 @@ def test_topology_epoch_grows_only_when_the_map_changes() -> None:
     assert all(replica_set == ("a",) for replica_set in topology.current.replica_sets)
 
 
+class _CountingPlacement:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def assign(self, members, shards, replication_factor):
+        self.calls += 1
+        return RingPlacement().assign(members, shards, replication_factor)
+
+
+def test_a_change_of_leads_alone_keeps_the_placement_without_recomputing_it() -> None:
+    placement = _CountingPlacement()
+    topology = Topology(placement, ShardMapper(16), replication_factor=3)
+    ready = frozenset(range(16))
+    members = [_member(name, port)._replace(ready=ready) for name, port in (("a", 7700), ("b", 7800), ("c", 7900))]
+    first = topology.update(members)
+    led = topology.update([members[0]._replace(lead=frozenset({1, 2})), *members[1:]])
+    assert placement.calls == 1  # every election's gossip news lands here: no placement pass for it
+    assert led.epoch == first.epoch + 1 and led.members["a"].lead == {1, 2}
+    assert (led.placement_sets, led.learners, led.leaving) == (first.placement_sets, first.learners, first.leaving)
+    # Anything placement or staging reads still recomputes: here c's copies stop being complete.
+    staged = topology.update([*members[:2], members[2]._replace(ready=frozenset())])
+    assert placement.calls == 2 and all(learners == {"c"} for learners in staged.learners)
+
+
 @settings(max_examples=examples(40), deadline=None)
 @given(shards=st.integers(1, 2048), members=st.integers(1, 6), key=st.binary(max_size=40))
 def test_slot_ranges_cover_every_slot_once_and_agree_with_key_routing(shards, members, key) -> None:

@@ -208,6 +208,22 @@ class Topology:
             current = self.current
             if by_id == current.members:
                 return current
+            if _only_leads_changed(current.members, by_id):
+                # Gossip carries what each member leads, so every election and hand-off in the
+                # cluster lands here on every node. Placement and staging read nothing of it:
+                # keep their sets rather than recompute them for every shard, which under load
+                # made each election cost every node tens of ms of its event loop, enough to
+                # lose more leases (a storm of them: issue 22).
+                self.current = ShardMap(
+                    current.epoch + 1,
+                    self._mapper,
+                    list(current.placement_sets),
+                    by_id,
+                    current.primaries,
+                    list(current.learners),
+                    list(current.leaving),
+                )
+                return self.current
             # A draining member gets nothing (its shards move away), unless every member drains.
             staying = {node: member for node, member in by_id.items() if not member.draining} or by_id
             targets = self._placement.assign(list(staying), self._mapper.shards, self._replication_factor)
@@ -233,6 +249,13 @@ class Topology:
                 return current
             self.current = candidate
             return candidate
+
+
+def _only_leads_changed(before: Mapping[str, Member], after: Mapping[str, Member]) -> bool:
+    """The same members, and each differs from before at most in the shards it says it leads."""
+    if before.keys() != after.keys():
+        return False
+    return all(member._replace(lead=before[node].lead) == before[node] for node, member in after.items())
 
 
 def staged_set(

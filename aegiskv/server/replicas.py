@@ -291,6 +291,8 @@ class ReplicaManager:
         self._lease_heard = False  # a lease message arrived this turn (see _end_of_turn)
         self._routing_seen = 0  # leases.routing_changes when routing was last recomputed for it
         self._gossip_leads: dict[int, str] = {}
+        # What set_shard_map last acted on: its sets, members, peers' addresses and graceful leaves.
+        self._map_seen: tuple[object, ...] | None = None
         self.counters = {
             "changes_replicated": 0,
             "changes_applied": 0,
@@ -337,6 +339,20 @@ class ReplicaManager:
         ``left``: members the membership says left gracefully (not declared dead); only they
         lower the quorum floor (aegiskv.cluster.leases, "The quorum floor").
         """
+        seen = (
+            shard_map.placement_sets,
+            shard_map.learners,
+            shard_map.leaving,
+            frozenset(shard_map.members),
+            dict(peer_addresses),
+            frozenset(left),
+        )
+        if seen == self._map_seen:
+            # Only what members lead changed (gossip news of every election and hand-off): nothing
+            # here reads it, and set_gossip_leads already republished the primaries. The pass over
+            # every shard below cost each election tens of ms of every node's event loop.
+            return
+        self._map_seen = seen
         now = time.monotonic()
         self._set_quorum_floor(shard_map.members, left)
         mine: dict[int, tuple[str, ...]] = {}
