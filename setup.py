@@ -44,6 +44,11 @@ HOT_PATH = [
     "aegiskv/backends/memory.py",
     "aegiskv/backends/access.py",
     "aegiskv/backends/expiry.py",
+    "aegiskv/backends/wal.py",
+    "aegiskv/backends/wal_log.py",
+    "aegiskv/backends/wal_format.py",
+    "aegiskv/backends/snapshot_format.py",
+    "aegiskv/server/durability.py",
     "aegiskv/cluster/redirect.py",
     "aegiskv/cluster/slots.py",
 ]

@@ -32,7 +32,16 @@ import time
 
 import servers
 from results_md import render_or_complain, write_text_section  # bench/results_md.py
-from servers import RESULTS, info_field, mass_insert, redis_cli, run_benchmark, start_aegis, start_redis
+from servers import (
+    RESULTS,
+    info_field,
+    info_text,
+    mass_insert,
+    redis_cli,
+    run_benchmark,
+    start_aegis,
+    start_redis,
+)
 
 SHAPES = [("c50_P1", ["-c", "50", "-P", "1"], 50_000), ("c1_P1", ["-c", "1", "-P", "1"], 10_000)]
 # Each AegisKV mode against the Redis setting with the same promise.
@@ -44,7 +53,8 @@ REFERENCE = {
 }
 
 
-def throughput(workdir: str, runs: int, scale: int) -> dict[str, dict[str, dict[str, float]]]:
+def throughput(workdir: str, runs: int, scale: int) -> tuple[dict[str, dict[str, dict[str, float]]], str]:
+    """Medians per shape and server, and the AegisKV build measured (compiled or interpreted)."""
     running = {
         "redis-always": start_redis(
             servers.fresh_dir(workdir, "redis-always"),
@@ -70,6 +80,9 @@ def throughput(workdir: str, runs: int, scale: int) -> dict[str, dict[str, dict[
                     print(f"{shape_name} {name}: {figures['rps']:.0f} SET/s p99 {figures['p99_ms']:.2f} ms", flush=True)
         wal_bytes = info_field(running["aegis-fsync"].port, "persistence", "aegis_wal_bytes_written")
         wal_records = info_field(running["aegis-fsync"].port, "persistence", "aegis_wal_records_written")
+        wal_syncs = info_field(running["aegis-fsync"].port, "persistence", "aegis_wal_syncs")
+        # Compiled or interpreted: the figures differ about twofold, so the header says which.
+        build = info_text(running["aegis-fsync"].port, "server", "aegis_build")
     finally:
         for server in running.values():
             server.stop()
@@ -80,8 +93,11 @@ def throughput(workdir: str, runs: int, scale: int) -> dict[str, dict[str, dict[
         }
         for shape, by_server in raw.items()
     }
-    medians["wal"] = {"bytes_per_record": {"value": wal_bytes / max(1, wal_records)}}
-    return medians
+    medians["wal"] = {
+        "bytes_per_record": {"value": wal_bytes / max(1, wal_records)},
+        "records_per_fsync": {"value": wal_records / max(1, wal_syncs)},
+    }
+    return medians, build
 
 
 def restart_times(workdir: str, keys: int, tail_writes: int) -> dict[str, float]:
@@ -150,10 +166,11 @@ def main() -> int:
     keys = 100_000 if args.quick else args.keys
     version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.strip()
     with tempfile.TemporaryDirectory() as workdir:
-        figures = throughput(workdir, runs, scale)
+        figures, build = throughput(workdir, runs, scale)
         restart = restart_times(workdir, keys, keys // 10)
     lines = [
-        f"AegisKV durability vs {version}; redis-benchmark -t set -d 100 -r 100000; median of {runs} interleaved runs",
+        f"AegisKV ({build}) durability vs {version}; redis-benchmark -t set -d 100 -r 100000; "
+        f"median of {runs} interleaved runs",
         f"{'shape':<9}{'server':<16}{'SET/s':>10}{'ratio':>7}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}"
         f"{'cpu us/req':>11}",
     ]
@@ -166,7 +183,10 @@ def main() -> int:
                 f"{shape_name:<9}{name:<16}{row['rps']:>10.0f}{row['ratio']:>7.2f}{row['p50_ms']:>9.3f}"
                 f"{row['p99_ms']:>9.3f}{row['p999_ms']:>10.3f}{row['cpu_us_per_request']:>11.1f}"
             )
-    lines.append(f"write-ahead log: {figures['wal']['bytes_per_record']['value']:.0f} bytes per SET record")
+    lines.append(
+        f"write-ahead log: {figures['wal']['bytes_per_record']['value']:.0f} bytes per SET record; "
+        f"--wal fsync: {figures['wal']['records_per_fsync']['value']:.1f} records per fsync"
+    )
     lines.append(
         f"restart with {restart['keys']} keys: redis-server RDB {restart['redis_rdb_seconds']:.2f}s; "
         f"AegisKV snapshot + {restart['log_tail_writes']} logged writes "
@@ -178,7 +198,7 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     suffix = "_quick" if args.quick else ""
     report = {
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "redis": version},
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "redis": version, "aegis": build},
         "runs": runs,
         "throughput": figures,
         "restart": restart,

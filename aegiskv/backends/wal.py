@@ -40,6 +40,7 @@ import random
 from typing import cast
 
 from loguru import logger
+from mypy_extensions import mypyc_attr
 
 from aegiskv.backends.base import (
     NO_EXPIRY,
@@ -90,6 +91,9 @@ class _LogWriter:
         self._append(RecordType.RANGE, key, RANGE_OFFSET.pack(offset) + data, version, undo=(key, before))
 
 
+# The snapshot backend, plugins and tests subclass it in interpreted code when this module is
+# compiled (setup.py).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class WalBackend(Backend):
     name = "wal"
 
@@ -145,7 +149,7 @@ class WalBackend(Backend):
         def apply(record: Record) -> None:
             kind = record.type
             if kind is RecordType.PUT:
-                memory.put(record.key, record.value, record.expires_at_ms, version=record.version)
+                memory.put(record.key, record.value, record.expires_at_ms, record.version)
             elif kind is RecordType.DELETE:
                 memory.delete(record.key)
             elif kind is RecordType.EXPIRE:

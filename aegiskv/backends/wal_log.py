@@ -229,7 +229,8 @@ class WriteAheadLog:
         self._maintenance = threading.Lock()
         # One fsync at a time; close() waits for the one in flight before closing its descriptors.
         self._sync_lock = threading.Lock()
-        self._buffer: list[bytes] = []
+        # Records appended and not yet written, back to back: one write() hands them all over.
+        self._buffer = bytearray()
         self._undo: list[object] = []  # the backend's undo item of each buffered record
         self._next_seq = next_seq
         self.appended_seq = next_seq - 1  # last sequence number handed out
@@ -251,7 +252,7 @@ class WriteAheadLog:
         self._unlogged: list[tuple[int, object]] = []  # (seq, undo item) given up, not yet taken
         # fsync mode: (last seq, bytes) of the records written since the last good fsync,
         # which a repair writes again after a failed one.
-        self._unsynced: list[tuple[int, bytes]] = []
+        self._unsynced: list[tuple[int, bytes | bytearray]] = []
         self._probe_bytes = _MIN_PROBE
         for name in os.listdir(directory):
             if name.endswith(".tmp"):  # a repair or probe a crash interrupted: never renamed, never used
@@ -282,7 +283,7 @@ class WriteAheadLog:
         with self._lock:
             seq = self._next_seq
             self._next_seq = seq + 1
-            self._buffer.append(wal_format.encode(record_type, seq, key, value, version, expires_at_ms))
+            wal_format.encode_into(self._buffer, record_type, seq, key, value, version, expires_at_ms)
             self._undo.append(undo)
             self.appended_seq = seq
             return seq
@@ -352,11 +353,10 @@ class WriteAheadLog:
         with self._lock:
             if not self._buffer:
                 return
-            batch, undo = self._take_buffer_locked()
+            data, undo = self._take_buffer_locked()
             if self.failure is not None:
                 self._give_up_locked(undo)  # nothing is written while failed
                 return
-            data = b"".join(batch)
             done = 0
             try:
                 view = memoryview(data)
@@ -366,9 +366,9 @@ class WriteAheadLog:
                         raise OSError(errno.EIO, f"write() wrote {written} bytes")
                     done += written
             except OSError as error:
-                self._write_failed_locked(batch, undo, data, done, error)
+                self._write_failed_locked(undo, data, done, error)
                 return
-            self._written_locked(self.appended_seq, len(batch), data)
+            self._written_locked(self.appended_seq, len(undo), data)
             if self._segment_size >= self.segment_bytes:
                 try:
                     self._rotate_locked()
@@ -377,13 +377,14 @@ class WriteAheadLog:
                         f"{describe_error(error)} opening the next write-ahead log segment in {self.directory}"
                     )
 
-    def _take_buffer_locked(self) -> tuple[list[bytes], list[object]]:
-        batch, undo = self._buffer, self._undo
-        self._buffer = []
+    def _take_buffer_locked(self) -> tuple[bytearray, list[object]]:
+        # The buffer taken is never changed again: in fsync mode it is what a repair rewrites.
+        data, undo = self._buffer, self._undo
+        self._buffer = bytearray()
         self._undo = []
-        return batch, undo
+        return data, undo
 
-    def _written_locked(self, last_seq: int, count: int, data: bytes) -> None:
+    def _written_locked(self, last_seq: int, count: int, data: bytes | bytearray) -> None:
         self._segment_size += len(data)
         self.bytes_written += len(data)
         self.records_written += count
@@ -391,21 +392,20 @@ class WriteAheadLog:
         if self._keeps_unsynced:
             self._unsynced.append((last_seq, data))
 
-    def _write_failed_locked(
-        self, batch: list[bytes], undo: list[object], data: bytes, done: int, error: OSError
-    ) -> None:
+    def _write_failed_locked(self, undo: list[object], data: bytearray, done: int, error: OSError) -> None:
         # The records wholly written before the failure reached the OS: they stay
         # written (and acknowledged). The rest is given up. The buffer holds
-        # consecutive sequence numbers ending at appended_seq.
+        # consecutive sequence numbers ending at appended_seq, one per undo item.
         complete = 0
         complete_bytes = 0
-        for record in batch:
-            if complete_bytes + len(record) > done:
+        while complete < len(undo):
+            size = wal_format.record_size(data, complete_bytes)
+            if complete_bytes + size > done:
                 break
-            complete_bytes += len(record)
+            complete_bytes += size
             complete += 1
         if complete:
-            first = self.appended_seq - len(batch) + 1
+            first = self.appended_seq - len(undo) + 1
             self._written_locked(first + complete - 1, complete, data[:complete_bytes])
         self._give_up_locked(undo[complete:])
         self._probe_bytes = min(_MAX_PROBE, max(_MIN_PROBE, len(data) - complete_bytes))

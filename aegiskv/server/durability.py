@@ -70,8 +70,19 @@ class Durability:
         self._seen = (log.written_seq, log.durable_seq, log.given_up)
         self.last_failure = ""  # the latest failure, for the error a given-up write gets
         self.writes_undone = 0
+        # fsyncs in the last whole second (INFO persistence, /metrics): group commit shows as
+        # fewer fsyncs than writes. Counted by a once-a-second timer, not per fsync.
+        self.syncs_per_second = 0
+        self._syncs_counted = log.syncs
         reactor.pre_send = self.write_out
         reactor.end_of_turn.append(self._end_of_turn)
+        if self.fsync:
+            reactor.call_every(1.0, self._count_syncs)
+
+    def _count_syncs(self) -> None:
+        syncs = self.log.syncs
+        self.syncs_per_second = syncs - self._syncs_counted
+        self._syncs_counted = syncs
 
     def settled(self, seen_seq: int, write: bool) -> bool:
         """Whether a reply that saw the log up to ``seen_seq`` may leave: every record up to

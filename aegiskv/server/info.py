@@ -34,6 +34,7 @@ from aegiskv.node.commands import FAMILIES, REDIS_COMPATIBLE_VERSION
 from aegiskv.node.operations import Node
 from aegiskv.protocols.adapter import Info, InfoValue
 from aegiskv.protocols.resp.adapter import ERROR_PREFIX
+from aegiskv.server.durability import Durability
 from aegiskv.server.replicas import ReplicaManager
 from aegiskv.server.settings import Settings
 from aegiskv.server.stats import ERROR_KINDS, StatsRegistry
@@ -98,6 +99,7 @@ class InfoSource(Protocol):
     topology: Topology
     gossip: GossipService | None
     replicas: ReplicaManager | None
+    durability: Durability | None
     run_id: str
     started: float  # wall-clock seconds
     info_baseline: InfoBaseline
@@ -233,6 +235,8 @@ def _persistence(server: InfoSource) -> dict[str, InfoValue]:
         "aegis_wal_records_written": log.records_written if log is not None else 0,
         "aegis_wal_bytes_written": log.bytes_written if log is not None else 0,
         "aegis_wal_syncs": log.syncs if log is not None else 0,
+        # fsyncs in the last whole second (--wal fsync; one covers every write before it).
+        "aegis_wal_syncs_per_sec": server.durability.syncs_per_second if server.durability is not None else 0,
         "aegis_wal_written_seq": log.written_seq if log is not None else 0,
         "aegis_wal_durable_seq": log.durable_seq if log is not None else 0,
         # "failing" while the log cannot be written: writes are refused, reads served.

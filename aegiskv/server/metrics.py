@@ -24,6 +24,7 @@ from aegiskv.net.reactor import Reactor
 from aegiskv.node.commands import FAMILIES
 from aegiskv.node.operations import Node
 from aegiskv.protocols.session import Authenticator
+from aegiskv.server.durability import Durability
 from aegiskv.server.info import printable_key
 from aegiskv.server.stats import BUCKET_BOUNDS_SECONDS, StatsRegistry
 
@@ -86,6 +87,7 @@ class MetricsSource(Protocol):
     stats: StatsRegistry
     ready: bool
     authenticator: Authenticator
+    durability: Durability | None
 
     @property
     def replicas(self) -> ReplicationSource | None: ...
@@ -195,6 +197,17 @@ class ServerCollector(Collector):
             yield CounterMetricFamily(
                 "aegis_wal_failures", "Times the write-ahead log failed (full or failing disk)", value=log.failures
             )
+            yield CounterMetricFamily(
+                "aegis_wal_syncs",
+                "fsyncs of the write-ahead log (--wal fsync: one covers every write before it)",
+                value=log.syncs,
+            )
+            if server.durability is not None:
+                yield GaugeMetricFamily(
+                    "aegis_wal_syncs_per_second",
+                    "fsyncs of the write-ahead log in the last whole second",
+                    value=server.durability.syncs_per_second,
+                )
             yield CounterMetricFamily(
                 "aegis_wal_records_given_up",
                 "Log records that never reached the disk; the writes they described were undone and refused",
