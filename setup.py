@@ -25,6 +25,7 @@ from setuptools import setup
 HOT_PATH = [
     "aegiskv/net/poller.py",
     "aegiskv/net/reactor.py",
+    "aegiskv/net/budget.py",
     "aegiskv/protocols/resp/reader.py",
     "aegiskv/protocols/resp/inline.py",
     "aegiskv/protocols/resp/encoder.py",
