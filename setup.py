@@ -16,7 +16,9 @@ import os
 
 from setuptools import setup
 
-# The reactor, both wire protocols, the pipeline, the command handlers, the node,
+# The reactor with its buffer budgets and turn observer (slow_requests), both wire
+# protocols, the pipeline and the adapter base class it calls through (interpreted,
+# every call on it is a generic method call), the command handlers, the node,
 # the memory backend and the key router with its key -> shard mapping: what one GET
 # or SET runs through (with gossip on, each key is mapped to its shard to route it,
 # and each write again for replication). Of the RESP handlers, those of the server
@@ -25,11 +27,13 @@ from setuptools import setup
 HOT_PATH = [
     "aegiskv/net/poller.py",
     "aegiskv/net/reactor.py",
+    "aegiskv/net/budget.py",
     "aegiskv/protocols/resp/reader.py",
     "aegiskv/protocols/resp/inline.py",
     "aegiskv/protocols/resp/encoder.py",
     "aegiskv/protocols/native/codec.py",
     "aegiskv/server/pipeline.py",
+    "aegiskv/protocols/adapter.py",
     "aegiskv/protocols/resp/adapter.py",
     "aegiskv/protocols/resp/arguments.py",
     "aegiskv/protocols/resp/connection.py",
@@ -39,6 +43,7 @@ HOT_PATH = [
     "aegiskv/node/commands.py",
     "aegiskv/protocols/session.py",
     "aegiskv/server/stats.py",
+    "aegiskv/server/slow_requests.py",
     "aegiskv/node/handoff_lock.py",
     "aegiskv/node/operations.py",
     "aegiskv/backends/memory.py",

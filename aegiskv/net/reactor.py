@@ -288,7 +288,13 @@ class Transport:
     def account(self) -> None:
         """Tell the buffer budgets what this connection holds now (may close it, or others)."""
         protocol = self.protocol
-        self.reactor.budget.account(self, protocol.input_buffered(), self.out_size + protocol.output_held())
+        held_in = protocol.input_buffered()
+        held_out = self.out_size + protocol.output_held()
+        if held_in == self.accounted_in and held_out == self.accounted_out and self.accounted_preauth != self.trusted:
+            # Nothing the budgets count has changed (the common case: a pipelined read that
+            # was answered in full): skip the call, which the per-request path would pay.
+            return
+        self.reactor.budget.account(self, held_in, held_out)
 
     def mark_trusted(self) -> None:
         """The peer authenticated: its buffers count as a client's from now on, not as unauthenticated."""
