@@ -270,7 +270,7 @@ class AegisCluster(FaultCluster):
         while True:
             running = {name for name in self.hosts if self.running(name)}
             try:
-                problem = _replica_shortfall(self.topologies(), min(replication_factor, len(running)), running)
+                problem = replica_shortfall(self.topologies(), min(replication_factor, len(running)), running)
                 if problem is None:
                     return
                 last = problem
@@ -319,7 +319,7 @@ def _map_disagreement(answers: Mapping[str, Mapping[str, Any]], expected: set[st
     return None
 
 
-def _replica_shortfall(answers: Mapping[str, Mapping[str, Any]], wanted: int, running: set[str]) -> str | None:
+def replica_shortfall(answers: Mapping[str, Mapping[str, Any]], wanted: int, running: set[str]) -> str | None:
     """Which shard, in whose map, lacks ``wanted`` replicas among ``running`` or still moves; None if none."""
     for name, answer in answers.items():
         for shard in answer["shards"]:
