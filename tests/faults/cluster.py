@@ -173,6 +173,8 @@ class AegisCluster(FaultCluster):
             health_addr=None,
             env=self.env,
             command_prefix=host.exec_prefix,
+            # Generous: on a loaded 2-core machine an interpreter start alone has taken over 20 s.
+            start_timeout=60.0,
         )
         self.nodes[name] = node
         return node
