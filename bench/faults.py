@@ -157,6 +157,13 @@ def one_round(system: str, quorum: int | None, fault: str, args: argparse.Namesp
                 check=CheckSettings(lease=args.lease),
             )
             result = run_faults(cluster, scenario_for(fault, victims, args), options)
+            summary = result.summary
+            if args.keep_logs and isinstance(cluster, AegisCluster) and _went_wrong(summary):
+                # The scratch dir goes away with the round: what explains a loss must outlive it.
+                kept = args.keep_logs / f"{fault}-W{quorum or 0}-{time.strftime('%H%M%S')}"
+                cluster.save_logs(kept)
+                summary["logs_kept_in"] = str(kept)
+                print(f"{fault} W={quorum or 0}: node logs kept in {kept}", flush=True)
         finally:
             cluster.close()
     summary = result.summary
@@ -167,6 +174,12 @@ def one_round(system: str, quorum: int | None, fault: str, args: argparse.Namesp
     summary["acked_on_victim_slots_before_fault"] = len(share)
     summary["windows_over"] = "every event" if fault in MULTI_STEP else "the first event"
     return summary
+
+
+def _went_wrong(summary: dict[str, Any]) -> bool:
+    """A round with an acknowledged write lost, a not-found read of an acknowledged key, or a stale ack."""
+    reads = summary["reads"]
+    return bool(summary["lost"] or summary["stale_acks"] or reads["not_found_but_exists"] or reads["wrong_value"])
 
 
 def aggregate(all_rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -280,6 +293,7 @@ def main() -> None:
     parser.add_argument("--fast-gossip", action="store_true", help="AegisKV on the tests' fast gossip timing")
     parser.add_argument("--redis-node-timeout", type=int, default=5000, help="ms")
     parser.add_argument("--quick", action="store_true", help="write results/faults_quick.* and leave RESULTS.md")
+    parser.add_argument("--keep-logs", type=Path, help="save the node logs of a round that lost or hid a key here")
     parser.add_argument("--name", help="write results/NAME.txt and .json instead (implies leaving RESULTS.md)")
     parser.add_argument("--from-json", type=Path, help="re-render a saved results/faults*.json, measure nothing")
     parser.add_argument(

@@ -157,6 +157,8 @@ class AegisCluster(FaultCluster):
         self.args = list(args)
         self.env = {**os.environ, **FAST_GOSSIP, **(env or {})}
         self.nodes: dict[str, LocalNode] = {}
+        # The logs of earlier processes of a node (before a restart), oldest first.
+        self.past_logs: dict[str, list[str]] = {}
 
     def _command_args(self, name: str) -> list[str]:
         seeds = [f"{self.hosts[other].address}:{self.gossip_port}" for other in self.hosts if other != name]
@@ -164,6 +166,9 @@ class AegisCluster(FaultCluster):
 
     def start(self, name: str) -> LocalNode:
         host = self.hosts[name]
+        earlier = self.nodes.get(name)
+        if earlier is not None:
+            self.past_logs.setdefault(name, []).append(earlier.log_text())
         node = LocalNode(
             str(self.root / name),
             self._command_args(name),
@@ -289,6 +294,17 @@ class AegisCluster(FaultCluster):
 
     def logs(self) -> str:
         return "\n".join(f"--- {name}\n{node.log_text()[-4000:]}" for name, node in self.nodes.items())
+
+    def save_logs(self, directory: Path) -> list[Path]:
+        """Every process's whole log, restarts included (``n1.1.log`` before ``n1.2.log``), into ``directory``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        written: list[Path] = []
+        for name, node in self.nodes.items():
+            for number, text in enumerate([*self.past_logs.get(name, []), node.log_text()], start=1):
+                path = directory / f"{name}.{number}.log"
+                path.write_text(text + "\n")
+                written.append(path)
+        return written
 
 
 def _map_disagreement(answers: Mapping[str, Mapping[str, Any]], expected: set[str]) -> str | None:
