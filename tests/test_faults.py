@@ -520,20 +520,3 @@ def test_a_rolling_restart_under_load_loses_nothing_and_leaves_every_shard_repli
         [name] = rejoined.nodes
         assert any(w.ok and w.node == name and w.sent > rejoined.at for w in result.workload.writes), name
     cluster.wait_replicated(3, timeout=10)
-
-
-@pytest.mark.usefixtures("replication")
-def test_a_node_drained_and_started_again_at_rf1_copies_back_what_its_stand_ins_took(aegis: MakeAegis) -> None:
-    # RF 1: while n1 is away its shards' only copies are on n0 and n2, which take writes. Started
-    # again with its id and data dir, n1 must copy those shards back before it leads them, not
-    # lead its old (here: empty, no WAL) copy as if it had restarted from a crash.
-    cluster = aegis("--replication-factor", "1", "--write-quorum", str(DEFAULT_QUORUM))
-    options = RunOptions(protocol="resp", rate=300, read_rate=100, cooldown=1.0, check=SETTINGS)
-    result = run_faults(cluster, rolling_restart(["n1"], replication_factor=1), options)
-    report(result, f"n1 drained and started again, RF 1, W={DEFAULT_QUORUM}")
-    _nothing_lost_or_unreachable(result.summary)
-    drained, rejoined = result.timeline.events[:2]
-    assert (drained.kind, rejoined.kind) == ("drain", "rejoin") and "exit 0" in drained.detail
-    log = cluster.nodes["n1"].log_text()
-    assert "copy from" in log, log[-3000:]  # it learned its shards back from the stand-ins
-    assert any(w.ok and w.node == "n1" and w.sent > rejoined.at for w in result.workload.writes)
