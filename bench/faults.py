@@ -20,6 +20,14 @@ primary for ``--pause`` seconds), ``kill-restart`` (kill -9, start it again
 with the same id and data dir ``--downtime`` seconds later), ``partition``
 (a primary and one client side cut off from the rest for ``--pause`` seconds),
 ``kill+pause`` (kill -9 a primary while another is stopped for ``--pause`` s).
+Planned moves (AegisKV only): ``join`` (a 4th node), ``drain`` (SIGTERM a
+primary), ``scale`` (3 -> 5 -> 3: two joins, then n0 and n1 drained, each
+step waited for until nothing moves), ``rolling-restart`` (each node drained
+and started again with its id and data dir, waited for until every shard has
+its replicas), ``join-partition`` (a primary cut off for ``--pause`` s, a 4th
+node joins the majority meanwhile), ``leave`` (4 nodes, kill -9 of one that
+never comes back: the rest must re-replicate to the RF). Their windows are
+pooled over every step.
 
 Writes bench/results/faults.txt and .json and the "Faults" section of
 bench/RESULTS.md. Needs root.
@@ -47,7 +55,22 @@ from results_md import write_section  # bench/results_md.py
 from tests.faults.checker import CheckSettings, percentile
 from tests.faults.cluster import FAST_GOSSIP, AegisCluster, FaultCluster, RedisCluster
 from tests.faults.netns import Network, unavailable_reason
-from tests.faults.run import RunOptions, Scenario, drain, isolate, join, kill, kill_restart, pause, run_faults, together
+from tests.faults.run import (
+    RunOptions,
+    Scenario,
+    drain,
+    isolate,
+    join,
+    join_during_partition,
+    kill,
+    kill_restart,
+    leave_without_drain,
+    pause,
+    rolling_restart,
+    run_faults,
+    scale,
+    together,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -79,7 +102,24 @@ def scenario_for(fault: str, victims: list[str], args: argparse.Namespace) -> Sc
         return join("n3", after=args.move_time)  # a 4th node joins the 3; its shards move to it
     if fault == "drain":
         return drain(victim, after=args.move_time)  # SIGTERM: a planned leave of a primary
+    rf = args.replication_factor
+    if fault == "scale":
+        # 3 -> 5 -> 3: two joins, then two of the original nodes drained (their data lives on only
+        # if the joins really copied it).
+        return scale(["n3", "n4"], ["n0", "n1"])
+    if fault == "rolling-restart":
+        return rolling_restart(["n0", "n1", "n2"], replication_factor=rf)
+    if fault == "join-partition":
+        return join_during_partition("n3", victim, args.pause)
+    if fault == "leave":
+        return leave_without_drain(victim, replication_factor=rf)
     raise ValueError(f"unknown fault {fault!r}")
+
+
+# Faults of several steps: their windows are pooled over every step, not only the first event.
+MULTI_STEP = {"scale", "rolling-restart", "join-partition", "leave"}
+# A node killed for good leaves RF 3 with three nodes to re-replicate onto.
+CLUSTER_SIZE = {"leave": 4}
 
 
 def one_round(system: str, quorum: int | None, fault: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -89,7 +129,8 @@ def one_round(system: str, quorum: int | None, fault: str, args: argparse.Namesp
         if system == "aegiskv":
             flags = ["--wal", args.wal, "--replication-factor", str(args.replication_factor)]
             flags += ["--write-quorum", str(quorum)] if quorum else []
-            aegis = AegisCluster(network, Path(scratch), 3, shards=args.shards, args=flags, client_sides=sides)
+            size = CLUSTER_SIZE.get(fault, 3)
+            aegis = AegisCluster(network, Path(scratch), size, shards=args.shards, args=flags, client_sides=sides)
             if not args.fast_gossip:
                 # The daemon's own defaults: drop the fast timing AegisCluster uses for tests.
                 for key in FAST_GOSSIP:
@@ -116,6 +157,13 @@ def one_round(system: str, quorum: int | None, fault: str, args: argparse.Namesp
                 check=CheckSettings(lease=args.lease),
             )
             result = run_faults(cluster, scenario_for(fault, victims, args), options)
+            summary = result.summary
+            if args.keep_logs and isinstance(cluster, AegisCluster) and _went_wrong(summary):
+                # The scratch dir goes away with the round: what explains a loss must outlive it.
+                kept = args.keep_logs / f"{fault}-W{quorum or 0}-{time.strftime('%H%M%S')}"
+                cluster.save_logs(kept)
+                summary["logs_kept_in"] = str(kept)
+                print(f"{fault} W={quorum or 0}: node logs kept in {kept}", flush=True)
         finally:
             cluster.close()
     summary = result.summary
@@ -124,7 +172,14 @@ def one_round(system: str, quorum: int | None, fault: str, args: argparse.Namesp
     share = [w for w in result.workload.writes if w.ok and w.slot in victim_slots and w.done < fault_event.at]
     summary["victim"] = fault_event.nodes[0]
     summary["acked_on_victim_slots_before_fault"] = len(share)
+    summary["windows_over"] = "every event" if fault in MULTI_STEP else "the first event"
     return summary
+
+
+def _went_wrong(summary: dict[str, Any]) -> bool:
+    """A round with an acknowledged write lost, a not-found read of an acknowledged key, or a stale ack."""
+    reads = summary["reads"]
+    return bool(summary["lost"] or summary["stale_acks"] or reads["not_found_but_exists"] or reads["wrong_value"])
 
 
 def aggregate(all_rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -137,13 +192,15 @@ def aggregate(all_rounds: list[dict[str, Any]]) -> dict[str, Any]:
     worst: list[float] = []
     never = 0
     for summary in rounds:
-        impact = summary["events"][0]["impacts"][0] if summary["events"][0]["impacts"] else None
-        if impact is None:
-            continue
-        windows.extend(value for value in impact["unit_windows_s"] if value is not None)
-        never += impact["never_writable_again"]
-        if impact["window_s"] is not None:
-            worst.append(impact["window_s"])
+        if summary.get("windows_over") == "every event":
+            impacts = [impact for event in summary["events"] for impact in event["impacts"]]
+        else:
+            impacts = summary["events"][0]["impacts"][:1]
+        for impact in impacts:
+            windows.extend(value for value in impact["unit_windows_s"] if value is not None)
+            never += impact["never_writable_again"]
+            if impact["window_s"] is not None:
+                worst.append(impact["window_s"])
     acked = sum(summary["acked"] for summary in rounds)
     lost = [summary["lost"] for summary in rounds]
     # Acknowledged before the fault (what the victim held) or after it (by the nodes that took over).
@@ -218,7 +275,8 @@ def main() -> None:
     parser.add_argument(
         "--faults",
         default="kill,pause,kill-restart",
-        help="kill, pause, kill-restart, partition, kill+pause; join, drain (AegisKV only)",
+        help="kill, pause, kill-restart, partition, kill+pause; join, drain, scale, rolling-restart, "
+        "join-partition, leave (AegisKV only)",
     )
     parser.add_argument("--read-rate", type=float, default=100.0, help="reads/s of acknowledged keys per side")
     parser.add_argument("--move-time", type=float, default=10.0, help="seconds of workload after a join or drain")
@@ -235,6 +293,8 @@ def main() -> None:
     parser.add_argument("--fast-gossip", action="store_true", help="AegisKV on the tests' fast gossip timing")
     parser.add_argument("--redis-node-timeout", type=int, default=5000, help="ms")
     parser.add_argument("--quick", action="store_true", help="write results/faults_quick.* and leave RESULTS.md")
+    parser.add_argument("--keep-logs", type=Path, help="save the node logs of a round that lost or hid a key here")
+    parser.add_argument("--name", help="write results/NAME.txt and .json instead (implies leaving RESULTS.md)")
     parser.add_argument("--from-json", type=Path, help="re-render a saved results/faults*.json, measure nothing")
     parser.add_argument(
         "--render", action="store_true", help="only rewrite this section of bench/RESULTS.md from results/faults.json"
@@ -250,6 +310,8 @@ def main() -> None:
     if args.from_json:
         rerender(args.from_json)
         return
+    if args.name is not None and (not args.name or Path(args.name).name != args.name or "." in args.name):
+        sys.exit(f"bench/faults.py: --name wants a bare file name without suffix, not {args.name!r}")
     reason = unavailable_reason()
     if reason:
         sys.exit(f"bench/faults.py {reason}")
@@ -261,7 +323,7 @@ def main() -> None:
         for quorum in quorums:
             label = "async" if system == "redis" else {0: "0", 2: "majority"}.get(quorum or 0, str(quorum))
             for fault in args.faults.split(","):
-                if system == "redis" and fault in ("join", "drain"):
+                if system == "redis" and fault in ("join", "drain", *MULTI_STEP):
                     continue  # no add-node/rebalance driver for Redis Cluster in the harness yet
                 if quorum and not has_quorum:
                     rows.append(
@@ -309,14 +371,15 @@ def main() -> None:
     command = "python bench/faults.py " + " ".join(sys.argv[1:])
     settings = (
         f"{args.rounds} rounds per row; writer: redis-py RedisCluster, {args.rate:g} writes/s, {args.writers} threads, "
-        f"1 s socket timeout; AegisKV: 3 nodes, RF {args.replication_factor}, {args.shards} shards, --wal {args.wal}, "
+        f"1 s socket timeout; AegisKV: 3 nodes (4 for leave), RF {args.replication_factor}, {args.shards} shards, "
+        f"--wal {args.wal}, "
         f"{'fast' if args.fast_gossip else 'default'} gossip timing; Redis Cluster: 3 masters + 3 replicas, "
         f"node timeout {args.redis_node_timeout / 1000:g} s, no persistence; pause/partition {args.pause:g} s, "
         f"restart after {args.downtime:g} s"
     )
     publish(
         {"command": command, "commit": commit.stdout.strip(), "when": when, "settings": settings, "rows": rows},
-        "faults_quick" if args.quick else "faults",
+        args.name or ("faults_quick" if args.quick else "faults"),
     )
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from aegiskv.cluster.slots import SLOTS, key_slot
 from tests.faults.checker import CheckSettings, Cut, Event, Impact, Timeline, check, percentile, render
+from tests.faults.cluster import replica_shortfall
 from tests.faults.workload import Read, Schedule, Write, unit_tags
 
 T0 = 1000.0
@@ -229,3 +230,22 @@ def test_the_schedule_slips_instead_of_bursting_after_a_stall() -> None:
     _, next_due = schedule.take()
     # Re-based: the next one is due a 1/rate after this one, not 10 s in the past.
     assert next_due - due == pytest.approx(0.01, abs=1e-6)
+
+
+def test_a_settled_cluster_has_every_shard_on_rf_running_nodes_and_nothing_moving() -> None:
+    def shard(number: int, replicas: list[str], learners: tuple[str, ...] = ()) -> dict[str, object]:
+        return {"shard": number, "replicas": replicas, "learners": list(learners), "leaving": []}
+
+    def answers(*shards: dict[str, object]) -> dict[str, dict[str, object]]:
+        return {"n0": {"shards": list(shards)}}
+
+    running = {"n0", "n2", "n3"}
+    full = shard(0, ["n0", "n2", "n3"])
+    assert replica_shortfall(answers(full), 3, running) is None
+    # One copy short, one copy on a node that died for good, one copy still being made.
+    short = replica_shortfall(answers(full, shard(1, ["n0", "n2"])), 3, running)
+    assert short is not None and "shard 1" in short
+    dead = replica_shortfall(answers(shard(2, ["n0", "n1", "n2"]), full), 3, running)
+    assert dead is not None and "shard 2" in dead
+    copying = replica_shortfall(answers(shard(3, ["n0", "n2", "n3"], learners=("n3",))), 3, running)
+    assert copying == "n0: shard 3 still moving"

@@ -49,6 +49,7 @@ plain reads of fields the reactor sets).
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -98,6 +99,8 @@ HANDOFF_AFTER = 1.0
 REOFFER_AFTER = 1.0
 HANDOFFS_PER_TICK = 4
 COPY_REPORT_EVERY = 1.0  # seconds between progress lines of a shard copy in the log
+# In the leases directory: this node's last drain handed every shard over (see mark_drained).
+DRAINED_MARKER = "drained"
 
 # shard -> (the last seq a request or a connection wrote to it, the epoch it was written in); seq -1:
 # written on a shard this node did not lead (never streamed: its reply fails).
@@ -243,13 +246,21 @@ class ReplicaManager:
         self._log_durable = log_durable
         restarted = False
         high_water_store = None
+        self._drained_marker: str | None = None
+        drained = False
         if store is None:
             if data_dir is None:
                 raise ValueError("leases need a data dir for their votes (or a store)")
             store = FileVoteStore(f"{data_dir}/leases", deferred=True)
             restarted = bool(store.load())
             high_water_store = FileHighWater(f"{data_dir}/leases")
+            self._drained_marker = os.path.join(data_dir, "leases", DRAINED_MARKER)
+            drained = _consume(self._drained_marker)
         self.restarted = restarted
+        # Whether what this node holds from before a restart may be a shard's best copy (its log):
+        # not after a drain that handed every shard over, since the members it handed them to
+        # took writes after it left; it must copy them back like a new member.
+        self._copies_from_before = restarted and not drained
         self._store = store
         self.leases = ShardLeases(node_id, options.timing, store, time.monotonic(), rng or random.Random(), restarted)
         # How many members the cluster had (lowered only by graceful leaves): a node whose view
@@ -375,7 +386,7 @@ class ReplicaManager:
             if state is None:
                 state = self._shards[shard] = _Shard(shard, members, self._backlog_bytes())
                 self._ready_version += 1
-                if self.restarted:
+                if self._copies_from_before:
                     self._recovering.add(shard)
                 if self.restarted or _copy_elsewhere(shard_map, shard, self.node_id):
                     # What this node held before it restarted is not known to be complete, and a
@@ -475,6 +486,15 @@ class ReplicaManager:
     def holds_shards(self) -> bool:
         """Whether any shard's replica set still lists this node (a drain waits until none does)."""
         return bool(self._shards)
+
+    def mark_drained(self) -> None:
+        """Note in the data dir that the drain handed every shard over: started again, this node
+        claims none of its old shards as its own to recover (else at RF 1 its stale or empty copy
+        would lead again, over the writes its stand-ins took meanwhile)."""
+        if self._drained_marker is None:
+            return
+        with open(self._drained_marker, "wb") as marker:
+            os.fsync(marker.fileno())
 
     def recovering_bitmap(self) -> str:
         """The shards this node holds from before its restart and has not caught up on, as gossip publishes them."""
@@ -1494,6 +1514,15 @@ def _lost_leadership(shard: int) -> CommandError:
         f"this node stopped being the primary of shard {shard} before the write was confirmed; "
         "it may or may not have been applied",
     )
+
+
+def _consume(path: str) -> bool:
+    """Whether the marker file ``path`` existed; it is removed (it speaks of one start only)."""
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 _Handler = Callable[[ReplicaManager, str, _Shard, ShardMessage, Reply], None]

@@ -480,6 +480,7 @@ class Server:
         elapsed = now - self._hand_off_started
         if not led and not replicas.holds_shards():
             logger.info("drain: every shard handed over in {:.2f}s", elapsed)
+            replicas.mark_drained()
             self._close_and_drain()
         elif now >= self._hand_off_started + self.settings.drain_timeout * _HAND_OFF_SHARE:
             logger.warning(

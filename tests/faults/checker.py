@@ -205,7 +205,8 @@ def check(
     events = sorted(timeline.events, key=lambda event: event.at)
 
     def phase(moment: float) -> str:
-        before = [event for event in events if event.at <= moment]
+        # The last fault before: a "settled" mark names no fault.
+        before = [event for event in events if event.at <= moment and event.kind != "settled"]
         return f"after {before[-1].kind} {','.join(before[-1].nodes)}" if before else "before any fault"
 
     lost: list[dict[str, Any]] = []

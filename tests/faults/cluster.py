@@ -157,6 +157,8 @@ class AegisCluster(FaultCluster):
         self.args = list(args)
         self.env = {**os.environ, **FAST_GOSSIP, **(env or {})}
         self.nodes: dict[str, LocalNode] = {}
+        # The logs of earlier processes of a node (before a restart), oldest first.
+        self.past_logs: dict[str, list[str]] = {}
 
     def _command_args(self, name: str) -> list[str]:
         seeds = [f"{self.hosts[other].address}:{self.gossip_port}" for other in self.hosts if other != name]
@@ -164,6 +166,9 @@ class AegisCluster(FaultCluster):
 
     def start(self, name: str) -> LocalNode:
         host = self.hosts[name]
+        earlier = self.nodes.get(name)
+        if earlier is not None:
+            self.past_logs.setdefault(name, []).append(earlier.log_text())
         node = LocalNode(
             str(self.root / name),
             self._command_args(name),
@@ -173,6 +178,8 @@ class AegisCluster(FaultCluster):
             health_addr=None,
             env=self.env,
             command_prefix=host.exec_prefix,
+            # Generous: on a loaded 2-core machine an interpreter start alone has taken over 20 s.
+            start_timeout=60.0,
         )
         self.nodes[name] = node
         return node
@@ -182,13 +189,22 @@ class AegisCluster(FaultCluster):
             self.start(name)
         self.wait_settled(settle_timeout)
 
-    def add_node(self, name: str) -> LocalNode:
-        """A new host and node ``name`` (a fresh id and data dir) seeded with the running nodes: a join."""
+    def add_host(self, name: str) -> Host:
+        """A new host for node ``name``, not started yet (a nemesis may cut it off first)."""
         if name in self.hosts:
             raise ValueError(f"{name} is already a node of this cluster")
         index = max(int(host.address.rsplit(".", 1)[1]) for host in self.hosts.values()) + 1
         host = self.hosts[name] = self.network.add_host(name, index)
         self._node_of_host[host.address] = name
+        return host
+
+    def add_node(self, name: str) -> LocalNode:
+        """A new host and node ``name`` (a fresh id and data dir) seeded with the running nodes: a join.
+
+        A host made beforehand by :meth:`add_host` (and not started) is used as it is.
+        """
+        if name not in self.hosts or name in self.nodes:
+            self.add_host(name)
         return self.start(name)
 
     def drain(self, name: str, timeout: float = 60.0) -> int:
@@ -252,6 +268,25 @@ class AegisCluster(FaultCluster):
                 raise SettleTimeout(f"aegis nodes {sorted(expected)} did not agree in {timeout}s: {last}")
             time.sleep(0.2)
 
+    def wait_replicated(self, replication_factor: int, timeout: float = 60.0) -> None:
+        """Until every running node's map gives each shard min(RF, running nodes) caught-up replicas,
+        all of them running nodes, and nothing still moving (a node that died for good is replaced).
+        """
+        deadline = time.monotonic() + timeout
+        last = "no answer yet"
+        while True:
+            running = {name for name in self.hosts if self.running(name)}
+            try:
+                problem = replica_shortfall(self.topologies(), min(replication_factor, len(running)), running)
+                if problem is None:
+                    return
+                last = problem
+            except Exception as error:  # a node still starting: ask again
+                last = f"{type(error).__name__}: {error}"
+            if time.monotonic() > deadline:
+                raise SettleTimeout(f"replication factor {replication_factor} not restored in {timeout}s: {last}")
+            time.sleep(0.2)
+
     def close(self) -> None:
         for node in self.nodes.values():
             if node.process.poll() is None:
@@ -259,6 +294,17 @@ class AegisCluster(FaultCluster):
 
     def logs(self) -> str:
         return "\n".join(f"--- {name}\n{node.log_text()[-4000:]}" for name, node in self.nodes.items())
+
+    def save_logs(self, directory: Path) -> list[Path]:
+        """Every process's whole log, restarts included (``n1.1.log`` before ``n1.2.log``), into ``directory``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        written: list[Path] = []
+        for name, node in self.nodes.items():
+            for number, text in enumerate([*self.past_logs.get(name, []), node.log_text()], start=1):
+                path = directory / f"{name}.{number}.log"
+                path.write_text(text + "\n")
+                written.append(path)
+        return written
 
 
 def _map_disagreement(answers: Mapping[str, Mapping[str, Any]], expected: set[str]) -> str | None:
@@ -288,6 +334,18 @@ def _map_disagreement(answers: Mapping[str, Mapping[str, Any]], expected: set[st
         if differing or len(shards) != len(first):
             mine, theirs = differing[0] if differing else ({}, {})
             return f"{len(differing)} shards differ between {first_name} and {name}, such as {mine} vs {theirs}"
+    return None
+
+
+def replica_shortfall(answers: Mapping[str, Mapping[str, Any]], wanted: int, running: set[str]) -> str | None:
+    """Which shard, in whose map, lacks ``wanted`` replicas among ``running`` or still moves; None if none."""
+    for name, answer in answers.items():
+        for shard in answer["shards"]:
+            replicas = list(shard["replicas"])
+            if len(replicas) != wanted or not set(replicas) <= running:
+                return f"{name}: shard {shard['shard']} has replicas {replicas}, wants {wanted} of {sorted(running)}"
+            if shard.get("learners") or shard.get("leaving"):
+                return f"{name}: shard {shard['shard']} still moving"
     return None
 
 

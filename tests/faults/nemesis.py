@@ -115,17 +115,61 @@ class Nemesis:
 
     # -- membership: planned changes --------------------------------------------------------------
 
-    def join(self, name: str) -> Event:
+    def join(self, name: str, *, side_with: str | None = None) -> Event:
         """Start a new node ``name`` that joins the running cluster; returns once it serves.
 
         Any slot may change owner (placement moves about 1/N of them to the new
-        node, and primaries hand over): the impact is every slot.
+        node, and primaries hand over): the impact is every slot. During a
+        partition the new host is put on the side of node ``side_with`` before
+        it starts (its first packet already obeys the cut); without
+        ``side_with`` a partition in force is refused, since the new node
+        would otherwise bridge it.
         """
+        if self._blocked:
+            if side_with is None:
+                raise RuntimeError("a partition is in force: say which side the new node joins (side_with)")
+            self._join_side(name, side_with)
         at = time.monotonic()
         self.cluster.add_node(name)
         ready = time.monotonic() - at
         impact = Impact(ALL_SLOTS, label="slots may move")
         return self.timeline.add(Event(at, "join", (name,), (impact,), detail=f"serving after {ready:.2f}s"))
+
+    def _join_side(self, name: str, side_with: str) -> None:
+        """Make host ``name`` and cut it from whatever ``side_with`` is cut from, both ways."""
+        add_host = getattr(self.cluster, "add_host", None)
+        if add_host is None:
+            raise NotImplementedError(f"{self.cluster.kind}: cannot add a host during a partition")
+        add_host(name)
+        others = {a for a, b in self._blocked if b == side_with} | {b for a, b in self._blocked if a == side_with}
+        self._blocked |= {(name, other) for other in others} | {(other, name) for other in others}
+        self._apply_rules()
+
+    def rejoin(self, name: str) -> Event:
+        """Start ``name`` again after its drain, same id and data dir; returns once it serves.
+
+        It left the membership, so coming back is a join: any slot may move.
+        """
+        at = time.monotonic()
+        self.cluster.restart(name)
+        ready = time.monotonic() - at
+        impact = Impact(ALL_SLOTS, label="slots may move")
+        return self.timeline.add(Event(at, "rejoin", (name,), (impact,), detail=f"serving after {ready:.2f}s"))
+
+    def settle(self, timeout: float = 90.0, replication_factor: int | None = None) -> Event:
+        """Wait until the running nodes agree on one map with nothing moving (and, given
+        ``replication_factor``, until every shard has its replicas again); an event with no impact.
+        """
+        at = time.monotonic()
+        self.cluster.wait_settled(timeout)
+        if replication_factor is not None:
+            wait_replicated = getattr(self.cluster, "wait_replicated", None)
+            if wait_replicated is None:
+                raise NotImplementedError(f"{self.cluster.kind}: no replica count to wait for")
+            wait_replicated(replication_factor, timeout)
+        done = time.monotonic()
+        # Dated when it was settled; the wait it took is in the detail.
+        return self.timeline.add(Event(done, "settled", (), (), detail=f"one map after {done - at:.2f}s"))
 
     def drain(self, name: str, timeout: float = 60.0) -> Event:
         """SIGTERM ``name`` (a planned leave: its graceful drain) and wait until it exited."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -221,5 +221,78 @@ def together(*scenarios: Scenario) -> Scenario:
             nemesis.thaw_owners()
         if failures:
             raise failures[0]
+
+    return scenario
+
+
+# -- planned membership changes in sequence, and faults during them ---------------------------------
+
+
+def scale(
+    joiners: Sequence[str], leavers: Sequence[str], *, settle_timeout: float = 90.0, after: float = 2.0
+) -> Scenario:
+    """Grow by ``joiners`` one at a time, then shrink by draining ``leavers`` (SIGTERM) one at a
+    time, waiting after each step until the cluster is settled (nothing moving) and ``after`` s more.
+    """
+
+    def scenario(nemesis: Nemesis) -> None:
+        for name in joiners:
+            nemesis.join(name)
+            nemesis.settle(settle_timeout)
+            time.sleep(after)
+        for name in leavers:
+            nemesis.drain(name)
+            nemesis.settle(settle_timeout)
+            time.sleep(after)
+
+    return scenario
+
+
+def rolling_restart(
+    names: Sequence[str], *, replication_factor: int, settle_timeout: float = 90.0, after: float = 1.0
+) -> Scenario:
+    """Each node in turn: drained (SIGTERM), started again with its id and data dir, and waited for
+    until the map is settled and every shard has its replicas again (it is back and caught up).
+    """
+
+    def scenario(nemesis: Nemesis) -> None:
+        for name in names:
+            nemesis.drain(name)
+            nemesis.rejoin(name)
+            nemesis.settle(settle_timeout, replication_factor)
+            time.sleep(after)
+
+    return scenario
+
+
+def join_during_partition(new: str, victim: str, seconds: float, *, after: float = 4.0) -> Scenario:
+    """Cut ``victim`` off from every other node and client, let ``new`` join the majority side
+    meanwhile, heal after ``seconds`` (from the cut) and keep going ``after`` s.
+    """
+
+    def scenario(nemesis: Nemesis) -> None:
+        cluster = nemesis.cluster
+        rest = [name for name in cluster.node_names if name != victim]
+        rest += [client.name for client in cluster.clients]
+        cut = nemesis.partition([[victim], rest])
+        nemesis.join(new, side_with=rest[0])
+        time.sleep(max(0.0, cut.at + seconds - time.monotonic()))
+        nemesis.heal()
+        time.sleep(after)
+
+    return scenario
+
+
+def leave_without_drain(
+    victim: str, *, replication_factor: int, settle_timeout: float = 90.0, after: float = 2.0
+) -> Scenario:
+    """kill -9 ``victim``, never started again: wait until the rest have re-replicated every shard
+    to ``replication_factor`` copies (as far as the nodes left allow), then ``after`` s more.
+    """
+
+    def scenario(nemesis: Nemesis) -> None:
+        nemesis.kill(victim)
+        nemesis.settle(settle_timeout, replication_factor)
+        time.sleep(after)
 
     return scenario
