@@ -460,6 +460,19 @@ SETTINGS: tuple[Setting, ...] = (
         "one further behind is sent the whole shard again",
     ),
     Setting(
+        "move_bandwidth",
+        32 * MIB,
+        _size(0, 2**40),
+        "bytes per second this node sends over all the shard copies of moves (joins, leaves, resyncs) "
+        "together, so foreground requests keep their latency; 0 = unlimited",
+    ),
+    Setting(
+        "move_concurrency",
+        2,
+        _integer(1, 64, "an integer"),
+        "shard copies this node sends at once; the others wait their turn, first come first served",
+    ),
+    Setting(
         "backend",
         "auto",
         _text(),
@@ -680,6 +693,8 @@ class Settings:
     lease_duration: float
     max_clock_drift: float
     replication_backlog: int
+    move_bandwidth: int
+    move_concurrency: int
     backend: str
     wal: str
     wal_segment_bytes: int
