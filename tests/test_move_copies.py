@@ -15,13 +15,17 @@ what this test is about.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from aegiskv.admin.main import admin_main
 from aegiskv.client import Client, Config, NotFoundError
 from aegiskv.testing.localnode import LocalNode
 from tests.cluster_harness import Cluster, gossip_address, info, wait_for_agreement
@@ -57,18 +61,23 @@ def test_a_join_with_one_copy_at_a_time_and_a_low_bandwidth_converges_and_shows_
             joined = time.monotonic()
             newcomer = cluster.start(2, seeds=[gossip_address(old[0])])
             most_sending = 0
-            queued_seen = False
+            seen: set[str] = set()  # what INFO and `aegis status` showed at least once while copying
 
             def copies_shown() -> bool:
-                nonlocal most_sending, queued_seen
+                nonlocal most_sending
                 sent = [info(node, "replication") for node in old]
                 most_sending = max([most_sending, *(fields["aegis_copies_sending"] for fields in sent)])
-                queued_seen = queued_seen or any(fields["aegis_copies_queued"] > 0 for fields in sent)
-                sending = any("state=copying" in str(fields.get("aegis_move_out_0", "")) for fields in sent)
-                received = str(info(newcomer, "replication").get("aegis_move_in_0", ""))
-                return queued_seen and sending and received.startswith("shard=")
+                if any(fields["aegis_copies_queued"] > 0 for fields in sent):
+                    seen.add("queued")
+                if any("state=copying" in str(fields.get("aegis_move_out_0", "")) for fields in sent):
+                    seen.add("sending")
+                    if "status" not in seen and any(move["state"] == "copying" for move in status_moves(old[0])):
+                        seen.add("status")
+                if str(info(newcomer, "replication").get("aegis_move_in_0", "")).startswith("shard="):
+                    seen.add("received")
+                return seen == {"queued", "sending", "status", "received"}
 
-            wait_until(copies_shown, timeout=30, interval=0.02, what="INFO to show copies sent, queued and received")
+            wait_until(copies_shown, timeout=30, interval=0.02, what="INFO and aegis status to show the copies")
             wait_for_agreement([*old, newcomer], {"n0", "n1", "n2"})
             done = [wait_until(functools.partial(idle, node), timeout=30, what="no copy under way") for node in old]
             elapsed = time.monotonic() - joined
@@ -86,6 +95,7 @@ def test_a_join_with_one_copy_at_a_time_and_a_low_bandwidth_converges_and_shows_
                 assert samples[("aegis_shard_copies_bytes_total", ())] == fields["aegis_copy_bytes"]
                 assert samples[("aegis_shard_copies_keys_total", ())] == fields["aegis_copy_keys"]
                 assert samples[("aegis_shard_copies_in_flight", (("direction", "sending"),))] == 0
+            assert status_moves(old[0]) == []  # nothing in flight: aegis status lists no move
             copied = sum(fields["aegis_copy_keys"] for fields in done)
             assert copied >= KEYS // 3  # the newcomer's share, roughly two thirds of the keys
             with Client(Config(seeds=[newcomer.address_text], max_retries=20)) as fresh:
@@ -99,6 +109,18 @@ def test_a_join_with_one_copy_at_a_time_and_a_low_bandwidth_converges_and_shows_
                 assert lost == []
     finally:
         cluster.close()
+
+
+def status_moves(node: LocalNode) -> list[dict[str, Any]]:
+    """``aegis status --json``'s moves, asked of ``node`` (in this process)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = admin_main(["status", "--seed", node.address_text, "--interval", "0.01", "--json"])
+    assert code == 0
+    moves: list[dict[str, Any]] = json.loads(out.getvalue())["moves"]
+    for move in moves:
+        assert move["from"] in ("n0", "n1") and move["to"] == "n2"
+    return moves
 
 
 def idle(node: LocalNode) -> dict[str, Any] | None:
