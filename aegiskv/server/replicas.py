@@ -1467,25 +1467,35 @@ class ReplicaManager:
             "move_bandwidth": copies.rate,
             "move_concurrency": copies.slots,
         }
-        index = 0
-        for key in copies.pending():
-            assert isinstance(key, tuple)
-            found = self._copy_stream(key)
-            if found is None:
-                continue
-            stream = found[1]
-            copy = stream.copy
-            keys, total, sent = (copy.keys, copy.keys_total, copy.bytes) if copy is not None else (0, 0, 0)
-            result[f"move_out_{index}"] = (
-                f"shard={key[0]},to={key[1]},state={'copying' if copy is not None else 'queued'},"
-                f"keys={keys},keys_total={total},bytes={sent}"
-            )
-            index += 1
+        for index, move in enumerate(self.moves()):
+            result[f"move_out_{index}"] = ",".join(f"{name}={value}" for name, value in move.items())
         for index, state in enumerate(receiving):
             copy = state.receiving
             assert copy is not None
             result[f"move_in_{index}"] = f"shard={state.shard},from={copy.peer},keys={copy.keys},bytes={copy.bytes}"
         return result
+
+    def moves(self) -> list[dict[str, int | str]]:
+        """The shard copies this node sends now or has queued, under way first (INFO, the dashboard)."""
+        moves: list[dict[str, int | str]] = []
+        for key in self.copies.pending():
+            assert isinstance(key, tuple)
+            found = self._copy_stream(key)
+            if found is None:
+                continue
+            copy = found[1].copy
+            keys, total, sent = (copy.keys, copy.keys_total, copy.bytes) if copy is not None else (0, 0, 0)
+            moves.append(
+                {
+                    "shard": key[0],
+                    "to": key[1],
+                    "state": "copying" if copy is not None else "queued",
+                    "keys": keys,
+                    "keys_total": total,
+                    "bytes": sent,
+                }
+            )
+        return moves
 
     def follower_gaps(self) -> dict[str, int]:
         """Per follower: the changes to the shards this node leads that it has yet to acknowledge (all shards).
