@@ -101,6 +101,10 @@ COPY_REPORT_EVERY = 1.0  # seconds between progress lines of a shard copy in the
 # Longest the reactor sorts keys for shard copies in one go (aegiskv.cluster.key_scan) before it
 # serves requests again.
 SCAN_SLICE_SECONDS = 0.002
+# Most snapshot bytes one call of _pump_copies sends (a few ms of building chunks) before it lets the
+# reactor serve requests and comes back in the next turn: the bandwidth's burst alone (a tenth of a
+# second of it) took a turn of over 100 ms at the default 32 MiB/s.
+COPY_TURN_BYTES = 256 * 1024
 
 # shard -> (the last seq a request or a connection wrote to it, the epoch it was written in); seq -1:
 # written on a shard this node did not lead (never streamed: its reply fails).
@@ -1001,6 +1005,7 @@ class ReplicaManager:
         peers = self.peers
         if peers is None:
             return
+        budget = COPY_TURN_BYTES
         moved = True
         while moved:
             moved = False
@@ -1022,8 +1027,11 @@ class ReplicaManager:
                     continue
                 if copies.allowance() <= 0:
                     return  # the next tick has more to spend
-                self._send_snapshot_chunk(state, member, stream)
+                budget -= self._send_snapshot_chunk(state, member, stream)
                 moved = True
+                if budget <= 0:
+                    self._wake_copies()  # more in the next turn, after the requests waiting
+                    return
             moved = bool(copies.admit()) or moved
 
     def _advance_scan(self) -> None:
@@ -1075,8 +1083,8 @@ class ReplicaManager:
         )
         self._send(member, ShardMessage(Kind.SNAPSHOT_BEGIN, state.shard, state.leading_epoch, at))
 
-    def _send_snapshot_chunk(self, state: _Shard, member: str, stream: _Stream) -> None:
-        """One chunk of the copy under way to ``member``, or its end."""
+    def _send_snapshot_chunk(self, state: _Shard, member: str, stream: _Stream) -> int:
+        """One chunk of the copy under way to ``member``, or its end; returns the key and value bytes sent."""
         if stream.snapshot_keys:
             chunk = stream.snapshot_keys[-SNAPSHOT_KEYS:]
             del stream.snapshot_keys[-SNAPSHOT_KEYS:]
@@ -1084,12 +1092,14 @@ class ReplicaManager:
                 Change(0, Op.PUT, key, bytes(entry.value), entry.version, entry.expires_at_ms)
                 for key, entry in self.node.entries(chunk)
             ]
+            sent = 0
             if items:
                 self._send(member, ShardMessage(Kind.SNAPSHOT_ITEMS, state.shard, state.leading_epoch, 0, 0, [], items))
-                self.copies.spend(sum(len(item.key) + len(item.value) for item in items), len(items))
+                sent = sum(len(item.key) + len(item.value) for item in items)
+                self.copies.spend(sent, len(items))
                 if stream.copy is not None:
                     stream.copy.add(items)
-            return
+            return sent
         with self.node.lock:
             backlog = state.backlog
             if backlog.first_seq > stream.snapshot_at + 1:
@@ -1099,7 +1109,7 @@ class ReplicaManager:
                 history = backlog.history_since(stream.snapshot_at)
         if gone:
             self._start_snapshot(state, member, stream)
-            return
+            return 0
         end = ShardMessage(Kind.SNAPSHOT_END, state.shard, state.leading_epoch, stream.snapshot_at, 0, history)
         self._send(member, end)
         stream.state = "streaming"
@@ -1112,6 +1122,7 @@ class ReplicaManager:
         else:
             self.copies.release((state.shard, member))
         self._stream(state)  # the changes since the key list was taken
+        return 0
 
     # -- messages ---------------------------------------------------------------------------------
 
