@@ -73,11 +73,13 @@ def test_a_join_with_one_copy_at_a_time_and_a_low_bandwidth_converges_and_shows_
                     seen.add("sending")
                     if "status" not in seen and any(move["state"] == "copying" for move in status_moves(old[0])):
                         seen.add("status")
+                    if "dashboard" not in seen and any(dashboard_moves(node) for node in old):
+                        seen.add("dashboard")
                 if str(info(newcomer, "replication").get("aegis_move_in_0", "")).startswith("shard="):
                     seen.add("received")
-                return seen == {"queued", "sending", "status", "received"}
+                return seen == {"queued", "sending", "status", "dashboard", "received"}
 
-            wait_until(copies_shown, timeout=30, interval=0.02, what="INFO and aegis status to show the copies")
+            wait_until(copies_shown, timeout=30, interval=0.02, what="INFO, aegis status, /status.json to show copies")
             wait_for_agreement([*old, newcomer], {"n0", "n1", "n2"})
             done = [wait_until(functools.partial(idle, node), timeout=30, what="no copy under way") for node in old]
             elapsed = time.monotonic() - joined
@@ -96,6 +98,7 @@ def test_a_join_with_one_copy_at_a_time_and_a_low_bandwidth_converges_and_shows_
                 assert samples[("aegis_shard_copies_keys_total", ())] == fields["aegis_copy_keys"]
                 assert samples[("aegis_shard_copies_in_flight", (("direction", "sending"),))] == 0
             assert status_moves(old[0]) == []  # nothing in flight: aegis status lists no move
+            assert not any(dashboard_moves(node) for node in old)
             copied = sum(fields["aegis_copy_keys"] for fields in done)
             assert copied >= KEYS // 3  # the newcomer's share, roughly two thirds of the keys
             with Client(Config(seeds=[newcomer.address_text], max_retries=20)) as fresh:
@@ -120,6 +123,16 @@ def status_moves(node: LocalNode) -> list[dict[str, Any]]:
     moves: list[dict[str, Any]] = json.loads(out.getvalue())["moves"]
     for move in moves:
         assert move["from"] in ("n0", "n1") and move["to"] == "n2"
+    return moves
+
+
+def dashboard_moves(node: LocalNode) -> list[dict[str, Any]]:
+    """The moves a node's /status.json reports (what the dashboard's /cluster.json gathers)."""
+    status, _headers, body = http_request(node.addresses["health"], "/status.json")
+    assert status == 200
+    moves: list[dict[str, Any]] = json.loads(body)["moves"]
+    for move in moves:
+        assert move["to"] == "n2" and move["state"] in ("copying", "queued")
     return moves
 
 
