@@ -10,12 +10,14 @@ gate the way an operator does: ``/ui?token=...`` once, a redirect, a cookie.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import Any
 import pytest
 
 from aegiskv.client import Client, Config
+from aegiskv.server import dashboard
 from aegiskv.testing.localnode import LocalNode
 from tests.cluster_harness import Cluster
 from tests.wire import http_request, wait_until
@@ -49,9 +52,12 @@ class DashboardDom(HTMLParser):
         self.shards: dict[int, str] = {}  # shard -> primary
         self.hot_keys_hidden = False
         self.hot_keys: list[list[str]] = []  # node, rank, key, frequency
+        self.moves_hidden = False
+        self.moves: list[list[str]] = []  # shard, from, to, state, progress, sent
         self._row: dict[str, str] | None = None
         self._field: str | None = None
         self._hot_key = False
+        self._move = False
         self.feed(html)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -73,6 +79,13 @@ class DashboardDom(HTMLParser):
             self._hot_key = True
         elif tag == "td" and self._hot_key:
             self.hot_keys[-1].append("")
+        elif tag == "section" and attributes.get("id") == "moves-section":
+            self.moves_hidden = "hidden" in attributes
+        elif tag == "tr" and "move" in attributes.get("class", "").split():
+            self.moves.append([])
+            self._move = True
+        elif tag == "td" and self._move:
+            self.moves[-1].append("")
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "td":
@@ -80,12 +93,15 @@ class DashboardDom(HTMLParser):
         elif tag == "tr":
             self._row = None
             self._hot_key = False
+            self._move = False
 
     def handle_data(self, data: str) -> None:
         if self._row is not None and self._field is not None:
             self._row[self._field] += data
         elif self._hot_key and self.hot_keys[-1]:
             self.hot_keys[-1][-1] += data
+        elif self._move and self.moves[-1]:
+            self.moves[-1][-1] += data
 
 
 def load(url: str, profile: Path, screenshot: Path) -> DashboardDom:
@@ -180,6 +196,7 @@ def test_dashboard_in_chromium_shows_the_cluster_and_a_killed_node_down(tmp_path
         assert dom.hot_keys_hidden == (dom.hot_keys == [])
         for node, rank, key, frequency in dom.hot_keys:
             assert node in dom.nodes and rank.isdigit() and key and _NUMBER.match(frequency)
+        assert dom.moves_hidden and dom.moves == []  # a settled cluster: no move, no section
 
         print(f"dashboard screenshot: {screenshot} (after {time.monotonic() - started:.1f}s; views per load {loads})")
 
@@ -202,3 +219,66 @@ def test_dashboard_in_chromium_shows_the_cluster_and_a_killed_node_down(tmp_path
         print(f"browser test took {time.monotonic() - started:.1f}s")
     finally:
         cluster.close()
+
+
+# -- moves in flight, on a page fed a cluster view with moves ------------------------------------------
+
+
+class _CannedDashboard(http.server.BaseHTTPRequestHandler):
+    """The page's own files, and one /cluster.json: the view of a cluster while n3 joins."""
+
+    view: bytes = b""
+
+    def do_GET(self) -> None:
+        static = Path(dashboard.__file__).parent / "static"
+        files = {
+            "/ui": ("index.html", "text/html"),
+            "/ui/dashboard.js": ("dashboard.js", "text/javascript"),
+            "/ui/dashboard.css": ("dashboard.css", "text/css"),
+        }
+        if self.path == "/cluster.json":
+            body, kind = self.view, "application/json"
+        elif self.path in files:
+            name, kind = files[self.path]
+            body = (static / name).read_bytes()
+        else:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def canned_view(moves: list[dict[str, Any]]) -> dict[str, Any]:
+    status = {"ops_per_sec": 1.0, "keys": 10, "memory": {"used": 1024, "limit": 0}, "hotkeys": [], "moves": moves}
+    node: dict[str, Any] = {"node_id": "n0", "gossip": "alive", "health": "up", "reason": "", "address": "x:1"}
+    node["status"] = status
+    shards = [{"shard": 0, "slots": [0, 16383], "primary": "n0", "followers": []}]
+    return {"served_by": "n0", "at": time.time(), "epoch": 9, "shards": shards, "nodes": [node]}
+
+
+def test_the_page_lists_moves_in_flight_as_the_senders_report_them(tmp_path: Path) -> None:
+    moves = [
+        {"shard": 12, "to": "n3", "state": "copying", "keys": 300, "keys_total": 1200, "bytes": 33000},
+        {"shard": 40, "to": "n3", "state": "queued", "keys": 0, "keys_total": 0, "bytes": 0},
+    ]
+    _CannedDashboard.view = json.dumps(canned_view(moves)).encode()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CannedDashboard)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/ui"
+        dom = load(url, tmp_path / "profile", tmp_path / "moves.png")
+        assert dom.state == "loaded" and not dom.moves_hidden
+        assert dom.moves == [
+            ["12", "n0", "n3", "copying", "300 / 1,200 keys (25%)", "32.2 KiB"],
+            ["40", "n0", "n3", "queued", "\u2014", "0 B"],
+        ]
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -61,6 +61,13 @@ class Links:
         return found
 
 
+class Turns:
+    """The reactor, as far as the manager uses it here: the test runs ticks and turns itself."""
+
+    def call_later(self, delay: float, callback: Any) -> None:
+        pass
+
+
 def manager(node_id: str, read_quorum: int = 2, timing: LeaseTiming | None = None) -> ReplicaManager:
     node = Node(
         MemoryBackend(BackendOptions(max_memory_bytes=1 << 26)),
@@ -71,7 +78,7 @@ def manager(node_id: str, read_quorum: int = 2, timing: LeaseTiming | None = Non
     options = ReplicationOptions(
         write_quorum=0, read_quorum=read_quorum, quorum_timeout=5.0, timing=timing or LeaseTiming()
     )
-    replicas = ReplicaManager(node, None, node_id, options, None, store=MemoryVoteStore(), rng=random.Random(1))  # type: ignore[arg-type]
+    replicas = ReplicaManager(node, Turns(), node_id, options, None, store=MemoryVoteStore(), rng=random.Random(1))  # type: ignore[arg-type]
     replicas.peers = Links()  # type: ignore[assignment]
     node.feed = replicas
     return replicas
@@ -408,13 +415,19 @@ def test_a_follower_that_joins_a_lone_primary_gets_every_change_by_snapshot_then
     for index in range(200, 250):
         write(index)  # offered, not yet answered: kept in the backlog from now on
     deliver(nodes, "p", Kind.OFFER)  # f1 answers (0, 0): those changes are gone, so a snapshot
-    assert primary.counters["resyncs_sent"] == SHARDS
+    copies = primary.copies
+    assert (copies.in_flight, copies.queued) == (2, SHARDS - 2)  # two at a time, the others wait
     for index in range(250, 300):
-        write(index)  # while the snapshot is on its way: kept, streamed after it
-    primary.tick()  # the snapshots' keys and their ends
-    primary._end_of_turn()  # the changes after them
-    for kind in (Kind.SNAPSHOT_BEGIN, Kind.SNAPSHOT_ITEMS, Kind.SNAPSHOT_END, Kind.APPEND):
-        deliver(nodes, "p", kind)
+        write(index)  # while the snapshots are on their way or waiting: kept, streamed after them
+    for _ in range(100):
+        primary.tick()  # the key lists, the snapshots' keys and their ends
+        primary._end_of_turn()  # the changes after them
+        for kind in (Kind.SNAPSHOT_BEGIN, Kind.SNAPSHOT_ITEMS, Kind.SNAPSHOT_END, Kind.APPEND):
+            deliver(nodes, "p", kind)
+        if not copies.in_flight and not copies.queued:
+            break
+    assert primary.counters["resyncs_sent"] == copies.totals.completed == SHARDS
+    assert copies.totals.keys == 300  # the key lists are taken at the first tick, after every write
     held = {key: bytes(entry.value) for key, entry in follower.node.entries(list(expected))}
     assert held == expected
 

@@ -43,6 +43,31 @@ def _commands_processed(info: dict[str, dict[str, Any]]) -> int:
     return value if isinstance(value, int) else 0
 
 
+def moves_of(node: str, replication: dict[str, Any]) -> list[dict[str, Any]]:
+    """The shard copies ``node`` is sending, from its INFO replication's ``aegis_move_out_N`` lines
+    (aegiskv.server.replicas: ``shard=..,to=..,state=..,keys=..,keys_total=..,bytes=..``)."""
+    moves = []
+    for name, value in replication.items():
+        if not name.startswith("aegis_move_out_") or not isinstance(value, str):
+            continue
+        fields = dict(part.split("=", 1) for part in value.split(",") if "=" in part)
+        try:
+            moves.append(
+                {
+                    "shard": int(fields["shard"]),
+                    "from": node,
+                    "to": fields["to"],
+                    "state": fields["state"],
+                    "keys": int(fields["keys"]),
+                    "keys_total": int(fields["keys_total"]),
+                    "bytes": int(fields["bytes"]),
+                }
+            )
+        except (KeyError, ValueError):
+            continue  # a node of another version: its line is not this shape
+    return moves
+
+
 def status_data(target: Target, interval: float) -> dict[str, Any]:
     """Every node of the map with its figures; ops/s is measured over ``interval`` seconds.
 
@@ -57,6 +82,7 @@ def status_data(target: Target, interval: float) -> dict[str, Any]:
     elapsed = time.monotonic() - started
     roles = _shard_roles(view)
     rows = []
+    moves: list[dict[str, Any]] = []
     for node, address in sorted(view.addresses.items()):
         lead, follow = roles.get(node, (0, 0))
         row: dict[str, Any] = {
@@ -84,6 +110,7 @@ def status_data(target: Target, interval: float) -> dict[str, Any]:
         database = info.get("keyspace", {}).get("db0", {})
         memory = info.get("memory", {})
         lag = info.get("replication", {}).get("aegis_max_follower_lag_changes")
+        moves += moves_of(node, info.get("replication", {}))
         row.update(
             keys=database.get("keys", 0) if isinstance(database, dict) else 0,
             used_memory=memory.get("used_memory"),
@@ -98,6 +125,8 @@ def status_data(target: Target, interval: float) -> dict[str, Any]:
         "shards": len(shards),
         "shards_without_primary": sum(1 for shard in shards if not view.primary(shard)),
         "nodes": rows,
+        # Shard copies under way or waiting, as the sending nodes report them: empty when no move is on.
+        "moves": sorted(moves, key=lambda move: (move["shard"], move["to"])),
     }
 
 
@@ -126,6 +155,17 @@ def print_status(data: dict[str, Any]) -> None:
     for node in data["nodes"]:
         if node["error"]:
             render.note(f"{node['node']}: {node['error']}")
+    if data["moves"]:
+        print_moves(data["moves"])
+
+
+def print_moves(moves: list[dict[str, Any]]) -> None:
+    rows = []
+    for move in moves:
+        total = move["keys_total"]
+        progress = f"{move['keys']}/{total} keys ({100 * move['keys'] // total}%)" if total else "-"
+        rows.append((move["shard"], move["from"], move["to"], move["state"], progress, _human_bytes(move["bytes"])))
+    render.table(("shard", "from", "to", "state", "progress", "sent"), rows, title=f"{len(moves)} moves in flight")
 
 
 def shards_data(target: Target) -> dict[str, Any]:
@@ -141,22 +181,26 @@ def shards_data(target: Target) -> dict[str, Any]:
                 "primary": primary,
                 "followers": [member for member in shard.get("replicas", []) if member != primary],
                 "preferred": shard.get("preferred"),
+                # A move in flight: members still copying the shard, and those handing it over.
+                "learners": shard.get("learners", []),
+                "leaving": shard.get("leaving", []),
             }
         )
     return {"source": view.source, "epoch": view.topology.get("epoch"), "shards": shards}
 
 
 def print_shards(data: dict[str, Any]) -> None:
+    moving = any(shard["learners"] or shard["leaving"] for shard in data["shards"])
     rows = []
     for shard in data["shards"]:
         slots = shard["slots"]
         slot_text = f"{slots[0]}-{slots[1]}" if len(slots) == 2 else ",".join(map(str, slots))
-        rows.append((shard["shard"], slot_text, shard["primary"], ", ".join(shard["followers"]) or None))
-    render.table(
-        ("shard", "slots", "primary", "followers"),
-        rows,
-        title=f"epoch {data['epoch']} (map of {data['source']})",
-    )
+        row: tuple[Any, ...] = (shard["shard"], slot_text, shard["primary"], ", ".join(shard["followers"]) or None)
+        if moving:  # the columns of a move only while one is in flight
+            row += (", ".join(shard["learners"]) or None, ", ".join(shard["leaving"]) or None)
+        rows.append(row)
+    columns = ("shard", "slots", "primary", "followers", *(("copying to", "leaving") if moving else ()))
+    render.table(columns, rows, title=f"epoch {data['epoch']} (map of {data['source']})")
 
 
 def info_data(target: Target, node: str, sections: list[str]) -> dict[str, Any]:

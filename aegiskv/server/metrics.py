@@ -275,6 +275,41 @@ def _replication(source: ReplicationSource) -> Iterator[Metric]:
     for follower, gap in sorted(source.follower_gaps().items()):
         gaps.add_metric([follower], gap)
     yield gaps
+    yield from _shard_copies(details)
+
+
+def _shard_copies(details: dict[str, int | str]) -> Iterator[Metric]:
+    """The shard copies of moves (INFO replication's copies_* and copy_*)."""
+    flight = GaugeMetricFamily(
+        "aegis_shard_copies_in_flight", "Shard copies under way now, sent or received", labels=["direction"]
+    )
+    flight.add_metric(["sending"], int(details["copies_sending"]))
+    flight.add_metric(["receiving"], int(details["copies_receiving"]))
+    yield flight
+    yield GaugeMetricFamily(
+        "aegis_shard_copies_queued",
+        "Shard copies waiting for a slot (move_concurrency) or their key list",
+        value=int(details["copies_queued"]),
+    )
+    yield CounterMetricFamily(
+        "aegis_shard_copies_completed",
+        "Shard copies this node finished sending",
+        value=int(details["copies_completed"]),
+    )
+    yield CounterMetricFamily(
+        "aegis_shard_copies_abandoned",
+        "Shard copies given up before their end (lease lost, link reset, member gone)",
+        value=int(details["copies_abandoned"]),
+    )
+    yield CounterMetricFamily("aegis_shard_copies_keys", "Keys sent in shard copies", value=int(details["copy_keys"]))
+    yield CounterMetricFamily(
+        "aegis_shard_copies_bytes", "Key and value bytes sent in shard copies", value=int(details["copy_bytes"])
+    )
+    yield GaugeMetricFamily(
+        "aegis_shard_copies_last_rate_bytes_per_second",
+        "Bytes per second of the last shard copy this node finished sending",
+        value=int(details["copy_last_rate_bytes_per_sec"]),
+    )
 
 
 def _lag_histogram(histogram: LagHistogram) -> Metric:

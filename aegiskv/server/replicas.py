@@ -59,6 +59,8 @@ from typing import Final, Protocol
 
 from loguru import logger
 
+from aegiskv.cluster.copy_queue import CopyQueue
+from aegiskv.cluster.key_scan import ShardKeyScan
 from aegiskv.cluster.leases import (
     FileHighWater,
     FileVoteStore,
@@ -101,6 +103,13 @@ HANDOFFS_PER_TICK = 4
 COPY_REPORT_EVERY = 1.0  # seconds between progress lines of a shard copy in the log
 # In the leases directory: this node's last drain handed every shard over (see mark_drained).
 DRAINED_MARKER = "drained"
+# Longest the reactor sorts keys for shard copies in one go (aegiskv.cluster.key_scan) before it
+# serves requests again.
+SCAN_SLICE_SECONDS = 0.002
+# Most snapshot bytes one call of _pump_copies sends (a few ms of building chunks) before it lets the
+# reactor serve requests and comes back in the next turn: the bandwidth's burst alone (a tenth of a
+# second of it) took a turn of over 100 ms at the default 32 MiB/s.
+COPY_TURN_BYTES = 256 * 1024
 
 # shard -> (the last seq a request or a connection wrote to it, the epoch it was written in); seq -1:
 # written on a shard this node did not lead (never streamed: its reply fails).
@@ -118,13 +127,17 @@ class ReplicationOptions:
     backlog_bytes: int = 64 * 1024 * 1024  # all shards together
     timing: LeaseTiming = field(default_factory=LeaseTiming)
     replication_factor: int = 3  # the configured one: with the members seen, it sets the leases' quorum floor
+    copy_bandwidth: int = 0  # bytes/s over every shard copy this node sends (0 = unlimited)
+    copy_slots: int = 2  # shard copies this node sends at once; the others wait their turn
 
 
 @dataclass
 class _Stream:
     """The primary's view of one follower of one shard."""
 
-    state: str = "offered"  # offered (waiting for its position), streaming, snapshot
+    # offered (waiting for its position), streaming, queued (a copy waiting for its turn or its key
+    # list), snapshot (a copy under way)
+    state: str = "offered"
     offered_at: float = 0.0  # when the last OFFER left (it is sent again until answered)
     sent_seq: int = 0
     # Where the follower said it was when streaming began: it holds that much before its first ACK
@@ -132,6 +145,7 @@ class _Stream:
     reported_seq: int = 0
     snapshot_keys: list[bytes] = field(default_factory=list)
     snapshot_at: int = 0  # the seq the snapshot's key list was taken at
+    scanned: bool = False  # queued: snapshot_keys and snapshot_at are taken
     copy: CopyProgress | None = None  # the shard copy under way to this follower, for the log
 
 
@@ -327,6 +341,12 @@ class ReplicaManager:
         # read that ran meanwhile is redirected, not answered (aegiskv.cluster.replica_reads).
         self._copy_generations = [0] * node.shards.shards
         self.anti_entropy: ShardRepairer | None = None  # set by the server (aegiskv.server.anti_entropy)
+        # Shard copies sent from here: a few at a time, at a bounded rate (aegiskv.cluster.copy_queue),
+        # their key lists sorted from one scan of the keyspace in slices (aegiskv.cluster.key_scan).
+        self.copies = CopyQueue(options.copy_bandwidth, options.copy_slots, time.monotonic)
+        self._scan: ShardKeyScan | None = None
+        self._scan_for: list[tuple[_Shard, str, _Stream, int, int]] = []  # state, member, stream, epoch, seq
+        self._pump_soon = False  # a call of _pump_copies is scheduled for the next reactor turn
 
     # -- wiring ------------------------------------------------------------------------------
 
@@ -861,6 +881,7 @@ class ReplicaManager:
             for request_id in [key for key, read in self._reads.items() if read.deadline < now - 1.0]:
                 del self._reads[request_id]
         self._release_acks()
+        self._pump_copies()
         self._hand_over(now)
         self._withdraw_copies()
         self._end_recovery()
@@ -1013,8 +1034,7 @@ class ReplicaManager:
                 self._offer(state, member)
             elif stream.state == "streaming":
                 self._send_changes(state, member, stream)
-            elif stream.state == "snapshot":
-                self._send_snapshot_chunk(state, member, stream)
+            # queued and snapshot: _pump_copies sends the copies, a few at a time
 
     def _send_changes(self, state: _Shard, member: str, stream: _Stream) -> None:
         node = self.node
@@ -1037,13 +1057,109 @@ class ReplicaManager:
             self.counters["changes_replicated"] += len(changes)
 
     def _start_snapshot(self, state: _Shard, member: str, stream: _Stream) -> None:
-        node = self.node
-        with node.lock:
-            keys = node.backend.key_snapshot()
-            at = state.backlog.last_seq
-        shard_of_key = self._shard_of_key
-        stream.snapshot_keys = [key for key in keys if shard_of_key(key) == state.shard]
-        stream.snapshot_at = at
+        """``member`` needs the whole shard: queue the copy (a copy under way keeps its slot)."""
+        stream.state = "queued"
+        stream.scanned = False
+        stream.snapshot_keys = []
+        stream.copy = None
+        self.copies.request((state.shard, member))
+        self._wake_copies()
+
+    def _wake_copies(self) -> None:
+        """Run _pump_copies in the next reactor turn, even with no request or tick to end one."""
+        if not self._pump_soon:
+            self._pump_soon = True
+            self.reactor.call_later(0.0, self._pump_copies)
+
+    def _copy_stream(self, key: tuple[int, str]) -> tuple[_Shard, _Stream] | None:
+        """The shard and stream a copy in the queue serves, while this node leads it and the copy is wanted."""
+        state = self._led[key[0]]
+        stream = state.streams.get(key[1]) if state is not None else None
+        if state is None or stream is None or stream.state not in ("queued", "snapshot"):
+            return None
+        return state, stream
+
+    def _pump_copies(self) -> None:
+        """Move the shard copies along: sort keys, admit waiting copies, send chunks within the bandwidth."""
+        self._pump_soon = False
+        copies = self.copies
+        if not copies.in_flight and not copies.queued:
+            return
+        self._advance_scan()
+        copies.admit()
+        peers = self.peers
+        if peers is None:
+            return
+        budget = COPY_TURN_BYTES
+        moved = True
+        while moved:
+            moved = False
+            for key in copies.turn_order():
+                assert isinstance(key, tuple)
+                found = self._copy_stream(key)
+                if found is None:
+                    copies.abandoned(key)  # a lost lease, a link reset, the member went away
+                    moved = True
+                    continue
+                state, stream = found
+                member = key[1]
+                if stream.state == "queued":
+                    if stream.scanned:
+                        self._begin_copy(state, member, stream)
+                        moved = True
+                    continue
+                if not peers.is_up(member) or peers.pending_bytes(member) > WINDOW_BYTES:
+                    continue
+                if copies.allowance() <= 0:
+                    return  # the next tick has more to spend
+                budget -= self._send_snapshot_chunk(state, member, stream)
+                moved = True
+                if budget <= 0:
+                    self._wake_copies()  # more in the next turn, after the requests waiting
+                    return
+            moved = bool(copies.admit()) or moved
+
+    def _advance_scan(self) -> None:
+        """Sort keys for the copies that wait for their key lists, one slice per call (aegiskv.cluster.key_scan)."""
+        if self._scan is None:
+            waiting = []
+            for key in self.copies.pending():
+                assert isinstance(key, tuple)
+                found = self._copy_stream(key)
+                if found is not None and found[1].state == "queued" and not found[1].scanned:
+                    waiting.append((found[0], key[1], found[1]))
+            if not waiting:
+                return
+            node = self.node
+            with node.lock:
+                keys = node.backend.key_snapshot()
+                self._scan_for = [
+                    (state, member, stream, state.leading_epoch, state.backlog.last_seq)
+                    for state, member, stream in waiting
+                ]
+            self._scan = ShardKeyScan(keys, {state.shard for state, _, _ in waiting}, self._shard_of_key)
+        if not self._scan.step(SCAN_SLICE_SECONDS):
+            self._wake_copies()
+            return
+        buckets = self._scan.buckets
+        for state, member, stream, epoch, at in self._scan_for:
+            if state.streams.get(member) is stream and stream.state == "queued" and state.leading_epoch == epoch:
+                stream.snapshot_keys = list(buckets[state.shard])
+                stream.snapshot_at = at
+                stream.scanned = True
+        self._scan = None
+        self._scan_for = []
+        self._wake_copies()  # copies holding a slot begin now
+
+    def _begin_copy(self, state: _Shard, member: str, stream: _Stream) -> None:
+        with self.node.lock:
+            gone = state.backlog.first_seq > stream.snapshot_at + 1
+        if gone:
+            # It waited so long that the changes since its key list was taken are no longer held.
+            stream.scanned = False
+            self._wake_copies()
+            return
+        at = stream.snapshot_at
         stream.state = "snapshot"
         stream.copy = CopyProgress(state.shard, member, True, len(stream.snapshot_keys))
         self.counters["resyncs_sent"] += 1
@@ -1052,36 +1168,46 @@ class ReplicaManager:
         )
         self._send(member, ShardMessage(Kind.SNAPSHOT_BEGIN, state.shard, state.leading_epoch, at))
 
-    def _send_snapshot_chunk(self, state: _Shard, member: str, stream: _Stream) -> None:
-        while stream.snapshot_keys and self.peers is not None and self.peers.pending_bytes(member) <= WINDOW_BYTES:
+    def _send_snapshot_chunk(self, state: _Shard, member: str, stream: _Stream) -> int:
+        """One chunk of the copy under way to ``member``, or its end; returns the key and value bytes sent."""
+        if stream.snapshot_keys:
             chunk = stream.snapshot_keys[-SNAPSHOT_KEYS:]
             del stream.snapshot_keys[-SNAPSHOT_KEYS:]
             items = [
                 Change(0, Op.PUT, key, bytes(entry.value), entry.version, entry.expires_at_ms)
                 for key, entry in self.node.entries(chunk)
             ]
+            sent = 0
             if items:
                 self._send(member, ShardMessage(Kind.SNAPSHOT_ITEMS, state.shard, state.leading_epoch, 0, 0, [], items))
+                sent = sum(len(item.key) + len(item.value) for item in items)
+                self.copies.spend(sent, len(items))
                 if stream.copy is not None:
                     stream.copy.add(items)
-        if not stream.snapshot_keys:
-            with self.node.lock:
-                backlog = state.backlog
-                if backlog.first_seq > stream.snapshot_at + 1:
-                    gone = True  # the changes since the snapshot began are no longer held: start over
-                else:
-                    gone = False
-                    history = backlog.history_since(stream.snapshot_at)
-            if gone:
-                self._start_snapshot(state, member, stream)
-                return
-            end = ShardMessage(Kind.SNAPSHOT_END, state.shard, state.leading_epoch, stream.snapshot_at, 0, history)
-            self._send(member, end)
-            stream.state = "streaming"
-            stream.sent_seq = stream.snapshot_at
-            if stream.copy is not None:
-                stream.copy.finished(stream.snapshot_at)
-                stream.copy = None
+            return sent
+        with self.node.lock:
+            backlog = state.backlog
+            if backlog.first_seq > stream.snapshot_at + 1:
+                gone = True  # the changes since the snapshot began are no longer held: start over
+            else:
+                gone = False
+                history = backlog.history_since(stream.snapshot_at)
+        if gone:
+            self._start_snapshot(state, member, stream)
+            return 0
+        end = ShardMessage(Kind.SNAPSHOT_END, state.shard, state.leading_epoch, stream.snapshot_at, 0, history)
+        self._send(member, end)
+        stream.state = "streaming"
+        stream.sent_seq = stream.snapshot_at
+        copy = stream.copy
+        stream.copy = None
+        if copy is not None:
+            copy.finished(stream.snapshot_at)
+            self.copies.finished((state.shard, member), copy.bytes, time.monotonic() - copy.started)
+        else:
+            self.copies.release((state.shard, member))
+        self._stream(state)  # the changes since the key list was taken
+        return 0
 
     # -- messages ---------------------------------------------------------------------------------
 
@@ -1334,6 +1460,7 @@ class ReplicaManager:
                 self._routing_seen = self.leases.routing_changes
                 self._publish_primaries()
         self._stream_unsent()
+        self._pump_copies()
 
     # -- what others should know -------------------------------------------------------------------
 
@@ -1412,7 +1539,8 @@ class ReplicaManager:
             "repl_backlog_size": self.options.backlog_bytes,
         }
         states = [stream.state for state in leading for stream in list(state.streams.values())]
-        result.update({f"streams_{name}": states.count(name) for name in ("offered", "snapshot", "streaming")})
+        names = ("offered", "queued", "snapshot", "streaming")
+        result.update({f"streams_{name}": states.count(name) for name in names})
         result.update(self.counters)
         result.update({f"lease_{name}": value for name, value in self.leases.counters.items()})
         histogram = self.lag
@@ -1424,7 +1552,55 @@ class ReplicaManager:
         result.update({f"follower_gap_changes_{peer}": gap for peer, gap in sorted(self.follower_gaps().items())})
         if self.anti_entropy is not None:
             result.update(self.anti_entropy.info())
+        result.update(self.copy_info(shards))
         return result
+
+    def copy_info(self, shards: list[_Shard]) -> dict[str, int | str]:
+        """INFO replication's shard copies: counters, then one line per copy sent or received now."""
+        copies = self.copies
+        totals = copies.totals
+        receiving = [state for state in shards if state.receiving_snapshot and state.receiving is not None]
+        result: dict[str, int | str] = {
+            "copies_sending": copies.in_flight,
+            "copies_queued": copies.queued,
+            "copies_receiving": len(receiving),
+            "copies_completed": totals.completed,
+            "copies_abandoned": totals.abandoned,
+            "copy_keys": totals.keys,
+            "copy_bytes": totals.bytes,
+            "copy_last_rate_bytes_per_sec": round(totals.last_rate),
+            "move_bandwidth": copies.rate,
+            "move_concurrency": copies.slots,
+        }
+        for index, move in enumerate(self.moves()):
+            result[f"move_out_{index}"] = ",".join(f"{name}={value}" for name, value in move.items())
+        for index, state in enumerate(receiving):
+            copy = state.receiving
+            assert copy is not None
+            result[f"move_in_{index}"] = f"shard={state.shard},from={copy.peer},keys={copy.keys},bytes={copy.bytes}"
+        return result
+
+    def moves(self) -> list[dict[str, int | str]]:
+        """The shard copies this node sends now or has queued, under way first (INFO, the dashboard)."""
+        moves: list[dict[str, int | str]] = []
+        for key in self.copies.pending():
+            assert isinstance(key, tuple)
+            found = self._copy_stream(key)
+            if found is None:
+                continue
+            copy = found[1].copy
+            keys, total, sent = (copy.keys, copy.keys_total, copy.bytes) if copy is not None else (0, 0, 0)
+            moves.append(
+                {
+                    "shard": key[0],
+                    "to": key[1],
+                    "state": "copying" if copy is not None else "queued",
+                    "keys": keys,
+                    "keys_total": total,
+                    "bytes": sent,
+                }
+            )
+        return moves
 
     def follower_gaps(self) -> dict[str, int]:
         """Per follower: the changes to the shards this node leads that it has yet to acknowledge (all shards).

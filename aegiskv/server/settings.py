@@ -494,6 +494,19 @@ SETTINGS: tuple[Setting, ...] = (
         "for tests of anti-entropy only, never in production",
     ),
     Setting(
+        "move_bandwidth",
+        32 * MIB,
+        _size(0, 2**40),
+        "bytes per second this node sends over all the shard copies of moves (joins, leaves, resyncs) "
+        "together, so foreground requests keep their latency; 0 = unlimited",
+    ),
+    Setting(
+        "move_concurrency",
+        2,
+        _integer(1, 64, "an integer"),
+        "shard copies this node sends at once; the others wait their turn, first come first served",
+    ),
+    Setting(
         "backend",
         "auto",
         _text(),
@@ -719,6 +732,8 @@ class Settings:
     anti_entropy_interval: float
     anti_entropy_bandwidth: int
     enable_debug_command: bool
+    move_bandwidth: int
+    move_concurrency: int
     backend: str
     wal: str
     wal_segment_bytes: int

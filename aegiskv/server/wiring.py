@@ -668,6 +668,8 @@ def replication_options(config: Settings) -> ReplicationOptions:
         backlog_bytes=config.replication_backlog,
         timing=LeaseTiming(lease_duration=config.lease_duration, max_clock_drift=config.max_clock_drift),
         replication_factor=config.replication_factor,
+        copy_bandwidth=config.move_bandwidth,
+        copy_slots=config.move_concurrency,
     )
 
 

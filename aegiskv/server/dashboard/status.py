@@ -116,6 +116,8 @@ def node_status(server: InfoSource, recent: RecentRequests, ready: bool, now: fl
             name: replication.get(f"aegis_{name}") for name in _REPLICATION_FIELDS if f"aegis_{name}" in replication
         },
         "hotkeys": hot_keys(info.get("hotkeys", {})),
+        # The shard copies this node sends (a move in flight): shard, to, state, keys, keys_total, bytes.
+        "moves": server.replicas.moves() if server.replicas is not None else [],
     }
 
 

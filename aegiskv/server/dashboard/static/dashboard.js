@@ -120,6 +120,21 @@ function render(view) {
   document.getElementById("legend").replaceChildren(...legend);
   document.getElementById("shard-grid").replaceChildren(...view.shards.map((shard) => shardCell(shard, colourOf)));
 
+  const moves = [];
+  for (const node of view.nodes) {
+    for (const move of (node.status && node.status.moves) || []) {
+      const progress = move.keys_total
+        ? number(move.keys) + " / " + number(move.keys_total) + " keys (" + Math.floor((100 * move.keys) / move.keys_total) + "%)"
+        : "\u2014";
+      moves.push(element("tr", { className: "move", "data-shard": String(move.shard), "data-from": node.node_id, "data-to": move.to },
+        element("td", { className: "num" }, move.shard), element("td", {}, node.node_id), element("td", {}, move.to),
+        element("td", {}, move.state), element("td", { className: "num" }, progress),
+        element("td", { className: "num" }, bytes(move.bytes))));
+    }
+  }
+  document.querySelector("#moves tbody").replaceChildren(...moves);
+  document.getElementById("moves-section").hidden = moves.length === 0;
+
   const hot = [];
   for (const node of view.nodes) {
     for (const entry of (node.status && node.status.hotkeys) || []) {
