@@ -15,7 +15,7 @@ from typing import Any
 from aegiskv.backends.base import BackendOptions
 from aegiskv.backends.memory import MemoryBackend
 from aegiskv.cluster.leases import LeaseTiming, MemoryVoteStore
-from aegiskv.cluster.peer_wire import Kind
+from aegiskv.cluster.peer_wire import Kind, ShardMessage
 from aegiskv.cluster.placement import RingPlacement
 from aegiskv.cluster.replication import Change, Op, writer_tag
 from aegiskv.cluster.shard_map import Endpoint, Member, ShardMap, Topology
@@ -442,3 +442,36 @@ def test_a_write_made_while_the_shard_was_not_led_fails_the_reply_whatever_follo
     replicas.put(KEY, b"later", 2, 0)  # led again (a new epoch) by the time the batch goes on
     writes = replicas.take_writes()
     assert writes is not None and writes[shard][0] < 0  # the reply fails: the first write is not on any follower
+
+
+def test_a_copy_cut_short_by_a_new_primary_is_sent_again_whole() -> None:
+    # A follower empties its copy when a snapshot begins. If another primary takes the shard
+    # before the snapshot ends, the follower must tell it "nothing held" (position 0), not the
+    # position its dropped keys had reached: streaming from there would never resend them.
+    follower = manager("f1")
+    shard = shard_of(KEY)
+    state = following(follower, shard)
+    follower.node.set(KEY, b"old")  # a key the follower held before the copy
+    state.backlog.restart_at(50, [(1, 1, 7)])  # and where its changes had reached
+    replies: list[tuple[int, bytes]] = []
+
+    def reply(kind: int, data: bytes) -> None:
+        replies.append((kind, data))
+
+    begin = ShardMessage(Kind.SNAPSHOT_BEGIN, shard, 3, 100)
+    follower.on_message("p", Kind.SNAPSHOT_BEGIN, begin.encode(), reply)
+    copied = next(key for key in (b"copied:%d" % index for index in range(10_000)) if shard_of(key) == shard)
+    item = Change(0, Op.PUT, copied, b"v", 9, 0)
+    items = ShardMessage(Kind.SNAPSHOT_ITEMS, shard, 3, 0, 0, [], [item])
+    follower.on_message("p", Kind.SNAPSHOT_ITEMS, items.encode(), reply)
+    assert state.receiving_snapshot
+    follower.on_message("f2", Kind.OFFER, ShardMessage(Kind.OFFER, shard, 4, 120).encode(), reply)
+    payload, *_ = [payload for kind, payload in replies if kind == Kind.POSITION]
+    position = ShardMessage.decode(Kind.POSITION, payload)
+    assert position.seq == 0  # nothing held: the new primary sends the shard whole
+    assert not state.receiving_snapshot  # the old copy is over: the shard can become ready again
+    assert follower.node.get_entry(copied) is None  # half a copy from another primary is not kept
+    assert follower.counters["copies_abandoned_received"] == 1
+    late = ShardMessage(Kind.SNAPSHOT_END, shard, 3, 100)
+    follower.on_message("p", Kind.SNAPSHOT_END, late.encode(), reply)  # the old primary's end: ignored
+    assert state.backlog.last_seq == 0

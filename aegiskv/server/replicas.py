@@ -334,6 +334,7 @@ class ReplicaManager:
             "read_quorum_failures": 0,
             "read_repairs": 0,
             "read_stale_copies": 0,
+            "copies_abandoned_received": 0,  # a copy under way when another primary took the shard
         }
         self._reads: dict[int, ReadTicket] = {}  # quorum reads waiting for READ_REPLY, by request id
         self._next_read = 0
@@ -1240,6 +1241,8 @@ class ReplicaManager:
     def _on_offer(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
         if self._stand_in(peer, state) or self._fence(peer, state, message, reply):
             return
+        if state.receiving_snapshot and (peer != state.following or message.epoch != state.followed_epoch):
+            self._abandon_copy(state, peer)
         state.following = peer
         state.followed_epoch = message.epoch
         if state.caught_up_to == 0 or message.seq > state.caught_up_to:
@@ -1295,6 +1298,7 @@ class ReplicaManager:
         held = state.backlog.last_seq
         self._copy_generations[state.shard] += 1  # before the drop: a read racing it sees the change
         dropped = self.node.drop_shard(state.shard)
+        self._forget_position(state)
         self.counters["resyncs_received"] += 1
         if held > message.seq:
             self.counters["changes_discarded"] += held - message.seq
@@ -1302,6 +1306,31 @@ class ReplicaManager:
         self._ready_version += 1  # mid-copy: not ready, whatever the trust
         state.receiving = CopyProgress(state.shard, peer, False)
         logger.info("shard {}: copy from {} begins (dropped {} keys held)", state.shard, peer, dropped)
+
+    def _forget_position(self, state: _Shard) -> None:
+        """The copy was emptied: from now on it says it holds nothing (position 0), not where its dropped
+        keys had reached. A new primary asking before the copy ends would otherwise stream from that old
+        position, and the dropped keys would never be sent again."""
+        state.backlog.restart_at(0, [])
+        self.leases.set_position(state.shard, state.backlog.position, 0)
+
+    def _abandon_copy(self, state: _Shard, new_primary: str) -> None:
+        """A new primary offers the shard while a copy from the old one is under way: that copy ends
+        here (its remaining chunks come from another primary and are ignored), what arrived of it is
+        dropped, and the shard starts empty for the new primary to send whole."""
+        self._copy_generations[state.shard] += 1
+        self.node.drop_shard(state.shard)
+        self._forget_position(state)
+        state.receiving_snapshot = False
+        self._ready_version += 1
+        state.receiving = None
+        self.counters["copies_abandoned_received"] += 1
+        logger.info(
+            "shard {}: copy from {} abandoned: {} now leads the shard and will send it again",
+            state.shard,
+            state.following,
+            new_primary,
+        )
 
     def _on_snapshot_items(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
         if self._fence(peer, state, message, reply):
