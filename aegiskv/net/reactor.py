@@ -285,12 +285,21 @@ class Transport:
     def port_name(self) -> str:
         return self.options.name
 
-    def account(self) -> None:
-        """Tell the buffer budgets what this connection holds now (may close it, or others)."""
+    def account(self, always: bool = False) -> None:
+        """Tell the buffer budgets what this connection holds now (may close it, or others).
+
+        ``always``: even when nothing changed since the last count (the sweep): the budgets'
+        recent peaks start afresh each window and must see what idle connections still hold.
+        """
         protocol = self.protocol
         held_in = protocol.input_buffered()
         held_out = self.out_size + protocol.output_held()
-        if held_in == self.accounted_in and held_out == self.accounted_out and self.accounted_preauth != self.trusted:
+        if (
+            not always
+            and held_in == self.accounted_in
+            and held_out == self.accounted_out
+            and self.accounted_preauth != self.trusted
+        ):
             # Nothing the budgets count has changed (the common case: a pipelined read that
             # was answered in full): skip the call, which the per-request path would pay.
             return
@@ -952,8 +961,9 @@ class Reactor:
             for connection in list(self.connections.values()):
                 if connection.closed:
                     continue  # closed by the budget while this sweep ran
-                # Reads the per-read path skipped (small, authenticated) are counted here.
-                connection.account()
+                # Reads the per-read path skipped (small, authenticated) are counted here, and
+                # what idle connections hold enters the new peak window.
+                connection.account(always=True)
                 if connection.closed:
                     continue
                 options = connection.options
