@@ -439,6 +439,15 @@ def test_scan_classifies_what_it_finds() -> None:
     assert (result.end, result.good_bytes, records) == (ScanEnd.CORRUPT, 0, [])
 
 
+def test_the_fallback_checksum_continues_as_the_fast_one() -> None:
+    # Without google-crc32c's C extension the log checksums pieces with crcmod: continuing a
+    # CRC over the next piece must give the CRC of the whole, as google-crc32c's extend does.
+    head, tail = os.urandom(1000), os.urandom(3000)
+    whole = wal_format._crc32c(head + tail)
+    assert wal_format._crcmod_extend(wal_format._crc32c(head), tail) == whole
+    assert wal_format._fast_crc32c_extend(wal_format._fast_crc32c(head), tail) == whole
+
+
 def test_records_are_checksummed_by_the_cpu_crc_instruction() -> None:
     # A record's checksum runs over its whole value on the reactor: with crcmod's table walk
     # an 8 MiB SET held every client for 25-30 ms (issue 28). google-crc32c falls back to pure

@@ -36,11 +36,17 @@ from __future__ import annotations
 import enum
 import mmap
 import struct
+import warnings
 from collections.abc import Iterator
 from typing import Final, NamedTuple
 
 import crcmod.predefined
-import google_crc32c
+
+with warnings.catch_warnings():
+    # Without its C extension google-crc32c falls back to pure Python and warns on stderr at
+    # import; the log then checksums with crcmod instead (below), so the warning says nothing true.
+    warnings.simplefilter("ignore", RuntimeWarning)
+    import google_crc32c
 
 # What scan() reads: the bytes of a segment, or an mmap of its file.
 Buffer = bytes | bytearray | memoryview | mmap.mmap
@@ -50,8 +56,18 @@ Buffer = bytes | bytearray | memoryview | mmap.mmap
 # issue 28); reading back at start-up, by crcmod, which also takes the memoryviews of an
 # mmap that scan() walks (the C function takes bytes objects only).
 _crc32c = crcmod.predefined.mkCrcFun("crc-32c")
-_fast_crc32c = google_crc32c.value
-_fast_crc32c_extend = google_crc32c.extend
+
+
+def _crcmod_extend(crc: int, data: bytes) -> int:
+    return int(_crc32c(data, crc))
+
+
+if google_crc32c.implementation == "c":
+    _fast_crc32c = google_crc32c.value
+    _fast_crc32c_extend = google_crc32c.extend
+else:  # its pure-Python fallback is far slower than crcmod's C table walk
+    _fast_crc32c = _crc32c
+    _fast_crc32c_extend = _crcmod_extend
 
 _HEADER = struct.Struct("!IBQQQII")  # length, type, seq, version, expires_at, key_length, header crc
 HEADER_SIZE = _HEADER.size  # 37
