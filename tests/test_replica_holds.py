@@ -475,3 +475,10 @@ def test_a_copy_cut_short_by_a_new_primary_is_sent_again_whole() -> None:
     late = ShardMessage(Kind.SNAPSHOT_END, shard, 3, 100)
     follower.on_message("p", Kind.SNAPSHOT_END, late.encode(), reply)  # the old primary's end: ignored
     assert state.backlog.last_seq == 0
+    # The same primary offering again mid-copy (its link came back, its stream was replaced) has
+    # given that copy up too: the flag must not stay set, or the shard never becomes ready.
+    follower.on_message("f2", Kind.SNAPSHOT_BEGIN, ShardMessage(Kind.SNAPSHOT_BEGIN, shard, 4, 130).encode(), reply)
+    assert state.receiving_snapshot
+    follower.on_message("f2", Kind.OFFER, ShardMessage(Kind.OFFER, shard, 4, 140).encode(), reply)
+    assert not state.receiving_snapshot
+    assert follower.counters["copies_abandoned_received"] == 2

@@ -531,10 +531,13 @@ class AntiEntropy:
                     backend.apply(change.key, change.value, change.expires_at_ms, change.version)
                 except ValueTooLarge:
                     backend.delete(change.key)  # cannot hold it here: a miss, never a stale value
-            if index is not None:
-                # Written outside the log: the index must list them and hash those buckets afresh.
-                index.keys.update(change.key for change in puts)
-                index.dirty.update(repaired)
+            # Written outside the log: the index must list them and hash those buckets afresh,
+            # and so must a sweep under way, whose record of the shard replaces the index when it
+            # ends (it may have passed these keys before the repair wrote them).
+            for record in (index, self._sweep_groups.get(state.shard)):
+                if record is not None:
+                    record.keys.update(change.key for change in puts)
+                    record.dirty.update(repaired)
         self.counters["keys_repaired"] += changed
 
     # -- the keys of a shard at a log position (node lock held) -----------------------------------------

@@ -1241,7 +1241,9 @@ class ReplicaManager:
     def _on_offer(self, peer: str, state: _Shard, message: ShardMessage, reply: Reply) -> None:
         if self._stand_in(peer, state) or self._fence(peer, state, message, reply):
             return
-        if state.receiving_snapshot and (peer != state.following or message.epoch != state.followed_epoch):
+        if state.receiving_snapshot:
+            # Any offer means the primary has given up the copy under way (a new primary, or
+            # the same one after its link came back, whose stream was replaced).
             self._abandon_copy(state, peer)
         state.following = peer
         state.followed_epoch = message.epoch
@@ -1315,9 +1317,9 @@ class ReplicaManager:
         self.leases.set_position(state.shard, state.backlog.position, 0)
 
     def _abandon_copy(self, state: _Shard, new_primary: str) -> None:
-        """A new primary offers the shard while a copy from the old one is under way: that copy ends
-        here (its remaining chunks come from another primary and are ignored), what arrived of it is
-        dropped, and the shard starts empty for the new primary to send whole."""
+        """An offer of the shard while a copy is under way: that copy ends here (any chunks of it still
+        on their way are ignored), what arrived of it is dropped, and the shard starts empty for the
+        primary that offered to send whole."""
         self._copy_generations[state.shard] += 1
         self.node.drop_shard(state.shard)
         self._forget_position(state)
@@ -1326,7 +1328,7 @@ class ReplicaManager:
         state.receiving = None
         self.counters["copies_abandoned_received"] += 1
         logger.info(
-            "shard {}: copy from {} abandoned: {} now leads the shard and will send it again",
+            "shard {}: copy from {} abandoned: {} offered the shard and will send it again",
             state.shard,
             state.following,
             new_primary,
