@@ -471,8 +471,8 @@ def test_a_value_handed_over_as_a_view_is_logged_as_its_bytes() -> None:
     # The checksum function takes bytes objects only; a value may come as a view or a bytearray.
     value = b"abc" * 1000
     expected = wal_format.encode(RecordType.PUT, 1, b"k", value)
-    assert wal_format.encode(RecordType.PUT, 1, b"k", memoryview(value)) == expected  # type: ignore[arg-type]
-    assert wal_format.encode(RecordType.PUT, 1, bytearray(b"k"), bytearray(value)) == expected  # type: ignore[arg-type]
+    assert wal_format.encode(RecordType.PUT, 1, b"k", memoryview(value)) == expected
+    assert wal_format.encode(RecordType.PUT, 1, bytearray(b"k"), bytearray(value)) == expected
 
 
 # -- snapshots ---------------------------------------------------------------------------------
